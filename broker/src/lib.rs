@@ -1,0 +1,1 @@
+//! Janus broker: filled in by the broker issue.

@@ -1,0 +1,1 @@
+//! Janus edge: filled in by the edge issue.

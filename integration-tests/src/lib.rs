@@ -1,0 +1,1 @@
+//! Full-stack integration suites: filled in by the stack issue.

@@ -1,0 +1,45 @@
+#!/usr/bin/env bash
+# The whole test suite, exactly as CI runs it (.ci/run calls this script).
+#
+#   scripts/test.sh
+#
+# Formatting, lints, every unit/property/integration test, the benches in test mode, the doc
+# tests, and a build of the fuzz targets. Build output goes to $CARGO_TARGET_DIR, by default
+# /var/tmp/janus-target, so repeated runs on one machine reuse it.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-/var/tmp/janus-target}"
+export CARGO_TERM_COLOR="${CARGO_TERM_COLOR:-never}"
+
+step() { printf '\n==> %s\n' "$*"; }
+
+need() {
+  command -v "$1" >/dev/null 2>&1 || { echo "error: '$1' is not installed: $2" >&2; exit 1; }
+}
+need cargo "install the Rust toolchain (https://rustup.rs) and retry"
+need c++ "the fuzz targets build libFuzzer: apt-get install g++"
+need python3 "the protocol vectors are cross-checked in Python: apt-get install python3 python3-pip"
+cargo fmt --version >/dev/null 2>&1 || { echo "error: rustfmt missing: rustup component add rustfmt" >&2; exit 1; }
+cargo clippy --version >/dev/null 2>&1 || { echo "error: clippy missing: rustup component add clippy" >&2; exit 1; }
+
+step "format"
+cargo fmt --all -- --check
+(cd fuzz && cargo fmt -- --check)
+
+step "protocol vectors against an independent implementation (Python, pyca/cryptography)"
+python3 -c 'import cryptography' 2>/dev/null || python3 -m pip install --quiet 'cryptography>=42' || {
+  echo "error: the vector check needs Python's 'cryptography' package: python3 -m pip install cryptography" >&2; exit 1; }
+python3 shared/tests/vectors/verify.py
+
+step "clippy"
+cargo clippy --workspace --all-targets --locked -- -D warnings
+
+step "fuzz targets build"
+cargo build --manifest-path fuzz/Cargo.toml --bins
+
+step "tests (unit, property, integration, benches in test mode)"
+cargo test --workspace --all-targets --locked
+
+step "doc tests"
+cargo test --workspace --doc --locked

@@ -1,0 +1,236 @@
+//! The tokio driver of the client end: connect, handshake, send requests, receive replies and
+//! pushes, over TCP or WebSocket.
+//!
+//! All protocol logic is in [`ClientSession`]; this module only moves bytes. A stream transport
+//! carries frames back to back; a WebSocket carries exactly one frame per binary message, and a
+//! text message is a protocol error. Used by the CLI, the load generator and the tests.
+
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use bytes::{Bytes, BytesMut};
+use futures_util::{SinkExt, StreamExt};
+use janus_proto::packet::Packet;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
+
+use crate::error::{Error, Result};
+use crate::frame;
+use crate::handshake::ClientHandshakeConfig;
+use crate::session::{ClientEvent, ClientSession, SessionConfig};
+
+/// Where to connect.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Endpoint {
+    /// A TCP listener, `host:port`.
+    Tcp(String),
+    /// A WebSocket URL, `ws://host:port/path` or `wss://…`.
+    WebSocket(String),
+}
+
+/// Everything a client needs besides its token.
+#[derive(Debug, Clone)]
+pub struct ClientConfig {
+    /// Keys and mode of the handshake.
+    pub handshake: ClientHandshakeConfig,
+    /// Frame limit and compression.
+    pub session: SessionConfig,
+    /// How long connecting plus the handshake may take.
+    pub handshake_timeout: Duration,
+}
+
+/// A byte stream the client can run frames over (TCP today; KCP and QUIC streams too).
+pub trait ByteStream: AsyncRead + AsyncWrite + Unpin + Send {}
+impl<T: AsyncRead + AsyncWrite + Unpin + Send> ByteStream for T {}
+
+enum Conn {
+    Stream(Box<dyn ByteStream>),
+    WebSocket(Box<WebSocketStream<MaybeTlsStream<TcpStream>>>),
+}
+
+/// A connected, handshaken client.
+pub struct Client {
+    conn: Conn,
+    session: ClientSession,
+    input: BytesMut,
+    out: BytesMut,
+}
+
+/// The current time as unix seconds, the clock the handshake and heartbeats use.
+pub fn unix_now() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0)
+}
+
+impl Client {
+    /// Connects to `endpoint` and completes the handshake with `token`.
+    pub async fn connect(endpoint: &Endpoint, config: &ClientConfig, token: &str) -> Result<Self> {
+        let connect = async {
+            let conn = match endpoint {
+                Endpoint::Tcp(addr) => {
+                    let tcp = TcpStream::connect(addr).await?;
+                    tcp.set_nodelay(true)?;
+                    Conn::Stream(Box::new(tcp))
+                }
+                Endpoint::WebSocket(url) => {
+                    let (ws, _) = tokio_tungstenite::connect_async(url.as_str())
+                        .await
+                        .map_err(|e| Error::WebSocket(e.to_string()))?;
+                    Conn::WebSocket(Box::new(ws))
+                }
+            };
+            Self::handshake(conn, config, token).await
+        };
+        tokio::time::timeout(config.handshake_timeout, connect)
+            .await
+            .map_err(|_| Error::Timeout("connect and handshake"))?
+    }
+
+    /// Runs the handshake over an already connected byte stream (transports other than TCP
+    /// and WebSocket wrap their streams and come in here).
+    pub async fn over_stream(
+        stream: Box<dyn ByteStream>,
+        config: &ClientConfig,
+        token: &str,
+    ) -> Result<Self> {
+        tokio::time::timeout(
+            config.handshake_timeout,
+            Self::handshake(Conn::Stream(stream), config, token),
+        )
+        .await
+        .map_err(|_| Error::Timeout("handshake"))?
+    }
+
+    async fn handshake(conn: Conn, config: &ClientConfig, token: &str) -> Result<Self> {
+        let mut out = BytesMut::with_capacity(1024);
+        let session = ClientSession::start(
+            config.handshake.clone(),
+            config.session,
+            token,
+            unix_now(),
+            &mut out,
+        )?;
+        let mut client = Self {
+            conn,
+            session,
+            input: BytesMut::with_capacity(8 * 1024),
+            out,
+        };
+        client.flush().await?;
+        match client.next_event().await? {
+            ClientEvent::Established { .. } => Ok(client),
+            ClientEvent::Packet(_) => Err(Error::UnexpectedState("packet before handshake reply")),
+        }
+    }
+
+    /// Sends a request; returns the index the reply will echo.
+    pub async fn send(&mut self, packet: Packet) -> Result<i32> {
+        let index = self.session.send(packet, &mut self.out)?;
+        self.flush().await?;
+        Ok(index)
+    }
+
+    /// Sends `packet` exactly as given, index included, bypassing the counter (bad-input tests).
+    pub async fn send_unchecked(&mut self, packet: Packet) -> Result<()> {
+        self.session.send_unchecked(packet, &mut self.out)?;
+        self.flush().await
+    }
+
+    /// Writes raw bytes to the transport, outside any framing or encryption (bad-input tests).
+    pub async fn send_raw(&mut self, bytes: &[u8]) -> Result<()> {
+        self.out.extend_from_slice(bytes);
+        self.flush().await
+    }
+
+    /// The next packet from the server: a reply (index echoed) or a push (index 0).
+    /// Cancel-safe: nothing is lost if the future is dropped.
+    pub async fn recv(&mut self) -> Result<Packet> {
+        match self.next_event().await? {
+            ClientEvent::Packet(packet) => Ok(packet),
+            ClientEvent::Established { .. } => {
+                Err(Error::UnexpectedState("second handshake reply"))
+            }
+        }
+    }
+
+    /// Sends a request and waits for the reply with its index; pushes that arrive meanwhile are
+    /// handed to `on_push`.
+    pub async fn request(
+        &mut self,
+        packet: Packet,
+        mut on_push: impl FnMut(Packet),
+    ) -> Result<Packet> {
+        let index = self.send(packet).await?;
+        loop {
+            let packet = self.recv().await?;
+            if packet.index == index {
+                return Ok(packet);
+            }
+            on_push(packet);
+        }
+    }
+
+    /// Closes the connection politely.
+    pub async fn close(mut self) -> Result<()> {
+        match &mut self.conn {
+            Conn::Stream(s) => s.shutdown().await?,
+            Conn::WebSocket(ws) => SinkExt::close(ws.as_mut())
+                .await
+                .map_err(|e| Error::WebSocket(e.to_string()))?,
+        }
+        Ok(())
+    }
+
+    async fn next_event(&mut self) -> Result<ClientEvent> {
+        loop {
+            match &mut self.conn {
+                Conn::Stream(stream) => {
+                    if let Some(event) = self.session.poll(&mut self.input)? {
+                        return Ok(event);
+                    }
+                    if stream.read_buf(&mut self.input).await? == 0 {
+                        return Err(Error::Closed);
+                    }
+                }
+                Conn::WebSocket(ws) => {
+                    let message = match ws.next().await {
+                        None => return Err(Error::Closed),
+                        Some(message) => message.map_err(|e| Error::WebSocket(e.to_string()))?,
+                    };
+                    match message {
+                        Message::Binary(bytes) => {
+                            let payload = frame::decode_message(bytes, self.session.max_frame())?;
+                            return self.session.handle_frame(BytesMut::from(payload));
+                        }
+                        Message::Close(_) => return Err(Error::Closed),
+                        Message::Text(_) => return Err(Error::MessageFraming("text message")),
+                        Message::Ping(_) | Message::Pong(_) | Message::Frame(_) => {}
+                    }
+                }
+            }
+        }
+    }
+
+    async fn flush(&mut self) -> Result<()> {
+        if self.out.is_empty() {
+            return Ok(());
+        }
+        match &mut self.conn {
+            Conn::Stream(stream) => {
+                stream.write_all(&self.out).await?;
+                self.out.clear();
+                stream.flush().await?;
+            }
+            Conn::WebSocket(ws) => {
+                let bytes: Bytes = self.out.split().freeze();
+                ws.send(Message::Binary(bytes))
+                    .await
+                    .map_err(|e| Error::WebSocket(e.to_string()))?;
+            }
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,22 @@
+//! Janus protocol core, shared by the edge, the broker, the CLI and every test.
+//!
+//! Everything here except [`client`] is sans-IO: framing ([`frame`]), the handshake
+//! ([`handshake`]) and the session state machines ([`session`]) that combine it with the frame
+//! ciphers ([`cipher`]), the `index` rule and compression ([`compress`]). They take bytes and
+//! time and return events and bytes, so they are tested without sockets and driven by thin tokio
+//! loops. Keys and tokens live in [`keys`] and [`token`]; the System packets the gateway itself
+//! answers or pushes in [`system`]. The [`client`] module is the tokio driver of the client end,
+//! used by the CLI, the load generator and the tests.
+
+pub mod cipher;
+pub mod client;
+pub mod compress;
+pub mod error;
+pub mod frame;
+pub mod handshake;
+pub mod keys;
+pub mod session;
+pub mod system;
+pub mod token;
+
+pub use error::{Error, Result};

@@ -1,0 +1,526 @@
+//! Both ends of a session driven against each other in memory: every handshake check and every
+//! failure after it.
+
+use std::sync::Arc;
+
+use bytes::BytesMut;
+use janus_proto::gate::intra::v1::{AuthToken, OnlineStatus};
+use janus_proto::message::{CsHandshake, ScHandshake};
+use janus_proto::packet::Packet;
+use prost::Message;
+
+use super::*;
+use crate::handshake::{ClientHandshakeConfig, Mode, ServerHandshakeConfig};
+use crate::keys::{SigningKey, TokenKey};
+use crate::system;
+use crate::token::TokenCodec;
+
+const NOW: i64 = 1_700_000_000;
+
+struct Fixture {
+    server: ServerHandshakeConfig,
+    client: ClientHandshakeConfig,
+    tokens: TokenCodec,
+    claims: AuthToken,
+}
+
+fn fixture() -> Fixture {
+    let signing_key = SigningKey::from_seed(&[1; 32]);
+    let tokens = TokenCodec::new(&TokenKey::from_bytes(&[2; 32]).unwrap());
+    Fixture {
+        client: ClientHandshakeConfig {
+            server_key: signing_key.verifying_key(),
+            client_key: None,
+            mode: Mode::V2,
+            server_id: 0,
+            cert_version: 1,
+        },
+        server: ServerHandshakeConfig {
+            signing_key,
+            tokens: tokens.clone(),
+            client_cert: None,
+            allowed_statuses: vec![OnlineStatus::Gate as i32],
+            max_skew_secs: 5,
+            allow_legacy: false,
+            allow_unencrypted: false,
+            cert_version: 1,
+        },
+        tokens,
+        claims: AuthToken {
+            rand: "x".into(),
+            color: "blue".into(),
+            account_id: 1001,
+            server_id: 9,
+            timeout: NOW + 600,
+            location: 0,
+            status: OnlineStatus::Gate as i32,
+            unencrypted: false,
+        },
+    }
+}
+
+struct Pair {
+    server: ServerSession,
+    client: ClientSession,
+    /// Bytes in flight client → server and server → client.
+    c2s: BytesMut,
+    s2c: BytesMut,
+}
+
+impl Fixture {
+    fn token(&self) -> String {
+        self.tokens.seal(&self.claims)
+    }
+
+    fn start(&self) -> Pair {
+        let mut c2s = BytesMut::new();
+        let client = ClientSession::start(
+            self.client.clone(),
+            SessionConfig::default(),
+            &self.token(),
+            NOW,
+            &mut c2s,
+        )
+        .unwrap();
+        Pair {
+            server: ServerSession::new(Arc::new(self.server.clone()), SessionConfig::default()),
+            client,
+            c2s,
+            s2c: BytesMut::new(),
+        }
+    }
+
+    /// Runs the handshake to completion and returns the established pair.
+    fn established(&self) -> Pair {
+        let mut pair = self.start();
+        let event = pair.server_poll().unwrap().unwrap();
+        assert!(matches!(event, ServerEvent::Established(_)));
+        let event = pair.client.poll(&mut pair.s2c).unwrap().unwrap();
+        assert!(matches!(
+            event,
+            ClientEvent::Established {
+                start_index: 1,
+                server_time: NOW
+            }
+        ));
+        pair
+    }
+
+    /// The server's verdict on a hello rewritten by `edit`.
+    fn accept_edited(&self, edit: impl FnOnce(&mut CsHandshake)) -> Result<ServerEvent> {
+        let mut pair = self.start();
+        let payload = frame::decode(&mut pair.c2s, frame::DEFAULT_MAX_FRAME)
+            .unwrap()
+            .unwrap();
+        let mut packet = Packet::decode(&payload[..]).unwrap();
+        let mut hello = CsHandshake::decode(&packet.data[..]).unwrap();
+        edit(&mut hello);
+        packet.data = hello.encode_to_vec();
+        let mut out = BytesMut::new();
+        let result =
+            pair.server
+                .handle_frame(BytesMut::from(&packet.encode_to_vec()[..]), NOW, &mut out);
+        if result.is_err() {
+            assert!(out.is_empty(), "a refused handshake sends nothing");
+        }
+        result
+    }
+}
+
+impl Pair {
+    fn server_poll(&mut self) -> Result<Option<ServerEvent>> {
+        self.server.poll(&mut self.c2s, NOW, &mut self.s2c)
+    }
+
+    fn request(&mut self, data: &[u8]) -> i32 {
+        let packet = Packet {
+            r#mod: 3,
+            seq: 1,
+            data: data.to_vec(),
+            ..Default::default()
+        };
+        self.client.send(packet, &mut self.c2s).unwrap()
+    }
+}
+
+#[test]
+fn v2_session_carries_requests_replies_and_pushes() {
+    let f = fixture();
+    let mut pair = f.established();
+    let identity = pair.server.identity().unwrap().clone();
+    assert_eq!(
+        (
+            identity.uid,
+            identity.sid,
+            identity.color.as_str(),
+            identity.mode
+        ),
+        (1001, 9, "blue", Mode::V2)
+    );
+    assert_eq!(identity.token_expiry, NOW + 600);
+    for i in 0..3 {
+        let index = pair.request(format!("req {i}").as_bytes());
+        assert_eq!(index, 1 + i);
+        let Some(ServerEvent::Packet(req)) = pair.server_poll().unwrap() else {
+            panic!("a packet")
+        };
+        assert_eq!(
+            (req.index, req.data),
+            (index, format!("req {i}").into_bytes())
+        );
+        pair.server
+            .send(
+                Packet {
+                    index,
+                    data: b"reply".to_vec(),
+                    ..Default::default()
+                },
+                &mut pair.s2c,
+            )
+            .unwrap();
+        pair.server.send(system::logout(4), &mut pair.s2c).unwrap();
+        let Some(ClientEvent::Packet(reply)) = pair.client.poll(&mut pair.s2c).unwrap() else {
+            panic!()
+        };
+        assert_eq!((reply.index, reply.data.as_slice()), (index, &b"reply"[..]));
+        let Some(ClientEvent::Packet(push)) = pair.client.poll(&mut pair.s2c).unwrap() else {
+            panic!()
+        };
+        assert_eq!((push.r#mod, push.seq, push.index), (1, 4, 0));
+    }
+    assert!(pair.server_poll().unwrap().is_none());
+}
+
+#[test]
+fn legacy_and_unencrypted_sessions_work_when_enabled() {
+    let mut f = fixture();
+    f.server.allow_legacy = true;
+    f.client.mode = Mode::Legacy;
+    let mut pair = f.established();
+    assert_eq!(pair.server.identity().unwrap().mode, Mode::Legacy);
+    pair.request(b"old client");
+    assert!(
+        matches!(pair.server_poll().unwrap(), Some(ServerEvent::Packet(p)) if p.data == b"old client")
+    );
+
+    let mut f = fixture();
+    f.server.allow_unencrypted = true;
+    f.client.mode = Mode::Unencrypted;
+    f.claims.unencrypted = true;
+    let mut pair = f.established();
+    assert_eq!(pair.server.identity().unwrap().mode, Mode::Unencrypted);
+    pair.request(b"plain");
+    assert!(
+        pair.c2s.windows(5).any(|w| w == b"plain"),
+        "really unencrypted on the wire"
+    );
+    assert!(
+        matches!(pair.server_poll().unwrap(), Some(ServerEvent::Packet(p)) if p.data == b"plain")
+    );
+}
+
+#[test]
+fn modes_are_refused_unless_enabled() {
+    let mut f = fixture();
+    f.client.mode = Mode::Legacy;
+    assert!(matches!(
+        f.start().server_poll(),
+        Err(Error::ModeNotAllowed("legacy"))
+    ));
+    let mut f = fixture();
+    f.claims.unencrypted = true;
+    assert!(matches!(
+        f.start().server_poll(),
+        Err(Error::ModeNotAllowed("unencrypted"))
+    ));
+    let f = fixture();
+    assert!(matches!(
+        f.accept_edited(|h| h.version = 3),
+        Err(Error::UnknownVersion(3))
+    ));
+}
+
+#[test]
+fn token_problems_are_reported_as_such() {
+    let mut f = fixture();
+    f.claims.timeout = NOW - 1;
+    assert!(matches!(
+        f.start().server_poll(),
+        Err(Error::TokenExpired { .. })
+    ));
+    let mut f = fixture();
+    f.claims.status = OnlineStatus::Admin as i32;
+    assert!(matches!(
+        f.start().server_poll(),
+        Err(Error::StatusNotAllowed(3))
+    ));
+    let f = fixture();
+    let foreign = TokenCodec::new(&TokenKey::from_bytes(&[3; 32]).unwrap()).seal(&f.claims);
+    assert!(matches!(
+        f.accept_edited(|h| h.token = foreign),
+        Err(Error::TokenInvalid(_))
+    ));
+}
+
+#[test]
+fn clock_skew_beyond_the_limit_is_refused_both_ways() {
+    let f = fixture();
+    assert!(f.accept_edited(|h| h.timestamp = NOW + 5).is_ok());
+    assert!(f.accept_edited(|h| h.timestamp = NOW - 5).is_ok());
+    assert!(matches!(
+        f.accept_edited(|h| h.timestamp = NOW + 6),
+        Err(Error::TimestampSkew {
+            skew: 6,
+            max: 5,
+            ..
+        })
+    ));
+    assert!(matches!(
+        f.accept_edited(|h| h.timestamp = NOW - 6),
+        Err(Error::TimestampSkew { skew: 6, .. })
+    ));
+    assert!(matches!(
+        f.accept_edited(|h| h.timestamp = i64::MIN),
+        Err(Error::TimestampSkew { .. })
+    ));
+}
+
+#[test]
+fn public_keys_are_checked() {
+    let f = fixture();
+    assert!(matches!(
+        f.accept_edited(|h| h.r#pub.truncate(31)),
+        Err(Error::BadPublicKeyLength(31))
+    ));
+    assert!(matches!(
+        f.accept_edited(|h| h.r#pub.clear()),
+        Err(Error::BadPublicKeyLength(0))
+    ));
+    assert!(matches!(
+        f.accept_edited(|h| h.r#pub = vec![0; 32]),
+        Err(Error::ZeroSharedSecret)
+    ));
+    // A low-order point (order 8 on Curve25519) also yields the zero secret.
+    let mut low_order = [0u8; 32];
+    low_order[0] = 1;
+    assert!(matches!(
+        f.accept_edited(|h| h.r#pub = low_order.to_vec()),
+        Err(Error::ZeroSharedSecret)
+    ));
+}
+
+#[test]
+fn client_certificate_signatures_are_required_when_configured() {
+    let client_key = SigningKey::from_seed(&[7; 32]);
+    let mut f = fixture();
+    f.server.client_cert = Some(client_key.verifying_key());
+    assert!(
+        matches!(f.start().server_poll(), Err(Error::BadClientSignature)),
+        "unsigned"
+    );
+    f.client.client_key = Some(SigningKey::from_seed(&[8; 32]));
+    assert!(
+        matches!(f.start().server_poll(), Err(Error::BadClientSignature)),
+        "wrong key"
+    );
+    f.client.client_key = Some(client_key);
+    let mut pair = f.established();
+    pair.request(b"signed");
+    assert!(matches!(
+        pair.server_poll().unwrap(),
+        Some(ServerEvent::Packet(_))
+    ));
+}
+
+#[test]
+fn the_first_frame_must_be_a_handshake() {
+    let f = fixture();
+    let mut server = ServerSession::new(Arc::new(f.server.clone()), SessionConfig::default());
+    let mut out = BytesMut::new();
+    let heartbeat = Packet {
+        r#mod: 1,
+        seq: 2,
+        ..Default::default()
+    }
+    .encode_to_vec();
+    assert!(matches!(
+        server.handle_frame(BytesMut::from(&heartbeat[..]), NOW, &mut out),
+        Err(Error::NotHandshake { module: 1, seq: 2 })
+    ));
+    assert!(matches!(
+        server.handle_frame(BytesMut::from(&[0xff, 0xff, 0xff][..]), NOW, &mut out),
+        Err(Error::Decode { what: "packet", .. })
+    ));
+    let not_hello = system::packet(system::SEQ_HANDSHAKE, 0, vec![0xff; 3]).encode_to_vec();
+    assert!(matches!(
+        server.handle_frame(BytesMut::from(&not_hello[..]), NOW, &mut out),
+        Err(Error::Decode {
+            what: "CSHandshake",
+            ..
+        })
+    ));
+    assert!(matches!(
+        server.send(Packet::default(), &mut out),
+        Err(Error::UnexpectedState(_))
+    ));
+    assert!(out.is_empty());
+}
+
+#[test]
+fn the_index_must_follow_the_counter() {
+    let f = fixture();
+    let mut pair = f.established();
+    pair.request(b"one");
+    pair.server_poll().unwrap();
+    let skipped = Packet {
+        index: 5,
+        ..Default::default()
+    };
+    pair.client.send_unchecked(skipped, &mut pair.c2s).unwrap();
+    assert!(matches!(
+        pair.server_poll(),
+        Err(Error::IndexMismatch {
+            expected: 2,
+            got: 5
+        })
+    ));
+}
+
+#[test]
+fn tampered_replayed_and_reordered_frames_end_the_session() {
+    let f = fixture();
+    let mut pair = f.established();
+    pair.request(b"a");
+    let replay = pair.c2s.clone();
+    assert!(matches!(
+        pair.server_poll(),
+        Ok(Some(ServerEvent::Packet(_)))
+    ));
+    pair.c2s = replay;
+    assert!(
+        matches!(pair.server_poll(), Err(Error::Decrypt)),
+        "replayed"
+    );
+
+    let mut pair = f.established();
+    pair.request(b"a");
+    pair.c2s.clear();
+    pair.request(b"b");
+    assert!(
+        matches!(pair.server_poll(), Err(Error::Decrypt)),
+        "first frame dropped"
+    );
+
+    let mut pair = f.established();
+    pair.request(b"a");
+    let last = pair.c2s.len() - 1;
+    pair.c2s[last] ^= 0x80;
+    assert!(
+        matches!(pair.server_poll(), Err(Error::Decrypt)),
+        "bit flipped"
+    );
+}
+
+#[test]
+fn a_forged_server_reply_is_refused_by_the_client() {
+    let mut f = fixture();
+    f.client.server_key = SigningKey::from_seed(&[9; 32]).verifying_key();
+    let mut pair = f.start();
+    pair.server_poll().unwrap();
+    assert!(matches!(
+        pair.client.poll(&mut pair.s2c),
+        Err(Error::BadServerSignature)
+    ));
+
+    let mut f = fixture();
+    f.server.allow_legacy = true;
+    f.client.mode = Mode::Legacy;
+    f.client.server_key = SigningKey::from_seed(&[9; 32]).verifying_key();
+    let mut pair = f.start();
+    pair.server_poll().unwrap();
+    assert!(matches!(
+        pair.client.poll(&mut pair.s2c),
+        Err(Error::BadServerSignature)
+    ));
+}
+
+#[test]
+fn a_reply_with_a_bad_public_key_is_refused_by_the_client() {
+    let f = fixture();
+    let mut pair = f.start();
+    pair.server_poll().unwrap();
+    let payload = frame::decode(&mut pair.s2c, frame::DEFAULT_MAX_FRAME)
+        .unwrap()
+        .unwrap();
+    let mut packet = Packet::decode(&payload[..]).unwrap();
+    let mut reply = ScHandshake::decode(&packet.data[..]).unwrap();
+    reply.r#pub = vec![0; 32];
+    packet.data = reply.encode_to_vec();
+    assert!(matches!(
+        pair.client
+            .handle_frame(BytesMut::from(&packet.encode_to_vec()[..])),
+        Err(Error::ZeroSharedSecret)
+    ));
+}
+
+#[test]
+fn large_data_is_compressed_on_the_wire_and_bombs_are_refused() {
+    let f = fixture();
+    let mut pair = f.established();
+    let big = vec![b'z'; 12_000];
+    pair.server
+        .send(
+            Packet {
+                data: big.clone(),
+                ..Default::default()
+            },
+            &mut pair.s2c,
+        )
+        .unwrap();
+    assert!(pair.s2c.len() < 1_000, "12 KB of one byte compresses well");
+    let Some(ClientEvent::Packet(got)) = pair.client.poll(&mut pair.s2c).unwrap() else {
+        panic!()
+    };
+    assert_eq!((got.data, got.compress), (big, false));
+
+    let bomb = crate::compress::Compression::deflate(&vec![0u8; 2 << 20]);
+    let packet = Packet {
+        data: bomb,
+        compress: true,
+        index: 1,
+        ..Default::default()
+    };
+    pair.client.send_unchecked(packet, &mut pair.c2s).unwrap();
+    assert!(matches!(
+        pair.server_poll(),
+        Err(Error::InflateTooLarge { .. })
+    ));
+
+    let mut pair = f.established();
+    let packet = Packet {
+        data: b"not zlib".to_vec(),
+        compress: true,
+        index: 1,
+        ..Default::default()
+    };
+    pair.client.send_unchecked(packet, &mut pair.c2s).unwrap();
+    assert!(matches!(pair.server_poll(), Err(Error::InflateCorrupt(_))));
+}
+
+#[test]
+fn sid_comes_from_the_hello_when_given() {
+    let mut f = fixture();
+    f.client.server_id = 77;
+    let pair = f.established();
+    assert_eq!(pair.server.identity().unwrap().sid, 77);
+}
+
+#[test]
+fn sends_before_the_handshake_are_refused() {
+    let f = fixture();
+    let mut pair = f.start();
+    assert!(matches!(
+        pair.client.send(Packet::default(), &mut pair.c2s),
+        Err(Error::UnexpectedState(_))
+    ));
+}

@@ -1,0 +1,58 @@
+//! The System module (mod 1): its sequence ids and the packets the gateway itself sends.
+//!
+//! Handshake, heartbeat, unexpected-error and logout are answered or pushed by the gateway, not
+//! by a game service. Pushes carry index 0; replies echo the request's index.
+
+use janus_proto::message::{ScHeartbeat, ScServerLogout, ScServerUnexpectedErr};
+use janus_proto::packet::Packet;
+use prost::Message;
+
+/// Module id of System messages.
+pub const MODULE: i32 = 1;
+/// `CSHandshake` / `SCHandshake`.
+pub const SEQ_HANDSHAKE: i32 = 1;
+/// `CSHeartbeat` / `SCHeartbeat`.
+pub const SEQ_HEARTBEAT: i32 = 2;
+/// `SCServerUnexpectedErr` push.
+pub const SEQ_UNEXPECTED_ERR: i32 = 3;
+/// `SCServerLogout` push.
+pub const SEQ_LOGOUT: i32 = 4;
+
+/// A System packet with the given sequence id, index and body.
+pub fn packet(seq: i32, index: i32, data: Vec<u8>) -> Packet {
+    Packet {
+        data,
+        r#mod: MODULE,
+        seq,
+        index,
+        ..Default::default()
+    }
+}
+
+/// The reply to a heartbeat that carried `index`.
+pub fn heartbeat_reply(index: i32, server_time: i64, code: i32) -> Packet {
+    packet(
+        SEQ_HEARTBEAT,
+        index,
+        ScHeartbeat { server_time, code }.encode_to_vec(),
+    )
+}
+
+/// The push telling a client its request (`module`, `seq`) failed in the gateway.
+pub fn unexpected_error(module: i32, seq: i32, msg: impl Into<String>) -> Packet {
+    packet(
+        SEQ_UNEXPECTED_ERR,
+        0,
+        ScServerUnexpectedErr {
+            r#mod: module,
+            seq,
+            msg: msg.into(),
+        }
+        .encode_to_vec(),
+    )
+}
+
+/// The push telling a client it is being logged out, with an `SCServerLogout` code.
+pub fn logout(code: i32) -> Packet {
+    packet(SEQ_LOGOUT, 0, ScServerLogout { code }.encode_to_vec())
+}
