@@ -38,8 +38,15 @@ cargo clippy --workspace --all-targets --locked -- -D warnings
 step "fuzz targets build"
 cargo build --manifest-path fuzz/Cargo.toml --bins
 
-step "tests (unit, property, integration, benches in test mode)"
-cargo test --workspace --all-targets --locked
+results=$(mktemp)
+trap 'rm -f "$results"' EXIT
 
 step "doc tests"
-cargo test --workspace --doc --locked
+cargo test --workspace --doc --locked 2>&1 | tee -a "$results"
+
+step "tests (unit, property, integration, benches in test mode)"
+cargo test --workspace --all-targets --locked 2>&1 | tee -a "$results"
+
+# One closing line for the whole run, summed over every test binary above.
+awk '/^test result:/ { for (i = 1; i <= NF; i++) { if ($(i+1) ~ /^passed/) p += $i; if ($(i+1) ~ /^failed/) f += $i } }
+     END { printf "\nsummary: %d passed, %d failed\n", p, f }' "$results"
