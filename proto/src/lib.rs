@@ -122,13 +122,23 @@ mod tests {
     #[test]
     fn field_numbers_are_pinned_on_the_wire() {
         // Field 20, varint: tag (20 << 3 | 0) = 160 = 0xA0 0x01.
-        let compress = Packet { compress: true, ..Default::default() };
+        let compress = Packet {
+            compress: true,
+            ..Default::default()
+        };
         assert_eq!(compress.encode_to_vec(), [0xA0, 0x01, 0x01]);
         // mod = field 4, index = field 7.
-        let ids = Packet { r#mod: 1, index: 2, ..Default::default() };
+        let ids = Packet {
+            r#mod: 1,
+            index: 2,
+            ..Default::default()
+        };
         assert_eq!(ids.encode_to_vec(), [0x20, 0x01, 0x38, 0x02]);
         // Janus's CSHandshake.version is field 7.
-        let hello = CsHandshake { version: 2, ..Default::default() };
+        let hello = CsHandshake {
+            version: 2,
+            ..Default::default()
+        };
         assert_eq!(hello.encode_to_vec(), [0x38, 0x02]);
     }
 }
