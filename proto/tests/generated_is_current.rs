@@ -47,7 +47,7 @@ fn generated_code_is_current() {
     let _ = fs::remove_dir_all(&out);
     fs::create_dir_all(&out).unwrap();
     let mut config = tonic_prost_build::Config::new();
-    config.protoc_executable(protoc_bin_vendored::protoc_bin_path().unwrap());
+    config.protoc_executable(env!("JANUS_PROTOC"));
     tonic_prost_build::configure()
         .build_client(true)
         .build_server(true)

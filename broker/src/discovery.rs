@@ -1,0 +1,82 @@
+//! Service discovery: registering this broker and finding game-service instances. One seam, two
+//! implementations: etcd (kratos layout, watched, never polled) and a static list from config.
+//!
+//! Layout (PROTOCOL-NOTES §9): key `/microservices/<name>/<id>`, value JSON
+//! `{id, name, version, metadata, endpoints: ["grpc://host:port"]}`; instances are filtered by
+//! `metadata.color` equal to the session's colour.
+
+use std::collections::HashMap;
+
+use async_trait::async_trait;
+use serde::{Deserialize, Serialize};
+use tokio::sync::watch;
+
+use crate::error::Result;
+
+/// One registered instance of a service (the kratos registry record).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Instance {
+    /// Unique instance id.
+    pub id: String,
+    /// Discovery name, e.g. `roma.player.service`.
+    pub name: String,
+    /// Software version.
+    #[serde(default)]
+    pub version: String,
+    /// Free-form metadata; `color` selects instances for a session, `weight` weighs them.
+    #[serde(default)]
+    pub metadata: HashMap<String, String>,
+    /// Endpoints such as `grpc://10.0.0.5:9000`.
+    #[serde(default)]
+    pub endpoints: Vec<String>,
+}
+
+impl Instance {
+    /// The `host:port` of the first `grpc://` endpoint.
+    pub fn grpc_endpoint(&self) -> Option<&str> {
+        self.endpoints
+            .iter()
+            .find_map(|e| e.strip_prefix("grpc://"))
+    }
+
+    /// The instance's colour (`metadata.color`, empty when unset).
+    pub fn color(&self) -> &str {
+        self.metadata.get("color").map(String::as_str).unwrap_or("")
+    }
+}
+
+/// Registers instances and watches services.
+#[async_trait]
+pub trait Discovery: Send + Sync + 'static {
+    /// Registers `instance` until the returned guard is dropped or the process exits (etcd: a
+    /// lease kept alive in the background; deregistered on drop).
+    async fn register(&self, instance: Instance) -> Result<Registration>;
+
+    /// The live instances of service `name`, updated whenever they change.
+    async fn watch(&self, name: &str) -> Result<watch::Receiver<Vec<Instance>>>;
+}
+
+/// Keeps a registration alive; dropping it deregisters (best effort) and stops the keepalive.
+pub struct Registration {
+    /// Cancels the keepalive task when dropped; the task then deregisters.
+    pub(crate) _keepalive: tokio_util::sync::DropGuard,
+}
+
+impl std::fmt::Debug for Registration {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Registration")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn kratos_records_parse_and_expose_endpoint_and_color() {
+        let json = r#"{"id":"p1","name":"roma.player.service","version":"v1","metadata":{"color":"blue"},"endpoints":["http://h:8000","grpc://h:9000"]}"#;
+        let instance: Instance = serde_json::from_str(json).unwrap();
+        assert_eq!(instance.grpc_endpoint(), Some("h:9000"));
+        assert_eq!(instance.color(), "blue");
+    }
+}

@@ -1,0 +1,72 @@
+//! The one error type of `janus-broker`.
+
+/// Errors of the broker: its stores, bus, discovery, tunnels and edge link.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// The route store (Redis) failed or timed out.
+    #[error("route store: {0}")]
+    RouteStore(String),
+    /// The push bus (NATS) failed.
+    #[error("push bus: {0}")]
+    Bus(String),
+    /// Service discovery (etcd) failed.
+    #[error("discovery: {0}")]
+    Discovery(String),
+    /// No live instance of a game service matches the session.
+    #[error("no instance of {service} for color {color:?}")]
+    NoInstance {
+        /// The discovery name of the service.
+        service: String,
+        /// The session's colour.
+        color: String,
+    },
+    /// A tunnel to a game service could not be opened or broke.
+    #[error("tunnel to {service} at {endpoint}: {reason}")]
+    Tunnel {
+        /// The discovery name of the service.
+        service: String,
+        /// The instance's endpoint.
+        endpoint: String,
+        /// What went wrong.
+        reason: String,
+    },
+    /// A client asked for a player tunnel of an object that is not its own.
+    #[error("player tunnel obj {obj} is not the session's uid {uid}")]
+    ForeignObject {
+        /// The requested object.
+        obj: i64,
+        /// The session's uid.
+        uid: i64,
+    },
+    /// A message on the bus or the link could not be decoded.
+    #[error("malformed {what}: {reason}")]
+    Malformed {
+        /// Which message.
+        what: &'static str,
+        /// Why.
+        reason: String,
+    },
+    /// The configuration is invalid; every problem is listed.
+    #[error("invalid configuration:\n  {}", .0.join("\n  "))]
+    Config(Vec<String>),
+}
+
+impl Error {
+    /// A short, stable label for metrics and logs.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Error::RouteStore(_) => "route_store",
+            Error::Bus(_) => "bus",
+            Error::Discovery(_) => "discovery",
+            Error::NoInstance { .. } => "no_instance",
+            Error::Tunnel { .. } => "tunnel",
+            Error::ForeignObject { .. } => "foreign_object",
+            Error::Malformed { .. } => "malformed",
+            Error::Config(_) => "config",
+        }
+    }
+}
+
+/// The result type of this crate.
+pub type Result<T, E = Error> = std::result::Result<T, E>;

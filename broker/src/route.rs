@@ -1,0 +1,68 @@
+//! Routes: which broker holds a player's session, and which game-service instance owns an
+//! object. One seam, two implementations: Redis (the real deployment; fabrica-kit compatible
+//! keys) and memory (standalone mode). Everything above it speaks only [`RouteStore`].
+//!
+//! Keys (PROTOCOL-NOTES §9): `r_<service>_{<color>}_{<oid>}`; the `{…}` hash tags keep one
+//! player's keys in one Redis Cluster slot. Values are `host:port` gRPC endpoints.
+
+use std::time::Duration;
+
+use async_trait::async_trait;
+
+use crate::error::Result;
+
+/// The discovery name of the gateway, used in gateway route keys.
+pub const GATE_SERVICE: &str = "janus.gate.interface";
+
+/// `r_<service>_{<color>}_{<oid>}`.
+pub fn route_key(service: &str, color: &str, oid: i64) -> String {
+    format!("r_{service}_{{{color}}}_{{{oid}}}")
+}
+
+/// The gateway route of a player: `r_janus.gate.interface_{<color>}_{<uid>}`.
+pub fn gate_route_key(color: &str, uid: i64) -> String {
+    route_key(GATE_SERVICE, color, uid)
+}
+
+/// A store of routes with expiry. Every method is one atomic operation on the store.
+#[async_trait]
+pub trait RouteStore: Send + Sync + 'static {
+    /// The value of `key`, if it exists and has not expired.
+    async fn get(&self, key: &str) -> Result<Option<String>>;
+
+    /// Values of several keys at once (`None` for each missing one), in order.
+    async fn get_many(&self, keys: &[String]) -> Result<Vec<Option<String>>>;
+
+    /// Sets `key` to `value` with `ttl` unconditionally and returns the value it replaced, if
+    /// any (Redis `SET … GET EX`). Used to claim a gateway route and learn who held it.
+    async fn swap(&self, key: &str, value: &str, ttl: Duration) -> Result<Option<String>>;
+
+    /// Sets `key` to `value` with `ttl` only if it does not exist (Redis `SET NX EX`); returns
+    /// the value that holds afterwards: `value` if this call won, the winner's otherwise.
+    async fn claim(&self, key: &str, value: &str, ttl: Duration) -> Result<String>;
+
+    /// Extends `key`'s `ttl` only if it still holds `value`; returns the value found (`None` if
+    /// the key is gone). Atomic (a Lua script on Redis).
+    async fn renew(&self, key: &str, value: &str, ttl: Duration) -> Result<Option<String>>;
+
+    /// Deletes `key` only if it holds `value` (compare-and-delete, a Lua script on Redis), so
+    /// a newer owner's route is never removed; returns whether it deleted.
+    async fn delete_if(&self, key: &str, value: &str) -> Result<bool>;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keys_follow_fabrica_kit_with_hash_tags() {
+        assert_eq!(
+            gate_route_key("blue", 42),
+            "r_janus.gate.interface_{blue}_{42}"
+        );
+        assert_eq!(
+            route_key("roma.player.service", "", 7),
+            "r_roma.player.service_{}_{7}"
+        );
+    }
+}
