@@ -3,7 +3,9 @@
 #
 #   scripts/test.sh
 #
-# Formatting, lints, every unit/property/integration test, the benches in test mode, the doc
+# Formatting, lints, the container images the integration suites start (deploy/images.sh:
+# official images, or local builds from Debian packages where no registry answers), every
+# unit/property/integration test, the benches in test mode, the doc
 # tests, and a build of the fuzz targets. Build output goes to $CARGO_TARGET_DIR, by default
 # /var/tmp/janus-target, so repeated runs on one machine reuse it.
 set -euo pipefail
@@ -34,6 +36,10 @@ python3 shared/tests/vectors/verify.py
 
 step "clippy"
 cargo clippy --workspace --all-targets --locked -- -D warnings
+
+step "container images for the integration suites (Redis, NATS, etcd)"
+need docker "the integration suites start Redis, NATS and etcd in containers: apt-get install docker.io && service docker start"
+eval "$(deploy/images.sh ensure)"
 
 step "fuzz targets build"
 cargo build --manifest-path fuzz/Cargo.toml --bins

@@ -5,11 +5,17 @@
 //! Keys (PROTOCOL-NOTES §9): `r_<service>_{<color>}_{<oid>}`; the `{…}` hash tags keep one
 //! player's keys in one Redis Cluster slot. Values are `host:port` gRPC endpoints.
 
+mod memory;
+mod redis;
+
 use std::time::Duration;
 
 use async_trait::async_trait;
 
 use crate::error::Result;
+
+pub use self::memory::MemoryRoutes;
+pub use self::redis::RedisRoutes;
 
 /// The discovery name of the gateway, used in gateway route keys.
 pub const GATE_SERVICE: &str = "janus.gate.interface";
@@ -48,6 +54,93 @@ pub trait RouteStore: Send + Sync + 'static {
     /// Deletes `key` only if it holds `value` (compare-and-delete, a Lua script on Redis), so
     /// a newer owner's route is never removed; returns whether it deleted.
     async fn delete_if(&self, key: &str, value: &str) -> Result<bool>;
+}
+
+/// Checks a [`RouteStore`] against the semantics above. The memory store's unit tests and the
+/// integration suite against a real Redis both run it, so the two cannot drift apart.
+pub mod conformance {
+    use std::time::Duration;
+
+    use super::RouteStore;
+
+    /// Runs every check on `store` with keys unique to this call; panics on the first mismatch.
+    pub async fn run(store: &dyn RouteStore) {
+        let unique = format!("{:x}", rand_suffix());
+        let key = |n: u32| super::route_key("conformance", &unique, n.into());
+        let ttl = Duration::from_secs(30);
+
+        assert_eq!(
+            store.get(&key(1)).await.unwrap(),
+            None,
+            "fresh key is absent"
+        );
+        assert_eq!(
+            store.swap(&key(1), "a:1", ttl).await.unwrap(),
+            None,
+            "first swap"
+        );
+        assert_eq!(
+            store.swap(&key(1), "b:2", ttl).await.unwrap().as_deref(),
+            Some("a:1"),
+            "swap returns the value it replaced"
+        );
+        assert_eq!(store.get(&key(1)).await.unwrap().as_deref(), Some("b:2"));
+
+        assert_eq!(
+            store.claim(&key(2), "a:1", ttl).await.unwrap(),
+            "a:1",
+            "claim wins"
+        );
+        assert_eq!(
+            store.claim(&key(2), "b:2", ttl).await.unwrap(),
+            "a:1",
+            "loser sees winner"
+        );
+
+        assert_eq!(
+            store.renew(&key(2), "b:2", ttl).await.unwrap().as_deref(),
+            Some("a:1"),
+            "renew by a non-owner reports the owner"
+        );
+        assert_eq!(
+            store.renew(&key(2), "a:1", ttl).await.unwrap().as_deref(),
+            Some("a:1")
+        );
+        assert_eq!(
+            store.renew(&key(3), "a:1", ttl).await.unwrap(),
+            None,
+            "renew of a gone key"
+        );
+
+        assert!(
+            !store.delete_if(&key(2), "b:2").await.unwrap(),
+            "non-owner cannot delete"
+        );
+        assert!(
+            store.delete_if(&key(2), "a:1").await.unwrap(),
+            "owner deletes"
+        );
+        assert_eq!(store.get(&key(2)).await.unwrap(), None);
+
+        assert_eq!(
+            store.get_many(&[key(1), key(2), key(1)]).await.unwrap(),
+            vec![Some("b:2".to_owned()), None, Some("b:2".to_owned())]
+        );
+        assert!(store.get_many(&[]).await.unwrap().is_empty());
+
+        store
+            .swap(&key(4), "a:1", Duration::from_secs(1))
+            .await
+            .unwrap();
+        tokio::time::sleep(Duration::from_millis(2100)).await;
+        assert_eq!(store.get(&key(4)).await.unwrap(), None, "routes expire");
+        assert!(store.delete_if(&key(1), "b:2").await.unwrap());
+    }
+
+    fn rand_suffix() -> u64 {
+        use std::hash::{BuildHasher, RandomState};
+        RandomState::new().hash_one(std::time::SystemTime::now())
+    }
 }
 
 #[cfg(test)]

@@ -129,6 +129,15 @@ pub enum Error {
     /// A WebSocket-level failure.
     #[error("websocket: {0}")]
     WebSocket(String),
+    /// A configuration file could not be read or parsed, or failed validation; every problem
+    /// is listed and each names its field.
+    #[error("invalid configuration {origin}:\n  {}", .problems.join("\n  "))]
+    Config {
+        /// Where the configuration came from (a path, or "defaults").
+        origin: String,
+        /// One line per problem, each starting with the field's dotted path.
+        problems: Vec<String>,
+    },
 }
 
 impl Error {
@@ -161,6 +170,7 @@ impl Error {
             Error::Timeout(_) => "timeout",
             Error::Io(_) => "io",
             Error::WebSocket(_) => "websocket",
+            Error::Config { .. } => "config",
         }
     }
 

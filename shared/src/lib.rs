@@ -6,11 +6,13 @@
 //! time and return events and bytes, so they are tested without sockets and driven by thin tokio
 //! loops. Keys and tokens live in [`keys`] and [`token`]; the System packets the gateway itself
 //! answers or pushes in [`system`]. The [`client`] module is the tokio driver of the client end,
-//! used by the CLI, the load generator and the tests.
+//! used by the CLI, the load generator and the tests. Binaries load their typed configuration
+//! through [`config`].
 
 pub mod cipher;
 pub mod client;
 pub mod compress;
+pub mod config;
 pub mod error;
 pub mod frame;
 pub mod handshake;

@@ -1,0 +1,170 @@
+//! Loading the binaries' typed configuration: a TOML file (or none: every field has a default)
+//! into a serde struct that denies unknown fields, then [`Validate::validate`], which collects
+//! every problem at once, each naming its field by dotted path. Owns no role's fields: the edge
+//! and the broker define their own structs.
+
+use std::fmt::Display;
+use std::path::Path;
+
+use serde::de::DeserializeOwned;
+
+use crate::error::{Error, Result};
+
+/// A configuration that can check itself after parsing.
+pub trait Validate {
+    /// Records every problem in `problems`; an empty list means the configuration is usable.
+    fn validate(&self, problems: &mut Problems);
+}
+
+/// The problems found while validating, each prefixed with its field's dotted path.
+#[derive(Debug, Default)]
+pub struct Problems(Vec<String>);
+
+impl Problems {
+    /// Records `message` against `field` unless `ok`.
+    pub fn check(&mut self, ok: bool, field: &str, message: impl Display) {
+        if !ok {
+            self.push(field, message);
+        }
+    }
+
+    /// Records `message` against `field`.
+    pub fn push(&mut self, field: &str, message: impl Display) {
+        self.0.push(format!("{field}: {message}"));
+    }
+
+    /// Checks that `value` parses as a socket address (`host:port`).
+    pub fn check_addr(&mut self, field: &str, value: &str) {
+        if value.parse::<std::net::SocketAddr>().is_err() {
+            self.push(
+                field,
+                format!("{value:?} is not a socket address (ip:port)"),
+            );
+        }
+    }
+
+    /// Checks that `value` is positive.
+    pub fn check_positive<T: PartialOrd + Default + Display>(&mut self, field: &str, value: T) {
+        if value <= T::default() {
+            self.push(field, format!("must be greater than 0, got {value}"));
+        }
+    }
+}
+
+/// Parses `text` (from `origin`, used in messages) and validates the result.
+pub fn parse<T: DeserializeOwned + Validate>(text: &str, origin: &str) -> Result<T> {
+    let syntax = |message: String| Error::Config {
+        origin: origin.to_owned(),
+        problems: vec![message.trim_end().replace('\n', "\n  ")],
+    };
+    let deserializer = toml::Deserializer::parse(text).map_err(|e| syntax(e.to_string()))?;
+    let config: T = serde_path_to_error::deserialize(deserializer).map_err(|e| {
+        let field = e.path().to_string();
+        syntax(format!("{field}: {}", e.into_inner()))
+    })?;
+    let mut problems = Problems::default();
+    config.validate(&mut problems);
+    if problems.0.is_empty() {
+        Ok(config)
+    } else {
+        Err(Error::Config {
+            origin: origin.to_owned(),
+            problems: problems.0,
+        })
+    }
+}
+
+/// Loads the file at `path`, or the defaults when there is none.
+pub fn load<T: DeserializeOwned + Validate>(path: Option<&Path>) -> Result<T> {
+    match path {
+        None => parse("", "defaults"),
+        Some(path) => {
+            let origin = path.display().to_string();
+            let text = std::fs::read_to_string(path).map_err(|e| Error::Config {
+                origin: origin.clone(),
+                problems: vec![format!("cannot read the file: {e}")],
+            })?;
+            parse(&text, &origin)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use serde::Deserialize;
+
+    use super::*;
+
+    #[derive(Debug, Deserialize)]
+    #[serde(deny_unknown_fields, default)]
+    struct Sample {
+        listen: String,
+        limits: Limits,
+    }
+
+    #[derive(Debug, Deserialize)]
+    #[serde(deny_unknown_fields, default)]
+    struct Limits {
+        rate: u32,
+    }
+
+    impl Default for Sample {
+        fn default() -> Self {
+            Self {
+                listen: "0.0.0.0:1".into(),
+                limits: Limits::default(),
+            }
+        }
+    }
+
+    impl Default for Limits {
+        fn default() -> Self {
+            Self { rate: 10 }
+        }
+    }
+
+    impl Validate for Sample {
+        fn validate(&self, problems: &mut Problems) {
+            problems.check_addr("listen", &self.listen);
+            problems.check_positive("limits.rate", self.limits.rate);
+        }
+    }
+
+    fn problems(result: Result<Sample>) -> Vec<String> {
+        match result {
+            Err(Error::Config { problems, .. }) => problems,
+            other => panic!("expected a config error, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn no_file_means_defaults() {
+        let sample: Sample = load(None).unwrap();
+        assert_eq!(sample.limits.rate, 10);
+    }
+
+    #[test]
+    fn every_validation_problem_is_reported_with_its_field() {
+        let found = problems(parse(
+            "listen = \"nowhere\"\n[limits]\nrate = 0\n",
+            "t.toml",
+        ));
+        assert_eq!(found.len(), 2, "{found:?}");
+        assert!(found[0].starts_with("listen: "), "{found:?}");
+        assert!(found[1].starts_with("limits.rate: "), "{found:?}");
+    }
+
+    #[test]
+    fn unknown_and_mistyped_fields_name_the_field() {
+        let found = problems(parse("[limits]\nrat = 3\n", "t.toml"));
+        assert!(found[0].contains("rat"), "{found:?}");
+        let found = problems(parse("[limits]\nrate = \"x\"\n", "t.toml"));
+        assert!(found[0].contains("limits.rate"), "{found:?}");
+    }
+
+    #[test]
+    fn a_missing_file_is_a_config_error_naming_it() {
+        let err = load::<Sample>(Some(Path::new("/nonexistent/janus.toml"))).unwrap_err();
+        assert!(err.to_string().contains("/nonexistent/janus.toml"), "{err}");
+    }
+}
