@@ -10,11 +10,17 @@
 //!   costs one message per broker, not per player.
 //! - [`subject::control`] — control for one broker (kick a uid after a login elsewhere).
 
+mod memory;
+mod nats;
+
 use async_trait::async_trait;
 use bytes::Bytes;
 use futures_util::stream::BoxStream;
 
 use crate::error::Result;
+
+pub use self::memory::MemoryBus;
+pub use self::nats::NatsBus;
 
 /// Subject names.
 pub mod subject {
@@ -48,4 +54,57 @@ pub trait PushBus: Send + Sync + 'static {
         subject: &str,
         queue_group: Option<&str>,
     ) -> Result<BoxStream<'static, Bytes>>;
+}
+
+/// Checks a [`PushBus`] against NATS semantics. The in-process bus's unit tests and the
+/// integration suite against a real NATS both run it.
+pub mod conformance {
+    use std::time::Duration;
+
+    use bytes::Bytes;
+    use futures_util::StreamExt;
+
+    use super::PushBus;
+
+    /// Runs every check on `bus` with subjects unique to this call; panics on a mismatch.
+    pub async fn run(bus: &dyn PushBus) {
+        let subject = format!("conformance.{}", std::process::id());
+        let mut plain_a = bus.subscribe(&subject, None).await.unwrap();
+        let mut plain_b = bus.subscribe(&subject, None).await.unwrap();
+        let mut queue_a = bus.subscribe(&subject, Some("q")).await.unwrap();
+        let mut queue_b = bus.subscribe(&subject, Some("q")).await.unwrap();
+        let mut other = bus.subscribe("conformance.other", None).await.unwrap();
+
+        for n in 0..10u8 {
+            bus.publish(&subject, Bytes::from(vec![n])).await.unwrap();
+        }
+        for n in 0..10u8 {
+            for stream in [&mut plain_a, &mut plain_b] {
+                let got = tokio::time::timeout(Duration::from_secs(5), stream.next()).await;
+                assert_eq!(
+                    got.ok().flatten().as_deref(),
+                    Some(&[n][..]),
+                    "every plain subscriber gets every message, in order"
+                );
+            }
+        }
+        let mut group_got = 0;
+        for stream in [&mut queue_a, &mut queue_b] {
+            while let Ok(Some(_)) =
+                tokio::time::timeout(Duration::from_millis(300), stream.next()).await
+            {
+                group_got += 1;
+            }
+        }
+        assert_eq!(
+            group_got, 10,
+            "a queue group receives each message exactly once"
+        );
+        assert!(
+            tokio::time::timeout(Duration::from_millis(200), other.next())
+                .await
+                .is_err(),
+            "other subjects receive nothing"
+        );
+    }
 }

@@ -5,6 +5,8 @@
 //! `{id, name, version, metadata, endpoints: ["grpc://host:port"]}`; instances are filtered by
 //! `metadata.color` equal to the session's colour.
 
+mod fixed;
+
 use std::collections::HashMap;
 
 use async_trait::async_trait;
@@ -12,6 +14,8 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
 
 use crate::error::Result;
+
+pub use self::fixed::StaticDiscovery;
 
 /// One registered instance of a service (the kratos registry record).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -42,6 +46,15 @@ impl Instance {
     /// The instance's colour (`metadata.color`, empty when unset).
     pub fn color(&self) -> &str {
         self.metadata.get("color").map(String::as_str).unwrap_or("")
+    }
+
+    /// The instance's weight for load balancing (`metadata.weight`, default 1, at least 1).
+    pub fn weight(&self) -> i64 {
+        self.metadata
+            .get("weight")
+            .and_then(|w| w.parse::<i64>().ok())
+            .unwrap_or(1)
+            .max(1)
     }
 }
 

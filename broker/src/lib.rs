@@ -1,14 +1,28 @@
 //! Janus broker: the session tier. Owns where each session lives (routes in Redis), the gRPC
 //! tunnels to the game services that own its objects, and delivery of pushes (NATS). Any broker
-//! can take any session; brokers register in and discover through etcd.
+//! can take any session.
 //!
-//! The three seams with two real implementations each — [`route::RouteStore`] (Redis | memory),
-//! [`bus::PushBus`] (NATS | in-process) and [`discovery::Discovery`] (etcd | static) — are the
-//! only difference between the split deployment and the single-process standalone mode.
+//! The seams with two real implementations each — [`route::RouteStore`] (Redis | memory),
+//! [`bus::PushBus`] (NATS | in-process) and [`discovery::Discovery`] — are the only
+//! difference between the split deployment and the single-process standalone mode.
+//!
+//! [`server::Broker`] starts one; [`link`] is the edge-facing API, [`session`] a session's actor,
+//! [`tunnel`] the Roma tunnels, [`push`] the fan-out, [`demo`] the demo game service.
 
+pub mod balance;
 pub mod bus;
+pub mod config;
+pub mod demo;
 pub mod discovery;
 pub mod error;
+pub mod link;
+pub mod push;
+pub mod registry;
 pub mod route;
+pub mod server;
+pub mod session;
+pub mod state;
+pub mod tunnel;
 
 pub use error::{Error, Result};
+pub use server::Broker;

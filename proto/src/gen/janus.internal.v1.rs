@@ -176,6 +176,21 @@ pub struct Kick {
     #[prost(string, tag = "3")]
     pub reason: ::prost::alloc::string::String,
 }
+/// Broker-to-broker control, published on the NATS subject `janus.ctl.broker.<broker id>` of the
+/// broker that holds the session concerned (see PROTOCOL.md, "Push fan-out").
+#[allow(clippy::all)]
+#[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct BrokerControl {
+    /// The player whose session on the receiving broker must end.
+    #[prost(int64, tag = "1")]
+    pub uid: i64,
+    /// SCServerLogout code sent to the client (3 = logged in elsewhere).
+    #[prost(int32, tag = "2")]
+    pub logout_code: i32,
+    /// Human-readable reason, logged on both brokers.
+    #[prost(string, tag = "3")]
+    pub reason: ::prost::alloc::string::String,
+}
 /// The transport a client came in on.
 #[allow(clippy::all)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, ::prost::Enumeration)]

@@ -1,0 +1,109 @@
+//! The in-process push bus of the standalone mode: NATS semantics (exact subjects, queue groups
+//! that hand each message to one member, at-most-once delivery) inside one process.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use futures_util::StreamExt;
+use futures_util::stream::BoxStream;
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::ReceiverStream;
+
+use super::PushBus;
+use crate::error::Result;
+
+/// Messages a subscriber may have waiting. When full, new messages for it are dropped (NATS
+/// treats a slow consumer the same way) and a warning is logged.
+const SUBSCRIBER_QUEUE: usize = 4096;
+
+struct Subscriber {
+    queue_group: Option<String>,
+    tx: mpsc::Sender<Bytes>,
+}
+
+/// Subjects to subscribers, in memory.
+#[derive(Default)]
+pub struct MemoryBus {
+    subjects: Mutex<HashMap<String, (Vec<Subscriber>, usize)>>,
+}
+
+impl std::fmt::Debug for MemoryBus {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("MemoryBus")
+    }
+}
+
+impl MemoryBus {
+    /// An empty bus.
+    pub fn new() -> Self {
+        Self::default()
+    }
+}
+
+fn deliver(subject: &str, sub: &Subscriber, payload: &Bytes) {
+    if sub.tx.try_send(payload.clone()).is_err() && !sub.tx.is_closed() {
+        tracing::warn!(
+            subject,
+            "in-process bus subscriber is full; message dropped"
+        );
+    }
+}
+
+#[async_trait]
+impl PushBus for MemoryBus {
+    async fn publish(&self, subject: &str, payload: Bytes) -> Result<()> {
+        let mut subjects = self.subjects.lock().unwrap_or_else(|p| p.into_inner());
+        let Some((subs, turn)) = subjects.get_mut(subject) else {
+            return Ok(());
+        };
+        subs.retain(|s| !s.tx.is_closed());
+        let mut groups_served: Vec<&str> = Vec::new();
+        *turn = turn.wrapping_add(1);
+        for sub in subs.iter() {
+            match &sub.queue_group {
+                None => deliver(subject, sub, &payload),
+                Some(group) if !groups_served.contains(&group.as_str()) => {
+                    let members: Vec<&Subscriber> = subs
+                        .iter()
+                        .filter(|s| s.queue_group.as_deref() == Some(group))
+                        .collect();
+                    deliver(subject, members[*turn % members.len()], &payload);
+                    groups_served.push(group);
+                }
+                Some(_) => {}
+            }
+        }
+        Ok(())
+    }
+
+    async fn subscribe(
+        &self,
+        subject: &str,
+        queue_group: Option<&str>,
+    ) -> Result<BoxStream<'static, Bytes>> {
+        let (tx, rx) = mpsc::channel(SUBSCRIBER_QUEUE);
+        let mut subjects = self.subjects.lock().unwrap_or_else(|p| p.into_inner());
+        subjects
+            .entry(subject.to_owned())
+            .or_default()
+            .0
+            .push(Subscriber {
+                queue_group: queue_group.map(str::to_owned),
+                tx,
+            });
+        Ok(ReceiverStream::new(rx).boxed())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::bus::conformance;
+
+    #[tokio::test]
+    async fn behaves_like_nats() {
+        conformance::run(&MemoryBus::new()).await;
+    }
+}

@@ -1,0 +1,62 @@
+//! The NATS push bus (async-nats). Publishing is fire-and-forget like every NATS publish; the
+//! client reconnects by itself and buffers a bounded amount while it does.
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use futures_util::StreamExt;
+use futures_util::stream::BoxStream;
+
+use super::PushBus;
+use crate::error::{Error, Result};
+
+/// A connected NATS client.
+#[derive(Debug, Clone)]
+pub struct NatsBus {
+    client: async_nats::Client,
+}
+
+fn bus_err(e: impl std::fmt::Display) -> Error {
+    Error::Bus(e.to_string())
+}
+
+impl NatsBus {
+    /// Connects to the NATS server(s) at `url` (comma-separated `nats://host:port` list).
+    pub async fn connect(url: &str, name: &str) -> Result<Self> {
+        let client = async_nats::ConnectOptions::new()
+            .name(name)
+            .retry_on_initial_connect()
+            .connect(url)
+            .await
+            .map_err(bus_err)?;
+        Ok(Self { client })
+    }
+}
+
+#[async_trait]
+impl PushBus for NatsBus {
+    async fn publish(&self, subject: &str, payload: Bytes) -> Result<()> {
+        self.client
+            .publish(subject.to_owned(), payload)
+            .await
+            .map_err(bus_err)
+    }
+
+    async fn subscribe(
+        &self,
+        subject: &str,
+        queue_group: Option<&str>,
+    ) -> Result<BoxStream<'static, Bytes>> {
+        let subscriber = match queue_group {
+            Some(group) => {
+                self.client
+                    .queue_subscribe(subject.to_owned(), group.to_owned())
+                    .await
+            }
+            None => self.client.subscribe(subject.to_owned()).await,
+        }
+        .map_err(bus_err)?;
+        // Make sure the server has the interest before the caller relies on it.
+        self.client.flush().await.map_err(bus_err)?;
+        Ok(subscriber.map(|message| message.payload).boxed())
+    }
+}

@@ -1,0 +1,358 @@
+//! The broker's typed configuration (TOML, every field defaulted, unknown fields refused) and
+//! its validation. `configs.tmpl/broker.toml` shows every field with its default.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use janus_shared::config::{Problems, Validate};
+use serde::Deserialize;
+
+/// Everything a broker needs to start.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct BrokerConfig {
+    /// gRPC listen address: the edge link, both push APIs.
+    pub listen: String,
+    /// The `host:port` others reach this broker's gRPC server at: written into gateway routes
+    /// (Roma pushes there) and used to name this broker on the bus. Defaults to `listen`.
+    pub advertise: Option<String>,
+    /// Routing store.
+    pub routes: RoutesConfig,
+    /// Push bus.
+    pub bus: BusConfig,
+    /// Where game-service instances are found and this broker registers.
+    pub discovery: DiscoveryConfig,
+    /// Which service and tunnel each client module goes to.
+    pub tunnels: TunnelsConfig,
+}
+
+impl Default for BrokerConfig {
+    fn default() -> Self {
+        Self {
+            listen: "0.0.0.0:17100".into(),
+            advertise: None,
+            routes: RoutesConfig::default(),
+            bus: BusConfig::default(),
+            discovery: DiscoveryConfig::default(),
+            tunnels: TunnelsConfig::default(),
+        }
+    }
+}
+
+impl BrokerConfig {
+    /// The endpoint written into routes.
+    pub fn endpoint(&self) -> &str {
+        self.advertise.as_deref().unwrap_or(&self.listen)
+    }
+}
+
+/// Route store selection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RoutesBackend {
+    /// In-process map (standalone mode).
+    Memory,
+    /// A standalone Redis.
+    Redis,
+    /// A Redis Cluster.
+    RedisCluster,
+}
+
+/// `[routes]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RoutesConfig {
+    /// `memory`, `redis` or `redis_cluster`.
+    pub backend: RoutesBackend,
+    /// Redis URLs (`redis://host:port/db`); the first for standalone, seeds for a cluster.
+    pub redis_urls: Vec<String>,
+    /// Deadline of every Redis call, milliseconds.
+    pub timeout_ms: u64,
+    /// TTL of gateway routes, seconds; renewed at half of it.
+    pub gate_ttl_secs: u64,
+    /// TTL of app routes this broker creates, seconds.
+    pub app_ttl_secs: u64,
+}
+
+impl Default for RoutesConfig {
+    fn default() -> Self {
+        Self {
+            backend: RoutesBackend::Memory,
+            redis_urls: vec!["redis://127.0.0.1:6379".into()],
+            timeout_ms: 500,
+            gate_ttl_secs: 600,
+            app_ttl_secs: 600,
+        }
+    }
+}
+
+impl RoutesConfig {
+    /// The Redis call deadline.
+    pub fn timeout(&self) -> Duration {
+        Duration::from_millis(self.timeout_ms)
+    }
+}
+
+/// Push bus selection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum BusBackend {
+    /// In-process (standalone mode).
+    Memory,
+    /// NATS.
+    Nats,
+}
+
+/// `[bus]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct BusConfig {
+    /// `memory` or `nats`.
+    pub backend: BusBackend,
+    /// NATS server URL(s), comma-separated.
+    pub nats_url: String,
+}
+
+impl Default for BusConfig {
+    fn default() -> Self {
+        Self {
+            backend: BusBackend::Memory,
+            nats_url: "nats://127.0.0.1:4222".into(),
+        }
+    }
+}
+
+/// Discovery selection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DiscoveryBackend {
+    /// The instances listed in `[[discovery.instances]]`.
+    Static,
+}
+
+/// `[discovery]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DiscoveryConfig {
+    /// `static`.
+    pub backend: DiscoveryBackend,
+    /// Game-service instances for the static backend.
+    pub instances: Vec<StaticInstance>,
+}
+
+impl Default for DiscoveryConfig {
+    fn default() -> Self {
+        Self {
+            backend: DiscoveryBackend::Static,
+            instances: Vec::new(),
+        }
+    }
+}
+
+/// One `[[discovery.instances]]` entry.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StaticInstance {
+    /// Discovery name, e.g. `roma.player.service`.
+    pub name: String,
+    /// gRPC `host:port`.
+    pub endpoint: String,
+    /// Colour the instance serves (empty: the default colour).
+    #[serde(default)]
+    pub color: String,
+    /// Weight for smooth weighted round-robin (default 1).
+    #[serde(default = "one")]
+    pub weight: u32,
+}
+
+fn one() -> u32 {
+    1
+}
+
+/// The kind of Roma tunnel a service speaks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TunnelKind {
+    /// `player.intra.v1.TunnelService`: obj must be the session's uid (or 0).
+    Player,
+    /// `room.intra.v1.TunnelService`.
+    Room,
+}
+
+/// `[tunnels.services.<alias>]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServiceConfig {
+    /// Discovery name.
+    pub name: String,
+    /// Tunnel API it serves.
+    pub tunnel: TunnelKind,
+}
+
+/// `[tunnels]`: module → service table.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TunnelsConfig {
+    /// Service alias for modules not listed in `modules`.
+    pub default_service: String,
+    /// Module number (as a string key) → service alias.
+    pub modules: BTreeMap<String, String>,
+    /// Service alias → service.
+    pub services: BTreeMap<String, ServiceConfig>,
+    /// Requests a tunnel may have waiting to be sent before the session is closed.
+    pub queue: usize,
+}
+
+impl Default for TunnelsConfig {
+    fn default() -> Self {
+        let service = |name: &str, tunnel| ServiceConfig {
+            name: name.into(),
+            tunnel,
+        };
+        Self {
+            default_service: "player".into(),
+            modules: BTreeMap::from([("6".into(), "room".into())]),
+            services: BTreeMap::from([
+                (
+                    "player".into(),
+                    service("roma.player.service", TunnelKind::Player),
+                ),
+                (
+                    "room".into(),
+                    service("roma.room.service", TunnelKind::Room),
+                ),
+            ]),
+            queue: 256,
+        }
+    }
+}
+
+impl TunnelsConfig {
+    /// The service a packet of `module` goes to.
+    pub fn service_for(&self, module: i32) -> &ServiceConfig {
+        let alias = self
+            .modules
+            .get(&module.to_string())
+            .unwrap_or(&self.default_service);
+        &self.services[alias]
+    }
+}
+
+impl Validate for BrokerConfig {
+    fn validate(&self, problems: &mut Problems) {
+        problems.check_addr("listen", &self.listen);
+        if let Some(advertise) = &self.advertise {
+            problems.check(
+                advertise
+                    .rsplit_once(':')
+                    .is_some_and(|(h, p)| !h.is_empty() && p.parse::<u16>().is_ok()),
+                "advertise",
+                format!("{advertise:?} is not host:port"),
+            );
+        }
+        let routes = &self.routes;
+        problems.check_positive("routes.timeout_ms", routes.timeout_ms);
+        problems.check(
+            routes.gate_ttl_secs >= 2,
+            "routes.gate_ttl_secs",
+            "must be at least 2",
+        );
+        problems.check_positive("routes.app_ttl_secs", routes.app_ttl_secs);
+        problems.check(
+            routes.backend == RoutesBackend::Memory || !routes.redis_urls.is_empty(),
+            "routes.redis_urls",
+            "at least one URL is needed for a Redis backend",
+        );
+        for (i, url) in routes.redis_urls.iter().enumerate() {
+            problems.check(
+                url.starts_with("redis://") || url.starts_with("rediss://"),
+                &format!("routes.redis_urls[{i}]"),
+                format!("{url:?} is not a redis:// URL"),
+            );
+        }
+        problems.check(
+            self.bus.backend == BusBackend::Memory || self.bus.nats_url.starts_with("nats://"),
+            "bus.nats_url",
+            format!("{:?} is not a nats:// URL", self.bus.nats_url),
+        );
+        for (i, instance) in self.discovery.instances.iter().enumerate() {
+            let field = format!("discovery.instances[{i}]");
+            problems.check(
+                instance.endpoint.contains(':'),
+                &format!("{field}.endpoint"),
+                format!("{:?} is not host:port", instance.endpoint),
+            );
+            problems.check_positive(&format!("{field}.weight"), instance.weight);
+        }
+        let tunnels = &self.tunnels;
+        problems.check(
+            tunnels.services.contains_key(&tunnels.default_service),
+            "tunnels.default_service",
+            format!("{:?} is not in tunnels.services", tunnels.default_service),
+        );
+        for (module, alias) in &tunnels.modules {
+            let field = format!("tunnels.modules.{module}");
+            problems.check(
+                module
+                    .parse::<i32>()
+                    .is_ok_and(|m| m != janus_shared::system::MODULE),
+                &field,
+                "keys are module numbers other than 1 (System, answered by the edge)",
+            );
+            problems.check(
+                tunnels.services.contains_key(alias),
+                &field,
+                format!("{alias:?} is not in tunnels.services"),
+            );
+        }
+        problems.check_positive("tunnels.queue", tunnels.queue);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use janus_shared::config::parse;
+
+    use super::*;
+
+    #[test]
+    fn defaults_are_valid_and_route_room_to_the_room_service() {
+        let config: BrokerConfig = parse("", "defaults").unwrap();
+        assert_eq!(config.tunnels.service_for(6).tunnel, TunnelKind::Room);
+        assert_eq!(config.tunnels.service_for(2).name, "roma.player.service");
+        assert_eq!(config.endpoint(), "0.0.0.0:17100");
+    }
+
+    #[test]
+    fn every_problem_names_its_field() {
+        let text = r#"
+            listen = "x"
+            [routes]
+            backend = "redis"
+            redis_urls = ["http://nope"]
+            [tunnels]
+            default_service = "missing"
+            [tunnels.modules]
+            1 = "player"
+        "#;
+        let err = parse::<BrokerConfig>(text, "t.toml")
+            .unwrap_err()
+            .to_string();
+        for field in [
+            "listen:",
+            "routes.redis_urls[0]:",
+            "tunnels.default_service:",
+            "tunnels.modules.1:",
+        ] {
+            assert!(err.contains(field), "{field} missing from {err}");
+        }
+    }
+
+    #[test]
+    fn an_unknown_backend_is_refused_by_name() {
+        let err = parse::<BrokerConfig>("[routes]\nbackend = \"mongo\"\n", "t.toml")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("routes.backend"), "{err}");
+    }
+}

@@ -1,0 +1,171 @@
+//! The broker end of the edge link (`janus.internal.v1.EdgeLink/Link`): one bidirectional
+//! stream per edge carrying batches of frames tagged with session ids. Incoming frames are
+//! dispatched to session actors; outgoing frames from all of this edge's sessions share one
+//! bounded queue and are written in batches.
+
+use std::collections::HashMap;
+use std::pin::Pin;
+use std::sync::Arc;
+
+use futures_util::{Stream, StreamExt};
+use janus_proto::janus::internal::v1::edge_link_server::EdgeLink;
+use janus_proto::janus::internal::v1::{BrokerBatch, EdgeBatch, Kick, broker_frame, edge_frame};
+use janus_proto::message::sc_server_logout::Code as LogoutCode;
+use tokio::sync::mpsc;
+use tonic::{Request, Response, Status, Streaming};
+
+use crate::registry::{EDGE_QUEUE, EdgeHandle};
+use crate::session::{self, Inbound};
+use crate::state::BrokerState;
+
+/// Most frames written in one batch.
+const MAX_BATCH: usize = 256;
+
+/// The `EdgeLink` gRPC service.
+#[derive(Debug, Clone)]
+pub struct LinkService {
+    state: Arc<BrokerState>,
+}
+
+impl LinkService {
+    /// The service over `state`.
+    pub fn new(state: Arc<BrokerState>) -> Self {
+        Self { state }
+    }
+}
+
+type BatchStream = Pin<Box<dyn Stream<Item = Result<BrokerBatch, Status>> + Send>>;
+
+#[tonic::async_trait]
+impl EdgeLink for LinkService {
+    type LinkStream = BatchStream;
+
+    async fn link(
+        &self,
+        request: Request<Streaming<EdgeBatch>>,
+    ) -> Result<Response<Self::LinkStream>, Status> {
+        let mut incoming = request.into_inner();
+        let first = incoming
+            .message()
+            .await?
+            .ok_or_else(|| Status::invalid_argument("empty edge link"))?;
+        let hello = first
+            .hello
+            .clone()
+            .ok_or_else(|| Status::invalid_argument("the first batch must carry the hello"))?;
+        let (tx, rx) = mpsc::channel(EDGE_QUEUE);
+        let edge = Arc::new(EdgeHandle {
+            edge_id: hello.edge_id.clone(),
+            tx,
+        });
+        tracing::info!(edge = %hello.edge_id, version = %hello.version, "edge linked");
+        let state = self.state.clone();
+        self.state.tasks.spawn(async move {
+            let mut reader = Reader {
+                state,
+                edge,
+                sessions: HashMap::new(),
+            };
+            reader.batch(first).await;
+            loop {
+                match incoming.message().await {
+                    Ok(Some(batch)) => reader.batch(batch).await,
+                    Ok(None) => break,
+                    Err(status) => {
+                        tracing::warn!(edge = %reader.edge.edge_id, %status, "edge link failed");
+                        break;
+                    }
+                }
+            }
+            tracing::info!(edge = %reader.edge.edge_id, sessions = reader.sessions.len(), "edge link closed");
+            for (_, inbox) in reader.sessions.drain() {
+                let _ = inbox.try_send(Inbound::Close("edge link closed".into()));
+            }
+        });
+        Ok(Response::new(batches(rx)))
+    }
+}
+
+/// Batches what is queued for an edge: waits for one frame, then takes what else is ready.
+fn batches(rx: mpsc::Receiver<janus_proto::janus::internal::v1::BrokerFrame>) -> BatchStream {
+    futures_util::stream::unfold(rx, |mut rx| async move {
+        let first = rx.recv().await?;
+        let mut frames = Vec::with_capacity(8);
+        frames.push(first);
+        while frames.len() < MAX_BATCH {
+            match rx.try_recv() {
+                Ok(frame) => frames.push(frame),
+                Err(_) => break,
+            }
+        }
+        Some((
+            Ok(BrokerBatch {
+                frames,
+                draining: false,
+            }),
+            rx,
+        ))
+    })
+    .boxed()
+}
+
+struct Reader {
+    state: Arc<BrokerState>,
+    edge: Arc<EdgeHandle>,
+    sessions: HashMap<u64, mpsc::Sender<Inbound>>,
+}
+
+impl Reader {
+    async fn batch(&mut self, batch: EdgeBatch) {
+        if batch.draining {
+            tracing::info!(edge = %self.edge.edge_id, "edge is draining");
+        }
+        for frame in batch.frames {
+            let id = frame.session_id;
+            match frame.kind {
+                Some(edge_frame::Kind::Open(open)) => {
+                    let inbox = session::spawn(&self.state, self.edge.clone(), id, open);
+                    if let Some(old) = self.sessions.insert(id, inbox) {
+                        let _ = old.try_send(Inbound::Close("session id reused".into()));
+                    }
+                }
+                Some(edge_frame::Kind::Packet(client)) => {
+                    let Some(packet) = client.packet else {
+                        continue;
+                    };
+                    let Some(inbox) = self.sessions.get(&id) else {
+                        continue;
+                    };
+                    match inbox.try_send(Inbound::Packet(packet)) {
+                        Ok(()) => {}
+                        Err(mpsc::error::TrySendError::Full(_)) => {
+                            tracing::warn!(session_id = id, "session inbox full; closing it");
+                            self.sessions.remove(&id);
+                            self.kick(id, "too many requests in flight").await;
+                        }
+                        Err(mpsc::error::TrySendError::Closed(_)) => {
+                            self.sessions.remove(&id);
+                        }
+                    }
+                }
+                Some(edge_frame::Kind::Close(close)) => {
+                    if let Some(inbox) = self.sessions.remove(&id) {
+                        let _ = inbox.send(Inbound::Close(close.reason)).await;
+                    }
+                }
+                None => {}
+            }
+        }
+    }
+
+    async fn kick(&self, session_id: u64, reason: &str) {
+        let frame = janus_proto::janus::internal::v1::BrokerFrame {
+            kind: Some(broker_frame::Kind::Kick(Kick {
+                session_ids: vec![session_id],
+                logout_code: LogoutCode::Server as i32,
+                reason: reason.to_owned(),
+            })),
+        };
+        let _ = self.edge.tx.send(frame).await;
+    }
+}

@@ -1,0 +1,283 @@
+//! Push fan-out. A push to uids is resolved through the gateway routes to the brokers holding
+//! them: local sessions get it directly, each other broker gets one message on its own bus
+//! subject carrying all of its uids. A broadcast is one message on the broadcast subject that
+//! every broker delivers to its matching sessions. Both push gRPC APIs and the bus ingress
+//! subject end up here. Delivery is at most once; what counts as pushed is in PROTOCOL.md.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use futures_util::StreamExt;
+use janus_proto::broadcaster::service::push::v1 as bc;
+use janus_proto::gate::service::push::v1 as gate;
+use janus_proto::janus::internal::v1::BrokerControl;
+use janus_proto::packet::Packet;
+use prost::Message;
+use tonic::{Request, Response, Status};
+
+use crate::bus::subject;
+use crate::error::{Error, Result};
+use crate::registry::Command;
+use crate::route::gate_route_key;
+use crate::state::{BrokerState, broker_id};
+
+/// Pushes on behalf of one broker.
+#[derive(Debug, Clone)]
+pub struct Pusher {
+    state: Arc<BrokerState>,
+}
+
+fn to_packet(body: &bc::PushBody) -> Packet {
+    Packet {
+        data: body.data.clone(),
+        data_version: body.data_version,
+        obj: body.obj,
+        r#mod: body.r#mod,
+        seq: body.seq,
+        ..Packet::default()
+    }
+}
+
+impl Pusher {
+    /// A pusher for the broker of `state`.
+    pub fn new(state: Arc<BrokerState>) -> Self {
+        Self { state }
+    }
+
+    /// Pushes `bodies` to `uids` of `color` wherever their sessions are. Returns the uids that
+    /// had a live session (here) or a gateway route (elsewhere) when the push was resolved.
+    pub async fn multicast(
+        &self,
+        color: &str,
+        uids: &[i64],
+        bodies: &[bc::PushBody],
+    ) -> Result<Vec<i64>> {
+        let (mut pushed, elsewhere): (Vec<i64>, Vec<i64>) = {
+            let registry = &self.state.registry;
+            uids.iter().partition(|uid| registry.get(**uid).is_some())
+        };
+        self.deliver_local(&pushed, bodies);
+        if elsewhere.is_empty() {
+            return Ok(pushed);
+        }
+        let keys: Vec<String> = elsewhere
+            .iter()
+            .map(|uid| gate_route_key(color, *uid))
+            .collect();
+        let owners = self.state.routes.get_many(&keys).await?;
+        let mut by_broker: BTreeMap<String, Vec<i64>> = BTreeMap::new();
+        for (uid, owner) in elsewhere.into_iter().zip(owners) {
+            match owner {
+                Some(owner) if owner != self.state.endpoint => {
+                    by_broker.entry(owner).or_default().push(uid)
+                }
+                _ => {}
+            }
+        }
+        for (owner, uids) in by_broker {
+            let message = bc::PushMessage {
+                bodies: bodies.to_vec(),
+                uids: uids.clone(),
+                broadcast: false,
+                color: color.to_owned(),
+                sid: 0,
+            };
+            self.state
+                .bus
+                .publish(
+                    &subject::broker(&broker_id(&owner)),
+                    Bytes::from(message.encode_to_vec()),
+                )
+                .await?;
+            pushed.extend(uids);
+        }
+        Ok(pushed)
+    }
+
+    /// Broadcasts `bodies` to every session of (`color`, `sid`) on every broker.
+    pub async fn broadcast(&self, color: &str, sid: i64, bodies: &[bc::PushBody]) -> Result<()> {
+        let message = bc::PushMessage {
+            bodies: bodies.to_vec(),
+            uids: Vec::new(),
+            broadcast: true,
+            color: color.to_owned(),
+            sid,
+        };
+        self.state
+            .bus
+            .publish(subject::BROADCAST, Bytes::from(message.encode_to_vec()))
+            .await
+    }
+
+    fn deliver_local(&self, uids: &[i64], bodies: &[bc::PushBody]) {
+        self.deliver(self.state.registry.group_by_edge(uids), bodies);
+    }
+
+    fn deliver(
+        &self,
+        groups: Vec<(Arc<crate::registry::EdgeHandle>, Vec<u64>)>,
+        bodies: &[bc::PushBody],
+    ) {
+        for (edge, session_ids) in groups {
+            for body in bodies {
+                if !edge.try_deliver(session_ids.clone(), to_packet(body)) {
+                    tracing::warn!(edge = %edge.edge_id, sessions = session_ids.len(), "edge queue full; push dropped");
+                }
+            }
+        }
+    }
+
+    /// Subscribes to this broker's subjects and serves them until shutdown.
+    pub async fn serve_bus(&self) -> Result<()> {
+        let bus = &self.state.bus;
+        let id = broker_id(&self.state.endpoint);
+        let mut own = bus.subscribe(&subject::broker(&id), None).await?;
+        let mut broadcasts = bus.subscribe(subject::BROADCAST, None).await?;
+        let mut ingress = bus
+            .subscribe(subject::INGRESS, Some(subject::INGRESS_GROUP))
+            .await?;
+        let mut control = bus.subscribe(&subject::control(&id), None).await?;
+        let pusher = self.clone();
+        self.state.tasks.spawn(async move {
+            loop {
+                let handled = tokio::select! {
+                    Some(bytes) = own.next() => pusher.on_own(&bytes),
+                    Some(bytes) = broadcasts.next() => pusher.on_broadcast(&bytes),
+                    Some(bytes) = ingress.next() => pusher.on_ingress(&bytes).await,
+                    Some(bytes) = control.next() => pusher.on_control(&bytes),
+                    _ = pusher.state.shutdown.cancelled() => return,
+                    else => return,
+                };
+                if let Err(e) = handled {
+                    tracing::warn!(error = %e, "bad bus message");
+                }
+            }
+        });
+        Ok(())
+    }
+
+    fn on_own(&self, bytes: &[u8]) -> Result<()> {
+        let message = decode::<bc::PushMessage>(bytes, "push message")?;
+        self.deliver_local(&message.uids, &message.bodies);
+        Ok(())
+    }
+
+    fn on_broadcast(&self, bytes: &[u8]) -> Result<()> {
+        let message = decode::<bc::PushMessage>(bytes, "broadcast")?;
+        self.deliver(
+            self.state.registry.matching(&message.color, message.sid),
+            &message.bodies,
+        );
+        Ok(())
+    }
+
+    async fn on_ingress(&self, bytes: &[u8]) -> Result<()> {
+        let message = decode::<bc::PushMessage>(bytes, "ingress push")?;
+        if message.broadcast {
+            self.broadcast(&message.color, message.sid, &message.bodies)
+                .await
+        } else {
+            self.multicast(&message.color, &message.uids, &message.bodies)
+                .await
+                .map(drop)
+        }
+    }
+
+    fn on_control(&self, bytes: &[u8]) -> Result<()> {
+        let control = decode::<BrokerControl>(bytes, "broker control")?;
+        if let Some(entry) = self.state.registry.get(control.uid) {
+            let _ = entry.commands.try_send(Command::Kick {
+                code: control.logout_code,
+                reason: control.reason,
+            });
+        }
+        Ok(())
+    }
+}
+
+fn decode<M: Message + Default>(bytes: &[u8], what: &'static str) -> Result<M> {
+    M::decode(bytes).map_err(|e| Error::Malformed {
+        what,
+        reason: e.to_string(),
+    })
+}
+
+fn status(e: Error) -> Status {
+    Status::unavailable(e.to_string())
+}
+
+#[tonic::async_trait]
+impl bc::push_service_server::PushService for Pusher {
+    async fn push(
+        &self,
+        request: Request<bc::PushRequest>,
+    ) -> Result<Response<bc::PushResponse>, Status> {
+        let r = request.into_inner();
+        self.multicast(&r.color, &[r.uid], &r.bodies)
+            .await
+            .map_err(status)?;
+        Ok(Response::new(bc::PushResponse {}))
+    }
+
+    async fn multicast(
+        &self,
+        request: Request<bc::MulticastRequest>,
+    ) -> Result<Response<bc::MulticastResponse>, Status> {
+        let r = request.into_inner();
+        let pushed_uids = Pusher::multicast(self, &r.color, &r.uids, &r.bodies)
+            .await
+            .map_err(status)?;
+        Ok(Response::new(bc::MulticastResponse { pushed_uids }))
+    }
+
+    async fn broadcast(
+        &self,
+        request: Request<bc::BroadcastRequest>,
+    ) -> Result<Response<bc::BroadcastResponse>, Status> {
+        let r = request.into_inner();
+        Pusher::broadcast(self, &r.color, r.sid, &r.bodies)
+            .await
+            .map_err(status)?;
+        Ok(Response::new(bc::BroadcastResponse {}))
+    }
+}
+
+/// `gate.service.push.v1.PushService`: Roma's per-player push to the gateway named in the
+/// player's route; the player is named by the `x-md-global-uid` and `-color` metadata.
+#[derive(Debug, Clone)]
+pub struct GatePush(pub Pusher);
+
+#[tonic::async_trait]
+impl gate::push_service_server::PushService for GatePush {
+    async fn push(
+        &self,
+        request: Request<gate::PushRequest>,
+    ) -> Result<Response<gate::PushResponse>, Status> {
+        let md = request.metadata();
+        let text = |key: &str| md.get(key).and_then(|v| v.to_str().ok()).map(str::to_owned);
+        let uid = text("x-md-global-uid")
+            .and_then(|v| v.parse::<i64>().ok())
+            .ok_or_else(|| Status::invalid_argument("x-md-global-uid metadata is required"))?;
+        let color = text("x-md-global-color").unwrap_or_default();
+        let body = request
+            .into_inner()
+            .body
+            .ok_or_else(|| Status::invalid_argument("body is required"))?;
+        let body = bc::PushBody {
+            data: body.data,
+            data_version: body.data_version,
+            obj: body.obj,
+            r#mod: body.r#mod,
+            seq: body.seq,
+        };
+        let pushed = self
+            .0
+            .multicast(&color, &[uid], &[body])
+            .await
+            .map_err(status)?;
+        Ok(Response::new(gate::PushResponse {
+            pushed: !pushed.is_empty(),
+        }))
+    }
+}

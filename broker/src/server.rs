@@ -1,0 +1,144 @@
+//! Starting and stopping a broker: builds the three seams from config, serves the edge link and
+//! both push APIs on one gRPC listener, subscribes to the bus, and shuts down in order
+//! (stop accepting → sessions end → routes released → tasks joined).
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use janus_proto::broadcaster::service::push::v1::push_service_server::PushServiceServer as BroadcasterPush;
+use janus_proto::gate::service::push::v1::push_service_server::PushServiceServer as GatePushServer;
+use janus_proto::janus::internal::v1::edge_link_server::EdgeLinkServer;
+use tokio::net::TcpListener;
+use tokio_stream::wrappers::TcpListenerStream;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::bus::{MemoryBus, NatsBus, PushBus};
+use crate::config::{BrokerConfig, BusBackend, DiscoveryBackend, RoutesBackend};
+use crate::discovery::{Discovery, StaticDiscovery};
+use crate::error::{Error, Result};
+use crate::link::LinkService;
+use crate::push::{GatePush, Pusher};
+use crate::registry::Registry;
+use crate::route::{MemoryRoutes, RedisRoutes, RouteStore};
+use crate::state::BrokerState;
+use crate::tunnel::Tunnels;
+
+/// A running broker.
+#[derive(Debug)]
+pub struct Broker {
+    /// The address its gRPC server listens on.
+    pub addr: SocketAddr,
+    state: Arc<BrokerState>,
+    server: tokio::task::JoinHandle<()>,
+}
+
+impl Broker {
+    /// Starts a broker on `listener` with `config`.
+    pub async fn start(config: BrokerConfig, listener: TcpListener) -> Result<Self> {
+        let addr = listener
+            .local_addr()
+            .map_err(|e| Error::Bus(e.to_string()))?;
+        let endpoint = match &config.advertise {
+            Some(advertise) => advertise.clone(),
+            None if addr.ip().is_unspecified() => {
+                tracing::warn!(
+                    "no `advertise` set while listening on {addr}: routes will name 127.0.0.1"
+                );
+                format!("127.0.0.1:{}", addr.port())
+            }
+            None => addr.to_string(),
+        };
+        let routes: Arc<dyn RouteStore> = match config.routes.backend {
+            RoutesBackend::Memory => Arc::new(MemoryRoutes::new()),
+            RoutesBackend::Redis => Arc::new(RedisRoutes::standalone(
+                &config.routes.redis_urls[0],
+                config.routes.timeout(),
+            )?),
+            RoutesBackend::RedisCluster => Arc::new(
+                RedisRoutes::cluster(&config.routes.redis_urls, config.routes.timeout()).await?,
+            ),
+        };
+        let bus: Arc<dyn PushBus> = match config.bus.backend {
+            BusBackend::Memory => Arc::new(MemoryBus::new()),
+            BusBackend::Nats => Arc::new(
+                NatsBus::connect(&config.bus.nats_url, &format!("janus-broker {endpoint}")).await?,
+            ),
+        };
+        let discovery: Arc<dyn Discovery> = match config.discovery.backend {
+            DiscoveryBackend::Static => Arc::new(StaticDiscovery::new(&config.discovery.instances)),
+        };
+        let tasks = TaskTracker::new();
+        let tunnels = Tunnels::new(
+            routes.clone(),
+            discovery,
+            Duration::from_secs(config.routes.app_ttl_secs),
+            config.tunnels.queue,
+            endpoint.clone(),
+            tasks.clone(),
+        );
+        let state = Arc::new(BrokerState {
+            config,
+            endpoint,
+            routes,
+            bus,
+            registry: Registry::default(),
+            tunnels,
+            tasks,
+            shutdown: CancellationToken::new(),
+        });
+        let pusher = Pusher::new(state.clone());
+        pusher.serve_bus().await?;
+        let shutdown = state.shutdown.clone();
+        let router = tonic::transport::Server::builder()
+            .tcp_nodelay(true)
+            .add_service(EdgeLinkServer::new(LinkService::new(state.clone())))
+            .add_service(BroadcasterPush::new(pusher.clone()))
+            .add_service(GatePushServer::new(GatePush(pusher)));
+        let server = tokio::spawn(async move {
+            let incoming = TcpListenerStream::new(listener);
+            if let Err(e) = router
+                .serve_with_incoming_shutdown(incoming, shutdown.cancelled_owned())
+                .await
+            {
+                tracing::error!(error = %e, "broker gRPC server failed");
+            }
+        });
+        tracing::info!(%addr, endpoint = %state.endpoint, "broker started");
+        Ok(Self {
+            addr,
+            state,
+            server,
+        })
+    }
+
+    /// The endpoint written into gateway routes.
+    pub fn endpoint(&self) -> &str {
+        &self.state.endpoint
+    }
+
+    /// How many sessions this broker holds.
+    pub fn sessions(&self) -> usize {
+        self.state.registry.len()
+    }
+
+    /// A token cancelled when the broker shuts down.
+    pub fn shutdown_token(&self) -> CancellationToken {
+        self.state.shutdown.clone()
+    }
+
+    /// Stops serving, ends every session (each releases its route), and waits up to `grace`
+    /// for all tasks to finish.
+    pub async fn shutdown(self, grace: Duration) {
+        self.state.shutdown.cancel();
+        self.state.tasks.close();
+        if tokio::time::timeout(grace, self.state.tasks.wait())
+            .await
+            .is_err()
+        {
+            tracing::warn!(?grace, "broker tasks still running after the grace period");
+        }
+        let _ = tokio::time::timeout(grace, self.server).await;
+    }
+}

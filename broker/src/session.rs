@@ -1,0 +1,297 @@
+//! One session's actor on the broker: claims the gateway route (kicking an older login), keeps
+//! it renewed, forwards the client's packets into tunnels (enforcing that a player tunnel is
+//! the player's own), and on the way out removes what it owns and only that.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use janus_proto::janus::internal::v1::{
+    BrokerControl, BrokerFrame, Kick, SessionAccepted, SessionOpen, SessionRejected, broker_frame,
+};
+use janus_proto::message::sc_server_logout::Code as LogoutCode;
+use janus_proto::packet::Packet;
+use janus_shared::system;
+use prost::Message;
+use tokio::sync::mpsc;
+
+use crate::bus::subject;
+use crate::config::TunnelKind;
+use crate::registry::{Command, EdgeHandle, Entry};
+use crate::route::gate_route_key;
+use crate::state::{BrokerState, broker_id};
+use crate::tunnel::{SendError, Tunnel};
+
+/// Packets and closes from the edge for one session. When full, the edge link closes the
+/// session (the client sends faster than its game services answer).
+pub const INBOX: usize = 256;
+
+/// What the edge link hands a session.
+#[derive(Debug)]
+pub enum Inbound {
+    /// A client packet, opened and inflated by the edge.
+    Packet(Packet),
+    /// The edge ended the session (client gone, edge draining).
+    Close(String),
+}
+
+/// Starts the actor of a session the edge just opened; returns its inbox.
+pub fn spawn(
+    state: &Arc<BrokerState>,
+    edge: Arc<EdgeHandle>,
+    session_id: u64,
+    open: SessionOpen,
+) -> mpsc::Sender<Inbound> {
+    let (tx, rx) = mpsc::channel(INBOX);
+    let span = tracing::info_span!("session", edge = %edge.edge_id, session_id, uid = open.uid);
+    let actor = Actor {
+        state: state.clone(),
+        edge,
+        session_id,
+        key: gate_route_key(&open.color, open.uid),
+        open,
+        tunnels: HashMap::new(),
+    };
+    state
+        .tasks
+        .spawn(tracing::Instrument::instrument(actor.run(rx), span));
+    tx
+}
+
+struct Actor {
+    state: Arc<BrokerState>,
+    edge: Arc<EdgeHandle>,
+    session_id: u64,
+    key: String,
+    open: SessionOpen,
+    tunnels: HashMap<(String, i64), Tunnel>,
+}
+
+/// How a session's actor ended.
+enum End {
+    /// The edge closed it; nothing to tell the edge.
+    Closed,
+    /// Tell the edge to log the client out with `code`.
+    Kick(LogoutCode, String),
+}
+
+impl Actor {
+    async fn run(mut self, mut inbox: mpsc::Receiver<Inbound>) {
+        let (commands, mut command_rx) = mpsc::channel(4);
+        if let Err(reason) = self.claim(commands).await {
+            tracing::warn!(%reason, "session refused");
+            self.frame(broker_frame::Kind::Rejected(SessionRejected {
+                session_id: self.session_id,
+                logout_code: LogoutCode::Server as i32,
+                reason,
+            }))
+            .await;
+            return;
+        }
+        self.frame(broker_frame::Kind::Accepted(SessionAccepted {
+            session_id: self.session_id,
+        }))
+        .await;
+        tracing::debug!("session accepted");
+
+        let renew_every = self.state.gate_ttl() / 2;
+        let mut renew =
+            tokio::time::interval_at(tokio::time::Instant::now() + renew_every, renew_every);
+        let end = loop {
+            tokio::select! {
+                inbound = inbox.recv() => match inbound {
+                    Some(Inbound::Packet(packet)) => {
+                        if let Some(end) = self.forward(packet).await {
+                            break end;
+                        }
+                    }
+                    Some(Inbound::Close(reason)) => {
+                        tracing::debug!(%reason, "closed by the edge");
+                        break End::Closed;
+                    }
+                    None => break End::Closed,
+                },
+                Some(Command::Kick { code, reason }) = command_rx.recv() => {
+                    break End::Kick(LogoutCode::try_from(code).unwrap_or(LogoutCode::Server), reason);
+                }
+                _ = renew.tick() => {
+                    if let Some(end) = self.renew().await {
+                        break end;
+                    }
+                }
+                _ = self.state.shutdown.cancelled() => {
+                    break End::Kick(LogoutCode::Server, "broker shutting down".into());
+                }
+            }
+        };
+        if let End::Kick(code, reason) = end {
+            tracing::info!(?code, %reason, "session kicked");
+            self.frame(broker_frame::Kind::Kick(Kick {
+                session_ids: vec![self.session_id],
+                logout_code: code as i32,
+                reason,
+            }))
+            .await;
+        }
+        self.release().await;
+    }
+
+    /// Writes the gateway route and registers the session; an older login is kicked.
+    async fn claim(&self, commands: mpsc::Sender<Command>) -> Result<(), String> {
+        let state = &self.state;
+        let previous = state
+            .routes
+            .swap(&self.key, &state.endpoint, state.gate_ttl())
+            .await
+            .map_err(|e| format!("route store unavailable: {e}"))?;
+        let replaced = state.registry.insert(
+            self.open.uid,
+            Entry {
+                session_id: self.session_id,
+                edge: self.edge.clone(),
+                color: self.open.color.clone(),
+                sid: self.open.sid,
+                commands,
+            },
+        );
+        let reason = "logged in elsewhere".to_owned();
+        if let Some(older) = replaced {
+            let _ = older.commands.try_send(Command::Kick {
+                code: LogoutCode::ConflictingLogin as i32,
+                reason,
+            });
+        } else if let Some(owner) = previous.filter(|p| *p != state.endpoint) {
+            let control = BrokerControl {
+                uid: self.open.uid,
+                logout_code: LogoutCode::ConflictingLogin as i32,
+                reason,
+            };
+            let published = state
+                .bus
+                .publish(
+                    &subject::control(&broker_id(&owner)),
+                    Bytes::from(control.encode_to_vec()),
+                )
+                .await;
+            if let Err(e) = published {
+                tracing::warn!(%owner, error = %e, "could not ask the older session's broker to kick it");
+            }
+        }
+        Ok(())
+    }
+
+    /// Renews the gateway route; another owner means this login was superseded elsewhere.
+    async fn renew(&self) -> Option<End> {
+        let state = &self.state;
+        match state
+            .routes
+            .renew(&self.key, &state.endpoint, state.gate_ttl())
+            .await
+        {
+            Ok(Some(owner)) if owner == state.endpoint => None,
+            Ok(Some(owner)) => Some(End::Kick(
+                LogoutCode::ConflictingLogin,
+                format!("route now held by {owner}"),
+            )),
+            Ok(None) => {
+                // The route vanished (expired during an outage, or flushed): write it again.
+                if let Err(e) = state
+                    .routes
+                    .swap(&self.key, &state.endpoint, state.gate_ttl())
+                    .await
+                {
+                    tracing::warn!(error = %e, "could not rewrite the gateway route");
+                }
+                None
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "route renewal failed; the session goes on");
+                None
+            }
+        }
+    }
+
+    /// Sends a client packet into its tunnel, opening (or reopening once) as needed.
+    async fn forward(&mut self, mut packet: Packet) -> Option<End> {
+        let service = self.state.config.tunnels.service_for(packet.r#mod).clone();
+        if service.tunnel == TunnelKind::Player {
+            if packet.obj == 0 {
+                packet.obj = self.open.uid;
+            } else if packet.obj != self.open.uid {
+                tracing::warn!(
+                    obj = packet.obj,
+                    "refused a player tunnel for another player's object"
+                );
+                let reply = system::unexpected_error(
+                    packet.r#mod,
+                    packet.seq,
+                    format!("obj {} is not yours", packet.obj),
+                );
+                self.edge.deliver(vec![self.session_id], reply).await;
+                return None;
+            }
+        }
+        let key = (service.name.clone(), packet.obj);
+        for _ in 0..2 {
+            if !self.tunnels.contains_key(&key) {
+                let opened = self
+                    .state
+                    .tunnels
+                    .open(
+                        &service,
+                        &self.open,
+                        packet.obj,
+                        self.edge.clone(),
+                        self.session_id,
+                    )
+                    .await;
+                match opened {
+                    Ok(tunnel) => {
+                        self.tunnels.insert(key.clone(), tunnel);
+                    }
+                    Err(e) => {
+                        tracing::warn!(error = %e, "cannot open tunnel");
+                        let reply =
+                            system::unexpected_error(packet.r#mod, packet.seq, e.to_string());
+                        self.edge.deliver(vec![self.session_id], reply).await;
+                        return None;
+                    }
+                }
+            }
+            let tunnel = &self.tunnels[&key];
+            match tunnel.send(packet) {
+                Ok(()) => return None,
+                Err(SendError::Full) => {
+                    return Some(End::Kick(
+                        LogoutCode::Server,
+                        format!("{} is not keeping up with this session", service.name),
+                    ));
+                }
+                Err(SendError::Closed(back)) => {
+                    tracing::info!(endpoint = %tunnel.endpoint, "tunnel closed; reopening");
+                    self.tunnels.remove(&key);
+                    packet = *back;
+                }
+            }
+        }
+        let reply = system::unexpected_error(packet.r#mod, packet.seq, "tunnel closed twice");
+        self.edge.deliver(vec![self.session_id], reply).await;
+        None
+    }
+
+    /// Removes the registry entry and the gateway route if they are still this session's.
+    async fn release(&self) {
+        let state = &self.state;
+        if state
+            .registry
+            .remove_if_current(self.open.uid, &self.edge, self.session_id)
+            && let Err(e) = state.routes.delete_if(&self.key, &state.endpoint).await
+        {
+            tracing::warn!(error = %e, "could not delete the gateway route; it will expire");
+        }
+    }
+
+    async fn frame(&self, kind: broker_frame::Kind) {
+        let _ = self.edge.tx.send(BrokerFrame { kind: Some(kind) }).await;
+    }
+}

@@ -1,0 +1,317 @@
+//! Tunnels to game services (Roma-compatible, PROTOCOL-NOTES §7): resolving which instance owns
+//! an object (app route in the route store, else smooth weighted round-robin over discovered
+//! instances and set-if-absent), one gRPC channel per instance, and one bidirectional `Tunnel`
+//! stream per (session, service, obj) whose replies go straight to the session's edge.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use futures_util::StreamExt;
+use futures_util::stream::BoxStream;
+use janus_proto::janus::internal::v1::SessionOpen;
+use janus_proto::packet::Packet;
+use janus_proto::{player, room};
+use tokio::sync::{mpsc, watch};
+use tokio_stream::wrappers::ReceiverStream;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tonic::metadata::{MetadataMap, MetadataValue};
+use tonic::transport::{Channel, Endpoint};
+
+use crate::balance::SmoothWeighted;
+use crate::config::{ServiceConfig, TunnelKind};
+use crate::discovery::{Discovery, Instance};
+use crate::error::{Error, Result};
+use crate::registry::EdgeHandle;
+use crate::route::{GATE_SERVICE, RouteStore, route_key};
+
+/// How long opening a tunnel (connect + stream start) may take.
+const OPEN_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Everything needed to open tunnels; one per broker.
+pub struct Tunnels {
+    routes: Arc<dyn RouteStore>,
+    discovery: Arc<dyn Discovery>,
+    app_ttl: Duration,
+    queue: usize,
+    /// This broker's endpoint, sent as `x-md-global-gate-referer` so services can push back.
+    endpoint: String,
+    tasks: TaskTracker,
+    watches: tokio::sync::Mutex<HashMap<String, watch::Receiver<Vec<Instance>>>>,
+    balancers: Mutex<HashMap<(String, String), SmoothWeighted>>,
+    channels: Mutex<HashMap<String, Channel>>,
+}
+
+impl std::fmt::Debug for Tunnels {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Tunnels")
+            .field("endpoint", &self.endpoint)
+            .finish()
+    }
+}
+
+/// An open tunnel: requests go in, replies go to the session's edge by themselves.
+#[derive(Debug)]
+pub struct Tunnel {
+    tx: mpsc::Sender<Packet>,
+    done: CancellationToken,
+    /// The instance it is open to.
+    pub endpoint: String,
+}
+
+/// Why a packet could not be handed to a tunnel.
+#[derive(Debug, PartialEq, Eq)]
+pub enum SendError {
+    /// The tunnel's queue is full: the game service is not keeping up with this session.
+    Full,
+    /// The tunnel has ended; the packet is given back for a reopened one.
+    Closed(Box<Packet>),
+}
+
+impl Tunnel {
+    /// Queues `packet` without waiting.
+    pub fn send(&self, packet: Packet) -> Result<(), SendError> {
+        if self.done.is_cancelled() {
+            return Err(SendError::Closed(Box::new(packet)));
+        }
+        self.tx.try_send(packet).map_err(|e| match e {
+            mpsc::error::TrySendError::Full(_) => SendError::Full,
+            mpsc::error::TrySendError::Closed(p) => SendError::Closed(Box::new(p)),
+        })
+    }
+}
+
+impl Tunnels {
+    /// Tunnels resolved through `routes` and `discovery`.
+    pub fn new(
+        routes: Arc<dyn RouteStore>,
+        discovery: Arc<dyn Discovery>,
+        app_ttl: Duration,
+        queue: usize,
+        endpoint: String,
+        tasks: TaskTracker,
+    ) -> Self {
+        Self {
+            routes,
+            discovery,
+            app_ttl,
+            queue,
+            endpoint,
+            tasks,
+            watches: Default::default(),
+            balancers: Default::default(),
+            channels: Default::default(),
+        }
+    }
+
+    async fn instances(&self, service: &str, color: &str) -> Result<Vec<(String, i64)>> {
+        let mut watches = self.watches.lock().await;
+        let rx = match watches.get(service) {
+            Some(rx) => rx.clone(),
+            None => {
+                let rx = self.discovery.watch(service).await?;
+                watches.insert(service.to_owned(), rx.clone());
+                rx
+            }
+        };
+        drop(watches);
+        let instances = rx.borrow();
+        Ok(instances
+            .iter()
+            .filter(|i| i.color() == color)
+            .filter_map(|i| Some((i.grpc_endpoint()?.to_owned(), i.weight())))
+            .collect())
+    }
+
+    /// The endpoint of the instance that owns `obj` of `service` for `color`: the app route if
+    /// it names a live instance, else a balanced pick claimed with set-if-absent (the winner of
+    /// a race is used).
+    pub async fn resolve(&self, service: &str, color: &str, obj: i64) -> Result<String> {
+        let live = self.instances(service, color).await?;
+        let key = route_key(service, color, obj);
+        match self.routes.get(&key).await? {
+            Some(endpoint) if live.iter().any(|(e, _)| *e == endpoint) => return Ok(endpoint),
+            Some(stale) if !live.is_empty() => {
+                self.routes.delete_if(&key, &stale).await?;
+            }
+            _ => {}
+        }
+        let pick = {
+            let mut balancers = self.balancers.lock().unwrap_or_else(|p| p.into_inner());
+            let swrr = balancers
+                .entry((service.to_owned(), color.to_owned()))
+                .or_default();
+            swrr.pick(&live).map(str::to_owned)
+        };
+        let Some(pick) = pick else {
+            return Err(Error::NoInstance {
+                service: service.to_owned(),
+                color: color.to_owned(),
+            });
+        };
+        self.routes.claim(&key, &pick, self.app_ttl).await
+    }
+
+    fn channel(&self, service: &str, endpoint: &str) -> Result<Channel> {
+        let mut channels = self.channels.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(channel) = channels.get(endpoint) {
+            return Ok(channel.clone());
+        }
+        let channel = Endpoint::from_shared(format!("http://{endpoint}"))
+            .map_err(|e| tunnel_err(service, endpoint, e))?
+            .connect_timeout(OPEN_TIMEOUT)
+            .tcp_nodelay(true)
+            .http2_keep_alive_interval(Duration::from_secs(20))
+            .connect_lazy();
+        channels.insert(endpoint.to_owned(), channel.clone());
+        Ok(channel)
+    }
+
+    /// Opens a tunnel for `session` to the instance owning `obj` of `service`; replies are
+    /// delivered to `session_id` on `edge`.
+    pub async fn open(
+        &self,
+        service: &ServiceConfig,
+        session: &SessionOpen,
+        obj: i64,
+        edge: Arc<EdgeHandle>,
+        session_id: u64,
+    ) -> Result<Tunnel> {
+        let endpoint = self.resolve(&service.name, &session.color, obj).await?;
+        let channel = self.channel(&service.name, &endpoint)?;
+        let (tx, rx) = mpsc::channel(self.queue);
+        let requests = ReceiverStream::new(rx);
+        let metadata = self.metadata(session, obj);
+        let open = async {
+            let replies: BoxStream<'static, Result<Packet, tonic::Status>> = match service.tunnel {
+                TunnelKind::Player => {
+                    let mut request = tonic::Request::new(requests.map(player_request));
+                    *request.metadata_mut() = metadata;
+                    player::intra::v1::tunnel_service_client::TunnelServiceClient::new(channel)
+                        .tunnel(request)
+                        .await?
+                        .into_inner()
+                        .map(|r| r.map(player_reply))
+                        .boxed()
+                }
+                TunnelKind::Room => {
+                    let mut request = tonic::Request::new(requests.map(room_request));
+                    *request.metadata_mut() = metadata;
+                    room::intra::v1::tunnel_service_client::TunnelServiceClient::new(channel)
+                        .tunnel(request)
+                        .await?
+                        .into_inner()
+                        .map(|r| r.map(room_reply))
+                        .boxed()
+                }
+            };
+            Ok::<_, tonic::Status>(replies)
+        };
+        let mut replies = tokio::time::timeout(OPEN_TIMEOUT, open)
+            .await
+            .map_err(|_| tunnel_err(&service.name, &endpoint, "timed out opening the stream"))?
+            .map_err(|status| tunnel_err(&service.name, &endpoint, status.message()))?;
+        let done = CancellationToken::new();
+        let finished = done.clone();
+        let (name, at) = (service.name.clone(), endpoint.clone());
+        self.tasks.spawn(async move {
+            let _finished = finished.drop_guard();
+            while let Some(reply) = replies.next().await {
+                match reply {
+                    Ok(packet) => {
+                        if !edge.deliver(vec![session_id], packet).await {
+                            return;
+                        }
+                    }
+                    Err(status) => {
+                        tracing::warn!(service = %name, endpoint = %at, %status, "tunnel failed");
+                        return;
+                    }
+                }
+            }
+            tracing::debug!(service = %name, endpoint = %at, "tunnel ended by the service");
+        });
+        Ok(Tunnel { tx, done, endpoint })
+    }
+
+    fn metadata(&self, session: &SessionOpen, obj: i64) -> MetadataMap {
+        let mut md = MetadataMap::new();
+        let mut put = |key: &'static str, value: String| {
+            if let Ok(value) = MetadataValue::try_from(value) {
+                md.insert(key, value);
+            }
+        };
+        put("x-md-global-oid", obj.to_string());
+        put("x-md-global-uid", session.uid.to_string());
+        put("x-md-global-sid", session.sid.to_string());
+        put("x-md-global-status", session.status.to_string());
+        put("x-md-global-color", session.color.clone());
+        put("x-md-global-client-ip", session.client_ip.clone());
+        put("x-md-global-referer", GATE_SERVICE.to_owned());
+        put("x-md-global-gate-referer", self.endpoint.clone());
+        md
+    }
+}
+
+fn tunnel_err(service: &str, endpoint: &str, reason: impl ToString) -> Error {
+    Error::Tunnel {
+        service: service.to_owned(),
+        endpoint: endpoint.to_owned(),
+        reason: reason.to_string(),
+    }
+}
+
+fn player_request(p: Packet) -> player::intra::v1::TunnelRequest {
+    player::intra::v1::TunnelRequest {
+        data: p.data,
+        data_version: p.data_version,
+        obj: p.obj,
+        r#mod: p.r#mod,
+        seq: p.seq,
+        index: p.index,
+    }
+}
+
+fn player_reply(r: player::intra::v1::TunnelResponse) -> Packet {
+    Packet {
+        data: r.data,
+        data_version: r.data_version,
+        obj: r.obj,
+        r#mod: r.r#mod,
+        seq: r.seq,
+        index: r.index,
+        ..Packet::default()
+    }
+}
+
+fn room_request(p: Packet) -> room::intra::v1::TunnelRequest {
+    room::intra::v1::TunnelRequest {
+        data: p.data,
+        data_version: p.data_version,
+        obj: p.obj,
+        r#mod: p.r#mod,
+        seq: p.seq,
+        index: p.index,
+        conn_id: p.conn_id,
+        frag_id: p.frag_id,
+        frag_count: p.frag_count,
+        frag_index: p.frag_index,
+    }
+}
+
+fn room_reply(r: room::intra::v1::TunnelResponse) -> Packet {
+    Packet {
+        data: r.data,
+        data_version: r.data_version,
+        obj: r.obj,
+        r#mod: r.r#mod,
+        seq: r.seq,
+        index: r.index,
+        conn_id: r.conn_id,
+        frag_id: r.frag_id,
+        frag_count: r.frag_count,
+        frag_index: r.frag_index,
+        ..Packet::default()
+    }
+}
