@@ -66,10 +66,13 @@ impl player::intra::v1::tunnel_service_server::TunnelService for EchoPlayer {
     }
 }
 
+/// Room members by (colour, room id).
+type Members = HashMap<(String, i64), BTreeSet<i64>>;
+
 /// The chat-room service.
 #[derive(Debug, Clone)]
 pub struct Rooms {
-    members: Arc<Mutex<HashMap<(String, i64), BTreeSet<i64>>>>,
+    members: Arc<Mutex<Members>>,
     push: bc::push_service_client::PushServiceClient<Channel>,
 }
 
@@ -124,7 +127,7 @@ impl Rooms {
         }
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<(String, i64), BTreeSet<i64>>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Members> {
         self.members.lock().unwrap_or_else(|p| p.into_inner())
     }
 }

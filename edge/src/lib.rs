@@ -1,1 +1,19 @@
-//! Janus edge: filled in by the edge issue.
+//! Janus edge: the stateless proxy. Terminates client connections ([`listener`] over the
+//! [`transport`]s), runs the handshake and all crypto per [`session`], enforces [`limits`],
+//! and carries packets to and from the brokers over the multiplexed [`link`]. Holds no routing
+//! state; [`server::Edge`] starts and drains one; [`admin`] serves health, readiness, metrics
+//! and stats.
+
+pub mod admin;
+pub mod config;
+pub mod error;
+pub mod limits;
+pub mod link;
+pub mod listener;
+pub mod metrics;
+pub mod server;
+pub mod session;
+pub mod transport;
+
+pub use error::{Error, Result};
+pub use server::Edge;

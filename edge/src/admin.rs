@@ -1,0 +1,85 @@
+//! The admin HTTP endpoint: `/health` (the process is up), `/ready` (listeners up, not
+//! draining, at least one broker reachable), `/metrics` (Prometheus text) and
+//! `/stats/connections` (JSON: sessions by transport and by broker).
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use axum::Router;
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Json};
+use axum::routing::get;
+use serde_json::json;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+use crate::session::EdgeState;
+
+/// What the admin handlers read.
+#[derive(Debug, Clone)]
+pub struct Admin {
+    /// The edge's shared state.
+    pub state: Arc<EdgeState>,
+    /// False once the edge stops accepting.
+    pub accepting: Arc<AtomicBool>,
+}
+
+/// Serves the admin endpoint on `listener` until `stop`.
+pub async fn serve(listener: TcpListener, admin: Admin, stop: CancellationToken) {
+    let app = Router::new()
+        .route("/health", get(|| async { "ok" }))
+        .route("/ready", get(ready))
+        .route("/metrics", get(metrics))
+        .route("/stats/connections", get(connections))
+        .with_state(admin);
+    if let Err(e) = axum::serve(listener, app)
+        .with_graceful_shutdown(stop.cancelled_owned())
+        .await
+    {
+        tracing::error!(error = %e, "admin endpoint failed");
+    }
+}
+
+async fn ready(State(admin): State<Admin>) -> impl IntoResponse {
+    if !admin.accepting.load(Ordering::Relaxed) {
+        (StatusCode::SERVICE_UNAVAILABLE, "draining")
+    } else if !admin.state.links.any_up() {
+        (StatusCode::SERVICE_UNAVAILABLE, "no broker reachable")
+    } else {
+        (StatusCode::OK, "ready")
+    }
+}
+
+async fn metrics(State(admin): State<Admin>) -> impl IntoResponse {
+    (
+        [("content-type", "text/plain; version=0.0.4")],
+        admin.state.metrics.render(),
+    )
+}
+
+async fn connections(State(admin): State<Admin>) -> Json<serde_json::Value> {
+    let state = &admin.state;
+    let by_transport: serde_json::Map<String, serde_json::Value> =
+        ["tcp", "websocket", "kcp", "quic"]
+            .iter()
+            .map(|t| {
+                (
+                    (*t).to_owned(),
+                    json!(state.metrics.sessions.with_label_values(&[t]).get()),
+                )
+            })
+            .collect();
+    let brokers: Vec<serde_json::Value> = state
+        .links
+        .all()
+        .iter()
+        .map(|l| json!({"endpoint": l.endpoint, "up": l.is_up(), "sessions": l.sessions()}))
+        .collect();
+    Json(json!({
+        "edge_id": state.edge_id,
+        "sessions": state.admission.sessions(),
+        "by_transport": by_transport,
+        "by_broker": brokers,
+    }))
+}

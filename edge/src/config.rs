@@ -1,0 +1,445 @@
+//! The edge's typed configuration (TOML, every field defaulted, unknown fields refused) and its
+//! validation, plus loading the key material it names. `configs.tmpl/edge.toml` shows every
+//! field with its default.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use janus_proto::gate::intra::v1::OnlineStatus;
+use janus_shared::compress::Compression;
+use janus_shared::config::{Problems, Validate};
+use janus_shared::handshake::ServerHandshakeConfig;
+use janus_shared::keys::{SigningKey, TokenKey, VerifyingKey};
+use janus_shared::session::SessionConfig;
+use janus_shared::token::TokenCodec;
+use serde::Deserialize;
+
+use crate::error::{Error, Result};
+
+/// Everything an edge needs to start.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct EdgeConfig {
+    /// This edge's id, sent to brokers (defaults to `edge-<pid>`).
+    pub id: Option<String>,
+    /// TCP listener.
+    pub tcp: ListenerConfig,
+    /// WebSocket listener.
+    pub websocket: WebSocketConfig,
+    /// Admin HTTP listen address (`/health`, `/ready`, `/metrics`, `/stats/connections`).
+    pub admin_listen: String,
+    /// Key material.
+    pub keys: KeysConfig,
+    /// Handshake rules.
+    pub handshake: HandshakeRules,
+    /// Per-session behaviour and limits.
+    pub session: SessionRules,
+    /// Process-wide limits.
+    pub limits: Limits,
+    /// Brokers to link to.
+    pub brokers: BrokersConfig,
+    /// Seconds sessions may go on after SIGTERM before they are logged out.
+    pub drain_grace_secs: u64,
+}
+
+impl Default for EdgeConfig {
+    fn default() -> Self {
+        Self {
+            id: None,
+            tcp: ListenerConfig {
+                enabled: true,
+                listen: "0.0.0.0:17001".into(),
+            },
+            websocket: WebSocketConfig::default(),
+            admin_listen: "0.0.0.0:18100".into(),
+            keys: KeysConfig::default(),
+            handshake: HandshakeRules::default(),
+            session: SessionRules::default(),
+            limits: Limits::default(),
+            brokers: BrokersConfig::default(),
+            drain_grace_secs: 30,
+        }
+    }
+}
+
+/// A listener that can be turned off.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ListenerConfig {
+    /// Whether it listens at all.
+    pub enabled: bool,
+    /// `ip:port`.
+    pub listen: String,
+}
+
+/// `[websocket]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct WebSocketConfig {
+    /// Whether it listens at all.
+    pub enabled: bool,
+    /// `ip:port`.
+    pub listen: String,
+    /// The HTTP path of the upgrade.
+    pub path: String,
+    /// Allowed `Origin` values: exact matches, or `*` for any (requests without an Origin
+    /// header, i.e. non-browser clients, are always allowed).
+    pub allowed_origins: Vec<String>,
+}
+
+impl Default for WebSocketConfig {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            listen: "0.0.0.0:17002".into(),
+            path: "/ws".into(),
+            allowed_origins: vec!["*".into()],
+        }
+    }
+}
+
+/// `[keys]`: file paths.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct KeysConfig {
+    /// The server's Ed25519 signing key, PKCS#8 PEM.
+    pub signing_key_file: String,
+    /// The 32-byte token key shared with Lares, as 64 hex digits.
+    pub token_key_file: String,
+    /// When set, clients must sign their handshake key with this certificate's key (X.509 PEM).
+    pub client_cert_file: Option<String>,
+}
+
+/// `[handshake]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct HandshakeRules {
+    /// Seconds a client has from connecting to finishing the handshake.
+    pub timeout_secs: u64,
+    /// Largest accepted difference between client and server clocks, seconds (handshake and
+    /// heartbeats).
+    pub max_skew_secs: i64,
+    /// Accept go-pantheon v1 (legacy) clients.
+    pub allow_legacy: bool,
+    /// Accept unencrypted sessions (development only).
+    pub allow_unencrypted: bool,
+    /// Token statuses accepted (`OnlineStatus` numbers; go-pantheon accepts GATE only).
+    pub allowed_statuses: Vec<i32>,
+    /// Echoed as `SCHandshake.cert_version`.
+    pub cert_version: i32,
+}
+
+impl Default for HandshakeRules {
+    fn default() -> Self {
+        Self {
+            timeout_secs: 10,
+            max_skew_secs: 5,
+            allow_legacy: false,
+            allow_unencrypted: false,
+            allowed_statuses: vec![OnlineStatus::Gate as i32],
+            cert_version: 0,
+        }
+    }
+}
+
+/// `[session]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SessionRules {
+    /// Seconds without any frame from the client before the session is closed.
+    pub idle_timeout_secs: u64,
+    /// Largest frame payload, bytes.
+    pub max_frame: usize,
+    /// Server-to-client data at least this long is zlib-compressed, bytes.
+    pub compress_threshold: usize,
+    /// Largest inflated size of compressed client data, bytes.
+    pub max_inflated: usize,
+    /// Packets that may wait to be written to one client; when full the client is too slow and
+    /// is disconnected.
+    pub outbound_queue: usize,
+    /// Seconds one write to the client may take before it counts as a slow consumer.
+    pub write_timeout_secs: u64,
+    /// Sustained client packets per second.
+    pub messages_per_sec: u32,
+    /// Burst of client packets above the sustained rate.
+    pub message_burst: u32,
+    /// Sustained client bytes per second.
+    pub bytes_per_sec: u32,
+    /// Burst of client bytes above the sustained rate.
+    pub byte_burst: u32,
+}
+
+impl Default for SessionRules {
+    fn default() -> Self {
+        Self {
+            idle_timeout_secs: 60,
+            max_frame: janus_shared::frame::DEFAULT_MAX_FRAME,
+            compress_threshold: Compression::default().threshold,
+            max_inflated: Compression::default().max_inflated,
+            outbound_queue: 1024,
+            write_timeout_secs: 10,
+            messages_per_sec: 50,
+            message_burst: 100,
+            bytes_per_sec: 256 * 1024,
+            byte_burst: 1024 * 1024,
+        }
+    }
+}
+
+impl SessionRules {
+    /// The sans-IO session's framing and compression settings.
+    pub fn session_config(&self) -> SessionConfig {
+        SessionConfig {
+            max_frame: self.max_frame,
+            compression: Compression {
+                threshold: self.compress_threshold,
+                max_inflated: self.max_inflated,
+            },
+        }
+    }
+}
+
+/// `[limits]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Limits {
+    /// Sessions this edge holds at most.
+    pub max_sessions: usize,
+    /// Sessions one client IP may hold at most.
+    pub max_sessions_per_ip: usize,
+    /// Connections one client IP may open per second.
+    pub handshakes_per_ip_per_sec: u32,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            max_sessions: 100_000,
+            max_sessions_per_ip: 64,
+            handshakes_per_ip_per_sec: 20,
+        }
+    }
+}
+
+/// `[brokers]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct BrokersConfig {
+    /// Broker gRPC endpoints (`host:port`).
+    pub endpoints: Vec<String>,
+    /// Frames that may wait for one broker link; when full, reading from clients pauses.
+    pub link_queue: usize,
+    /// Most frames in one batch on the link.
+    pub max_batch: usize,
+    /// Milliseconds between reconnect attempts to a broker.
+    pub reconnect_ms: u64,
+}
+
+impl Default for BrokersConfig {
+    fn default() -> Self {
+        Self {
+            endpoints: vec!["127.0.0.1:17100".into()],
+            link_queue: 8192,
+            max_batch: 256,
+            reconnect_ms: 500,
+        }
+    }
+}
+
+impl EdgeConfig {
+    /// The id this edge goes by.
+    pub fn edge_id(&self) -> String {
+        self.id
+            .clone()
+            .unwrap_or_else(|| format!("edge-{}", std::process::id()))
+    }
+
+    /// Reads the key files and builds the handshake configuration.
+    pub fn load_handshake(&self) -> Result<Arc<ServerHandshakeConfig>> {
+        let read = |field: &str, path: &str| {
+            std::fs::read_to_string(path)
+                .map_err(|e| Error::Config(format!("{field}: cannot read {path:?}: {e}")))
+        };
+        let signing_key = SigningKey::from_pkcs8_pem(&read(
+            "keys.signing_key_file",
+            &self.keys.signing_key_file,
+        )?)
+        .map_err(|e| Error::Config(format!("keys.signing_key_file: {e}")))?;
+        let token_hex = read("keys.token_key_file", &self.keys.token_key_file)?;
+        let token_key = hex::decode(token_hex.trim())
+            .map_err(|e| e.to_string())
+            .and_then(|raw| TokenKey::from_bytes(&raw).map_err(|e| e.to_string()))
+            .map_err(|e| Error::Config(format!("keys.token_key_file: {e} (want 64 hex digits)")))?;
+        let client_cert = match &self.keys.client_cert_file {
+            None => None,
+            Some(path) => Some(
+                VerifyingKey::from_certificate_pem(&read("keys.client_cert_file", path)?)
+                    .map_err(|e| Error::Config(format!("keys.client_cert_file: {e}")))?,
+            ),
+        };
+        Ok(Arc::new(self.handshake_config(
+            signing_key,
+            &token_key,
+            client_cert,
+        )))
+    }
+
+    /// The handshake configuration from these rules and the given keys.
+    pub fn handshake_config(
+        &self,
+        signing_key: SigningKey,
+        token_key: &TokenKey,
+        client_cert: Option<VerifyingKey>,
+    ) -> ServerHandshakeConfig {
+        let rules = &self.handshake;
+        ServerHandshakeConfig {
+            signing_key,
+            tokens: TokenCodec::new(token_key),
+            client_cert,
+            allowed_statuses: rules.allowed_statuses.clone(),
+            max_skew_secs: rules.max_skew_secs,
+            allow_legacy: rules.allow_legacy,
+            allow_unencrypted: rules.allow_unencrypted,
+            cert_version: rules.cert_version,
+        }
+    }
+
+    /// Drain grace period.
+    pub fn drain_grace(&self) -> Duration {
+        Duration::from_secs(self.drain_grace_secs)
+    }
+}
+
+impl Validate for EdgeConfig {
+    fn validate(&self, problems: &mut Problems) {
+        problems.check(
+            self.tcp.enabled || self.websocket.enabled,
+            "tcp.enabled",
+            "at least one listener must be enabled",
+        );
+        if self.tcp.enabled {
+            problems.check_addr("tcp.listen", &self.tcp.listen);
+        }
+        let ws = &self.websocket;
+        if ws.enabled {
+            problems.check_addr("websocket.listen", &ws.listen);
+            problems.check(
+                ws.path.starts_with('/'),
+                "websocket.path",
+                format!("{:?} must start with /", ws.path),
+            );
+        }
+        problems.check_addr("admin_listen", &self.admin_listen);
+        problems.check(
+            !self.keys.signing_key_file.is_empty(),
+            "keys.signing_key_file",
+            "is required",
+        );
+        problems.check(
+            !self.keys.token_key_file.is_empty(),
+            "keys.token_key_file",
+            "is required",
+        );
+        problems.check_positive("handshake.timeout_secs", self.handshake.timeout_secs);
+        problems.check_positive("handshake.max_skew_secs", self.handshake.max_skew_secs);
+        problems.check(
+            !self.handshake.allowed_statuses.is_empty(),
+            "handshake.allowed_statuses",
+            "must not be empty",
+        );
+        let s = &self.session;
+        problems.check_positive("session.idle_timeout_secs", s.idle_timeout_secs);
+        problems.check(
+            (64..=16 * 1024 * 1024).contains(&s.max_frame),
+            "session.max_frame",
+            format!("must be between 64 and 16777216, got {}", s.max_frame),
+        );
+        problems.check_positive("session.max_inflated", s.max_inflated);
+        problems.check_positive("session.outbound_queue", s.outbound_queue);
+        problems.check_positive("session.write_timeout_secs", s.write_timeout_secs);
+        problems.check_positive("session.messages_per_sec", s.messages_per_sec);
+        problems.check(
+            s.message_burst >= 1,
+            "session.message_burst",
+            "must be at least 1",
+        );
+        problems.check_positive("session.bytes_per_sec", s.bytes_per_sec);
+        problems.check(
+            s.byte_burst as usize >= s.max_frame,
+            "session.byte_burst",
+            format!(
+                "must be at least session.max_frame ({}), or a full frame could never pass",
+                s.max_frame
+            ),
+        );
+        problems.check_positive("limits.max_sessions", self.limits.max_sessions);
+        problems.check_positive(
+            "limits.max_sessions_per_ip",
+            self.limits.max_sessions_per_ip,
+        );
+        problems.check_positive(
+            "limits.handshakes_per_ip_per_sec",
+            self.limits.handshakes_per_ip_per_sec,
+        );
+        problems.check(
+            !self.brokers.endpoints.is_empty(),
+            "brokers.endpoints",
+            "at least one broker is needed",
+        );
+        for (i, endpoint) in self.brokers.endpoints.iter().enumerate() {
+            problems.check(
+                endpoint
+                    .rsplit_once(':')
+                    .is_some_and(|(h, p)| !h.is_empty() && p.parse::<u16>().is_ok()),
+                &format!("brokers.endpoints[{i}]"),
+                format!("{endpoint:?} is not host:port"),
+            );
+        }
+        problems.check_positive("brokers.link_queue", self.brokers.link_queue);
+        problems.check_positive("brokers.max_batch", self.brokers.max_batch);
+        problems.check_positive("brokers.reconnect_ms", self.brokers.reconnect_ms);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use janus_shared::config::parse;
+
+    use super::*;
+
+    const KEYS: &str = "[keys]\nsigning_key_file = \"k.pem\"\ntoken_key_file = \"t.hex\"\n";
+
+    #[test]
+    fn defaults_with_keys_are_valid_and_match_the_spec() {
+        let config: EdgeConfig = parse(KEYS, "t.toml").unwrap();
+        assert_eq!(config.tcp.listen, "0.0.0.0:17001");
+        assert_eq!(config.websocket.listen, "0.0.0.0:17002");
+        assert_eq!(config.websocket.path, "/ws");
+        assert_eq!(config.admin_listen, "0.0.0.0:18100");
+        assert_eq!(config.handshake.timeout_secs, 10);
+        assert_eq!(config.session.idle_timeout_secs, 60);
+        assert_eq!(config.session.max_frame, 16384);
+    }
+
+    #[test]
+    fn every_problem_names_its_field() {
+        let text =
+            "[session]\nmax_frame = 10\nbyte_burst = 1\n[brokers]\nendpoints = [\"nohost\"]\n";
+        let err = parse::<EdgeConfig>(text, "t.toml").unwrap_err().to_string();
+        for field in [
+            "keys.signing_key_file:",
+            "keys.token_key_file:",
+            "session.max_frame:",
+            "brokers.endpoints[0]:",
+        ] {
+            assert!(err.contains(field), "{field} missing from {err}");
+        }
+    }
+
+    #[test]
+    fn missing_key_files_are_named() {
+        let config: EdgeConfig = parse(KEYS, "t.toml").unwrap();
+        let err = config.load_handshake().unwrap_err().to_string();
+        assert!(err.contains("keys.signing_key_file"), "{err}");
+    }
+}

@@ -1,0 +1,93 @@
+//! The one error type of `janus-edge`, and why a session ended.
+
+/// Errors of the edge outside a single session.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// The configuration or the key material it names is unusable.
+    #[error("configuration: {0}")]
+    Config(String),
+    /// A listener could not be bound.
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        /// The address.
+        addr: String,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The protocol core refused something.
+    #[error(transparent)]
+    Protocol(#[from] janus_shared::Error),
+}
+
+/// The result type of this crate.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// Why a session ended: logged, counted (`janus_edge_closes_total{reason}`) and, where the
+/// protocol allows, told to the client as SCServerLogout.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Close {
+    /// The protocol core refused input (its [`janus_shared::Error::kind`] is the label).
+    Protocol(&'static str, String),
+    /// No handshake within the handshake timeout.
+    HandshakeTimeout,
+    /// No frame within the idle timeout.
+    Idle,
+    /// The client sent packets or bytes faster than its token buckets allow.
+    RateLimited(&'static str),
+    /// The client did not read fast enough: its outbound queue filled or a write timed out.
+    SlowConsumer,
+    /// A WebSocket text message.
+    TextMessage,
+    /// The client closed the connection.
+    ClientClosed,
+    /// The broker kicked the session (another login, admin, broker-side limit).
+    Kicked(i32, String),
+    /// The broker refused the session.
+    Rejected(String),
+    /// No broker could take the session.
+    NoBroker,
+    /// The edge is shutting down.
+    Shutdown,
+}
+
+impl Close {
+    /// The metric label.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Close::Protocol(kind, _) => kind,
+            Close::HandshakeTimeout => "handshake_timeout",
+            Close::Idle => "idle_timeout",
+            Close::RateLimited(what) => what,
+            Close::SlowConsumer => "slow_consumer",
+            Close::TextMessage => "text_message",
+            Close::ClientClosed => "client_closed",
+            Close::Kicked(..) => "kicked",
+            Close::Rejected(_) => "rejected",
+            Close::NoBroker => "no_broker",
+            Close::Shutdown => "shutdown",
+        }
+    }
+}
+
+impl From<janus_shared::Error> for Close {
+    fn from(e: janus_shared::Error) -> Self {
+        match e {
+            janus_shared::Error::Closed => Close::ClientClosed,
+            janus_shared::Error::MessageFraming("text message") => Close::TextMessage,
+            e => Close::Protocol(e.kind(), e.to_string()),
+        }
+    }
+}
+
+impl std::fmt::Display for Close {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Close::Protocol(_, detail) => f.write_str(detail),
+            Close::Kicked(code, reason) => write!(f, "kicked (logout code {code}): {reason}"),
+            Close::Rejected(reason) => write!(f, "rejected by the broker: {reason}"),
+            other => f.write_str(other.kind()),
+        }
+    }
+}

@@ -1,0 +1,196 @@
+//! Admission and rate limits: token buckets for a session's packets and bytes, and a per-IP
+//! table of live sessions and recent connection attempts. Pure state fed with `Instant`s, so it
+//! is tested without sleeping.
+
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+/// A token bucket: `rate` tokens per second up to `burst`.
+#[derive(Debug, Clone)]
+pub struct TokenBucket {
+    rate: f64,
+    burst: f64,
+    tokens: f64,
+    at: Instant,
+}
+
+impl TokenBucket {
+    /// A full bucket.
+    pub fn new(rate: u32, burst: u32, now: Instant) -> Self {
+        Self {
+            rate: f64::from(rate),
+            burst: f64::from(burst),
+            tokens: f64::from(burst),
+            at: now,
+        }
+    }
+
+    /// Takes `n` tokens if there are that many; false (and nothing taken) otherwise.
+    pub fn take(&mut self, n: u32, now: Instant) -> bool {
+        let elapsed = now.saturating_duration_since(self.at).as_secs_f64();
+        self.tokens = (self.tokens + elapsed * self.rate).min(self.burst);
+        self.at = now;
+        if self.tokens >= f64::from(n) {
+            self.tokens -= f64::from(n);
+            true
+        } else {
+            false
+        }
+    }
+}
+
+/// Why a connection was not admitted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Refusal {
+    /// The edge holds `limits.max_sessions`.
+    EdgeFull,
+    /// The IP holds `limits.max_sessions_per_ip`.
+    IpFull,
+    /// The IP opened more than `limits.handshakes_per_ip_per_sec` connections this second.
+    IpRate,
+}
+
+impl Refusal {
+    /// The metric label.
+    pub fn kind(self) -> &'static str {
+        match self {
+            Refusal::EdgeFull => "max_sessions",
+            Refusal::IpFull => "max_sessions_per_ip",
+            Refusal::IpRate => "handshake_rate",
+        }
+    }
+}
+
+#[derive(Debug, Default)]
+struct PerIp {
+    sessions: usize,
+    window: Option<Instant>,
+    attempts: u32,
+}
+
+/// Live sessions and connection attempts, edge-wide and per IP.
+#[derive(Debug)]
+pub struct Admission {
+    max_sessions: usize,
+    max_per_ip: usize,
+    attempts_per_sec: u32,
+    state: Mutex<(usize, HashMap<IpAddr, PerIp>)>,
+}
+
+impl Admission {
+    /// Admission with these limits.
+    pub fn new(max_sessions: usize, max_per_ip: usize, attempts_per_sec: u32) -> Self {
+        Self {
+            max_sessions,
+            max_per_ip,
+            attempts_per_sec,
+            state: Mutex::new((0, HashMap::new())),
+        }
+    }
+
+    /// Admits a connection from `ip`; the caller must [`Admission::release`] it when it ends.
+    pub fn admit(&self, ip: IpAddr, now: Instant) -> Result<(), Refusal> {
+        let mut guard = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        let (total, per_ip) = &mut *guard;
+        let entry = per_ip.entry(ip).or_default();
+        if entry
+            .window
+            .is_none_or(|start| now.saturating_duration_since(start) >= Duration::from_secs(1))
+        {
+            entry.window = Some(now);
+            entry.attempts = 0;
+        }
+        entry.attempts += 1;
+        let refusal = if entry.attempts > self.attempts_per_sec {
+            Some(Refusal::IpRate)
+        } else if *total >= self.max_sessions {
+            Some(Refusal::EdgeFull)
+        } else if entry.sessions >= self.max_per_ip {
+            Some(Refusal::IpFull)
+        } else {
+            None
+        };
+        match refusal {
+            Some(refusal) => {
+                if entry.sessions == 0 && entry.attempts == 1 {
+                    per_ip.remove(&ip);
+                }
+                Err(refusal)
+            }
+            None => {
+                entry.sessions += 1;
+                *total += 1;
+                Ok(())
+            }
+        }
+    }
+
+    /// Releases a connection admitted for `ip`.
+    pub fn release(&self, ip: IpAddr) {
+        let mut guard = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        let (total, per_ip) = &mut *guard;
+        *total = total.saturating_sub(1);
+        if let Some(entry) = per_ip.get_mut(&ip) {
+            entry.sessions = entry.sessions.saturating_sub(1);
+            if entry.sessions == 0 {
+                per_ip.remove(&ip);
+            }
+        }
+    }
+
+    /// Sessions admitted and not yet released.
+    pub fn sessions(&self) -> usize {
+        self.state.lock().unwrap_or_else(|p| p.into_inner()).0
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_bucket_allows_its_burst_then_its_rate() {
+        let t0 = Instant::now();
+        let mut bucket = TokenBucket::new(10, 3, t0);
+        assert!(bucket.take(1, t0) && bucket.take(1, t0) && bucket.take(1, t0));
+        assert!(!bucket.take(1, t0), "burst spent");
+        assert!(
+            bucket.take(1, t0 + Duration::from_millis(100)),
+            "one token per 100 ms"
+        );
+        assert!(!bucket.take(1, t0 + Duration::from_millis(150)));
+        assert!(
+            !bucket.take(5, t0 + Duration::from_secs(60)),
+            "never more than the burst"
+        );
+    }
+
+    #[test]
+    fn admission_enforces_each_limit_and_release_frees_it() {
+        let ip: IpAddr = "10.0.0.1".parse().unwrap();
+        let other: IpAddr = "10.0.0.2".parse().unwrap();
+        let t0 = Instant::now();
+        let admission = Admission::new(3, 2, 100);
+        assert_eq!(admission.admit(ip, t0), Ok(()));
+        assert_eq!(admission.admit(ip, t0), Ok(()));
+        assert_eq!(admission.admit(ip, t0), Err(Refusal::IpFull));
+        assert_eq!(admission.admit(other, t0), Ok(()));
+        assert_eq!(admission.admit(other, t0), Err(Refusal::EdgeFull));
+        admission.release(ip);
+        assert_eq!(admission.admit(other, t0), Ok(()));
+        assert_eq!(admission.sessions(), 3);
+    }
+
+    #[test]
+    fn connection_attempts_per_ip_are_rate_limited_per_second() {
+        let ip: IpAddr = "10.0.0.1".parse().unwrap();
+        let t0 = Instant::now();
+        let admission = Admission::new(100, 100, 2);
+        assert!(admission.admit(ip, t0).is_ok());
+        assert!(admission.admit(ip, t0).is_ok());
+        assert_eq!(admission.admit(ip, t0), Err(Refusal::IpRate));
+        assert!(admission.admit(ip, t0 + Duration::from_secs(1)).is_ok());
+    }
+}

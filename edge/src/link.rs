@@ -1,0 +1,367 @@
+//! The edge end of the broker links: one long-lived `EdgeLink/Link` stream per broker, frames
+//! of all sessions multiplexed on it in batches, reconnected when it drops. Sessions choose
+//! their broker by rendezvous (highest-random-weight) hashing of the uid over the brokers that
+//! are up, so every edge picks the same broker for a player without talking to the others.
+//!
+//! Queues: frames to a broker wait in one bounded queue per link; a full queue makes the
+//! sending session wait, which stops it reading from its client (backpressure, never growth).
+//! Frames from a broker go to each session's bounded downlink queue; a session whose queue is
+//! full is a slow consumer and is disconnected.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use futures_util::StreamExt;
+use janus_proto::janus::internal::v1::edge_link_client::EdgeLinkClient;
+use janus_proto::janus::internal::v1::{
+    BrokerFrame, EdgeBatch, EdgeFrame, EdgeHello, broker_frame,
+};
+use janus_proto::packet::Packet;
+use tokio::sync::{mpsc, watch};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tonic::transport::Endpoint;
+
+use crate::config::BrokersConfig;
+
+/// What a broker tells one session.
+#[derive(Debug)]
+pub enum Downlink {
+    /// The broker took the session.
+    Accepted,
+    /// The broker refused the session.
+    Rejected(String),
+    /// A reply or push for the client.
+    Packet(Packet),
+    /// The broker ends the session with SCServerLogout `code`.
+    Kick(i32, String),
+    /// The link to the session's broker dropped; the session should re-attach elsewhere.
+    LinkLost,
+}
+
+/// A session's receiving end as the link sees it.
+#[derive(Debug)]
+pub struct SessionSlot {
+    /// Downlink queue of the session.
+    pub tx: mpsc::Sender<Downlink>,
+    /// Cancelled when the downlink queue overflowed: the session must close as a slow consumer.
+    pub overflow: CancellationToken,
+}
+
+/// The link to one broker.
+#[derive(Debug)]
+pub struct BrokerLink {
+    /// The broker's gRPC endpoint.
+    pub endpoint: String,
+    up: watch::Sender<bool>,
+    sender: Mutex<Option<mpsc::Sender<EdgeFrame>>>,
+    sessions: Mutex<HashMap<u64, SessionSlot>>,
+}
+
+impl BrokerLink {
+    /// Whether the link is up.
+    pub fn is_up(&self) -> bool {
+        *self.up.borrow()
+    }
+
+    /// Routes frames for `session_id` to `slot`.
+    pub fn attach(&self, session_id: u64, slot: SessionSlot) {
+        lock(&self.sessions).insert(session_id, slot);
+    }
+
+    /// Stops routing frames for `session_id`.
+    pub fn detach(&self, session_id: u64) {
+        lock(&self.sessions).remove(&session_id);
+    }
+
+    /// Sessions attached to this link.
+    pub fn sessions(&self) -> usize {
+        lock(&self.sessions).len()
+    }
+
+    /// Queues `frame` for the broker, waiting for room; false if the link is down.
+    pub async fn send(&self, frame: EdgeFrame) -> bool {
+        let sender = lock(&self.sender).clone();
+        match sender {
+            Some(tx) => tx.send(frame).await.is_ok(),
+            None => false,
+        }
+    }
+
+    fn dispatch(&self, frame: BrokerFrame) {
+        let Some(kind) = frame.kind else { return };
+        match kind {
+            broker_frame::Kind::Accepted(a) => self.to_session(a.session_id, Downlink::Accepted),
+            broker_frame::Kind::Rejected(r) => {
+                self.to_session(r.session_id, Downlink::Rejected(r.reason))
+            }
+            broker_frame::Kind::Deliver(d) => {
+                let Some(packet) = d.packet else { return };
+                for id in d.session_ids {
+                    self.to_session(id, Downlink::Packet(packet.clone()));
+                }
+            }
+            broker_frame::Kind::Kick(k) => {
+                for id in k.session_ids {
+                    self.to_session(id, Downlink::Kick(k.logout_code, k.reason.clone()));
+                }
+            }
+        }
+    }
+
+    fn to_session(&self, session_id: u64, down: Downlink) {
+        let mut sessions = lock(&self.sessions);
+        let Some(slot) = sessions.get(&session_id) else {
+            return;
+        };
+        match slot.tx.try_send(down) {
+            Ok(()) => {}
+            Err(mpsc::error::TrySendError::Full(_)) => {
+                slot.overflow.cancel();
+                sessions.remove(&session_id);
+            }
+            Err(mpsc::error::TrySendError::Closed(_)) => {
+                sessions.remove(&session_id);
+            }
+        }
+    }
+
+    fn lost(&self) {
+        *lock(&self.sender) = None;
+        self.up.send_replace(false);
+        for (_, slot) in lock(&self.sessions).drain() {
+            if slot.tx.try_send(Downlink::LinkLost).is_err() {
+                slot.overflow.cancel();
+            }
+        }
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// The links to every configured broker.
+#[derive(Debug)]
+pub struct Links {
+    links: Vec<Arc<BrokerLink>>,
+}
+
+impl Links {
+    /// Starts one link task per broker endpoint; they run until `stop` is cancelled.
+    pub fn start(
+        config: &BrokersConfig,
+        edge_id: &str,
+        tasks: &TaskTracker,
+        stop: CancellationToken,
+    ) -> Arc<Self> {
+        let links: Vec<Arc<BrokerLink>> = config
+            .endpoints
+            .iter()
+            .map(|endpoint| {
+                Arc::new(BrokerLink {
+                    endpoint: endpoint.clone(),
+                    up: watch::channel(false).0,
+                    sender: Mutex::new(None),
+                    sessions: Mutex::new(HashMap::new()),
+                })
+            })
+            .collect();
+        for link in &links {
+            tasks.spawn(maintain(
+                link.clone(),
+                config.clone(),
+                edge_id.to_owned(),
+                stop.clone(),
+            ));
+        }
+        Arc::new(Self { links })
+    }
+
+    /// The broker for `uid`: the live one with the highest rendezvous score.
+    pub fn pick(&self, uid: i64) -> Option<Arc<BrokerLink>> {
+        self.links
+            .iter()
+            .filter(|l| l.is_up())
+            .max_by_key(|l| rendezvous_score(uid, &l.endpoint))
+            .cloned()
+    }
+
+    /// Whether at least one broker is reachable.
+    pub fn any_up(&self) -> bool {
+        self.links.iter().any(|l| l.is_up())
+    }
+
+    /// Waits until at least one broker is reachable or `timeout` passes.
+    pub async fn wait_up(&self, timeout: Duration) -> bool {
+        let waits = self.links.iter().map(|l| {
+            let mut rx = l.up.subscribe();
+            Box::pin(async move { rx.wait_for(|up| *up).await.is_ok() })
+        });
+        let any = futures_util::future::select_all(waits);
+        tokio::time::timeout(timeout, any)
+            .await
+            .is_ok_and(|(up, _, _)| up)
+    }
+
+    /// Every link, for stats.
+    pub fn all(&self) -> &[Arc<BrokerLink>] {
+        &self.links
+    }
+
+    /// Tells every broker this edge is draining.
+    pub async fn announce_draining(&self) {
+        for link in &self.links {
+            let sender = lock(&link.sender).clone();
+            if let Some(tx) = sender {
+                let _ = tx.send(EdgeFrame::default()).await;
+            }
+        }
+    }
+}
+
+/// The rendezvous weight of `endpoint` for `uid`: a fixed 64-bit mix (FNV-1a of the endpoint,
+/// then splitmix64 with the uid), identical on every edge and every build.
+pub fn rendezvous_score(uid: i64, endpoint: &str) -> u64 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in endpoint.bytes() {
+        h ^= u64::from(b);
+        h = h.wrapping_mul(0x0000_0100_0000_01b3);
+    }
+    let mut z = h ^ (uid as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    z ^ (z >> 31)
+}
+
+async fn maintain(
+    link: Arc<BrokerLink>,
+    config: BrokersConfig,
+    edge_id: String,
+    stop: CancellationToken,
+) {
+    let retry = Duration::from_millis(config.reconnect_ms);
+    while !stop.is_cancelled() {
+        match connect(&link, &config, &edge_id).await {
+            Ok(mut inbound) => {
+                tracing::info!(broker = %link.endpoint, "broker link up");
+                loop {
+                    tokio::select! {
+                        message = inbound.message() => match message {
+                            Ok(Some(batch)) => batch.frames.into_iter().for_each(|f| link.dispatch(f)),
+                            Ok(None) => break,
+                            Err(status) => {
+                                tracing::warn!(broker = %link.endpoint, %status, "broker link failed");
+                                break;
+                            }
+                        },
+                        _ = stop.cancelled() => break,
+                    }
+                }
+                link.lost();
+                tracing::warn!(broker = %link.endpoint, "broker link down");
+            }
+            Err(reason) => {
+                tracing::debug!(broker = %link.endpoint, %reason, "broker unreachable");
+            }
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(retry) => {}
+            _ = stop.cancelled() => {}
+        }
+    }
+}
+
+async fn connect(
+    link: &BrokerLink,
+    config: &BrokersConfig,
+    edge_id: &str,
+) -> Result<tonic::Streaming<janus_proto::janus::internal::v1::BrokerBatch>, String> {
+    let channel = Endpoint::from_shared(format!("http://{}", link.endpoint))
+        .map_err(|e| e.to_string())?
+        .connect_timeout(Duration::from_secs(2))
+        .tcp_nodelay(true)
+        .http2_keep_alive_interval(Duration::from_secs(10))
+        .keep_alive_timeout(Duration::from_secs(5))
+        .connect()
+        .await
+        .map_err(|e| e.to_string())?;
+    let (tx, rx) = mpsc::channel(config.link_queue);
+    let hello = EdgeBatch {
+        hello: Some(EdgeHello {
+            edge_id: edge_id.to_owned(),
+            version: env!("CARGO_PKG_VERSION").to_owned(),
+        }),
+        frames: Vec::new(),
+        draining: false,
+    };
+    let outbound = futures_util::stream::once(async { hello }).chain(batches(rx, config.max_batch));
+    let inbound = EdgeLinkClient::new(channel)
+        .link(outbound)
+        .await
+        .map_err(|s| s.to_string())?
+        .into_inner();
+    *lock(&link.sender) = Some(tx);
+    link.up.send_replace(true);
+    Ok(inbound)
+}
+
+/// Batches queued frames: waits for one, then takes whatever else is ready. An empty frame is
+/// the drain announcement (see [`Links::announce_draining`]).
+fn batches(
+    rx: mpsc::Receiver<EdgeFrame>,
+    max: usize,
+) -> impl futures_util::Stream<Item = EdgeBatch> {
+    futures_util::stream::unfold(rx, move |mut rx| async move {
+        let mut batch = EdgeBatch::default();
+        let first = rx.recv().await?;
+        let push = |frame: EdgeFrame, batch: &mut EdgeBatch| {
+            if frame.kind.is_none() {
+                batch.draining = true;
+            } else {
+                batch.frames.push(frame);
+            }
+        };
+        push(first, &mut batch);
+        while batch.frames.len() < max {
+            match rx.try_recv() {
+                Ok(frame) => push(frame, &mut batch),
+                Err(_) => break,
+            }
+        }
+        Some((batch, rx))
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rendezvous_spreads_uids_and_moves_only_the_lost_brokers_share() {
+        let brokers = ["10.0.0.1:17100", "10.0.0.2:17100", "10.0.0.3:17100"];
+        fn pick(uid: i64, set: &[&'static str]) -> &'static str {
+            set.iter()
+                .copied()
+                .max_by_key(|b| rendezvous_score(uid, b))
+                .unwrap()
+        }
+        let mut counts = HashMap::new();
+        let mut moved = 0;
+        for uid in 0..3000 {
+            let before = pick(uid, &brokers);
+            *counts.entry(before).or_insert(0) += 1;
+            let after = pick(uid, &brokers[..2]);
+            if before != brokers[2] {
+                assert_eq!(before, after, "uid {uid} moved though its broker stayed");
+            } else {
+                moved += 1;
+            }
+        }
+        for (broker, n) in counts {
+            assert!((800..1200).contains(&n), "{broker} got {n} of 3000");
+        }
+        assert!(moved > 0);
+    }
+}

@@ -1,0 +1,184 @@
+//! Accept loops: TCP (frames straight on the stream) and WebSocket (path and Origin checked
+//! at the upgrade). Each accepted connection becomes a session task; the loops stop when the
+//! edge stops accepting.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use janus_proto::janus::internal::v1::Transport;
+use janus_shared::client::ByteStream;
+use tokio::net::{TcpListener, TcpStream};
+use tokio_tungstenite::tungstenite::handshake::server::{ErrorResponse, Request, Response};
+use tokio_tungstenite::tungstenite::http::StatusCode;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::config::WebSocketConfig;
+use crate::session::{EdgeState, serve};
+use crate::transport::FrameIo;
+
+/// How long a WebSocket upgrade may take (it counts towards no session yet).
+const UPGRADE_TIMEOUT: Duration = Duration::from_secs(10);
+
+fn tune(stream: &TcpStream) {
+    let _ = stream.set_nodelay(true);
+    let sock = socket2::SockRef::from(stream);
+    let keepalive = socket2::TcpKeepalive::new()
+        .with_time(Duration::from_secs(30))
+        .with_interval(Duration::from_secs(10));
+    let _ = sock.set_tcp_keepalive(&keepalive);
+}
+
+async fn accept_loop(
+    listener: TcpListener,
+    stop: CancellationToken,
+    mut on_conn: impl FnMut(TcpStream, SocketAddr),
+) {
+    loop {
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            accepted = listener.accept() => match accepted {
+                Ok((stream, peer)) => {
+                    tune(&stream);
+                    on_conn(stream, peer);
+                }
+                Err(e) => {
+                    // Out of descriptors and the like: back off instead of spinning.
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+            }
+        }
+    }
+}
+
+/// Serves TCP clients from `listener` until `stop`.
+pub async fn tcp(
+    listener: TcpListener,
+    state: Arc<EdgeState>,
+    tasks: TaskTracker,
+    stop: CancellationToken,
+) {
+    accept_loop(listener, stop, |stream, peer| {
+        let io = FrameIo::Stream(Box::new(stream));
+        tasks.spawn(serve(state.clone(), io, peer, Transport::Tcp));
+    })
+    .await;
+}
+
+/// Serves WebSocket clients from `listener` until `stop`.
+#[expect(
+    clippy::result_large_err,
+    reason = "the upgrade callback's type is tungstenite's"
+)]
+pub async fn websocket(
+    listener: TcpListener,
+    state: Arc<EdgeState>,
+    tasks: TaskTracker,
+    stop: CancellationToken,
+) {
+    let config = Arc::new(state.config.websocket.clone());
+    accept_loop(listener, stop, |stream, peer| {
+        let (state, config) = (state.clone(), config.clone());
+        tasks.spawn(async move {
+            let stream: Box<dyn ByteStream> = Box::new(stream);
+            let check =
+                |request: &Request, response: Response| check_upgrade(&config, request, response);
+            match tokio::time::timeout(
+                UPGRADE_TIMEOUT,
+                tokio_tungstenite::accept_hdr_async(stream, check),
+            )
+            .await
+            {
+                Ok(Ok(ws)) => {
+                    serve(
+                        state,
+                        FrameIo::WebSocket(Box::new(ws)),
+                        peer,
+                        Transport::Websocket,
+                    )
+                    .await
+                }
+                Ok(Err(e)) => {
+                    tracing::info!(%peer, error = %e, "websocket upgrade refused");
+                    state
+                        .metrics
+                        .refused
+                        .with_label_values(&["websocket_upgrade"])
+                        .inc();
+                }
+                Err(_) => {
+                    state
+                        .metrics
+                        .refused
+                        .with_label_values(&["websocket_upgrade"])
+                        .inc();
+                }
+            }
+        });
+    })
+    .await;
+}
+
+fn refuse(status: StatusCode, why: &str) -> ErrorResponse {
+    let mut response = ErrorResponse::new(Some(why.to_owned()));
+    *response.status_mut() = status;
+    response
+}
+
+/// Checks the upgrade's path and `Origin` against the configuration.
+#[expect(
+    clippy::result_large_err,
+    reason = "the upgrade callback's type is tungstenite's"
+)]
+fn check_upgrade(
+    config: &WebSocketConfig,
+    request: &Request,
+    response: Response,
+) -> Result<Response, ErrorResponse> {
+    if request.uri().path() != config.path {
+        return Err(refuse(StatusCode::NOT_FOUND, "unknown path"));
+    }
+    if let Some(origin) = request.headers().get("origin") {
+        let origin = origin.to_str().unwrap_or("");
+        let allowed = config
+            .allowed_origins
+            .iter()
+            .any(|allowed| allowed == "*" || allowed == origin);
+        if !allowed {
+            return Err(refuse(StatusCode::FORBIDDEN, "origin not allowed"));
+        }
+    }
+    Ok(response)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn request(path: &str, origin: Option<&str>) -> Request {
+        let mut builder = Request::builder().uri(path);
+        if let Some(origin) = origin {
+            builder = builder.header("origin", origin);
+        }
+        builder.body(()).unwrap()
+    }
+
+    #[test]
+    fn the_upgrade_checks_path_and_origin() {
+        let config = WebSocketConfig {
+            allowed_origins: vec!["https://game.example".into()],
+            ..WebSocketConfig::default()
+        };
+        let ok = |path, origin| {
+            check_upgrade(&config, &request(path, origin), Response::new(())).is_ok()
+        };
+        assert!(ok("/ws", Some("https://game.example")));
+        assert!(ok("/ws", None), "non-browser clients send no Origin");
+        assert!(!ok("/ws", Some("https://evil.example")));
+        assert!(!ok("/other", Some("https://game.example")));
+        let any = WebSocketConfig::default();
+        assert!(check_upgrade(&any, &request("/ws", Some("https://x")), Response::new(())).is_ok());
+    }
+}

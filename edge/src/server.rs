@@ -1,0 +1,143 @@
+//! Starting and draining an edge. The order on shutdown: not ready → stop accepting → tell the
+//! brokers → sessions go on for the grace period → the rest are logged out → links close.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use janus_shared::handshake::ServerHandshakeConfig;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::admin::{self, Admin};
+use crate::config::EdgeConfig;
+use crate::error::{Error, Result};
+use crate::link::Links;
+use crate::listener;
+use crate::session::EdgeState;
+
+/// A running edge.
+#[derive(Debug)]
+pub struct Edge {
+    /// The TCP listener's address, when enabled.
+    pub tcp_addr: Option<SocketAddr>,
+    /// The WebSocket listener's address, when enabled.
+    pub ws_addr: Option<SocketAddr>,
+    /// The admin endpoint's address.
+    pub admin_addr: SocketAddr,
+    state: Arc<EdgeState>,
+    accepting: Arc<AtomicBool>,
+    sessions: TaskTracker,
+    accept_stop: CancellationToken,
+    background: TaskTracker,
+    background_stop: CancellationToken,
+}
+
+async fn bind(addr: &str) -> Result<TcpListener> {
+    TcpListener::bind(addr).await.map_err(|source| Error::Bind {
+        addr: addr.to_owned(),
+        source,
+    })
+}
+
+impl Edge {
+    /// Binds every enabled listener and starts the broker links.
+    pub async fn start(config: EdgeConfig, handshake: Arc<ServerHandshakeConfig>) -> Result<Self> {
+        let background = TaskTracker::new();
+        let background_stop = CancellationToken::new();
+        let links = Links::start(
+            &config.brokers,
+            &config.edge_id(),
+            &background,
+            background_stop.clone(),
+        );
+        let tcp = match config.tcp.enabled {
+            true => Some(bind(&config.tcp.listen).await?),
+            false => None,
+        };
+        let ws = match config.websocket.enabled {
+            true => Some(bind(&config.websocket.listen).await?),
+            false => None,
+        };
+        let admin_listener = bind(&config.admin_listen).await?;
+        let local = |l: &TcpListener| l.local_addr().map_err(|e| Error::Config(e.to_string()));
+        let tcp_addr = tcp.as_ref().map(local).transpose()?;
+        let ws_addr = ws.as_ref().map(local).transpose()?;
+        let admin_addr = local(&admin_listener)?;
+
+        let state = Arc::new(EdgeState::new(config, handshake, links));
+        let accepting = Arc::new(AtomicBool::new(true));
+        let sessions = TaskTracker::new();
+        let accept_stop = CancellationToken::new();
+        if let Some(listener) = tcp {
+            background.spawn(listener::tcp(
+                listener,
+                state.clone(),
+                sessions.clone(),
+                accept_stop.clone(),
+            ));
+        }
+        if let Some(listener) = ws {
+            background.spawn(listener::websocket(
+                listener,
+                state.clone(),
+                sessions.clone(),
+                accept_stop.clone(),
+            ));
+        }
+        let admin = Admin {
+            state: state.clone(),
+            accepting: accepting.clone(),
+        };
+        background.spawn(admin::serve(admin_listener, admin, background_stop.clone()));
+        tracing::info!(edge = %state.edge_id, ?tcp_addr, ?ws_addr, %admin_addr, "edge started");
+        Ok(Self {
+            tcp_addr,
+            ws_addr,
+            admin_addr,
+            state,
+            accepting,
+            sessions,
+            accept_stop,
+            background,
+            background_stop,
+        })
+    }
+
+    /// Waits until a broker is reachable, up to `timeout`.
+    pub async fn wait_for_broker(&self, timeout: Duration) -> bool {
+        self.state.links.wait_up(timeout).await
+    }
+
+    /// Live sessions.
+    pub fn sessions(&self) -> usize {
+        self.state.admission.sessions()
+    }
+
+    /// Drains: stops accepting, tells the brokers, lets sessions run for `grace`, logs out the
+    /// rest, then stops the links and the admin endpoint.
+    pub async fn drain(self, grace: Duration) {
+        self.accepting.store(false, Ordering::Relaxed);
+        self.accept_stop.cancel();
+        self.state.links.announce_draining().await;
+        self.sessions.close();
+        tracing::info!(sessions = self.sessions(), ?grace, "draining");
+        if tokio::time::timeout(grace, self.sessions.wait())
+            .await
+            .is_err()
+        {
+            tracing::info!(
+                sessions = self.sessions(),
+                "grace period over; logging sessions out"
+            );
+            self.state.logout.cancel();
+            let _ = tokio::time::timeout(Duration::from_secs(5), self.sessions.wait()).await;
+        }
+        self.background_stop.cancel();
+        self.background.close();
+        let _ = tokio::time::timeout(Duration::from_secs(5), self.background.wait()).await;
+        tracing::info!("edge stopped");
+    }
+}

@@ -1,0 +1,508 @@
+//! One client session on the edge, whatever its transport: the handshake under its timeout,
+//! then a loop that feeds client frames through the sans-IO session (heartbeats answered here,
+//! everything else rate-limited and forwarded to the session's broker) and writes what the
+//! broker sends back. It ends for exactly one [`Close`] reason, which is logged, counted and,
+//! where the protocol allows, told to the client.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use bytes::BytesMut;
+use janus_proto::janus::internal::v1::{
+    ClientPacket, EdgeFrame, SessionClose, SessionOpen, Transport, edge_frame,
+};
+use janus_proto::message::CsHeartbeat;
+use janus_proto::message::sc_heartbeat::Code as HeartbeatCode;
+use janus_proto::message::sc_server_logout::Code as LogoutCode;
+use janus_proto::packet::Packet;
+use janus_shared::client::unix_now;
+use janus_shared::handshake::{ServerHandshakeConfig, SessionIdentity};
+use janus_shared::session::{ServerEvent, ServerSession};
+use janus_shared::system;
+use prost::Message;
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
+
+use crate::config::EdgeConfig;
+use crate::error::Close;
+use crate::limits::{Admission, TokenBucket};
+use crate::link::{BrokerLink, Downlink, Links, SessionSlot};
+use crate::metrics::Metrics;
+use crate::transport::{FrameIo, Read, label};
+
+/// What every session of one edge shares.
+#[derive(Debug)]
+pub struct EdgeState {
+    /// The validated configuration.
+    pub config: EdgeConfig,
+    /// This edge's id.
+    pub edge_id: String,
+    /// Keys and rules of the handshake.
+    pub handshake: Arc<ServerHandshakeConfig>,
+    /// Broker links.
+    pub links: Arc<Links>,
+    /// Metrics.
+    pub metrics: Metrics,
+    /// Admission limits.
+    pub admission: Admission,
+    /// Cancelled when sessions must log out now (end of the drain).
+    pub logout: CancellationToken,
+    next_session: AtomicU64,
+}
+
+impl EdgeState {
+    /// The shared state of a new edge.
+    pub fn new(
+        config: EdgeConfig,
+        handshake: Arc<ServerHandshakeConfig>,
+        links: Arc<Links>,
+    ) -> Self {
+        let limits = &config.limits;
+        let admission = Admission::new(
+            limits.max_sessions,
+            limits.max_sessions_per_ip,
+            limits.handshakes_per_ip_per_sec,
+        );
+        Self {
+            edge_id: config.edge_id(),
+            config,
+            handshake,
+            links,
+            metrics: Metrics::new(),
+            admission,
+            logout: CancellationToken::new(),
+            next_session: AtomicU64::new(1),
+        }
+    }
+}
+
+/// Runs a freshly accepted connection from `peer` to its end.
+pub async fn serve(state: Arc<EdgeState>, io: FrameIo, peer: SocketAddr, transport: Transport) {
+    if let Err(refusal) = state.admission.admit(peer.ip(), Instant::now()) {
+        tracing::info!(%peer, reason = refusal.kind(), "connection refused");
+        state
+            .metrics
+            .refused
+            .with_label_values(&[refusal.kind()])
+            .inc();
+        let mut io = io;
+        io.close().await;
+        return;
+    }
+    let id = state.next_session.fetch_add(1, Ordering::Relaxed);
+    let span = tracing::info_span!("session", %peer, transport = label(transport), session = id, uid = tracing::field::Empty);
+    let gauge = state
+        .metrics
+        .sessions
+        .with_label_values(&[label(transport)]);
+    gauge.inc();
+    let mut session = Session::new(state.clone(), io, peer, transport, id);
+    let close = session.run().instrument(span.clone()).await;
+    session.finish(&close).instrument(span).await;
+    gauge.dec();
+    state.admission.release(peer.ip());
+}
+
+struct Session {
+    state: Arc<EdgeState>,
+    io: FrameIo,
+    peer: SocketAddr,
+    transport: Transport,
+    id: u64,
+    proto: ServerSession,
+    input: BytesMut,
+    out: BytesMut,
+    identity: Option<SessionIdentity>,
+    broker: Option<Arc<BrokerLink>>,
+    downlink: Option<mpsc::Receiver<Downlink>>,
+    overflow: CancellationToken,
+}
+
+impl Session {
+    fn new(
+        state: Arc<EdgeState>,
+        io: FrameIo,
+        peer: SocketAddr,
+        transport: Transport,
+        id: u64,
+    ) -> Self {
+        let proto = ServerSession::new(
+            state.handshake.clone(),
+            state.config.session.session_config(),
+        );
+        Self {
+            state,
+            io,
+            peer,
+            transport,
+            id,
+            proto,
+            input: BytesMut::with_capacity(4096),
+            out: BytesMut::with_capacity(4096),
+            identity: None,
+            broker: None,
+            downlink: None,
+            overflow: CancellationToken::new(),
+        }
+    }
+
+    fn count_frame(&self, direction: &str) {
+        let labels = [label(self.transport), direction];
+        self.state.metrics.frames.with_label_values(&labels).inc();
+    }
+
+    fn count_bytes(&self, direction: &str, n: usize) {
+        let labels = [label(self.transport), direction];
+        self.state
+            .metrics
+            .bytes
+            .with_label_values(&labels)
+            .inc_by(n as u64);
+    }
+
+    async fn run(&mut self) -> Close {
+        let started = Instant::now();
+        let timeout = Duration::from_secs(self.state.config.handshake.timeout_secs);
+        let identity = match tokio::time::timeout(timeout, self.handshake()).await {
+            Err(_) => Err(Close::HandshakeTimeout),
+            Ok(result) => result,
+        };
+        let identity = match identity {
+            Ok(identity) => identity,
+            Err(close) => {
+                self.state
+                    .metrics
+                    .handshakes
+                    .with_label_values(&[close.kind()])
+                    .inc();
+                return close;
+            }
+        };
+        self.state
+            .metrics
+            .handshakes
+            .with_label_values(&["ok"])
+            .inc();
+        self.state
+            .metrics
+            .handshake_seconds
+            .with_label_values(&[label(self.transport)])
+            .observe(started.elapsed().as_secs_f64());
+        tracing::Span::current().record("uid", identity.uid);
+        tracing::debug!(sid = identity.sid, mode = ?identity.mode, "handshake done");
+        self.identity = Some(identity);
+        if let Err(close) = self.attach(false).await {
+            return close;
+        }
+        self.serve().await
+    }
+
+    async fn handshake(&mut self) -> Result<SessionIdentity, Close> {
+        loop {
+            let event = match self
+                .io
+                .read(&mut self.input, self.proto.max_frame())
+                .await?
+            {
+                Read::Bytes(_) => self
+                    .proto
+                    .poll(&mut self.input, unix_now(), &mut self.out)?,
+                Read::Frame(payload, _) => Some(self.proto.handle_frame(
+                    payload,
+                    unix_now(),
+                    &mut self.out,
+                )?),
+                Read::Nothing => None,
+            };
+            match event {
+                Some(ServerEvent::Established(identity)) => {
+                    self.write().await?;
+                    return Ok(identity);
+                }
+                Some(ServerEvent::Packet(_)) => {
+                    return Err(Close::Protocol(
+                        "unexpected_state",
+                        "packet before the handshake".into(),
+                    ));
+                }
+                None => {}
+            }
+        }
+    }
+
+    /// Opens the session on the broker the hash picks.
+    async fn attach(&mut self, reattach: bool) -> Result<(), Close> {
+        let identity = self
+            .identity
+            .as_ref()
+            .expect("attached after the handshake");
+        let broker = self.state.links.pick(identity.uid).ok_or(Close::NoBroker)?;
+        let (tx, rx) = mpsc::channel(self.state.config.session.outbound_queue);
+        broker.attach(
+            self.id,
+            SessionSlot {
+                tx,
+                overflow: self.overflow.clone(),
+            },
+        );
+        let open = SessionOpen {
+            uid: identity.uid,
+            sid: identity.sid,
+            color: identity.color.clone(),
+            status: identity.status,
+            client_ip: self.peer.ip().to_string(),
+            edge_id: self.state.edge_id.clone(),
+            transport: self.transport as i32,
+            reattach,
+            token_expiry: identity.token_expiry,
+            trace_context: Default::default(),
+        };
+        let sent = broker
+            .send(EdgeFrame {
+                session_id: self.id,
+                kind: Some(edge_frame::Kind::Open(open)),
+            })
+            .await;
+        if !sent {
+            broker.detach(self.id);
+            return Err(Close::NoBroker);
+        }
+        if reattach {
+            tracing::info!(broker = %broker.endpoint, "session re-attached");
+        }
+        self.broker = Some(broker);
+        self.downlink = Some(rx);
+        Ok(())
+    }
+
+    async fn serve(&mut self) -> Close {
+        let rules = &self.state.config.session;
+        let now = Instant::now();
+        let mut messages = TokenBucket::new(rules.messages_per_sec, rules.message_burst, now);
+        let mut bytes = TokenBucket::new(rules.bytes_per_sec, rules.byte_burst, now);
+        let idle = Duration::from_secs(rules.idle_timeout_secs);
+        let idle_timer = tokio::time::sleep(idle);
+        tokio::pin!(idle_timer);
+        loop {
+            let mut downlink = self.downlink.take().expect("attached");
+            let step = tokio::select! {
+                biased;
+                _ = self.state.logout.cancelled() => Err(Close::Shutdown),
+                _ = self.overflow.cancelled() => Err(Close::SlowConsumer),
+                down = downlink.recv() => self.on_downlink(down),
+                read = self.io.read(&mut self.input, self.proto.max_frame()) => {
+                    idle_timer.as_mut().reset(tokio::time::Instant::now() + idle);
+                    self.on_read(read, &mut messages, &mut bytes).await
+                }
+                _ = &mut idle_timer => Err(Close::Idle),
+            };
+            self.downlink = Some(downlink);
+            match step {
+                Ok(Step::Continue) => {}
+                Ok(Step::Reattach) => {
+                    self.broker = None;
+                    if let Err(close) = self.attach(true).await {
+                        return close;
+                    }
+                }
+                Err(close) => return close,
+            }
+            if !self.out.is_empty()
+                && let Err(close) = self.write().await
+            {
+                return close;
+            }
+        }
+    }
+
+    fn on_downlink(&mut self, down: Option<Downlink>) -> Result<Step, Close> {
+        match down {
+            None | Some(Downlink::LinkLost) => Ok(Step::Reattach),
+            Some(Downlink::Accepted) => Ok(Step::Continue),
+            Some(Downlink::Rejected(reason)) => Err(Close::Rejected(reason)),
+            Some(Downlink::Kick(code, reason)) => Err(Close::Kicked(code, reason)),
+            Some(Downlink::Packet(packet)) => {
+                self.proto.send(packet, &mut self.out)?;
+                self.count_frame("out");
+                Ok(Step::Continue)
+            }
+        }
+    }
+
+    async fn on_read(
+        &mut self,
+        read: Result<Read, Close>,
+        messages: &mut TokenBucket,
+        bytes: &mut TokenBucket,
+    ) -> Result<Step, Close> {
+        let now = Instant::now();
+        let wire = match read? {
+            Read::Nothing => return Ok(Step::Continue),
+            Read::Bytes(n) => n,
+            Read::Frame(payload, n) => {
+                self.count_bytes("in", n);
+                self.take_bytes(bytes, n, now)?;
+                let event = self
+                    .proto
+                    .handle_frame(payload, unix_now(), &mut self.out)?;
+                self.count_frame("in");
+                return self.on_event(event, messages, now).await;
+            }
+        };
+        self.count_bytes("in", wire);
+        self.take_bytes(bytes, wire, now)?;
+        let mut step = Step::Continue;
+        while let Some(event) = self
+            .proto
+            .poll(&mut self.input, unix_now(), &mut self.out)?
+        {
+            self.count_frame("in");
+            if let Step::Reattach = self.on_event(event, messages, now).await? {
+                step = Step::Reattach;
+            }
+        }
+        Ok(step)
+    }
+
+    fn take_bytes(&self, bucket: &mut TokenBucket, n: usize, now: Instant) -> Result<(), Close> {
+        if bucket.take(u32::try_from(n).unwrap_or(u32::MAX), now) {
+            Ok(())
+        } else {
+            Err(Close::RateLimited("byte_rate"))
+        }
+    }
+
+    async fn on_event(
+        &mut self,
+        event: ServerEvent,
+        messages: &mut TokenBucket,
+        now: Instant,
+    ) -> Result<Step, Close> {
+        let ServerEvent::Packet(packet) = event else {
+            return Err(Close::Protocol(
+                "unexpected_state",
+                "second handshake".into(),
+            ));
+        };
+        if !messages.take(1, now) {
+            return Err(Close::RateLimited("message_rate"));
+        }
+        if packet.r#mod == system::MODULE {
+            self.on_system(packet)?;
+            return Ok(Step::Continue);
+        }
+        let started = Instant::now();
+        let broker = self.broker.clone().ok_or(Close::NoBroker)?;
+        let frame = EdgeFrame {
+            session_id: self.id,
+            kind: Some(edge_frame::Kind::Packet(ClientPacket {
+                packet: Some(packet),
+                traceparent: String::new(),
+            })),
+        };
+        if !broker.send(frame).await {
+            // The link dropped; the downlink will say so and the session re-attaches. The
+            // packet is lost with the link, like any in flight on it.
+            return Ok(Step::Reattach);
+        }
+        self.state
+            .metrics
+            .forward_seconds
+            .with_label_values(&[label(self.transport)])
+            .observe(started.elapsed().as_secs_f64());
+        Ok(Step::Continue)
+    }
+
+    /// System packets the edge answers itself; only the heartbeat has a reply.
+    fn on_system(&mut self, packet: Packet) -> Result<(), Close> {
+        if packet.seq != system::SEQ_HEARTBEAT {
+            tracing::debug!(seq = packet.seq, "ignored a System packet");
+            return Ok(());
+        }
+        let beat = CsHeartbeat::decode(&packet.data[..]).map_err(|e| {
+            Close::Protocol("malformed_packet", format!("malformed heartbeat: {e}"))
+        })?;
+        let now = unix_now();
+        let code = if (beat.client_time - now).abs() > self.state.config.handshake.max_skew_secs {
+            HeartbeatCode::ErrTime
+        } else {
+            HeartbeatCode::Succeeded
+        };
+        let reply = system::heartbeat_reply(packet.index, now, code as i32);
+        self.proto.send(reply, &mut self.out)?;
+        Ok(())
+    }
+
+    async fn write(&mut self) -> Result<(), Close> {
+        let n = self.out.len();
+        let timeout = Duration::from_secs(self.state.config.session.write_timeout_secs);
+        match tokio::time::timeout(timeout, self.io.write(&mut self.out)).await {
+            Err(_) => Err(Close::SlowConsumer),
+            Ok(Err(_)) => Err(Close::ClientClosed),
+            Ok(Ok(())) => {
+                self.count_bytes("out", n);
+                Ok(())
+            }
+        }
+    }
+
+    /// Logs and counts `close`, tells the client where possible, tells the broker.
+    async fn finish(&mut self, close: &Close) {
+        self.state
+            .metrics
+            .closes
+            .with_label_values(&[close.kind()])
+            .inc();
+        match close {
+            Close::ClientClosed => tracing::debug!("session closed by the client"),
+            other => tracing::info!(reason = other.kind(), detail = %other, "session closed"),
+        }
+        if self.identity.is_some() {
+            let logout = match close {
+                Close::Kicked(code, _) => Some(*code),
+                Close::Rejected(_) | Close::NoBroker | Close::Shutdown | Close::Idle => {
+                    Some(LogoutCode::Server as i32)
+                }
+                Close::RateLimited(_) | Close::SlowConsumer | Close::Protocol(..) => {
+                    Some(LogoutCode::Server as i32)
+                }
+                Close::ClientClosed | Close::HandshakeTimeout | Close::TextMessage => None,
+            };
+            if let Some(code) = logout {
+                self.out.clear();
+                let explained = match close {
+                    Close::Kicked(..) | Close::Shutdown => Ok(()),
+                    other => self.proto.send(
+                        system::unexpected_error(system::MODULE, 0, other.to_string()),
+                        &mut self.out,
+                    ),
+                };
+                if explained.is_ok() && self.proto.send(system::logout(code), &mut self.out).is_ok()
+                {
+                    let _ =
+                        tokio::time::timeout(Duration::from_secs(1), self.io.write(&mut self.out))
+                            .await;
+                }
+            }
+        }
+        self.io.close().await;
+        if let Some(broker) = self.broker.take() {
+            broker.detach(self.id);
+            let frame = EdgeFrame {
+                session_id: self.id,
+                kind: Some(edge_frame::Kind::Close(SessionClose {
+                    reason: close.kind().to_owned(),
+                })),
+            };
+            let _ = tokio::time::timeout(Duration::from_secs(1), broker.send(frame)).await;
+        }
+    }
+}
+
+enum Step {
+    Continue,
+    Reattach,
+}

@@ -1,0 +1,112 @@
+//! Frames over the transports: a byte stream (TCP, and later KCP and QUIC streams) carries
+//! length-prefixed frames back to back; a WebSocket carries one whole frame, prefix included,
+//! per binary message. Nothing above this module knows which transport it runs on.
+
+use bytes::{Buf, BytesMut};
+use futures_util::{SinkExt, StreamExt};
+use janus_proto::janus::internal::v1::Transport;
+use janus_shared::client::ByteStream;
+use janus_shared::frame;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio_tungstenite::WebSocketStream;
+use tokio_tungstenite::tungstenite::Message;
+
+use crate::error::Close;
+
+/// A client connection carrying frames.
+pub enum FrameIo {
+    /// Frames back to back on a byte stream.
+    Stream(Box<dyn ByteStream>),
+    /// One frame per binary WebSocket message.
+    WebSocket(Box<WebSocketStream<Box<dyn ByteStream>>>),
+}
+
+impl std::fmt::Debug for FrameIo {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            FrameIo::Stream(_) => "FrameIo::Stream",
+            FrameIo::WebSocket(_) => "FrameIo::WebSocket",
+        })
+    }
+}
+
+/// What one read produced.
+#[derive(Debug)]
+pub enum Read {
+    /// `n` bytes were appended to the input buffer (byte streams).
+    Bytes(usize),
+    /// One whole frame's payload (WebSocket), `n` bytes on the wire.
+    Frame(BytesMut, usize),
+    /// Nothing to hand up (a WebSocket ping or pong).
+    Nothing,
+}
+
+/// The metric label of a transport.
+pub fn label(transport: Transport) -> &'static str {
+    match transport {
+        Transport::Tcp => "tcp",
+        Transport::Websocket => "websocket",
+        Transport::Kcp => "kcp",
+        Transport::Quic => "quic",
+        Transport::Unspecified => "unspecified",
+    }
+}
+
+impl FrameIo {
+    /// Reads more from the client. Cancel-safe: nothing read is lost if the future is dropped.
+    pub async fn read(&mut self, input: &mut BytesMut, max_frame: usize) -> Result<Read, Close> {
+        match self {
+            FrameIo::Stream(stream) => match stream.read_buf(input).await {
+                Ok(0) => Err(Close::ClientClosed),
+                Ok(n) => Ok(Read::Bytes(n)),
+                Err(_) => Err(Close::ClientClosed),
+            },
+            FrameIo::WebSocket(ws) => match ws.next().await {
+                None | Some(Err(_)) | Some(Ok(Message::Close(_))) => Err(Close::ClientClosed),
+                Some(Ok(Message::Binary(bytes))) => {
+                    let n = bytes.len();
+                    let payload = frame::decode_message(bytes, max_frame)?;
+                    Ok(Read::Frame(BytesMut::from(payload), n))
+                }
+                Some(Ok(Message::Text(_))) => Err(Close::TextMessage),
+                Some(Ok(Message::Ping(_) | Message::Pong(_) | Message::Frame(_))) => {
+                    Ok(Read::Nothing)
+                }
+            },
+        }
+    }
+
+    /// Writes every whole frame in `out` and empties it.
+    pub async fn write(&mut self, out: &mut BytesMut) -> std::io::Result<()> {
+        match self {
+            FrameIo::Stream(stream) => {
+                stream.write_all(out).await?;
+                out.clear();
+                stream.flush().await
+            }
+            FrameIo::WebSocket(ws) => {
+                while out.len() >= frame::HEADER_LEN {
+                    let len = frame::HEADER_LEN + (&out[..frame::HEADER_LEN]).get_u32() as usize;
+                    let message = out.split_to(len.min(out.len())).freeze();
+                    ws.feed(Message::Binary(message))
+                        .await
+                        .map_err(std::io::Error::other)?;
+                }
+                out.clear();
+                ws.flush().await.map_err(std::io::Error::other)
+            }
+        }
+    }
+
+    /// Closes the connection politely (best effort).
+    pub async fn close(&mut self) {
+        match self {
+            FrameIo::Stream(stream) => {
+                let _ = stream.shutdown().await;
+            }
+            FrameIo::WebSocket(ws) => {
+                let _ = SinkExt::close(ws.as_mut()).await;
+            }
+        }
+    }
+}

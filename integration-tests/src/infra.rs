@@ -1,0 +1,117 @@
+//! Real infrastructure: Redis, NATS and etcd containers started with
+//! testcontainers from the images `deploy/images.sh ensure` names (`JANUS_REDIS_IMAGE`,
+//! `JANUS_NATS_IMAGE`, `JANUS_ETCD_IMAGE`; official images by default, local builds from Debian
+//! packages where no registry answers). Nothing here is a mock: a suite that cannot start a
+//! container fails with the command that fixes it.
+
+use std::time::Duration;
+
+use testcontainers::core::{ContainerPort, IntoContainerPort, WaitFor};
+use testcontainers::runners::AsyncRunner;
+use testcontainers::{ContainerAsync, GenericImage, ImageExt};
+
+/// A started container and the address its service answers on from the host.
+pub struct Service {
+    /// `host:port` of the service's main port.
+    pub addr: String,
+    /// The container; dropping it removes the container.
+    pub container: ContainerAsync<GenericImage>,
+}
+
+const FIX: &str = "the integration suites need Docker and the images from `eval \"$(deploy/images.sh ensure)\"` \
+                   (scripts/test.sh does both)";
+
+/// `name:tag` from `image`, the tag after the last `:` that follows the last `/`.
+fn split_image(image: &str) -> (&str, &str) {
+    match image.rsplit_once(':') {
+        Some((name, tag)) if !tag.contains('/') => (name, tag),
+        _ => (image, "latest"),
+    }
+}
+
+async fn start(var: &str, default: &str, port: u16, ready: &str, cmd: Option<&[&str]>) -> Service {
+    let image = std::env::var(var).unwrap_or_else(|_| default.to_owned());
+    let (name, tag) = split_image(&image);
+    let internal: ContainerPort = port.tcp();
+    let mut request = GenericImage::new(name, tag)
+        .with_exposed_port(internal)
+        .with_wait_for(WaitFor::message_on_either_std(ready))
+        .with_startup_timeout(Duration::from_secs(60));
+    if let Some(cmd) = cmd {
+        request = request.with_cmd(cmd.iter().copied());
+    }
+    let container = request
+        .start()
+        .await
+        .unwrap_or_else(|e| panic!("cannot start {image} ({var}): {e}\n{FIX}"));
+    let host_port = container
+        .get_host_port_ipv4(internal)
+        .await
+        .unwrap_or_else(|e| panic!("{image}: no mapped port {port}: {e}"));
+    Service {
+        addr: format!("127.0.0.1:{host_port}"),
+        container,
+    }
+}
+
+/// A fresh Redis (no persistence).
+pub async fn redis() -> Service {
+    start(
+        "JANUS_REDIS_IMAGE",
+        "redis:7.2-alpine",
+        6379,
+        "Ready to accept connections",
+        None,
+    )
+    .await
+}
+
+/// A fresh NATS server.
+pub async fn nats() -> Service {
+    start(
+        "JANUS_NATS_IMAGE",
+        "nats:2.10-alpine",
+        4222,
+        "Server is ready",
+        None,
+    )
+    .await
+}
+
+/// A fresh single-member etcd.
+pub async fn etcd() -> Service {
+    start(
+        "JANUS_ETCD_IMAGE",
+        "gcr.io/etcd-development/etcd:v3.5.17",
+        2379,
+        "ready to serve client requests",
+        Some(&[
+            "etcd",
+            "--data-dir",
+            "/tmp/etcd-data",
+            "--listen-client-urls",
+            "http://0.0.0.0:2379",
+            "--advertise-client-urls",
+            "http://0.0.0.0:2379",
+        ]),
+    )
+    .await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::split_image;
+
+    #[test]
+    fn image_names_split_at_the_tag_not_the_registry_port() {
+        assert_eq!(split_image("redis:7.2-alpine"), ("redis", "7.2-alpine"));
+        assert_eq!(
+            split_image("localhost:5000/redis"),
+            ("localhost:5000/redis", "latest")
+        );
+        assert_eq!(
+            split_image("gcr.io/etcd-development/etcd:v3.5.17"),
+            ("gcr.io/etcd-development/etcd", "v3.5.17")
+        );
+    }
+}

@@ -1,0 +1,250 @@
+//! A gateway stack for tests: the demo game service, brokers on real Redis and NATS, edges in
+//! front of them, and clients with valid (or deliberately bad) tokens. Every part is the real
+//! one; only the addresses are ephemeral.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use janus_broker::config::{BrokerConfig, BusBackend, RoutesBackend, StaticInstance};
+use janus_broker::demo::{EchoPlayer, Rooms};
+use janus_broker::{Broker, route::RedisRoutes};
+use janus_edge::Edge;
+use janus_edge::config::EdgeConfig;
+use janus_proto::gate::intra::v1::{AuthToken, OnlineStatus};
+use janus_proto::player::intra::v1::tunnel_service_server::TunnelServiceServer as PlayerServer;
+use janus_proto::room::intra::v1::tunnel_service_server::TunnelServiceServer as RoomServer;
+use janus_shared::client::{Client, ClientConfig, Endpoint, unix_now};
+use janus_shared::handshake::{ClientHandshakeConfig, Mode};
+use janus_shared::keys::{SigningKey, TokenKey};
+use janus_shared::session::SessionConfig;
+use janus_shared::token::TokenCodec;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+use crate::infra::{self, Service};
+
+/// The colour every test session uses.
+pub const COLOR: &str = "blue";
+
+/// Keys shared by the edges and the test clients.
+pub struct Keys {
+    /// The edges' signing key.
+    pub signing: SigningKey,
+    /// The Lares token key.
+    pub token: TokenKey,
+}
+
+impl Keys {
+    fn new() -> Self {
+        Self {
+            signing: SigningKey::generate(),
+            token: TokenKey::generate(),
+        }
+    }
+
+    /// A valid token for `uid` on server 1, expiring in ten minutes.
+    pub fn token(&self, uid: i64) -> String {
+        self.token_with(uid, unix_now() + 600, OnlineStatus::Gate as i32)
+    }
+
+    /// A token for `uid` with the given expiry and status.
+    pub fn token_with(&self, uid: i64, timeout: i64, status: i32) -> String {
+        TokenCodec::new(&self.token).seal(&AuthToken {
+            account_id: uid,
+            server_id: 1,
+            color: COLOR.into(),
+            timeout,
+            status,
+            ..Default::default()
+        })
+    }
+
+    /// A v2 client configuration trusting the edges' key.
+    pub fn client_config(&self, mode: Mode) -> ClientConfig {
+        ClientConfig {
+            handshake: ClientHandshakeConfig {
+                server_key: self.signing.verifying_key(),
+                client_key: None,
+                mode,
+                server_id: 0,
+                cert_version: 0,
+            },
+            session: SessionConfig::default(),
+            handshake_timeout: Duration::from_secs(5),
+        }
+    }
+}
+
+/// The demo game service on an ephemeral port.
+pub struct Game {
+    /// `host:port` of its gRPC server.
+    pub endpoint: String,
+    stop: CancellationToken,
+}
+
+impl Game {
+    /// Starts the demo game service; room pushes go through the broker at `push_endpoint`.
+    pub async fn start(push_endpoint: &str) -> Self {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        Self::start_on(listener, push_endpoint).await
+    }
+
+    /// Starts it on `listener` (to restart it on the same address).
+    pub async fn start_on(listener: TcpListener, push_endpoint: &str) -> Self {
+        let endpoint = listener.local_addr().unwrap().to_string();
+        let stop = CancellationToken::new();
+        let rooms = Rooms::new(push_endpoint).unwrap();
+        let server = tonic::transport::Server::builder()
+            .add_service(PlayerServer::new(EchoPlayer))
+            .add_service(RoomServer::new(rooms));
+        let shutdown = stop.clone().cancelled_owned();
+        tokio::spawn(async move {
+            let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
+            server
+                .serve_with_incoming_shutdown(incoming, shutdown)
+                .await
+                .unwrap();
+        });
+        Self { endpoint, stop }
+    }
+
+    /// Stops it (open tunnels break).
+    pub fn stop(&self) {
+        self.stop.cancel();
+    }
+}
+
+/// Real Redis and NATS plus the keys: the shared ground of a stack.
+pub struct Ground {
+    /// Redis.
+    pub redis: Service,
+    /// NATS.
+    pub nats: Service,
+    /// Keys.
+    pub keys: Arc<Keys>,
+}
+
+impl Ground {
+    /// Starts Redis and NATS containers.
+    pub async fn start() -> Self {
+        let (redis, nats) = tokio::join!(infra::redis(), infra::nats());
+        Self {
+            redis,
+            nats,
+            keys: Arc::new(Keys::new()),
+        }
+    }
+
+    /// A direct client of the route store, to look at what brokers wrote.
+    pub fn routes(&self) -> RedisRoutes {
+        RedisRoutes::standalone(
+            &format!("redis://{}", self.redis.addr),
+            Duration::from_secs(2),
+        )
+        .unwrap()
+    }
+
+    /// A broker configuration on this ground, routing to the game services at `games`.
+    pub fn broker_config(&self, games: &[&str]) -> BrokerConfig {
+        let mut config = BrokerConfig {
+            listen: "127.0.0.1:0".into(),
+            ..BrokerConfig::default()
+        };
+        config.routes.backend = RoutesBackend::Redis;
+        config.routes.redis_urls = vec![format!("redis://{}", self.redis.addr)];
+        config.bus.backend = BusBackend::Nats;
+        config.bus.nats_url = format!("nats://{}", self.nats.addr);
+        for game in games {
+            for name in ["roma.player.service", "roma.room.service"] {
+                config.discovery.instances.push(StaticInstance {
+                    name: name.into(),
+                    endpoint: (*game).into(),
+                    color: COLOR.into(),
+                    weight: 1,
+                });
+            }
+        }
+        config
+    }
+
+    /// Starts a broker with `config` on `listener`.
+    pub async fn broker_on(&self, config: BrokerConfig, listener: TcpListener) -> Broker {
+        Broker::start(config, listener).await.unwrap()
+    }
+
+    /// An edge configuration linking to `brokers`, every listener on an ephemeral port.
+    pub fn edge_config(&self, brokers: &[&str]) -> EdgeConfig {
+        let mut config = EdgeConfig {
+            admin_listen: "127.0.0.1:0".into(),
+            ..EdgeConfig::default()
+        };
+        config.tcp.listen = "127.0.0.1:0".into();
+        config.websocket.listen = "127.0.0.1:0".into();
+        config.brokers.endpoints = brokers.iter().map(|b| (*b).to_owned()).collect();
+        config.brokers.reconnect_ms = 100;
+        config
+    }
+
+    /// Starts an edge with `config` and waits for a broker link.
+    pub async fn edge(&self, config: EdgeConfig) -> Edge {
+        let handshake = config.handshake_config(self.keys.signing.clone(), &self.keys.token, None);
+        let edge = Edge::start(config, Arc::new(handshake)).await.unwrap();
+        assert!(
+            edge.wait_for_broker(Duration::from_secs(10)).await,
+            "edge never linked to a broker"
+        );
+        edge
+    }
+}
+
+/// One edge, one broker, one demo game: the smallest whole gateway.
+pub struct Stack {
+    /// Redis, NATS, keys.
+    pub ground: Ground,
+    /// The game service.
+    pub game: Game,
+    /// The broker.
+    pub broker: Broker,
+    /// The edge.
+    pub edge: Edge,
+}
+
+impl Stack {
+    /// Starts everything; `tune` may change the edge configuration first.
+    pub async fn start(tune: impl FnOnce(&mut EdgeConfig)) -> Self {
+        let ground = Ground::start().await;
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let broker_addr = listener.local_addr().unwrap().to_string();
+        let game = Game::start(&broker_addr).await;
+        let broker = ground
+            .broker_on(ground.broker_config(&[&game.endpoint]), listener)
+            .await;
+        let mut config = ground.edge_config(&[&broker_addr]);
+        tune(&mut config);
+        let edge = ground.edge(config).await;
+        Self {
+            ground,
+            game,
+            broker,
+            edge,
+        }
+    }
+
+    /// The TCP endpoint of the edge.
+    pub fn tcp(&self) -> Endpoint {
+        Endpoint::Tcp(self.edge.tcp_addr.unwrap().to_string())
+    }
+
+    /// The WebSocket endpoint of the edge.
+    pub fn ws(&self) -> Endpoint {
+        Endpoint::WebSocket(format!("ws://{}/ws", self.edge.ws_addr.unwrap()))
+    }
+
+    /// A v2 client of `uid` over `endpoint`.
+    pub async fn client(&self, endpoint: &Endpoint, uid: i64) -> Client {
+        let keys = &self.ground.keys;
+        Client::connect(endpoint, &keys.client_config(Mode::V2), &keys.token(uid))
+            .await
+            .unwrap_or_else(|e| panic!("client {uid} could not connect: {e}"))
+    }
+}

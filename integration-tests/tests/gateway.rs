@@ -1,0 +1,203 @@
+//! The whole path with real parts: client library → edge (TCP or WebSocket) → broker (routes in
+//! a real Redis, pushes over a real NATS) → demo game service, and back.
+
+use std::time::Duration;
+
+use janus_broker::demo;
+use janus_broker::route::{RouteStore, gate_route_key};
+use janus_integration_tests::stack::{COLOR, Stack};
+use janus_proto::message::sc_server_logout::Code as LogoutCode;
+use janus_proto::message::{
+    CsHeartbeat, ScHeartbeat, ScServerLogout, ScServerUnexpectedErr, sc_heartbeat,
+};
+use janus_proto::packet::Packet;
+use janus_shared::client::{Client, Endpoint, unix_now};
+use janus_shared::system;
+use prost::Message;
+
+fn request(module: i32, seq: i32, obj: i64, data: &[u8]) -> Packet {
+    Packet {
+        r#mod: module,
+        seq,
+        obj,
+        data: data.to_vec(),
+        ..Packet::default()
+    }
+}
+
+async fn recv(client: &mut Client) -> Packet {
+    tokio::time::timeout(Duration::from_secs(10), client.recv())
+        .await
+        .expect("a packet within 10 s")
+        .expect("the connection stays up")
+}
+
+async fn echo_round_trip(stack: &Stack, endpoint: Endpoint, uid: i64) {
+    let mut client = stack.client(&endpoint, uid).await;
+    for n in 0..3u8 {
+        let sent = request(2, 7, 0, &[n; 100]);
+        let reply = client
+            .request(sent, |p| panic!("unexpected push {p:?}"))
+            .await
+            .unwrap();
+        assert_eq!(
+            (reply.r#mod, reply.seq, reply.obj),
+            (2, 7, uid),
+            "echoed with obj = uid"
+        );
+        assert_eq!(reply.data, vec![n; 100]);
+    }
+    let big = vec![b'x'; 12_000];
+    let reply = client
+        .request(request(2, 8, uid, &big), |_| {})
+        .await
+        .unwrap();
+    assert_eq!(
+        reply.data, big,
+        "large replies are compressed by the edge and inflated by the client"
+    );
+
+    let beat = CsHeartbeat {
+        client_time: unix_now(),
+    };
+    let reply = client
+        .request(
+            system::packet(system::SEQ_HEARTBEAT, 0, beat.encode_to_vec()),
+            |_| {},
+        )
+        .await
+        .unwrap();
+    let beat = ScHeartbeat::decode(&reply.data[..]).unwrap();
+    assert_eq!(beat.code, sc_heartbeat::Code::Succeeded as i32);
+    assert!((beat.server_time - unix_now()).abs() <= 2);
+    client.close().await.unwrap();
+}
+
+#[tokio::test]
+async fn echo_and_heartbeat_over_tcp_and_websocket() {
+    let stack = Stack::start(|_| {}).await;
+    echo_round_trip(&stack, stack.tcp(), 1001).await;
+    echo_round_trip(&stack, stack.ws(), 1002).await;
+}
+
+#[tokio::test]
+async fn a_heartbeat_with_a_skewed_clock_gets_err_time() {
+    let stack = Stack::start(|_| {}).await;
+    let mut client = stack.client(&stack.tcp(), 1010).await;
+    let beat = CsHeartbeat {
+        client_time: unix_now() - 3600,
+    };
+    let reply = client
+        .request(
+            system::packet(system::SEQ_HEARTBEAT, 0, beat.encode_to_vec()),
+            |_| {},
+        )
+        .await
+        .unwrap();
+    let beat = ScHeartbeat::decode(&reply.data[..]).unwrap();
+    assert_eq!(beat.code, sc_heartbeat::Code::ErrTime as i32);
+}
+
+#[tokio::test]
+async fn the_gateway_route_lives_in_redis_while_the_session_does() {
+    let stack = Stack::start(|_| {}).await;
+    let routes = stack.ground.routes();
+    let key = gate_route_key(COLOR, 1020);
+    let mut client = stack.client(&stack.tcp(), 1020).await;
+    client
+        .request(request(2, 1, 0, b"x"), |_| {})
+        .await
+        .unwrap();
+    assert_eq!(
+        routes.get(&key).await.unwrap().as_deref(),
+        Some(stack.broker.endpoint())
+    );
+    client.close().await.unwrap();
+    let mut gone = false;
+    for _ in 0..50 {
+        if routes.get(&key).await.unwrap().is_none() {
+            gone = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(gone, "the route is deleted when the session ends");
+}
+
+#[tokio::test]
+async fn a_second_login_kicks_the_first_with_conflicting_login() {
+    let stack = Stack::start(|_| {}).await;
+    let mut first = stack.client(&stack.tcp(), 1030).await;
+    first.request(request(2, 1, 0, b"a"), |_| {}).await.unwrap();
+    let mut second = stack.client(&stack.ws(), 1030).await;
+    let logout = recv(&mut first).await;
+    assert_eq!(
+        (logout.r#mod, logout.seq),
+        (system::MODULE, system::SEQ_LOGOUT)
+    );
+    let code = ScServerLogout::decode(&logout.data[..]).unwrap().code;
+    assert_eq!(code, LogoutCode::ConflictingLogin as i32);
+    let reply = second
+        .request(request(2, 1, 0, b"b"), |_| {})
+        .await
+        .unwrap();
+    assert_eq!(reply.data, b"b");
+}
+
+#[tokio::test]
+async fn another_players_object_is_refused_and_the_session_goes_on() {
+    let stack = Stack::start(|_| {}).await;
+    let mut client = stack.client(&stack.tcp(), 1040).await;
+    client.send(request(2, 5, 999, b"steal")).await.unwrap();
+    let refused = recv(&mut client).await;
+    assert_eq!(
+        (refused.r#mod, refused.seq),
+        (system::MODULE, system::SEQ_UNEXPECTED_ERR)
+    );
+    let err = ScServerUnexpectedErr::decode(&refused.data[..]).unwrap();
+    assert_eq!((err.r#mod, err.seq), (2, 5));
+    let reply = client
+        .request(request(2, 6, 0, b"mine"), |_| {})
+        .await
+        .unwrap();
+    assert_eq!(reply.data, b"mine");
+}
+
+#[tokio::test]
+async fn room_chat_is_multicast_to_the_other_members_only() {
+    let stack = Stack::start(|_| {}).await;
+    let room = 77;
+    let mut alice = stack.client(&stack.tcp(), 2001).await;
+    let mut bob = stack.client(&stack.ws(), 2002).await;
+    let mut carol = stack.client(&stack.tcp(), 2003).await;
+    for client in [&mut alice, &mut bob] {
+        let ok = client
+            .request(request(6, demo::JOIN, room, b""), |_| {})
+            .await
+            .unwrap();
+        assert_eq!(ok.data, b"ok");
+    }
+    let ok = alice
+        .request(request(6, demo::SAY, room, b"hello"), |_| {})
+        .await
+        .unwrap();
+    assert_eq!(ok.data, b"ok");
+    let push = recv(&mut bob).await;
+    assert_eq!(
+        (push.r#mod, push.seq, push.obj, push.index),
+        (6, demo::SAID, room, 0)
+    );
+    assert_eq!(push.data, b"2001: hello");
+    let reply = carol
+        .request(request(2, 1, 0, b"quiet"), |p| panic!("carol got {p:?}"))
+        .await
+        .unwrap();
+    assert_eq!(reply.data, b"quiet");
+    let reply = alice
+        .request(request(2, 1, 0, b"me"), |p| {
+            panic!("alice got her own push {p:?}")
+        })
+        .await
+        .unwrap();
+    assert_eq!(reply.data, b"me");
+}
