@@ -355,4 +355,12 @@ mod tests {
             .to_string();
         assert!(err.contains("routes.backend"), "{err}");
     }
+
+    #[test]
+    fn the_template_parses_and_matches_the_defaults() {
+        let text = include_str!("../../configs.tmpl/broker.toml");
+        let template: BrokerConfig = parse(text, "configs.tmpl/broker.toml").unwrap();
+        let defaults: BrokerConfig = parse("", "defaults").unwrap();
+        assert_eq!(format!("{template:?}"), format!("{defaults:?}"));
+    }
 }

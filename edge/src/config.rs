@@ -408,6 +408,8 @@ mod tests {
     use super::*;
 
     const KEYS: &str = "[keys]\nsigning_key_file = \"k.pem\"\ntoken_key_file = \"t.hex\"\n";
+    const TEMPLATE_KEYS: &str =
+        "[keys]\nsigning_key_file = \"keys/server.pem\"\ntoken_key_file = \"keys/token.hex\"\n";
 
     #[test]
     fn defaults_with_keys_are_valid_and_match_the_spec() {
@@ -441,5 +443,13 @@ mod tests {
         let config: EdgeConfig = parse(KEYS, "t.toml").unwrap();
         let err = config.load_handshake().unwrap_err().to_string();
         assert!(err.contains("keys.signing_key_file"), "{err}");
+    }
+
+    #[test]
+    fn the_template_parses_and_matches_the_defaults() {
+        let text = include_str!("../../configs.tmpl/edge.toml");
+        let template: EdgeConfig = parse(text, "configs.tmpl/edge.toml").unwrap();
+        let defaults: EdgeConfig = parse(TEMPLATE_KEYS, "defaults").unwrap();
+        assert_eq!(format!("{template:?}"), format!("{defaults:?}"));
     }
 }

@@ -7,7 +7,7 @@
 //! loops. Keys and tokens live in [`keys`] and [`token`]; the System packets the gateway itself
 //! answers or pushes in [`system`]. The [`client`] module is the tokio driver of the client end,
 //! used by the CLI, the load generator and the tests. Binaries load their typed configuration
-//! through [`config`].
+//! through [`config`] and set up logging and signals through [`telemetry`].
 
 pub mod cipher;
 pub mod client;
@@ -19,6 +19,7 @@ pub mod handshake;
 pub mod keys;
 pub mod session;
 pub mod system;
+pub mod telemetry;
 pub mod token;
 
 pub use error::{Error, Result};
