@@ -19,7 +19,6 @@ use janus_shared::keys::{SigningKey, TokenKey};
 use janus_shared::session::SessionConfig;
 use janus_shared::token::TokenCodec;
 use tokio::net::TcpListener;
-use tokio_util::sync::CancellationToken;
 
 use crate::infra::{self, Service};
 
@@ -44,14 +43,14 @@ impl Keys {
 
     /// A valid token for `uid` on server 1, expiring in ten minutes.
     pub fn token(&self, uid: i64) -> String {
-        self.token_with(uid, unix_now() + 600, OnlineStatus::Gate as i32)
+        self.token_with(uid, 1, unix_now() + 600, OnlineStatus::Gate as i32)
     }
 
-    /// A token for `uid` with the given expiry and status.
-    pub fn token_with(&self, uid: i64, timeout: i64, status: i32) -> String {
+    /// A token for `uid` on server `sid` with the given expiry and status.
+    pub fn token_with(&self, uid: i64, sid: i64, timeout: i64, status: i32) -> String {
         TokenCodec::new(&self.token).seal(&AuthToken {
             account_id: uid,
-            server_id: 1,
+            server_id: sid,
             color: COLOR.into(),
             timeout,
             status,
@@ -75,42 +74,59 @@ impl Keys {
     }
 }
 
-/// The demo game service on an ephemeral port.
+/// The demo game service on an ephemeral port, on a runtime of its own so that killing it
+/// drops every connection at once, like a crashed process.
 pub struct Game {
     /// `host:port` of its gRPC server.
     pub endpoint: String,
-    stop: CancellationToken,
+    runtime: Option<tokio::runtime::Runtime>,
 }
 
 impl Game {
     /// Starts the demo game service; room pushes go through the broker at `push_endpoint`.
     pub async fn start(push_endpoint: &str) -> Self {
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        Self::start_on(listener, push_endpoint).await
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        Self::start_on(listener, push_endpoint)
     }
 
     /// Starts it on `listener` (to restart it on the same address).
-    pub async fn start_on(listener: TcpListener, push_endpoint: &str) -> Self {
+    pub fn start_on(listener: std::net::TcpListener, push_endpoint: &str) -> Self {
         let endpoint = listener.local_addr().unwrap().to_string();
-        let stop = CancellationToken::new();
-        let rooms = Rooms::new(push_endpoint).unwrap();
-        let server = tonic::transport::Server::builder()
-            .add_service(PlayerServer::new(EchoPlayer))
-            .add_service(RoomServer::new(rooms));
-        let shutdown = stop.clone().cancelled_owned();
-        tokio::spawn(async move {
+        listener.set_nonblocking(true).unwrap();
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .enable_all()
+            .build()
+            .unwrap();
+        let push_endpoint = push_endpoint.to_owned();
+        runtime.spawn(async move {
+            let listener = TcpListener::from_std(listener).unwrap();
+            let rooms = Rooms::new(&push_endpoint).unwrap();
             let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
-            server
-                .serve_with_incoming_shutdown(incoming, shutdown)
+            tonic::transport::Server::builder()
+                .add_service(PlayerServer::new(EchoPlayer))
+                .add_service(RoomServer::new(rooms))
+                .serve_with_incoming(incoming)
                 .await
                 .unwrap();
         });
-        Self { endpoint, stop }
+        Self {
+            endpoint,
+            runtime: Some(runtime),
+        }
     }
 
-    /// Stops it (open tunnels break).
-    pub fn stop(&self) {
-        self.stop.cancel();
+    /// Kills it like a crash: the listener and every connection close at once.
+    pub fn kill(self) {
+        drop(self);
+    }
+}
+
+impl Drop for Game {
+    fn drop(&mut self) {
+        if let Some(runtime) = self.runtime.take() {
+            runtime.shutdown_background();
+        }
     }
 }
 
@@ -185,6 +201,15 @@ impl Ground {
         config
     }
 
+    /// A v2 client of `uid` on server `sid` over `endpoint`.
+    pub async fn client(&self, endpoint: &Endpoint, uid: i64, sid: i64) -> Client {
+        let keys = &self.keys;
+        let token = keys.token_with(uid, sid, unix_now() + 600, OnlineStatus::Gate as i32);
+        Client::connect(endpoint, &keys.client_config(Mode::V2), &token)
+            .await
+            .unwrap_or_else(|e| panic!("client {uid} could not connect: {e}"))
+    }
+
     /// Starts an edge with `config` and waits for a broker link.
     pub async fn edge(&self, config: EdgeConfig) -> Edge {
         let handshake = config.handshake_config(self.keys.signing.clone(), &self.keys.token, None);
@@ -232,19 +257,37 @@ impl Stack {
 
     /// The TCP endpoint of the edge.
     pub fn tcp(&self) -> Endpoint {
-        Endpoint::Tcp(self.edge.tcp_addr.unwrap().to_string())
+        tcp(&self.edge)
     }
 
     /// The WebSocket endpoint of the edge.
     pub fn ws(&self) -> Endpoint {
-        Endpoint::WebSocket(format!("ws://{}/ws", self.edge.ws_addr.unwrap()))
+        ws(&self.edge)
     }
 
     /// A v2 client of `uid` over `endpoint`.
     pub async fn client(&self, endpoint: &Endpoint, uid: i64) -> Client {
-        let keys = &self.ground.keys;
-        Client::connect(endpoint, &keys.client_config(Mode::V2), &keys.token(uid))
-            .await
-            .unwrap_or_else(|e| panic!("client {uid} could not connect: {e}"))
+        self.ground.client(endpoint, uid, 1).await
     }
+}
+
+/// The TCP endpoint of `edge`.
+pub fn tcp(edge: &Edge) -> Endpoint {
+    Endpoint::Tcp(edge.tcp_addr.expect("TCP enabled").to_string())
+}
+
+/// The WebSocket endpoint of `edge`.
+pub fn ws(edge: &Edge) -> Endpoint {
+    Endpoint::WebSocket(format!(
+        "ws://{}/ws",
+        edge.ws_addr.expect("WebSocket enabled")
+    ))
+}
+
+/// The next packet `client` receives, within ten seconds.
+pub async fn recv(client: &mut Client) -> janus_proto::packet::Packet {
+    tokio::time::timeout(Duration::from_secs(10), client.recv())
+        .await
+        .expect("a packet within 10 s")
+        .expect("the connection stays up")
 }

@@ -5,13 +5,13 @@ use std::time::Duration;
 
 use janus_broker::demo;
 use janus_broker::route::{RouteStore, gate_route_key};
-use janus_integration_tests::stack::{COLOR, Stack};
+use janus_integration_tests::stack::{COLOR, Stack, recv};
 use janus_proto::message::sc_server_logout::Code as LogoutCode;
 use janus_proto::message::{
     CsHeartbeat, ScHeartbeat, ScServerLogout, ScServerUnexpectedErr, sc_heartbeat,
 };
 use janus_proto::packet::Packet;
-use janus_shared::client::{Client, Endpoint, unix_now};
+use janus_shared::client::{Endpoint, unix_now};
 use janus_shared::system;
 use prost::Message;
 
@@ -23,13 +23,6 @@ fn request(module: i32, seq: i32, obj: i64, data: &[u8]) -> Packet {
         data: data.to_vec(),
         ..Packet::default()
     }
-}
-
-async fn recv(client: &mut Client) -> Packet {
-    tokio::time::timeout(Duration::from_secs(10), client.recv())
-        .await
-        .expect("a packet within 10 s")
-        .expect("the connection stays up")
 }
 
 async fn echo_round_trip(stack: &Stack, endpoint: Endpoint, uid: i64) {

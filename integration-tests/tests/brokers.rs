@@ -1,0 +1,282 @@
+//! Two brokers on one real Redis and one real NATS, each behind its own edge: pushes reach
+//! exactly the sessions they name wherever those live, a login on another broker kicks the
+//! older one, and pushes to a session that has gone are reported as not pushed.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use bytes::Bytes;
+use janus_broker::Broker;
+use janus_broker::bus::{NatsBus, PushBus, subject};
+use janus_broker::route::{RouteStore, gate_route_key};
+use janus_edge::Edge;
+use janus_integration_tests::stack::{COLOR, Game, Ground, recv, tcp, ws};
+use janus_proto::broadcaster::service::push::v1 as bc;
+use janus_proto::gate::service::push::v1 as gate;
+use janus_proto::message::ScServerLogout;
+use janus_proto::message::sc_server_logout::Code as LogoutCode;
+use janus_proto::packet::Packet;
+use janus_shared::client::Client;
+use janus_shared::system;
+use prost::Message;
+use tokio::net::TcpListener;
+use tonic::transport::Channel;
+
+struct Pair {
+    ground: Ground,
+    _game: Game,
+    brokers: [Broker; 2],
+    edges: [Edge; 2],
+}
+
+impl Pair {
+    async fn start() -> Self {
+        let ground = Ground::start().await;
+        let l1 = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let l2 = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let (a1, a2) = (
+            l1.local_addr().unwrap().to_string(),
+            l2.local_addr().unwrap().to_string(),
+        );
+        let game = Game::start(&a1).await;
+        let b1 = ground
+            .broker_on(ground.broker_config(&[&game.endpoint]), l1)
+            .await;
+        let b2 = ground
+            .broker_on(ground.broker_config(&[&game.endpoint]), l2)
+            .await;
+        // Each edge knows one broker, so the test decides where every session lives.
+        let e1 = ground.edge(ground.edge_config(&[&a1])).await;
+        let e2 = ground.edge(ground.edge_config(&[&a2])).await;
+        Self {
+            ground,
+            _game: game,
+            brokers: [b1, b2],
+            edges: [e1, e2],
+        }
+    }
+
+    async fn client(&self, edge: usize, uid: i64, sid: i64) -> Client {
+        let mut client = self.ground.client(&tcp(&self.edges[edge]), uid, sid).await;
+        // One round trip: the session is registered on its broker once this returns.
+        let reply = client.request(echo(b"hi"), |_| {}).await.unwrap();
+        assert_eq!(reply.data, b"hi");
+        client
+    }
+
+    async fn push_client(
+        &self,
+        broker: usize,
+    ) -> bc::push_service_client::PushServiceClient<Channel> {
+        let url = format!("http://{}", self.brokers[broker].endpoint());
+        bc::push_service_client::PushServiceClient::connect(url)
+            .await
+            .unwrap()
+    }
+}
+
+fn echo(data: &[u8]) -> Packet {
+    Packet {
+        r#mod: 2,
+        seq: 1,
+        data: data.to_vec(),
+        ..Packet::default()
+    }
+}
+
+fn body(text: &str) -> bc::PushBody {
+    bc::PushBody {
+        data: text.as_bytes().to_vec(),
+        r#mod: 9,
+        seq: 1,
+        ..Default::default()
+    }
+}
+
+/// Every push `client` receives up to and including the `end` marker.
+async fn pushes_until_end(client: &mut Client) -> Vec<String> {
+    let mut got = Vec::new();
+    loop {
+        let packet = recv(client).await;
+        assert_eq!(packet.index, 0, "pushes carry index 0");
+        let text = String::from_utf8(packet.data).unwrap();
+        if text == "end" {
+            return got;
+        }
+        got.push(text);
+    }
+}
+
+#[tokio::test]
+async fn pushes_reach_exactly_the_named_sessions_across_brokers() {
+    let pair = Pair::start().await;
+    let mut u1 = pair.client(0, 101, 1).await;
+    let mut u2 = pair.client(1, 102, 1).await;
+    let mut u3 = pair.client(1, 103, 1).await;
+    let mut u4 = pair.client(0, 104, 2).await;
+    let mut via_b1 = pair.push_client(0).await;
+    let mut via_b2 = pair.push_client(1).await;
+
+    via_b1
+        .push(bc::PushRequest {
+            bodies: vec![body("unicast")],
+            color: COLOR.into(),
+            sid: 1,
+            uid: 102,
+        })
+        .await
+        .unwrap();
+    let pushed = via_b1
+        .multicast(bc::MulticastRequest {
+            bodies: vec![body("multicast")],
+            uids: vec![101, 102, 404],
+            color: COLOR.into(),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .pushed_uids;
+    let pushed: std::collections::BTreeSet<i64> = pushed.into_iter().collect();
+    assert_eq!(
+        pushed,
+        [101, 102].into(),
+        "uid 404 has no session and is not reported pushed"
+    );
+    via_b2
+        .broadcast(bc::BroadcastRequest {
+            bodies: vec![body("broadcast")],
+            color: COLOR.into(),
+            sid: 1,
+        })
+        .await
+        .unwrap();
+
+    let mut gate_push = gate::push_service_client::PushServiceClient::connect(format!(
+        "http://{}",
+        pair.brokers[1].endpoint()
+    ))
+    .await
+    .unwrap();
+    let mut request = tonic::Request::new(gate::PushRequest {
+        body: Some(gate::PushBody {
+            data: b"gate".to_vec(),
+            r#mod: 9,
+            seq: 2,
+            ..Default::default()
+        }),
+    });
+    request
+        .metadata_mut()
+        .insert("x-md-global-uid", "101".parse().unwrap());
+    request
+        .metadata_mut()
+        .insert("x-md-global-color", COLOR.parse().unwrap());
+    assert!(gate_push.push(request).await.unwrap().into_inner().pushed);
+
+    let bus = NatsBus::connect(&format!("nats://{}", pair.ground.nats.addr), "test")
+        .await
+        .unwrap();
+    let ingress = bc::PushMessage {
+        bodies: vec![body("nats")],
+        uids: vec![103],
+        color: COLOR.into(),
+        ..Default::default()
+    };
+    bus.publish(subject::INGRESS, Bytes::from(ingress.encode_to_vec()))
+        .await
+        .unwrap();
+    // Give the ingress message time to be resolved before the end markers overtake it.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+
+    via_b1
+        .multicast(bc::MulticastRequest {
+            bodies: vec![body("end")],
+            uids: vec![101, 102, 103, 104],
+            color: COLOR.into(),
+        })
+        .await
+        .unwrap();
+
+    let mut got = BTreeMap::new();
+    for (uid, client) in [
+        (101, &mut u1),
+        (102, &mut u2),
+        (103, &mut u3),
+        (104, &mut u4),
+    ] {
+        got.insert(uid, pushes_until_end(client).await);
+    }
+    let want = |items: &[&str]| items.iter().map(|s| (*s).to_owned()).collect::<Vec<_>>();
+    let mut sorted = got.clone();
+    for pushes in sorted.values_mut() {
+        pushes.sort();
+    }
+    assert_eq!(sorted[&101], want(&["broadcast", "gate", "multicast"]));
+    assert_eq!(sorted[&102], want(&["broadcast", "multicast", "unicast"]));
+    assert_eq!(sorted[&103], want(&["broadcast", "nats"]));
+    assert_eq!(
+        sorted[&104],
+        want(&[]),
+        "sid 2 is outside the broadcast and named by nothing"
+    );
+}
+
+#[tokio::test]
+async fn a_login_through_another_broker_kicks_the_older_session() {
+    let pair = Pair::start().await;
+    let mut first = pair.client(0, 201, 1).await;
+    let mut second = pair.ground.client(&ws(&pair.edges[1]), 201, 1).await;
+    let logout = recv(&mut first).await;
+    assert_eq!(
+        (logout.r#mod, logout.seq),
+        (system::MODULE, system::SEQ_LOGOUT)
+    );
+    let code = ScServerLogout::decode(&logout.data[..]).unwrap().code;
+    assert_eq!(code, LogoutCode::ConflictingLogin as i32);
+    let reply = second.request(echo(b"still here"), |_| {}).await.unwrap();
+    assert_eq!(reply.data, b"still here");
+    let routes = pair.ground.routes();
+    let owner = routes.get(&gate_route_key(COLOR, 201)).await.unwrap();
+    assert_eq!(
+        owner.as_deref(),
+        Some(pair.brokers[1].endpoint()),
+        "the newer broker owns the route"
+    );
+}
+
+#[tokio::test]
+async fn a_push_to_a_session_that_ended_is_reported_not_pushed() {
+    let pair = Pair::start().await;
+    let client = pair.client(1, 301, 1).await;
+    client.close().await.unwrap();
+    let routes = pair.ground.routes();
+    for _ in 0..50 {
+        if routes
+            .get(&gate_route_key(COLOR, 301))
+            .await
+            .unwrap()
+            .is_none()
+        {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    for broker in 0..2 {
+        let pushed = pair
+            .push_client(broker)
+            .await
+            .multicast(bc::MulticastRequest {
+                bodies: vec![body("late")],
+                uids: vec![301],
+                color: COLOR.into(),
+            })
+            .await
+            .unwrap()
+            .into_inner()
+            .pushed_uids;
+        assert!(
+            pushed.is_empty(),
+            "broker {broker} reported a push to a closed session"
+        );
+    }
+}
