@@ -13,6 +13,8 @@ use serde::Deserialize;
 pub struct BrokerConfig {
     /// gRPC listen address: the edge link, both push APIs.
     pub listen: String,
+    /// Admin HTTP listen address (`/health`, `/ready`, `/metrics`, `/stats`).
+    pub admin_listen: String,
     /// The `host:port` others reach this broker's gRPC server at: written into gateway routes
     /// (Roma pushes there) and used to name this broker on the bus. Defaults to `listen`.
     pub advertise: Option<String>,
@@ -30,6 +32,7 @@ impl Default for BrokerConfig {
     fn default() -> Self {
         Self {
             listen: "0.0.0.0:17100".into(),
+            admin_listen: "0.0.0.0:18101".into(),
             advertise: None,
             routes: RoutesConfig::default(),
             bus: BusConfig::default(),
@@ -241,6 +244,7 @@ impl TunnelsConfig {
 impl Validate for BrokerConfig {
     fn validate(&self, problems: &mut Problems) {
         problems.check_addr("listen", &self.listen);
+        problems.check_addr("admin_listen", &self.admin_listen);
         if let Some(advertise) = &self.advertise {
             problems.check(
                 advertise

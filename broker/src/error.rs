@@ -47,9 +47,9 @@ pub enum Error {
         /// Why.
         reason: String,
     },
-    /// The configuration is invalid; every problem is listed.
-    #[error("invalid configuration:\n  {}", .0.join("\n  "))]
-    Config(Vec<String>),
+    /// A listener could not be bound.
+    #[error("cannot listen: {0}")]
+    Bind(String),
 }
 
 impl Error {
@@ -63,7 +63,7 @@ impl Error {
             Error::Tunnel { .. } => "tunnel",
             Error::ForeignObject { .. } => "foreign_object",
             Error::Malformed { .. } => "malformed",
-            Error::Config(_) => "config",
+            Error::Bind(_) => "bind",
         }
     }
 }

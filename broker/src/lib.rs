@@ -9,6 +9,7 @@
 //! [`server::Broker`] starts one; [`link`] is the edge-facing API, [`session`] a session's actor,
 //! [`tunnel`] the Roma tunnels, [`push`] the fan-out, [`demo`] the demo game service.
 
+pub mod admin;
 pub mod balance;
 pub mod bus;
 pub mod config;
@@ -16,6 +17,7 @@ pub mod demo;
 pub mod discovery;
 pub mod error;
 pub mod link;
+pub mod metrics;
 pub mod push;
 pub mod registry;
 pub mod route;

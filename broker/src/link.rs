@@ -60,6 +60,8 @@ impl EdgeLink for LinkService {
         });
         tracing::info!(edge = %hello.edge_id, version = %hello.version, "edge linked");
         let state = self.state.clone();
+        let edges = state.metrics.live.with_label_values(&["edges"]);
+        edges.inc();
         self.state.tasks.spawn(async move {
             let mut reader = Reader {
                 state,
@@ -81,6 +83,7 @@ impl EdgeLink for LinkService {
             for (_, inbox) in reader.sessions.drain() {
                 let _ = inbox.try_send(Inbound::Close("edge link closed".into()));
             }
+            edges.dec();
         });
         Ok(Response::new(batches(rx)))
     }
@@ -140,6 +143,11 @@ impl Reader {
                         Ok(()) => {}
                         Err(mpsc::error::TrySendError::Full(_)) => {
                             tracing::warn!(session_id = id, "session inbox full; closing it");
+                            self.state
+                                .metrics
+                                .packets_refused
+                                .with_label_values(&["inbox_full"])
+                                .inc();
                             self.sessions.remove(&id);
                             self.kick(id, "too many requests in flight").await;
                         }

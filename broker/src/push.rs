@@ -53,6 +53,27 @@ impl Pusher {
         uids: &[i64],
         bodies: &[bc::PushBody],
     ) -> Result<Vec<i64>> {
+        let started = std::time::Instant::now();
+        let pushed = self.resolve_and_send(color, uids, bodies).await;
+        self.observe("multicast", started);
+        pushed
+    }
+
+    fn observe(&self, kind: &str, started: std::time::Instant) {
+        let metrics = &self.state.metrics;
+        metrics.pushes.with_label_values(&[kind]).inc();
+        metrics
+            .push_fanout_seconds
+            .with_label_values(&[kind])
+            .observe(started.elapsed().as_secs_f64());
+    }
+
+    async fn resolve_and_send(
+        &self,
+        color: &str,
+        uids: &[i64],
+        bodies: &[bc::PushBody],
+    ) -> Result<Vec<i64>> {
         let (mut pushed, elsewhere): (Vec<i64>, Vec<i64>) = {
             let registry = &self.state.registry;
             uids.iter().partition(|uid| registry.get(**uid).is_some())
@@ -97,6 +118,11 @@ impl Pusher {
 
     /// Broadcasts `bodies` to every session of (`color`, `sid`) on every broker.
     pub async fn broadcast(&self, color: &str, sid: i64, bodies: &[bc::PushBody]) -> Result<()> {
+        self.state
+            .metrics
+            .pushes
+            .with_label_values(&["broadcast"])
+            .inc();
         let message = bc::PushMessage {
             bodies: bodies.to_vec(),
             uids: Vec::new(),
@@ -122,6 +148,11 @@ impl Pusher {
         for (edge, session_ids) in groups {
             for body in bodies {
                 if !edge.try_deliver(session_ids.clone(), to_packet(body)) {
+                    self.state
+                        .metrics
+                        .push_dropped
+                        .with_label_values(&["edge_queue_full"])
+                        .inc();
                     tracing::warn!(edge = %edge.edge_id, sessions = session_ids.len(), "edge queue full; push dropped");
                 }
             }
@@ -158,17 +189,21 @@ impl Pusher {
     }
 
     fn on_own(&self, bytes: &[u8]) -> Result<()> {
+        let started = std::time::Instant::now();
         let message = decode::<bc::PushMessage>(bytes, "push message")?;
         self.deliver_local(&message.uids, &message.bodies);
+        self.observe("bus_unicast", started);
         Ok(())
     }
 
     fn on_broadcast(&self, bytes: &[u8]) -> Result<()> {
+        let started = std::time::Instant::now();
         let message = decode::<bc::PushMessage>(bytes, "broadcast")?;
         self.deliver(
             self.state.registry.matching(&message.color, message.sid),
             &message.bodies,
         );
+        self.observe("bus_broadcast", started);
         Ok(())
     }
 

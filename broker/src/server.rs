@@ -14,11 +14,13 @@ use tokio_stream::wrappers::TcpListenerStream;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use crate::admin;
 use crate::bus::{MemoryBus, NatsBus, PushBus};
 use crate::config::{BrokerConfig, BusBackend, DiscoveryBackend, RoutesBackend};
 use crate::discovery::{Discovery, StaticDiscovery};
 use crate::error::{Error, Result};
 use crate::link::LinkService;
+use crate::metrics::Metrics;
 use crate::push::{GatePush, Pusher};
 use crate::registry::Registry;
 use crate::route::{MemoryRoutes, RedisRoutes, RouteStore};
@@ -30,16 +32,25 @@ use crate::tunnel::Tunnels;
 pub struct Broker {
     /// The address its gRPC server listens on.
     pub addr: SocketAddr,
+    /// The address of its admin endpoint.
+    pub admin_addr: SocketAddr,
     state: Arc<BrokerState>,
     server: tokio::task::JoinHandle<()>,
 }
 
 impl Broker {
-    /// Starts a broker on `listener` with `config`.
+    /// Starts a broker on `listener` with `config`; the admin endpoint binds
+    /// `config.admin_listen`.
     pub async fn start(config: BrokerConfig, listener: TcpListener) -> Result<Self> {
         let addr = listener
             .local_addr()
-            .map_err(|e| Error::Bus(e.to_string()))?;
+            .map_err(|e| Error::Bind(e.to_string()))?;
+        let admin_listener = TcpListener::bind(&config.admin_listen)
+            .await
+            .map_err(|e| Error::Bind(format!("admin_listen {}: {e}", config.admin_listen)))?;
+        let admin_addr = admin_listener
+            .local_addr()
+            .map_err(|e| Error::Bind(e.to_string()))?;
         let endpoint = match &config.advertise {
             Some(advertise) => advertise.clone(),
             None if addr.ip().is_unspecified() => {
@@ -84,10 +95,14 @@ impl Broker {
             routes,
             bus,
             registry: Registry::default(),
+            metrics: Metrics::default(),
             tunnels,
             tasks,
             shutdown: CancellationToken::new(),
         });
+        state
+            .tasks
+            .spawn(admin::serve(admin_listener, state.clone()));
         let pusher = Pusher::new(state.clone());
         pusher.serve_bus().await?;
         let shutdown = state.shutdown.clone();
@@ -108,6 +123,7 @@ impl Broker {
         tracing::info!(%addr, endpoint = %state.endpoint, "broker started");
         Ok(Self {
             addr,
+            admin_addr,
             state,
             server,
         })

@@ -80,6 +80,11 @@ impl Actor {
         let (commands, mut command_rx) = mpsc::channel(4);
         if let Err(reason) = self.claim(commands).await {
             tracing::warn!(%reason, "session refused");
+            self.state
+                .metrics
+                .refused
+                .with_label_values(&["route_store"])
+                .inc();
             self.frame(broker_frame::Kind::Rejected(SessionRejected {
                 session_id: self.session_id,
                 logout_code: LogoutCode::Server as i32,
@@ -93,6 +98,8 @@ impl Actor {
         }))
         .await;
         tracing::debug!("session accepted");
+        let live = self.state.metrics.live.with_label_values(&["sessions"]);
+        live.inc();
 
         let renew_every = self.state.gate_ttl() / 2;
         let mut renew =
@@ -126,6 +133,11 @@ impl Actor {
         };
         if let End::Kick(code, reason) = end {
             tracing::info!(?code, %reason, "session kicked");
+            self.state
+                .metrics
+                .kicks
+                .with_label_values(&[code.as_str_name()])
+                .inc();
             self.frame(broker_frame::Kind::Kick(Kick {
                 session_ids: vec![self.session_id],
                 logout_code: code as i32,
@@ -134,6 +146,7 @@ impl Actor {
             .await;
         }
         self.release().await;
+        live.dec();
     }
 
     /// Writes the gateway route and registers the session; an older login is kicked.
@@ -206,6 +219,11 @@ impl Actor {
             }
             Err(e) => {
                 tracing::warn!(error = %e, "route renewal failed; the session goes on");
+                state
+                    .metrics
+                    .route_errors
+                    .with_label_values(&["renew"])
+                    .inc();
                 None
             }
         }
@@ -245,6 +263,12 @@ impl Actor {
                         self.session_id,
                     )
                     .await;
+                let result = opened.as_ref().map_or_else(|e| e.kind(), |_| "ok");
+                self.state
+                    .metrics
+                    .tunnels
+                    .with_label_values(&[&service.name, result])
+                    .inc();
                 match opened {
                     Ok(tunnel) => {
                         self.tunnels.insert(key.clone(), tunnel);
@@ -288,6 +312,11 @@ impl Actor {
             && let Err(e) = state.routes.delete_if(&self.key, &state.endpoint).await
         {
             tracing::warn!(error = %e, "could not delete the gateway route; it will expire");
+            state
+                .metrics
+                .route_errors
+                .with_label_values(&["delete"])
+                .inc();
         }
     }
 

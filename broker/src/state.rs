@@ -10,6 +10,7 @@ use tokio_util::task::TaskTracker;
 
 use crate::bus::PushBus;
 use crate::config::BrokerConfig;
+use crate::metrics::Metrics;
 use crate::registry::Registry;
 use crate::route::RouteStore;
 use crate::tunnel::Tunnels;
@@ -28,6 +29,8 @@ pub struct BrokerState {
     pub registry: Registry,
     /// Tunnels to game services.
     pub tunnels: Tunnels,
+    /// Metrics.
+    pub metrics: Metrics,
     /// Every task the broker spawns.
     pub tasks: TaskTracker,
     /// Cancelled when the broker shuts down.

@@ -1,14 +1,12 @@
-//! The edge's Prometheus metrics (`janus_edge_*`), registered in one registry that the admin
-//! endpoint renders.
+//! The edge's Prometheus metrics (`janus_edge_*`), rendered by the admin endpoint.
 
-use prometheus::{
-    Encoder, HistogramOpts, HistogramVec, IntCounterVec, IntGaugeVec, Opts, Registry, TextEncoder,
-};
+use janus_shared::metrics::MetricsRegistry;
+use prometheus::{HistogramVec, IntCounterVec, IntGaugeVec};
 
 /// Every metric of one edge.
 #[derive(Debug, Clone)]
 pub struct Metrics {
-    registry: Registry,
+    registry: MetricsRegistry,
     /// Live sessions by transport.
     pub sessions: IntGaugeVec,
     /// Handshakes by result (`ok` or a failure reason).
@@ -30,79 +28,51 @@ pub struct Metrics {
 impl Metrics {
     /// Registers every metric in a fresh registry.
     pub fn new() -> Self {
-        let registry = Registry::new();
-        let gauge = |name: &str, help: &str, labels: &[&str]| {
-            let g = IntGaugeVec::new(Opts::new(name, help), labels).expect("valid metric");
-            registry
-                .register(Box::new(g.clone()))
-                .expect("unique metric");
-            g
-        };
-        let counter = |name: &str, help: &str, labels: &[&str]| {
-            let c = IntCounterVec::new(Opts::new(name, help), labels).expect("valid metric");
-            registry
-                .register(Box::new(c.clone()))
-                .expect("unique metric");
-            c
-        };
-        let histogram = |name: &str, help: &str, labels: &[&str]| {
-            let buckets =
-                prometheus::exponential_buckets(0.000_05, 2.5, 14).expect("valid buckets");
-            let h = HistogramVec::new(HistogramOpts::new(name, help).buckets(buckets), labels)
-                .expect("valid metric");
-            registry
-                .register(Box::new(h.clone()))
-                .expect("unique metric");
-            h
-        };
+        let r = MetricsRegistry::new();
         Self {
-            sessions: gauge("janus_edge_sessions", "Live sessions", &["transport"]),
-            handshakes: counter(
+            sessions: r.gauge("janus_edge_sessions", "Live sessions", &["transport"]),
+            handshakes: r.counter(
                 "janus_edge_handshakes_total",
                 "Handshakes by result",
                 &["result"],
             ),
-            frames: counter(
+            frames: r.counter(
                 "janus_edge_frames_total",
                 "Frames",
                 &["transport", "direction"],
             ),
-            bytes: counter(
+            bytes: r.counter(
                 "janus_edge_bytes_total",
                 "Bytes",
                 &["transport", "direction"],
             ),
-            closes: counter(
+            closes: r.counter(
                 "janus_edge_closes_total",
                 "Ended sessions by reason",
                 &["reason"],
             ),
-            refused: counter(
+            refused: r.counter(
                 "janus_edge_refused_total",
                 "Connections refused before the handshake",
                 &["reason"],
             ),
-            handshake_seconds: histogram(
+            handshake_seconds: r.latency(
                 "janus_edge_handshake_seconds",
                 "Handshake duration",
                 &["transport"],
             ),
-            forward_seconds: histogram(
+            forward_seconds: r.latency(
                 "janus_edge_forward_seconds",
                 "Client packet to broker link",
                 &["transport"],
             ),
-            registry,
+            registry: r,
         }
     }
 
     /// The Prometheus text exposition of every metric.
     pub fn render(&self) -> String {
-        let mut out = Vec::new();
-        TextEncoder::new()
-            .encode(&self.registry.gather(), &mut out)
-            .expect("text encoding does not fail");
-        String::from_utf8(out).expect("prometheus text is UTF-8")
+        self.registry.render()
     }
 }
 

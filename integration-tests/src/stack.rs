@@ -164,6 +164,7 @@ impl Ground {
     pub fn broker_config(&self, games: &[&str]) -> BrokerConfig {
         let mut config = BrokerConfig {
             listen: "127.0.0.1:0".into(),
+            admin_listen: "127.0.0.1:0".into(),
             ..BrokerConfig::default()
         };
         config.routes.backend = RoutesBackend::Redis;
@@ -290,4 +291,24 @@ pub async fn recv(client: &mut Client) -> janus_proto::packet::Packet {
         .await
         .expect("a packet within 10 s")
         .expect("the connection stays up")
+}
+
+/// `GET path` on `addr` over HTTP/1.0: the status code and the body.
+pub async fn http_get(addr: std::net::SocketAddr, path: &str) -> (u16, String) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let request = format!("GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n");
+    stream.write_all(request.as_bytes()).await.unwrap();
+    let mut response = String::new();
+    stream.read_to_string(&mut response).await.unwrap();
+    let status = response
+        .split_whitespace()
+        .nth(1)
+        .and_then(|code| code.parse().ok())
+        .unwrap_or_else(|| panic!("not an HTTP response: {response:?}"));
+    let body = response
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_owned())
+        .unwrap_or_default();
+    (status, body)
 }

@@ -7,7 +7,8 @@
 //! loops. Keys and tokens live in [`keys`] and [`token`]; the System packets the gateway itself
 //! answers or pushes in [`system`]. The [`client`] module is the tokio driver of the client end,
 //! used by the CLI, the load generator and the tests. Binaries load their typed configuration
-//! through [`config`] and set up logging and signals through [`telemetry`].
+//! through [`config`] and set up logging and signals through [`telemetry`]; their Prometheus metrics live in a
+//! [`metrics::MetricsRegistry`].
 
 pub mod cipher;
 pub mod client;
@@ -17,6 +18,7 @@ pub mod error;
 pub mod frame;
 pub mod handshake;
 pub mod keys;
+pub mod metrics;
 pub mod session;
 pub mod system;
 pub mod telemetry;

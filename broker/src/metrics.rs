@@ -1,0 +1,90 @@
+//! The broker's Prometheus metrics (`janus_broker_*`), rendered by the admin endpoint.
+
+use janus_shared::metrics::MetricsRegistry;
+use prometheus::{HistogramVec, IntCounterVec, IntGaugeVec};
+
+/// Every metric of one broker.
+#[derive(Debug, Clone)]
+pub struct Metrics {
+    registry: MetricsRegistry,
+    /// Live sessions; edges linked.
+    pub live: IntGaugeVec,
+    /// Sessions refused, by reason.
+    pub refused: IntCounterVec,
+    /// Sessions ended by the broker, by SCServerLogout code name.
+    pub kicks: IntCounterVec,
+    /// Tunnel opens by service and result (`ok` or an error kind).
+    pub tunnels: IntCounterVec,
+    /// Client packets refused before any tunnel, by reason.
+    pub packets_refused: IntCounterVec,
+    /// Route-store failures by operation.
+    pub route_errors: IntCounterVec,
+    /// Pushes by kind (`multicast`, `broadcast`, `ingress`, `bus`).
+    pub pushes: IntCounterVec,
+    /// Push deliveries dropped because an edge queue was full.
+    pub push_dropped: IntCounterVec,
+    /// Time to resolve and fan out one push, seconds.
+    pub push_fanout_seconds: HistogramVec,
+}
+
+impl Metrics {
+    /// Registers every metric in a fresh registry.
+    pub fn new() -> Self {
+        let r = MetricsRegistry::new();
+        Self {
+            live: r.gauge(
+                "janus_broker_live",
+                "Live sessions and linked edges",
+                &["what"],
+            ),
+            refused: r.counter(
+                "janus_broker_sessions_refused_total",
+                "Sessions refused",
+                &["reason"],
+            ),
+            kicks: r.counter(
+                "janus_broker_kicks_total",
+                "Sessions ended by the broker",
+                &["code"],
+            ),
+            tunnels: r.counter(
+                "janus_broker_tunnel_opens_total",
+                "Tunnel opens",
+                &["service", "result"],
+            ),
+            packets_refused: r.counter(
+                "janus_broker_packets_refused_total",
+                "Client packets refused",
+                &["reason"],
+            ),
+            route_errors: r.counter(
+                "janus_broker_route_errors_total",
+                "Route store failures",
+                &["op"],
+            ),
+            pushes: r.counter("janus_broker_pushes_total", "Pushes handled", &["kind"]),
+            push_dropped: r.counter(
+                "janus_broker_push_dropped_total",
+                "Push deliveries dropped on a full edge queue",
+                &["kind"],
+            ),
+            push_fanout_seconds: r.latency(
+                "janus_broker_push_fanout_seconds",
+                "Push resolve and fan-out",
+                &["kind"],
+            ),
+            registry: r,
+        }
+    }
+
+    /// The Prometheus text exposition of every metric.
+    pub fn render(&self) -> String {
+        self.registry.render()
+    }
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
