@@ -129,16 +129,20 @@ impl Default for BusConfig {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum DiscoveryBackend {
-    /// The instances listed in `[[discovery.instances]]`.
+    /// The instances listed in `[[discovery.instances]]`; this broker registers nowhere.
     Static,
+    /// etcd, kratos layout: instances watched, this broker registered with a lease.
+    Etcd,
 }
 
 /// `[discovery]`.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct DiscoveryConfig {
-    /// `static`.
+    /// `static` or `etcd`.
     pub backend: DiscoveryBackend,
+    /// etcd endpoints.
+    pub etcd_endpoints: Vec<String>,
     /// Game-service instances for the static backend.
     pub instances: Vec<StaticInstance>,
 }
@@ -147,6 +151,7 @@ impl Default for DiscoveryConfig {
     fn default() -> Self {
         Self {
             backend: DiscoveryBackend::Static,
+            etcd_endpoints: vec!["http://127.0.0.1:2379".into()],
             instances: Vec::new(),
         }
     }
@@ -170,6 +175,23 @@ pub struct StaticInstance {
 
 fn one() -> u32 {
     1
+}
+
+impl StaticInstance {
+    /// The registry record of the `index`-th static instance.
+    pub fn to_instance(&self, index: usize) -> janus_shared::discovery::Instance {
+        janus_shared::discovery::Instance {
+            id: format!("static-{index}"),
+            name: self.name.clone(),
+            version: String::new(),
+            metadata: [
+                ("color".to_owned(), self.color.clone()),
+                ("weight".to_owned(), self.weight.to_string()),
+            ]
+            .into(),
+            endpoints: vec![format!("grpc://{}", self.endpoint)],
+        }
+    }
 }
 
 /// The kind of Roma tunnel a service speaks.
@@ -278,6 +300,12 @@ impl Validate for BrokerConfig {
             self.bus.backend == BusBackend::Memory || self.bus.nats_url.starts_with("nats://"),
             "bus.nats_url",
             format!("{:?} is not a nats:// URL", self.bus.nats_url),
+        );
+        problems.check(
+            self.discovery.backend == DiscoveryBackend::Static
+                || !self.discovery.etcd_endpoints.is_empty(),
+            "discovery.etcd_endpoints",
+            "at least one endpoint is needed for the etcd backend",
         );
         for (i, instance) in self.discovery.instances.iter().enumerate() {
             let field = format!("discovery.instances[{i}]");

@@ -3,7 +3,7 @@
 //! can take any session.
 //!
 //! The seams with two real implementations each — [`route::RouteStore`] (Redis | memory),
-//! [`bus::PushBus`] (NATS | in-process) and [`discovery::Discovery`] — are the only
+//! [`bus::PushBus`] (NATS | in-process) and [`janus_shared::discovery::Discovery`] (etcd | static) — are the only
 //! difference between the split deployment and the single-process standalone mode.
 //!
 //! [`server::Broker`] starts one; [`link`] is the edge-facing API, [`session`] a session's actor,
@@ -14,7 +14,6 @@ pub mod balance;
 pub mod bus;
 pub mod config;
 pub mod demo;
-pub mod discovery;
 pub mod error;
 pub mod link;
 pub mod metrics;

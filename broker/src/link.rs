@@ -85,29 +85,43 @@ impl EdgeLink for LinkService {
             }
             edges.dec();
         });
-        Ok(Response::new(batches(rx)))
+        Ok(Response::new(batches(rx, self.state.shutdown.clone())))
     }
 }
 
-/// Batches what is queued for an edge: waits for one frame, then takes what else is ready.
-fn batches(rx: mpsc::Receiver<janus_proto::janus::internal::v1::BrokerFrame>) -> BatchStream {
-    futures_util::stream::unfold(rx, |mut rx| async move {
-        let first = rx.recv().await?;
-        let mut frames = Vec::with_capacity(8);
-        frames.push(first);
-        while frames.len() < MAX_BATCH {
-            match rx.try_recv() {
-                Ok(frame) => frames.push(frame),
-                Err(_) => break,
+/// Batches what is queued for an edge: waits for one frame, then takes what else is ready. When
+/// the broker shuts down, the last batch says `draining` and the stream ends: the edge then
+/// moves this broker's sessions to another broker.
+fn batches(
+    rx: mpsc::Receiver<janus_proto::janus::internal::v1::BrokerFrame>,
+    shutdown: tokio_util::sync::CancellationToken,
+) -> BatchStream {
+    futures_util::stream::unfold(Some(rx), move |rx| {
+        let shutdown = shutdown.clone();
+        async move {
+            let mut rx = rx?;
+            let first = tokio::select! {
+                biased;
+                _ = shutdown.cancelled() => {
+                    let last = BrokerBatch { frames: Vec::new(), draining: true };
+                    return Some((Ok(last), None));
+                }
+                first = rx.recv() => first?,
+            };
+            let mut frames = Vec::with_capacity(8);
+            frames.push(first);
+            while frames.len() < MAX_BATCH {
+                match rx.try_recv() {
+                    Ok(frame) => frames.push(frame),
+                    Err(_) => break,
+                }
             }
-        }
-        Some((
-            Ok(BrokerBatch {
+            let batch = BrokerBatch {
                 frames,
                 draining: false,
-            }),
-            rx,
-        ))
+            };
+            Some((Ok(batch), Some(rx)))
+        }
     })
     .boxed()
 }

@@ -17,8 +17,7 @@ use crate::error::Result;
 pub use self::memory::MemoryRoutes;
 pub use self::redis::RedisRoutes;
 
-/// The discovery name of the gateway, used in gateway route keys.
-pub const GATE_SERVICE: &str = "janus.gate.interface";
+pub use janus_shared::discovery::GATE_SERVICE;
 
 /// `r_<service>_{<color>}_{<oid>}`.
 pub fn route_key(service: &str, color: &str, oid: i64) -> String {

@@ -9,6 +9,9 @@ use std::time::Duration;
 use janus_proto::broadcaster::service::push::v1::push_service_server::PushServiceServer as BroadcasterPush;
 use janus_proto::gate::service::push::v1::push_service_server::PushServiceServer as GatePushServer;
 use janus_proto::janus::internal::v1::edge_link_server::EdgeLinkServer;
+use janus_shared::discovery::{
+    BROKER_SERVICE, Discovery, EtcdDiscovery, GATE_SERVICE, Instance, Registration, StaticDiscovery,
+};
 use tokio::net::TcpListener;
 use tokio_stream::wrappers::TcpListenerStream;
 use tokio_util::sync::CancellationToken;
@@ -17,14 +20,13 @@ use tokio_util::task::TaskTracker;
 use crate::admin;
 use crate::bus::{MemoryBus, NatsBus, PushBus};
 use crate::config::{BrokerConfig, BusBackend, DiscoveryBackend, RoutesBackend};
-use crate::discovery::{Discovery, StaticDiscovery};
 use crate::error::{Error, Result};
 use crate::link::LinkService;
 use crate::metrics::Metrics;
 use crate::push::{GatePush, Pusher};
 use crate::registry::Registry;
 use crate::route::{MemoryRoutes, RedisRoutes, RouteStore};
-use crate::state::BrokerState;
+use crate::state::{BrokerState, broker_id};
 use crate::tunnel::Tunnels;
 
 /// A running broker.
@@ -36,6 +38,7 @@ pub struct Broker {
     pub admin_addr: SocketAddr,
     state: Arc<BrokerState>,
     server: tokio::task::JoinHandle<()>,
+    registrations: Vec<Registration>,
 }
 
 impl Broker {
@@ -78,12 +81,25 @@ impl Broker {
             ),
         };
         let discovery: Arc<dyn Discovery> = match config.discovery.backend {
-            DiscoveryBackend::Static => Arc::new(StaticDiscovery::new(&config.discovery.instances)),
+            DiscoveryBackend::Static => Arc::new(StaticDiscovery::new(
+                config
+                    .discovery
+                    .instances
+                    .iter()
+                    .enumerate()
+                    .map(|(i, s)| s.to_instance(i))
+                    .collect(),
+            )),
+            DiscoveryBackend::Etcd => Arc::new(
+                EtcdDiscovery::connect(&config.discovery.etcd_endpoints)
+                    .await
+                    .map_err(|e| Error::Discovery(e.to_string()))?,
+            ),
         };
         let tasks = TaskTracker::new();
         let tunnels = Tunnels::new(
             routes.clone(),
-            discovery,
+            discovery.clone(),
             Duration::from_secs(config.routes.app_ttl_secs),
             config.tunnels.queue,
             endpoint.clone(),
@@ -120,12 +136,28 @@ impl Broker {
                 tracing::error!(error = %e, "broker gRPC server failed");
             }
         });
+        let mut registrations = Vec::new();
+        for name in [GATE_SERVICE, BROKER_SERVICE] {
+            let instance = Instance {
+                id: broker_id(&state.endpoint),
+                name: name.to_owned(),
+                version: env!("CARGO_PKG_VERSION").to_owned(),
+                metadata: [("admin".to_owned(), admin_addr.to_string())].into(),
+                endpoints: vec![format!("grpc://{}", state.endpoint)],
+            };
+            let registration = discovery
+                .register(instance)
+                .await
+                .map_err(|e| Error::Discovery(e.to_string()))?;
+            registrations.push(registration);
+        }
         tracing::info!(%addr, endpoint = %state.endpoint, "broker started");
         Ok(Self {
             addr,
             admin_addr,
             state,
             server,
+            registrations,
         })
     }
 
@@ -147,6 +179,9 @@ impl Broker {
     /// Stops serving, ends every session (each releases its route), and waits up to `grace`
     /// for all tasks to finish.
     pub async fn shutdown(self, grace: Duration) {
+        for registration in self.registrations {
+            registration.deregister().await;
+        }
         self.state.shutdown.cancel();
         self.state.tasks.close();
         if tokio::time::timeout(grace, self.state.tasks.wait())

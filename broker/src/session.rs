@@ -69,7 +69,8 @@ struct Actor {
 
 /// How a session's actor ended.
 enum End {
-    /// The edge closed it; nothing to tell the edge.
+    /// The edge closed it, or the broker is shutting down (the edge moves it); nothing to
+    /// tell the edge.
     Closed,
     /// Tell the edge to log the client out with `code`.
     Kick(LogoutCode, String),
@@ -126,9 +127,8 @@ impl Actor {
                         break end;
                     }
                 }
-                _ = self.state.shutdown.cancelled() => {
-                    break End::Kick(LogoutCode::Server, "broker shutting down".into());
-                }
+                // The edge learns of the shutdown on the link and moves the session elsewhere.
+                _ = self.state.shutdown.cancelled() => break End::Closed,
             }
         };
         if let End::Kick(code, reason) = end {
@@ -173,7 +173,9 @@ impl Actor {
                 code: LogoutCode::ConflictingLogin as i32,
                 reason,
             });
-        } else if let Some(owner) = previous.filter(|p| *p != state.endpoint) {
+        } else if let Some(owner) = previous.filter(|p| *p != state.endpoint && !self.open.reattach)
+        {
+            // A re-attached session is the same login moving here, not a second one.
             let control = BrokerControl {
                 uid: self.open.uid,
                 logout_code: LogoutCode::ConflictingLogin as i32,

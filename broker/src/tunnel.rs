@@ -21,10 +21,10 @@ use tonic::transport::{Channel, Endpoint};
 
 use crate::balance::SmoothWeighted;
 use crate::config::{ServiceConfig, TunnelKind};
-use crate::discovery::{Discovery, Instance};
 use crate::error::{Error, Result};
 use crate::registry::EdgeHandle;
 use crate::route::{GATE_SERVICE, RouteStore, route_key};
+use janus_shared::discovery::{Discovery, Instance};
 
 /// How long opening a tunnel (connect + stream start) may take.
 const OPEN_TIMEOUT: Duration = Duration::from_secs(5);
@@ -110,7 +110,11 @@ impl Tunnels {
         let rx = match watches.get(service) {
             Some(rx) => rx.clone(),
             None => {
-                let rx = self.discovery.watch(service).await?;
+                let rx = self
+                    .discovery
+                    .watch(service)
+                    .await
+                    .map_err(|e| Error::Discovery(e.to_string()))?;
                 watches.insert(service.to_owned(), rx.clone());
                 rx
             }

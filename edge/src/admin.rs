@@ -73,7 +73,7 @@ async fn connections(State(admin): State<Admin>) -> Json<serde_json::Value> {
     let brokers: Vec<serde_json::Value> = state
         .links
         .all()
-        .iter()
+        .into_iter()
         .map(|l| json!({"endpoint": l.endpoint, "up": l.is_up(), "sessions": l.sessions()}))
         .collect();
     Json(json!({

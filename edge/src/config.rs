@@ -221,12 +221,26 @@ impl Default for Limits {
     }
 }
 
+/// Where the edge learns its brokers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum BrokerDiscovery {
+    /// `brokers.endpoints`.
+    Static,
+    /// Brokers registered in etcd under `janus.broker`, watched.
+    Etcd,
+}
+
 /// `[brokers]`.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct BrokersConfig {
-    /// Broker gRPC endpoints (`host:port`).
+    /// `static` or `etcd`.
+    pub discovery: BrokerDiscovery,
+    /// Broker gRPC endpoints (`host:port`), for static discovery.
     pub endpoints: Vec<String>,
+    /// etcd endpoints, for etcd discovery.
+    pub etcd_endpoints: Vec<String>,
     /// Frames that may wait for one broker link; when full, reading from clients pauses.
     pub link_queue: usize,
     /// Most frames in one batch on the link.
@@ -238,7 +252,9 @@ pub struct BrokersConfig {
 impl Default for BrokersConfig {
     fn default() -> Self {
         Self {
+            discovery: BrokerDiscovery::Static,
             endpoints: vec!["127.0.0.1:17100".into()],
+            etcd_endpoints: vec!["http://127.0.0.1:2379".into()],
             link_queue: 8192,
             max_batch: 256,
             reconnect_ms: 500,

@@ -9,7 +9,7 @@
 //! full is a slow consumer and is disconnected.
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
 use futures_util::StreamExt;
@@ -57,6 +57,8 @@ pub struct BrokerLink {
     up: watch::Sender<bool>,
     sender: Mutex<Option<mpsc::Sender<EdgeFrame>>>,
     sessions: Mutex<HashMap<u64, SessionSlot>>,
+    /// Cancelled when the broker leaves the set (its sessions re-attach elsewhere).
+    removed: CancellationToken,
 }
 
 impl BrokerLink {
@@ -142,77 +144,106 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
-/// The links to every configured broker.
+/// The links to every known broker. The set follows discovery: brokers that appear get a link,
+/// brokers that leave lose theirs and their sessions re-attach.
 #[derive(Debug)]
 pub struct Links {
-    links: Vec<Arc<BrokerLink>>,
+    links: RwLock<Vec<Arc<BrokerLink>>>,
+    config: BrokersConfig,
+    edge_id: String,
+    tasks: TaskTracker,
+    stop: CancellationToken,
+    /// Bumped whenever a link comes up, so waiters can re-check.
+    changed: watch::Sender<u64>,
 }
 
 impl Links {
-    /// Starts one link task per broker endpoint; they run until `stop` is cancelled.
+    /// Links to the configured endpoints; link tasks run until `stop` is cancelled.
     pub fn start(
         config: &BrokersConfig,
         edge_id: &str,
         tasks: &TaskTracker,
         stop: CancellationToken,
     ) -> Arc<Self> {
-        let links: Vec<Arc<BrokerLink>> = config
-            .endpoints
-            .iter()
-            .map(|endpoint| {
-                Arc::new(BrokerLink {
-                    endpoint: endpoint.clone(),
-                    up: watch::channel(false).0,
-                    sender: Mutex::new(None),
-                    sessions: Mutex::new(HashMap::new()),
-                })
-            })
-            .collect();
-        for link in &links {
-            tasks.spawn(maintain(
-                link.clone(),
-                config.clone(),
-                edge_id.to_owned(),
-                stop.clone(),
-            ));
+        let links = Arc::new(Self {
+            links: RwLock::new(Vec::new()),
+            config: config.clone(),
+            edge_id: edge_id.to_owned(),
+            tasks: tasks.clone(),
+            stop,
+            changed: watch::channel(0).0,
+        });
+        links.set_endpoints(&config.endpoints);
+        links
+    }
+
+    /// Makes the set of brokers exactly `endpoints`.
+    pub fn set_endpoints(self: &Arc<Self>, endpoints: &[String]) {
+        let mut links = self.links.write().unwrap_or_else(|p| p.into_inner());
+        links.retain(|link| {
+            let keep = endpoints.contains(&link.endpoint);
+            if !keep {
+                tracing::info!(broker = %link.endpoint, "broker left");
+                link.removed.cancel();
+            }
+            keep
+        });
+        for endpoint in endpoints {
+            if links.iter().any(|l| l.endpoint == *endpoint) {
+                continue;
+            }
+            let link = Arc::new(BrokerLink {
+                endpoint: endpoint.clone(),
+                up: watch::channel(false).0,
+                sender: Mutex::new(None),
+                sessions: Mutex::new(HashMap::new()),
+                removed: self.stop.child_token(),
+            });
+            self.tasks.spawn(maintain(link.clone(), self.clone()));
+            links.push(link);
         }
-        Arc::new(Self { links })
+    }
+
+    fn snapshot(&self) -> Vec<Arc<BrokerLink>> {
+        self.links.read().unwrap_or_else(|p| p.into_inner()).clone()
     }
 
     /// The broker for `uid`: the live one with the highest rendezvous score.
     pub fn pick(&self, uid: i64) -> Option<Arc<BrokerLink>> {
-        self.links
-            .iter()
+        self.snapshot()
+            .into_iter()
             .filter(|l| l.is_up())
             .max_by_key(|l| rendezvous_score(uid, &l.endpoint))
-            .cloned()
     }
 
     /// Whether at least one broker is reachable.
     pub fn any_up(&self) -> bool {
-        self.links.iter().any(|l| l.is_up())
+        self.snapshot().iter().any(|l| l.is_up())
     }
 
     /// Waits until at least one broker is reachable or `timeout` passes.
     pub async fn wait_up(&self, timeout: Duration) -> bool {
-        let waits = self.links.iter().map(|l| {
-            let mut rx = l.up.subscribe();
-            Box::pin(async move { rx.wait_for(|up| *up).await.is_ok() })
-        });
-        let any = futures_util::future::select_all(waits);
-        tokio::time::timeout(timeout, any)
-            .await
-            .is_ok_and(|(up, _, _)| up)
+        let mut changed = self.changed.subscribe();
+        tokio::time::timeout(timeout, async {
+            while !self.any_up() {
+                if changed.changed().await.is_err() {
+                    return false;
+                }
+            }
+            true
+        })
+        .await
+        .unwrap_or(false)
     }
 
     /// Every link, for stats.
-    pub fn all(&self) -> &[Arc<BrokerLink>] {
-        &self.links
+    pub fn all(&self) -> Vec<Arc<BrokerLink>> {
+        self.snapshot()
     }
 
     /// Tells every broker this edge is draining.
     pub async fn announce_draining(&self) {
-        for link in &self.links {
+        for link in self.snapshot() {
             let sender = lock(&link.sender).clone();
             if let Some(tx) = sender {
                 let _ = tx.send(EdgeFrame::default()).await;
@@ -235,21 +266,24 @@ pub fn rendezvous_score(uid: i64, endpoint: &str) -> u64 {
     z ^ (z >> 31)
 }
 
-async fn maintain(
-    link: Arc<BrokerLink>,
-    config: BrokersConfig,
-    edge_id: String,
-    stop: CancellationToken,
-) {
-    let retry = Duration::from_millis(config.reconnect_ms);
+async fn maintain(link: Arc<BrokerLink>, links: Arc<Links>) {
+    let retry = Duration::from_millis(links.config.reconnect_ms);
+    let stop = link.removed.clone();
     while !stop.is_cancelled() {
-        match connect(&link, &config, &edge_id).await {
+        match connect(&link, &links.config, &links.edge_id).await {
             Ok(mut inbound) => {
                 tracing::info!(broker = %link.endpoint, "broker link up");
+                links.changed.send_modify(|n| *n += 1);
                 loop {
                     tokio::select! {
                         message = inbound.message() => match message {
-                            Ok(Some(batch)) => batch.frames.into_iter().for_each(|f| link.dispatch(f)),
+                            Ok(Some(batch)) => {
+                                batch.frames.into_iter().for_each(|f| link.dispatch(f));
+                                if batch.draining {
+                                    tracing::info!(broker = %link.endpoint, "broker is draining; moving its sessions");
+                                    break;
+                                }
+                            }
                             Ok(None) => break,
                             Err(status) => {
                                 tracing::warn!(broker = %link.endpoint, %status, "broker link failed");

@@ -6,13 +6,15 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
+use janus_shared::discovery::{BROKER_SERVICE, Discovery, EtcdDiscovery, Instance};
 use janus_shared::handshake::ServerHandshakeConfig;
 use tokio::net::TcpListener;
+use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::admin::{self, Admin};
-use crate::config::EdgeConfig;
+use crate::config::{BrokerDiscovery, BrokersConfig, EdgeConfig};
 use crate::error::{Error, Result};
 use crate::link::Links;
 use crate::listener;
@@ -42,17 +44,61 @@ async fn bind(addr: &str) -> Result<TcpListener> {
     })
 }
 
+/// Keeps the broker set equal to what discovery reports, until `stop`.
+async fn follow_brokers(
+    mut found: watch::Receiver<Vec<Instance>>,
+    links: Arc<Links>,
+    stop: CancellationToken,
+) {
+    loop {
+        let endpoints: Vec<String> = found
+            .borrow_and_update()
+            .iter()
+            .filter_map(|i| i.grpc_endpoint().map(str::to_owned))
+            .collect();
+        tracing::info!(brokers = ?endpoints, "broker set from etcd");
+        links.set_endpoints(&endpoints);
+        tokio::select! {
+            changed = found.changed() => if changed.is_err() { return },
+            _ = stop.cancelled() => return,
+        }
+    }
+}
+
 impl Edge {
     /// Binds every enabled listener and starts the broker links.
     pub async fn start(config: EdgeConfig, handshake: Arc<ServerHandshakeConfig>) -> Result<Self> {
         let background = TaskTracker::new();
         let background_stop = CancellationToken::new();
-        let links = Links::start(
-            &config.brokers,
-            &config.edge_id(),
-            &background,
-            background_stop.clone(),
-        );
+        let brokers = &config.brokers;
+        let links = match brokers.discovery {
+            BrokerDiscovery::Static => Links::start(
+                brokers,
+                &config.edge_id(),
+                &background,
+                background_stop.clone(),
+            ),
+            BrokerDiscovery::Etcd => {
+                let empty = BrokersConfig {
+                    endpoints: Vec::new(),
+                    ..brokers.clone()
+                };
+                let links = Links::start(
+                    &empty,
+                    &config.edge_id(),
+                    &background,
+                    background_stop.clone(),
+                );
+                let etcd = EtcdDiscovery::connect(&brokers.etcd_endpoints).await?;
+                let found = etcd.watch(BROKER_SERVICE).await?;
+                background.spawn(follow_brokers(
+                    found,
+                    links.clone(),
+                    background_stop.clone(),
+                ));
+                links
+            }
+        };
         let tcp = match config.tcp.enabled {
             true => Some(bind(&config.tcp.listen).await?),
             false => None,

@@ -129,6 +129,9 @@ pub enum Error {
     /// A WebSocket-level failure.
     #[error("websocket: {0}")]
     WebSocket(String),
+    /// Service discovery (etcd) failed.
+    #[error("discovery: {0}")]
+    Discovery(String),
     /// A configuration file could not be read or parsed, or failed validation; every problem
     /// is listed and each names its field.
     #[error("invalid configuration {origin}:\n  {}", .problems.join("\n  "))]
@@ -171,6 +174,7 @@ impl Error {
             Error::Io(_) => "io",
             Error::WebSocket(_) => "websocket",
             Error::Config { .. } => "config",
+            Error::Discovery(_) => "discovery",
         }
     }
 

@@ -14,6 +14,7 @@ pub mod cipher;
 pub mod client;
 pub mod compress;
 pub mod config;
+pub mod discovery;
 pub mod error;
 pub mod frame;
 pub mod handshake;

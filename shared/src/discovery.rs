@@ -1,10 +1,12 @@
-//! Service discovery: registering this broker and finding game-service instances. One seam, two
-//! implementations: etcd (kratos layout, watched, never polled) and a static list from config.
+//! Service discovery: registering a process and finding instances of services (game services
+//! for brokers, brokers for edges). One seam, two implementations: etcd (kratos layout, leases
+//! kept alive, changes watched, never polled) and a static list from config.
 //!
 //! Layout (PROTOCOL-NOTES §9): key `/microservices/<name>/<id>`, value JSON
 //! `{id, name, version, metadata, endpoints: ["grpc://host:port"]}`; instances are filtered by
 //! `metadata.color` equal to the session's colour.
 
+mod etcd;
 mod fixed;
 
 use std::collections::HashMap;
@@ -15,7 +17,14 @@ use tokio::sync::watch;
 
 use crate::error::Result;
 
+pub use self::etcd::EtcdDiscovery;
 pub use self::fixed::StaticDiscovery;
+
+/// The discovery name of the gateway (its brokers), written into gateway routes.
+pub const GATE_SERVICE: &str = "janus.gate.interface";
+
+/// The discovery name brokers register under for edges to find them.
+pub const BROKER_SERVICE: &str = "janus.broker";
 
 /// One registered instance of a service (the kratos registry record).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -69,10 +78,33 @@ pub trait Discovery: Send + Sync + 'static {
     async fn watch(&self, name: &str) -> Result<watch::Receiver<Vec<Instance>>>;
 }
 
-/// Keeps a registration alive; dropping it deregisters (best effort) and stops the keepalive.
+/// Keeps a registration alive; [`Registration::deregister`] removes it and waits for that,
+/// dropping it removes it in the background.
 pub struct Registration {
     /// Cancels the keepalive task when dropped; the task then deregisters.
-    pub(crate) _keepalive: tokio_util::sync::DropGuard,
+    stop: Option<tokio_util::sync::DropGuard>,
+    /// The keepalive task, if there is one.
+    task: Option<tokio::task::JoinHandle<()>>,
+}
+
+impl Registration {
+    pub(crate) fn new(
+        stop: tokio_util::sync::CancellationToken,
+        task: Option<tokio::task::JoinHandle<()>>,
+    ) -> Self {
+        Self {
+            stop: Some(stop.drop_guard()),
+            task,
+        }
+    }
+
+    /// Removes the registration and waits until it is gone (or has failed to go, logged).
+    pub async fn deregister(mut self) {
+        drop(self.stop.take());
+        if let Some(task) = self.task.take() {
+            let _ = task.await;
+        }
+    }
 }
 
 impl std::fmt::Debug for Registration {
