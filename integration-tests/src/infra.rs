@@ -66,6 +66,44 @@ pub async fn redis() -> Service {
     .await
 }
 
+/// A fresh single-node Redis Cluster on the host's network (cluster nodes announce their own
+/// address, so no port mapping can stand between them and the client) at `127.0.0.1:<port>`,
+/// with every slot assigned; `port` must be free.
+pub async fn redis_cluster(port: u16) -> Service {
+    let image =
+        std::env::var("JANUS_REDIS_IMAGE").unwrap_or_else(|_| "redis:7.2-alpine".to_owned());
+    let (name, tag) = split_image(&image);
+    let port_arg = port.to_string();
+    let container = GenericImage::new(name, tag)
+        .with_wait_for(WaitFor::message_on_either_std(
+            "Ready to accept connections",
+        ))
+        .with_network("host")
+        .with_cmd([
+            "redis-server",
+            "--port",
+            port_arg.as_str(),
+            "--bind",
+            "127.0.0.1",
+            "--cluster-enabled",
+            "yes",
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+        ])
+        .with_startup_timeout(Duration::from_secs(60))
+        .start()
+        .await
+        .unwrap_or_else(|e| {
+            panic!("cannot start {image} (JANUS_REDIS_IMAGE) as a cluster node: {e}\n{FIX}")
+        });
+    Service {
+        addr: format!("127.0.0.1:{port}"),
+        container,
+    }
+}
+
 /// A fresh NATS server.
 pub async fn nats() -> Service {
     start(

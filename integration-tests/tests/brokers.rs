@@ -280,3 +280,45 @@ async fn a_push_to_a_session_that_ended_is_reported_not_pushed() {
         );
     }
 }
+
+#[tokio::test]
+async fn a_renewal_that_finds_another_owner_kicks_the_local_session() {
+    let ground = Ground::start().await;
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap().to_string();
+    let game = Game::start(&addr).await;
+    let mut config = ground.broker_config(&[&game.endpoint]);
+    config.routes.gate_ttl_secs = 2;
+    let _broker = ground.broker_on(config, listener).await;
+    let edge = ground.edge(ground.edge_config(&[&addr])).await;
+    let mut client = ground.client(&tcp(&edge), 801, 1).await;
+    assert_eq!(client.request(echo(b"x"), |_| {}).await.unwrap().data, b"x");
+
+    // Another gateway (say, one not speaking our bus) took the player over.
+    ground
+        .routes()
+        .swap(
+            &gate_route_key(COLOR, 801),
+            "10.9.9.9:17100",
+            Duration::from_secs(60),
+        )
+        .await
+        .unwrap();
+    let logout = recv(&mut client).await;
+    assert_eq!(
+        (logout.r#mod, logout.seq),
+        (system::MODULE, system::SEQ_LOGOUT)
+    );
+    let code = ScServerLogout::decode(&logout.data[..]).unwrap().code;
+    assert_eq!(code, LogoutCode::ConflictingLogin as i32);
+    let owner = ground
+        .routes()
+        .get(&gate_route_key(COLOR, 801))
+        .await
+        .unwrap();
+    assert_eq!(
+        owner.as_deref(),
+        Some("10.9.9.9:17100"),
+        "the newer owner's route is left alone"
+    );
+}

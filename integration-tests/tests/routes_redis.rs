@@ -47,3 +47,41 @@ async fn an_unreachable_redis_is_a_prompt_error_and_recovery_is_automatic() {
         "the store reconnects by itself"
     );
 }
+
+#[tokio::test]
+async fn redis_cluster_store_meets_the_route_store_contract() {
+    let port = {
+        let probe = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        probe.local_addr().unwrap().port()
+    };
+    let node = janus_integration_tests::infra::redis_cluster(port).await;
+    let url = format!("redis://{}", node.addr);
+    // One node owns every slot.
+    let client = redis::Client::open(url.as_str()).unwrap();
+    let mut conn = client.get_multiplexed_async_connection().await.unwrap();
+    let _: () = redis::cmd("CLUSTER")
+        .arg("ADDSLOTSRANGE")
+        .arg(0)
+        .arg(16383)
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    let mut state = String::new();
+    for _ in 0..50 {
+        let info: String = redis::cmd("CLUSTER")
+            .arg("INFO")
+            .query_async(&mut conn)
+            .await
+            .unwrap();
+        state = info;
+        if state.contains("cluster_state:ok") {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(state.contains("cluster_state:ok"), "{state}");
+    let store = RedisRoutes::cluster(&[url], Duration::from_secs(2))
+        .await
+        .unwrap();
+    conformance::run(&store).await;
+}
