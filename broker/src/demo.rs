@@ -1,7 +1,9 @@
 //! The demo game service: a small Roma-compatible service for tests, the standalone mode and
 //! docker compose, and an example for game developers of what a service behind Janus does.
 //!
-//! - `player.intra.v1.TunnelService`: echoes every request (same mod, seq, obj, index, data).
+//! - `player.intra.v1.TunnelService`: echoes every request (same mod, seq, obj, index, data);
+//!   a request with seq [`ECHO_AND_PUSH`] is also followed by a push on the same tunnel
+//!   (index 0, data `pushed`), the way Roma sends per-player pushes.
 //! - `room.intra.v1.TunnelService` (module 6), `obj` is the room id:
 //!   seq [`JOIN`] joins, [`LEAVE`] leaves, [`SAY`] sends `data` to the room: every other member
 //!   gets a push (seq [`SAID`], data `"<uid>: <text>"`) through a broker's
@@ -19,6 +21,9 @@ use janus_proto::broadcaster::service::push::v1 as bc;
 use janus_proto::{player, room};
 use tonic::transport::Channel;
 use tonic::{Request, Response, Status, Streaming};
+
+/// Player request: echo, then push `pushed` on the tunnel.
+pub const ECHO_AND_PUSH: i32 = 100;
 
 /// Room request: join room `obj`.
 pub const JOIN: i32 = 1;
@@ -52,15 +57,31 @@ impl player::intra::v1::tunnel_service_server::TunnelService for EchoPlayer {
         request: Request<Streaming<player::intra::v1::TunnelRequest>>,
     ) -> Result<Response<Self::TunnelStream>, Status> {
         caller(request.metadata())?;
-        let replies = request.into_inner().map(|r| {
-            r.map(|r| player::intra::v1::TunnelResponse {
-                data: r.data,
-                data_version: r.data_version,
-                obj: r.obj,
-                r#mod: r.r#mod,
-                seq: r.seq,
-                index: r.index,
-            })
+        let replies = request.into_inner().flat_map(|r| {
+            let out = match r {
+                Err(status) => vec![Err(status)],
+                Ok(r) => {
+                    let push =
+                        (r.seq == ECHO_AND_PUSH).then(|| player::intra::v1::TunnelResponse {
+                            data: b"pushed".to_vec(),
+                            obj: r.obj,
+                            r#mod: r.r#mod,
+                            seq: r.seq,
+                            index: 0,
+                            ..Default::default()
+                        });
+                    let echo = player::intra::v1::TunnelResponse {
+                        data: r.data,
+                        data_version: r.data_version,
+                        obj: r.obj,
+                        r#mod: r.r#mod,
+                        seq: r.seq,
+                        index: r.index,
+                    };
+                    std::iter::once(echo).chain(push).map(Ok).collect()
+                }
+            };
+            futures_util::stream::iter(out)
         });
         Ok(Response::new(replies.boxed()))
     }

@@ -194,3 +194,22 @@ async fn room_chat_is_multicast_to_the_other_members_only() {
         .unwrap();
     assert_eq!(reply.data, b"me");
 }
+
+#[tokio::test]
+async fn a_push_on_a_tunnel_reaches_the_client_after_the_reply() {
+    let stack = Stack::start(|_| {}).await;
+    let mut client = stack.client(&stack.tcp(), 1050).await;
+    let reply = client
+        .request(request(2, demo::ECHO_AND_PUSH, 0, b"hello"), |p| {
+            panic!("push before reply {p:?}")
+        })
+        .await
+        .unwrap();
+    assert_eq!(reply.data, b"hello");
+    let push = recv(&mut client).await;
+    assert_eq!(
+        (push.r#mod, push.seq, push.index),
+        (2, demo::ECHO_AND_PUSH, 0)
+    );
+    assert_eq!(push.data, b"pushed");
+}
