@@ -12,6 +12,7 @@ use janus_shared::handshake::ServerHandshakeConfig;
 use janus_shared::keys::{SigningKey, TokenKey, VerifyingKey};
 use janus_shared::session::SessionConfig;
 use janus_shared::token::TokenCodec;
+use janus_shared::transport::KcpSettings;
 use serde::Deserialize;
 
 use crate::error::{Error, Result};
@@ -26,6 +27,10 @@ pub struct EdgeConfig {
     pub tcp: ListenerConfig,
     /// WebSocket listener.
     pub websocket: WebSocketConfig,
+    /// KCP (reliable UDP) listener.
+    pub kcp: KcpConfig,
+    /// QUIC listener.
+    pub quic: QuicConfig,
     /// Admin HTTP listen address (`/health`, `/ready`, `/metrics`, `/stats/connections`).
     pub admin_listen: String,
     /// Key material.
@@ -51,6 +56,8 @@ impl Default for EdgeConfig {
                 listen: "0.0.0.0:17001".into(),
             },
             websocket: WebSocketConfig::default(),
+            kcp: KcpConfig::default(),
+            quic: QuicConfig::default(),
             admin_listen: "0.0.0.0:18100".into(),
             keys: KeysConfig::default(),
             handshake: HandshakeRules::default(),
@@ -94,6 +101,55 @@ impl Default for WebSocketConfig {
             listen: "0.0.0.0:17002".into(),
             path: "/ws".into(),
             allowed_origins: vec!["*".into()],
+        }
+    }
+}
+
+/// `[kcp]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct KcpConfig {
+    /// Whether it listens at all.
+    pub enabled: bool,
+    /// UDP `ip:port`.
+    pub listen: String,
+    /// KCP parameters (`[kcp.params]`); go-pantheon's by default.
+    pub params: KcpSettings,
+}
+
+impl Default for KcpConfig {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            listen: "0.0.0.0:17003".into(),
+            params: KcpSettings::default(),
+        }
+    }
+}
+
+/// `[quic]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct QuicConfig {
+    /// Whether it listens at all.
+    pub enabled: bool,
+    /// UDP `ip:port`.
+    pub listen: String,
+    /// TLS certificate chain, PEM. With no certificate and key a self-signed pair for
+    /// `localhost` is generated at start (development only; clients then rely on the Janus
+    /// handshake alone to authenticate the edge).
+    pub tls_cert_file: Option<String>,
+    /// TLS private key, PEM.
+    pub tls_key_file: Option<String>,
+}
+
+impl Default for QuicConfig {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            listen: "0.0.0.0:17004".into(),
+            tls_cert_file: None,
+            tls_key_file: None,
         }
     }
 }
@@ -329,10 +385,34 @@ impl EdgeConfig {
 impl Validate for EdgeConfig {
     fn validate(&self, problems: &mut Problems) {
         problems.check(
-            self.tcp.enabled || self.websocket.enabled,
+            self.tcp.enabled || self.websocket.enabled || self.kcp.enabled || self.quic.enabled,
             "tcp.enabled",
-            "at least one listener must be enabled",
+            "at least one listener (tcp, websocket, kcp, quic) must be enabled",
         );
+        if self.kcp.enabled {
+            problems.check_addr("kcp.listen", &self.kcp.listen);
+            let p = &self.kcp.params;
+            problems.check(
+                (10..=5000).contains(&p.interval),
+                "kcp.params.interval",
+                "must be 10..=5000 ms",
+            );
+            problems.check(
+                (64..=65535).contains(&p.mtu),
+                "kcp.params.mtu",
+                "must be 64..=65535",
+            );
+            problems.check_positive("kcp.params.send_window", p.send_window);
+            problems.check_positive("kcp.params.recv_window", p.recv_window);
+        }
+        if self.quic.enabled {
+            problems.check_addr("quic.listen", &self.quic.listen);
+            problems.check(
+                self.quic.tls_cert_file.is_some() == self.quic.tls_key_file.is_some(),
+                "quic.tls_key_file",
+                "tls_cert_file and tls_key_file go together",
+            );
+        }
         if self.tcp.enabled {
             problems.check_addr("tcp.listen", &self.tcp.listen);
         }

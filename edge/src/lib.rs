@@ -13,6 +13,7 @@ pub mod listener;
 pub mod metrics;
 pub mod server;
 pub mod session;
+pub mod tls;
 pub mod transport;
 
 pub use error::{Error, Result};

@@ -1,6 +1,7 @@
-//! Accept loops: TCP (frames straight on the stream) and WebSocket (path and Origin checked
-//! at the upgrade). Each accepted connection becomes a session task; the loops stop when the
-//! edge stops accepting.
+//! Accept loops: TCP (frames straight on the stream), WebSocket (path and Origin checked at the
+//! upgrade), KCP (a stream-mode KCP conversation) and QUIC (the first client-opened
+//! bidirectional stream). Each accepted connection becomes a session task; the loops stop when
+//! the edge stops accepting.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -8,6 +9,7 @@ use std::time::Duration;
 
 use janus_proto::janus::internal::v1::Transport;
 use janus_shared::client::ByteStream;
+use janus_shared::transport::QuicStream;
 use tokio::net::{TcpListener, TcpStream};
 use tokio_tungstenite::tungstenite::handshake::server::{ErrorResponse, Request, Response};
 use tokio_tungstenite::tungstenite::http::StatusCode;
@@ -119,6 +121,87 @@ pub async fn websocket(
         });
     })
     .await;
+}
+
+/// Serves KCP clients from `listener` until `stop`.
+pub async fn kcp(
+    mut listener: tokio_kcp::KcpListener,
+    state: Arc<EdgeState>,
+    tasks: TaskTracker,
+    stop: CancellationToken,
+) {
+    loop {
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            accepted = listener.accept() => match accepted {
+                Ok((stream, peer)) => {
+                    let io = FrameIo::Stream(Box::new(stream));
+                    tasks.spawn(serve(state.clone(), io, peer, Transport::Kcp));
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "kcp accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+            }
+        }
+    }
+}
+
+/// Serves QUIC clients from `endpoint` until `stop`; each connection's first bidirectional
+/// stream carries the frames.
+pub async fn quic(
+    endpoint: quinn::Endpoint,
+    state: Arc<EdgeState>,
+    tasks: TaskTracker,
+    stop: CancellationToken,
+) {
+    let open_timeout = Duration::from_secs(state.config.handshake.timeout_secs);
+    loop {
+        let incoming = tokio::select! {
+            _ = stop.cancelled() => break,
+            incoming = endpoint.accept() => match incoming {
+                Some(incoming) => incoming,
+                None => break,
+            },
+        };
+        let state = state.clone();
+        tasks.spawn(async move {
+            let peer = incoming.remote_address();
+            let opened = tokio::time::timeout(open_timeout, async {
+                let connection = incoming.await.map_err(|e| e.to_string())?;
+                let (send, recv) = connection.accept_bi().await.map_err(|e| e.to_string())?;
+                Ok::<_, String>(QuicStream::accepted(send, recv, connection))
+            })
+            .await;
+            match opened {
+                Ok(Ok(stream)) => {
+                    serve(
+                        state,
+                        FrameIo::Stream(Box::new(stream)),
+                        peer,
+                        Transport::Quic,
+                    )
+                    .await
+                }
+                Ok(Err(reason)) => {
+                    tracing::info!(%peer, %reason, "quic connection failed");
+                    state
+                        .metrics
+                        .refused
+                        .with_label_values(&["quic_connect"])
+                        .inc();
+                }
+                Err(_) => {
+                    state
+                        .metrics
+                        .refused
+                        .with_label_values(&["quic_connect"])
+                        .inc();
+                }
+            }
+        });
+    }
+    endpoint.close(0u32.into(), b"edge stopping");
 }
 
 fn refuse(status: StatusCode, why: &str) -> ErrorResponse {

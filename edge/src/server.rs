@@ -19,6 +19,7 @@ use crate::error::{Error, Result};
 use crate::link::Links;
 use crate::listener;
 use crate::session::EdgeState;
+use crate::tls;
 
 /// A running edge.
 #[derive(Debug)]
@@ -27,6 +28,10 @@ pub struct Edge {
     pub tcp_addr: Option<SocketAddr>,
     /// The WebSocket listener's address, when enabled.
     pub ws_addr: Option<SocketAddr>,
+    /// The KCP listener's address, when enabled.
+    pub kcp_addr: Option<SocketAddr>,
+    /// The QUIC listener's address, when enabled.
+    pub quic_addr: Option<SocketAddr>,
     /// The admin endpoint's address.
     pub admin_addr: SocketAddr,
     state: Arc<EdgeState>,
@@ -107,11 +112,34 @@ impl Edge {
             true => Some(bind(&config.websocket.listen).await?),
             false => None,
         };
+        let kcp = match config.kcp.enabled {
+            true => Some(
+                tokio_kcp::KcpListener::bind(config.kcp.params.to_config(), &config.kcp.listen)
+                    .await
+                    .map_err(|e| Error::Bind {
+                        addr: config.kcp.listen.clone(),
+                        source: e.into(),
+                    })?,
+            ),
+            false => None,
+        };
+        let quic = match config.quic.enabled {
+            true => Some(tls::quic_endpoint(&config.quic)?),
+            false => None,
+        };
         let admin_listener = bind(&config.admin_listen).await?;
         let local = |l: &TcpListener| l.local_addr().map_err(|e| Error::Config(e.to_string()));
         let tcp_addr = tcp.as_ref().map(local).transpose()?;
         let ws_addr = ws.as_ref().map(local).transpose()?;
         let admin_addr = local(&admin_listener)?;
+        let kcp_addr = kcp
+            .as_ref()
+            .map(|l| l.local_addr().map_err(|e| Error::Config(e.to_string())))
+            .transpose()?;
+        let quic_addr = quic
+            .as_ref()
+            .map(|e| e.local_addr().map_err(|e| Error::Config(e.to_string())))
+            .transpose()?;
 
         let state = Arc::new(EdgeState::new(config, handshake, links));
         let accepting = Arc::new(AtomicBool::new(true));
@@ -133,15 +161,33 @@ impl Edge {
                 accept_stop.clone(),
             ));
         }
+        if let Some(listener) = kcp {
+            background.spawn(listener::kcp(
+                listener,
+                state.clone(),
+                sessions.clone(),
+                accept_stop.clone(),
+            ));
+        }
+        if let Some(endpoint) = quic {
+            background.spawn(listener::quic(
+                endpoint,
+                state.clone(),
+                sessions.clone(),
+                accept_stop.clone(),
+            ));
+        }
         let admin = Admin {
             state: state.clone(),
             accepting: accepting.clone(),
         };
         background.spawn(admin::serve(admin_listener, admin, background_stop.clone()));
-        tracing::info!(edge = %state.edge_id, ?tcp_addr, ?ws_addr, %admin_addr, "edge started");
+        tracing::info!(edge = %state.edge_id, ?tcp_addr, ?ws_addr, ?kcp_addr, ?quic_addr, %admin_addr, "edge started");
         Ok(Self {
             tcp_addr,
             ws_addr,
+            kcp_addr,
+            quic_addr,
             admin_addr,
             state,
             accepting,

@@ -197,6 +197,8 @@ impl Ground {
         };
         config.tcp.listen = "127.0.0.1:0".into();
         config.websocket.listen = "127.0.0.1:0".into();
+        config.kcp.listen = "127.0.0.1:0".into();
+        config.quic.listen = "127.0.0.1:0".into();
         config.brokers.endpoints = brokers.iter().map(|b| (*b).to_owned()).collect();
         config.brokers.reconnect_ms = 100;
         config
@@ -270,6 +272,14 @@ impl Stack {
     pub async fn client(&self, endpoint: &Endpoint, uid: i64) -> Client {
         self.ground.client(endpoint, uid, 1).await
     }
+
+    /// A client of `uid` over `endpoint` speaking handshake `mode`.
+    pub async fn client_with(&self, endpoint: &Endpoint, uid: i64, mode: Mode) -> Client {
+        let keys = &self.ground.keys;
+        Client::connect(endpoint, &keys.client_config(mode), &keys.token(uid))
+            .await
+            .unwrap_or_else(|e| panic!("client {uid} ({mode:?}) could not connect: {e}"))
+    }
 }
 
 /// The TCP endpoint of `edge`.
@@ -283,6 +293,31 @@ pub fn ws(edge: &Edge) -> Endpoint {
         "ws://{}/ws",
         edge.ws_addr.expect("WebSocket enabled")
     ))
+}
+
+/// The KCP endpoint of `edge`.
+pub fn kcp(edge: &Edge) -> Endpoint {
+    Endpoint::Kcp(edge.kcp_addr.expect("KCP enabled").to_string())
+}
+
+/// The QUIC endpoint of `edge` (its development certificate is accepted; the Janus handshake
+/// authenticates the edge).
+pub fn quic(edge: &Edge) -> Endpoint {
+    Endpoint::Quic {
+        addr: edge.quic_addr.expect("QUIC enabled").to_string(),
+        server_name: "localhost".into(),
+        ca_pem: None,
+    }
+}
+
+/// Every transport of `edge`, with its name.
+pub fn all_transports(edge: &Edge) -> [(&'static str, Endpoint); 4] {
+    [
+        ("tcp", tcp(edge)),
+        ("websocket", ws(edge)),
+        ("kcp", kcp(edge)),
+        ("quic", quic(edge)),
+    ]
 }
 
 /// The next packet `client` receives, within ten seconds.

@@ -5,13 +5,14 @@ use std::time::Duration;
 
 use janus_broker::demo;
 use janus_broker::route::{RouteStore, gate_route_key};
-use janus_integration_tests::stack::{COLOR, Stack, recv};
+use janus_integration_tests::stack::{COLOR, Stack, all_transports, recv};
 use janus_proto::message::sc_server_logout::Code as LogoutCode;
 use janus_proto::message::{
     CsHeartbeat, ScHeartbeat, ScServerLogout, ScServerUnexpectedErr, sc_heartbeat,
 };
 use janus_proto::packet::Packet;
 use janus_shared::client::{Endpoint, unix_now};
+use janus_shared::handshake::Mode;
 use janus_shared::system;
 use prost::Message;
 
@@ -25,8 +26,8 @@ fn request(module: i32, seq: i32, obj: i64, data: &[u8]) -> Packet {
     }
 }
 
-async fn echo_round_trip(stack: &Stack, endpoint: Endpoint, uid: i64) {
-    let mut client = stack.client(&endpoint, uid).await;
+async fn echo_round_trip(stack: &Stack, endpoint: Endpoint, uid: i64, mode: Mode) {
+    let mut client = stack.client_with(&endpoint, uid, mode).await;
     for n in 0..3u8 {
         let sent = request(2, 7, 0, &[n; 100]);
         let reply = client
@@ -67,10 +68,69 @@ async fn echo_round_trip(stack: &Stack, endpoint: Endpoint, uid: i64) {
 }
 
 #[tokio::test]
-async fn echo_and_heartbeat_over_tcp_and_websocket() {
-    let stack = Stack::start(|_| {}).await;
-    echo_round_trip(&stack, stack.tcp(), 1001).await;
-    echo_round_trip(&stack, stack.ws(), 1002).await;
+async fn every_transport_and_handshake_mode_carries_echo_heartbeat_pushes_and_kicks() {
+    let stack = Stack::start(|config| config.handshake.allow_legacy = true).await;
+    let mut push = janus_proto::broadcaster::service::push::v1::push_service_client::PushServiceClient::connect(
+        format!("http://{}", stack.broker.endpoint()),
+    )
+    .await
+    .unwrap();
+    let mut uid = 1100;
+    for (name, endpoint) in all_transports(&stack.edge) {
+        for mode in [Mode::V2, Mode::Legacy] {
+            uid += 1;
+            let context = format!("{name} {mode:?}");
+            echo_round_trip(&stack, endpoint.clone(), uid, mode).await;
+
+            let mut client = stack.client_with(&endpoint, uid, mode).await;
+            let reply = client
+                .request(request(2, demo::ECHO_AND_PUSH, 0, b"p"), |_| {})
+                .await
+                .unwrap();
+            assert_eq!(reply.data, b"p", "{context}");
+            assert_eq!(
+                recv(&mut client).await.data,
+                b"pushed",
+                "{context}: tunnel push"
+            );
+            let pushed = push
+                .multicast(
+                    janus_proto::broadcaster::service::push::v1::MulticastRequest {
+                        bodies: vec![janus_proto::broadcaster::service::push::v1::PushBody {
+                            data: b"from a service".to_vec(),
+                            r#mod: 9,
+                            ..Default::default()
+                        }],
+                        uids: vec![uid],
+                        color: COLOR.into(),
+                    },
+                )
+                .await
+                .unwrap()
+                .into_inner()
+                .pushed_uids;
+            assert_eq!(pushed, vec![uid], "{context}");
+            assert_eq!(
+                recv(&mut client).await.data,
+                b"from a service",
+                "{context}: broker push"
+            );
+
+            let _newer = stack.client(&stack.tcp(), uid).await;
+            let logout = recv(&mut client).await;
+            assert_eq!(
+                (logout.r#mod, logout.seq),
+                (system::MODULE, system::SEQ_LOGOUT),
+                "{context}"
+            );
+            let code = ScServerLogout::decode(&logout.data[..]).unwrap().code;
+            assert_eq!(
+                code,
+                LogoutCode::ConflictingLogin as i32,
+                "{context}: kicked"
+            );
+        }
+    }
 }
 
 #[tokio::test]

@@ -1,5 +1,5 @@
 //! The tokio driver of the client end: connect, handshake, send requests, receive replies and
-//! pushes, over TCP or WebSocket.
+//! pushes, over TCP, WebSocket, KCP or QUIC.
 //!
 //! All protocol logic is in [`ClientSession`]; this module only moves bytes. A stream transport
 //! carries frames back to back; a WebSocket carries exactly one frame per binary message, and a
@@ -19,6 +19,7 @@ use crate::error::{Error, Result};
 use crate::frame;
 use crate::handshake::ClientHandshakeConfig;
 use crate::session::{ClientEvent, ClientSession, SessionConfig};
+use crate::transport::{KcpSettings, QuicStream};
 
 /// Where to connect.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -27,6 +28,18 @@ pub enum Endpoint {
     Tcp(String),
     /// A WebSocket URL, `ws://host:port/path` or `wss://…`.
     WebSocket(String),
+    /// A KCP listener, `ip:port`, with go-pantheon's KCP settings.
+    Kcp(String),
+    /// A QUIC listener.
+    Quic {
+        /// `ip:port`.
+        addr: String,
+        /// The TLS server name (SNI) to ask for and verify.
+        server_name: String,
+        /// A PEM CA (or the server's self-signed certificate) to verify against; `None`
+        /// accepts any certificate (see [`crate::transport::quic_client_tls`]).
+        ca_pem: Option<String>,
+    },
 }
 
 /// Everything a client needs besides its token.
@@ -57,6 +70,13 @@ pub struct Client {
     out: BytesMut,
 }
 
+async fn resolve(addr: &str) -> Result<std::net::SocketAddr> {
+    tokio::net::lookup_host(addr)
+        .await?
+        .next()
+        .ok_or_else(|| Error::Io(std::io::Error::other(format!("{addr} resolves to nothing"))))
+}
+
 /// The current time as unix seconds, the clock the handshake and heartbeats use.
 pub fn unix_now() -> i64 {
     SystemTime::now()
@@ -81,6 +101,21 @@ impl Client {
                         .map_err(|e| Error::WebSocket(e.to_string()))?;
                     Conn::WebSocket(Box::new(ws))
                 }
+                Endpoint::Kcp(addr) => {
+                    let addr = resolve(addr).await?;
+                    let config = KcpSettings::default().to_config();
+                    let kcp = tokio_kcp::KcpStream::connect(&config, addr)
+                        .await
+                        .map_err(|e| Error::Io(e.into()))?;
+                    Conn::Stream(Box::new(kcp))
+                }
+                Endpoint::Quic {
+                    addr,
+                    server_name,
+                    ca_pem,
+                } => Conn::Stream(Box::new(
+                    QuicStream::connect(addr, server_name, ca_pem.as_deref()).await?,
+                )),
             };
             Self::handshake(conn, config, token).await
         };

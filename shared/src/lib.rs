@@ -24,5 +24,6 @@ pub mod session;
 pub mod system;
 pub mod telemetry;
 pub mod token;
+pub mod transport;
 
 pub use error::{Error, Result};

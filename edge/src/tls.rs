@@ -1,0 +1,87 @@
+//! TLS for the listeners that need it: the QUIC endpoint (ALPN `janus`), from the configured
+//! PEM certificate and key, or a self-signed development pair generated at start.
+
+use std::sync::Arc;
+
+use janus_shared::transport::{QUIC_ALPN, install_crypto_provider, load_certs, load_key};
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
+
+use crate::config::QuicConfig;
+use crate::error::{Error, Result};
+
+/// A certificate chain and its key.
+type Identity = (Vec<CertificateDer<'static>>, PrivateKeyDer<'static>);
+
+/// Reads the configured pair, or generates a self-signed one for `localhost`.
+fn identity(cert_file: Option<&str>, key_file: Option<&str>, field: &str) -> Result<Identity> {
+    match (cert_file, key_file) {
+        (Some(cert), Some(key)) => {
+            let read = |path: &str, what: &str| {
+                std::fs::read_to_string(path).map_err(|e| {
+                    Error::Config(format!("{field}.{what}: cannot read {path:?}: {e}"))
+                })
+            };
+            let certs = load_certs(&read(cert, "tls_cert_file")?)
+                .map_err(|e| Error::Config(format!("{field}.tls_cert_file: {e}")))?;
+            let key = load_key(&read(key, "tls_key_file")?)
+                .map_err(|e| Error::Config(format!("{field}.tls_key_file: {e}")))?;
+            Ok((certs, key))
+        }
+        _ => {
+            tracing::warn!(
+                "{field}: no TLS certificate configured; using a self-signed one (development only)"
+            );
+            let generated = rcgen::generate_simple_self_signed(vec!["localhost".to_owned()])
+                .map_err(|e| {
+                    Error::Config(format!("{field}: cannot generate a certificate: {e}"))
+                })?;
+            let key = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(
+                generated.signing_key.serialize_der(),
+            ));
+            Ok((vec![generated.cert.der().clone()], key))
+        }
+    }
+}
+
+/// The QUIC endpoint of `config`, bound and ready to accept.
+pub fn quic_endpoint(config: &QuicConfig) -> Result<quinn::Endpoint> {
+    install_crypto_provider();
+    let (certs, key) = identity(
+        config.tls_cert_file.as_deref(),
+        config.tls_key_file.as_deref(),
+        "quic",
+    )?;
+    let mut tls = rustls::ServerConfig::builder()
+        .with_no_client_auth()
+        .with_single_cert(certs, key)
+        .map_err(|e| Error::Config(format!("quic: unusable certificate or key: {e}")))?;
+    tls.alpn_protocols = vec![QUIC_ALPN.to_vec()];
+    let crypto = quinn::crypto::rustls::QuicServerConfig::try_from(tls)
+        .map_err(|e| Error::Config(format!("quic: {e}")))?;
+    let server = quinn::ServerConfig::with_crypto(Arc::new(crypto));
+    let addr = config
+        .listen
+        .parse()
+        .map_err(|_| Error::Config(format!("quic.listen: {:?} is not ip:port", config.listen)))?;
+    quinn::Endpoint::server(server, addr).map_err(|source| Error::Bind {
+        addr: config.listen.clone(),
+        source,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn without_files_a_development_pair_is_generated() {
+        let (certs, _) = identity(None, None, "quic").unwrap();
+        assert_eq!(certs.len(), 1);
+    }
+
+    #[test]
+    fn unreadable_files_name_the_field() {
+        let err = identity(Some("/nonexistent.crt"), Some("/nonexistent.key"), "quic").unwrap_err();
+        assert!(err.to_string().contains("quic.tls_cert_file"), "{err}");
+    }
+}

@@ -1,0 +1,302 @@
+//! Transport settings both ends must agree on: the KCP parameters (go-pantheon's defaults) and
+//! QUIC's ALPN and TLS plumbing. The sockets themselves belong to the edge and the client
+//! driver.
+
+use std::sync::Arc;
+
+use serde::Deserialize;
+
+use crate::error::{Error, Result};
+
+/// The ALPN protocol id of Janus over QUIC.
+pub const QUIC_ALPN: &[u8] = b"janus";
+
+/// KCP parameters; defaults are go-pantheon's (nodelay 1, interval 10 ms, resend 2, nc 1,
+/// windows 128/128, MTU 1400). Frames run in KCP's stream mode.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct KcpSettings {
+    /// Nodelay mode.
+    pub nodelay: bool,
+    /// Internal update interval, milliseconds.
+    pub interval: i32,
+    /// Fast resend after this many duplicate ACKs (0 = off).
+    pub resend: i32,
+    /// Turn congestion control off.
+    pub nc: bool,
+    /// Send window, segments.
+    pub send_window: u16,
+    /// Receive window, segments.
+    pub recv_window: u16,
+    /// MTU, bytes.
+    pub mtu: usize,
+}
+
+impl Default for KcpSettings {
+    fn default() -> Self {
+        Self {
+            nodelay: true,
+            interval: 10,
+            resend: 2,
+            nc: true,
+            send_window: 128,
+            recv_window: 128,
+            mtu: 1400,
+        }
+    }
+}
+
+impl KcpSettings {
+    /// The tokio-kcp configuration for these settings.
+    pub fn to_config(&self) -> tokio_kcp::KcpConfig {
+        tokio_kcp::KcpConfig {
+            mtu: self.mtu,
+            nodelay: tokio_kcp::KcpNoDelayConfig {
+                nodelay: self.nodelay,
+                interval: self.interval,
+                resend: self.resend,
+                nc: self.nc,
+            },
+            wnd_size: (self.send_window, self.recv_window),
+            flush_write: true,
+            flush_acks_input: true,
+            stream: true,
+            ..tokio_kcp::KcpConfig::default()
+        }
+    }
+}
+
+/// Installs ring as the process's rustls crypto provider (idempotent).
+pub fn install_crypto_provider() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+}
+
+/// Reads a PEM certificate chain.
+pub fn load_certs(pem: &str) -> Result<Vec<rustls::pki_types::CertificateDer<'static>>> {
+    let certs = rustls_pemfile::certs(&mut pem.as_bytes())
+        .collect::<std::result::Result<Vec<_>, _>>()
+        .map_err(|e| Error::key("TLS certificate", e))?;
+    if certs.is_empty() {
+        return Err(Error::key("TLS certificate", "no certificate in the PEM"));
+    }
+    Ok(certs)
+}
+
+/// Reads a PEM private key (PKCS#8, PKCS#1 or SEC1).
+pub fn load_key(pem: &str) -> Result<rustls::pki_types::PrivateKeyDer<'static>> {
+    rustls_pemfile::private_key(&mut pem.as_bytes())
+        .map_err(|e| Error::key("TLS key", e))?
+        .ok_or_else(|| Error::key("TLS key", "no private key in the PEM"))
+}
+
+/// A rustls client configuration for QUIC: trusting `ca_pem` when given; otherwise accepting
+/// any certificate, which is safe only because the Janus handshake authenticates the server
+/// with its Ed25519 key (use it for development and self-signed edges).
+pub fn quic_client_tls(ca_pem: Option<&str>) -> Result<rustls::ClientConfig> {
+    install_crypto_provider();
+    let builder = rustls::ClientConfig::builder();
+    let mut config = match ca_pem {
+        Some(pem) => {
+            let mut roots = rustls::RootCertStore::empty();
+            for cert in load_certs(pem)? {
+                roots.add(cert).map_err(|e| Error::key("TLS CA", e))?;
+            }
+            builder.with_root_certificates(roots).with_no_client_auth()
+        }
+        None => builder
+            .dangerous()
+            .with_custom_certificate_verifier(Arc::new(AnyCertificate))
+            .with_no_client_auth(),
+    };
+    config.alpn_protocols = vec![QUIC_ALPN.to_vec()];
+    Ok(config)
+}
+
+/// The one client-opened bidirectional QUIC stream of a Janus connection, as a byte stream,
+/// holding the connection (and, on the client, the endpoint) it lives on.
+#[derive(Debug)]
+pub struct QuicStream {
+    send: quinn::SendStream,
+    recv: quinn::RecvStream,
+    connection: quinn::Connection,
+    endpoint: Option<quinn::Endpoint>,
+}
+
+impl QuicStream {
+    /// The stream a server accepted on `connection`.
+    pub fn accepted(
+        send: quinn::SendStream,
+        recv: quinn::RecvStream,
+        connection: quinn::Connection,
+    ) -> Self {
+        Self {
+            send,
+            recv,
+            connection,
+            endpoint: None,
+        }
+    }
+
+    /// Connects to `addr` (`ip:port`), verifying the server as `server_name` (see
+    /// [`quic_client_tls`] for `ca_pem`), and opens the stream.
+    pub async fn connect(addr: &str, server_name: &str, ca_pem: Option<&str>) -> Result<Self> {
+        let quic =
+            |e: &dyn std::fmt::Display| Error::Io(std::io::Error::other(format!("quic: {e}")));
+        let addr = tokio::net::lookup_host(addr)
+            .await?
+            .next()
+            .ok_or_else(|| quic(&"the address resolves to nothing"))?;
+        let bind: std::net::SocketAddr = if addr.is_ipv6() {
+            "[::]:0"
+        } else {
+            "0.0.0.0:0"
+        }
+        .parse()
+        .expect("valid wildcard address");
+        let mut endpoint = quinn::Endpoint::client(bind)?;
+        let tls = quic_client_tls(ca_pem)?;
+        let crypto =
+            quinn::crypto::rustls::QuicClientConfig::try_from(tls).map_err(|e| quic(&e))?;
+        endpoint.set_default_client_config(quinn::ClientConfig::new(std::sync::Arc::new(crypto)));
+        let connection = endpoint
+            .connect(addr, server_name)
+            .map_err(|e| quic(&e))?
+            .await
+            .map_err(|e| quic(&e))?;
+        let (send, recv) = connection.open_bi().await.map_err(|e| quic(&e))?;
+        Ok(Self {
+            send,
+            recv,
+            connection,
+            endpoint: Some(endpoint),
+        })
+    }
+}
+
+impl tokio::io::AsyncRead for QuicStream {
+    fn poll_read(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.recv).poll_read(cx, buf)
+    }
+}
+
+impl tokio::io::AsyncWrite for QuicStream {
+    fn poll_write(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &[u8],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        tokio::io::AsyncWrite::poll_write(std::pin::Pin::new(&mut self.send), cx, buf)
+    }
+
+    fn poll_flush(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.send).poll_flush(cx)
+    }
+
+    fn poll_shutdown(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.send).poll_shutdown(cx)
+    }
+}
+
+impl Drop for QuicStream {
+    /// Dropping a QUIC connection closes it at once and can discard data the peer has not
+    /// acknowledged yet (a final logout, say). So the stream is finished and the connection
+    /// kept open in the background until the peer has everything, for at most two seconds.
+    fn drop(&mut self) {
+        let _ = self.send.finish();
+        let stopped = self.send.stopped();
+        let connection = self.connection.clone();
+        let endpoint = self.endpoint.take();
+        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+            runtime.spawn(async move {
+                let _ = tokio::time::timeout(std::time::Duration::from_secs(2), stopped).await;
+                connection.close(0u32.into(), b"");
+                if let Some(endpoint) = endpoint {
+                    endpoint.wait_idle().await;
+                }
+            });
+        }
+    }
+}
+
+/// Accepts every server certificate (see [`quic_client_tls`]); signatures are still checked so
+/// the TLS session itself is sound.
+#[derive(Debug)]
+struct AnyCertificate;
+
+impl rustls::client::danger::ServerCertVerifier for AnyCertificate {
+    fn verify_server_cert(
+        &self,
+        _end_entity: &rustls::pki_types::CertificateDer<'_>,
+        _intermediates: &[rustls::pki_types::CertificateDer<'_>],
+        _server_name: &rustls::pki_types::ServerName<'_>,
+        _ocsp_response: &[u8],
+        _now: rustls::pki_types::UnixTime,
+    ) -> std::result::Result<rustls::client::danger::ServerCertVerified, rustls::Error> {
+        Ok(rustls::client::danger::ServerCertVerified::assertion())
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &rustls::pki_types::CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> std::result::Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls12_signature(
+            message,
+            cert,
+            dss,
+            &rustls::crypto::ring::default_provider().signature_verification_algorithms,
+        )
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &rustls::pki_types::CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> std::result::Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(
+            message,
+            cert,
+            dss,
+            &rustls::crypto::ring::default_provider().signature_verification_algorithms,
+        )
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
+        rustls::crypto::ring::default_provider()
+            .signature_verification_algorithms
+            .supported_schemes()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn kcp_defaults_are_go_pantheons_in_stream_mode() {
+        let config = KcpSettings::default().to_config();
+        assert!(config.nodelay.nodelay && config.nodelay.nc);
+        assert_eq!((config.nodelay.interval, config.nodelay.resend), (10, 2));
+        assert_eq!(config.wnd_size, (128, 128));
+        assert_eq!(config.mtu, 1400);
+        assert!(config.stream);
+    }
+
+    #[test]
+    fn pem_without_a_certificate_or_key_is_a_key_error() {
+        assert_eq!(load_certs("nothing").unwrap_err().kind(), "key");
+        assert_eq!(load_key("nothing").unwrap_err().kind(), "key");
+    }
+}
