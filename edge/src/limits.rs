@@ -77,6 +77,18 @@ pub struct Admission {
     max_per_ip: usize,
     attempts_per_sec: u32,
     state: Mutex<(usize, HashMap<IpAddr, PerIp>)>,
+    admits: std::sync::atomic::AtomicU64,
+}
+
+/// Every this many admissions, per-IP entries with no session and no recent attempt are
+/// dropped, so the table stays the size of the live and recently active IPs.
+const SWEEP_EVERY: u64 = 256;
+
+fn stale(entry: &PerIp, now: Instant) -> bool {
+    entry.sessions == 0
+        && entry
+            .window
+            .is_none_or(|start| now.saturating_duration_since(start) >= Duration::from_secs(1))
 }
 
 impl Admission {
@@ -87,6 +99,7 @@ impl Admission {
             max_per_ip,
             attempts_per_sec,
             state: Mutex::new((0, HashMap::new())),
+            admits: std::sync::atomic::AtomicU64::new(0),
         }
     }
 
@@ -94,6 +107,14 @@ impl Admission {
     pub fn admit(&self, ip: IpAddr, now: Instant) -> Result<(), Refusal> {
         let mut guard = self.state.lock().unwrap_or_else(|p| p.into_inner());
         let (total, per_ip) = &mut *guard;
+        if self
+            .admits
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+            % SWEEP_EVERY
+            == 0
+        {
+            per_ip.retain(|_, entry| !stale(entry, now));
+        }
         let entry = per_ip.entry(ip).or_default();
         if entry
             .window
@@ -113,12 +134,7 @@ impl Admission {
             None
         };
         match refusal {
-            Some(refusal) => {
-                if entry.sessions == 0 && entry.attempts == 1 {
-                    per_ip.remove(&ip);
-                }
-                Err(refusal)
-            }
+            Some(refusal) => Err(refusal),
             None => {
                 entry.sessions += 1;
                 *total += 1;
@@ -127,14 +143,15 @@ impl Admission {
         }
     }
 
-    /// Releases a connection admitted for `ip`.
-    pub fn release(&self, ip: IpAddr) {
+    /// Releases a connection admitted for `ip`. Its entry outlives the session while its
+    /// attempt window is recent, so closing connections does not reset the attempt rate.
+    pub fn release(&self, ip: IpAddr, now: Instant) {
         let mut guard = self.state.lock().unwrap_or_else(|p| p.into_inner());
         let (total, per_ip) = &mut *guard;
         *total = total.saturating_sub(1);
         if let Some(entry) = per_ip.get_mut(&ip) {
             entry.sessions = entry.sessions.saturating_sub(1);
-            if entry.sessions == 0 {
+            if stale(entry, now) {
                 per_ip.remove(&ip);
             }
         }
@@ -178,7 +195,7 @@ mod tests {
         assert_eq!(admission.admit(ip, t0), Err(Refusal::IpFull));
         assert_eq!(admission.admit(other, t0), Ok(()));
         assert_eq!(admission.admit(other, t0), Err(Refusal::EdgeFull));
-        admission.release(ip);
+        admission.release(ip, t0);
         assert_eq!(admission.admit(other, t0), Ok(()));
         assert_eq!(admission.sessions(), 3);
     }
@@ -192,5 +209,27 @@ mod tests {
         assert!(admission.admit(ip, t0).is_ok());
         assert_eq!(admission.admit(ip, t0), Err(Refusal::IpRate));
         assert!(admission.admit(ip, t0 + Duration::from_secs(1)).is_ok());
+    }
+
+    #[test]
+    fn closing_connections_does_not_reset_the_attempt_rate() {
+        let ip: IpAddr = "10.0.0.1".parse().unwrap();
+        let t0 = Instant::now();
+        let admission = Admission::new(100, 100, 2);
+        for _ in 0..2 {
+            assert!(admission.admit(ip, t0).is_ok());
+            admission.release(ip, t0);
+        }
+        assert_eq!(admission.admit(ip, t0), Err(Refusal::IpRate));
+        let later = t0 + Duration::from_secs(2);
+        assert!(
+            admission.admit(ip, later).is_ok(),
+            "a new second, a new window"
+        );
+        admission.release(ip, later + Duration::from_secs(2));
+        assert!(
+            admission.state.lock().unwrap().1.is_empty(),
+            "stale entries go"
+        );
     }
 }

@@ -103,7 +103,7 @@ pub async fn serve(state: Arc<EdgeState>, io: FrameIo, peer: SocketAddr, transpo
     let close = session.run().instrument(span.clone()).await;
     session.finish(&close).instrument(span).await;
     gauge.dec();
-    state.admission.release(peer.ip());
+    state.admission.release(peer.ip(), Instant::now());
 }
 
 struct Session {

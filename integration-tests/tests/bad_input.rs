@@ -1,0 +1,490 @@
+//! Bad input, one case at a time: each limit and each handshake failure closes only the
+//! offending session, with the right reason (counted on `/metrics`, and told to the client where
+//! the protocol allows), while a neighbouring session keeps working.
+
+use std::time::Duration;
+
+use bytes::BytesMut;
+use futures_util::SinkExt;
+use janus_edge::config::EdgeConfig;
+use janus_integration_tests::stack::{Stack, http_get, recv};
+use janus_proto::gate::intra::v1::OnlineStatus;
+use janus_proto::message::sc_server_logout::Code as LogoutCode;
+use janus_proto::message::{CsHandshake, ScServerLogout, ScServerUnexpectedErr};
+use janus_proto::packet::Packet;
+use janus_shared::client::{Client, Endpoint, unix_now};
+use janus_shared::handshake::Mode;
+use janus_shared::session::{ClientSession, SessionConfig};
+use janus_shared::{frame, system};
+use prost::Message;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+fn echo(data: &[u8]) -> Packet {
+    Packet {
+        r#mod: 2,
+        seq: 1,
+        data: data.to_vec(),
+        ..Packet::default()
+    }
+}
+
+/// Waits until `/metrics` on the edge shows `series` (name and labels) at 1 or more.
+async fn counted(stack: &Stack, series: &str) {
+    for _ in 0..50 {
+        let (_, metrics) = http_get(stack.edge.admin_addr, "/metrics").await;
+        let value = metrics.lines().find_map(|line| {
+            line.strip_prefix(series)
+                .and_then(|rest| rest.trim().parse::<f64>().ok())
+        });
+        if value.is_some_and(|v| v >= 1.0) {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let (_, metrics) = http_get(stack.edge.admin_addr, "/metrics").await;
+    panic!("{series} never counted:\n{metrics}");
+}
+
+/// The neighbour still gets its echo.
+async fn neighbour_ok(neighbour: &mut Client) {
+    let reply = neighbour
+        .request(echo(b"still fine"), |_| {})
+        .await
+        .unwrap();
+    assert_eq!(reply.data, b"still fine");
+}
+
+/// The client is told why (SCServerUnexpectedErr naming `reason`, then SCServerLogout Server)
+/// and the connection ends.
+async fn told(client: &mut Client, reason: &str) {
+    let why = recv(client).await;
+    assert_eq!(
+        (why.r#mod, why.seq),
+        (system::MODULE, system::SEQ_UNEXPECTED_ERR),
+        "{why:?}"
+    );
+    let msg = ScServerUnexpectedErr::decode(&why.data[..]).unwrap().msg;
+    assert!(msg.contains(reason), "{msg:?} does not mention {reason}");
+    let logout = recv(client).await;
+    assert_eq!(
+        (logout.r#mod, logout.seq),
+        (system::MODULE, system::SEQ_LOGOUT)
+    );
+    let code = ScServerLogout::decode(&logout.data[..]).unwrap().code;
+    assert_eq!(code, LogoutCode::Server as i32);
+    let end = tokio::time::timeout(Duration::from_secs(5), client.recv())
+        .await
+        .expect("closed");
+    assert!(end.is_err(), "the connection ends after the logout");
+}
+
+/// Connects over raw TCP, writes `bytes`, and expects the edge to close without a word.
+async fn raw_refused(stack: &Stack, bytes: &[u8]) {
+    let mut tcp = TcpStream::connect(stack.edge.tcp_addr.unwrap())
+        .await
+        .unwrap();
+    tcp.write_all(bytes).await.unwrap();
+    let mut buf = [0u8; 64];
+    let n = tokio::time::timeout(Duration::from_secs(5), tcp.read(&mut buf))
+        .await
+        .expect("closed within 5 s")
+        .unwrap_or(0);
+    assert_eq!(n, 0, "nothing is sent before a handshake completes");
+}
+
+fn framed(packet: &Packet) -> Vec<u8> {
+    let mut out = BytesMut::new();
+    frame::encode(&packet.encode_to_vec(), frame::DEFAULT_MAX_FRAME, &mut out).unwrap();
+    out.to_vec()
+}
+
+fn hello(pub_key: Vec<u8>, token: String, timestamp: i64) -> Packet {
+    let body = CsHandshake {
+        r#pub: pub_key,
+        token,
+        timestamp,
+        version: 2,
+        ..Default::default()
+    };
+    system::packet(system::SEQ_HANDSHAKE, 0, body.encode_to_vec())
+}
+
+fn limits(config: &mut EdgeConfig) {
+    config.session.max_frame = 4096;
+    config.session.messages_per_sec = 10;
+    config.session.message_burst = 10;
+    config.session.bytes_per_sec = 8192;
+    config.session.byte_burst = 8192;
+    config.session.max_inflated = 64 * 1024;
+    config.session.outbound_queue = 8;
+    config.session.write_timeout_secs = 1;
+    config.handshake.timeout_secs = 1;
+    config.websocket.allowed_origins = vec!["https://game.example".into()];
+}
+
+#[tokio::test]
+async fn every_handshake_failure_closes_only_that_connection_with_its_reason() {
+    let stack = Stack::start(limits).await;
+    let keys = stack.ground.keys.clone();
+    let mut neighbour = stack.client(&stack.tcp(), 1).await;
+    let config = keys.client_config(Mode::V2);
+    let connect = |token: String, mode: Mode| {
+        let endpoint = stack.tcp();
+        let config = keys.client_config(mode);
+        async move { Client::connect(&endpoint, &config, &token).await }
+    };
+
+    let expired = keys.token_with(10, 1, unix_now() - 1, OnlineStatus::Gate as i32);
+    assert!(connect(expired, Mode::V2).await.is_err());
+    counted(
+        &stack,
+        "janus_edge_handshakes_total{result=\"token_expired\"}",
+    )
+    .await;
+    neighbour_ok(&mut neighbour).await;
+
+    assert!(connect("bm90IGEgdG9rZW4=".into(), Mode::V2).await.is_err());
+    counted(
+        &stack,
+        "janus_edge_handshakes_total{result=\"token_invalid\"}",
+    )
+    .await;
+
+    let dev = keys.token_with(11, 1, unix_now() + 600, OnlineStatus::Dev as i32);
+    assert!(connect(dev, Mode::V2).await.is_err());
+    counted(
+        &stack,
+        "janus_edge_handshakes_total{result=\"status_not_allowed\"}",
+    )
+    .await;
+
+    assert!(
+        connect(keys.token(12), Mode::Legacy).await.is_err(),
+        "legacy is off unless configured"
+    );
+    counted(
+        &stack,
+        "janus_edge_handshakes_total{result=\"mode_not_allowed\"}",
+    )
+    .await;
+    neighbour_ok(&mut neighbour).await;
+
+    let mut out = BytesMut::new();
+    ClientSession::start(
+        config.handshake.clone(),
+        SessionConfig::default(),
+        &keys.token(13),
+        unix_now() - 3600,
+        &mut out,
+    )
+    .unwrap();
+    raw_refused(&stack, &out).await;
+    counted(
+        &stack,
+        "janus_edge_handshakes_total{result=\"timestamp_skew\"}",
+    )
+    .await;
+
+    raw_refused(
+        &stack,
+        &framed(&hello(vec![7; 31], keys.token(14), unix_now())),
+    )
+    .await;
+    counted(
+        &stack,
+        "janus_edge_handshakes_total{result=\"bad_public_key\"}",
+    )
+    .await;
+
+    raw_refused(
+        &stack,
+        &framed(&hello(vec![0; 32], keys.token(15), unix_now())),
+    )
+    .await;
+    counted(
+        &stack,
+        "janus_edge_handshakes_total{result=\"zero_shared_secret\"}",
+    )
+    .await;
+
+    raw_refused(&stack, &framed(&echo(b"no hello"))).await;
+    counted(
+        &stack,
+        "janus_edge_handshakes_total{result=\"not_handshake\"}",
+    )
+    .await;
+
+    raw_refused(&stack, &[0, 0, 0, 3, 0xff, 0xff, 0xff]).await;
+    counted(
+        &stack,
+        "janus_edge_handshakes_total{result=\"malformed_packet\"}",
+    )
+    .await;
+
+    raw_refused(&stack, &[0, 0, 0, 0]).await;
+    counted(
+        &stack,
+        "janus_edge_handshakes_total{result=\"empty_frame\"}",
+    )
+    .await;
+
+    raw_refused(&stack, &[0, 0, 0x20, 0]).await;
+    counted(
+        &stack,
+        "janus_edge_handshakes_total{result=\"frame_too_large\"}",
+    )
+    .await;
+
+    raw_refused(&stack, &[]).await;
+    counted(
+        &stack,
+        "janus_edge_handshakes_total{result=\"handshake_timeout\"}",
+    )
+    .await;
+
+    neighbour_ok(&mut neighbour).await;
+}
+
+#[tokio::test]
+async fn every_session_limit_closes_only_the_offender_and_says_why() {
+    let stack = Stack::start(limits).await;
+    let mut neighbour = stack.client(&stack.tcp(), 1).await;
+
+    let mut flooder = stack.client(&stack.tcp(), 20).await;
+    for _ in 0..15 {
+        if flooder.send(echo(b"flood")).await.is_err() {
+            break;
+        }
+    }
+    let mut seen = Vec::new();
+    while let Ok(Ok(packet)) = tokio::time::timeout(Duration::from_secs(5), flooder.recv()).await {
+        seen.push(packet);
+    }
+    let texts: Vec<String> = seen
+        .iter()
+        .filter(|p| p.seq == system::SEQ_UNEXPECTED_ERR && p.r#mod == system::MODULE)
+        .map(|p| ScServerUnexpectedErr::decode(&p.data[..]).unwrap().msg)
+        .collect();
+    assert!(
+        texts.iter().any(|t| t.contains("message_rate")),
+        "{texts:?}"
+    );
+    counted(&stack, "janus_edge_closes_total{reason=\"message_rate\"}").await;
+    neighbour_ok(&mut neighbour).await;
+
+    let mut hog = stack.client(&stack.tcp(), 21).await;
+    let noise: Vec<u8> = (0..3000u32)
+        .map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8)
+        .collect();
+    for _ in 0..3 {
+        let _ = hog.send(echo(&noise)).await;
+    }
+    let mut closed_for_bytes = false;
+    while let Ok(Ok(packet)) = tokio::time::timeout(Duration::from_secs(5), hog.recv()).await {
+        if packet.seq == system::SEQ_UNEXPECTED_ERR && packet.r#mod == system::MODULE {
+            closed_for_bytes = ScServerUnexpectedErr::decode(&packet.data[..])
+                .unwrap()
+                .msg
+                .contains("byte_rate");
+        }
+    }
+    assert!(closed_for_bytes, "the byte bucket closed the session");
+    counted(&stack, "janus_edge_closes_total{reason=\"byte_rate\"}").await;
+
+    let mut big = stack.client(&stack.tcp(), 22).await;
+    big.send_raw(&[0, 0, 0x20, 0]).await.unwrap();
+    told(&mut big, "exceeds the maximum").await;
+    counted(
+        &stack,
+        "janus_edge_closes_total{reason=\"frame_too_large\"}",
+    )
+    .await;
+
+    let mut skipper = stack.client(&stack.tcp(), 23).await;
+    skipper
+        .send_unchecked(Packet {
+            index: 7,
+            ..echo(b"x")
+        })
+        .await
+        .unwrap();
+    told(&mut skipper, "index 7").await;
+    counted(&stack, "janus_edge_closes_total{reason=\"index_mismatch\"}").await;
+
+    let mut forger = stack.client(&stack.tcp(), 24).await;
+    forger
+        .send_raw(
+            &[0, 0, 0, 40]
+                .iter()
+                .copied()
+                .chain([0x5a; 40])
+                .collect::<Vec<_>>(),
+        )
+        .await
+        .unwrap();
+    told(&mut forger, "decrypt").await;
+    counted(&stack, "janus_edge_closes_total{reason=\"decrypt_failed\"}").await;
+
+    let mut bomber = stack.client(&stack.tcp(), 25).await;
+    bomber.send(echo(&vec![0u8; 100_000])).await.unwrap();
+    told(&mut bomber, "inflates past").await;
+    counted(
+        &stack,
+        "janus_edge_closes_total{reason=\"inflate_too_large\"}",
+    )
+    .await;
+    neighbour_ok(&mut neighbour).await;
+
+    let ws = Endpoint::WebSocket(format!("ws://{}/ws", stack.edge.ws_addr.unwrap()));
+    let (mut raw_ws, _) = tokio_tungstenite::connect_async(match &ws {
+        Endpoint::WebSocket(url) => url.as_str(),
+        _ => unreachable!(),
+    })
+    .await
+    .unwrap();
+    raw_ws
+        .send(tokio_tungstenite::tungstenite::Message::Text(
+            "hello".into(),
+        ))
+        .await
+        .unwrap();
+    counted(
+        &stack,
+        "janus_edge_handshakes_total{result=\"text_message\"}",
+    )
+    .await;
+
+    let mut request =
+        tokio_tungstenite::tungstenite::client::IntoClientRequest::into_client_request(format!(
+            "ws://{}/ws",
+            stack.edge.ws_addr.unwrap()
+        ))
+        .unwrap();
+    request
+        .headers_mut()
+        .insert("origin", "https://evil.example".parse().unwrap());
+    assert!(
+        tokio_tungstenite::connect_async(request).await.is_err(),
+        "a foreign Origin is refused"
+    );
+    counted(
+        &stack,
+        "janus_edge_refused_total{reason=\"websocket_upgrade\"}",
+    )
+    .await;
+    neighbour_ok(&mut neighbour).await;
+}
+
+#[tokio::test]
+async fn a_client_that_does_not_read_is_disconnected_not_buffered() {
+    let stack = Stack::start(limits).await;
+    let mut neighbour = stack.client(&stack.tcp(), 1).await;
+    let mut sleeper = stack.client(&stack.tcp(), 30).await;
+    // One round trip: the broker holds the session before the pushes start.
+    neighbour_ok(&mut sleeper).await;
+    let mut push = janus_proto::broadcaster::service::push::v1::push_service_client::PushServiceClient::connect(
+        format!("http://{}", stack.broker.endpoint()),
+    )
+    .await
+    .unwrap();
+    // Incompressible 3 KiB bodies until the edge gives up on the sleeper: its socket buffers
+    // fill, then its 8-packet outbound queue, then it is cut off.
+    let body: Vec<u8> = (0..3000u32)
+        .map(|i| (i.wrapping_mul(2_654_435_761) >> 11) as u8)
+        .collect();
+    let mut cut_off = false;
+    for _ in 0..400 {
+        let request = janus_proto::broadcaster::service::push::v1::MulticastRequest {
+            bodies: vec![janus_proto::broadcaster::service::push::v1::PushBody {
+                data: body.clone(),
+                r#mod: 9,
+                ..Default::default()
+            }],
+            uids: vec![30],
+            color: janus_integration_tests::stack::COLOR.into(),
+        };
+        let pushed = push
+            .multicast(request)
+            .await
+            .unwrap()
+            .into_inner()
+            .pushed_uids;
+        if pushed.is_empty() {
+            cut_off = true;
+            break;
+        }
+    }
+    assert!(cut_off, "the sleeping client was never disconnected");
+    counted(&stack, "janus_edge_closes_total{reason=\"slow_consumer\"}").await;
+    neighbour_ok(&mut neighbour).await;
+}
+
+#[tokio::test]
+async fn an_idle_session_is_closed_and_told_while_an_active_one_stays() {
+    let stack = Stack::start(|config| config.session.idle_timeout_secs = 1).await;
+    let mut idle = stack.client(&stack.tcp(), 40).await;
+    let mut active = stack.client(&stack.tcp(), 41).await;
+    for _ in 0..6 {
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        neighbour_ok(&mut active).await;
+    }
+    told(&mut idle, "idle_timeout").await;
+    counted(&stack, "janus_edge_closes_total{reason=\"idle_timeout\"}").await;
+}
+
+#[tokio::test]
+async fn connection_limits_refuse_before_the_handshake() {
+    let stack = Stack::start(|config| {
+        config.limits.max_sessions_per_ip = 2;
+        config.limits.handshakes_per_ip_per_sec = 1000;
+    })
+    .await;
+    let mut first = stack.client(&stack.tcp(), 50).await;
+    let _second = stack.client(&stack.ws(), 51).await;
+    let keys = &stack.ground.keys;
+    let third = Client::connect(&stack.tcp(), &keys.client_config(Mode::V2), &keys.token(52)).await;
+    assert!(third.is_err(), "a third session from one IP is refused");
+    counted(
+        &stack,
+        "janus_edge_refused_total{reason=\"max_sessions_per_ip\"}",
+    )
+    .await;
+    neighbour_ok(&mut first).await;
+
+    let stack = Stack::start(|config| config.limits.max_sessions = 1).await;
+    let mut only = stack.client(&stack.tcp(), 60).await;
+    let keys = &stack.ground.keys;
+    assert!(
+        Client::connect(&stack.tcp(), &keys.client_config(Mode::V2), &keys.token(61))
+            .await
+            .is_err()
+    );
+    counted(&stack, "janus_edge_refused_total{reason=\"max_sessions\"}").await;
+    neighbour_ok(&mut only).await;
+
+    let stack = Stack::start(|config| config.limits.handshakes_per_ip_per_sec = 2).await;
+    let keys = &stack.ground.keys;
+    let mut refused = 0;
+    for uid in 70..75 {
+        if Client::connect(
+            &stack.tcp(),
+            &keys.client_config(Mode::V2),
+            &keys.token(uid),
+        )
+        .await
+        .is_err()
+        {
+            refused += 1;
+        }
+    }
+    assert!(
+        refused >= 3,
+        "only 2 connections per second per IP ({refused} refused of 5)"
+    );
+    counted(
+        &stack,
+        "janus_edge_refused_total{reason=\"handshake_rate\"}",
+    )
+    .await;
+}
