@@ -110,8 +110,7 @@ impl Admission {
         if self
             .admits
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed)
-            % SWEEP_EVERY
-            == 0
+            .is_multiple_of(SWEEP_EVERY)
         {
             per_ip.retain(|_, entry| !stale(entry, now));
         }
