@@ -1,18 +1,27 @@
 //! The broker's admin HTTP endpoint: `/health` (the process is up), `/ready` (the route store
-//! answers), `/metrics` (Prometheus text) and `/stats` (JSON: sessions and linked edges).
+//! answers), `/metrics` (Prometheus text), `/stats` (JSON: sessions and linked edges) and
+//! `POST /kick?uid=&color=` (log a player out with AdminKickOut, wherever their session is).
 
 use std::sync::Arc;
 
 use axum::Router;
+use axum::extract::Query;
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Json};
-use axum::routing::get;
+use axum::routing::{get, post};
+use bytes::Bytes;
+use janus_proto::janus::internal::v1::BrokerControl;
+use janus_proto::message::sc_server_logout::Code as LogoutCode;
+use prost::Message;
+use serde::Deserialize;
 use serde_json::json;
 use tokio::net::TcpListener;
 
-use crate::route::GATE_SERVICE;
-use crate::state::BrokerState;
+use crate::bus::subject;
+use crate::registry::Command;
+use crate::route::{GATE_SERVICE, gate_route_key};
+use crate::state::{BrokerState, broker_id};
 
 /// Serves the admin endpoint on `listener` until the broker shuts down.
 pub async fn serve(listener: TcpListener, state: Arc<BrokerState>) {
@@ -22,6 +31,7 @@ pub async fn serve(listener: TcpListener, state: Arc<BrokerState>) {
         .route("/ready", get(ready))
         .route("/metrics", get(metrics))
         .route("/stats", get(stats))
+        .route("/kick", post(kick))
         .with_state(state);
     if let Err(e) = axum::serve(listener, app)
         .with_graceful_shutdown(stop.cancelled_owned())
@@ -52,4 +62,47 @@ async fn stats(State(state): State<Arc<BrokerState>>) -> Json<serde_json::Value>
         "sessions": state.registry.len(),
         "edges": state.metrics.live.with_label_values(&["edges"]).get(),
     }))
+}
+
+#[derive(Debug, Deserialize)]
+struct KickQuery {
+    uid: i64,
+    #[serde(default)]
+    color: String,
+}
+
+async fn kick(
+    State(state): State<Arc<BrokerState>>,
+    Query(q): Query<KickQuery>,
+) -> (StatusCode, String) {
+    let reason = "kicked by an administrator".to_owned();
+    let code = LogoutCode::AdminKickOut as i32;
+    if let Some(entry) = state.registry.get(q.uid) {
+        let _ = entry.commands.try_send(Command::Kick { code, reason });
+        return (StatusCode::OK, format!("uid {} kicked here", q.uid));
+    }
+    let owner = match state.routes.get(&gate_route_key(&q.color, q.uid)).await {
+        Ok(Some(owner)) => owner,
+        Ok(None) => {
+            return (
+                StatusCode::NOT_FOUND,
+                format!("uid {} has no session", q.uid),
+            );
+        }
+        Err(e) => return (StatusCode::SERVICE_UNAVAILABLE, e.to_string()),
+    };
+    let control = BrokerControl {
+        uid: q.uid,
+        logout_code: code,
+        reason,
+    };
+    let subject = subject::control(&broker_id(&owner));
+    match state
+        .bus
+        .publish(&subject, Bytes::from(control.encode_to_vec()))
+        .await
+    {
+        Ok(()) => (StatusCode::ACCEPTED, format!("kick sent to {owner}")),
+        Err(e) => (StatusCode::SERVICE_UNAVAILABLE, e.to_string()),
+    }
 }

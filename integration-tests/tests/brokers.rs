@@ -322,3 +322,29 @@ async fn a_renewal_that_finds_another_owner_kicks_the_local_session() {
         "the newer owner's route is left alone"
     );
 }
+
+#[tokio::test]
+async fn an_administrator_kicks_a_player_through_any_broker() {
+    let pair = Pair::start().await;
+    let mut player = pair.client(0, 901, 1).await;
+    let mut bystander = pair.client(0, 902, 1).await;
+    let path = format!("/kick?uid=901&color={COLOR}");
+    let (status, body) =
+        janus_integration_tests::stack::http(pair.brokers[1].admin_addr, "POST", &path).await;
+    assert_eq!(status, 202, "{body}");
+    let logout = recv(&mut player).await;
+    assert_eq!(
+        (logout.r#mod, logout.seq),
+        (system::MODULE, system::SEQ_LOGOUT)
+    );
+    let code = ScServerLogout::decode(&logout.data[..]).unwrap().code;
+    assert_eq!(code, LogoutCode::AdminKickOut as i32);
+    assert_eq!(
+        bystander.request(echo(b"ok"), |_| {}).await.unwrap().data,
+        b"ok"
+    );
+    let (status, _) =
+        janus_integration_tests::stack::http(pair.brokers[0].admin_addr, "POST", "/kick?uid=4242")
+            .await;
+    assert_eq!(status, 404, "no session, nothing to kick");
+}

@@ -11,7 +11,7 @@ use janus_proto::message::{
     CsHeartbeat, ScHeartbeat, ScServerLogout, ScServerUnexpectedErr, sc_heartbeat,
 };
 use janus_proto::packet::Packet;
-use janus_shared::client::{Endpoint, unix_now};
+use janus_shared::client::{Client, Endpoint, unix_now};
 use janus_shared::handshake::Mode;
 use janus_shared::system;
 use prost::Message;
@@ -272,4 +272,54 @@ async fn a_push_on_a_tunnel_reaches_the_client_after_the_reply() {
         (2, demo::ECHO_AND_PUSH, 0)
     );
     assert_eq!(push.data, b"pushed");
+}
+
+#[tokio::test]
+async fn a_drain_keeps_sessions_for_the_grace_period_then_logs_them_out() {
+    let stack = Stack::start(|_| {}).await;
+    let Stack {
+        edge,
+        ground,
+        broker,
+        game,
+    } = stack;
+    let endpoint = janus_integration_tests::stack::tcp(&edge);
+    let admin = edge.admin_addr;
+    let mut client = ground.client(&endpoint, 1060, 1).await;
+    assert_eq!(
+        client
+            .request(request(2, 1, 0, b"before"), |_| {})
+            .await
+            .unwrap()
+            .data,
+        b"before"
+    );
+
+    let drain = tokio::spawn(edge.drain(Duration::from_secs(2)));
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let (status, _) = janus_integration_tests::stack::http_get(admin, "/ready").await;
+    assert_eq!(status, 503, "not ready while draining");
+    let keys = &ground.keys;
+    let late = Client::connect(&endpoint, &keys.client_config(Mode::V2), &keys.token(1061)).await;
+    assert!(late.is_err(), "no new sessions while draining");
+    assert_eq!(
+        client
+            .request(request(2, 1, 0, b"during"), |_| {})
+            .await
+            .unwrap()
+            .data,
+        b"during",
+        "sessions go on during the grace period"
+    );
+    let logout = recv(&mut client).await;
+    assert_eq!(
+        (logout.r#mod, logout.seq),
+        (system::MODULE, system::SEQ_LOGOUT)
+    );
+    assert_eq!(
+        ScServerLogout::decode(&logout.data[..]).unwrap().code,
+        LogoutCode::Server as i32
+    );
+    drain.await.unwrap();
+    drop((broker, game));
 }

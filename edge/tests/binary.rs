@@ -1,0 +1,120 @@
+//! The `janus-edge` binary as an operator runs it: a bad configuration is refused with the
+//! field named, and SIGTERM drains and exits with status 0.
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use janus_shared::keys::{SigningKey, TokenKey};
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+fn write_config(dir: &std::path::Path, extra: &str) -> std::path::PathBuf {
+    let key = dir.join("server.pem");
+    std::fs::write(&key, SigningKey::generate().to_pkcs8_pem().unwrap()).unwrap();
+    let token = dir.join("token.hex");
+    std::fs::write(&token, hex::encode(TokenKey::generate().as_bytes())).unwrap();
+    let config = dir.join("edge.toml");
+    let text = format!(
+        "admin_listen = \"127.0.0.1:{admin}\"\ndrain_grace_secs = 1\n{extra}\n\
+         [tcp]\nenabled = true\nlisten = \"127.0.0.1:0\"\n\
+         [websocket]\nlisten = \"127.0.0.1:0\"\n[kcp]\nlisten = \"127.0.0.1:0\"\n[quic]\nlisten = \"127.0.0.1:0\"\n\
+         [keys]\nsigning_key_file = {key:?}\ntoken_key_file = {token:?}\n\
+         [brokers]\nendpoints = [\"127.0.0.1:1\"]\n",
+        admin = free_port(),
+    );
+    std::fs::write(&config, text).unwrap();
+    config
+}
+
+fn temp_dir(name: &str) -> std::path::PathBuf {
+    let dir = std::env::temp_dir().join(format!("janus-edge-{name}-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+fn admin_port(config: &std::path::Path) -> u16 {
+    let text = std::fs::read_to_string(config).unwrap();
+    let line = text
+        .lines()
+        .find(|l| l.starts_with("admin_listen"))
+        .unwrap();
+    line.rsplit(':')
+        .next()
+        .unwrap()
+        .trim_end_matches('"')
+        .parse()
+        .unwrap()
+}
+
+fn healthy(port: u16) -> bool {
+    let Ok(mut stream) = TcpStream::connect(("127.0.0.1", port)) else {
+        return false;
+    };
+    let _ = stream.write_all(b"GET /health HTTP/1.0\r\n\r\n");
+    let mut response = String::new();
+    let _ = stream.read_to_string(&mut response);
+    response.starts_with("HTTP/1.0 200") || response.starts_with("HTTP/1.1 200")
+}
+
+#[test]
+fn a_bad_configuration_is_refused_naming_the_field() {
+    let dir = temp_dir("bad");
+    let config = write_config(&dir, "[session]\nmax_frame = 1\n");
+    let output = Command::new(env!("CARGO_BIN_EXE_janus-edge"))
+        .arg("--config")
+        .arg(&config)
+        .output()
+        .unwrap();
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("session.max_frame"), "{stderr}");
+}
+
+#[test]
+fn sigterm_drains_and_exits_zero() {
+    let dir = temp_dir("term");
+    let config = write_config(&dir, "");
+    let port = admin_port(&config);
+    let mut child = Command::new(env!("CARGO_BIN_EXE_janus-edge"))
+        .arg("--config")
+        .arg(&config)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let started = Instant::now();
+    while !healthy(port) {
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "the edge never became healthy"
+        );
+        assert!(child.try_wait().unwrap().is_none(), "the edge exited early");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let killed = Command::new("kill")
+        .arg("-TERM")
+        .arg(child.id().to_string())
+        .status()
+        .unwrap();
+    assert!(killed.success());
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("the edge did not exit after SIGTERM");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert_eq!(status.code(), Some(0), "a drain ends with exit status 0");
+}
