@@ -92,6 +92,10 @@ pub struct WebSocketConfig {
     /// Allowed `Origin` values: exact matches, or `*` for any (requests without an Origin
     /// header, i.e. non-browser clients, are always allowed).
     pub allowed_origins: Vec<String>,
+    /// TLS certificate chain (PEM): when set with the key, the listener speaks wss only.
+    pub tls_cert_file: Option<String>,
+    /// TLS private key (PEM).
+    pub tls_key_file: Option<String>,
 }
 
 impl Default for WebSocketConfig {
@@ -101,6 +105,8 @@ impl Default for WebSocketConfig {
             listen: "0.0.0.0:17002".into(),
             path: "/ws".into(),
             allowed_origins: vec!["*".into()],
+            tls_cert_file: None,
+            tls_key_file: None,
         }
     }
 }

@@ -76,23 +76,30 @@ pub async fn tcp(
 )]
 pub async fn websocket(
     listener: TcpListener,
+    tls: Option<tokio_rustls::TlsAcceptor>,
     state: Arc<EdgeState>,
     tasks: TaskTracker,
     stop: CancellationToken,
 ) {
     let config = Arc::new(state.config.websocket.clone());
     accept_loop(listener, stop, |stream, peer| {
-        let (state, config) = (state.clone(), config.clone());
+        let (state, config, tls) = (state.clone(), config.clone(), tls.clone());
         tasks.spawn(async move {
-            let stream: Box<dyn ByteStream> = Box::new(stream);
-            let check =
-                |request: &Request, response: Response| check_upgrade(&config, request, response);
-            match tokio::time::timeout(
-                UPGRADE_TIMEOUT,
-                tokio_tungstenite::accept_hdr_async(stream, check),
-            )
-            .await
-            {
+            let upgrade = async {
+                let stream: Box<dyn ByteStream> = match tls {
+                    Some(tls) => {
+                        Box::new(tls.accept(stream).await.map_err(|e| format!("tls: {e}"))?)
+                    }
+                    None => Box::new(stream),
+                };
+                let check = |request: &Request, response: Response| {
+                    check_upgrade(&config, request, response)
+                };
+                tokio_tungstenite::accept_hdr_async(stream, check)
+                    .await
+                    .map_err(|e| e.to_string())
+            };
+            match tokio::time::timeout(UPGRADE_TIMEOUT, upgrade).await {
                 Ok(Ok(ws)) => {
                     serve(
                         state,
@@ -102,8 +109,8 @@ pub async fn websocket(
                     )
                     .await
                 }
-                Ok(Err(e)) => {
-                    tracing::info!(%peer, error = %e, "websocket upgrade refused");
+                Ok(Err(reason)) => {
+                    tracing::info!(%peer, %reason, "websocket upgrade refused");
                     state
                         .metrics
                         .refused

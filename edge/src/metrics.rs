@@ -19,6 +19,8 @@ pub struct Metrics {
     pub closes: IntCounterVec,
     /// Connections refused before the handshake, by reason.
     pub refused: IntCounterVec,
+    /// Bounded queues that overflowed (the session behind them was closed), by queue.
+    pub queue_overflows: IntCounterVec,
     /// Handshake duration, seconds.
     pub handshake_seconds: HistogramVec,
     /// Time to hand a client packet to the broker link, seconds.
@@ -55,6 +57,11 @@ impl Metrics {
                 "janus_edge_refused_total",
                 "Connections refused before the handshake",
                 &["reason"],
+            ),
+            queue_overflows: r.counter(
+                "janus_edge_queue_overflows_total",
+                "Bounded queues that overflowed",
+                &["queue"],
             ),
             handshake_seconds: r.latency(
                 "janus_edge_handshake_seconds",

@@ -109,7 +109,10 @@ impl Edge {
             false => None,
         };
         let ws = match config.websocket.enabled {
-            true => Some(bind(&config.websocket.listen).await?),
+            true => Some((
+                bind(&config.websocket.listen).await?,
+                tls::websocket_acceptor(&config.websocket)?,
+            )),
             false => None,
         };
         let kcp = match config.kcp.enabled {
@@ -130,7 +133,7 @@ impl Edge {
         let admin_listener = bind(&config.admin_listen).await?;
         let local = |l: &TcpListener| l.local_addr().map_err(|e| Error::Config(e.to_string()));
         let tcp_addr = tcp.as_ref().map(local).transpose()?;
-        let ws_addr = ws.as_ref().map(local).transpose()?;
+        let ws_addr = ws.as_ref().map(|(l, _)| local(l)).transpose()?;
         let admin_addr = local(&admin_listener)?;
         let kcp_addr = kcp
             .as_ref()
@@ -153,9 +156,10 @@ impl Edge {
                 accept_stop.clone(),
             ));
         }
-        if let Some(listener) = ws {
+        if let Some((listener, tls)) = ws {
             background.spawn(listener::websocket(
                 listener,
+                tls,
                 state.clone(),
                 sessions.clone(),
                 accept_stop.clone(),

@@ -291,7 +291,10 @@ impl Session {
             let step = tokio::select! {
                 biased;
                 _ = self.state.logout.cancelled() => Err(Close::Shutdown),
-                _ = self.overflow.cancelled() => Err(Close::SlowConsumer),
+                _ = self.overflow.cancelled() => {
+                    self.state.metrics.queue_overflows.with_label_values(&["session_outbound"]).inc();
+                    Err(Close::SlowConsumer)
+                }
                 down = downlink.recv() => self.on_downlink(down),
                 read = self.io.read(&mut self.input, self.proto.max_frame()) => {
                     idle_timer.as_mut().reset(tokio::time::Instant::now() + idle);

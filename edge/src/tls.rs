@@ -1,12 +1,13 @@
-//! TLS for the listeners that need it: the QUIC endpoint (ALPN `janus`), from the configured
-//! PEM certificate and key, or a self-signed development pair generated at start.
+//! TLS for the listeners that need it: the QUIC endpoint (ALPN `janus`; from the configured
+//! PEM certificate and key, or a self-signed development pair generated at start) and, when a
+//! certificate and key are configured, the WebSocket listener (wss).
 
 use std::sync::Arc;
 
 use janus_shared::transport::{QUIC_ALPN, install_crypto_provider, load_certs, load_key};
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
 
-use crate::config::QuicConfig;
+use crate::config::{QuicConfig, WebSocketConfig};
 use crate::error::{Error, Result};
 
 /// A certificate chain and its key.
@@ -67,6 +68,23 @@ pub fn quic_endpoint(config: &QuicConfig) -> Result<quinn::Endpoint> {
         addr: config.listen.clone(),
         source,
     })
+}
+
+/// The wss acceptor when `config` names a certificate and key; `None` means plain ws.
+pub fn websocket_acceptor(config: &WebSocketConfig) -> Result<Option<tokio_rustls::TlsAcceptor>> {
+    let (Some(cert), Some(key)) = (
+        config.tls_cert_file.as_deref(),
+        config.tls_key_file.as_deref(),
+    ) else {
+        return Ok(None);
+    };
+    install_crypto_provider();
+    let (certs, key) = identity(Some(cert), Some(key), "websocket")?;
+    let tls = rustls::ServerConfig::builder()
+        .with_no_client_auth()
+        .with_single_cert(certs, key)
+        .map_err(|e| Error::Config(format!("websocket: unusable certificate or key: {e}")))?;
+    Ok(Some(tokio_rustls::TlsAcceptor::from(Arc::new(tls))))
 }
 
 #[cfg(test)]

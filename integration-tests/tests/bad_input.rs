@@ -420,6 +420,52 @@ async fn a_client_that_does_not_read_is_disconnected_not_buffered() {
     neighbour_ok(&mut neighbour).await;
 }
 
+// The outbound queue overflowing (rather than a write timing out) is counted on its own.
+#[tokio::test]
+async fn an_outbound_queue_overflow_is_counted() {
+    let stack = Stack::start(|config| {
+        limits(config);
+        config.session.write_timeout_secs = 30;
+    })
+    .await;
+    let mut sleeper = stack.client(&stack.tcp(), 31).await;
+    neighbour_ok(&mut sleeper).await;
+    let mut push = janus_proto::broadcaster::service::push::v1::push_service_client::PushServiceClient::connect(
+        format!("http://{}", stack.broker.endpoint()),
+    )
+    .await
+    .unwrap();
+    let body: Vec<u8> = (0..3000u32)
+        .map(|i| (i.wrapping_mul(2_654_435_761) >> 11) as u8)
+        .collect();
+    for _ in 0..2000 {
+        let request = janus_proto::broadcaster::service::push::v1::MulticastRequest {
+            bodies: vec![janus_proto::broadcaster::service::push::v1::PushBody {
+                data: body.clone(),
+                r#mod: 9,
+                ..Default::default()
+            }],
+            uids: vec![31],
+            color: janus_integration_tests::stack::COLOR.into(),
+        };
+        if push
+            .multicast(request)
+            .await
+            .unwrap()
+            .into_inner()
+            .pushed_uids
+            .is_empty()
+        {
+            break;
+        }
+    }
+    counted(
+        &stack,
+        "janus_edge_queue_overflows_total{queue=\"session_outbound\"}",
+    )
+    .await;
+}
+
 #[tokio::test]
 async fn an_idle_session_is_closed_and_told_while_an_active_one_stays() {
     let stack = Stack::start(|config| config.session.idle_timeout_secs = 1).await;

@@ -323,3 +323,52 @@ async fn a_drain_keeps_sessions_for_the_grace_period_then_logs_them_out() {
     drain.await.unwrap();
     drop((broker, game));
 }
+
+#[tokio::test]
+async fn websocket_over_tls_when_a_certificate_is_configured() {
+    let dir = std::env::temp_dir().join(format!("janus-wss-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let generated = rcgen::generate_simple_self_signed(vec!["localhost".to_owned()]).unwrap();
+    let (cert, key) = (dir.join("ws.crt"), dir.join("ws.key"));
+    std::fs::write(&cert, generated.cert.pem()).unwrap();
+    std::fs::write(&key, generated.signing_key.serialize_pem()).unwrap();
+    let stack = Stack::start(|config| {
+        config.websocket.tls_cert_file = Some(cert.display().to_string());
+        config.websocket.tls_key_file = Some(key.display().to_string());
+    })
+    .await;
+    let addr = stack.edge.ws_addr.unwrap();
+
+    janus_shared::transport::install_crypto_provider();
+    let mut roots = rustls::RootCertStore::empty();
+    roots.add(generated.cert.der().clone()).unwrap();
+    let tls = rustls::ClientConfig::builder()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    let url = format!("wss://localhost:{}/ws", addr.port());
+    let connector = tokio_tungstenite::Connector::Rustls(std::sync::Arc::new(tls));
+    let (ws, _) =
+        tokio_tungstenite::connect_async_tls_with_config(url, None, false, Some(connector))
+            .await
+            .unwrap();
+    let keys = &stack.ground.keys;
+    let mut client = Client::over_websocket(ws, &keys.client_config(Mode::V2), &keys.token(1070))
+        .await
+        .unwrap();
+    assert_eq!(
+        client
+            .request(request(2, 1, 0, b"secure"), |_| {})
+            .await
+            .unwrap()
+            .data,
+        b"secure"
+    );
+
+    let plain = Client::connect(
+        &stack.ws(),
+        &keys.client_config(Mode::V2),
+        &keys.token(1071),
+    )
+    .await;
+    assert!(plain.is_err(), "a wss listener does not speak plain ws");
+}

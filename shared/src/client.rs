@@ -96,6 +96,7 @@ impl Client {
                     Conn::Stream(Box::new(tcp))
                 }
                 Endpoint::WebSocket(url) => {
+                    crate::transport::install_crypto_provider();
                     let (ws, _) = tokio_tungstenite::connect_async(url.as_str())
                         .await
                         .map_err(|e| Error::WebSocket(e.to_string()))?;
@@ -122,6 +123,21 @@ impl Client {
         tokio::time::timeout(config.handshake_timeout, connect)
             .await
             .map_err(|_| Error::Timeout("connect and handshake"))?
+    }
+
+    /// Runs the handshake over an already open WebSocket (for example a wss connection made
+    /// with a custom TLS connector).
+    pub async fn over_websocket(
+        ws: WebSocketStream<MaybeTlsStream<TcpStream>>,
+        config: &ClientConfig,
+        token: &str,
+    ) -> Result<Self> {
+        tokio::time::timeout(
+            config.handshake_timeout,
+            Self::handshake(Conn::WebSocket(Box::new(ws)), config, token),
+        )
+        .await
+        .map_err(|_| Error::Timeout("handshake"))?
     }
 
     /// Runs the handshake over an already connected byte stream (transports other than TCP
