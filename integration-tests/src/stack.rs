@@ -215,7 +215,17 @@ impl Ground {
 
     /// Starts an edge with `config` and waits for a broker link.
     pub async fn edge(&self, config: EdgeConfig) -> Edge {
-        let handshake = config.handshake_config(self.keys.signing.clone(), &self.keys.token, None);
+        self.edge_with_client_cert(config, None).await
+    }
+
+    /// Starts an edge that, with `client_cert`, requires clients to sign with its key.
+    pub async fn edge_with_client_cert(
+        &self,
+        config: EdgeConfig,
+        client_cert: Option<janus_shared::keys::VerifyingKey>,
+    ) -> Edge {
+        let handshake =
+            config.handshake_config(self.keys.signing.clone(), &self.keys.token, client_cert);
         let edge = Edge::start(config, Arc::new(handshake)).await.unwrap();
         assert!(
             edge.wait_for_broker(Duration::from_secs(10)).await,

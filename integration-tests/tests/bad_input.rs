@@ -534,3 +534,96 @@ async fn connection_limits_refuse_before_the_handshake() {
     )
     .await;
 }
+
+#[tokio::test]
+async fn client_certificates_and_unencrypted_sessions_are_enforced() {
+    let ground = janus_integration_tests::stack::Ground::start().await;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap().to_string();
+    let game = janus_integration_tests::stack::Game::start(&addr).await;
+    let _broker = ground
+        .broker_on(ground.broker_config(&[&game.endpoint]), listener)
+        .await;
+    let client_key = janus_shared::keys::SigningKey::generate();
+    let edge = ground
+        .edge_with_client_cert(
+            ground.edge_config(&[&addr]),
+            Some(client_key.verifying_key()),
+        )
+        .await;
+    let endpoint = janus_integration_tests::stack::tcp(&edge);
+    let keys = &ground.keys;
+    let with_key = |key: Option<janus_shared::keys::SigningKey>| {
+        let mut config = keys.client_config(Mode::V2);
+        config.handshake.client_key = key;
+        config
+    };
+
+    let mut signed = Client::connect(
+        &endpoint,
+        &with_key(Some(client_key.clone())),
+        &keys.token(90),
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        signed.request(echo(b"signed"), |_| {}).await.unwrap().data,
+        b"signed"
+    );
+    assert!(
+        Client::connect(&endpoint, &with_key(None), &keys.token(91))
+            .await
+            .is_err()
+    );
+    let stranger = janus_shared::keys::SigningKey::generate();
+    assert!(
+        Client::connect(&endpoint, &with_key(Some(stranger)), &keys.token(92))
+            .await
+            .is_err()
+    );
+
+    let plain_token = janus_shared::token::TokenCodec::new(&keys.token).seal(
+        &janus_proto::gate::intra::v1::AuthToken {
+            account_id: 93,
+            server_id: 1,
+            color: janus_integration_tests::stack::COLOR.into(),
+            timeout: unix_now() + 600,
+            status: OnlineStatus::Gate as i32,
+            unencrypted: true,
+            ..Default::default()
+        },
+    );
+    let mut unencrypted = with_key(Some(client_key));
+    unencrypted.handshake.mode = Mode::Unencrypted;
+    assert!(
+        Client::connect(&endpoint, &unencrypted, &plain_token)
+            .await
+            .is_err(),
+        "unencrypted is off unless enabled"
+    );
+
+    let (_, metrics) = http_get(edge.admin_addr, "/metrics").await;
+    let count = |series: &str| {
+        metrics
+            .lines()
+            .find_map(|l| {
+                l.strip_prefix(series)
+                    .and_then(|v| v.trim().parse::<f64>().ok())
+            })
+            .unwrap_or(0.0)
+    };
+    assert_eq!(
+        count("janus_edge_handshakes_total{result=\"bad_client_signature\"}"),
+        2.0,
+        "{metrics}"
+    );
+    assert_eq!(
+        count("janus_edge_handshakes_total{result=\"mode_not_allowed\"}"),
+        1.0,
+        "{metrics}"
+    );
+    assert_eq!(
+        signed.request(echo(b"still"), |_| {}).await.unwrap().data,
+        b"still"
+    );
+}
