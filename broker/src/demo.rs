@@ -18,7 +18,10 @@ use std::sync::{Arc, Mutex};
 
 use futures_util::{Stream, StreamExt};
 use janus_proto::broadcaster::service::push::v1 as bc;
+use janus_proto::player::intra::v1::tunnel_service_server::TunnelServiceServer as PlayerServer;
+use janus_proto::room::intra::v1::tunnel_service_server::TunnelServiceServer as RoomServer;
 use janus_proto::{player, room};
+use tokio::net::TcpListener;
 use tonic::transport::Channel;
 use tonic::{Request, Response, Status, Streaming};
 
@@ -182,4 +185,21 @@ impl room::intra::v1::tunnel_service_server::TunnelService for Rooms {
         });
         Ok(Response::new(replies.boxed()))
     }
+}
+
+/// Serves the demo game service (both tunnel services) on `listener` until `shutdown`
+/// resolves; room pushes go through the broker at `push_endpoint`.
+pub async fn serve(
+    listener: TcpListener,
+    push_endpoint: &str,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+    let rooms = Rooms::new(push_endpoint)?;
+    let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
+    tonic::transport::Server::builder()
+        .add_service(PlayerServer::new(EchoPlayer))
+        .add_service(RoomServer::new(rooms))
+        .serve_with_incoming_shutdown(incoming, shutdown)
+        .await?;
+    Ok(())
 }

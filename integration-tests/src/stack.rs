@@ -6,13 +6,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use janus_broker::config::{BrokerConfig, BusBackend, RoutesBackend, StaticInstance};
-use janus_broker::demo::{EchoPlayer, Rooms};
+use janus_broker::demo;
 use janus_broker::{Broker, route::RedisRoutes};
 use janus_edge::Edge;
 use janus_edge::config::EdgeConfig;
 use janus_proto::gate::intra::v1::{AuthToken, OnlineStatus};
-use janus_proto::player::intra::v1::tunnel_service_server::TunnelServiceServer as PlayerServer;
-use janus_proto::room::intra::v1::tunnel_service_server::TunnelServiceServer as RoomServer;
 use janus_shared::client::{Client, ClientConfig, Endpoint, unix_now};
 use janus_shared::handshake::{ClientHandshakeConfig, Mode};
 use janus_shared::keys::{SigningKey, TokenKey};
@@ -101,12 +99,7 @@ impl Game {
         let push_endpoint = push_endpoint.to_owned();
         runtime.spawn(async move {
             let listener = TcpListener::from_std(listener).unwrap();
-            let rooms = Rooms::new(&push_endpoint).unwrap();
-            let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
-            tonic::transport::Server::builder()
-                .add_service(PlayerServer::new(EchoPlayer))
-                .add_service(RoomServer::new(rooms))
-                .serve_with_incoming(incoming)
+            demo::serve(listener, &push_endpoint, std::future::pending())
                 .await
                 .unwrap();
         });

@@ -33,6 +33,18 @@ impl Problems {
         self.0.push(format!("{field}: {message}"));
     }
 
+    /// Validates a nested section, prefixing its problems with `prefix.`.
+    pub fn section(&mut self, prefix: &str, section: &impl Validate) {
+        let mut inner = Problems::default();
+        section.validate(&mut inner);
+        self.0.extend(
+            inner
+                .0
+                .into_iter()
+                .map(|problem| format!("{prefix}.{problem}")),
+        );
+    }
+
     /// Checks that `value` parses as a socket address (`host:port`).
     pub fn check_addr(&mut self, field: &str, value: &str) {
         if value.parse::<std::net::SocketAddr>().is_err() {

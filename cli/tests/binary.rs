@@ -1,5 +1,6 @@
-//! The `janus-edge` binary as an operator runs it: a bad configuration is refused with the
-//! field named, and SIGTERM drains and exits with status 0.
+//! The `janus` binary as an operator and a newcomer run it: a bad edge configuration is refused
+//! with the field named, SIGTERM drains an edge and exits with status 0, and the standalone
+//! default starts, creates its dev keys, and answers `janus connect`.
 
 use std::io::{Read, Write};
 use std::net::TcpStream;
@@ -35,7 +36,7 @@ fn write_config(dir: &std::path::Path, extra: &str) -> std::path::PathBuf {
 }
 
 fn temp_dir(name: &str) -> std::path::PathBuf {
-    let dir = std::env::temp_dir().join(format!("janus-edge-{name}-{}", std::process::id()));
+    let dir = std::env::temp_dir().join(format!("janus-cli-{name}-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     dir
 }
@@ -68,7 +69,8 @@ fn healthy(port: u16) -> bool {
 fn a_bad_configuration_is_refused_naming_the_field() {
     let dir = temp_dir("bad");
     let config = write_config(&dir, "[session]\nmax_frame = 1\n");
-    let output = Command::new(env!("CARGO_BIN_EXE_janus-edge"))
+    let output = Command::new(env!("CARGO_BIN_EXE_janus"))
+        .arg("edge")
         .arg("--config")
         .arg(&config)
         .output()
@@ -83,7 +85,8 @@ fn sigterm_drains_and_exits_zero() {
     let dir = temp_dir("term");
     let config = write_config(&dir, "");
     let port = admin_port(&config);
-    let mut child = Command::new(env!("CARGO_BIN_EXE_janus-edge"))
+    let mut child = Command::new(env!("CARGO_BIN_EXE_janus"))
+        .arg("edge")
         .arg("--config")
         .arg(&config)
         .stdout(Stdio::null())
@@ -117,4 +120,89 @@ fn sigterm_drains_and_exits_zero() {
         std::thread::sleep(Duration::from_millis(50));
     };
     assert_eq!(status.code(), Some(0), "a drain ends with exit status 0");
+}
+
+#[test]
+fn the_standalone_default_starts_creates_dev_keys_and_answers_connect() {
+    let dir = temp_dir("standalone");
+    let _ = std::fs::remove_dir_all(dir.join(".janus"));
+    let ports: Vec<u16> = (0..8).map(|_| free_port()).collect();
+    let udp_port = || {
+        std::net::UdpSocket::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port()
+    };
+    let config = dir.join("standalone.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "game_listen = \"127.0.0.1:{}\"\n\
+             [edge]\nadmin_listen = \"127.0.0.1:{}\"\n\
+             [edge.tcp]\nenabled = true\nlisten = \"127.0.0.1:{}\"\n\
+             [edge.websocket]\nlisten = \"127.0.0.1:{}\"\n\
+             [edge.kcp]\nlisten = \"127.0.0.1:{}\"\n\
+             [edge.quic]\nlisten = \"127.0.0.1:{}\"\n\
+             [broker]\nlisten = \"127.0.0.1:{}\"\nadmin_listen = \"127.0.0.1:{}\"\n",
+            ports[0],
+            ports[1],
+            ports[2],
+            ports[3],
+            udp_port(),
+            udp_port(),
+            ports[4],
+            ports[5],
+        ),
+    )
+    .unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_janus"))
+        .current_dir(&dir)
+        .env("JANUS_STANDALONE_CONFIG", &config)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let started = Instant::now();
+    while !healthy(ports[1]) {
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "standalone never became healthy"
+        );
+        assert!(
+            child.try_wait().unwrap().is_none(),
+            "standalone exited early"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert!(dir.join(".janus/server.pem").exists() && dir.join(".janus/token.hex").exists());
+    let output = Command::new(env!("CARGO_BIN_EXE_janus"))
+        .current_dir(&dir)
+        .args([
+            "connect",
+            "--uid",
+            "7",
+            "--port",
+            &ports[2].to_string(),
+            "--send",
+            "hello standalone",
+        ])
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let _ = Command::new("kill")
+        .arg("-TERM")
+        .arg(child.id().to_string())
+        .status();
+    let status = child.wait().unwrap();
+    assert!(
+        output.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(
+        stdout.contains("< reply mod=2 seq=1 obj=7 hello standalone"),
+        "{stdout}"
+    );
+    assert_eq!(status.code(), Some(0));
 }

@@ -1,0 +1,197 @@
+//! `janus connect`: a player on the command line. Logs in over any transport with a token it
+//! mints from the token key (or one given), then either sends one message and prints the answer,
+//! or reads lines: plain text is echoed by the demo game, `/join R`, `/leave R` and `/say R text`
+//! use its chat rooms, `/quit` leaves. Replies and pushes are printed as they arrive.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use clap::{Args, ValueEnum};
+use janus_broker::demo;
+use janus_proto::packet::Packet;
+use janus_shared::client::{Client, ClientConfig, Endpoint};
+use janus_shared::handshake::{ClientHandshakeConfig, Mode};
+use janus_shared::keys::VerifyingKey;
+use janus_shared::session::SessionConfig;
+use tokio::io::AsyncBufReadExt;
+
+use crate::keys::{self, TokenArgs};
+
+/// Which transport to connect over.
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub(crate) enum Transport {
+    /// TCP (default port 17001).
+    Tcp,
+    /// WebSocket (default port 17002, path /ws).
+    Ws,
+    /// KCP over UDP (default port 17003).
+    Kcp,
+    /// QUIC over UDP (default port 17004).
+    Quic,
+}
+
+/// `janus connect`.
+#[derive(Debug, Args)]
+pub(crate) struct ConnectArgs {
+    /// Transport.
+    #[arg(long, value_enum, default_value = "tcp")]
+    transport: Transport,
+    /// Edge host.
+    #[arg(long, default_value = "127.0.0.1")]
+    host: String,
+    /// Edge port (default: the transport's default port).
+    #[arg(long)]
+    port: Option<u16>,
+    /// The edge's public key (SPKI PEM) or signing key (PKCS#8 PEM).
+    #[arg(long, default_value = ".janus/server.pem")]
+    server_key: PathBuf,
+    /// A token to log in with; by default one is minted with --token-key-file.
+    #[arg(long)]
+    token: Option<String>,
+    #[command(flatten)]
+    mint: TokenArgs,
+    /// Speak the go-pantheon v1 (legacy) handshake.
+    #[arg(long)]
+    legacy: bool,
+    /// Send this one message, print the answer, and exit.
+    #[arg(long)]
+    send: Option<String>,
+}
+
+fn server_key(path: &PathBuf) -> anyhow::Result<VerifyingKey> {
+    let text =
+        std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
+    if text.contains("PUBLIC KEY") {
+        Ok(VerifyingKey::from_public_key_pem(&text)?)
+    } else {
+        Ok(keys::read_signing_key(path)?.verifying_key())
+    }
+}
+
+fn endpoint(args: &ConnectArgs) -> Endpoint {
+    let (default_port, make): (u16, fn(String) -> Endpoint) = match args.transport {
+        Transport::Tcp => (17001, Endpoint::Tcp),
+        Transport::Ws => (17002, |addr| Endpoint::WebSocket(format!("ws://{addr}/ws"))),
+        Transport::Kcp => (17003, Endpoint::Kcp),
+        Transport::Quic => (17004, |addr| Endpoint::Quic {
+            addr,
+            server_name: "localhost".into(),
+            ca_pem: None,
+        }),
+    };
+    make(format!(
+        "{}:{}",
+        args.host,
+        args.port.unwrap_or(default_port)
+    ))
+}
+
+/// What a typed line asks for.
+fn parse_line(line: &str) -> anyhow::Result<Option<Packet>> {
+    let mut words = line.split_whitespace();
+    let room = |w: Option<&str>| -> anyhow::Result<i64> {
+        w.context("which room? e.g. /join 7")?
+            .parse()
+            .context("a room is a number")
+    };
+    let packet = match words.next() {
+        None => return Ok(None),
+        Some("/join") => Packet {
+            r#mod: 6,
+            seq: demo::JOIN,
+            obj: room(words.next())?,
+            ..Packet::default()
+        },
+        Some("/leave") => Packet {
+            r#mod: 6,
+            seq: demo::LEAVE,
+            obj: room(words.next())?,
+            ..Packet::default()
+        },
+        Some("/say") => {
+            let obj = room(words.next())?;
+            let text: Vec<&str> = words.collect();
+            Packet {
+                r#mod: 6,
+                seq: demo::SAY,
+                obj,
+                data: text.join(" ").into_bytes(),
+                ..Packet::default()
+            }
+        }
+        Some(word) if word.starts_with('/') => {
+            bail!("unknown command {word}: /join R, /leave R, /say R text, /quit")
+        }
+        Some(_) => Packet {
+            r#mod: 2,
+            seq: 1,
+            data: line.as_bytes().to_vec(),
+            ..Packet::default()
+        },
+    };
+    Ok(Some(packet))
+}
+
+fn show(packet: &Packet) {
+    let kind = if packet.index == 0 { "push" } else { "reply" };
+    println!(
+        "< {kind} mod={} seq={} obj={} {}",
+        packet.r#mod,
+        packet.seq,
+        packet.obj,
+        String::from_utf8_lossy(&packet.data)
+    );
+}
+
+/// Runs `janus connect`.
+pub(crate) async fn run(args: ConnectArgs) -> anyhow::Result<()> {
+    let token = match &args.token {
+        Some(token) => token.clone(),
+        None => keys::mint(&args.mint)?,
+    };
+    let config = ClientConfig {
+        handshake: ClientHandshakeConfig {
+            server_key: server_key(&args.server_key)?,
+            client_key: None,
+            mode: if args.legacy { Mode::Legacy } else { Mode::V2 },
+            server_id: 0,
+            cert_version: 0,
+        },
+        session: SessionConfig::default(),
+        handshake_timeout: Duration::from_secs(10),
+    };
+    let endpoint = endpoint(&args);
+    let mut client = Client::connect(&endpoint, &config, &token)
+        .await
+        .with_context(|| format!("cannot log in at {endpoint:?}"))?;
+    println!(
+        "logged in as player {} over {:?}",
+        args.mint.uid, args.transport
+    );
+    if let Some(text) = &args.send {
+        let packet = parse_line(text)?.context("nothing to send")?;
+        let reply = client.request(packet, |push| show(&push)).await?;
+        show(&reply);
+        return Ok(());
+    }
+    let mut lines = tokio::io::BufReader::new(tokio::io::stdin()).lines();
+    loop {
+        tokio::select! {
+            line = lines.next_line() => {
+                let Some(line) = line? else { break };
+                if line.trim() == "/quit" {
+                    break;
+                }
+                match parse_line(&line) {
+                    Ok(Some(packet)) => { client.send(packet).await?; }
+                    Ok(None) => {}
+                    Err(e) => eprintln!("{e}"),
+                }
+            }
+            packet = client.recv() => show(&packet.context("the gateway closed the session")?),
+        }
+    }
+    client.close().await?;
+    Ok(())
+}

@@ -1,0 +1,127 @@
+//! `janus`: one binary, every role. With no subcommand it runs the standalone gateway (edge,
+//! broker and demo game service in one process, no Redis/NATS/etcd needed); `edge`, `broker`
+//! and `game-demo` run one role of the split deployment; `keygen`, `token` and `connect` are
+//! the tools a developer needs around them.
+
+mod connect;
+mod keys;
+mod standalone;
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use janus_broker::Broker;
+use janus_broker::config::BrokerConfig;
+use janus_edge::Edge;
+use janus_edge::config::EdgeConfig;
+use janus_shared::telemetry;
+
+/// Janus game gateway.
+#[derive(Debug, Parser)]
+#[command(version, about)]
+struct Args {
+    #[command(subcommand)]
+    command: Option<Command>,
+    /// Configuration of the default (standalone) run (see configs.tmpl/standalone.toml).
+    #[arg(long, env = "JANUS_STANDALONE_CONFIG")]
+    config: Option<PathBuf>,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Edge, broker and demo game service in one process (the default).
+    Standalone {
+        /// Configuration file (see configs.tmpl/standalone.toml).
+        #[arg(long, env = "JANUS_STANDALONE_CONFIG")]
+        config: Option<PathBuf>,
+    },
+    /// An edge: client transports, handshake and crypto, limits, broker links.
+    Edge {
+        /// Configuration file (see configs.tmpl/edge.toml).
+        #[arg(long, env = "JANUS_EDGE_CONFIG")]
+        config: Option<PathBuf>,
+    },
+    /// A broker: routes, tunnels to game services, push fan-out.
+    Broker {
+        /// Configuration file (see configs.tmpl/broker.toml).
+        #[arg(long, env = "JANUS_BROKER_CONFIG")]
+        config: Option<PathBuf>,
+    },
+    /// The demo game service (echo player service, chat rooms).
+    GameDemo {
+        /// gRPC listen address.
+        #[arg(long, env = "JANUS_DEMO_LISTEN", default_value = "0.0.0.0:17200")]
+        listen: String,
+        /// A broker's gRPC endpoint, for room pushes.
+        #[arg(long, env = "JANUS_DEMO_PUSH", default_value = "127.0.0.1:17100")]
+        push: String,
+    },
+    /// Generates a server signing key, its public key, a token key and a client certificate.
+    Keygen {
+        /// Directory to write into.
+        #[arg(long, default_value = "keys")]
+        dir: PathBuf,
+        /// Overwrite existing files.
+        #[arg(long)]
+        force: bool,
+    },
+    /// Mints a Lares-format token.
+    Token(keys::TokenArgs),
+    /// Connects as a player: logs in, sends, prints replies and pushes.
+    Connect(connect::ConnectArgs),
+}
+
+#[tokio::main]
+async fn main() {
+    telemetry::init();
+    if let Err(e) = run(Args::parse()).await {
+        eprintln!("error: {e:#}");
+        std::process::exit(1);
+    }
+}
+
+async fn run(args: Args) -> anyhow::Result<()> {
+    let default = Command::Standalone {
+        config: args.config,
+    };
+    match args.command.unwrap_or(default) {
+        Command::Standalone { config } => standalone::run(config.as_deref()).await,
+        Command::Edge { config } => {
+            let config: EdgeConfig = janus_shared::config::load(config.as_deref())?;
+            let handshake = config.load_handshake()?;
+            let grace = config.drain_grace();
+            let edge = Edge::start(config, handshake)
+                .await
+                .context("starting the edge")?;
+            telemetry::shutdown_signal().await;
+            edge.drain(grace).await;
+            Ok(())
+        }
+        Command::Broker { config } => {
+            let config: BrokerConfig = janus_shared::config::load(config.as_deref())?;
+            let listener = tokio::net::TcpListener::bind(&config.listen)
+                .await
+                .with_context(|| format!("listen: cannot bind {}", config.listen))?;
+            let broker = Broker::start(config, listener)
+                .await
+                .context("starting the broker")?;
+            telemetry::shutdown_signal().await;
+            broker.shutdown(Duration::from_secs(10)).await;
+            Ok(())
+        }
+        Command::GameDemo { listen, push } => {
+            let listener = tokio::net::TcpListener::bind(&listen)
+                .await
+                .with_context(|| format!("--listen: cannot bind {listen}"))?;
+            tracing::info!(%listen, %push, "demo game service started");
+            janus_broker::demo::serve(listener, &push, telemetry::shutdown_signal())
+                .await
+                .map_err(|e| anyhow::anyhow!("demo game service: {e}"))
+        }
+        Command::Keygen { dir, force } => keys::keygen(&dir, force),
+        Command::Token(args) => keys::token(&args),
+        Command::Connect(args) => connect::run(args).await,
+    }
+}
