@@ -1,10 +1,11 @@
 //! `janus`: one binary, every role. With no subcommand it runs the standalone gateway (edge,
 //! broker and demo game service in one process, no Redis/NATS/etcd needed); `edge`, `broker`
-//! and `game-demo` run one role of the split deployment; `keygen`, `token` and `connect` are
-//! the tools a developer needs around them.
+//! and `game-demo` run one role of the split deployment; `keygen`, `token`, `connect` and `push`
+//! are the tools a developer needs around them.
 
 mod connect;
 mod keys;
+mod push;
 mod standalone;
 
 use std::path::PathBuf;
@@ -71,6 +72,8 @@ enum Command {
     Token(keys::TokenArgs),
     /// Connects as a player: logs in, sends, prints replies and pushes.
     Connect(connect::ConnectArgs),
+    /// Pushes to players through a broker (gRPC) or NATS.
+    Push(push::PushArgs),
 }
 
 #[tokio::main]
@@ -123,5 +126,6 @@ async fn run(args: Args) -> anyhow::Result<()> {
         Command::Keygen { dir, force } => keys::keygen(&dir, force),
         Command::Token(args) => keys::token(&args),
         Command::Connect(args) => connect::run(args).await,
+        Command::Push(args) => push::run(args).await,
     }
 }

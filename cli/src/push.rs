@@ -1,0 +1,90 @@
+//! `janus push`: sends a push to players through a broker's gRPC `PushService` or through NATS
+//! (the ingress subject every broker listens to), as a game service would.
+
+use anyhow::{Context, bail};
+use bytes::Bytes;
+use clap::Args;
+use janus_broker::bus::{NatsBus, PushBus, subject};
+use janus_proto::broadcaster::service::push::v1 as bc;
+use prost::Message;
+
+/// `janus push`.
+#[derive(Debug, Args)]
+pub(crate) struct PushArgs {
+    /// Players to push to (repeat for a multicast).
+    #[arg(long = "uid")]
+    uids: Vec<i64>,
+    /// Push to every session of --color and --sid instead.
+    #[arg(long, conflicts_with = "uids")]
+    broadcast: bool,
+    /// Deployment colour.
+    #[arg(long, default_value = "")]
+    color: String,
+    /// Game server (zone) id, for broadcasts.
+    #[arg(long, default_value_t = 1)]
+    sid: i64,
+    /// Module and sequence the client sees.
+    #[arg(long, default_value_t = 9)]
+    module: i32,
+    /// Sequence id the client sees.
+    #[arg(long, default_value_t = 1)]
+    seq: i32,
+    /// The text to push.
+    #[arg(long)]
+    text: String,
+    /// A broker's gRPC endpoint.
+    #[arg(long, default_value = "127.0.0.1:17100", conflicts_with = "nats")]
+    broker: String,
+    /// Publish on NATS instead (e.g. nats://127.0.0.1:4222).
+    #[arg(long)]
+    nats: Option<String>,
+}
+
+/// Runs `janus push`.
+pub(crate) async fn run(args: PushArgs) -> anyhow::Result<()> {
+    if args.uids.is_empty() && !args.broadcast {
+        bail!("name players with --uid (repeatable) or use --broadcast");
+    }
+    let body = bc::PushBody {
+        data: args.text.clone().into_bytes(),
+        r#mod: args.module,
+        seq: args.seq,
+        ..Default::default()
+    };
+    if let Some(url) = &args.nats {
+        let bus = NatsBus::connect(url, "janus-cli").await?;
+        let message = bc::PushMessage {
+            bodies: vec![body],
+            uids: args.uids.clone(),
+            broadcast: args.broadcast,
+            color: args.color.clone(),
+            sid: args.sid,
+        };
+        bus.publish(subject::INGRESS, Bytes::from(message.encode_to_vec()))
+            .await?;
+        println!("published on {} ({})", subject::INGRESS, url);
+        return Ok(());
+    }
+    let mut client =
+        bc::push_service_client::PushServiceClient::connect(format!("http://{}", args.broker))
+            .await
+            .with_context(|| format!("cannot reach the broker at {}", args.broker))?;
+    if args.broadcast {
+        let request = bc::BroadcastRequest {
+            bodies: vec![body],
+            color: args.color,
+            sid: args.sid,
+        };
+        client.broadcast(request).await?;
+        println!("broadcast sent");
+    } else {
+        let request = bc::MulticastRequest {
+            bodies: vec![body],
+            uids: args.uids,
+            color: args.color,
+        };
+        let pushed = client.multicast(request).await?.into_inner().pushed_uids;
+        println!("pushed to {pushed:?}");
+    }
+    Ok(())
+}
