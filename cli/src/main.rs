@@ -92,7 +92,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
     match args.command.unwrap_or(default) {
         Command::Standalone { config } => standalone::run(config.as_deref()).await,
         Command::Edge { config } => {
-            let config: EdgeConfig = janus_shared::config::load(config.as_deref())?;
+            let config: EdgeConfig = janus_shared::config::load(config.as_deref(), "JANUS_EDGE")?;
             let handshake = config.load_handshake()?;
             let grace = config.drain_grace();
             let edge = Edge::start(config, handshake)
@@ -103,7 +103,8 @@ async fn run(args: Args) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Broker { config } => {
-            let config: BrokerConfig = janus_shared::config::load(config.as_deref())?;
+            let config: BrokerConfig =
+                janus_shared::config::load(config.as_deref(), "JANUS_BROKER")?;
             let listener = tokio::net::TcpListener::bind(&config.listen)
                 .await
                 .with_context(|| format!("listen: cannot bind {}", config.listen))?;

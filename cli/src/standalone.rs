@@ -90,7 +90,7 @@ impl Validate for StandaloneConfig {
 
 /// Runs the standalone gateway until SIGTERM/SIGINT.
 pub(crate) async fn run(config: Option<&Path>) -> anyhow::Result<()> {
-    let config: StandaloneConfig = janus_shared::config::load(config)?;
+    let config: StandaloneConfig = janus_shared::config::load(config, "JANUS_STANDALONE")?;
     let (server_key, token_key) = keys::ensure_dev_keys(Path::new(&config.keys_dir))?;
 
     let broker_listener = tokio::net::TcpListener::bind(&config.broker.listen)

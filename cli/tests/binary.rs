@@ -78,6 +78,24 @@ fn a_bad_configuration_is_refused_naming_the_field() {
     assert!(!output.status.success());
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(stderr.contains("session.max_frame"), "{stderr}");
+
+    let good = write_config(&dir, "");
+    let output = Command::new(env!("CARGO_BIN_EXE_janus"))
+        .args(["edge", "--config"])
+        .arg(&good)
+        .env("JANUS_EDGE__LIMITS__MAX_SESSIONS_PER_IP", "0")
+        .output()
+        .unwrap();
+    assert!(
+        !output.status.success(),
+        "an environment override is validated like the file"
+    );
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("JANUS_EDGE__LIMITS__MAX_SESSIONS_PER_IP")
+            && stderr.contains("limits.max_sessions_per_ip"),
+        "{stderr}"
+    );
 }
 
 #[test]

@@ -65,14 +65,47 @@ impl Problems {
 
 /// Parses `text` (from `origin`, used in messages) and validates the result.
 pub fn parse<T: DeserializeOwned + Validate>(text: &str, origin: &str) -> Result<T> {
-    let syntax = |message: String| Error::Config {
+    parse_with_overrides(text, origin, "", std::iter::empty())
+}
+
+fn config_error(origin: &str, message: impl Into<String>) -> Error {
+    Error::Config {
         origin: origin.to_owned(),
-        problems: vec![message.trim_end().replace('\n', "\n  ")],
-    };
-    let deserializer = toml::Deserializer::parse(text).map_err(|e| syntax(e.to_string()))?;
-    let config: T = serde_path_to_error::deserialize(deserializer).map_err(|e| {
+        problems: vec![message.into().trim_end().replace('\n', "\n  ")],
+    }
+}
+
+/// Parses `text`, applies every `(name, value)` override whose name starts with `prefix__`
+/// (`PREFIX__SECTION__FIELD=value` sets `section.field`; the value is read as a TOML value,
+/// and as a string when it is not one), then deserializes and validates.
+pub fn parse_with_overrides<T: DeserializeOwned + Validate>(
+    text: &str,
+    origin: &str,
+    prefix: &str,
+    overrides: impl Iterator<Item = (String, String)>,
+) -> Result<T> {
+    let mut table: toml::Table = text
+        .parse()
+        .map_err(|e: toml::de::Error| config_error(origin, e.to_string()))?;
+    let marker = format!("{prefix}__");
+    let mut origin = origin.to_owned();
+    for (name, raw) in overrides {
+        let Some(path) = name.strip_prefix(&marker).filter(|_| !prefix.is_empty()) else {
+            continue;
+        };
+        let keys: Vec<String> = path.split("__").map(str::to_ascii_lowercase).collect();
+        let value = format!("v = {raw}")
+            .parse::<toml::Table>()
+            .ok()
+            .and_then(|mut t| t.remove("v"))
+            .unwrap_or(toml::Value::String(raw));
+        set(&mut table, &keys, value)
+            .map_err(|why| config_error(&origin, format!("{name}: {why}")))?;
+        origin = format!("{origin} + {name}");
+    }
+    let config: T = serde_path_to_error::deserialize(toml::Value::Table(table)).map_err(|e| {
         let field = e.path().to_string();
-        syntax(format!("{field}: {}", e.into_inner()))
+        config_error(&origin, format!("{field}: {}", e.into_inner()))
     })?;
     let mut problems = Problems::default();
     config.validate(&mut problems);
@@ -80,25 +113,46 @@ pub fn parse<T: DeserializeOwned + Validate>(text: &str, origin: &str) -> Result
         Ok(config)
     } else {
         Err(Error::Config {
-            origin: origin.to_owned(),
+            origin,
             problems: problems.0,
         })
     }
 }
 
-/// Loads the file at `path`, or the defaults when there is none.
-pub fn load<T: DeserializeOwned + Validate>(path: Option<&Path>) -> Result<T> {
-    match path {
-        None => parse("", "defaults"),
+fn set(
+    table: &mut toml::Table,
+    keys: &[String],
+    value: toml::Value,
+) -> std::result::Result<(), String> {
+    match keys {
+        [] => Err("names no field".into()),
+        [last] => {
+            table.insert(last.clone(), value);
+            Ok(())
+        }
+        [first, rest @ ..] => match table
+            .entry(first.clone())
+            .or_insert_with(|| toml::Value::Table(toml::Table::new()))
+        {
+            toml::Value::Table(inner) => set(inner, rest, value),
+            _ => Err(format!("{first} is not a section")),
+        },
+    }
+}
+
+/// Loads the file at `path` (or the defaults when there is none) with the environment's
+/// `PREFIX__…` overrides applied.
+pub fn load<T: DeserializeOwned + Validate>(path: Option<&Path>, env_prefix: &str) -> Result<T> {
+    let (text, origin) = match path {
+        None => (String::new(), "defaults".to_owned()),
         Some(path) => {
             let origin = path.display().to_string();
-            let text = std::fs::read_to_string(path).map_err(|e| Error::Config {
-                origin: origin.clone(),
-                problems: vec![format!("cannot read the file: {e}")],
-            })?;
-            parse(&text, &origin)
+            let text = std::fs::read_to_string(path)
+                .map_err(|e| config_error(&origin, format!("cannot read the file: {e}")))?;
+            (text, origin)
         }
-    }
+    };
+    parse_with_overrides(&text, &origin, env_prefix, std::env::vars())
 }
 
 #[cfg(test)]
@@ -151,7 +205,7 @@ mod tests {
 
     #[test]
     fn no_file_means_defaults() {
-        let sample: Sample = load(None).unwrap();
+        let sample: Sample = load(None, "JANUS_TEST_UNUSED").unwrap();
         assert_eq!(sample.limits.rate, 10);
     }
 
@@ -175,8 +229,46 @@ mod tests {
     }
 
     #[test]
+    fn environment_overrides_set_nested_fields_and_are_named_in_errors() {
+        let vars = |pairs: &[(&str, &str)]| {
+            pairs
+                .iter()
+                .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+                .collect::<Vec<_>>()
+                .into_iter()
+        };
+        let sample: Sample = parse_with_overrides(
+            "[limits]\nrate = 3\n",
+            "t.toml",
+            "APP",
+            vars(&[
+                ("APP__LIMITS__RATE", "7"),
+                ("APP__LISTEN", "127.0.0.1:9"),
+                ("OTHER__LISTEN", "x"),
+            ]),
+        )
+        .unwrap();
+        assert_eq!(
+            (sample.limits.rate, sample.listen.as_str()),
+            (7, "127.0.0.1:9")
+        );
+        let err = parse_with_overrides::<Sample>(
+            "",
+            "t.toml",
+            "APP",
+            vars(&[("APP__LIMITS__RATE", "0")]),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            err.contains("APP__LIMITS__RATE") && err.contains("limits.rate"),
+            "{err}"
+        );
+    }
+
+    #[test]
     fn a_missing_file_is_a_config_error_naming_it() {
-        let err = load::<Sample>(Some(Path::new("/nonexistent/janus.toml"))).unwrap_err();
+        let err = load::<Sample>(Some(Path::new("/nonexistent/janus.toml")), "X").unwrap_err();
         assert!(err.to_string().contains("/nonexistent/janus.toml"), "{err}");
     }
 }
