@@ -6,21 +6,28 @@
 #   JANUS_NATS_IMAGE   default nats:2.10-alpine                       (official)
 #   JANUS_ETCD_IMAGE   default gcr.io/etcd-development/etcd:v3.5.17   (official)
 #   JANUS_BASE_IMAGE   default debian:bookworm-slim                   (official)
+#   JANUS_IMAGE        default janus:local (built here by `project`, never pulled)
 #
 # `deploy/images.sh ensure` makes every image usable and prints `export NAME=image` lines for
 # the ones it had to replace: a variable already set is used as is; otherwise the official image
 # is used when present or pullable, and when no registry answers (air-gapped machines, this
 # project's CI) an equivalent is built locally from Debian packages: a bookworm root file system
-# made with debootstrap (redis-server, nats-server, etcd-server included) is `docker import`ed as
-# janus-offline/debian:bookworm, and thin images with the official images' ports and commands
+# made with debootstrap (redis-server, nats-server, etcd-server, etcdctl, wget included) is
+# `docker import`ed as janus-offline/debian:<tag>, and thin images with the official images' ports and commands
 # are built on it. Nothing is pulled for those.
 #
 #   eval "$(deploy/images.sh ensure)"     # what scripts/test.sh does
 #   deploy/images.sh offline              # build the local images only
+#   deploy/images.sh project [BINARY]     # the janus image (JANUS_IMAGE, default janus:local)
+#                                         # from a host-built binary (default: a release build)
 set -euo pipefail
 
-OFFLINE_BASE=janus-offline/debian:bookworm
 here="$(cd "$(dirname "$0")" && pwd)"
+# What goes into the local Debian base; the tag changes whenever this list or a stand-in
+# Dockerfile does, so a machine never reuses a stale build.
+OFFLINE_PACKAGES="ca-certificates,redis-server,nats-server,etcd-server,etcd-client,wget"
+OFFLINE_TAG="bookworm-$( (echo "$OFFLINE_PACKAGES"; cat "$here"/images/*/Dockerfile) | sha256sum | cut -c1-10)"
+OFFLINE_BASE="janus-offline/debian:$OFFLINE_TAG"
 
 log() { echo "images: $*" >&2; }
 
@@ -32,6 +39,18 @@ need_docker() {
 }
 
 have_image() { docker image inspect "$1" >/dev/null 2>&1; }
+
+# docker build that stays quiet unless it fails (the legacy builder's banner is noise).
+build_image() {
+  local errors
+  errors="$(mktemp)"
+  if ! DOCKER_BUILDKIT=0 docker build -q "$@" >/dev/null 2>"$errors"; then
+    cat "$errors" >&2
+    rm -f "$errors"
+    return 1
+  fi
+  rm -f "$errors"
+}
 
 build_offline_base() {
   if have_image "$OFFLINE_BASE"; then
@@ -45,7 +64,7 @@ build_offline_base() {
   root="$(mktemp -d /var/tmp/janus-rootfs.XXXXXX)"
   log "debootstrap bookworm into $root (a few minutes)"
   debootstrap --variant=minbase \
-    --include=ca-certificates,redis-server,nats-server,etcd-server \
+    --include="$OFFLINE_PACKAGES" \
     bookworm "$root" "${JANUS_DEBIAN_MIRROR:-http://deb.debian.org/debian}" >/dev/null
   rm -rf "$root"/var/cache/apt/archives/*.deb "$root"/var/lib/apt/lists/*
   log "docker import $OFFLINE_BASE"
@@ -57,10 +76,9 @@ build_offline() {
   build_offline_base
   local svc
   for svc in redis nats etcd; do
-    if ! have_image "janus-offline/$svc:latest"; then
-      log "building janus-offline/$svc"
-      DOCKER_BUILDKIT=0 docker build -q -t "janus-offline/$svc:latest" \
-        --build-arg "BASE_IMAGE=$OFFLINE_BASE" "$here/images/$svc" >/dev/null
+    if ! have_image "janus-offline/$svc:$OFFLINE_TAG"; then
+      log "building janus-offline/$svc:$OFFLINE_TAG"
+      build_image -t "janus-offline/$svc:$OFFLINE_TAG" --build-arg "BASE_IMAGE=$OFFLINE_BASE" "$here/images/$svc"
     fi
   done
 }
@@ -74,9 +92,9 @@ ensure() {
   need_docker
   local var official offline
   local -a wanted=(
-    "JANUS_REDIS_IMAGE redis:7.2-alpine janus-offline/redis:latest"
-    "JANUS_NATS_IMAGE nats:2.10-alpine janus-offline/nats:latest"
-    "JANUS_ETCD_IMAGE gcr.io/etcd-development/etcd:v3.5.17 janus-offline/etcd:latest"
+    "JANUS_REDIS_IMAGE redis:7.2-alpine janus-offline/redis:$OFFLINE_TAG"
+    "JANUS_NATS_IMAGE nats:2.10-alpine janus-offline/nats:$OFFLINE_TAG"
+    "JANUS_ETCD_IMAGE gcr.io/etcd-development/etcd:v3.5.17 janus-offline/etcd:$OFFLINE_TAG"
     "JANUS_BASE_IMAGE debian:bookworm-slim $OFFLINE_BASE"
   )
   local line
@@ -96,8 +114,33 @@ ensure() {
   done
 }
 
+# project [BINARY]: builds $JANUS_IMAGE (default janus:local) from BINARY (default: a release
+# build of the janus binary) on $JANUS_BASE_IMAGE (ensured first).
+project() {
+  need_docker
+  local binary="${1:-}"
+  if [ -z "$binary" ]; then
+    log "building the janus binary (release)"
+    cargo build --release --locked -p janus-cli >&2
+    binary="${CARGO_TARGET_DIR:-$here/../target}/release/janus"
+  fi
+  [ -x "$binary" ] || { log "no janus binary at $binary"; exit 1; }
+  if [ -z "${JANUS_BASE_IMAGE:-}" ]; then
+    eval "$(ensure)"
+  fi
+  local context
+  context="$(mktemp -d /var/tmp/janus-image.XXXXXX)"
+  cp "$binary" "$context/janus"
+  cp "$here/Dockerfile" "$context/Dockerfile"
+  log "building ${JANUS_IMAGE:-janus:local} on $JANUS_BASE_IMAGE"
+  build_image -t "${JANUS_IMAGE:-janus:local}" --build-arg "BASE_IMAGE=$JANUS_BASE_IMAGE" "$context"
+  rm -rf "$context"
+  echo "export JANUS_IMAGE=${JANUS_IMAGE:-janus:local}"
+}
+
 case "${1:-}" in
   ensure) ensure ;;
   offline) need_docker; build_offline ;;
-  *) echo "usage: $0 ensure|offline" >&2; exit 2 ;;
+  project) shift; project "$@" ;;
+  *) echo "usage: $0 ensure|offline|project [BINARY]" >&2; exit 2 ;;
 esac

@@ -16,7 +16,8 @@ pub struct BrokerConfig {
     /// Admin HTTP listen address (`/health`, `/ready`, `/metrics`, `/stats`).
     pub admin_listen: String,
     /// The `host:port` others reach this broker's gRPC server at: written into gateway routes
-    /// (Roma pushes there) and used to name this broker on the bus. Defaults to `listen`.
+    /// (Roma pushes there) and used to name this broker on the bus. Defaults to `listen`, or
+    /// when that is a wildcard, to the address the host name resolves to.
     pub advertise: Option<String>,
     /// Routing store.
     pub routes: RoutesConfig,

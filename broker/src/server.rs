@@ -57,10 +57,7 @@ impl Broker {
         let endpoint = match &config.advertise {
             Some(advertise) => advertise.clone(),
             None if addr.ip().is_unspecified() => {
-                tracing::warn!(
-                    "no `advertise` set while listening on {addr}: routes will name 127.0.0.1"
-                );
-                format!("127.0.0.1:{}", addr.port())
+                janus_shared::discovery::own_address(addr.port()).await
             }
             None => addr.to_string(),
         };

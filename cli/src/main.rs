@@ -51,22 +51,23 @@ enum Command {
         config: Option<PathBuf>,
     },
     /// The demo game service (echo player service, chat rooms).
-    GameDemo {
-        /// gRPC listen address.
-        #[arg(long, env = "JANUS_DEMO_LISTEN", default_value = "0.0.0.0:17200")]
-        listen: String,
-        /// A broker's gRPC endpoint, for room pushes.
-        #[arg(long, env = "JANUS_DEMO_PUSH", default_value = "127.0.0.1:17100")]
-        push: String,
-    },
+    GameDemo(GameDemoArgs),
     /// Generates a server signing key, its public key, a token key and a client certificate.
     Keygen {
         /// Directory to write into.
         #[arg(long, default_value = "keys")]
         dir: PathBuf,
         /// Overwrite existing files.
-        #[arg(long)]
+        #[arg(long, conflicts_with = "if_missing")]
         force: bool,
+        /// Do nothing when the directory already holds a key set.
+        #[arg(long)]
+        if_missing: bool,
+    },
+    /// Exits 0 when an HTTP GET of URL answers 200 (container health checks).
+    Probe {
+        /// `http://host:port/path`.
+        url: String,
     },
     /// Mints a Lares-format token.
     Token(keys::TokenArgs),
@@ -115,18 +116,100 @@ async fn run(args: Args) -> anyhow::Result<()> {
             broker.shutdown(Duration::from_secs(10)).await;
             Ok(())
         }
-        Command::GameDemo { listen, push } => {
-            let listener = tokio::net::TcpListener::bind(&listen)
-                .await
-                .with_context(|| format!("--listen: cannot bind {listen}"))?;
-            tracing::info!(%listen, %push, "demo game service started");
-            janus_broker::demo::serve(listener, &push, telemetry::shutdown_signal())
-                .await
-                .map_err(|e| anyhow::anyhow!("demo game service: {e}"))
+        Command::GameDemo(args) => game_demo(args).await,
+        Command::Keygen {
+            dir,
+            force,
+            if_missing,
+        } => {
+            if if_missing && dir.join(keys::SERVER_KEY).exists() {
+                println!("{} already holds keys; kept", dir.display());
+                return Ok(());
+            }
+            keys::keygen(&dir, force)
         }
-        Command::Keygen { dir, force } => keys::keygen(&dir, force),
+        Command::Probe { url } => probe(&url).await,
         Command::Token(args) => keys::token(&args),
         Command::Connect(args) => connect::run(args).await,
         Command::Push(args) => push::run(args).await,
     }
+}
+
+/// `janus game-demo`.
+#[derive(Debug, clap::Args)]
+struct GameDemoArgs {
+    /// gRPC listen address.
+    #[arg(long, env = "JANUS_DEMO_LISTEN", default_value = "0.0.0.0:17200")]
+    listen: String,
+    /// A broker's gRPC endpoint, for room pushes.
+    #[arg(long, env = "JANUS_DEMO_PUSH", default_value = "127.0.0.1:17100")]
+    push: String,
+    /// Register in etcd (kratos layout) as roma.player.service and roma.room.service.
+    #[arg(long, env = "JANUS_DEMO_ETCD")]
+    etcd: Option<String>,
+    /// The address to register (default: the host name's address and the listen port).
+    #[arg(long, env = "JANUS_DEMO_ADVERTISE")]
+    advertise: Option<String>,
+    /// Colour to serve.
+    #[arg(long, env = "JANUS_DEMO_COLOR", default_value = "")]
+    color: String,
+}
+
+async fn game_demo(args: GameDemoArgs) -> anyhow::Result<()> {
+    use janus_shared::discovery::{Discovery, EtcdDiscovery, Instance};
+    let listener = tokio::net::TcpListener::bind(&args.listen)
+        .await
+        .with_context(|| format!("--listen: cannot bind {}", args.listen))?;
+    let port = listener.local_addr()?.port();
+    let mut registrations = Vec::new();
+    if let Some(etcd) = &args.etcd {
+        let advertise = match &args.advertise {
+            Some(advertise) => advertise.clone(),
+            None => janus_shared::discovery::own_address(port).await,
+        };
+        let discovery = EtcdDiscovery::connect(std::slice::from_ref(etcd)).await?;
+        for name in ["roma.player.service", "roma.room.service"] {
+            let instance = Instance {
+                id: format!("demo-{}", advertise.replace([':', '.'], "-")),
+                name: name.to_owned(),
+                version: env!("CARGO_PKG_VERSION").to_owned(),
+                metadata: [("color".to_owned(), args.color.clone())].into(),
+                endpoints: vec![format!("grpc://{advertise}")],
+            };
+            registrations.push(discovery.register(instance).await?);
+        }
+        tracing::info!(%advertise, %etcd, "registered in etcd");
+    }
+    tracing::info!(listen = %args.listen, push = %args.push, "demo game service started");
+    let served =
+        janus_broker::demo::serve(listener, &args.push, telemetry::shutdown_signal()).await;
+    for registration in registrations {
+        registration.deregister().await;
+    }
+    served.map_err(|e| anyhow::anyhow!("demo game service: {e}"))
+}
+
+/// `janus probe`: a GET that must answer 200.
+async fn probe(url: &str) -> anyhow::Result<()> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let rest = url.strip_prefix("http://").context("only http:// URLs")?;
+    let (authority, path) = rest
+        .split_once('/')
+        .map_or((rest, "/".to_owned()), |(a, p)| (a, format!("/{p}")));
+    let mut stream = tokio::time::timeout(
+        Duration::from_secs(3),
+        tokio::net::TcpStream::connect(authority),
+    )
+    .await
+    .context("timed out connecting")??;
+    stream
+        .write_all(format!("GET {path} HTTP/1.0\r\nHost: {authority}\r\n\r\n").as_bytes())
+        .await?;
+    let mut response = String::new();
+    tokio::time::timeout(Duration::from_secs(3), stream.read_to_string(&mut response))
+        .await
+        .context("timed out reading")??;
+    let status = response.split_whitespace().nth(1).unwrap_or("");
+    anyhow::ensure!(status == "200", "{url} answered {status:?}");
+    Ok(())
 }

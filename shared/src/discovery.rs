@@ -26,6 +26,24 @@ pub const GATE_SERVICE: &str = "janus.gate.interface";
 /// The discovery name brokers register under for edges to find them.
 pub const BROKER_SERVICE: &str = "janus.broker";
 
+/// The `ip:port` others reach this host at, for a process listening on every interface: the
+/// address its host name resolves to (a container's own IP under Docker or Kubernetes), else
+/// loopback with a warning.
+pub async fn own_address(port: u16) -> String {
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|h| h.trim().to_owned())
+        .unwrap_or_default();
+    if !host.is_empty()
+        && let Ok(mut addrs) = tokio::net::lookup_host((host.as_str(), port)).await
+        && let Some(addr) = addrs.find(|a| a.is_ipv4() && !a.ip().is_loopback())
+    {
+        tracing::info!(%addr, "no advertised address set: using the host name's address");
+        return addr.to_string();
+    }
+    tracing::warn!("no advertised address set and the host name does not resolve: using 127.0.0.1");
+    format!("127.0.0.1:{port}")
+}
+
 /// One registered instance of a service (the kratos registry record).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Instance {
