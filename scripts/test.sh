@@ -41,6 +41,10 @@ step "container images for the integration suites (Redis, NATS, etcd)"
 need docker "the integration suites start Redis, NATS and etcd in containers: apt-get install docker.io && service docker start"
 eval "$(deploy/images.sh ensure)"
 
+step "the janus image for the full-stack suites (from this tree's binary)"
+cargo build --locked -p janus-cli
+eval "$(deploy/images.sh project "$CARGO_TARGET_DIR/debug/janus")"
+
 step "fuzz targets build"
 cargo build --manifest-path fuzz/Cargo.toml --bins
 

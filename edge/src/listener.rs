@@ -130,16 +130,21 @@ pub async fn websocket(
     .await;
 }
 
-/// Serves KCP clients from `listener` until `stop`.
+/// Serves KCP clients from `listener` until `stop`, then keeps the listener (whose socket
+/// carries every KCP session) until `release`, so draining sessions are not cut off.
 pub async fn kcp(
     mut listener: tokio_kcp::KcpListener,
     state: Arc<EdgeState>,
     tasks: TaskTracker,
     stop: CancellationToken,
+    release: CancellationToken,
 ) {
     loop {
         tokio::select! {
-            _ = stop.cancelled() => return,
+            _ = stop.cancelled() => {
+                release.cancelled().await;
+                return;
+            }
             accepted = listener.accept() => match accepted {
                 Ok((stream, peer)) => {
                     let io = FrameIo::Stream(Box::new(stream));
@@ -208,7 +213,9 @@ pub async fn quic(
             }
         });
     }
-    endpoint.close(0u32.into(), b"edge stopping");
+    // New connections are refused from now on; open ones keep the endpoint running until their
+    // sessions end (closing it here would cut them off in the middle of a drain).
+    endpoint.set_server_config(None);
 }
 
 fn refuse(status: StatusCode, why: &str) -> ErrorResponse {

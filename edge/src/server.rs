@@ -171,6 +171,7 @@ impl Edge {
                 state.clone(),
                 sessions.clone(),
                 accept_stop.clone(),
+                background_stop.clone(),
             ));
         }
         if let Some(endpoint) = quic {

@@ -491,7 +491,7 @@ impl Session {
                 }
             }
         }
-        self.io.close().await;
+        let _ = tokio::time::timeout(Duration::from_secs(2), self.io.close()).await;
         if let Some(broker) = self.broker.take() {
             broker.detach(self.id);
             let frame = EdgeFrame {

@@ -136,6 +136,23 @@ pub async fn etcd() -> Service {
     .await
 }
 
+/// The project's own image (`JANUS_IMAGE`, built by `deploy/images.sh project`; never pulled).
+pub fn janus_image() -> GenericImage {
+    let image = std::env::var("JANUS_IMAGE").unwrap_or_else(|_| "janus:local".to_owned());
+    let (name, tag) = split_image(&image);
+    GenericImage::new(name, tag)
+}
+
+/// An infrastructure image (`var`, else `default`) for use on a private network.
+pub fn infra_image(var: &str, default: &str) -> GenericImage {
+    let image = std::env::var(var).unwrap_or_else(|_| default.to_owned());
+    let (name, tag) = split_image(&image);
+    GenericImage::new(name, tag)
+}
+
+/// How to fix a container that does not start.
+pub const HOW_TO_FIX: &str = FIX;
+
 #[cfg(test)]
 mod tests {
     use super::split_image;

@@ -32,7 +32,8 @@ pub struct Keys {
 }
 
 impl Keys {
-    fn new() -> Self {
+    /// A fresh key set.
+    pub fn generate() -> Self {
         Self {
             signing: SigningKey::generate(),
             token: TokenKey::generate(),
@@ -140,7 +141,7 @@ impl Ground {
         Self {
             redis,
             nats,
-            keys: Arc::new(Keys::new()),
+            keys: Arc::new(Keys::generate()),
         }
     }
 

@@ -114,12 +114,21 @@ pub fn quic_client_tls(ca_pem: Option<&str>) -> Result<rustls::ClientConfig> {
 
 /// The one client-opened bidirectional QUIC stream of a Janus connection, as a byte stream,
 /// holding the connection (and, on the client, the endpoint) it lives on.
-#[derive(Debug)]
 pub struct QuicStream {
     send: quinn::SendStream,
     recv: quinn::RecvStream,
     connection: quinn::Connection,
     endpoint: Option<quinn::Endpoint>,
+    /// Set by shutdown: resolves once the peer has acknowledged everything sent.
+    acknowledged: Option<std::pin::Pin<Box<dyn Future<Output = ()> + Send>>>,
+}
+
+impl std::fmt::Debug for QuicStream {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("QuicStream")
+            .field("remote", &self.connection.remote_address())
+            .finish()
+    }
 }
 
 impl QuicStream {
@@ -134,6 +143,7 @@ impl QuicStream {
             recv,
             connection,
             endpoint: None,
+            acknowledged: None,
         }
     }
 
@@ -169,6 +179,7 @@ impl QuicStream {
             recv,
             connection,
             endpoint: Some(endpoint),
+            acknowledged: None,
         })
     }
 }
@@ -199,11 +210,23 @@ impl tokio::io::AsyncWrite for QuicStream {
         std::pin::Pin::new(&mut self.send).poll_flush(cx)
     }
 
+    /// Finishes the stream and waits until the peer has acknowledged all of it, so closing the
+    /// connection afterwards loses nothing (a final logout, say).
     fn poll_shutdown(
         mut self: std::pin::Pin<&mut Self>,
         cx: &mut std::task::Context<'_>,
     ) -> std::task::Poll<std::io::Result<()>> {
-        std::pin::Pin::new(&mut self.send).poll_shutdown(cx)
+        if self.acknowledged.is_none() {
+            let _ = self.send.finish();
+            let stopped = self.send.stopped();
+            self.acknowledged = Some(Box::pin(async move {
+                let _ = stopped.await;
+            }));
+        }
+        match self.acknowledged.as_mut() {
+            Some(acknowledged) => acknowledged.as_mut().poll(cx).map(Ok),
+            None => std::task::Poll::Ready(Ok(())),
+        }
     }
 }
 
