@@ -31,14 +31,6 @@ pub enum Error {
         /// What went wrong.
         reason: String,
     },
-    /// A client asked for a player tunnel of an object that is not its own.
-    #[error("player tunnel obj {obj} is not the session's uid {uid}")]
-    ForeignObject {
-        /// The requested object.
-        obj: i64,
-        /// The session's uid.
-        uid: i64,
-    },
     /// A message on the bus or the link could not be decoded.
     #[error("malformed {what}: {reason}")]
     Malformed {
@@ -61,7 +53,6 @@ impl Error {
             Error::Discovery(_) => "discovery",
             Error::NoInstance { .. } => "no_instance",
             Error::Tunnel { .. } => "tunnel",
-            Error::ForeignObject { .. } => "foreign_object",
             Error::Malformed { .. } => "malformed",
             Error::Bind(_) => "bind",
         }

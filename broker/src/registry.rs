@@ -107,11 +107,6 @@ impl Registry {
         }
     }
 
-    /// Whether `uid`'s session is the one on `edge` with `session_id`.
-    pub fn is_current(&self, uid: i64, edge: &EdgeHandle, session_id: u64) -> bool {
-        self.map().get(&uid).is_some_and(|e| e.is(edge, session_id))
-    }
-
     /// `uid`'s session, if it is here.
     pub fn get(&self, uid: i64) -> Option<Entry> {
         self.map().get(&uid).cloned()
@@ -183,7 +178,7 @@ mod tests {
         let old = registry.insert(7, entry(&a, 2, "", 1)).unwrap();
         assert_eq!(old.session_id, 1);
         assert!(!registry.remove_if_current(7, &a, 1));
-        assert!(registry.is_current(7, &a, 2));
+        assert_eq!(registry.get(7).unwrap().session_id, 2);
         assert!(registry.remove_if_current(7, &a, 2));
         assert!(registry.is_empty());
     }

@@ -168,11 +168,6 @@ impl Broker {
         self.state.registry.len()
     }
 
-    /// A token cancelled when the broker shuts down.
-    pub fn shutdown_token(&self) -> CancellationToken {
-        self.state.shutdown.clone()
-    }
-
     /// Stops serving, ends every session (each releases its route), and waits up to `grace`
     /// for all tasks to finish.
     pub async fn shutdown(self, grace: Duration) {
