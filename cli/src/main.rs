@@ -4,6 +4,7 @@
 //! are the tools a developer needs around them.
 
 mod connect;
+mod game_demo;
 mod keys;
 mod push;
 mod standalone;
@@ -51,7 +52,11 @@ enum Command {
         config: Option<PathBuf>,
     },
     /// The demo game service (echo player service, chat rooms).
-    GameDemo(GameDemoArgs),
+    GameDemo {
+        /// Configuration file (see configs.tmpl/game-demo.toml).
+        #[arg(long, env = "JANUS_GAME_DEMO_CONFIG")]
+        config: Option<PathBuf>,
+    },
     /// Generates a server signing key, its public key, a token key and a client certificate.
     Keygen {
         /// Directory to write into.
@@ -116,7 +121,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
             broker.shutdown(Duration::from_secs(10)).await;
             Ok(())
         }
-        Command::GameDemo(args) => game_demo(args).await,
+        Command::GameDemo { config } => game_demo::run(config.as_deref()).await,
         Command::Keygen {
             dir,
             force,
@@ -133,60 +138,6 @@ async fn run(args: Args) -> anyhow::Result<()> {
         Command::Connect(args) => connect::run(args).await,
         Command::Push(args) => push::run(args).await,
     }
-}
-
-/// `janus game-demo`.
-#[derive(Debug, clap::Args)]
-struct GameDemoArgs {
-    /// gRPC listen address.
-    #[arg(long, env = "JANUS_DEMO_LISTEN", default_value = "0.0.0.0:17200")]
-    listen: String,
-    /// A broker's gRPC endpoint, for room pushes.
-    #[arg(long, env = "JANUS_DEMO_PUSH", default_value = "127.0.0.1:17100")]
-    push: String,
-    /// Register in etcd (kratos layout) as roma.player.service and roma.room.service.
-    #[arg(long, env = "JANUS_DEMO_ETCD")]
-    etcd: Option<String>,
-    /// The address to register (default: the host name's address and the listen port).
-    #[arg(long, env = "JANUS_DEMO_ADVERTISE")]
-    advertise: Option<String>,
-    /// Colour to serve.
-    #[arg(long, env = "JANUS_DEMO_COLOR", default_value = "")]
-    color: String,
-}
-
-async fn game_demo(args: GameDemoArgs) -> anyhow::Result<()> {
-    use janus_shared::discovery::{Discovery, EtcdDiscovery, Instance};
-    let listener = tokio::net::TcpListener::bind(&args.listen)
-        .await
-        .with_context(|| format!("--listen: cannot bind {}", args.listen))?;
-    let port = listener.local_addr()?.port();
-    let mut registrations = Vec::new();
-    if let Some(etcd) = &args.etcd {
-        let advertise = match &args.advertise {
-            Some(advertise) => advertise.clone(),
-            None => janus_shared::discovery::own_address(port).await,
-        };
-        let discovery = EtcdDiscovery::connect(std::slice::from_ref(etcd)).await?;
-        for name in ["roma.player.service", "roma.room.service"] {
-            let instance = Instance {
-                id: format!("demo-{}", advertise.replace([':', '.'], "-")),
-                name: name.to_owned(),
-                version: env!("CARGO_PKG_VERSION").to_owned(),
-                metadata: [("color".to_owned(), args.color.clone())].into(),
-                endpoints: vec![format!("grpc://{advertise}")],
-            };
-            registrations.push(discovery.register(instance).await?);
-        }
-        tracing::info!(%advertise, %etcd, "registered in etcd");
-    }
-    tracing::info!(listen = %args.listen, push = %args.push, "demo game service started");
-    let served =
-        janus_broker::demo::serve(listener, &args.push, telemetry::shutdown_signal()).await;
-    for registration in registrations {
-        registration.deregister().await;
-    }
-    served.map_err(|e| anyhow::anyhow!("demo game service: {e}"))
 }
 
 /// `janus probe`: a GET that must answer 200.

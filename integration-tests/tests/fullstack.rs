@@ -77,15 +77,17 @@ impl Cluster {
         let game = janus_image()
             .with_wait_for(WaitFor::message_on_stdout("demo game service started"))
             .with_exposed_port(17200.tcp());
-        let game = on_net(game, "game").with_cmd([
-            "game-demo".to_owned(),
-            "--push".into(),
-            format!("{}:17100", name("broker-0")),
-            "--etcd".into(),
-            etcd_url.clone(),
-            "--color".into(),
-            COLOR.into(),
-        ]);
+        let game = on_net(game, "game")
+            .with_cmd(["game-demo"])
+            .with_env_var(
+                "JANUS_GAME_DEMO__PUSH",
+                format!("{}:17100", name("broker-0")),
+            )
+            .with_env_var(
+                "JANUS_GAME_DEMO__ETCD_ENDPOINTS",
+                format!("[\"{etcd_url}\"]"),
+            )
+            .with_env_var("JANUS_GAME_DEMO__COLOR", COLOR);
         let game = start(game, "game-demo").await;
 
         let mut brokers = Vec::new();
