@@ -11,9 +11,10 @@ use janus_proto::janus::internal::v1::{
 };
 use janus_proto::message::sc_server_logout::Code as LogoutCode;
 use janus_proto::packet::Packet;
-use janus_shared::system;
+use janus_shared::{system, telemetry};
 use prost::Message;
 use tokio::sync::mpsc;
+use tracing::Instrument;
 
 use crate::bus::subject;
 use crate::config::TunnelKind;
@@ -29,8 +30,9 @@ pub const INBOX: usize = 256;
 /// What the edge link hands a session.
 #[derive(Debug)]
 pub enum Inbound {
-    /// A client packet, opened and inflated by the edge.
-    Packet(Packet),
+    /// A client packet, opened and inflated by the edge, with the W3C traceparent of the edge
+    /// span that forwarded it (empty when untraced).
+    Packet(Packet, String),
     /// The edge ended the session (client gone, edge draining).
     Close(String),
 }
@@ -108,8 +110,10 @@ impl Actor {
         let end = loop {
             tokio::select! {
                 inbound = inbox.recv() => match inbound {
-                    Some(Inbound::Packet(packet)) => {
-                        if let Some(end) = self.forward(packet).await {
+                    Some(Inbound::Packet(packet, traceparent)) => {
+                        let span = tracing::info_span!("forward", module = packet.r#mod, seq = packet.seq, obj = packet.obj);
+                        telemetry::set_parent(&span, &traceparent);
+                        if let Some(end) = self.forward(packet).instrument(span).await {
                             break end;
                         }
                     }

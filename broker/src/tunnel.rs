@@ -174,6 +174,7 @@ impl Tunnels {
 
     /// Opens a tunnel for `session` to the instance owning `obj` of `service`; replies are
     /// delivered to `session_id` on `edge`.
+    #[tracing::instrument(name = "tunnel_open", skip_all, fields(service = %service.name, obj))]
     pub async fn open(
         &self,
         service: &ServiceConfig,
@@ -254,6 +255,10 @@ impl Tunnels {
         put("x-md-global-client-ip", session.client_ip.clone());
         put("x-md-global-referer", GATE_SERVICE.to_owned());
         put("x-md-global-gate-referer", self.endpoint.clone());
+        let traceparent = janus_shared::telemetry::traceparent();
+        if !traceparent.is_empty() {
+            put("traceparent", traceparent);
+        }
         md
     }
 }

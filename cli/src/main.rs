@@ -84,8 +84,18 @@ enum Command {
 
 #[tokio::main]
 async fn main() {
-    telemetry::init();
-    if let Err(e) = run(Args::parse()).await {
+    let args = Args::parse();
+    let service = match &args.command {
+        None | Some(Command::Standalone { .. }) => "janus-standalone",
+        Some(Command::Edge { .. }) => "janus-edge",
+        Some(Command::Broker { .. }) => "janus-broker",
+        Some(Command::GameDemo { .. }) => "janus-game-demo",
+        Some(_) => "janus-cli",
+    };
+    let telemetry = telemetry::init(service);
+    let result = run(args).await;
+    telemetry.shutdown();
+    if let Err(e) = result {
         eprintln!("error: {e:#}");
         std::process::exit(1);
     }

@@ -20,7 +20,7 @@ use janus_proto::packet::Packet;
 use janus_shared::client::unix_now;
 use janus_shared::handshake::{ServerHandshakeConfig, SessionIdentity};
 use janus_shared::session::{ServerEvent, ServerSession};
-use janus_shared::system;
+use janus_shared::{system, telemetry};
 use prost::Message;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
@@ -258,7 +258,7 @@ impl Session {
             transport: self.transport as i32,
             reattach,
             token_expiry: identity.token_expiry,
-            trace_context: Default::default(),
+            trace_context: [("traceparent".to_owned(), telemetry::traceparent())].into(),
         };
         let sent = broker
             .send(EdgeFrame {
@@ -403,7 +403,7 @@ impl Session {
             session_id: self.id,
             kind: Some(edge_frame::Kind::Packet(ClientPacket {
                 packet: Some(packet),
-                traceparent: String::new(),
+                traceparent: telemetry::traceparent(),
             })),
         };
         if !broker.send(frame).await {
