@@ -13,6 +13,8 @@ cd "$(dirname "$0")/.."
 
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-/var/tmp/janus-target}"
 export CARGO_TERM_COLOR="${CARGO_TERM_COLOR:-never}"
+# One-shot builds gain nothing from incremental caches, which only grow the target directory.
+export CARGO_INCREMENTAL="${CARGO_INCREMENTAL:-0}"
 
 step() { printf '\n==> %s\n' "$*"; }
 
