@@ -11,6 +11,7 @@ use janus_broker::{Broker, route::RedisRoutes};
 use janus_edge::Edge;
 use janus_edge::config::EdgeConfig;
 use janus_proto::gate::intra::v1::{AuthToken, OnlineStatus};
+use janus_proto::message::sc_server_logout::Code as LogoutCode;
 use janus_shared::client::{Client, ClientConfig, Endpoint, unix_now};
 use janus_shared::handshake::{ClientHandshakeConfig, Mode};
 use janus_shared::keys::{SigningKey, TokenKey};
@@ -355,4 +356,32 @@ pub async fn http(addr: std::net::SocketAddr, method: &str, path: &str) -> (u16,
         .map(|(_, b)| b.to_owned())
         .unwrap_or_default();
     (status, body)
+}
+
+/// A request the demo game's player service echoes (mod 2, seq 1).
+pub fn echo(data: &[u8]) -> janus_proto::packet::Packet {
+    janus_proto::packet::Packet {
+        r#mod: 2,
+        seq: 1,
+        data: data.to_vec(),
+        ..Default::default()
+    }
+}
+
+/// Asserts that `packet` is SCServerLogout with `code`.
+pub fn assert_logout(packet: &janus_proto::packet::Packet, code: LogoutCode) {
+    use prost::Message;
+    let system = (
+        janus_shared::system::MODULE,
+        janus_shared::system::SEQ_LOGOUT,
+    );
+    assert_eq!(
+        (packet.r#mod, packet.seq),
+        system,
+        "not a logout: {packet:?}"
+    );
+    let got = janus_proto::message::ScServerLogout::decode(&packet.data[..])
+        .expect("an SCServerLogout body")
+        .code;
+    assert_eq!(got, code as i32, "logout code");
 }

@@ -7,10 +7,10 @@ use std::time::Duration;
 use bytes::BytesMut;
 use futures_util::SinkExt;
 use janus_edge::config::EdgeConfig;
-use janus_integration_tests::stack::{Stack, http_get, recv};
+use janus_integration_tests::stack::{Stack, assert_logout, echo, http_get, recv};
 use janus_proto::gate::intra::v1::OnlineStatus;
 use janus_proto::message::sc_server_logout::Code as LogoutCode;
-use janus_proto::message::{CsHandshake, ScServerLogout, ScServerUnexpectedErr};
+use janus_proto::message::{CsHandshake, ScServerUnexpectedErr};
 use janus_proto::packet::Packet;
 use janus_shared::client::{Client, Endpoint, unix_now};
 use janus_shared::handshake::Mode;
@@ -19,15 +19,6 @@ use janus_shared::{frame, system};
 use prost::Message;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
-
-fn echo(data: &[u8]) -> Packet {
-    Packet {
-        r#mod: 2,
-        seq: 1,
-        data: data.to_vec(),
-        ..Packet::default()
-    }
-}
 
 /// Waits until `/metrics` on the edge shows `series` (name and labels) at 1 or more.
 async fn counted(stack: &Stack, series: &str) {
@@ -67,12 +58,7 @@ async fn told(client: &mut Client, reason: &str) {
     let msg = ScServerUnexpectedErr::decode(&why.data[..]).unwrap().msg;
     assert!(msg.contains(reason), "{msg:?} does not mention {reason}");
     let logout = recv(client).await;
-    assert_eq!(
-        (logout.r#mod, logout.seq),
-        (system::MODULE, system::SEQ_LOGOUT)
-    );
-    let code = ScServerLogout::decode(&logout.data[..]).unwrap().code;
-    assert_eq!(code, LogoutCode::Server as i32);
+    assert_logout(&logout, LogoutCode::Server);
     let end = tokio::time::timeout(Duration::from_secs(5), client.recv())
         .await
         .expect("closed");

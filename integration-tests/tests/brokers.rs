@@ -10,14 +10,11 @@ use janus_broker::Broker;
 use janus_broker::bus::{NatsBus, PushBus, subject};
 use janus_broker::route::{RouteStore, gate_route_key};
 use janus_edge::Edge;
-use janus_integration_tests::stack::{COLOR, Game, Ground, recv, tcp, ws};
+use janus_integration_tests::stack::{COLOR, Game, Ground, assert_logout, echo, recv, tcp, ws};
 use janus_proto::broadcaster::service::push::v1 as bc;
 use janus_proto::gate::service::push::v1 as gate;
-use janus_proto::message::ScServerLogout;
 use janus_proto::message::sc_server_logout::Code as LogoutCode;
-use janus_proto::packet::Packet;
 use janus_shared::client::Client;
-use janus_shared::system;
 use prost::Message;
 use tokio::net::TcpListener;
 use tonic::transport::Channel;
@@ -72,15 +69,6 @@ impl Pair {
         bc::push_service_client::PushServiceClient::connect(url)
             .await
             .unwrap()
-    }
-}
-
-fn echo(data: &[u8]) -> Packet {
-    Packet {
-        r#mod: 2,
-        seq: 1,
-        data: data.to_vec(),
-        ..Packet::default()
     }
 }
 
@@ -228,12 +216,7 @@ async fn a_login_through_another_broker_kicks_the_older_session() {
     let mut first = pair.client(0, 201, 1).await;
     let mut second = pair.ground.client(&ws(&pair.edges[1]), 201, 1).await;
     let logout = recv(&mut first).await;
-    assert_eq!(
-        (logout.r#mod, logout.seq),
-        (system::MODULE, system::SEQ_LOGOUT)
-    );
-    let code = ScServerLogout::decode(&logout.data[..]).unwrap().code;
-    assert_eq!(code, LogoutCode::ConflictingLogin as i32);
+    assert_logout(&logout, LogoutCode::ConflictingLogin);
     let reply = second.request(echo(b"still here"), |_| {}).await.unwrap();
     assert_eq!(reply.data, b"still here");
     let routes = pair.ground.routes();
@@ -306,12 +289,7 @@ async fn a_renewal_that_finds_another_owner_kicks_the_local_session() {
         .await
         .unwrap();
     let logout = recv(&mut client).await;
-    assert_eq!(
-        (logout.r#mod, logout.seq),
-        (system::MODULE, system::SEQ_LOGOUT)
-    );
-    let code = ScServerLogout::decode(&logout.data[..]).unwrap().code;
-    assert_eq!(code, LogoutCode::ConflictingLogin as i32);
+    assert_logout(&logout, LogoutCode::ConflictingLogin);
     let owner = ground
         .routes()
         .get(&gate_route_key(COLOR, 801))
@@ -334,12 +312,7 @@ async fn an_administrator_kicks_a_player_through_any_broker() {
         janus_integration_tests::stack::http(pair.brokers[1].admin_addr, "POST", &path).await;
     assert_eq!(status, 202, "{body}");
     let logout = recv(&mut player).await;
-    assert_eq!(
-        (logout.r#mod, logout.seq),
-        (system::MODULE, system::SEQ_LOGOUT)
-    );
-    let code = ScServerLogout::decode(&logout.data[..]).unwrap().code;
-    assert_eq!(code, LogoutCode::AdminKickOut as i32);
+    assert_logout(&logout, LogoutCode::AdminKickOut);
     assert_eq!(
         bystander.request(echo(b"ok"), |_| {}).await.unwrap().data,
         b"ok"

@@ -3,23 +3,14 @@
 
 use std::time::Duration;
 
-use janus_integration_tests::stack::{Game, Ground, Stack, recv, tcp};
+use janus_integration_tests::stack::{Game, Ground, Stack, assert_logout, echo, recv, tcp};
+use janus_proto::message::ScServerUnexpectedErr;
 use janus_proto::message::sc_server_logout::Code as LogoutCode;
-use janus_proto::message::{ScServerLogout, ScServerUnexpectedErr};
 use janus_proto::packet::Packet;
 use janus_shared::client::Client;
 use janus_shared::system;
 use prost::Message;
 use tokio::net::TcpListener;
-
-fn echo(data: &[u8]) -> Packet {
-    Packet {
-        r#mod: 2,
-        seq: 1,
-        data: data.to_vec(),
-        ..Packet::default()
-    }
-}
 
 /// Sends `packet` and returns the first packet back within two seconds, if any.
 async fn try_request(client: &mut Client, packet: Packet) -> Option<Packet> {
@@ -119,14 +110,7 @@ async fn without_redis_new_sessions_are_refused_and_open_ones_go_on() {
         .msg;
     assert!(why.contains("route store"), "{why}");
     let logout = recv(&mut newcomer).await;
-    assert_eq!(
-        (logout.r#mod, logout.seq),
-        (system::MODULE, system::SEQ_LOGOUT)
-    );
-    assert_eq!(
-        ScServerLogout::decode(&logout.data[..]).unwrap().code,
-        LogoutCode::Server as i32
-    );
+    assert_logout(&logout, LogoutCode::Server);
 
     stack.ground.redis.container.unpause().await.unwrap();
     let mut later = None;

@@ -7,11 +7,10 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use janus_integration_tests::infra::{HOW_TO_FIX, infra_image, janus_image};
-use janus_integration_tests::stack::{COLOR, Keys};
+use janus_integration_tests::stack::{COLOR, Keys, echo};
 use janus_proto::broadcaster::service::push::v1 as bc;
 use janus_proto::message::ScServerLogout;
 use janus_proto::message::sc_server_logout::Code as LogoutCode;
-use janus_proto::packet::Packet;
 use janus_shared::client::{Client, Endpoint};
 use janus_shared::handshake::Mode;
 use janus_shared::system;
@@ -223,15 +222,6 @@ impl Cluster {
 fn rand_suffix() -> u64 {
     use std::hash::{BuildHasher, RandomState};
     RandomState::new().hash_one(std::time::SystemTime::now()) % 1_000_000
-}
-
-fn echo(data: &[u8]) -> Packet {
-    Packet {
-        r#mod: 2,
-        seq: 1,
-        data: data.to_vec(),
-        ..Packet::default()
-    }
 }
 
 async fn round_trip(client: &mut Client, text: &str) {

@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use janus_broker::demo;
 use janus_broker::route::{RouteStore, gate_route_key};
-use janus_integration_tests::stack::{COLOR, Stack, all_transports, recv};
+use janus_integration_tests::stack::{COLOR, Stack, all_transports, assert_logout, recv};
 use janus_proto::message::sc_server_logout::Code as LogoutCode;
 use janus_proto::message::{
     CsHeartbeat, ScHeartbeat, ScServerLogout, ScServerUnexpectedErr, sc_heartbeat,
@@ -184,12 +184,7 @@ async fn a_second_login_kicks_the_first_with_conflicting_login() {
     first.request(request(2, 1, 0, b"a"), |_| {}).await.unwrap();
     let mut second = stack.client(&stack.ws(), 1030).await;
     let logout = recv(&mut first).await;
-    assert_eq!(
-        (logout.r#mod, logout.seq),
-        (system::MODULE, system::SEQ_LOGOUT)
-    );
-    let code = ScServerLogout::decode(&logout.data[..]).unwrap().code;
-    assert_eq!(code, LogoutCode::ConflictingLogin as i32);
+    assert_logout(&logout, LogoutCode::ConflictingLogin);
     let reply = second
         .request(request(2, 1, 0, b"b"), |_| {})
         .await
@@ -312,14 +307,7 @@ async fn a_drain_keeps_sessions_for_the_grace_period_then_logs_them_out() {
         "sessions go on during the grace period"
     );
     let logout = recv(&mut client).await;
-    assert_eq!(
-        (logout.r#mod, logout.seq),
-        (system::MODULE, system::SEQ_LOGOUT)
-    );
-    assert_eq!(
-        ScServerLogout::decode(&logout.data[..]).unwrap().code,
-        LogoutCode::Server as i32
-    );
+    assert_logout(&logout, LogoutCode::Server);
     drain.await.unwrap();
     drop((broker, game));
 }
