@@ -21,6 +21,7 @@ use janus_shared::client::unix_now;
 use janus_shared::handshake::{ServerHandshakeConfig, SessionIdentity};
 use janus_shared::session::{ServerEvent, ServerSession};
 use janus_shared::{system, telemetry};
+use prometheus::IntCounter;
 use prost::Message;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
@@ -119,6 +120,27 @@ struct Session {
     broker: Option<Arc<BrokerLink>>,
     downlink: Option<mpsc::Receiver<Downlink>>,
     overflow: CancellationToken,
+    traffic: Traffic,
+}
+
+/// This session's frame and byte counters, looked up once instead of per frame.
+struct Traffic {
+    frames_in: IntCounter,
+    frames_out: IntCounter,
+    bytes_in: IntCounter,
+    bytes_out: IntCounter,
+}
+
+impl Traffic {
+    fn new(metrics: &crate::metrics::Metrics, transport: Transport) -> Self {
+        let t = label(transport);
+        Self {
+            frames_in: metrics.frames.with_label_values(&[t, "in"]),
+            frames_out: metrics.frames.with_label_values(&[t, "out"]),
+            bytes_in: metrics.bytes.with_label_values(&[t, "in"]),
+            bytes_out: metrics.bytes.with_label_values(&[t, "out"]),
+        }
+    }
 }
 
 impl Session {
@@ -134,6 +156,7 @@ impl Session {
             state.config.session.session_config(),
         );
         Self {
+            traffic: Traffic::new(&state.metrics, transport),
             state,
             io,
             peer,
@@ -147,20 +170,6 @@ impl Session {
             downlink: None,
             overflow: CancellationToken::new(),
         }
-    }
-
-    fn count_frame(&self, direction: &str) {
-        let labels = [label(self.transport), direction];
-        self.state.metrics.frames.with_label_values(&labels).inc();
-    }
-
-    fn count_bytes(&self, direction: &str, n: usize) {
-        let labels = [label(self.transport), direction];
-        self.state
-            .metrics
-            .bytes
-            .with_label_values(&labels)
-            .inc_by(n as u64);
     }
 
     async fn run(&mut self) -> Close {
@@ -258,7 +267,11 @@ impl Session {
             transport: self.transport as i32,
             reattach,
             token_expiry: identity.token_expiry,
-            trace_context: [("traceparent".to_owned(), telemetry::traceparent())].into(),
+            trace_context: Some(telemetry::traceparent())
+                .filter(|t| !t.is_empty())
+                .map(|t| ("traceparent".to_owned(), t))
+                .into_iter()
+                .collect(),
         };
         let sent = broker
             .send(EdgeFrame {
@@ -329,7 +342,7 @@ impl Session {
             Some(Downlink::Kick(code, reason)) => Err(Close::Kicked(code, reason)),
             Some(Downlink::Packet(packet)) => {
                 self.proto.send(packet, &mut self.out)?;
-                self.count_frame("out");
+                self.traffic.frames_out.inc();
                 Ok(Step::Continue)
             }
         }
@@ -346,23 +359,23 @@ impl Session {
             Read::Nothing => return Ok(Step::Continue),
             Read::Bytes(n) => n,
             Read::Frame(payload, n) => {
-                self.count_bytes("in", n);
+                self.traffic.bytes_in.inc_by(n as u64);
                 self.take_bytes(bytes, n, now)?;
                 let event = self
                     .proto
                     .handle_frame(payload, unix_now(), &mut self.out)?;
-                self.count_frame("in");
+                self.traffic.frames_in.inc();
                 return self.on_event(event, messages, now).await;
             }
         };
-        self.count_bytes("in", wire);
+        self.traffic.bytes_in.inc_by(wire as u64);
         self.take_bytes(bytes, wire, now)?;
         let mut step = Step::Continue;
         while let Some(event) = self
             .proto
             .poll(&mut self.input, unix_now(), &mut self.out)?
         {
-            self.count_frame("in");
+            self.traffic.frames_in.inc();
             if let Step::Reattach = self.on_event(event, messages, now).await? {
                 step = Step::Reattach;
             }
@@ -446,7 +459,7 @@ impl Session {
             Err(_) => Err(Close::SlowConsumer),
             Ok(Err(_)) => Err(Close::ClientClosed),
             Ok(Ok(())) => {
-                self.count_bytes("out", n);
+                self.traffic.bytes_out.inc_by(n as u64);
                 Ok(())
             }
         }
