@@ -36,7 +36,9 @@ fn rust_files(dir: &Path) -> BTreeMap<String, String> {
 
 #[test]
 fn generated_code_is_current() {
-    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+    // The checkout as cargo runs the test (the compile-time path can name another checkout when
+    // clones share a target directory).
+    let root = PathBuf::from(std::env::var_os("CARGO_MANIFEST_DIR").expect("run by cargo test"));
     let sources = root.join("proto");
     let checked_in = root.join("src/gen");
     let mut protos = Vec::new();

@@ -260,7 +260,8 @@ fn vectors() -> Value {
 
 #[test]
 fn implementation_matches_the_recorded_vectors() {
-    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/vectors/handshake.json");
+    let path = PathBuf::from(std::env::var_os("CARGO_MANIFEST_DIR").expect("run by cargo test"))
+        .join("tests/vectors/handshake.json");
     let computed = vectors();
     if std::env::var_os("JANUS_BLESS_VECTORS").is_some() {
         std::fs::write(
