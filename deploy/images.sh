@@ -1,12 +1,18 @@
 #!/usr/bin/env bash
-# Container images for the infrastructure Janus talks to (Redis, NATS, etcd) and the base of its
-# own images. One switch, per image, by variable:
+# Container images for the infrastructure Janus talks to (Redis, NATS, etcd, Prometheus) and the
+# base of its own images. One switch, per image, by variable:
 #
-#   JANUS_REDIS_IMAGE  default redis:7.2-alpine                       (official)
-#   JANUS_NATS_IMAGE   default nats:2.10-alpine                       (official)
-#   JANUS_ETCD_IMAGE   default gcr.io/etcd-development/etcd:v3.5.17   (official)
-#   JANUS_BASE_IMAGE   default debian:bookworm-slim                   (official)
-#   JANUS_IMAGE        default janus:local (built here by `project`, never pulled)
+#   JANUS_REDIS_IMAGE       default redis:7.2-alpine                       (official)
+#   JANUS_NATS_IMAGE        default nats:2.10-alpine                       (official)
+#   JANUS_ETCD_IMAGE        default gcr.io/etcd-development/etcd:v3.5.17   (official)
+#   JANUS_PROMETHEUS_IMAGE  default prom/prometheus:v2.53.2                (official)
+#   JANUS_BASE_IMAGE        default debian:bookworm-slim                   (official)
+#   JANUS_IMAGE             default janus:local (built here by `project`, never pulled)
+#
+# The compose `observability` profile also uses JANUS_GRAFANA_IMAGE, JANUS_JAEGER_IMAGE and
+# JANUS_OTEL_COLLECTOR_IMAGE. Debian packages none of them, so they have no local build:
+# `ensure` reports whether they are usable and the profile needs a registry (or those images
+# loaded by hand with `docker load`) to start.
 #
 # `deploy/images.sh ensure` makes every image usable and prints `export NAME=image` lines for
 # the ones it had to replace: a variable already set is used as is; otherwise the official image
@@ -14,7 +20,8 @@
 # project's CI) an equivalent is built locally from Debian packages: a bookworm root file system
 # made with debootstrap (redis-server, nats-server, etcd-server, etcdctl, wget included) is
 # `docker import`ed as janus-offline/debian:<tag>, and thin images with the official images' ports and commands
-# are built on it. Nothing is pulled for those.
+# are built on it (Prometheus from the binaries of Debian's `prometheus` package, fetched with
+# apt-get download). Nothing is pulled for those.
 #
 #   eval "$(deploy/images.sh ensure)"     # what scripts/test.sh does
 #   deploy/images.sh offline              # build the local images only
@@ -81,6 +88,38 @@ build_offline() {
       build_image -t "janus-offline/$svc:$OFFLINE_TAG" --build-arg "BASE_IMAGE=$OFFLINE_BASE" "$here/images/$svc"
     fi
   done
+  build_offline_prometheus
+}
+
+build_offline_prometheus() {
+  local image="janus-offline/prometheus:$OFFLINE_TAG"
+  have_image "$image" && return
+  local context
+  context="$(mktemp -d /var/tmp/janus-prometheus.XXXXXX)"
+  log "building $image from Debian's prometheus package"
+  (cd "$context" && apt-get download -q prometheus >/dev/null 2>&1) || {
+    log "apt-get download prometheus failed: is a Debian mirror reachable (apt-get update)?"; rm -rf "$context"; exit 1; }
+  dpkg-deb -x "$context"/prometheus_*.deb "$context/deb"
+  cp "$context/deb/usr/bin/prometheus" "$context/deb/usr/bin/promtool" "$here/images/prometheus/Dockerfile" "$context/"
+  rm -rf "$context"/deb "$context"/*.deb
+  build_image -t "$image" --build-arg "BASE_IMAGE=$OFFLINE_BASE" "$context"
+  rm -rf "$context"
+}
+
+# Images of the observability profile that Debian does not package: usable or reported.
+report_unbuildable() {
+  local var official line
+  local -a wanted=(
+    "JANUS_GRAFANA_IMAGE grafana/grafana:11.2.0"
+    "JANUS_JAEGER_IMAGE jaegertracing/all-in-one:1.60"
+    "JANUS_OTEL_COLLECTOR_IMAGE otel/opentelemetry-collector:0.109.0"
+  )
+  for line in "${wanted[@]}"; do
+    read -r var official <<<"$line"
+    if ! usable "${!var:-$official}"; then
+      log "${!var:-$official} ($var) cannot be pulled and has no local build (not a Debian package): the compose observability profile cannot start its service here"
+    fi
+  done
 }
 
 # usable IMAGE: present locally, or pulled within a short time.
@@ -95,6 +134,7 @@ ensure() {
     "JANUS_REDIS_IMAGE redis:7.2-alpine janus-offline/redis:$OFFLINE_TAG"
     "JANUS_NATS_IMAGE nats:2.10-alpine janus-offline/nats:$OFFLINE_TAG"
     "JANUS_ETCD_IMAGE gcr.io/etcd-development/etcd:v3.5.17 janus-offline/etcd:$OFFLINE_TAG"
+    "JANUS_PROMETHEUS_IMAGE prom/prometheus:v2.53.2 janus-offline/prometheus:$OFFLINE_TAG"
     "JANUS_BASE_IMAGE debian:bookworm-slim $OFFLINE_BASE"
   )
   local line
@@ -139,7 +179,7 @@ project() {
 }
 
 case "${1:-}" in
-  ensure) ensure ;;
+  ensure) ensure; report_unbuildable ;;
   offline) need_docker; build_offline ;;
   project) shift; project "$@" ;;
   *) echo "usage: $0 ensure|offline|project [BINARY]" >&2; exit 2 ;;

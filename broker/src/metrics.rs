@@ -25,6 +25,8 @@ pub struct Metrics {
     pub push_dropped: IntCounterVec,
     /// Time to resolve and fan out one push, seconds.
     pub push_fanout_seconds: HistogramVec,
+    /// Time from a request entering a tunnel to its reply coming back, seconds.
+    pub tunnel_seconds: HistogramVec,
 }
 
 impl Metrics {
@@ -73,6 +75,11 @@ impl Metrics {
                 "Push resolve and fan-out",
                 &["kind"],
             ),
+            tunnel_seconds: r.latency(
+                "janus_broker_tunnel_seconds",
+                "Tunnel request to reply (game service round trip)",
+                &["service"],
+            ),
             registry: r,
         }
     }
@@ -80,6 +87,11 @@ impl Metrics {
     /// The Prometheus text exposition of every metric.
     pub fn render(&self) -> String {
         self.registry.render()
+    }
+
+    /// The name of every metric family this tier exports.
+    pub fn names(&self) -> Vec<String> {
+        self.registry.names()
     }
 }
 

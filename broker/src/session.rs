@@ -267,6 +267,10 @@ impl Actor {
                         packet.obj,
                         self.edge.clone(),
                         self.session_id,
+                        self.state
+                            .metrics
+                            .tunnel_seconds
+                            .with_label_values(&[&service.name]),
                     )
                     .await;
                 let result = opened.as_ref().map_or_else(|e| e.kind(), |_| "ok");

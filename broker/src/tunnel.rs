@@ -3,15 +3,16 @@
 //! instances and set-if-absent), one gRPC channel per instance, and one bidirectional `Tunnel`
 //! stream per (session, service, obj) whose replies go straight to the session's edge.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use futures_util::StreamExt;
 use futures_util::stream::BoxStream;
 use janus_proto::janus::internal::v1::SessionOpen;
 use janus_proto::packet::Packet;
 use janus_proto::{player, room};
+use prometheus::Histogram;
 use tokio::sync::{mpsc, watch};
 use tokio_stream::wrappers::ReceiverStream;
 use tokio_util::sync::CancellationToken;
@@ -51,11 +52,47 @@ impl std::fmt::Debug for Tunnels {
     }
 }
 
+/// Requests of one tunnel still waiting for their reply, oldest first, timed into the
+/// round-trip histogram when the reply with their index comes back. Bounded by the tunnel's
+/// queue size: requests a service never answers (one-way messages) age out at the front.
+#[derive(Debug)]
+struct RoundTrips {
+    pending: Mutex<VecDeque<(i32, Instant)>>,
+    cap: usize,
+    histogram: Histogram,
+}
+
+impl RoundTrips {
+    fn sent(&self, index: i32) {
+        if index == 0 {
+            return;
+        }
+        let mut pending = self.pending.lock().unwrap_or_else(|p| p.into_inner());
+        if pending.len() == self.cap {
+            pending.pop_front();
+        }
+        pending.push_back((index, Instant::now()));
+    }
+
+    fn replied(&self, index: i32) {
+        if index == 0 {
+            return;
+        }
+        let mut pending = self.pending.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(at) = pending.iter().position(|(i, _)| *i == index) {
+            let (_, sent) = pending[at];
+            pending.drain(..=at);
+            self.histogram.observe(sent.elapsed().as_secs_f64());
+        }
+    }
+}
+
 /// An open tunnel: requests go in, replies go to the session's edge by themselves.
 #[derive(Debug)]
 pub struct Tunnel {
     tx: mpsc::Sender<Packet>,
     done: CancellationToken,
+    round_trips: Arc<RoundTrips>,
     /// The instance it is open to.
     pub endpoint: String,
 }
@@ -75,10 +112,14 @@ impl Tunnel {
         if self.done.is_cancelled() {
             return Err(SendError::Closed(Box::new(packet)));
         }
-        self.tx.try_send(packet).map_err(|e| match e {
-            mpsc::error::TrySendError::Full(_) => SendError::Full,
-            mpsc::error::TrySendError::Closed(p) => SendError::Closed(Box::new(p)),
-        })
+        let index = packet.index;
+        self.tx
+            .try_send(packet)
+            .map(|()| self.round_trips.sent(index))
+            .map_err(|e| match e {
+                mpsc::error::TrySendError::Full(_) => SendError::Full,
+                mpsc::error::TrySendError::Closed(p) => SendError::Closed(Box::new(p)),
+            })
     }
 }
 
@@ -173,7 +214,7 @@ impl Tunnels {
     }
 
     /// Opens a tunnel for `session` to the instance owning `obj` of `service`; replies are
-    /// delivered to `session_id` on `edge`.
+    /// delivered to `session_id` on `edge`, and request-to-reply times go into `round_trip`.
     #[tracing::instrument(name = "tunnel_open", skip_all, fields(service = %service.name, obj))]
     pub async fn open(
         &self,
@@ -182,6 +223,7 @@ impl Tunnels {
         obj: i64,
         edge: Arc<EdgeHandle>,
         session_id: u64,
+        round_trip: Histogram,
     ) -> Result<Tunnel> {
         let endpoint = self.resolve(&service.name, &session.color, obj).await?;
         let channel = self.channel(&service.name, &endpoint)?;
@@ -220,11 +262,18 @@ impl Tunnels {
         let done = CancellationToken::new();
         let finished = done.clone();
         let (name, at) = (service.name.clone(), endpoint.clone());
+        let round_trips = Arc::new(RoundTrips {
+            pending: Mutex::new(VecDeque::new()),
+            cap: self.queue.max(1),
+            histogram: round_trip,
+        });
+        let replied = round_trips.clone();
         self.tasks.spawn(async move {
             let _finished = finished.drop_guard();
             while let Some(reply) = replies.next().await {
                 match reply {
                     Ok(packet) => {
+                        replied.replied(packet.index);
                         if !edge.deliver(vec![session_id], packet).await {
                             return;
                         }
@@ -237,7 +286,12 @@ impl Tunnels {
             }
             tracing::debug!(service = %name, endpoint = %at, "tunnel ended by the service");
         });
-        Ok(Tunnel { tx, done, endpoint })
+        Ok(Tunnel {
+            tx,
+            done,
+            round_trips,
+            endpoint,
+        })
     }
 
     fn metadata(&self, session: &SessionOpen, obj: i64) -> MetadataMap {

@@ -24,8 +24,20 @@ fn write_new(path: &Path, contents: &str, force: bool) -> anyhow::Result<()> {
     std::fs::write(path, contents).with_context(|| format!("cannot write {}", path.display()))
 }
 
-/// Writes a fresh key set into `dir`.
+/// `janus keygen`: writes a fresh key set into `dir` and says what each file is for.
 pub(crate) fn keygen(dir: &Path, force: bool) -> anyhow::Result<()> {
+    write_key_set(dir, force)?;
+    println!(
+        "wrote {dir}/{SERVER_KEY} (edge signing key, keep secret), {dir}/{SERVER_PUB} (for clients), \
+         {dir}/{TOKEN_KEY} (shared with Lares, keep secret), {dir}/client.key and {dir}/client.crt \
+         (optional client certificate: set keys.client_cert_file on the edge)",
+        dir = dir.display()
+    );
+    Ok(())
+}
+
+/// Writes a fresh key set into `dir`.
+pub(crate) fn write_key_set(dir: &Path, force: bool) -> anyhow::Result<()> {
     std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
     let server = SigningKey::generate();
     write_new(&dir.join(SERVER_KEY), &server.to_pkcs8_pem()?, force)?;
@@ -43,14 +55,7 @@ pub(crate) fn keygen(dir: &Path, force: bool) -> anyhow::Result<()> {
     let params = rcgen::CertificateParams::new(vec!["janus-client".to_owned()])?;
     let cert = params.self_signed(&client_key)?;
     write_new(&dir.join("client.key"), &client_key.serialize_pem(), force)?;
-    write_new(&dir.join("client.crt"), &cert.pem(), force)?;
-    println!(
-        "wrote {dir}/{SERVER_KEY} (edge signing key, keep secret), {dir}/{SERVER_PUB} (for clients), \
-         {dir}/{TOKEN_KEY} (shared with Lares, keep secret), {dir}/client.key and {dir}/client.crt \
-         (optional client certificate: set keys.client_cert_file on the edge)",
-        dir = dir.display()
-    );
-    Ok(())
+    write_new(&dir.join("client.crt"), &cert.pem(), force)
 }
 
 /// Makes sure `dir` holds a server key and a token key (creating what is missing); returns
@@ -104,15 +109,20 @@ pub(crate) struct TokenArgs {
 
 /// Mints a GATE token for `args`.
 pub(crate) fn mint(args: &TokenArgs) -> anyhow::Result<String> {
-    let key = read_token_key(&args.token_key_file)?;
-    Ok(TokenCodec::new(&key).seal(&AuthToken {
-        account_id: args.uid,
-        server_id: args.sid,
-        color: args.color.clone(),
-        timeout: unix_now() + args.ttl,
+    let codec = TokenCodec::new(&read_token_key(&args.token_key_file)?);
+    Ok(mint_with(&codec, args.uid, args.sid, &args.color, args.ttl))
+}
+
+/// Mints a GATE token for player `uid` of zone `sid` that expires in `ttl` seconds.
+pub(crate) fn mint_with(codec: &TokenCodec, uid: i64, sid: i64, color: &str, ttl: i64) -> String {
+    codec.seal(&AuthToken {
+        account_id: uid,
+        server_id: sid,
+        color: color.to_owned(),
+        timeout: unix_now() + ttl,
         status: OnlineStatus::Gate as i32,
         ..Default::default()
-    }))
+    })
 }
 
 /// `janus token`: prints a token.

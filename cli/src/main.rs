@@ -3,8 +3,10 @@
 //! and `game-demo` run one role of the split deployment; `keygen`, `token`, `connect` and `push`
 //! are the tools a developer needs around them.
 
+mod bench;
 mod connect;
 mod game_demo;
+mod http;
 mod keys;
 mod push;
 mod standalone;
@@ -80,6 +82,8 @@ enum Command {
     Connect(connect::ConnectArgs),
     /// Pushes to players through a broker (gRPC) or NATS.
     Push(push::PushArgs),
+    /// The load generator: starts a gateway and a raw baseline, drives both, reports.
+    Bench(bench::BenchArgs),
 }
 
 #[tokio::main]
@@ -143,34 +147,14 @@ async fn run(args: Args) -> anyhow::Result<()> {
             }
             keys::keygen(&dir, force)
         }
-        Command::Probe { url } => probe(&url).await,
+        Command::Probe { url } => {
+            let status = http::status(&url).await?;
+            anyhow::ensure!(status == 200, "{url} answered {status}");
+            Ok(())
+        }
         Command::Token(args) => keys::token(&args),
         Command::Connect(args) => connect::run(args).await,
         Command::Push(args) => push::run(args).await,
+        Command::Bench(args) => bench::run(args).await,
     }
-}
-
-/// `janus probe`: a GET that must answer 200.
-async fn probe(url: &str) -> anyhow::Result<()> {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let rest = url.strip_prefix("http://").context("only http:// URLs")?;
-    let (authority, path) = rest
-        .split_once('/')
-        .map_or((rest, "/".to_owned()), |(a, p)| (a, format!("/{p}")));
-    let mut stream = tokio::time::timeout(
-        Duration::from_secs(3),
-        tokio::net::TcpStream::connect(authority),
-    )
-    .await
-    .context("timed out connecting")??;
-    stream
-        .write_all(format!("GET {path} HTTP/1.0\r\nHost: {authority}\r\n\r\n").as_bytes())
-        .await?;
-    let mut response = String::new();
-    tokio::time::timeout(Duration::from_secs(3), stream.read_to_string(&mut response))
-        .await
-        .context("timed out reading")??;
-    let status = response.split_whitespace().nth(1).unwrap_or("");
-    anyhow::ensure!(status == "200", "{url} answered {status:?}");
-    Ok(())
 }

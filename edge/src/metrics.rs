@@ -81,6 +81,11 @@ impl Metrics {
     pub fn render(&self) -> String {
         self.registry.render()
     }
+
+    /// The name of every metric family this tier exports.
+    pub fn names(&self) -> Vec<String> {
+        self.registry.names()
+    }
 }
 
 impl Default for Metrics {

@@ -55,6 +55,10 @@ async fn health_readiness_metrics_and_stats_reflect_the_sessions() {
         ),
         "{metrics}"
     );
+    assert!(
+        metrics.contains("janus_broker_tunnel_seconds_count{service=\"roma.player.service\"} 1"),
+        "{metrics}"
+    );
     let (_, stats) = http_get(broker, "/stats").await;
     assert!(stats.contains("\"sessions\":1"), "{stats}");
 

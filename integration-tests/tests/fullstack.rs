@@ -2,6 +2,9 @@
 //! NATS, etcd, the demo game service, three brokers and two edges, every Janus process from the
 //! project's own image. Players log in and echo over every transport through both edges, pushes
 //! cross brokers, a broker is killed mid-session, Redis restarts, and an edge drains on SIGTERM.
+//! Prometheus runs beside them with the compose stack's scrape configuration
+//! (deploy/observability/prometheus.yml, the service names swapped for this run's container
+//! names) and must find and scrape every edge and broker.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -29,6 +32,7 @@ struct Cluster {
     _game: Container,
     brokers: Vec<Container>,
     edges: Vec<Container>,
+    prometheus: Container,
 }
 
 async fn start(request: testcontainers::ContainerRequest<GenericImage>, what: &str) -> Container {
@@ -143,6 +147,30 @@ impl Cluster {
                 .with_env_var("JANUS_EDGE__DRAIN_GRACE_SECS", "1");
             edges.push(start(edge, "edge").await);
         }
+
+        let shipped = include_str!("../../deploy/observability/prometheus.yml");
+        let names = |role: &str, n: usize| {
+            let names: Vec<String> = (0..n).map(|i| name(&format!("{role}-{i}"))).collect();
+            format!("names: [{}]", names.join(", "))
+        };
+        let config = shipped
+            .replace("names: [edge]", &names("edge", 2))
+            .replace("names: [broker]", &names("broker", 3));
+        assert_ne!(
+            config, shipped,
+            "the scrape configuration names the edge and broker services"
+        );
+        std::fs::write(dir.join("prometheus.yml"), config).unwrap();
+        let prometheus = infra_image("JANUS_PROMETHEUS_IMAGE", "prom/prometheus:v2.53.2")
+            .with_wait_for(WaitFor::message_on_either_std(
+                "Server is ready to receive web requests",
+            ))
+            .with_exposed_port(9090.tcp());
+        let prometheus = on_net(prometheus, "prometheus").with_mount(Mount::bind_mount(
+            dir.join("prometheus.yml").display().to_string(),
+            "/etc/prometheus/prometheus.yml",
+        ));
+        let prometheus = start(prometheus, "prometheus").await;
         Self {
             keys,
             redis,
@@ -151,7 +179,43 @@ impl Cluster {
             _game: game,
             brokers,
             edges,
+            prometheus,
         }
+    }
+
+    /// Waits up to 40 s (scrapes and DNS refreshes run every 5 s) until the PromQL `query`
+    /// evaluates to `want`; returns what it last evaluated to.
+    async fn prometheus_until(&self, query: &str, want: f64) -> Option<f64> {
+        let port = self
+            .prometheus
+            .get_host_port_ipv4(9090.tcp())
+            .await
+            .unwrap();
+        let addr = format!("127.0.0.1:{port}").parse().unwrap();
+        let encoded: String = query
+            .bytes()
+            .map(|b| match b {
+                b'a'..=b'z' | b'A'..=b'Z' | b'0'..=b'9' | b'_' => (b as char).to_string(),
+                _ => format!("%{b:02X}"),
+            })
+            .collect();
+        let mut last = None;
+        for _ in 0..80 {
+            let (_, body) = janus_integration_tests::stack::http_get(
+                addr,
+                &format!("/api/v1/query?query={encoded}"),
+            )
+            .await;
+            let json: serde_json::Value = serde_json::from_str(&body).unwrap_or_default();
+            last = json["data"]["result"][0]["value"][1]
+                .as_str()
+                .and_then(|v| v.parse().ok());
+            if last == Some(want) {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
+        last
     }
 
     async fn endpoints(&self, edge: usize) -> [(&'static str, Endpoint); 4] {
@@ -256,6 +320,20 @@ async fn the_split_deployment_in_containers() {
         spread.iter().filter(|n| **n > 0).count() >= 2,
         "sessions spread over brokers: {spread:?}"
     );
+
+    // Prometheus finds every edge and broker by DNS and sees the sessions they hold.
+    for (query, want) in [
+        ("count(up{job=\"janus-edge\"} == 1)", 2.0),
+        ("count(up{job=\"janus-broker\"} == 1)", 3.0),
+        ("sum(janus_edge_sessions)", players.len() as f64),
+        (
+            "sum(janus_broker_live{what=\"sessions\"})",
+            players.len() as f64,
+        ),
+    ] {
+        let seen = cluster.prometheus_until(query, want).await;
+        assert_eq!(seen, Some(want), "Prometheus: {query}");
+    }
 
     // A multicast through one broker reaches players on every broker.
     let port = cluster.brokers[0]

@@ -1,6 +1,8 @@
 //! A Prometheus registry with the three constructors every tier uses, so metric definitions in
 //! the edge and the broker are one line each and render the same way on `/metrics`.
 
+use std::sync::{Arc, Mutex};
+
 use prometheus::{
     Encoder, HistogramOpts, HistogramVec, IntCounterVec, IntGaugeVec, Opts, Registry, TextEncoder,
 };
@@ -14,6 +16,7 @@ fn latency_buckets() -> Vec<f64> {
 #[derive(Debug, Clone, Default)]
 pub struct MetricsRegistry {
     registry: Registry,
+    names: Arc<Mutex<Vec<String>>>,
 }
 
 impl MetricsRegistry {
@@ -26,6 +29,7 @@ impl MetricsRegistry {
     /// caught by any test that builds the metrics).
     pub fn gauge(&self, name: &str, help: &str, labels: &[&str]) -> IntGaugeVec {
         let metric = IntGaugeVec::new(Opts::new(name, help), labels).expect("valid metric");
+        self.named(name);
         self.registry
             .register(Box::new(metric.clone()))
             .expect("unique metric");
@@ -35,6 +39,7 @@ impl MetricsRegistry {
     /// Registers a labelled counter.
     pub fn counter(&self, name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
         let metric = IntCounterVec::new(Opts::new(name, help), labels).expect("valid metric");
+        self.named(name);
         self.registry
             .register(Box::new(metric.clone()))
             .expect("unique metric");
@@ -45,10 +50,22 @@ impl MetricsRegistry {
     pub fn latency(&self, name: &str, help: &str, labels: &[&str]) -> HistogramVec {
         let opts = HistogramOpts::new(name, help).buckets(latency_buckets());
         let metric = HistogramVec::new(opts, labels).expect("valid metric");
+        self.named(name);
         self.registry
             .register(Box::new(metric.clone()))
             .expect("unique metric");
         metric
+    }
+
+    fn named(&self, name: &str) {
+        let mut names = self.names.lock().unwrap_or_else(|p| p.into_inner());
+        names.push(name.to_owned());
+    }
+
+    /// The name of every registered metric family, whether or not it has samples yet
+    /// (dashboards and alerts are checked against it).
+    pub fn names(&self) -> Vec<String> {
+        self.names.lock().unwrap_or_else(|p| p.into_inner()).clone()
     }
 
     /// The Prometheus text exposition of every metric.

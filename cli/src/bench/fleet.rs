@@ -1,0 +1,236 @@
+//! Many players at once: opening encrypted sessions (from several 127.0.0.x source addresses
+//! when one address runs out of ports, after raising the file-descriptor limit), and holding
+//! them open with heartbeats while reporting every bench push they receive.
+
+use std::collections::BTreeMap;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use futures_util::StreamExt;
+use janus_proto::message::CsHeartbeat;
+use janus_shared::client::{Client, ClientConfig, Endpoint, unix_now};
+use janus_shared::handshake::{ClientHandshakeConfig, Mode};
+use janus_shared::session::SessionConfig;
+use janus_shared::system;
+use janus_shared::token::TokenCodec;
+use prost::Message;
+use tokio::net::TcpSocket;
+use tokio::sync::mpsc;
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+
+use super::gateway::Gateway;
+use crate::connect::Transport;
+use crate::keys;
+
+/// The module bench pushes carry, so a session can tell them from anything else.
+pub(crate) const PUSH_MODULE: i32 = 99;
+
+/// Ports one source address can use towards one listener (Linux's default ephemeral range
+/// has 28 232; keep a margin).
+const PORTS_PER_SOURCE: usize = 25_000;
+
+/// Where and how the generator's players log in.
+#[derive(Clone)]
+pub(crate) struct Target {
+    transport: Transport,
+    addr: SocketAddr,
+    config: ClientConfig,
+    tokens: Arc<TokenCodec>,
+    sources: Vec<IpAddr>,
+}
+
+impl Target {
+    /// Players of `gateway` over `transport`, spread over enough source addresses for
+    /// `sessions` connections.
+    pub(crate) fn new(gateway: &Gateway, transport: Transport, sessions: usize) -> Self {
+        let addr = match transport {
+            Transport::Tcp => gateway.tcp,
+            Transport::Ws => gateway.ws,
+            Transport::Kcp => gateway.kcp,
+            Transport::Quic => gateway.quic,
+        };
+        let sources = (0..sessions.div_ceil(PORTS_PER_SOURCE).max(1))
+            .map(|i| IpAddr::V4(Ipv4Addr::new(127, 0, 0, 1 + i as u8)))
+            .collect();
+        Self {
+            transport,
+            addr,
+            config: ClientConfig {
+                handshake: ClientHandshakeConfig {
+                    server_key: gateway.server_key,
+                    client_key: None,
+                    mode: Mode::V2,
+                    server_id: 0,
+                    cert_version: 0,
+                },
+                session: SessionConfig::default(),
+                handshake_timeout: Duration::from_secs(30),
+            },
+            tokens: gateway.tokens.clone(),
+            sources,
+        }
+    }
+
+    /// The client configuration players log in with.
+    pub(crate) fn client_config(&self) -> &ClientConfig {
+        &self.config
+    }
+
+    /// A TCP connection to the target from the source address `uid` is assigned to.
+    async fn tcp(&self, uid: i64) -> std::io::Result<tokio::net::TcpStream> {
+        let socket = TcpSocket::new_v4()?;
+        socket.bind(SocketAddr::new(
+            self.sources[uid as usize % self.sources.len()],
+            0,
+        ))?;
+        let stream = socket.connect(self.addr).await?;
+        stream.set_nodelay(true)?;
+        Ok(stream)
+    }
+
+    /// Logs player `uid` in.
+    pub(crate) async fn open(&self, uid: i64) -> anyhow::Result<Client> {
+        let token = keys::mint_with(&self.tokens, uid, 1, "", 3600);
+        let client = match self.transport {
+            Transport::Tcp => {
+                Client::over_stream(Box::new(self.tcp(uid).await?), &self.config, &token).await?
+            }
+            Transport::Ws => {
+                let url = format!("ws://{}/ws", self.addr);
+                let stream = tokio_tungstenite::MaybeTlsStream::Plain(self.tcp(uid).await?);
+                let (ws, _) = tokio_tungstenite::client_async(url, stream).await?;
+                Client::over_websocket(ws, &self.config, &token).await?
+            }
+            Transport::Kcp => {
+                Client::connect(&Endpoint::Kcp(self.addr.to_string()), &self.config, &token).await?
+            }
+            Transport::Quic => {
+                let endpoint = Endpoint::Quic {
+                    addr: self.addr.to_string(),
+                    server_name: "localhost".into(),
+                    ca_pem: None,
+                };
+                Client::connect(&endpoint, &self.config, &token).await?
+            }
+        };
+        Ok(client)
+    }
+}
+
+/// Raises this process's open-file limit to what `sessions` connections need (children, the
+/// edge among them, inherit it); fails with the fix when the hard limit is lower.
+pub(crate) fn raise_fd_limit(sessions: usize) -> anyhow::Result<()> {
+    use rustix::process::{Resource, Rlimit, getrlimit, setrlimit};
+    let needed = sessions as u64 + 256;
+    let limit = getrlimit(Resource::Nofile);
+    let hard = limit.maximum.unwrap_or(u64::MAX);
+    if hard < needed {
+        bail!(
+            "{sessions} sessions need {needed} open files in the generator and in the edge, but \
+             this machine's hard limit is {hard} (raise it: `ulimit -Hn {needed}` as root, \
+             LimitNOFILE= in a systemd unit, --ulimit nofile= in Docker), or ask for fewer sessions"
+        );
+    }
+    let raised = Rlimit {
+        current: Some(limit.current.unwrap_or(u64::MAX).min(hard).max(needed)),
+        maximum: limit.maximum,
+    };
+    setrlimit(Resource::Nofile, raised).context("raising the open-file limit")?;
+    Ok(())
+}
+
+/// Sessions that failed to open, by reason.
+pub(crate) type Failures = BTreeMap<String, u64>;
+
+/// Opens players `uids` with at most `concurrency` handshakes in flight; returns the clients
+/// with their uids, the failures by reason, and how long it took.
+pub(crate) async fn open_many(
+    target: &Target,
+    uids: std::ops::Range<i64>,
+    concurrency: usize,
+) -> (Vec<(i64, Client)>, Failures, Duration) {
+    let started = Instant::now();
+    let mut clients = Vec::with_capacity(uids.clone().count());
+    let mut failures = Failures::new();
+    let mut results = futures_util::stream::iter(uids)
+        .map(|uid| async move { (uid, target.open(uid).await) })
+        .buffer_unordered(concurrency.max(1));
+    while let Some((uid, result)) = results.next().await {
+        match result {
+            Ok(client) => clients.push((uid, client)),
+            Err(e) => *failures.entry(format!("{e:#}")).or_default() += 1,
+        }
+    }
+    (clients, failures, started.elapsed())
+}
+
+/// A bench push a held session received: which one (its `seq`) and when.
+pub(crate) struct Arrival {
+    pub(crate) seq: i32,
+    pub(crate) at: Instant,
+}
+
+/// Sessions held open: each heartbeats every `heartbeat` and reports bench pushes.
+pub(crate) struct Held {
+    tasks: JoinSet<anyhow::Result<()>>,
+    stop: CancellationToken,
+    /// Bench pushes as they arrive.
+    pub(crate) arrivals: mpsc::Receiver<Arrival>,
+}
+
+/// Holds `clients` open until [`Held::release`].
+pub(crate) fn hold(clients: Vec<(i64, Client)>, heartbeat: Duration) -> Held {
+    let stop = CancellationToken::new();
+    // One slot per session per push round in flight: a round never blocks a session.
+    let (tx, arrivals) = mpsc::channel(clients.len().max(1) * 4);
+    let mut tasks = JoinSet::new();
+    for (_, mut client) in clients {
+        let (stop, tx) = (stop.clone(), tx.clone());
+        tasks.spawn(async move {
+            // Spread the heartbeats over the interval instead of sending them all at once.
+            let offset =
+                Duration::from_millis(rand::random::<u64>() % heartbeat.as_millis().max(1) as u64);
+            let mut beat =
+                tokio::time::interval_at(tokio::time::Instant::now() + offset, heartbeat);
+            loop {
+                tokio::select! {
+                    () = stop.cancelled() => return Ok(()),
+                    _ = beat.tick() => {
+                        let body = CsHeartbeat { client_time: unix_now() }.encode_to_vec();
+                        client.send(system::packet(system::SEQ_HEARTBEAT, 0, body)).await?;
+                    }
+                    packet = client.recv() => {
+                        let packet = packet.context("the gateway closed a held session")?;
+                        if packet.r#mod == PUSH_MODULE {
+                            let _ = tx.try_send(Arrival { seq: packet.seq, at: Instant::now() });
+                        }
+                    }
+                }
+            }
+        });
+    }
+    Held {
+        tasks,
+        stop,
+        arrivals,
+    }
+}
+
+impl Held {
+    /// Ends every held session; returns how many had failed and why.
+    pub(crate) async fn release(mut self) -> Failures {
+        self.stop.cancel();
+        let mut failures = Failures::new();
+        while let Some(result) = self.tasks.join_next().await {
+            match result {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => *failures.entry(format!("{e:#}")).or_default() += 1,
+                Err(e) => *failures.entry(format!("task: {e}")).or_default() += 1,
+            }
+        }
+        failures
+    }
+}

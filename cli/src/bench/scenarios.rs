@@ -1,0 +1,377 @@
+//! The scenarios of `janus bench`: each starts a fresh gateway (and its baseline), drives it,
+//! and returns a [`Report`].
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use clap::Args;
+use janus_proto::broadcaster::service::push::v1 as bc;
+
+use super::echo::{self, Plan};
+use super::fleet::{self, Failures, PUSH_MODULE, Target};
+use super::gateway::{Gateway, RawEcho};
+use super::raw::{self, RawConn};
+use super::report::Report;
+use crate::connect::Transport;
+use crate::keys;
+
+fn failures(report: &mut Report, key: &str, failures: &Failures) {
+    let count: u64 = failures.values().sum();
+    report.set(key, count);
+    for (reason, n) in failures {
+        report.say(format!("{key}: {n} × {reason}"));
+    }
+}
+
+const MIB: f64 = 1024.0 * 1024.0;
+
+/// `janus bench connect`.
+#[derive(Debug, Clone, Args)]
+pub(crate) struct ConnectArgs {
+    /// Transport.
+    #[arg(long, value_enum, default_value = "tcp")]
+    pub(crate) transport: Transport,
+    /// Sessions to open and hold.
+    #[arg(long, default_value_t = 10_000)]
+    pub(crate) sessions: usize,
+    /// Handshakes in flight while ramping up.
+    #[arg(long, default_value_t = 256)]
+    pub(crate) concurrency: usize,
+    /// Seconds between one session's heartbeats.
+    #[arg(long, default_value_t = 10)]
+    pub(crate) heartbeat_secs: u64,
+    /// Seconds to hold the sessions (heartbeating) before measuring memory.
+    #[arg(long, default_value_t = 10)]
+    pub(crate) hold_secs: u64,
+}
+
+/// Ramps to `sessions`, holds them, and reports handshakes/s and memory per session.
+pub(crate) async fn connect(args: &ConnectArgs) -> anyhow::Result<Report> {
+    fleet::raise_fd_limit(args.sessions)?;
+    let gateway = Gateway::start().await?;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let (edge0, broker0) = (gateway.edge.rss()?, gateway.broker.rss()?);
+    let target = Target::new(&gateway, args.transport, args.sessions);
+    let (clients, open_failures, ramp) =
+        fleet::open_many(&target, 1..args.sessions as i64 + 1, args.concurrency).await;
+    let opened = clients.len();
+    let held = fleet::hold(clients, Duration::from_secs(args.heartbeat_secs));
+    tokio::time::sleep(Duration::from_secs(args.hold_secs)).await;
+    let (edge1, broker1) = (gateway.edge.rss()?, gateway.broker.rss()?);
+    let hold_failures = held.release().await;
+
+    let mut report = Report::new("connect");
+    let per = |before: u64, after: u64| after.saturating_sub(before) as f64 / opened.max(1) as f64;
+    let rate = opened as f64 / ramp.as_secs_f64();
+    report.set("transport", format!("{:?}", args.transport).to_lowercase());
+    report.set("sessions", opened as u64);
+    report.set("ramp_handshakes_per_sec", rate);
+    report.set("edge_rss_mib", edge1 as f64 / MIB);
+    report.set("broker_rss_mib", broker1 as f64 / MIB);
+    report.set("edge_bytes_per_session", per(edge0, edge1));
+    report.set("broker_bytes_per_session", per(broker0, broker1));
+    report.say(format!(
+        "{opened} of {} {:?} sessions open in {:.1} s ({rate:.0} handshakes/s), held {} s heartbeating every {} s",
+        args.sessions, args.transport, ramp.as_secs_f64(), args.hold_secs, args.heartbeat_secs
+    ));
+    report.say(format!(
+        "edge RSS {:.1} MiB ({:.0} B/session), broker RSS {:.1} MiB ({:.0} B/session)",
+        edge1 as f64 / MIB,
+        per(edge0, edge1),
+        broker1 as f64 / MIB,
+        per(broker0, broker1)
+    ));
+    failures(&mut report, "open_failures", &open_failures);
+    failures(&mut report, "hold_failures", &hold_failures);
+    Ok(report)
+}
+
+/// `janus bench echo`.
+#[derive(Debug, Clone, Args)]
+pub(crate) struct EchoArgs {
+    /// Transport.
+    #[arg(long, value_enum, default_value = "tcp")]
+    pub(crate) transport: Transport,
+    /// Connections (sessions).
+    #[arg(long, default_value_t = 64)]
+    pub(crate) sessions: usize,
+    /// Requests in flight per connection (closed loop).
+    #[arg(long, default_value_t = 8)]
+    pub(crate) inflight: usize,
+    /// Offer this many requests per second in all instead (open loop).
+    #[arg(long)]
+    pub(crate) rate: Option<f64>,
+    /// Bytes per request.
+    #[arg(long, default_value_t = 64)]
+    pub(crate) payload: usize,
+    /// Seconds of load before measuring.
+    #[arg(long, default_value_t = 2)]
+    pub(crate) warmup_secs: u64,
+    /// Seconds measured.
+    #[arg(long, default_value_t = 10)]
+    pub(crate) secs: u64,
+}
+
+/// Echo through edge → broker → demo game and back, then the same load against the raw echo
+/// baseline.
+pub(crate) async fn echo(args: &EchoArgs) -> anyhow::Result<Report> {
+    fleet::raise_fd_limit(args.sessions)?;
+    let plan = Plan {
+        inflight: args.inflight,
+        rate: args.rate.map(|total| total / args.sessions.max(1) as f64),
+        payload: args.payload,
+        warmup: Duration::from_secs(args.warmup_secs),
+        measure: Duration::from_secs(args.secs),
+    };
+    let gateway = Gateway::start().await?;
+    let target = Target::new(&gateway, args.transport, args.sessions);
+    let (clients, open_failures, _) =
+        fleet::open_many(&target, 1..args.sessions as i64 + 1, 64).await;
+    anyhow::ensure!(
+        open_failures.is_empty(),
+        "sessions failed to open: {open_failures:?}"
+    );
+    let cpu0 = gateway.edge.cpu_secs()? + gateway.broker.cpu_secs()?;
+    let janus = echo::run(clients.into_iter().map(|(_, c)| c).collect(), plan).await;
+    let cpu = gateway.edge.cpu_secs()? + gateway.broker.cpu_secs()? - cpu0;
+    drop(gateway);
+
+    let raw_server = RawEcho::start().await?;
+    let mut conns = Vec::with_capacity(args.sessions);
+    for _ in 0..args.sessions {
+        conns.push(RawConn::connect(raw_server.addr).await?);
+    }
+    let raw = echo::run(conns, plan).await;
+
+    let name = if args.rate.is_some() {
+        "echo_rate"
+    } else {
+        "echo"
+    };
+    let mut report = Report::new(name);
+    let (ours, theirs) = (janus.throughput(&plan), raw.throughput(&plan));
+    report.set("transport", format!("{:?}", args.transport).to_lowercase());
+    report.set("sessions", args.sessions as u64);
+    report.set("inflight", args.inflight as u64);
+    report.set("offered_per_sec", args.rate);
+    report.set("payload", args.payload as u64);
+    report.set("msgs_per_sec", ours);
+    report.set("raw_msgs_per_sec", theirs);
+    report.set("ratio", ours / theirs.max(1e-9));
+    janus.latency.report(&mut report, "");
+    raw.latency.report(&mut report, "raw_");
+    report.set(
+        "added_p99_ms",
+        janus.latency.ms(0.99) - raw.latency.ms(0.99),
+    );
+    report.set("gateway_cpu_secs", cpu);
+    let load = match args.rate {
+        Some(rate) => format!("{rate:.0} req/s offered"),
+        None => format!("{} in flight each", args.inflight),
+    };
+    report.say(format!(
+        "{} {:?} sessions, {load}, {} B: {ours:.0} req/s; raw tokio echo {theirs:.0} req/s; ratio {:.2}",
+        args.sessions,
+        args.transport,
+        args.payload,
+        ours / theirs.max(1e-9)
+    ));
+    report.say(format!("janus: {}", janus.latency.summary()));
+    report.say(format!("raw:   {}", raw.latency.summary()));
+    report.say(format!(
+        "edge + broker CPU {cpu:.1} s over {} s (game service and generator not counted)",
+        args.secs + args.warmup_secs
+    ));
+    failures(&mut report, "failures", &janus.failures);
+    failures(&mut report, "raw_failures", &raw.failures);
+    Ok(report)
+}
+
+/// `janus bench broadcast` / `janus bench multicast`.
+#[derive(Debug, Clone, Args)]
+pub(crate) struct FanoutArgs {
+    /// Transport.
+    #[arg(long, value_enum, default_value = "tcp")]
+    pub(crate) transport: Transport,
+    /// Sessions that receive every push.
+    #[arg(long, default_value_t = 10_000)]
+    pub(crate) sessions: usize,
+    /// Pushes, one after the other (each waits for the last session).
+    #[arg(long, default_value_t = 5)]
+    pub(crate) rounds: i32,
+}
+
+/// Opens `sessions`, then pushes to all of them `rounds` times through the broker's push API
+/// (one broadcast, or one multicast naming every uid) and times each until the last session
+/// has it.
+pub(crate) async fn fanout(args: &FanoutArgs, multicast: bool) -> anyhow::Result<Report> {
+    fleet::raise_fd_limit(args.sessions)?;
+    let gateway = Gateway::start().await?;
+    let target = Target::new(&gateway, args.transport, args.sessions);
+    let uids = 1..args.sessions as i64 + 1;
+    let (clients, open_failures, _) = fleet::open_many(&target, uids.clone(), 256).await;
+    anyhow::ensure!(
+        open_failures.is_empty(),
+        "sessions failed to open: {open_failures:?}"
+    );
+    let mut held = fleet::hold(clients, Duration::from_secs(30));
+    let mut push = bc::push_service_client::PushServiceClient::connect(format!(
+        "http://{}",
+        gateway.broker_addr
+    ))
+    .await
+    .context("cannot reach the broker's push API")?
+    .max_encoding_message_size(64 << 20);
+
+    let mut times = Vec::new();
+    let mut missing = 0;
+    for round in 1..=args.rounds {
+        let body = bc::PushBody {
+            r#mod: PUSH_MODULE,
+            seq: round,
+            data: vec![0x5a; 64],
+            ..Default::default()
+        };
+        let started = Instant::now();
+        if multicast {
+            push.multicast(bc::MulticastRequest {
+                bodies: vec![body],
+                uids: uids.clone().collect(),
+                color: String::new(),
+            })
+            .await?;
+        } else {
+            push.broadcast(bc::BroadcastRequest {
+                bodies: vec![body],
+                color: String::new(),
+                sid: 0,
+            })
+            .await?;
+        }
+        let mut received = 0;
+        let mut last = started;
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+        while received < args.sessions {
+            match tokio::time::timeout_at(deadline, held.arrivals.recv()).await {
+                Ok(Some(arrival)) if arrival.seq == round => {
+                    received += 1;
+                    last = last.max(arrival.at);
+                }
+                Ok(Some(_)) => {}
+                Ok(None) | Err(_) => break,
+            }
+        }
+        missing += args.sessions - received;
+        times.push(last - started);
+    }
+    let hold_failures = held.release().await;
+
+    times.sort();
+    let median = times[times.len() / 2];
+    let name = if multicast { "multicast" } else { "broadcast" };
+    let mut report = Report::new(name);
+    let rate = args.sessions as f64 / median.as_secs_f64();
+    report.set("transport", format!("{:?}", args.transport).to_lowercase());
+    report.set("sessions", args.sessions as u64);
+    report.set("rounds", args.rounds);
+    report.set("median_ms_to_last", median.as_secs_f64() * 1000.0);
+    report.set("best_ms_to_last", times[0].as_secs_f64() * 1000.0);
+    report.set("delivered_per_sec", rate);
+    report.set("missing", missing as u64);
+    report.say(format!(
+        "{name} to {} {:?} sessions: last one has it after {:.1} ms (median of {}; best {:.1} ms), {rate:.0} deliveries/s, {missing} missing",
+        args.sessions,
+        args.transport,
+        median.as_secs_f64() * 1000.0,
+        args.rounds,
+        times[0].as_secs_f64() * 1000.0
+    ));
+    failures(&mut report, "hold_failures", &hold_failures);
+    Ok(report)
+}
+
+/// `janus bench handshake`.
+#[derive(Debug, Clone, Args)]
+pub(crate) struct HandshakeArgs {
+    /// Transport.
+    #[arg(long, value_enum, default_value = "tcp")]
+    pub(crate) transport: Transport,
+    /// Handshakes in flight.
+    #[arg(long, default_value_t = 32)]
+    pub(crate) concurrency: usize,
+    /// Seconds measured.
+    #[arg(long, default_value_t = 10)]
+    pub(crate) secs: u64,
+}
+
+/// Connect + handshake + close in a loop, beside the single-thread cost of the same crypto.
+pub(crate) async fn handshake(args: &HandshakeArgs) -> anyhow::Result<Report> {
+    fleet::raise_fd_limit(args.concurrency * 4)?;
+    let gateway = Gateway::start().await?;
+    let target = Arc::new(Target::new(&gateway, args.transport, args.concurrency * 4));
+    let next = Arc::new(AtomicI64::new(1));
+    let until = Instant::now() + Duration::from_secs(args.secs);
+    let cpu0 = gateway.edge.cpu_secs()?;
+    let mut tasks = tokio::task::JoinSet::new();
+    for _ in 0..args.concurrency.max(1) {
+        let (target, next) = (target.clone(), next.clone());
+        tasks.spawn(async move {
+            let (mut done, mut failed) = (0u64, Failures::new());
+            while Instant::now() < until {
+                match target.open(next.fetch_add(1, Ordering::Relaxed)).await {
+                    Ok(client) => {
+                        done += 1;
+                        let _ = client.close().await;
+                    }
+                    Err(e) => *failed.entry(format!("{e:#}")).or_default() += 1,
+                }
+            }
+            (done, failed)
+        });
+    }
+    let (mut done, mut failed) = (0u64, Failures::new());
+    while let Some(result) = tasks.join_next().await {
+        let (n, f) = result?;
+        done += n;
+        for (reason, count) in f {
+            *failed.entry(reason).or_default() += count;
+        }
+    }
+    let edge_cpu = gateway.edge.cpu_secs()? - cpu0;
+    let token = keys::mint_with(&gateway.tokens, 1, 1, "", 3600);
+    let (server, client) = (gateway.handshake.clone(), target.client_config().clone());
+    let ceiling = tokio::task::spawn_blocking(move || {
+        raw::handshake_ceiling(server, &client, &token, Duration::from_secs(3))
+    })
+    .await??;
+    let seal =
+        tokio::task::spawn_blocking(|| raw::seal_ceiling(1024, Duration::from_secs(1))).await?;
+
+    let rate = done as f64 / args.secs as f64;
+    let per_core = done as f64 / edge_cpu.max(1e-9);
+    let mut report = Report::new("handshake");
+    report.set("transport", format!("{:?}", args.transport).to_lowercase());
+    report.set("concurrency", args.concurrency as u64);
+    report.set("handshakes_per_sec", rate);
+    report.set("edge_cpu_secs", edge_cpu);
+    report.set("handshakes_per_edge_cpu_sec", per_core);
+    report.set("ceiling_per_thread_sec", ceiling);
+    report.set("ratio", per_core / ceiling);
+    report.set("aes_gcm_seal_1k_mib_per_sec", seal / MIB);
+    report.say(format!(
+        "{done} {:?} handshakes in {} s: {rate:.0}/s; the edge used {edge_cpu:.1} CPU s = {per_core:.0} handshakes per edge core-second",
+        args.transport, args.secs
+    ));
+    report.say(format!(
+        "single-thread ceiling (server side of the same v2 handshake, no I/O): {ceiling:.0}/s; ratio {:.2}",
+        per_core / ceiling
+    ));
+    report.say(format!(
+        "raw AES-256-GCM seal, 1 KiB messages, one thread: {:.0} MiB/s",
+        seal / MIB
+    ));
+    failures(&mut report, "failures", &failed);
+    Ok(report)
+}
