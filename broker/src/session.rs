@@ -31,8 +31,9 @@ pub const INBOX: usize = 256;
 #[derive(Debug)]
 pub enum Inbound {
     /// A client packet, opened and inflated by the edge, with the W3C traceparent of the edge
-    /// span that forwarded it (empty when untraced).
-    Packet(Packet, String),
+    /// span that forwarded it (empty when untraced). Boxed: every session's inbox allocates
+    /// slots for a block of messages up front, so the slot size is memory per session.
+    Packet(Box<Packet>, String),
     /// The edge ended the session (client gone, edge draining).
     Close(String),
 }
@@ -113,7 +114,7 @@ impl Actor {
                     Some(Inbound::Packet(packet, traceparent)) => {
                         let span = tracing::info_span!("forward", module = packet.r#mod, seq = packet.seq, obj = packet.obj);
                         telemetry::set_parent(&span, &traceparent);
-                        if let Some(end) = self.forward(packet).instrument(span).await {
+                        if let Some(end) = self.forward(*packet).instrument(span).await {
                             break end;
                         }
                     }

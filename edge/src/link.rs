@@ -32,8 +32,8 @@ pub enum Downlink {
     Accepted,
     /// The broker refused the session.
     Rejected(String),
-    /// A reply or push for the client.
-    Packet(Packet),
+    /// A reply or push for the client, shared by every session a multicast goes to.
+    Packet(Arc<Packet>),
     /// The broker ends the session with SCServerLogout `code`.
     Kick(i32, String),
     /// The link to the session's broker dropped; the session should re-attach elsewhere.
@@ -100,6 +100,7 @@ impl BrokerLink {
             }
             broker_frame::Kind::Deliver(d) => {
                 let Some(packet) = d.packet else { return };
+                let packet = Arc::new(packet);
                 for id in d.session_ids {
                     self.to_session(id, Downlink::Packet(packet.clone()));
                 }

@@ -163,8 +163,8 @@ impl Session {
             transport,
             id,
             proto,
-            input: BytesMut::with_capacity(4096),
-            out: BytesMut::with_capacity(4096),
+            input: BytesMut::new(),
+            out: BytesMut::new(),
             identity: None,
             broker: None,
             downlink: None,
@@ -341,7 +341,7 @@ impl Session {
             Some(Downlink::Rejected(reason)) => Err(Close::Rejected(reason)),
             Some(Downlink::Kick(code, reason)) => Err(Close::Kicked(code, reason)),
             Some(Downlink::Packet(packet)) => {
-                self.proto.send(packet, &mut self.out)?;
+                self.proto.send(&packet, &mut self.out)?;
                 self.traffic.frames_out.inc();
                 Ok(Step::Continue)
             }
@@ -448,7 +448,7 @@ impl Session {
             HeartbeatCode::Succeeded
         };
         let reply = system::heartbeat_reply(packet.index, now, code as i32);
-        self.proto.send(reply, &mut self.out)?;
+        self.proto.send(&reply, &mut self.out)?;
         Ok(())
     }
 
@@ -492,11 +492,15 @@ impl Session {
                 let explained = match close {
                     Close::Kicked(..) | Close::Shutdown => Ok(()),
                     other => self.proto.send(
-                        system::unexpected_error(system::MODULE, 0, other.to_string()),
+                        &system::unexpected_error(system::MODULE, 0, other.to_string()),
                         &mut self.out,
                     ),
                 };
-                if explained.is_ok() && self.proto.send(system::logout(code), &mut self.out).is_ok()
+                if explained.is_ok()
+                    && self
+                        .proto
+                        .send(&system::logout(code), &mut self.out)
+                        .is_ok()
                 {
                     let _ =
                         tokio::time::timeout(Duration::from_secs(1), self.io.write(&mut self.out))

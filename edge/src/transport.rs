@@ -52,15 +52,45 @@ pub fn label(transport: Transport) -> &'static str {
     }
 }
 
+/// Spare room a stream read waits with. Small, because an idle session spends its life waiting
+/// in a read with this much allocated; a larger frame gets the room it still needs (its length
+/// prefix says how much) before the next read.
+const READ_SPARE: usize = 512;
+
+/// Buffers that grew past this for one large frame are given back once they are empty.
+const KEEP_CAPACITY: usize = 4096;
+
+/// Makes room in `input` for the next read: the rest of a partly read frame, at least
+/// [`READ_SPARE`], and nothing kept from an earlier large frame.
+fn make_room(input: &mut BytesMut, max_frame: usize) {
+    if input.is_empty() && input.capacity() > KEEP_CAPACITY {
+        *input = BytesMut::new();
+    }
+    let pending = match input.get(..frame::HEADER_LEN) {
+        Some(mut header) => {
+            let frame_len = frame::HEADER_LEN + (header.get_u32() as usize).min(max_frame);
+            frame_len.saturating_sub(input.len())
+        }
+        None => 0,
+    };
+    let want = pending.max(READ_SPARE);
+    if input.capacity() - input.len() < want / 2 {
+        input.reserve(want);
+    }
+}
+
 impl FrameIo {
     /// Reads more from the client. Cancel-safe: nothing read is lost if the future is dropped.
     pub async fn read(&mut self, input: &mut BytesMut, max_frame: usize) -> Result<Read, Close> {
         match self {
-            FrameIo::Stream(stream) => match stream.read_buf(input).await {
-                Ok(0) => Err(Close::ClientClosed),
-                Ok(n) => Ok(Read::Bytes(n)),
-                Err(_) => Err(Close::ClientClosed),
-            },
+            FrameIo::Stream(stream) => {
+                make_room(input, max_frame);
+                match stream.read_buf(input).await {
+                    Ok(0) => Err(Close::ClientClosed),
+                    Ok(n) => Ok(Read::Bytes(n)),
+                    Err(_) => Err(Close::ClientClosed),
+                }
+            }
             FrameIo::WebSocket(ws) => match ws.next().await {
                 None | Some(Err(_)) | Some(Ok(Message::Close(_))) => Err(Close::ClientClosed),
                 Some(Ok(Message::Binary(bytes))) => {
@@ -82,6 +112,9 @@ impl FrameIo {
             FrameIo::Stream(stream) => {
                 stream.write_all(out).await?;
                 out.clear();
+                if out.capacity() > KEEP_CAPACITY {
+                    *out = BytesMut::new();
+                }
                 stream.flush().await
             }
             FrameIo::WebSocket(ws) => {

@@ -1,5 +1,6 @@
-//! Hot paths of the protocol core: sealing and opening frames of typical sizes, one server-side
-//! v2 handshake, and opening plus checking a token. Run with `cargo bench -p janus-shared`.
+//! Hot paths of the protocol core: framing, sealing and opening frames of typical sizes, one
+//! server-side v2 handshake, opening plus checking a token, and the edge's share of a push
+//! fan-out (one shared packet sealed for many sessions). Run with `cargo bench -p janus-shared`.
 
 // criterion_group! generates an undocumented public function.
 #![allow(missing_docs)]
@@ -12,6 +13,7 @@ use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_m
 use janus_proto::gate::intra::v1::{AuthToken, OnlineStatus};
 use janus_proto::packet::Packet;
 use janus_shared::compress::Compression;
+use janus_shared::frame;
 use janus_shared::handshake::{ClientHandshakeConfig, Mode, ServerHandshakeConfig};
 use janus_shared::keys::{SigningKey, TokenKey};
 use janus_shared::session::{ClientSession, ServerSession, SessionConfig};
@@ -94,6 +96,49 @@ fn seal_open(c: &mut Criterion) {
     group.finish();
 }
 
+fn frame_codec(c: &mut Criterion) {
+    let mut group = c.benchmark_group("frame_codec");
+    let payload = vec![7u8; 256];
+    let frames = 64;
+    group.throughput(Throughput::Elements(frames));
+    group.bench_function("encode_then_decode_64x256B", |b| {
+        let mut wire = BytesMut::with_capacity(frames as usize * 260);
+        b.iter(|| {
+            for _ in 0..frames {
+                frame::encode(&payload, frame::DEFAULT_MAX_FRAME, &mut wire).unwrap();
+            }
+            while let Some(f) = frame::decode(&mut wire, frame::DEFAULT_MAX_FRAME).unwrap() {
+                black_box(f);
+            }
+        });
+    });
+    group.finish();
+}
+
+/// The edge's work per push delivery: one packet, shared, sealed into every session's buffer.
+fn push_fanout(c: &mut Criterion) {
+    let mut group = c.benchmark_group("push_fanout_seal");
+    let sessions = 1000;
+    group.throughput(Throughput::Elements(sessions as u64));
+    group.bench_function("1000_sessions_64B", |b| {
+        let mut servers: Vec<ServerSession> = (0..sessions).map(|_| established().0).collect();
+        let packet = Packet {
+            r#mod: 99,
+            seq: 1,
+            data: vec![7; 64],
+            ..Default::default()
+        };
+        let mut out = BytesMut::with_capacity(256);
+        b.iter(|| {
+            for server in &mut servers {
+                server.send(&packet, &mut out).unwrap();
+                out.clear();
+            }
+        });
+    });
+    group.finish();
+}
+
 fn handshake(c: &mut Criterion) {
     let (server_cfg, client_cfg, token) = configs();
     let server_cfg = Arc::new(server_cfg);
@@ -127,5 +172,12 @@ fn token_verify(c: &mut Criterion) {
     });
 }
 
-criterion_group!(benches, seal_open, handshake, token_verify);
+criterion_group!(
+    benches,
+    frame_codec,
+    seal_open,
+    handshake,
+    token_verify,
+    push_fanout
+);
 criterion_main!(benches);

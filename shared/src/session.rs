@@ -49,17 +49,16 @@ impl SessionConfig {
     }
 
     /// Compresses data at or above the threshold, then seals the packet as one frame.
-    fn seal_packet(
-        &self,
-        sealer: &mut Sealer,
-        mut packet: Packet,
-        out: &mut BytesMut,
-    ) -> Result<()> {
+    fn seal_packet(&self, sealer: &mut Sealer, packet: &Packet, out: &mut BytesMut) -> Result<()> {
         if !packet.compress && self.compression.should_compress(packet.data.len()) {
-            packet.data = Compression::deflate(&packet.data);
-            packet.compress = true;
+            let compressed = Packet {
+                data: Compression::deflate(&packet.data),
+                compress: true,
+                ..packet.clone()
+            };
+            return sealer.seal(&compressed, self.max_frame, out);
         }
-        sealer.seal(&packet, self.max_frame, out)
+        sealer.seal(packet, self.max_frame, out)
     }
 }
 
@@ -175,8 +174,9 @@ impl ServerSession {
         }
     }
 
-    /// Seals `packet` (a reply or push) for the client, appending the frame to `out`.
-    pub fn send(&mut self, packet: Packet, out: &mut BytesMut) -> Result<()> {
+    /// Seals `packet` (a reply or push) for the client, appending the frame to `out`. Borrowed,
+    /// so one push can be shared by every session it goes to.
+    pub fn send(&mut self, packet: &Packet, out: &mut BytesMut) -> Result<()> {
         match &mut self.state {
             ServerState::Open(open) => self.config.seal_packet(&mut open.sealer, packet, out),
             ServerState::AwaitingHello => Err(Error::UnexpectedState("awaiting handshake")),
@@ -295,7 +295,7 @@ impl ClientSession {
         };
         let index = open.next_index;
         packet.index = index;
-        self.config.seal_packet(&mut open.sealer, packet, out)?;
+        self.config.seal_packet(&mut open.sealer, &packet, out)?;
         open.next_index = index.wrapping_add(1);
         Ok(index)
     }
@@ -306,7 +306,7 @@ impl ClientSession {
         let ClientState::Open(open) = &mut self.state else {
             return Err(Error::UnexpectedState("handshake not finished"));
         };
-        self.config.seal_packet(&mut open.sealer, packet, out)
+        self.config.seal_packet(&mut open.sealer, &packet, out)
     }
 }
 

@@ -62,11 +62,11 @@ fn token(timeout: i64) -> String {
 fn respond(session: &mut ServerSession, packet: Packet, out: &mut BytesMut) {
     session
         .send(
-            system::unexpected_error(packet.r#mod, packet.seq, "push before reply"),
+            &system::unexpected_error(packet.r#mod, packet.seq, "push before reply"),
             out,
         )
         .unwrap();
-    session.send(packet, out).unwrap();
+    session.send(&packet, out).unwrap();
 }
 
 async fn serve_tcp(mut tcp: TcpStream) -> Option<Error> {

@@ -154,7 +154,7 @@ fn v2_vectors() -> Value {
         Some(ServerEvent::Packet(request.clone()))
     );
     let mut s2c = BytesMut::new();
-    server.send(response.clone(), &mut s2c).unwrap();
+    server.send(&response, &mut s2c).unwrap();
     let s2c_frame = hex::encode(&s2c);
     assert_eq!(
         client.poll(&mut s2c).unwrap(),

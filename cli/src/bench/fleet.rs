@@ -25,6 +25,9 @@ use super::gateway::Gateway;
 use crate::connect::Transport;
 use crate::keys;
 
+/// The zone (server id) every bench player's token names; broadcasts go to it.
+pub(crate) const ZONE: i64 = 1;
+
 /// The module bench pushes carry, so a session can tell them from anything else.
 pub(crate) const PUSH_MODULE: i32 = 99;
 
@@ -79,21 +82,28 @@ impl Target {
         &self.config
     }
 
-    /// A TCP connection to the target from the source address `uid` is assigned to.
+    /// A TCP connection to the target, from the source address `uid` is assigned to when
+    /// there is more than one. (Binding a source port first makes the kernel search for a
+    /// port free towards every destination, which crawls once many are in TIME_WAIT; with one
+    /// source address, plain connect picks per destination.)
     async fn tcp(&self, uid: i64) -> std::io::Result<tokio::net::TcpStream> {
-        let socket = TcpSocket::new_v4()?;
-        socket.bind(SocketAddr::new(
-            self.sources[uid as usize % self.sources.len()],
-            0,
-        ))?;
-        let stream = socket.connect(self.addr).await?;
+        let stream = if let [_] = self.sources[..] {
+            tokio::net::TcpStream::connect(self.addr).await?
+        } else {
+            let socket = TcpSocket::new_v4()?;
+            socket.bind(SocketAddr::new(
+                self.sources[uid as usize % self.sources.len()],
+                0,
+            ))?;
+            socket.connect(self.addr).await?
+        };
         stream.set_nodelay(true)?;
         Ok(stream)
     }
 
     /// Logs player `uid` in.
     pub(crate) async fn open(&self, uid: i64) -> anyhow::Result<Client> {
-        let token = keys::mint_with(&self.tokens, uid, 1, "", 3600);
+        let token = keys::mint_with(&self.tokens, uid, ZONE, "", 3600);
         let client = match self.transport {
             Transport::Tcp => {
                 Client::over_stream(Box::new(self.tcp(uid).await?), &self.config, &token).await?

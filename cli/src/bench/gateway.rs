@@ -5,7 +5,7 @@
 //! read from `/proc`, and so the load generator's own work is not counted against them.
 
 use std::net::{SocketAddr, TcpListener, UdpSocket};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::Stdio;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -19,25 +19,73 @@ use tokio::process::{Child, Command};
 
 use crate::{http, keys};
 
-/// One running process of the system under test.
+/// A scratch directory for configuration, keys and logs, removed when dropped.
+struct Scratch(PathBuf);
+
+impl Scratch {
+    fn new(what: &str) -> anyhow::Result<Self> {
+        let unique = TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
+        let dir = std::env::temp_dir().join(format!(
+            "janus-bench-{what}-{}-{unique}",
+            std::process::id()
+        ));
+        std::fs::create_dir_all(&dir)
+            .with_context(|| format!("cannot create {}", dir.display()))?;
+        Ok(Self(dir))
+    }
+
+    fn file(&self, name: &str) -> PathBuf {
+        self.0.join(name)
+    }
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// One running process of the system under test (killed when dropped).
 pub(crate) struct Process {
     name: &'static str,
     child: Child,
+    log: PathBuf,
 }
 
 impl Process {
-    fn spawn(name: &'static str, args: &[&str], log: &Path) -> anyhow::Result<Self> {
-        let log = std::fs::File::create(log)
+    /// Starts `janus ARGS…` with its stderr in `NAME.log` of `dir`.
+    fn spawn(name: &'static str, args: &[&str], dir: &Scratch) -> anyhow::Result<Self> {
+        let log = dir.file(&format!("{}.log", name.replace(' ', "-")));
+        let file = std::fs::File::create(&log)
             .with_context(|| format!("cannot create {}", log.display()))?;
         let child = Command::new(std::env::current_exe()?)
             .args(args)
             .env("RUST_LOG", "warn")
             .stdout(Stdio::null())
-            .stderr(log)
+            .stderr(file)
             .kill_on_drop(true)
             .spawn()
             .with_context(|| format!("cannot start the {name}"))?;
-        Ok(Self { name, child })
+        Ok(Self { name, child, log })
+    }
+
+    /// Waits until `ready` returns true, up to 20 s; fails at once, with the process's log,
+    /// if it exits first.
+    async fn wait_ready(&mut self, mut ready: impl AsyncFnMut() -> bool) -> anyhow::Result<()> {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while !ready().await {
+            let exited = self.child.try_wait()?;
+            if exited.is_some() || Instant::now() > deadline {
+                let log = std::fs::read_to_string(&self.log).unwrap_or_default();
+                let what = match exited {
+                    Some(status) => format!("exited ({status})"),
+                    None => "did not become ready in 20 s".to_owned(),
+                };
+                bail!("the {} {what}; its log:\n{log}", self.name);
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        Ok(())
     }
 
     fn pid(&self) -> anyhow::Result<u32> {
@@ -73,36 +121,35 @@ impl Process {
     }
 }
 
-/// A free local TCP (and, for the UDP transports, UDP) port.
-fn free_port() -> anyhow::Result<u16> {
-    loop {
-        let port = TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
-        if UdpSocket::bind(("127.0.0.1", port)).is_ok() {
-            return Ok(port);
+/// `n` distinct free local ports, each free for TCP and UDP (the sockets that proved it are
+/// held until all are found, so no port is handed out twice).
+fn free_ports<const N: usize>() -> anyhow::Result<[SocketAddr; N]> {
+    let mut held = Vec::new();
+    while held.len() < N {
+        let tcp = TcpListener::bind("127.0.0.1:0")?;
+        let addr = tcp.local_addr()?;
+        if let Ok(udp) = UdpSocket::bind(addr) {
+            held.push((addr, tcp, udp));
         }
     }
+    let addrs: Vec<SocketAddr> = held.iter().map(|(addr, _, _)| *addr).collect();
+    Ok(addrs.try_into().expect("N addresses were collected"))
 }
 
-/// Waits until `ready` returns true, up to 20 s.
-async fn wait_for(
-    what: &str,
-    log: &Path,
-    mut ready: impl AsyncFnMut() -> bool,
-) -> anyhow::Result<()> {
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while !ready().await {
-        if Instant::now() > deadline {
-            let log = std::fs::read_to_string(log).unwrap_or_default();
-            bail!("the {what} did not become ready in 20 s; its log:\n{log}");
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    Ok(())
+async fn accepts(addr: SocketAddr) -> bool {
+    tokio::net::TcpStream::connect(addr).await.is_ok()
+}
+
+async fn ready(admin: SocketAddr) -> bool {
+    matches!(
+        http::status(&format!("http://{admin}/ready")).await,
+        Ok(200)
+    )
 }
 
 /// Edge, broker and demo game service, started and ready.
 pub(crate) struct Gateway {
-    dir: PathBuf,
+    _dir: Scratch,
     /// The edge process.
     pub(crate) edge: Process,
     /// The broker process.
@@ -126,21 +173,10 @@ impl Gateway {
     /// Starts game service, broker and edge with limits opened wide (the generator is one
     /// address sending as fast as it can), and waits until the edge is ready.
     pub(crate) async fn start() -> anyhow::Result<Self> {
-        let dir = std::env::temp_dir().join(format!(
-            "janus-bench-{}-{}",
-            std::process::id(),
-            free_port()?
-        ));
-        std::fs::create_dir_all(&dir)?;
-        keys::write_key_set(&dir, true)?;
-        let mut ports = Vec::new();
-        for _ in 0..8 {
-            ports.push(SocketAddr::from(([127, 0, 0, 1], free_port()?)));
-        }
-        let [tcp, ws, kcp, quic, admin, broker, broker_admin, game] = ports[..] else {
-            unreachable!("eight ports were taken")
-        };
-        let file = |name: &str| dir.join(name).display().to_string();
+        let dir = Scratch::new("gateway")?;
+        keys::write_key_set(&dir.0, true)?;
+        let [tcp, ws, kcp, quic, admin, broker, broker_admin, game] = free_ports()?;
+        let file = |name: &str| dir.file(name).display().to_string();
 
         let game_toml = format!("listen = \"{game}\"\npush = \"{broker}\"\n");
         let broker_toml = format!(
@@ -165,48 +201,38 @@ impl Gateway {
             ("broker.toml", &broker_toml),
             ("edge.toml", &edge_toml),
         ] {
-            std::fs::write(dir.join(name), text)?;
+            std::fs::write(dir.file(name), text)?;
         }
         let edge_config: EdgeConfig =
             janus_shared::config::parse(&edge_toml, "the bench's edge configuration")?;
         let handshake = edge_config.load_handshake()?;
 
-        let game_log = dir.join("game.log");
-        let game_process = Process::spawn(
+        let mut game_process = Process::spawn(
             "game service",
             &["game-demo", "--config", &file("game.toml")],
-            &game_log,
+            &dir,
         )?;
-        wait_for("game service", &game_log, async || {
-            tokio::net::TcpStream::connect(game).await.is_ok()
-        })
-        .await?;
-        let broker_log = dir.join("broker.log");
-        let broker_process = Process::spawn(
+        game_process
+            .wait_ready(async || accepts(game).await)
+            .await?;
+        let mut broker_process = Process::spawn(
             "broker",
             &["broker", "--config", &file("broker.toml")],
-            &broker_log,
+            &dir,
         )?;
-        let ready = format!("http://{broker_admin}/ready");
-        wait_for("broker", &broker_log, async || {
-            matches!(http::status(&ready).await, Ok(200))
-        })
-        .await?;
-        let edge_log = dir.join("edge.log");
-        let edge_process =
-            Process::spawn("edge", &["edge", "--config", &file("edge.toml")], &edge_log)?;
-        let ready = format!("http://{admin}/ready");
-        wait_for("edge", &edge_log, async || {
-            matches!(http::status(&ready).await, Ok(200))
-        })
-        .await?;
+        broker_process
+            .wait_ready(async || ready(broker_admin).await)
+            .await?;
+        let mut edge_process =
+            Process::spawn("edge", &["edge", "--config", &file("edge.toml")], &dir)?;
+        edge_process.wait_ready(async || ready(admin).await).await?;
 
         Ok(Self {
-            server_key: keys::read_signing_key(&dir.join(keys::SERVER_KEY))?.verifying_key(),
+            server_key: keys::read_signing_key(&dir.file(keys::SERVER_KEY))?.verifying_key(),
             tokens: Arc::new(TokenCodec::new(&keys::read_token_key(
-                &dir.join(keys::TOKEN_KEY),
+                &dir.file(keys::TOKEN_KEY),
             )?)),
-            dir,
+            _dir: dir,
             edge: edge_process,
             broker: broker_process,
             _game: game_process,
@@ -220,17 +246,10 @@ impl Gateway {
     }
 }
 
-impl Drop for Gateway {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.dir);
-    }
-}
-
-/// The baseline: a raw tokio TCP echo server (length-prefixed frames, no gateway) in its own
-/// process.
+/// The baseline: a raw tokio TCP echo server (no gateway) in its own process.
 pub(crate) struct RawEcho {
     _process: Process,
-    dir: PathBuf,
+    _dir: Scratch,
     /// Its listener.
     pub(crate) addr: SocketAddr,
 }
@@ -238,33 +257,19 @@ pub(crate) struct RawEcho {
 impl RawEcho {
     /// Starts `janus bench raw-echo-server` and waits until it accepts.
     pub(crate) async fn start() -> anyhow::Result<Self> {
-        let addr = SocketAddr::from(([127, 0, 0, 1], free_port()?));
-        let dir = std::env::temp_dir().join(format!(
-            "janus-bench-raw-{}-{}",
-            std::process::id(),
-            addr.port()
-        ));
-        std::fs::create_dir_all(&dir)?;
-        let log = dir.join("raw.log");
-        let process = Process::spawn(
+        let [addr] = free_ports()?;
+        let dir = Scratch::new("raw")?;
+        let listen = addr.to_string();
+        let mut process = Process::spawn(
             "raw echo server",
-            &["bench", "raw-echo-server", "--listen", &addr.to_string()],
-            &log,
+            &["bench", "raw-echo-server", "--listen", &listen],
+            &dir,
         )?;
-        wait_for("raw echo server", &log, async || {
-            tokio::net::TcpStream::connect(addr).await.is_ok()
-        })
-        .await?;
+        process.wait_ready(async || accepts(addr).await).await?;
         Ok(Self {
             _process: process,
-            dir,
+            _dir: dir,
             addr,
         })
-    }
-}
-
-impl Drop for RawEcho {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.dir);
     }
 }

@@ -10,7 +10,7 @@ use clap::Args;
 use janus_proto::broadcaster::service::push::v1 as bc;
 
 use super::echo::{self, Plan};
-use super::fleet::{self, Failures, PUSH_MODULE, Target};
+use super::fleet::{self, Failures, PUSH_MODULE, Target, ZONE};
 use super::gateway::{Gateway, RawEcho};
 use super::raw::{self, RawConn};
 use super::report::Report;
@@ -246,7 +246,7 @@ pub(crate) async fn fanout(args: &FanoutArgs, multicast: bool) -> anyhow::Result
             push.broadcast(bc::BroadcastRequest {
                 bodies: vec![body],
                 color: String::new(),
-                sid: 0,
+                sid: ZONE,
             })
             .await?;
         }
@@ -263,6 +263,7 @@ pub(crate) async fn fanout(args: &FanoutArgs, multicast: bool) -> anyhow::Result
                 Ok(None) | Err(_) => break,
             }
         }
+        anyhow::ensure!(received > 0, "round {round}: no session received the push");
         missing += args.sessions - received;
         times.push(last - started);
     }
@@ -340,7 +341,7 @@ pub(crate) async fn handshake(args: &HandshakeArgs) -> anyhow::Result<Report> {
         }
     }
     let edge_cpu = gateway.edge.cpu_secs()? - cpu0;
-    let token = keys::mint_with(&gateway.tokens, 1, 1, "", 3600);
+    let token = keys::mint_with(&gateway.tokens, 1, ZONE, "", 3600);
     let (server, client) = (gateway.handshake.clone(), target.client_config().clone());
     let ceiling = tokio::task::spawn_blocking(move || {
         raw::handshake_ceiling(server, &client, &token, Duration::from_secs(3))

@@ -170,7 +170,7 @@ fn v2_session_carries_requests_replies_and_pushes() {
         );
         pair.server
             .send(
-                Packet {
+                &Packet {
                     index,
                     data: b"reply".to_vec(),
                     ..Default::default()
@@ -178,7 +178,7 @@ fn v2_session_carries_requests_replies_and_pushes() {
                 &mut pair.s2c,
             )
             .unwrap();
-        pair.server.send(system::logout(4), &mut pair.s2c).unwrap();
+        pair.server.send(&system::logout(4), &mut pair.s2c).unwrap();
         let Some(ClientEvent::Packet(reply)) = pair.client.poll(&mut pair.s2c).unwrap() else {
             panic!()
         };
@@ -360,7 +360,7 @@ fn the_first_frame_must_be_a_handshake() {
         })
     ));
     assert!(matches!(
-        server.send(Packet::default(), &mut out),
+        server.send(&Packet::default(), &mut out),
         Err(Error::UnexpectedState(_))
     ));
     assert!(out.is_empty());
@@ -470,7 +470,7 @@ fn large_data_is_compressed_on_the_wire_and_bombs_are_refused() {
     let big = vec![b'z'; 12_000];
     pair.server
         .send(
-            Packet {
+            &Packet {
                 data: big.clone(),
                 ..Default::default()
             },
