@@ -6,7 +6,7 @@
 # Formatting, lints, the container images the integration suites start (deploy/images.sh:
 # official images, or local builds from Debian packages where no registry answers), every
 # unit/property/integration test, the benches in test mode, the doc
-# tests, and a build of the fuzz targets. Build output goes to $CARGO_TARGET_DIR, by default
+# tests, and a short coverage-guided run of every fuzz target. Build output goes to $CARGO_TARGET_DIR, by default
 # /var/tmp/janus-target, so repeated runs on one machine reuse it.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -47,8 +47,30 @@ step "the janus image for the full-stack suites (from this tree's binary)"
 cargo build --locked -p janus-cli
 eval "$(deploy/images.sh project "$CARGO_TARGET_DIR/debug/janus")"
 
-step "fuzz targets build"
-cargo build --manifest-path fuzz/Cargo.toml --bins
+step "fuzz smoke run (coverage-guided libFuzzer, a few seconds per target)"
+# The flags cargo-fuzz uses with `--sanitizer none`, on the stable toolchain, so CI needs no
+# extra tool; --target keeps them off build scripts and proc macros. The long runs and their
+# records are in SECURITY.md (`cd fuzz && cargo fuzz run -s none <target>`).
+fuzz_dir="$CARGO_TARGET_DIR/fuzz-smoke"
+host="$(rustc -vV | sed -n 's/^host: //p')"
+RUSTFLAGS="--cfg fuzzing -Cpasses=sancov-module -Cllvm-args=-sanitizer-coverage-level=4 \
+  -Cllvm-args=-sanitizer-coverage-inline-8bit-counters -Cllvm-args=-sanitizer-coverage-pc-table \
+  -Cllvm-args=-sanitizer-coverage-trace-compares -Cdebug-assertions -Coverflow-checks" \
+  cargo build --locked --manifest-path fuzz/Cargo.toml --release --bins --target "$host" --target-dir "$fuzz_dir"
+for target in frame_decoder handshake_parser token_parser inflate session_frames; do
+  corpus="$(mktemp -d)" log="$(mktemp)"
+  inputs=("$corpus")
+  [ -d "fuzz/regressions/$target" ] && inputs+=("fuzz/regressions/$target")
+  mkdir -p "fuzz/artifacts/$target"
+  if ! "$fuzz_dir/$host/release/$target" -max_total_time="${FUZZ_SMOKE_SECS:-5}" -print_final_stats=1 \
+      -artifact_prefix="fuzz/artifacts/$target/" "${inputs[@]}" >"$log" 2>&1; then
+    cat "$log" >&2
+    echo "error: fuzz target $target failed; the input is in fuzz/artifacts/$target/ (keep it in fuzz/regressions/$target/ once fixed)" >&2
+    exit 1
+  fi
+  echo "$target: $(grep -E '^stat::number_of_executed_units' "$log" | awk '{print $2}') inputs, no failure"
+  rm -rf "$corpus" "$log"
+done
 
 results=$(mktemp)
 trap 'rm -f "$results"' EXIT

@@ -78,7 +78,9 @@ async fn kick(
     let reason = "kicked by an administrator".to_owned();
     let code = LogoutCode::AdminKickOut as i32;
     if let Some(entry) = state.registry.get(q.uid) {
-        let _ = entry.commands.try_send(Command::Kick { code, reason });
+        let _ = entry
+            .commands
+            .try_send(Box::new(Command::Kick { code, reason }));
         return (StatusCode::OK, format!("uid {} kicked here", q.uid));
     }
     let owner = match state.routes.get(&gate_route_key(&q.color, q.uid)).await {

@@ -153,7 +153,7 @@ impl Reader {
                     let Some(inbox) = self.sessions.get(&id) else {
                         continue;
                     };
-                    match inbox.try_send(Inbound::Packet(Box::new(packet), client.traceparent)) {
+                    match inbox.try_send(Inbound::Packet(Box::new((packet, client.traceparent)))) {
                         Ok(()) => {}
                         Err(mpsc::error::TrySendError::Full(_)) => {
                             tracing::warn!(session_id = id, "session inbox full; closing it");
@@ -172,7 +172,7 @@ impl Reader {
                 }
                 Some(edge_frame::Kind::Close(close)) => {
                     if let Some(inbox) = self.sessions.remove(&id) {
-                        let _ = inbox.send(Inbound::Close(close.reason)).await;
+                        let _ = inbox.send(Inbound::Close(close.reason.into())).await;
                     }
                 }
                 None => {}

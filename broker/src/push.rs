@@ -222,10 +222,10 @@ impl Pusher {
     fn on_control(&self, bytes: &[u8]) -> Result<()> {
         let control = decode::<BrokerControl>(bytes, "broker control")?;
         if let Some(entry) = self.state.registry.get(control.uid) {
-            let _ = entry.commands.try_send(Command::Kick {
+            let _ = entry.commands.try_send(Box::new(Command::Kick {
                 code: control.logout_code,
                 reason: control.reason,
-            });
+            }));
         }
         Ok(())
     }

@@ -70,7 +70,7 @@ pub struct Entry {
     /// Server (zone) id, for broadcasts.
     pub sid: i64,
     /// The session actor's command inbox.
-    pub commands: mpsc::Sender<Command>,
+    pub commands: mpsc::Sender<Box<Command>>,
 }
 
 impl Entry {

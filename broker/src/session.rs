@@ -27,15 +27,16 @@ use crate::tunnel::{SendError, Tunnel};
 /// session (the client sends faster than its game services answer).
 pub const INBOX: usize = 256;
 
-/// What the edge link hands a session.
+/// What the edge link hands a session. Its variants are boxed: every session's inbox (and
+/// command channel) allocates slots for a block of 32 messages up front, so the slot size is
+/// memory held by every idle session.
 #[derive(Debug)]
 pub enum Inbound {
     /// A client packet, opened and inflated by the edge, with the W3C traceparent of the edge
-    /// span that forwarded it (empty when untraced). Boxed: every session's inbox allocates
-    /// slots for a block of messages up front, so the slot size is memory per session.
-    Packet(Box<Packet>, String),
+    /// span that forwarded it (empty when untraced).
+    Packet(Box<(Packet, String)>),
     /// The edge ended the session (client gone, edge draining).
-    Close(String),
+    Close(Box<str>),
 }
 
 /// Starts the actor of a session the edge just opened; returns its inbox.
@@ -82,7 +83,9 @@ enum End {
 impl Actor {
     async fn run(mut self, mut inbox: mpsc::Receiver<Inbound>) {
         let (commands, mut command_rx) = mpsc::channel(4);
-        if let Err(reason) = self.claim(commands).await {
+        // Cold steps (claim, renew, tunnel open, release) run boxed, so the task every session
+        // keeps alive is only as large as its loop.
+        if let Err(reason) = Box::pin(self.claim(commands)).await {
             tracing::warn!(%reason, "session refused");
             self.state
                 .metrics
@@ -111,10 +114,11 @@ impl Actor {
         let end = loop {
             tokio::select! {
                 inbound = inbox.recv() => match inbound {
-                    Some(Inbound::Packet(packet, traceparent)) => {
+                    Some(Inbound::Packet(forwarded)) => {
+                        let (packet, traceparent) = *forwarded;
                         let span = tracing::info_span!("forward", module = packet.r#mod, seq = packet.seq, obj = packet.obj);
                         telemetry::set_parent(&span, &traceparent);
-                        if let Some(end) = self.forward(*packet).instrument(span).await {
+                        if let Some(end) = self.forward(packet).instrument(span).await {
                             break end;
                         }
                     }
@@ -124,11 +128,12 @@ impl Actor {
                     }
                     None => break End::Closed,
                 },
-                Some(Command::Kick { code, reason }) = command_rx.recv() => {
+                Some(command) = command_rx.recv() => {
+                    let Command::Kick { code, reason } = *command;
                     break End::Kick(LogoutCode::try_from(code).unwrap_or(LogoutCode::Server), reason);
                 }
                 _ = renew.tick() => {
-                    if let Some(end) = self.renew().await {
+                    if let Some(end) = Box::pin(self.renew()).await {
                         break end;
                     }
                 }
@@ -150,12 +155,12 @@ impl Actor {
             }))
             .await;
         }
-        self.release().await;
+        Box::pin(self.release()).await;
         live.dec();
     }
 
     /// Writes the gateway route and registers the session; an older login is kicked.
-    async fn claim(&self, commands: mpsc::Sender<Command>) -> Result<(), String> {
+    async fn claim(&self, commands: mpsc::Sender<Box<Command>>) -> Result<(), String> {
         let state = &self.state;
         let previous = state
             .routes
@@ -174,10 +179,10 @@ impl Actor {
         );
         let reason = "logged in elsewhere".to_owned();
         if let Some(older) = replaced {
-            let _ = older.commands.try_send(Command::Kick {
+            let _ = older.commands.try_send(Box::new(Command::Kick {
                 code: LogoutCode::ConflictingLogin as i32,
                 reason,
-            });
+            }));
         } else if let Some(owner) = previous.filter(|p| *p != state.endpoint && !self.open.reattach)
         {
             // A re-attached session is the same login moving here, not a second one.
@@ -247,6 +252,11 @@ impl Actor {
                     obj = packet.obj,
                     "refused a player tunnel for another player's object"
                 );
+                self.state
+                    .metrics
+                    .packets_refused
+                    .with_label_values(&["foreign_object"])
+                    .inc();
                 let reply = system::unexpected_error(
                     packet.r#mod,
                     packet.seq,
@@ -259,10 +269,8 @@ impl Actor {
         let key = (service.name.clone(), packet.obj);
         for _ in 0..2 {
             if !self.tunnels.contains_key(&key) {
-                let opened = self
-                    .state
-                    .tunnels
-                    .open(
+                let opened = Box::pin(
+                    self.state.tunnels.open(
                         &service,
                         &self.open,
                         packet.obj,
@@ -272,8 +280,9 @@ impl Actor {
                             .metrics
                             .tunnel_seconds
                             .with_label_values(&[&service.name]),
-                    )
-                    .await;
+                    ),
+                )
+                .await;
                 let result = opened.as_ref().map_or_else(|e| e.kind(), |_| "ok");
                 self.state
                     .metrics

@@ -25,17 +25,19 @@ use tonic::transport::Endpoint;
 
 use crate::config::BrokersConfig;
 
-/// What a broker tells one session.
+/// What a broker tells one session. Every variant is at most a pointer wide: each session's
+/// bounded queue allocates a block of 32 slots up front, so the slot size is memory held by
+/// every idle session.
 #[derive(Debug)]
 pub enum Downlink {
     /// The broker took the session.
     Accepted,
-    /// The broker refused the session.
-    Rejected(String),
+    /// The broker refused the session, saying why.
+    Rejected(Box<String>),
     /// A reply or push for the client, shared by every session a multicast goes to.
     Packet(Arc<Packet>),
-    /// The broker ends the session with SCServerLogout `code`.
-    Kick(i32, String),
+    /// The broker ends the session with SCServerLogout (code, reason).
+    Kick(Box<(i32, String)>),
     /// The link to the session's broker dropped; the session should re-attach elsewhere.
     LinkLost,
 }
@@ -82,12 +84,16 @@ impl BrokerLink {
         lock(&self.sessions).len()
     }
 
-    /// Queues `frame` for the broker, waiting for room; false if the link is down.
+    /// Queues `frame` for the broker, waiting for room; false if the link is down. The wait
+    /// (a full link queue) is the rare path and runs boxed: this future lives inside every
+    /// session's task, so its size is memory per session.
     pub async fn send(&self, frame: EdgeFrame) -> bool {
         let sender = lock(&self.sender).clone();
-        match sender {
-            Some(tx) => tx.send(frame).await.is_ok(),
-            None => false,
+        let Some(tx) = sender else { return false };
+        match tx.try_send(frame) {
+            Ok(()) => true,
+            Err(mpsc::error::TrySendError::Closed(_)) => false,
+            Err(mpsc::error::TrySendError::Full(frame)) => Box::pin(tx.send(frame)).await.is_ok(),
         }
     }
 
@@ -96,7 +102,7 @@ impl BrokerLink {
         match kind {
             broker_frame::Kind::Accepted(a) => self.to_session(a.session_id, Downlink::Accepted),
             broker_frame::Kind::Rejected(r) => {
-                self.to_session(r.session_id, Downlink::Rejected(r.reason))
+                self.to_session(r.session_id, Downlink::Rejected(Box::new(r.reason)))
             }
             broker_frame::Kind::Deliver(d) => {
                 let Some(packet) = d.packet else { return };
@@ -107,7 +113,10 @@ impl BrokerLink {
             }
             broker_frame::Kind::Kick(k) => {
                 for id in k.session_ids {
-                    self.to_session(id, Downlink::Kick(k.logout_code, k.reason.clone()));
+                    self.to_session(
+                        id,
+                        Downlink::Kick(Box::new((k.logout_code, k.reason.clone()))),
+                    );
                 }
             }
         }

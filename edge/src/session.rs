@@ -338,8 +338,8 @@ impl Session {
         match down {
             None | Some(Downlink::LinkLost) => Ok(Step::Reattach),
             Some(Downlink::Accepted) => Ok(Step::Continue),
-            Some(Downlink::Rejected(reason)) => Err(Close::Rejected(reason)),
-            Some(Downlink::Kick(code, reason)) => Err(Close::Kicked(code, reason)),
+            Some(Downlink::Rejected(reason)) => Err(Close::Rejected(*reason)),
+            Some(Downlink::Kick(kick)) => Err(Close::Kicked(kick.0, kick.1)),
             Some(Downlink::Packet(packet)) => {
                 self.proto.send(&packet, &mut self.out)?;
                 self.traffic.frames_out.inc();

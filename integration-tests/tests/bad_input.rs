@@ -7,7 +7,7 @@ use std::time::Duration;
 use bytes::BytesMut;
 use futures_util::SinkExt;
 use janus_edge::config::EdgeConfig;
-use janus_integration_tests::stack::{Stack, assert_logout, echo, http_get, recv};
+use janus_integration_tests::stack::{Keys, Stack, assert_logout, echo, http_get, recv};
 use janus_proto::gate::intra::v1::OnlineStatus;
 use janus_proto::message::sc_server_logout::Code as LogoutCode;
 use janus_proto::message::{CsHandshake, ScServerUnexpectedErr};
@@ -35,6 +35,25 @@ async fn counted(stack: &Stack, series: &str) {
     }
     let (_, metrics) = http_get(stack.edge.admin_addr, "/metrics").await;
     panic!("{series} never counted:\n{metrics}");
+}
+
+/// Waits until the edge holds exactly `n` sessions again (nothing leaked).
+async fn sessions_back_to(stack: &Stack, n: u64) {
+    let series = "janus_edge_sessions{transport=\"tcp\"} ";
+    let mut last = String::new();
+    for _ in 0..50 {
+        let (_, metrics) = http_get(stack.edge.admin_addr, "/metrics").await;
+        last = metrics
+            .lines()
+            .find_map(|line| line.strip_prefix(series))
+            .unwrap_or("")
+            .to_owned();
+        if last == n.to_string() {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("the edge holds {last:?} sessions, not {n}");
 }
 
 /// The neighbour still gets its echo.
@@ -229,7 +248,27 @@ async fn every_handshake_failure_closes_only_that_connection_with_its_reason() {
     )
     .await;
 
+    // A clock an hour ahead is as wrong as one an hour behind.
+    let mut out = BytesMut::new();
+    ClientSession::start(
+        config.handshake.clone(),
+        SessionConfig::default(),
+        &keys.token(16),
+        unix_now() + 3600,
+        &mut out,
+    )
+    .unwrap();
+    raw_refused(&stack, &out).await;
+
+    // A well-formed token sealed with another key.
+    let foreign = Keys::generate().token(17);
+    assert!(connect(foreign, Mode::V2).await.is_err());
+
+    // Slowloris: the start of a frame, then silence, until the handshake timeout.
+    raw_refused(&stack, &[0, 0, 0, 100, 8, 1]).await;
+
     neighbour_ok(&mut neighbour).await;
+    sessions_back_to(&stack, 1).await;
 }
 
 #[tokio::test]
@@ -612,4 +651,138 @@ async fn client_certificates_and_unencrypted_sessions_are_enforced() {
         signed.request(echo(b"still"), |_| {}).await.unwrap().data,
         b"still"
     );
+}
+
+/// A session speaking the protocol by hand over raw TCP, so the test holds the sealed bytes.
+struct RawSession {
+    tcp: TcpStream,
+    client: ClientSession,
+    input: BytesMut,
+}
+
+impl RawSession {
+    async fn open(stack: &Stack, uid: i64) -> Self {
+        let keys = &stack.ground.keys;
+        let mut tcp = TcpStream::connect(stack.edge.tcp_addr.unwrap())
+            .await
+            .unwrap();
+        let mut out = BytesMut::new();
+        let mut client = ClientSession::start(
+            keys.client_config(Mode::V2).handshake,
+            SessionConfig::default(),
+            &keys.token(uid),
+            unix_now(),
+            &mut out,
+        )
+        .unwrap();
+        tcp.write_all(&out).await.unwrap();
+        let mut input = BytesMut::new();
+        loop {
+            if client.poll(&mut input).unwrap().is_some() {
+                break;
+            }
+            assert_ne!(
+                tcp.read_buf(&mut input).await.unwrap(),
+                0,
+                "handshake reply"
+            );
+        }
+        Self { tcp, client, input }
+    }
+
+    /// `packet` sealed as the next frame, not yet sent.
+    fn seal(&mut self, packet: Packet) -> Vec<u8> {
+        let mut out = BytesMut::new();
+        self.client.send(packet, &mut out).unwrap();
+        out.to_vec()
+    }
+
+    /// The reason the edge gives (SCServerUnexpectedErr), then its logout and the close.
+    async fn told(&mut self, reason: &str) {
+        let mut packets = Vec::new();
+        loop {
+            while let Some(event) = self.client.poll(&mut self.input).unwrap() {
+                if let janus_shared::session::ClientEvent::Packet(packet) = event {
+                    packets.push(packet);
+                }
+            }
+            let read =
+                tokio::time::timeout(Duration::from_secs(5), self.tcp.read_buf(&mut self.input))
+                    .await
+                    .expect("the edge answers and closes");
+            if read.unwrap_or(0) == 0 {
+                break;
+            }
+        }
+        let why = packets
+            .iter()
+            .find(|p| (p.r#mod, p.seq) == (system::MODULE, system::SEQ_UNEXPECTED_ERR))
+            .unwrap_or_else(|| panic!("no reason among {packets:?}"));
+        let msg = ScServerUnexpectedErr::decode(&why.data[..]).unwrap().msg;
+        assert!(msg.contains(reason), "{msg:?} does not mention {reason}");
+        assert_logout(packets.last().unwrap(), LogoutCode::Server);
+    }
+}
+
+#[tokio::test]
+async fn replayed_reordered_and_mislabelled_frames_close_only_that_session() {
+    let stack = Stack::start(limits).await;
+    let mut neighbour = stack.client(&stack.tcp(), 1).await;
+
+    // A frame sent twice: the copy's counter nonce is already spent.
+    let mut replayer = RawSession::open(&stack, 30).await;
+    let frame = replayer.seal(echo(b"once"));
+    replayer.tcp.write_all(&frame).await.unwrap();
+    replayer.tcp.write_all(&frame).await.unwrap();
+    replayer.told("decrypt").await;
+    neighbour_ok(&mut neighbour).await;
+
+    // Two frames swapped: the second one arrives first and fails to open.
+    let mut reorderer = RawSession::open(&stack, 31).await;
+    let first = reorderer.seal(echo(b"first"));
+    let second = reorderer.seal(echo(b"second"));
+    reorderer.tcp.write_all(&second).await.unwrap();
+    reorderer.tcp.write_all(&first).await.unwrap();
+    reorderer.told("decrypt").await;
+    counted(&stack, "janus_edge_closes_total{reason=\"decrypt_failed\"}").await;
+    neighbour_ok(&mut neighbour).await;
+
+    // A packet flagged compressed whose data is not zlib.
+    let mut liar = stack.client(&stack.tcp(), 32).await;
+    liar.send(Packet {
+        compress: true,
+        ..echo(b"not zlib at all")
+    })
+    .await
+    .unwrap();
+    told(&mut liar, "not valid zlib").await;
+    counted(
+        &stack,
+        "janus_edge_closes_total{reason=\"inflate_corrupt\"}",
+    )
+    .await;
+
+    neighbour_ok(&mut neighbour).await;
+    sessions_back_to(&stack, 1).await;
+}
+
+#[tokio::test]
+async fn half_a_frame_then_silence_ends_at_the_idle_timeout_while_a_busy_neighbour_goes_on() {
+    let stack = Stack::start(|config| {
+        limits(config);
+        config.session.idle_timeout_secs = 2;
+    })
+    .await;
+    let mut neighbour = stack.client(&stack.tcp(), 1).await;
+    let mut slow = RawSession::open(&stack, 33).await;
+    slow.tcp.write_all(&[0, 0, 0, 64, 1, 2]).await.unwrap();
+    let busy = async {
+        for _ in 0..8 {
+            neighbour_ok(&mut neighbour).await;
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
+    };
+    tokio::join!(slow.told("idle_timeout"), busy);
+    counted(&stack, "janus_edge_closes_total{reason=\"idle_timeout\"}").await;
+    sessions_back_to(&stack, 1).await;
 }

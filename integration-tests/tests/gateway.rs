@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use janus_broker::demo;
 use janus_broker::route::{RouteStore, gate_route_key};
-use janus_integration_tests::stack::{COLOR, Stack, all_transports, assert_logout, recv};
+use janus_integration_tests::stack::{COLOR, Stack, all_transports, assert_logout, http_get, recv};
 use janus_proto::message::sc_server_logout::Code as LogoutCode;
 use janus_proto::message::{
     CsHeartbeat, ScHeartbeat, ScServerLogout, ScServerUnexpectedErr, sc_heartbeat,
@@ -209,6 +209,11 @@ async fn another_players_object_is_refused_and_the_session_goes_on() {
         .await
         .unwrap();
     assert_eq!(reply.data, b"mine");
+    let (_, metrics) = http_get(stack.broker.admin_addr, "/metrics").await;
+    assert!(
+        metrics.contains("janus_broker_packets_refused_total{reason=\"foreign_object\"} 1"),
+        "{metrics}"
+    );
 }
 
 #[tokio::test]

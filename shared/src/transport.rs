@@ -147,16 +147,14 @@ impl QuicStream {
         }
     }
 
-    /// Connects to `addr` (`ip:port`), verifying the server as `server_name` (see
-    /// [`quic_client_tls`] for `ca_pem`), and opens the stream.
-    pub async fn connect(addr: &str, server_name: &str, ca_pem: Option<&str>) -> Result<Self> {
-        let quic =
-            |e: &dyn std::fmt::Display| Error::Io(std::io::Error::other(format!("quic: {e}")));
-        let addr = tokio::net::lookup_host(addr)
-            .await?
-            .next()
-            .ok_or_else(|| quic(&"the address resolves to nothing"))?;
-        let bind: std::net::SocketAddr = if addr.is_ipv6() {
+    /// A client endpoint (one UDP socket) for connections to servers of `family` (the address
+    /// they will be reached at), verifying them with `ca_pem` (see [`quic_client_tls`]). One
+    /// endpoint can carry any number of connections.
+    pub fn client_endpoint(
+        family: std::net::SocketAddr,
+        ca_pem: Option<&str>,
+    ) -> Result<quinn::Endpoint> {
+        let bind: std::net::SocketAddr = if family.is_ipv6() {
             "[::]:0"
         } else {
             "0.0.0.0:0"
@@ -168,6 +166,29 @@ impl QuicStream {
         let crypto =
             quinn::crypto::rustls::QuicClientConfig::try_from(tls).map_err(|e| quic(&e))?;
         endpoint.set_default_client_config(quinn::ClientConfig::new(std::sync::Arc::new(crypto)));
+        Ok(endpoint)
+    }
+
+    /// Connects to `addr` (`ip:port`) on an endpoint of its own, verifying the server as
+    /// `server_name` (see [`quic_client_tls`] for `ca_pem`), and opens the stream.
+    pub async fn connect(addr: &str, server_name: &str, ca_pem: Option<&str>) -> Result<Self> {
+        let addr = tokio::net::lookup_host(addr)
+            .await?
+            .next()
+            .ok_or_else(|| quic(&"the address resolves to nothing"))?;
+        let endpoint = Self::client_endpoint(addr, ca_pem)?;
+        let mut stream = Self::connect_on(&endpoint, addr, server_name).await?;
+        stream.endpoint = Some(endpoint);
+        Ok(stream)
+    }
+
+    /// Connects to `addr` over an existing client `endpoint` (shared with other connections)
+    /// and opens the stream.
+    pub async fn connect_on(
+        endpoint: &quinn::Endpoint,
+        addr: std::net::SocketAddr,
+        server_name: &str,
+    ) -> Result<Self> {
         let connection = endpoint
             .connect(addr, server_name)
             .map_err(|e| quic(&e))?
@@ -178,10 +199,15 @@ impl QuicStream {
             send,
             recv,
             connection,
-            endpoint: Some(endpoint),
+            endpoint: None,
             acknowledged: None,
         })
     }
+}
+
+/// A QUIC failure as this crate's error.
+fn quic(e: &dyn std::fmt::Display) -> Error {
+    Error::Io(std::io::Error::other(format!("quic: {e}")))
 }
 
 impl tokio::io::AsyncRead for QuicStream {

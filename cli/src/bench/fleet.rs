@@ -15,6 +15,7 @@ use janus_shared::handshake::{ClientHandshakeConfig, Mode};
 use janus_shared::session::SessionConfig;
 use janus_shared::system;
 use janus_shared::token::TokenCodec;
+use janus_shared::transport::QuicStream;
 use prost::Message;
 use tokio::net::TcpSocket;
 use tokio::sync::mpsc;
@@ -43,12 +44,19 @@ pub(crate) struct Target {
     config: ClientConfig,
     tokens: Arc<TokenCodec>,
     sources: Vec<IpAddr>,
+    /// QUIC: one client endpoint (one UDP socket) carries every session, so the number of
+    /// sessions is not bounded by open files on either side.
+    quic: Option<quinn::Endpoint>,
 }
 
 impl Target {
     /// Players of `gateway` over `transport`, spread over enough source addresses for
     /// `sessions` connections.
-    pub(crate) fn new(gateway: &Gateway, transport: Transport, sessions: usize) -> Self {
+    pub(crate) fn new(
+        gateway: &Gateway,
+        transport: Transport,
+        sessions: usize,
+    ) -> anyhow::Result<Self> {
         let addr = match transport {
             Transport::Tcp => gateway.tcp,
             Transport::Ws => gateway.ws,
@@ -58,7 +66,11 @@ impl Target {
         let sources = (0..sessions.div_ceil(PORTS_PER_SOURCE).max(1))
             .map(|i| IpAddr::V4(Ipv4Addr::new(127, 0, 0, 1 + i as u8)))
             .collect();
-        Self {
+        let quic = match transport {
+            Transport::Quic => Some(QuicStream::client_endpoint(addr, None)?),
+            _ => None,
+        };
+        Ok(Self {
             transport,
             addr,
             config: ClientConfig {
@@ -74,7 +86,8 @@ impl Target {
             },
             tokens: gateway.tokens.clone(),
             sources,
-        }
+            quic,
+        })
     }
 
     /// The client configuration players log in with.
@@ -118,23 +131,33 @@ impl Target {
                 Client::connect(&Endpoint::Kcp(self.addr.to_string()), &self.config, &token).await?
             }
             Transport::Quic => {
-                let endpoint = Endpoint::Quic {
-                    addr: self.addr.to_string(),
-                    server_name: "localhost".into(),
-                    ca_pem: None,
-                };
-                Client::connect(&endpoint, &self.config, &token).await?
+                let endpoint = self
+                    .quic
+                    .as_ref()
+                    .context("a QUIC target has an endpoint")?;
+                let stream = tokio::time::timeout(
+                    self.config.handshake_timeout,
+                    QuicStream::connect_on(endpoint, self.addr, "localhost"),
+                )
+                .await
+                .context("QUIC connect timed out")??;
+                Client::over_stream(Box::new(stream), &self.config, &token).await?
             }
         };
         Ok(client)
     }
 }
 
-/// Raises this process's open-file limit to what `sessions` connections need (children, the
-/// edge among them, inherit it); fails with the fix when the hard limit is lower.
-pub(crate) fn raise_fd_limit(sessions: usize) -> anyhow::Result<()> {
+/// Raises this process's open-file limit to what `sessions` connections over `transport` need
+/// (children, the edge among them, inherit it); fails with the fix when the hard limit is
+/// lower. QUIC sessions share one UDP socket on each side and need no file per session.
+pub(crate) fn raise_fd_limit(transport: Transport, sessions: usize) -> anyhow::Result<()> {
     use rustix::process::{Resource, Rlimit, getrlimit, setrlimit};
-    let needed = sessions as u64 + 256;
+    let per_session = match transport {
+        Transport::Quic => 0,
+        Transport::Tcp | Transport::Ws | Transport::Kcp => 1,
+    };
+    let needed = (sessions * per_session) as u64 + 256;
     let limit = getrlimit(Resource::Nofile);
     let hard = limit.maximum.unwrap_or(u64::MAX);
     if hard < needed {

@@ -53,20 +53,52 @@ pub(crate) struct Process {
 }
 
 impl Process {
-    /// Starts `janus ARGS…` with its stderr in `NAME.log` of `dir`.
-    fn spawn(name: &'static str, args: &[&str], dir: &Scratch) -> anyhow::Result<Self> {
+    /// Starts `janus ARGS…` with its stderr in `NAME.log` of `dir`. When the environment
+    /// variable `wrapper` names a command (e.g. `valgrind --tool=dhat`), the process runs
+    /// under it: how to profile a tier under the generator's load.
+    fn spawn(
+        name: &'static str,
+        args: &[&str],
+        dir: &Scratch,
+        wrapper: Option<&str>,
+    ) -> anyhow::Result<Self> {
         let log = dir.file(&format!("{}.log", name.replace(' ', "-")));
         let file = std::fs::File::create(&log)
             .with_context(|| format!("cannot create {}", log.display()))?;
-        let child = Command::new(std::env::current_exe()?)
-            .args(args)
+        let exe = std::env::current_exe()?;
+        let prefix = wrapper
+            .and_then(|var| std::env::var(var).ok())
+            .unwrap_or_default();
+        let mut command: Vec<String> = prefix.split_whitespace().map(str::to_owned).collect();
+        command.push(exe.display().to_string());
+        command.extend(args.iter().map(|a| (*a).to_owned()));
+        let child = Command::new(&command[0])
+            .args(&command[1..])
             .env("RUST_LOG", "warn")
             .stdout(Stdio::null())
             .stderr(file)
             .kill_on_drop(true)
             .spawn()
-            .with_context(|| format!("cannot start the {name}"))?;
+            .with_context(|| format!("cannot start the {name} ({})", command.join(" ")))?;
         Ok(Self { name, child, log })
+    }
+
+    /// Asks the process to stop (SIGTERM: the edge drains, a profiler wrapping it writes its
+    /// report) and waits up to `patience` before it is killed.
+    async fn stop(&mut self, patience: Duration) {
+        if let Some(pid) = self
+            .child
+            .id()
+            .and_then(|id| rustix::process::Pid::from_raw(id as i32))
+        {
+            let _ = rustix::process::kill_process(pid, rustix::process::Signal::TERM);
+        }
+        if tokio::time::timeout(patience, self.child.wait())
+            .await
+            .is_err()
+        {
+            let _ = self.child.kill().await;
+        }
     }
 
     /// Waits until `ready` returns true, up to 20 s; fails at once, with the process's log,
@@ -147,6 +179,10 @@ async fn ready(admin: SocketAddr) -> bool {
     )
 }
 
+/// Environment variables naming a command to run the edge or the broker under (a profiler).
+const WRAP_EDGE: &str = "JANUS_BENCH_WRAP_EDGE";
+const WRAP_BROKER: &str = "JANUS_BENCH_WRAP_BROKER";
+
 /// Edge, broker and demo game service, started and ready.
 pub(crate) struct Gateway {
     _dir: Scratch,
@@ -154,7 +190,7 @@ pub(crate) struct Gateway {
     pub(crate) edge: Process,
     /// The broker process.
     pub(crate) broker: Process,
-    _game: Process,
+    game: Process,
     /// Client listeners of the edge.
     pub(crate) tcp: SocketAddr,
     pub(crate) ws: SocketAddr,
@@ -170,6 +206,20 @@ pub(crate) struct Gateway {
 }
 
 impl Gateway {
+    /// Stops edge, broker and game service with SIGTERM, giving each time to exit (a profiler
+    /// wrapping one gets a minute to write its report).
+    pub(crate) async fn stop(mut self) {
+        let patience =
+            if std::env::var_os(WRAP_EDGE).is_some() || std::env::var_os(WRAP_BROKER).is_some() {
+                Duration::from_secs(60)
+            } else {
+                Duration::from_secs(5)
+            };
+        self.edge.stop(patience).await;
+        self.broker.stop(patience).await;
+        self.game.stop(patience).await;
+    }
+
     /// Starts game service, broker and edge with limits opened wide (the generator is one
     /// address sending as fast as it can), and waits until the edge is ready.
     pub(crate) async fn start() -> anyhow::Result<Self> {
@@ -211,6 +261,7 @@ impl Gateway {
             "game service",
             &["game-demo", "--config", &file("game.toml")],
             &dir,
+            None,
         )?;
         game_process
             .wait_ready(async || accepts(game).await)
@@ -219,12 +270,17 @@ impl Gateway {
             "broker",
             &["broker", "--config", &file("broker.toml")],
             &dir,
+            Some(WRAP_BROKER),
         )?;
         broker_process
             .wait_ready(async || ready(broker_admin).await)
             .await?;
-        let mut edge_process =
-            Process::spawn("edge", &["edge", "--config", &file("edge.toml")], &dir)?;
+        let mut edge_process = Process::spawn(
+            "edge",
+            &["edge", "--config", &file("edge.toml")],
+            &dir,
+            Some(WRAP_EDGE),
+        )?;
         edge_process.wait_ready(async || ready(admin).await).await?;
 
         Ok(Self {
@@ -235,7 +291,7 @@ impl Gateway {
             _dir: dir,
             edge: edge_process,
             broker: broker_process,
-            _game: game_process,
+            game: game_process,
             tcp,
             ws,
             kcp,
@@ -264,6 +320,7 @@ impl RawEcho {
             "raw echo server",
             &["bench", "raw-echo-server", "--listen", &listen],
             &dir,
+            None,
         )?;
         process.wait_ready(async || accepts(addr).await).await?;
         Ok(Self {

@@ -49,11 +49,11 @@ pub(crate) struct ConnectArgs {
 
 /// Ramps to `sessions`, holds them, and reports handshakes/s and memory per session.
 pub(crate) async fn connect(args: &ConnectArgs) -> anyhow::Result<Report> {
-    fleet::raise_fd_limit(args.sessions)?;
+    fleet::raise_fd_limit(args.transport, args.sessions)?;
     let gateway = Gateway::start().await?;
     tokio::time::sleep(Duration::from_secs(1)).await;
     let (edge0, broker0) = (gateway.edge.rss()?, gateway.broker.rss()?);
-    let target = Target::new(&gateway, args.transport, args.sessions);
+    let target = Target::new(&gateway, args.transport, args.sessions)?;
     let (clients, open_failures, ramp) =
         fleet::open_many(&target, 1..args.sessions as i64 + 1, args.concurrency).await;
     let opened = clients.len();
@@ -61,6 +61,7 @@ pub(crate) async fn connect(args: &ConnectArgs) -> anyhow::Result<Report> {
     tokio::time::sleep(Duration::from_secs(args.hold_secs)).await;
     let (edge1, broker1) = (gateway.edge.rss()?, gateway.broker.rss()?);
     let hold_failures = held.release().await;
+    gateway.stop().await;
 
     let mut report = Report::new("connect");
     let per = |before: u64, after: u64| after.saturating_sub(before) as f64 / opened.max(1) as f64;
@@ -117,7 +118,7 @@ pub(crate) struct EchoArgs {
 /// Echo through edge → broker → demo game and back, then the same load against the raw echo
 /// baseline.
 pub(crate) async fn echo(args: &EchoArgs) -> anyhow::Result<Report> {
-    fleet::raise_fd_limit(args.sessions)?;
+    fleet::raise_fd_limit(args.transport, args.sessions)?;
     let plan = Plan {
         inflight: args.inflight,
         rate: args.rate.map(|total| total / args.sessions.max(1) as f64),
@@ -126,7 +127,7 @@ pub(crate) async fn echo(args: &EchoArgs) -> anyhow::Result<Report> {
         measure: Duration::from_secs(args.secs),
     };
     let gateway = Gateway::start().await?;
-    let target = Target::new(&gateway, args.transport, args.sessions);
+    let target = Target::new(&gateway, args.transport, args.sessions)?;
     let (clients, open_failures, _) =
         fleet::open_many(&target, 1..args.sessions as i64 + 1, 64).await;
     anyhow::ensure!(
@@ -136,7 +137,7 @@ pub(crate) async fn echo(args: &EchoArgs) -> anyhow::Result<Report> {
     let cpu0 = gateway.edge.cpu_secs()? + gateway.broker.cpu_secs()?;
     let janus = echo::run(clients.into_iter().map(|(_, c)| c).collect(), plan).await;
     let cpu = gateway.edge.cpu_secs()? + gateway.broker.cpu_secs()? - cpu0;
-    drop(gateway);
+    gateway.stop().await;
 
     let raw_server = RawEcho::start().await?;
     let mut conns = Vec::with_capacity(args.sessions);
@@ -207,9 +208,9 @@ pub(crate) struct FanoutArgs {
 /// (one broadcast, or one multicast naming every uid) and times each until the last session
 /// has it.
 pub(crate) async fn fanout(args: &FanoutArgs, multicast: bool) -> anyhow::Result<Report> {
-    fleet::raise_fd_limit(args.sessions)?;
+    fleet::raise_fd_limit(args.transport, args.sessions)?;
     let gateway = Gateway::start().await?;
-    let target = Target::new(&gateway, args.transport, args.sessions);
+    let target = Target::new(&gateway, args.transport, args.sessions)?;
     let uids = 1..args.sessions as i64 + 1;
     let (clients, open_failures, _) = fleet::open_many(&target, uids.clone(), 256).await;
     anyhow::ensure!(
@@ -268,6 +269,7 @@ pub(crate) async fn fanout(args: &FanoutArgs, multicast: bool) -> anyhow::Result
         times.push(last - started);
     }
     let hold_failures = held.release().await;
+    gateway.stop().await;
 
     times.sort();
     let median = times[times.len() / 2];
@@ -309,9 +311,9 @@ pub(crate) struct HandshakeArgs {
 
 /// Connect + handshake + close in a loop, beside the single-thread cost of the same crypto.
 pub(crate) async fn handshake(args: &HandshakeArgs) -> anyhow::Result<Report> {
-    fleet::raise_fd_limit(args.concurrency * 4)?;
+    fleet::raise_fd_limit(args.transport, args.concurrency * 4)?;
     let gateway = Gateway::start().await?;
-    let target = Arc::new(Target::new(&gateway, args.transport, args.concurrency * 4));
+    let target = Arc::new(Target::new(&gateway, args.transport, args.concurrency * 4)?);
     let next = Arc::new(AtomicI64::new(1));
     let until = Instant::now() + Duration::from_secs(args.secs);
     let cpu0 = gateway.edge.cpu_secs()?;
@@ -343,6 +345,7 @@ pub(crate) async fn handshake(args: &HandshakeArgs) -> anyhow::Result<Report> {
     let edge_cpu = gateway.edge.cpu_secs()? - cpu0;
     let token = keys::mint_with(&gateway.tokens, 1, ZONE, "", 3600);
     let (server, client) = (gateway.handshake.clone(), target.client_config().clone());
+    gateway.stop().await;
     let ceiling = tokio::task::spawn_blocking(move || {
         raw::handshake_ceiling(server, &client, &token, Duration::from_secs(3))
     })
