@@ -107,6 +107,9 @@ pub async fn serve(state: Arc<EdgeState>, io: FrameIo, peer: SocketAddr, transpo
     state.admission.release(peer.ip(), Instant::now());
 }
 
+/// At most this many queued replies and pushes are sealed into one write.
+const COALESCE: usize = 64;
+
 struct Session {
     state: Arc<EdgeState>,
     io: FrameIo,
@@ -308,7 +311,16 @@ impl Session {
                     self.state.metrics.queue_overflows.with_label_values(&["session_outbound"]).inc();
                     Err(Close::SlowConsumer)
                 }
-                down = downlink.recv() => self.on_downlink(down),
+                down = downlink.recv() => {
+                    // Seal whatever else is already queued too, so one write carries it all.
+                    let mut step = self.on_downlink(down);
+                    for _ in 1..COALESCE {
+                        let Ok(Step::Continue) = step else { break };
+                        let Ok(down) = downlink.try_recv() else { break };
+                        step = self.on_downlink(Some(down));
+                    }
+                    step
+                }
                 read = self.io.read(&mut self.input, self.proto.max_frame()) => {
                     idle_timer.as_mut().reset(tokio::time::Instant::now() + idle);
                     self.on_read(read, &mut messages, &mut bytes).await
