@@ -127,7 +127,10 @@ impl Edge {
             false => None,
         };
         let quic = match config.quic.enabled {
-            true => Some(tls::quic_endpoint(&config.quic)?),
+            true => Some(tls::quic_endpoint(
+                &config.quic,
+                Duration::from_secs(config.session.idle_timeout_secs),
+            )?),
             false => None,
         };
         let admin_listener = bind(&config.admin_listen).await?;

@@ -3,6 +3,7 @@
 //! certificate and key are configured, the WebSocket listener (wss).
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use janus_shared::transport::{QUIC_ALPN, install_crypto_provider, load_certs, load_key};
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
@@ -45,7 +46,7 @@ fn identity(cert_file: Option<&str>, key_file: Option<&str>, field: &str) -> Res
 }
 
 /// The QUIC endpoint of `config`, bound and ready to accept.
-pub fn quic_endpoint(config: &QuicConfig) -> Result<quinn::Endpoint> {
+pub fn quic_endpoint(config: &QuicConfig, session_idle: Duration) -> Result<quinn::Endpoint> {
     install_crypto_provider();
     let (certs, key) = identity(
         config.tls_cert_file.as_deref(),
@@ -59,7 +60,14 @@ pub fn quic_endpoint(config: &QuicConfig) -> Result<quinn::Endpoint> {
     tls.alpn_protocols = vec![QUIC_ALPN.to_vec()];
     let crypto = quinn::crypto::rustls::QuicServerConfig::try_from(tls)
         .map_err(|e| Error::Config(format!("quic: {e}")))?;
-    let server = quinn::ServerConfig::with_crypto(Arc::new(crypto));
+    let mut server = quinn::ServerConfig::with_crypto(Arc::new(crypto));
+    // The session's idle rule (which tells the client why) decides when a quiet session ends,
+    // not QUIC's own idle timer: it is set past the session idle timeout.
+    let mut transport = quinn::TransportConfig::default();
+    transport.max_idle_timeout(
+        quinn::IdleTimeout::try_from(session_idle + Duration::from_secs(10)).ok(),
+    );
+    server.transport_config(Arc::new(transport));
     let addr = config
         .listen
         .parse()

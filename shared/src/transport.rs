@@ -112,6 +112,9 @@ pub fn quic_client_tls(ca_pem: Option<&str>) -> Result<rustls::ClientConfig> {
     Ok(config)
 }
 
+/// How often a client's QUIC connection pings when nothing else is sent.
+const QUIC_KEEP_ALIVE: std::time::Duration = std::time::Duration::from_secs(15);
+
 /// The one client-opened bidirectional QUIC stream of a Janus connection, as a byte stream,
 /// holding the connection (and, on the client, the endpoint) it lives on.
 pub struct QuicStream {
@@ -165,7 +168,15 @@ impl QuicStream {
         let tls = quic_client_tls(ca_pem)?;
         let crypto =
             quinn::crypto::rustls::QuicClientConfig::try_from(tls).map_err(|e| quic(&e))?;
-        endpoint.set_default_client_config(quinn::ClientConfig::new(std::sync::Arc::new(crypto)));
+        let mut config = quinn::ClientConfig::new(std::sync::Arc::new(crypto));
+        // QUIC pings keep a quiet connection (and its NAT binding) alive; whether the session
+        // is still wanted is the heartbeat's business, not QUIC's idle timer.
+        let mut transport = quinn::TransportConfig::default();
+        transport
+            .keep_alive_interval(Some(QUIC_KEEP_ALIVE))
+            .max_idle_timeout(quinn::IdleTimeout::try_from(QUIC_KEEP_ALIVE * 8).ok());
+        config.transport_config(std::sync::Arc::new(transport));
+        endpoint.set_default_client_config(config);
         Ok(endpoint)
     }
 

@@ -214,16 +214,47 @@ pub(crate) struct Held {
     pub(crate) arrivals: mpsc::Receiver<Arrival>,
 }
 
-/// Holds `clients` open until [`Held::release`].
-pub(crate) fn hold(clients: Vec<(i64, Client)>, heartbeat: Duration) -> Held {
-    let stop = CancellationToken::new();
+/// Opens players `uids` (at most `concurrency` handshakes in flight) and holds each open from
+/// the moment its handshake completes, heartbeating every `heartbeat`, until
+/// [`Held::release`]; returns the held sessions, the failures by reason, and the ramp time.
+pub(crate) async fn open_and_hold(
+    target: &Target,
+    uids: std::ops::Range<i64>,
+    concurrency: usize,
+    heartbeat: Duration,
+) -> (Held, Failures, Duration) {
+    let started = Instant::now();
     // One slot per session per push round in flight: a round never blocks a session.
-    let (tx, arrivals) = mpsc::channel(clients.len().max(1) * 4);
-    let mut tasks = JoinSet::new();
-    for (_, mut client) in clients {
-        let (stop, tx) = (stop.clone(), tx.clone());
-        tasks.spawn(async move {
-            // Spread the heartbeats over the interval instead of sending them all at once.
+    let (tx, arrivals) = mpsc::channel(uids.clone().count().max(1) * 4);
+    let mut held = Held {
+        tasks: JoinSet::new(),
+        stop: CancellationToken::new(),
+        arrivals,
+    };
+    let mut failures = Failures::new();
+    let mut results = futures_util::stream::iter(uids)
+        .map(|uid| async move { target.open(uid).await })
+        .buffer_unordered(concurrency.max(1));
+    while let Some(result) = results.next().await {
+        match result {
+            Ok(client) => held.hold(client, heartbeat, tx.clone()),
+            Err(e) => *failures.entry(format!("{e:#}")).or_default() += 1,
+        }
+    }
+    (held, failures, started.elapsed())
+}
+
+impl Held {
+    /// How many sessions are held.
+    pub(crate) fn len(&self) -> usize {
+        self.tasks.len()
+    }
+
+    /// Keeps `client` open: a heartbeat every `heartbeat` (starting at a random point of the
+    /// interval, so a ramp does not beat in step), bench pushes reported on `arrivals`.
+    fn hold(&mut self, mut client: Client, heartbeat: Duration, arrivals: mpsc::Sender<Arrival>) {
+        let stop = self.stop.clone();
+        self.tasks.spawn(async move {
             let offset =
                 Duration::from_millis(rand::random::<u64>() % heartbeat.as_millis().max(1) as u64);
             let mut beat =
@@ -238,21 +269,14 @@ pub(crate) fn hold(clients: Vec<(i64, Client)>, heartbeat: Duration) -> Held {
                     packet = client.recv() => {
                         let packet = packet.context("the gateway closed a held session")?;
                         if packet.r#mod == PUSH_MODULE {
-                            let _ = tx.try_send(Arrival { seq: packet.seq, at: Instant::now() });
+                            let _ = arrivals.try_send(Arrival { seq: packet.seq, at: Instant::now() });
                         }
                     }
                 }
             }
         });
     }
-    Held {
-        tasks,
-        stop,
-        arrivals,
-    }
-}
 
-impl Held {
     /// Ends every held session; returns how many had failed and why.
     pub(crate) async fn release(mut self) -> Failures {
         self.stop.cancel();

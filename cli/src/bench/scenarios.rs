@@ -54,10 +54,14 @@ pub(crate) async fn connect(args: &ConnectArgs) -> anyhow::Result<Report> {
     tokio::time::sleep(Duration::from_secs(1)).await;
     let (edge0, broker0) = (gateway.edge.rss()?, gateway.broker.rss()?);
     let target = Target::new(&gateway, args.transport, args.sessions)?;
-    let (clients, open_failures, ramp) =
-        fleet::open_many(&target, 1..args.sessions as i64 + 1, args.concurrency).await;
-    let opened = clients.len();
-    let held = fleet::hold(clients, Duration::from_secs(args.heartbeat_secs));
+    let (held, open_failures, ramp) = fleet::open_and_hold(
+        &target,
+        1..args.sessions as i64 + 1,
+        args.concurrency,
+        Duration::from_secs(args.heartbeat_secs),
+    )
+    .await;
+    let opened = held.len();
     tokio::time::sleep(Duration::from_secs(args.hold_secs)).await;
     let (edge1, broker1) = (gateway.edge.rss()?, gateway.broker.rss()?);
     let hold_failures = held.release().await;
@@ -212,12 +216,12 @@ pub(crate) async fn fanout(args: &FanoutArgs, multicast: bool) -> anyhow::Result
     let gateway = Gateway::start().await?;
     let target = Target::new(&gateway, args.transport, args.sessions)?;
     let uids = 1..args.sessions as i64 + 1;
-    let (clients, open_failures, _) = fleet::open_many(&target, uids.clone(), 256).await;
+    let (mut held, open_failures, _) =
+        fleet::open_and_hold(&target, uids.clone(), 256, Duration::from_secs(30)).await;
     anyhow::ensure!(
         open_failures.is_empty(),
         "sessions failed to open: {open_failures:?}"
     );
-    let mut held = fleet::hold(clients, Duration::from_secs(30));
     let mut push = bc::push_service_client::PushServiceClient::connect(format!(
         "http://{}",
         gateway.broker_addr
