@@ -73,6 +73,8 @@ fn broadcast_and_multicast_reach_every_session() {
     for scenario in ["broadcast", "multicast"] {
         let report = bench(&[scenario, "--sessions", "30", "--rounds", "2"]);
         assert_eq!(report["scenario"], scenario);
+        assert_eq!(number(&report, "sessions"), 30.0, "{report}");
+        assert_eq!(number(&report, "open_failures"), 0.0, "{report}");
         assert_eq!(number(&report, "missing"), 0.0, "{report}");
         assert_eq!(number(&report, "hold_failures"), 0.0, "{report}");
     }

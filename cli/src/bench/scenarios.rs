@@ -218,10 +218,9 @@ pub(crate) async fn fanout(args: &FanoutArgs, multicast: bool) -> anyhow::Result
     let uids = 1..args.sessions as i64 + 1;
     let (mut held, open_failures, _) =
         fleet::open_and_hold(&target, uids.clone(), 256, Duration::from_secs(30)).await;
-    anyhow::ensure!(
-        open_failures.is_empty(),
-        "sessions failed to open: {open_failures:?}"
-    );
+    // Every session that opened must receive every push; those that did not open are reported.
+    let sessions = held.len();
+    anyhow::ensure!(sessions > 0, "no session opened: {open_failures:?}");
     let mut push = bc::push_service_client::PushServiceClient::connect(format!(
         "http://{}",
         gateway.broker_addr
@@ -258,7 +257,7 @@ pub(crate) async fn fanout(args: &FanoutArgs, multicast: bool) -> anyhow::Result
         let mut received = 0;
         let mut last = started;
         let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
-        while received < args.sessions {
+        while received < sessions {
             match tokio::time::timeout_at(deadline, held.arrivals.recv()).await {
                 Ok(Some(arrival)) if arrival.seq == round => {
                     received += 1;
@@ -269,7 +268,7 @@ pub(crate) async fn fanout(args: &FanoutArgs, multicast: bool) -> anyhow::Result
             }
         }
         anyhow::ensure!(received > 0, "round {round}: no session received the push");
-        missing += args.sessions - received;
+        missing += sessions - received;
         times.push(last - started);
     }
     let hold_failures = held.release().await;
@@ -279,22 +278,22 @@ pub(crate) async fn fanout(args: &FanoutArgs, multicast: bool) -> anyhow::Result
     let median = times[times.len() / 2];
     let name = if multicast { "multicast" } else { "broadcast" };
     let mut report = Report::new(name);
-    let rate = args.sessions as f64 / median.as_secs_f64();
+    let rate = sessions as f64 / median.as_secs_f64();
     report.set("transport", format!("{:?}", args.transport).to_lowercase());
-    report.set("sessions", args.sessions as u64);
+    report.set("sessions", sessions as u64);
     report.set("rounds", args.rounds);
     report.set("median_ms_to_last", median.as_secs_f64() * 1000.0);
     report.set("best_ms_to_last", times[0].as_secs_f64() * 1000.0);
     report.set("delivered_per_sec", rate);
     report.set("missing", missing as u64);
     report.say(format!(
-        "{name} to {} {:?} sessions: last one has it after {:.1} ms (median of {}; best {:.1} ms), {rate:.0} deliveries/s, {missing} missing",
-        args.sessions,
+        "{name} to {sessions} {:?} sessions: last one has it after {:.1} ms (median of {}; best {:.1} ms), {rate:.0} deliveries/s, {missing} missing",
         args.transport,
         median.as_secs_f64() * 1000.0,
         args.rounds,
         times[0].as_secs_f64() * 1000.0
     ));
+    failures(&mut report, "open_failures", &open_failures);
     failures(&mut report, "hold_failures", &hold_failures);
     Ok(report)
 }
