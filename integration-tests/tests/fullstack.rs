@@ -9,6 +9,7 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
+use janus_broker::bus::{NatsBus, PushBus, subject};
 use janus_integration_tests::infra::{HOW_TO_FIX, infra_image, janus_image};
 use janus_integration_tests::stack::{COLOR, Keys, echo};
 use janus_proto::broadcaster::service::push::v1 as bc;
@@ -27,7 +28,7 @@ type Container = ContainerAsync<GenericImage>;
 struct Cluster {
     keys: Keys,
     redis: Container,
-    _nats: Container,
+    nats: Container,
     _etcd: Container,
     _game: Container,
     brokers: Vec<Container>,
@@ -58,7 +59,8 @@ impl Cluster {
             WaitFor::message_on_either_std("Ready to accept connections"),
         );
         let nats = infra_image("JANUS_NATS_IMAGE", "nats:2.10-alpine")
-            .with_wait_for(WaitFor::message_on_either_std("Server is ready"));
+            .with_wait_for(WaitFor::message_on_either_std("Server is ready"))
+            .with_exposed_port(4222.tcp());
         let etcd = infra_image("JANUS_ETCD_IMAGE", "gcr.io/etcd-development/etcd:v3.5.17")
             .with_wait_for(WaitFor::message_on_either_std(
                 "ready to serve client requests",
@@ -174,7 +176,7 @@ impl Cluster {
         Self {
             keys,
             redis,
-            _nats: nats,
+            nats,
             _etcd: etcd,
             _game: game,
             brokers,
@@ -420,6 +422,45 @@ async fn the_split_deployment_in_containers() {
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
     assert!(late.is_some(), "no new session after Redis came back");
+
+    // NATS restarts: open sessions never notice, and pushes published on NATS reach players
+    // again once the brokers have reconnected (NATS delivers at most once: what is published
+    // while it is down is lost, so the test publishes until one arrives).
+    cluster.nats.stop().await.unwrap();
+    for client in players.values_mut() {
+        round_trip(client, "nats down").await;
+    }
+    cluster.nats.start().await.unwrap();
+    let back = std::time::Instant::now();
+    let port = cluster.nats.get_host_port_ipv4(4222.tcp()).await.unwrap();
+    let bus = NatsBus::connect(&format!("nats://127.0.0.1:{port}"), "fullstack")
+        .await
+        .unwrap();
+    let (&uid, client) = players.iter_mut().next().unwrap();
+    let message = bc::PushMessage {
+        bodies: vec![bc::PushBody {
+            data: b"via nats".to_vec(),
+            r#mod: 9,
+            ..Default::default()
+        }],
+        uids: vec![uid],
+        color: COLOR.into(),
+        ..Default::default()
+    };
+    let mut resumed = None;
+    for _ in 0..150 {
+        bus.publish(subject::INGRESS, message.encode_to_vec().into())
+            .await
+            .unwrap();
+        if let Ok(Ok(push)) = tokio::time::timeout(Duration::from_millis(200), client.recv()).await
+            && push.data == b"via nats"
+        {
+            resumed = Some(back.elapsed());
+            break;
+        }
+    }
+    let resumed = resumed.expect("pushes over NATS resume after a restart");
+    eprintln!("chaos: NATS restart: pushes over NATS resumed {resumed:?} after it was back");
 
     // Drain edge 1 with SIGTERM: its players are logged out, edge 0's are untouched, exit 0.
     let edge1 = cluster.edges[1].id().to_owned();
