@@ -196,6 +196,9 @@ impl Ground {
         config.quic.listen = "127.0.0.1:0".into();
         config.brokers.endpoints = brokers.iter().map(|b| (*b).to_owned()).collect();
         config.brokers.reconnect_ms = 100;
+        // Every test client dials from 127.0.0.1, and a test opens more connections in a
+        // second than the production per-IP rate allows; the flood test sets its own.
+        config.limits.handshakes_per_ip_per_sec = 1000;
         config
     }
 

@@ -146,7 +146,9 @@ impl Cluster {
                     "JANUS_EDGE__BROKERS__ETCD_ENDPOINTS",
                     format!("[\"{etcd_url}\"]"),
                 )
-                .with_env_var("JANUS_EDGE__DRAIN_GRACE_SECS", "1");
+                .with_env_var("JANUS_EDGE__DRAIN_GRACE_SECS", "1")
+                // Every test client reaches the edges from the one Docker gateway address.
+                .with_env_var("JANUS_EDGE__LIMITS__HANDSHAKES_PER_IP_PER_SEC", "1000");
             edges.push(start(edge, "edge").await);
         }
 
