@@ -157,6 +157,7 @@ pub(crate) async fn run(args: ConnectArgs) -> anyhow::Result<()> {
             mode: if args.legacy { Mode::Legacy } else { Mode::V2 },
             server_id: 0,
             cert_version: 0,
+            resumable: false,
         },
         session: SessionConfig::default(),
         handshake_timeout: Duration::from_secs(10),

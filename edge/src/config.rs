@@ -39,6 +39,8 @@ pub struct EdgeConfig {
     pub handshake: HandshakeRules,
     /// Per-session behaviour and limits.
     pub session: SessionRules,
+    /// Session resume (PROTOCOL.md §13).
+    pub resume: ResumeRules,
     /// Process-wide limits.
     pub limits: Limits,
     /// Brokers to link to.
@@ -62,6 +64,7 @@ impl Default for EdgeConfig {
             keys: KeysConfig::default(),
             handshake: HandshakeRules::default(),
             session: SessionRules::default(),
+            resume: ResumeRules::default(),
             limits: Limits::default(),
             brokers: BrokersConfig::default(),
             drain_grace_secs: 30,
@@ -244,6 +247,27 @@ impl Default for SessionRules {
             message_burst: 100,
             bytes_per_sec: 256 * 1024,
             byte_burst: 1024 * 1024,
+        }
+    }
+}
+
+/// `[resume]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ResumeRules {
+    /// Seconds a session that lost its connection waits for its client to resume it; 0 turns
+    /// resume off (no tickets are issued).
+    pub window_secs: u64,
+    /// Server-to-client packets kept per session until the client acknowledges them; a resume
+    /// that needs an older one fails (`resume_gap`).
+    pub retain_packets: usize,
+}
+
+impl Default for ResumeRules {
+    fn default() -> Self {
+        Self {
+            window_secs: 30,
+            retain_packets: 1024,
         }
     }
 }
@@ -473,6 +497,16 @@ impl Validate for EdgeConfig {
                 "must be at least session.max_frame ({}), or a full frame could never pass",
                 s.max_frame
             ),
+        );
+        problems.check(
+            self.resume.window_secs <= 3600,
+            "resume.window_secs",
+            format!("must be at most 3600, got {}", self.resume.window_secs),
+        );
+        problems.check(
+            self.resume.window_secs == 0 || self.resume.retain_packets > 0,
+            "resume.retain_packets",
+            "must be positive while resume.window_secs is",
         );
         problems.check_positive("limits.max_sessions", self.limits.max_sessions);
         problems.check_positive(

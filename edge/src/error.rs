@@ -40,8 +40,12 @@ pub enum Close {
     SlowConsumer,
     /// A WebSocket text message.
     TextMessage,
-    /// The client closed the connection.
+    /// The client's connection closed or failed.
     ClientClosed,
+    /// The client said `CSBye`: it is leaving and will not resume.
+    Bye,
+    /// The session lost its connection and no resume came within the window.
+    ResumeExpired,
     /// The broker kicked the session (another login, admin, broker-side limit).
     Kicked(i32, String),
     /// The broker refused the session.
@@ -62,7 +66,8 @@ impl Close {
             Close::RateLimited(what) => what,
             Close::SlowConsumer => "slow_consumer",
             Close::TextMessage => "text_message",
-            Close::ClientClosed => "client_closed",
+            Close::ClientClosed | Close::Bye => "client_closed",
+            Close::ResumeExpired => "resume_expired",
             Close::Kicked(..) => "kicked",
             Close::Rejected(_) => "rejected",
             Close::NoBroker => "no_broker",

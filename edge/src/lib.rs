@@ -11,6 +11,7 @@ pub mod limits;
 pub mod link;
 pub mod listener;
 pub mod metrics;
+pub mod resume;
 pub mod server;
 pub mod session;
 pub mod tls;

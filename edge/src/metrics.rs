@@ -1,7 +1,7 @@
 //! The edge's Prometheus metrics (`janus_edge_*`), rendered by the admin endpoint.
 
 use janus_shared::metrics::MetricsRegistry;
-use prometheus::{HistogramVec, IntCounterVec, IntGaugeVec};
+use prometheus::{HistogramVec, IntCounterVec, IntGauge, IntGaugeVec};
 
 /// Every metric of one edge.
 #[derive(Debug, Clone)]
@@ -25,6 +25,10 @@ pub struct Metrics {
     pub handshake_seconds: HistogramVec,
     /// Time to hand a client packet to the broker link, seconds.
     pub forward_seconds: HistogramVec,
+    /// Sessions waiting for their client to resume them.
+    pub parked: IntGauge,
+    /// Resume attempts by result (`ok` or a refusal reason).
+    pub resumes: IntCounterVec,
 }
 
 impl Metrics {
@@ -72,6 +76,18 @@ impl Metrics {
                 "janus_edge_forward_seconds",
                 "Client packet to broker link",
                 &["transport"],
+            ),
+            parked: r
+                .gauge(
+                    "janus_edge_sessions_parked",
+                    "Sessions waiting for a resume",
+                    &[],
+                )
+                .with_label_values::<&str>(&[]),
+            resumes: r.counter(
+                "janus_edge_resumes_total",
+                "Resume attempts by result",
+                &["result"],
             ),
             registry: r,
         }

@@ -2,7 +2,9 @@
 //! then a loop that feeds client frames through the sans-IO session (heartbeats answered here,
 //! everything else rate-limited and forwarded to the session's broker) and writes what the
 //! broker sends back. It ends for exactly one [`Close`] reason, which is logged, counted and,
-//! where the protocol allows, told to the client.
+//! where the protocol allows, told to the client. A session whose client holds a resume ticket
+//! outlives its connection for the resume window (parked), and a connection that presents the
+//! ticket is handed to it (PROTOCOL.md §13).
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -13,17 +15,17 @@ use bytes::BytesMut;
 use janus_proto::janus::internal::v1::{
     ClientPacket, EdgeFrame, SessionClose, SessionOpen, Transport, edge_frame,
 };
-use janus_proto::message::CsHeartbeat;
 use janus_proto::message::sc_heartbeat::Code as HeartbeatCode;
 use janus_proto::message::sc_server_logout::Code as LogoutCode;
+use janus_proto::message::{CsHeartbeat, CsResumeAck};
 use janus_proto::packet::Packet;
 use janus_shared::client::unix_now;
-use janus_shared::handshake::{ServerHandshakeConfig, SessionIdentity};
+use janus_shared::handshake::{ResumeOffer, ServerHandshakeConfig, SessionIdentity};
 use janus_shared::session::{ServerEvent, ServerSession};
 use janus_shared::{system, telemetry};
-use prometheus::IntCounter;
+use prometheus::{IntCounter, IntGauge};
 use prost::Message;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
@@ -32,6 +34,7 @@ use crate::error::Close;
 use crate::limits::{Admission, TokenBucket};
 use crate::link::{BrokerLink, Downlink, Links, SessionSlot};
 use crate::metrics::Metrics;
+use crate::resume::{self, Handoff, Replay};
 use crate::transport::{FrameIo, Read, label};
 
 /// What every session of one edge shares.
@@ -51,6 +54,8 @@ pub struct EdgeState {
     pub admission: Admission,
     /// Cancelled when sessions must log out now (end of the drain).
     pub logout: CancellationToken,
+    /// Sessions that can be resumed, by ticket.
+    pub resumable: resume::Table,
     next_session: AtomicU64,
 }
 
@@ -75,6 +80,7 @@ impl EdgeState {
             metrics: Metrics::new(),
             admission,
             logout: CancellationToken::new(),
+            resumable: resume::Table::default(),
             next_session: AtomicU64::new(1),
         }
     }
@@ -82,29 +88,69 @@ impl EdgeState {
 
 /// Runs a freshly accepted connection from `peer` to its end.
 pub async fn serve(state: Arc<EdgeState>, io: FrameIo, peer: SocketAddr, transport: Transport) {
-    if let Err(refusal) = state.admission.admit(peer.ip(), Instant::now()) {
-        tracing::info!(%peer, reason = refusal.kind(), "connection refused");
-        state
-            .metrics
-            .refused
-            .with_label_values(&[refusal.kind()])
-            .inc();
-        let mut io = io;
-        io.close().await;
-        return;
-    }
+    let slot = match Slot::admit(&state, peer, transport) {
+        Ok(slot) => slot,
+        Err(refusal) => {
+            tracing::info!(%peer, reason = refusal.kind(), "connection refused");
+            state
+                .metrics
+                .refused
+                .with_label_values(&[refusal.kind()])
+                .inc();
+            let mut io = io;
+            io.close().await;
+            return;
+        }
+    };
     let id = state.next_session.fetch_add(1, Ordering::Relaxed);
     let span = tracing::info_span!("session", %peer, transport = label(transport), session = id, uid = tracing::field::Empty);
-    let gauge = state
-        .metrics
-        .sessions
-        .with_label_values(&[label(transport)]);
-    gauge.inc();
-    let mut session = Session::new(state.clone(), io, peer, transport, id);
-    let close = session.run().instrument(span.clone()).await;
-    session.finish(&close).instrument(span).await;
-    gauge.dec();
-    state.admission.release(peer.ip(), Instant::now());
+    let mut session = Session::new(state.clone(), io, peer, transport, id, slot);
+    match session.run().instrument(span.clone()).await {
+        Outcome::Ended(close) => session.finish(&close).instrument(span).await,
+        Outcome::Resume(ticket) => session.redeem(ticket).instrument(span).await,
+    }
+}
+
+/// A connection's place on the edge: admitted for its IP and counted in the session gauge of
+/// its transport until dropped.
+#[derive(Debug)]
+pub struct Slot {
+    state: Arc<EdgeState>,
+    ip: std::net::IpAddr,
+    gauge: IntGauge,
+}
+
+impl Slot {
+    fn admit(
+        state: &Arc<EdgeState>,
+        peer: SocketAddr,
+        transport: Transport,
+    ) -> Result<Self, crate::limits::Refusal> {
+        state.admission.admit(peer.ip(), Instant::now())?;
+        let gauge = state
+            .metrics
+            .sessions
+            .with_label_values(&[label(transport)]);
+        gauge.inc();
+        Ok(Self {
+            state: state.clone(),
+            ip: peer.ip(),
+            gauge,
+        })
+    }
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        self.gauge.dec();
+        self.state.admission.release(self.ip, Instant::now());
+    }
+}
+
+/// How a connection's task ends: its session ended, or it asked to resume another session.
+enum Outcome {
+    Ended(Close),
+    Resume(Vec<u8>),
 }
 
 /// At most this many queued replies and pushes are sealed into one write.
@@ -124,6 +170,14 @@ struct Session {
     downlink: Option<mpsc::Receiver<Downlink>>,
     overflow: CancellationToken,
     traffic: Traffic,
+    /// `None` while parked.
+    slot: Option<Slot>,
+    /// The ticket offered at the handshake, until the session is registered with it.
+    ticket: Option<Vec<u8>>,
+    /// Server packets kept for a resume, when the client holds a ticket.
+    replay: Option<Replay>,
+    /// Connections presenting this session's ticket.
+    handoffs: Option<mpsc::Receiver<Box<Handoff>>>,
 }
 
 /// This session's frame and byte counters, looked up once instead of per frame.
@@ -153,11 +207,16 @@ impl Session {
         peer: SocketAddr,
         transport: Transport,
         id: u64,
+        slot: Slot,
     ) -> Self {
-        let proto = ServerSession::new(
+        let mut proto = ServerSession::new(
             state.handshake.clone(),
             state.config.session.session_config(),
         );
+        let offer = resume_offer(&state, id);
+        if let Some(offer) = &offer {
+            proto = proto.with_resume_offer(offer.clone());
+        }
         Self {
             traffic: Traffic::new(&state.metrics, transport),
             state,
@@ -172,10 +231,14 @@ impl Session {
             broker: None,
             downlink: None,
             overflow: CancellationToken::new(),
+            slot: Some(slot),
+            ticket: offer.map(|offer| offer.ticket),
+            replay: None,
+            handoffs: None,
         }
     }
 
-    async fn run(&mut self) -> Close {
+    async fn run(&mut self) -> Outcome {
         let started = Instant::now();
         let timeout = Duration::from_secs(self.state.config.handshake.timeout_secs);
         let identity = match tokio::time::timeout(timeout, self.handshake()).await {
@@ -183,14 +246,15 @@ impl Session {
             Ok(result) => result,
         };
         let identity = match identity {
-            Ok(identity) => identity,
+            Ok(Hello::Login(identity)) => identity,
+            Ok(Hello::Resume(ticket)) => return Outcome::Resume(ticket),
             Err(close) => {
                 self.state
                     .metrics
                     .handshakes
                     .with_label_values(&[close.kind()])
                     .inc();
-                return close;
+                return Outcome::Ended(close);
             }
         };
         self.state
@@ -207,12 +271,27 @@ impl Session {
         tracing::debug!(sid = identity.sid, mode = ?identity.mode, "handshake done");
         self.identity = Some(identity);
         if let Err(close) = self.attach(false).await {
-            return close;
+            return Outcome::Ended(close);
         }
-        self.serve().await
+        if self.proto.resume_key().is_some()
+            && let Some(ticket) = self.ticket.take()
+        {
+            let (tx, rx) = mpsc::channel(1);
+            self.state.resumable.insert(self.id, ticket, tx);
+            self.handoffs = Some(rx);
+            self.replay = Some(Replay::new(self.state.config.resume.retain_packets));
+        }
+        let mut close = self.serve().await;
+        while self.replay.is_some() && matches!(close, Close::ClientClosed | Close::Idle) {
+            close = match self.park().await {
+                Ok(()) => self.serve().await,
+                Err(close) => close,
+            };
+        }
+        Outcome::Ended(close)
     }
 
-    async fn handshake(&mut self) -> Result<SessionIdentity, Close> {
+    async fn handshake(&mut self) -> Result<Hello, Close> {
         loop {
             let event = match self
                 .io
@@ -232,8 +311,9 @@ impl Session {
             match event {
                 Some(ServerEvent::Established(identity)) => {
                     self.write().await?;
-                    return Ok(identity);
+                    return Ok(Hello::Login(identity));
                 }
+                Some(ServerEvent::ResumeRequested { ticket }) => return Ok(Hello::Resume(ticket)),
                 Some(ServerEvent::Packet(_)) => {
                     return Err(Close::Protocol(
                         "unexpected_state",
@@ -304,9 +384,13 @@ impl Session {
         tokio::pin!(idle_timer);
         loop {
             let mut downlink = self.downlink.take().expect("attached");
+            let mut handoffs = self.handoffs.take();
             let step = tokio::select! {
                 biased;
                 _ = self.state.logout.cancelled() => Err(Close::Shutdown),
+                Some(handoff) = next_handoff(&mut handoffs) => {
+                    self.take_over(handoff).await.map(|_| Step::Continue)
+                }
                 _ = self.overflow.cancelled() => {
                     self.state.metrics.queue_overflows.with_label_values(&["session_outbound"]).inc();
                     Err(Close::SlowConsumer)
@@ -328,8 +412,9 @@ impl Session {
                 _ = &mut idle_timer => Err(Close::Idle),
             };
             self.downlink = Some(downlink);
+            self.handoffs = handoffs;
             match step {
-                Ok(Step::Continue) => {}
+                Ok(Step::Continue | Step::Resumed) => {}
                 Ok(Step::Reattach) => {
                     self.broker = None;
                     if let Err(close) = self.attach(true).await {
@@ -353,11 +438,20 @@ impl Session {
             Some(Downlink::Rejected(reason)) => Err(Close::Rejected(*reason)),
             Some(Downlink::Kick(kick)) => Err(Close::Kicked(kick.0, kick.1)),
             Some(Downlink::Packet(packet)) => {
-                self.proto.send(&packet, &mut self.out)?;
-                self.traffic.frames_out.inc();
+                self.emit(packet)?;
                 Ok(Step::Continue)
             }
         }
+    }
+
+    /// Seals `packet` for the client and keeps it for a resume until acknowledged.
+    fn emit(&mut self, packet: Arc<Packet>) -> Result<(), Close> {
+        self.proto.send(&packet, &mut self.out)?;
+        self.traffic.frames_out.inc();
+        if let Some(replay) = &mut self.replay {
+            replay.record(packet);
+        }
+        Ok(())
     }
 
     async fn on_read(
@@ -444,11 +538,25 @@ impl Session {
         Ok(Step::Continue)
     }
 
-    /// System packets the edge answers itself; only the heartbeat has a reply.
+    /// System packets the edge handles itself: the heartbeat (answered), the resume
+    /// acknowledgement and the client's goodbye.
     fn on_system(&mut self, packet: Packet) -> Result<(), Close> {
-        if packet.seq != system::SEQ_HEARTBEAT {
-            tracing::debug!(seq = packet.seq, "ignored a System packet");
-            return Ok(());
+        match packet.seq {
+            system::SEQ_HEARTBEAT => {}
+            system::SEQ_RESUME_ACK => {
+                let ack = CsResumeAck::decode(&packet.data[..]).map_err(|e| {
+                    Close::Protocol("malformed_packet", format!("malformed resume ack: {e}"))
+                })?;
+                if let Some(replay) = &mut self.replay {
+                    replay.ack(ack.received);
+                }
+                return Ok(());
+            }
+            system::SEQ_BYE => return Err(Close::Bye),
+            seq => {
+                tracing::debug!(seq, "ignored a System packet");
+                return Ok(());
+            }
         }
         let beat = CsHeartbeat::decode(&packet.data[..]).map_err(|e| {
             Close::Protocol("malformed_packet", format!("malformed heartbeat: {e}"))
@@ -459,9 +567,188 @@ impl Session {
         } else {
             HeartbeatCode::Succeeded
         };
-        let reply = system::heartbeat_reply(packet.index, now, code as i32);
-        self.proto.send(&reply, &mut self.out)?;
-        Ok(())
+        self.emit(Arc::new(system::heartbeat_reply(
+            packet.index,
+            now,
+            code as i32,
+        )))
+    }
+
+    /// The connection is gone but the client holds a ticket: close the connection, free its
+    /// admission, and wait up to the resume window for a connection presenting the ticket,
+    /// keeping what the broker sends meanwhile. `Ok` once a resume took over.
+    async fn park(&mut self) -> Result<(), Close> {
+        let _ = tokio::time::timeout(Duration::from_secs(1), self.io.close()).await;
+        self.out.clear();
+        self.input.clear();
+        self.slot = None;
+        tracing::debug!("session parked");
+        let parked = self.state.metrics.parked.clone();
+        parked.inc();
+        let waited = self.wait_for_resume().await;
+        parked.dec();
+        waited
+    }
+
+    async fn wait_for_resume(&mut self) -> Result<(), Close> {
+        let window = Duration::from_secs(self.state.config.resume.window_secs);
+        let deadline = tokio::time::sleep(window);
+        tokio::pin!(deadline);
+        loop {
+            let mut downlink = self.downlink.take().expect("attached");
+            let mut handoffs = self.handoffs.take();
+            let step = tokio::select! {
+                biased;
+                _ = self.state.logout.cancelled() => Err(Close::Shutdown),
+                _ = &mut deadline => Err(Close::ResumeExpired),
+                Some(handoff) = next_handoff(&mut handoffs) => {
+                    self.take_over(handoff).await.map(|resumed| if resumed { Step::Resumed } else { Step::Continue })
+                }
+                down = downlink.recv() => match down {
+                    Some(Downlink::Packet(packet)) => {
+                        self.replay.as_mut().expect("parked sessions replay").record(packet);
+                        Ok(Step::Continue)
+                    }
+                    other => self.on_downlink(other),
+                },
+            };
+            self.downlink = Some(downlink);
+            self.handoffs = handoffs;
+            match step? {
+                Step::Continue => {}
+                Step::Resumed => return Ok(()),
+                Step::Reattach => {
+                    self.broker = None;
+                    self.attach(true).await?;
+                }
+            }
+        }
+    }
+
+    /// A connection presenting this session's ticket: finish its handshake on this session's
+    /// behalf, send it what the client lacks, and go on over it (closing the old connection,
+    /// if any). `Ok(false)`: refused, the session goes on as it was; `Err`: the session cannot
+    /// go on.
+    async fn take_over(&mut self, handoff: Box<Handoff>) -> Result<bool, Close> {
+        let Handoff {
+            io,
+            mut proto,
+            input,
+            peer,
+            transport,
+            slot,
+            done,
+        } = *handoff;
+        let received = proto.pending_resume().map_or(0, |p| p.received());
+        let offer = resume_offer(&self.state, self.id).expect("a resumable session");
+        let mut out = BytesMut::new();
+        let refuse = |close: Close, io: FrameIo, done: oneshot::Sender<_>| {
+            self.state
+                .metrics
+                .resumes
+                .with_label_values(&[close.kind()])
+                .inc();
+            tracing::info!(%peer, reason = close.kind(), detail = %close, "resume refused");
+            let _ = done.send(Err((close, io)));
+        };
+        if let Err(e) = proto.finish_resume(&mut self.proto, &offer, &mut out) {
+            refuse(e.into(), io, done);
+            return Ok(false);
+        }
+        let replay = self.replay.as_mut().expect("a resumable session");
+        let mut replayed = 0;
+        let sealed = match replay.since(received) {
+            Err(detail) => Err(Close::Protocol("resume_gap", detail)),
+            Ok(packets) => packets
+                .inspect(|_| replayed += 1)
+                .try_for_each(|packet| proto.send(packet, &mut out))
+                .map_err(Close::from),
+        };
+        if let Err(close) = sealed {
+            // The ticket is spent and the client cannot be made whole: the session ends.
+            refuse(close.clone(), io, done);
+            return Err(close);
+        }
+        if self.slot.is_some() {
+            let _ = tokio::time::timeout(Duration::from_secs(1), self.io.close()).await;
+        }
+        self.io = io;
+        self.input = input;
+        self.proto = proto;
+        self.peer = peer;
+        self.transport = transport;
+        self.traffic = Traffic::new(&self.state.metrics, transport);
+        self.traffic.frames_out.inc_by(replayed);
+        self.slot = Some(slot);
+        self.out = out;
+        self.state.resumable.renew(self.id, offer.ticket);
+        self.state.metrics.resumes.with_label_values(&["ok"]).inc();
+        tracing::info!(%peer, transport = label(transport), replayed, "session resumed");
+        let _ = done.send(Ok(()));
+        Ok(true)
+    }
+
+    /// This connection asked to resume the session of `ticket`: hand it over and wait for the
+    /// answer; a refused connection is closed with the reason.
+    async fn redeem(self, ticket: Vec<u8>) {
+        let state = self.state.clone();
+        let timeout = Duration::from_secs(state.config.handshake.timeout_secs);
+        let (done, answer) = oneshot::channel();
+        let handoff = Box::new(Handoff {
+            io: self.io,
+            proto: self.proto,
+            input: self.input,
+            peer: self.peer,
+            transport: self.transport,
+            slot: self.slot.expect("a connection has its slot"),
+            done,
+        });
+        let refused = match state.resumable.find(&ticket) {
+            None => Some((Close::from(janus_shared::Error::ResumeUnknown), handoff.io)),
+            Some(session) => match session.send_timeout(handoff, timeout).await {
+                Err(e) => Some((
+                    Close::from(janus_shared::Error::ResumeUnknown),
+                    e.into_inner().io,
+                )),
+                Ok(()) => match tokio::time::timeout(timeout, answer).await {
+                    Ok(Ok(Ok(()))) => None,
+                    Ok(Ok(Err(refused))) => Some(refused),
+                    Ok(Err(_)) | Err(_) => {
+                        // The session ended, or is stuck, with the connection in hand: it is
+                        // dropped there.
+                        state
+                            .metrics
+                            .handshakes
+                            .with_label_values(&["resume_unknown"])
+                            .inc();
+                        return;
+                    }
+                },
+            },
+        };
+        let Some((close, mut io)) = refused else {
+            state.metrics.handshakes.with_label_values(&["ok"]).inc();
+            return;
+        };
+        if matches!(close, Close::Protocol("resume_unknown", _)) {
+            state
+                .metrics
+                .resumes
+                .with_label_values(&[close.kind()])
+                .inc();
+        }
+        tracing::info!(reason = close.kind(), "resume refused; connection closed");
+        state
+            .metrics
+            .handshakes
+            .with_label_values(&[close.kind()])
+            .inc();
+        state
+            .metrics
+            .closes
+            .with_label_values(&[close.kind()])
+            .inc();
+        let _ = tokio::time::timeout(Duration::from_secs(2), io.close()).await;
     }
 
     async fn write(&mut self) -> Result<(), Close> {
@@ -479,6 +766,8 @@ impl Session {
 
     /// Logs and counts `close`, tells the client where possible, tells the broker.
     async fn finish(&mut self, close: &Close) {
+        self.state.resumable.remove(self.id);
+        let connected = self.slot.is_some();
         self.state
             .metrics
             .closes
@@ -488,7 +777,7 @@ impl Session {
             Close::ClientClosed => tracing::debug!("session closed by the client"),
             other => tracing::info!(reason = other.kind(), detail = %other, "session closed"),
         }
-        if self.identity.is_some() {
+        if self.identity.is_some() && connected {
             let logout = match close {
                 Close::Kicked(code, _) => Some(*code),
                 Close::Rejected(_) | Close::NoBroker | Close::Shutdown | Close::Idle => {
@@ -497,7 +786,11 @@ impl Session {
                 Close::RateLimited(_) | Close::SlowConsumer | Close::Protocol(..) => {
                     Some(LogoutCode::Server as i32)
                 }
-                Close::ClientClosed | Close::HandshakeTimeout | Close::TextMessage => None,
+                Close::ClientClosed
+                | Close::Bye
+                | Close::ResumeExpired
+                | Close::HandshakeTimeout
+                | Close::TextMessage => None,
             };
             if let Some(code) = logout {
                 self.out.clear();
@@ -520,7 +813,9 @@ impl Session {
                 }
             }
         }
-        let _ = tokio::time::timeout(Duration::from_secs(2), self.io.close()).await;
+        if connected {
+            let _ = tokio::time::timeout(Duration::from_secs(2), self.io.close()).await;
+        }
         if let Some(broker) = self.broker.take() {
             broker.detach(self.id);
             let frame = EdgeFrame {
@@ -537,4 +832,28 @@ impl Session {
 enum Step {
     Continue,
     Reattach,
+    Resumed,
+}
+
+/// What a connection's handshake asked for.
+enum Hello {
+    Login(SessionIdentity),
+    Resume(Vec<u8>),
+}
+
+/// The next connection presenting this session's ticket; never, for a session without one.
+async fn next_handoff(handoffs: &mut Option<mpsc::Receiver<Box<Handoff>>>) -> Option<Box<Handoff>> {
+    match handoffs {
+        Some(handoffs) => handoffs.recv().await,
+        None => std::future::pending().await,
+    }
+}
+
+/// A fresh ticket for session `id`, when resume is on.
+fn resume_offer(state: &EdgeState, id: u64) -> Option<ResumeOffer> {
+    let window = state.config.resume.window_secs;
+    (window > 0).then(|| ResumeOffer {
+        ticket: resume::ticket(id),
+        window_secs: i32::try_from(window).unwrap_or(i32::MAX),
+    })
 }

@@ -33,6 +33,7 @@ static SETUP: LazyLock<(Arc<ServerHandshakeConfig>, BytesMut)> = LazyLock::new(|
         mode: Mode::Unencrypted,
         server_id: 0,
         cert_version: 0,
+        resumable: false,
     };
     let mut hello = BytesMut::new();
     ClientSession::start(client, SessionConfig::default(), &token, NOW, &mut hello).unwrap();

@@ -67,6 +67,7 @@ impl Keys {
                 mode,
                 server_id: 0,
                 cert_version: 0,
+                resumable: false,
             },
             session: SessionConfig::default(),
             handshake_timeout: Duration::from_secs(5),
@@ -334,6 +335,30 @@ pub async fn recv(client: &mut Client) -> janus_proto::packet::Packet {
         .await
         .expect("a packet within 10 s")
         .expect("the connection stays up")
+}
+
+/// The value of `series` (a metric name with its labels, as `/metrics` prints them) on the
+/// admin endpoint at `addr`.
+pub async fn metric(addr: std::net::SocketAddr, series: &str) -> Option<f64> {
+    let (_, metrics) = http_get(addr, "/metrics").await;
+    metrics.lines().find_map(|line| {
+        line.strip_prefix(series)
+            .and_then(|rest| rest.trim().parse().ok())
+    })
+}
+
+/// Waits up to five seconds for `series` on the admin endpoint at `addr` to satisfy `want`;
+/// panics with the last value otherwise.
+pub async fn wait_metric(addr: std::net::SocketAddr, series: &str, want: impl Fn(f64) -> bool) {
+    let mut last = None;
+    for _ in 0..50 {
+        last = metric(addr, series).await;
+        if last.is_some_and(&want) {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("{series} is {last:?}");
 }
 
 /// `GET path` on `addr` over HTTP/1.0: the status code and the body.

@@ -7,7 +7,9 @@ use std::time::Duration;
 use bytes::BytesMut;
 use futures_util::SinkExt;
 use janus_edge::config::EdgeConfig;
-use janus_integration_tests::stack::{Keys, Stack, assert_logout, echo, http_get, recv};
+use janus_integration_tests::stack::{
+    Keys, Stack, assert_logout, echo, http_get, recv, wait_metric,
+};
 use janus_proto::gate::intra::v1::OnlineStatus;
 use janus_proto::message::sc_server_logout::Code as LogoutCode;
 use janus_proto::message::{CsHandshake, ScServerUnexpectedErr};
@@ -22,38 +24,13 @@ use tokio::net::TcpStream;
 
 /// Waits until `/metrics` on the edge shows `series` (name and labels) at 1 or more.
 async fn counted(stack: &Stack, series: &str) {
-    for _ in 0..50 {
-        let (_, metrics) = http_get(stack.edge.admin_addr, "/metrics").await;
-        let value = metrics.lines().find_map(|line| {
-            line.strip_prefix(series)
-                .and_then(|rest| rest.trim().parse::<f64>().ok())
-        });
-        if value.is_some_and(|v| v >= 1.0) {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    let (_, metrics) = http_get(stack.edge.admin_addr, "/metrics").await;
-    panic!("{series} never counted:\n{metrics}");
+    wait_metric(stack.edge.admin_addr, series, |v| v >= 1.0).await;
 }
 
-/// Waits until the edge holds exactly `n` sessions again (nothing leaked).
+/// Waits until the edge holds exactly `n` TCP sessions again (nothing leaked).
 async fn sessions_back_to(stack: &Stack, n: u64) {
-    let series = "janus_edge_sessions{transport=\"tcp\"} ";
-    let mut last = String::new();
-    for _ in 0..50 {
-        let (_, metrics) = http_get(stack.edge.admin_addr, "/metrics").await;
-        last = metrics
-            .lines()
-            .find_map(|line| line.strip_prefix(series))
-            .unwrap_or("")
-            .to_owned();
-        if last == n.to_string() {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    panic!("the edge holds {last:?} sessions, not {n}");
+    let series = "janus_edge_sessions{transport=\"tcp\"}";
+    wait_metric(stack.edge.admin_addr, series, |v| v == n as f64).await;
 }
 
 /// The neighbour still gets its echo.

@@ -37,6 +37,7 @@ fn configs() -> (ServerHandshakeConfig, ClientHandshakeConfig, String) {
         mode: Mode::V2,
         server_id: 0,
         cert_version: 0,
+        resumable: false,
     };
     let server = ServerHandshakeConfig {
         signing_key,

@@ -60,6 +60,8 @@ impl<T: AsyncRead + AsyncWrite + Unpin + Send> ByteStream for T {}
 enum Conn {
     Stream(Box<dyn ByteStream>),
     WebSocket(Box<WebSocketStream<MaybeTlsStream<TcpStream>>>),
+    /// Lost or dropped; a resume brings a new one.
+    Gone,
 }
 
 /// A connected, handshaken client.
@@ -85,44 +87,90 @@ pub fn unix_now() -> i64 {
         .unwrap_or(0)
 }
 
+/// Opens a connection to `endpoint`, before any handshake.
+async fn dial(endpoint: &Endpoint) -> Result<Conn> {
+    Ok(match endpoint {
+        Endpoint::Tcp(addr) => {
+            let tcp = TcpStream::connect(addr).await?;
+            tcp.set_nodelay(true)?;
+            Conn::Stream(Box::new(tcp))
+        }
+        Endpoint::WebSocket(url) => {
+            crate::transport::install_crypto_provider();
+            let (ws, _) = tokio_tungstenite::connect_async(url.as_str())
+                .await
+                .map_err(|e| Error::WebSocket(e.to_string()))?;
+            Conn::WebSocket(Box::new(ws))
+        }
+        Endpoint::Kcp(addr) => {
+            let addr = resolve(addr).await?;
+            let config = KcpSettings::default().to_config();
+            let kcp = tokio_kcp::KcpStream::connect(&config, addr)
+                .await
+                .map_err(|e| Error::Io(e.into()))?;
+            Conn::Stream(Box::new(kcp))
+        }
+        Endpoint::Quic {
+            addr,
+            server_name,
+            ca_pem,
+        } => Conn::Stream(Box::new(
+            QuicStream::connect(addr, server_name, ca_pem.as_deref()).await?,
+        )),
+    })
+}
+
 impl Client {
     /// Connects to `endpoint` and completes the handshake with `token`.
     pub async fn connect(endpoint: &Endpoint, config: &ClientConfig, token: &str) -> Result<Self> {
-        let connect = async {
-            let conn = match endpoint {
-                Endpoint::Tcp(addr) => {
-                    let tcp = TcpStream::connect(addr).await?;
-                    tcp.set_nodelay(true)?;
-                    Conn::Stream(Box::new(tcp))
-                }
-                Endpoint::WebSocket(url) => {
-                    crate::transport::install_crypto_provider();
-                    let (ws, _) = tokio_tungstenite::connect_async(url.as_str())
-                        .await
-                        .map_err(|e| Error::WebSocket(e.to_string()))?;
-                    Conn::WebSocket(Box::new(ws))
-                }
-                Endpoint::Kcp(addr) => {
-                    let addr = resolve(addr).await?;
-                    let config = KcpSettings::default().to_config();
-                    let kcp = tokio_kcp::KcpStream::connect(&config, addr)
-                        .await
-                        .map_err(|e| Error::Io(e.into()))?;
-                    Conn::Stream(Box::new(kcp))
-                }
-                Endpoint::Quic {
-                    addr,
-                    server_name,
-                    ca_pem,
-                } => Conn::Stream(Box::new(
-                    QuicStream::connect(addr, server_name, ca_pem.as_deref()).await?,
-                )),
-            };
-            Self::handshake(conn, config, token).await
-        };
+        let connect = async { Self::handshake(dial(endpoint).await?, config, token).await };
         tokio::time::timeout(config.handshake_timeout, connect)
             .await
             .map_err(|_| Error::Timeout("connect and handshake"))?
+    }
+
+    /// Resumes this session over a new connection to `endpoint` (any transport) with the
+    /// ticket the last handshake issued, within `timeout`: the server goes on with the same
+    /// session, replays what this client has not received, and this client sends again what
+    /// the server has not received (PROTOCOL.md §13). The old connection is dropped.
+    pub async fn resume(&mut self, endpoint: &Endpoint, timeout: Duration) -> Result<()> {
+        self.disconnect();
+        let resume = async {
+            self.conn = dial(endpoint).await?;
+            self.input.clear();
+            self.out.clear();
+            self.session.start_resume(unix_now(), &mut self.out)?;
+            self.flush().await?;
+            match self.next_event().await? {
+                ClientEvent::Established { resumed: true, .. } => {
+                    self.session.take_resend(&mut self.out);
+                    self.flush().await
+                }
+                ClientEvent::Established { .. } => {
+                    Err(Error::UnexpectedState("the server started a new session"))
+                }
+                ClientEvent::Packet(_) => Err(Error::UnexpectedState("packet before resume reply")),
+            }
+        };
+        tokio::time::timeout(timeout, resume)
+            .await
+            .map_err(|_| Error::Timeout("resume"))?
+    }
+
+    /// Drops the connection at once, as a lost network would, without telling the server; the
+    /// session can then be resumed ([`Client::resume`]) within its window.
+    pub fn disconnect(&mut self) {
+        self.conn = Conn::Gone;
+    }
+
+    /// The session's resume ticket, when the server issued one.
+    pub fn resume_ticket(&self) -> Option<&crate::handshake::ResumeTicket> {
+        self.session.resume_ticket()
+    }
+
+    /// Server packets received in this session, over every connection.
+    pub fn received(&self) -> u64 {
+        self.session.received()
     }
 
     /// Runs the handshake over an already open WebSocket (for example a wss connection made
@@ -197,10 +245,16 @@ impl Client {
     }
 
     /// The next packet from the server: a reply (index echoed) or a push (index 0).
-    /// Cancel-safe: nothing is lost if the future is dropped.
+    /// Cancel-safe: nothing is lost if the future is dropped. A resumable session's
+    /// acknowledgements are queued here and go out with the next write.
     pub async fn recv(&mut self) -> Result<Packet> {
         match self.next_event().await? {
-            ClientEvent::Packet(packet) => Ok(packet),
+            ClientEvent::Packet(packet) => {
+                if self.session.ack_due() {
+                    self.session.ack(&mut self.out)?;
+                }
+                Ok(packet)
+            }
             ClientEvent::Established { .. } => {
                 Err(Error::UnexpectedState("second handshake reply"))
             }
@@ -224,13 +278,22 @@ impl Client {
         }
     }
 
-    /// Closes the connection politely.
+    /// Closes the connection politely; a resumable session first says `CSBye`, so the server
+    /// ends it now instead of keeping it for a resume.
     pub async fn close(mut self) -> Result<()> {
+        if matches!(self.conn, Conn::Gone) {
+            return Ok(());
+        }
+        if self.session.resume_ticket().is_some() {
+            let bye = crate::system::packet(crate::system::SEQ_BYE, 0, Vec::new());
+            self.send(bye).await?;
+        }
         match &mut self.conn {
             Conn::Stream(s) => s.shutdown().await?,
             Conn::WebSocket(ws) => SinkExt::close(ws.as_mut())
                 .await
                 .map_err(|e| Error::WebSocket(e.to_string()))?,
+            Conn::Gone => {}
         }
         Ok(())
     }
@@ -261,6 +324,7 @@ impl Client {
                         Message::Ping(_) | Message::Pong(_) | Message::Frame(_) => {}
                     }
                 }
+                Conn::Gone => return Err(Error::Closed),
             }
         }
     }
@@ -276,11 +340,20 @@ impl Client {
                 stream.flush().await?;
             }
             Conn::WebSocket(ws) => {
-                let bytes: Bytes = self.out.split().freeze();
-                ws.send(Message::Binary(bytes))
-                    .await
-                    .map_err(|e| Error::WebSocket(e.to_string()))?;
+                // One frame per binary message: `out` may hold several (an acknowledgement
+                // queued before a request, the packets a resume sends again).
+                let ws_err =
+                    |e: tokio_tungstenite::tungstenite::Error| Error::WebSocket(e.to_string());
+                while !self.out.is_empty() {
+                    let len = self.out.get(..4).map_or(self.out.len(), |h| {
+                        4 + u32::from_be_bytes(h.try_into().expect("4 bytes")) as usize
+                    });
+                    let frame: Bytes = self.out.split_to(len.min(self.out.len())).freeze();
+                    ws.feed(Message::Binary(frame)).await.map_err(ws_err)?;
+                }
+                ws.flush().await.map_err(ws_err)?;
             }
+            Conn::Gone => return Err(Error::Closed),
         }
         Ok(())
     }

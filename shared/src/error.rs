@@ -109,6 +109,16 @@ pub enum Error {
     /// A packet arrived in a state that cannot take it (for example before the handshake ended).
     #[error("unexpected packet in state {0}")]
     UnexpectedState(&'static str),
+    /// A resume ticket names no session that can be resumed here (expired, used, or issued by
+    /// another edge).
+    #[error("no resumable session for this ticket")]
+    ResumeUnknown,
+    /// A resume's proof does not verify under the session's resume key.
+    #[error("resume proof does not verify")]
+    ResumeDenied,
+    /// What one side must re-send on a resume is no longer retained.
+    #[error("cannot resume: {0}")]
+    ResumeGap(String),
     /// A key or certificate could not be loaded.
     #[error("{what}: {reason}")]
     Key {
@@ -168,6 +178,9 @@ impl Error {
             Error::InflateTooLarge { .. } => "inflate_too_large",
             Error::InflateCorrupt(_) => "inflate_corrupt",
             Error::UnexpectedState(_) => "unexpected_state",
+            Error::ResumeUnknown => "resume_unknown",
+            Error::ResumeDenied => "resume_denied",
+            Error::ResumeGap(_) => "resume_gap",
             Error::Key { .. } => "key",
             Error::Closed => "closed",
             Error::Timeout(_) => "timeout",

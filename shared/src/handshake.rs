@@ -30,6 +30,8 @@ pub const DEFAULT_MAX_SKEW_SECS: i64 = 5;
 
 const TRANSCRIPT_LABEL: &[u8] = b"janus-v2";
 const HKDF_INFO: &[u8] = b"janus-v2 session keys";
+const RESUME_KEY_INFO: &[u8] = b"janus-v2 resume key";
+const RESUME_PROOF_LABEL: &[u8] = b"janus-v2 resume";
 
 /// How a session's frames are protected after the handshake.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -138,6 +140,82 @@ pub fn derive_keys(shared: &[u8; 32], transcript: &[u8; 32]) -> SessionKeys {
     }
 }
 
+/// `HKDF-SHA256(salt = th, ikm = shared, info = "janus-v2 resume key", L = 32)`: the key that
+/// proves, on a resume, that the client holds this session's keys (PROTOCOL.md §13).
+pub fn derive_resume_key(shared: &[u8; 32], transcript: &[u8; 32]) -> [u8; 32] {
+    let mut key = [0u8; 32];
+    hkdf::Hkdf::<Sha256>::new(Some(transcript), shared)
+        .expand(RESUME_KEY_INFO, &mut key)
+        .expect("32 bytes is within HKDF-SHA256's output limit");
+    key
+}
+
+fn resume_mac(
+    key: &[u8; 32],
+    ticket: &[u8],
+    client_pub: &[u8; 32],
+    timestamp: i64,
+    received: u64,
+) -> hmac::Hmac<Sha256> {
+    use hmac::Mac;
+    let mut mac = <hmac::Hmac<Sha256> as Mac>::new_from_slice(key).expect("any key length");
+    mac.update(RESUME_PROOF_LABEL);
+    mac.update(ticket);
+    mac.update(client_pub);
+    mac.update(&timestamp.to_be_bytes());
+    mac.update(&received.to_be_bytes());
+    mac
+}
+
+/// `HMAC-SHA256(resume_key, "janus-v2 resume" || ticket || client_pub || be64(timestamp) ||
+/// be64(received))`: `CSHandshake.resume_proof`.
+pub fn resume_proof(
+    key: &[u8; 32],
+    ticket: &[u8],
+    client_pub: &[u8; 32],
+    timestamp: i64,
+    received: u64,
+) -> [u8; 32] {
+    use hmac::Mac;
+    resume_mac(key, ticket, client_pub, timestamp, received)
+        .finalize()
+        .into_bytes()
+        .into()
+}
+
+/// The credential a resume's transcript hash binds in place of the token: the ticket in
+/// lowercase hex.
+fn resume_credential(ticket: &[u8]) -> String {
+    ticket.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// A resume ticket and what the server says about it, as a handshake reply carries them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ResumeOffer {
+    /// The opaque ticket (`SCHandshake.resume_ticket`).
+    pub ticket: Vec<u8>,
+    /// Seconds the session waits for a resume after losing its connection.
+    pub window_secs: i32,
+}
+
+/// What a client keeps to resume its session: the ticket and the key bound to the keys of the
+/// handshake that issued it.
+#[derive(Clone, PartialEq, Eq)]
+pub struct ResumeTicket {
+    /// The ticket and its window.
+    pub offer: ResumeOffer,
+    /// The resume key of the issuing handshake.
+    pub key: [u8; 32],
+}
+
+impl std::fmt::Debug for ResumeTicket {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ResumeTicket")
+            .field("offer", &self.offer)
+            .finish_non_exhaustive()
+    }
+}
+
 /// X25519 with the all-zero (non-contributory) result refused.
 fn exchange(secret: &StaticSecret, peer: &[u8]) -> Result<[u8; 32]> {
     let peer: [u8; 32] = peer
@@ -178,19 +256,111 @@ pub(crate) struct Accepted {
     pub(crate) reply: Packet,
     pub(crate) sealer: Sealer,
     pub(crate) opener: Opener,
+    /// Set when the reply carries a resume ticket.
+    pub(crate) resume_key: Option<[u8; 32]>,
+}
+
+/// A client hello: a login, or a resume that only the session it names can finish.
+pub(crate) enum Hello {
+    Login(Box<Accepted>),
+    Resume(Box<PendingResume>),
+}
+
+/// A resume hello that passed every check but the proof, which needs the session's key.
+pub struct PendingResume {
+    ticket: Vec<u8>,
+    received: u64,
+    proof: Vec<u8>,
+    client_pub: [u8; 32],
+    client_timestamp: i64,
+    server_pub: [u8; 32],
+    server_timestamp: i64,
+    shared: [u8; 32],
+}
+
+/// What a finished resume produces.
+pub(crate) struct Resumed {
+    pub(crate) reply: Packet,
+    pub(crate) sealer: Sealer,
+    pub(crate) opener: Opener,
+    pub(crate) resume_key: [u8; 32],
+}
+
+impl PendingResume {
+    /// The ticket the client presented.
+    pub fn ticket(&self) -> &[u8] {
+        &self.ticket
+    }
+
+    /// Server-to-client packets the client says it received in the session.
+    pub fn received(&self) -> u64 {
+        self.received
+    }
+
+    /// Checks the proof under the session's `key`, then derives the new keys and builds the
+    /// reply: `start_index` continues the session's index, `offer` is the next ticket.
+    pub(crate) fn finish(
+        &self,
+        config: &ServerHandshakeConfig,
+        key: &[u8; 32],
+        start_index: i32,
+        offer: &ResumeOffer,
+    ) -> Result<Resumed> {
+        use hmac::Mac;
+        resume_mac(
+            key,
+            &self.ticket,
+            &self.client_pub,
+            self.client_timestamp,
+            self.received,
+        )
+        .verify_slice(&self.proof)
+        .map_err(|_| Error::ResumeDenied)?;
+        let th = transcript_hash(
+            &self.client_pub,
+            &self.server_pub,
+            self.server_timestamp,
+            &resume_credential(&self.ticket),
+        );
+        let keys = derive_keys(&self.shared, &th);
+        let reply = ScHandshake {
+            r#pub: self.server_pub.to_vec(),
+            sign: config.signing_key.sign(&th).to_vec(),
+            timestamp: self.server_timestamp,
+            cert_version: config.cert_version,
+            start_index,
+            resume_ticket: offer.ticket.clone(),
+            resume_window: offer.window_secs,
+            resumed: true,
+        };
+        Ok(Resumed {
+            reply: system::packet(system::SEQ_HANDSHAKE, 0, reply.encode_to_vec()),
+            sealer: Sealer::v2(&keys.s2c),
+            opener: Opener::v2(&keys.c2s),
+            resume_key: derive_resume_key(&self.shared, &th),
+        })
+    }
 }
 
 impl ServerHandshakeConfig {
     /// Checks the client's handshake packet and builds the reply, with `ephemeral` as this
-    /// session's X25519 secret and `now` the server time in unix seconds.
+    /// session's X25519 secret and `now` the server time in unix seconds. A v2 login that asks
+    /// for it gets `offer` as its resume ticket; a resume is checked as far as it can be without
+    /// the session it names.
     pub(crate) fn accept(
         &self,
         request: &Packet,
         now: i64,
         ephemeral: [u8; 32],
-    ) -> Result<Accepted> {
+        offer: Option<&ResumeOffer>,
+    ) -> Result<Hello> {
         let hello = CsHandshake::decode(handshake_data(request)?)
             .map_err(|e| Error::decode("CSHandshake", e))?;
+        if !hello.resume_ticket.is_empty() {
+            return self
+                .accept_resume(hello, now, ephemeral)
+                .map(|pending| Hello::Resume(Box::new(pending)));
+        }
         let claims: AuthToken = self.tokens.open(&hello.token)?;
         token::check(&claims, now, &self.allowed_statuses)?;
         let mode = match (claims.unencrypted, hello.version) {
@@ -220,26 +390,22 @@ impl ServerHandshakeConfig {
             start_index: START_INDEX,
             ..Default::default()
         };
+        let mut resume_key = None;
         let (sealer, opener) = if mode == Mode::Unencrypted {
             (Sealer::plain(), Opener::plain())
         } else {
-            if hello.r#pub.len() != 32 {
-                return Err(Error::BadPublicKeyLength(hello.r#pub.len()));
-            }
-            if let Some(cert) = &self.client_cert
-                && !cert.verifies(&hello.r#pub, &hello.sign)
-            {
-                return Err(Error::BadClientSignature);
-            }
-            let secret = StaticSecret::from(ephemeral);
-            let shared = exchange(&secret, &hello.r#pub)?;
-            let server_pub = PublicKey::from(&secret).to_bytes();
+            let (shared, server_pub) = self.exchange_with(&hello, ephemeral)?;
             reply.r#pub = server_pub.to_vec();
             if mode == Mode::V2 {
                 let client_pub: [u8; 32] =
                     hello.r#pub.as_slice().try_into().expect("length checked");
                 let th = transcript_hash(&client_pub, &server_pub, now, &hello.token);
                 reply.sign = self.signing_key.sign(&th).to_vec();
+                if let Some(offer) = offer.filter(|_| hello.resumable) {
+                    reply.resume_ticket = offer.ticket.clone();
+                    reply.resume_window = offer.window_secs;
+                    resume_key = Some(derive_resume_key(&shared, &th));
+                }
                 let keys = derive_keys(&shared, &th);
                 (Sealer::v2(&keys.s2c), Opener::v2(&keys.c2s))
             } else {
@@ -247,11 +413,58 @@ impl ServerHandshakeConfig {
                 (Sealer::legacy(&shared), Opener::legacy(&shared))
             }
         };
-        Ok(Accepted {
+        Ok(Hello::Login(Box::new(Accepted {
             identity,
             reply: system::packet(system::SEQ_HANDSHAKE, 0, reply.encode_to_vec()),
             sealer,
             opener,
+            resume_key,
+        })))
+    }
+
+    /// §3 step 5 for an encrypted hello: the public key's length, the client signature when a
+    /// client certificate is configured, and a contributory X25519 result. Returns the shared
+    /// secret and the server's public key.
+    fn exchange_with(
+        &self,
+        hello: &CsHandshake,
+        ephemeral: [u8; 32],
+    ) -> Result<([u8; 32], [u8; 32])> {
+        if hello.r#pub.len() != 32 {
+            return Err(Error::BadPublicKeyLength(hello.r#pub.len()));
+        }
+        if let Some(cert) = &self.client_cert
+            && !cert.verifies(&hello.r#pub, &hello.sign)
+        {
+            return Err(Error::BadClientSignature);
+        }
+        let secret = StaticSecret::from(ephemeral);
+        let shared = exchange(&secret, &hello.r#pub)?;
+        Ok((shared, PublicKey::from(&secret).to_bytes()))
+    }
+
+    /// A resume hello: v2 only, the clock and the key exchange checked as for a login; the
+    /// token is not looked at (the session already has its identity).
+    fn accept_resume(
+        &self,
+        hello: CsHandshake,
+        now: i64,
+        ephemeral: [u8; 32],
+    ) -> Result<PendingResume> {
+        if hello.version != VERSION_V2 {
+            return Err(Error::ModeNotAllowed("resume without the v2 handshake"));
+        }
+        check_skew(hello.timestamp, now, self.max_skew_secs)?;
+        let (shared, server_pub) = self.exchange_with(&hello, ephemeral)?;
+        Ok(PendingResume {
+            client_pub: hello.r#pub.as_slice().try_into().expect("length checked"),
+            ticket: hello.resume_ticket,
+            received: hello.resume_received,
+            proof: hello.resume_proof,
+            client_timestamp: hello.timestamp,
+            server_pub,
+            server_timestamp: now,
+            shared,
         })
     }
 }
@@ -269,13 +482,16 @@ pub struct ClientHandshakeConfig {
     pub server_id: i64,
     /// `CSHandshake.cert_version`.
     pub cert_version: i32,
+    /// Ask for a resume ticket (v2 only; PROTOCOL.md §13).
+    pub resumable: bool,
 }
 
 /// A client handshake in flight: the hello has been sent, the reply is awaited.
 pub(crate) struct ClientHello {
     secret: StaticSecret,
     client_pub: [u8; 32],
-    token: String,
+    /// What the transcript binds: the token, or a resume's ticket in hex.
+    credential: String,
     mode: Mode,
 }
 
@@ -285,6 +501,10 @@ pub(crate) struct Established {
     pub(crate) opener: Opener,
     pub(crate) start_index: i32,
     pub(crate) server_time: i64,
+    /// The ticket to resume this session with, when the server issued one.
+    pub(crate) resume: Option<ResumeTicket>,
+    /// The server resumed an existing session.
+    pub(crate) resumed: bool,
 }
 
 impl ClientHandshakeConfig {
@@ -317,12 +537,56 @@ impl ClientHandshakeConfig {
             } else {
                 VERSION_LEGACY
             },
+            resumable: self.resumable && self.mode == Mode::V2,
+            ..Default::default()
         };
         let state = ClientHello {
             secret,
             client_pub,
-            token: token.to_owned(),
+            credential: token.to_owned(),
             mode: self.mode,
+        };
+        (
+            state,
+            system::packet(system::SEQ_HANDSHAKE, 0, hello.encode_to_vec()),
+        )
+    }
+
+    /// Builds the hello that resumes the session of `ticket`, having received `received`
+    /// server-to-client packets in it, at time `now`.
+    pub(crate) fn resume_hello(
+        &self,
+        ticket: &ResumeTicket,
+        received: u64,
+        now: i64,
+        ephemeral: [u8; 32],
+    ) -> (ClientHello, Packet) {
+        let secret = StaticSecret::from(ephemeral);
+        let client_pub = PublicKey::from(&secret).to_bytes();
+        let ticket_bytes = &ticket.offer.ticket;
+        let hello = CsHandshake {
+            r#pub: client_pub.to_vec(),
+            sign: self
+                .client_key
+                .as_ref()
+                .map(|key| key.sign(&client_pub).to_vec())
+                .unwrap_or_default(),
+            server_id: self.server_id,
+            timestamp: now,
+            cert_version: self.cert_version,
+            version: VERSION_V2,
+            resumable: true,
+            resume_ticket: ticket_bytes.clone(),
+            resume_received: received,
+            resume_proof: resume_proof(&ticket.key, ticket_bytes, &client_pub, now, received)
+                .to_vec(),
+            ..Default::default()
+        };
+        let state = ClientHello {
+            secret,
+            client_pub,
+            credential: resume_credential(ticket_bytes),
+            mode: Mode::V2,
         };
         (
             state,
@@ -334,6 +598,7 @@ impl ClientHandshakeConfig {
     pub(crate) fn finish(&self, hello: ClientHello, reply: &Packet) -> Result<Established> {
         let reply = ScHandshake::decode(handshake_data(reply)?)
             .map_err(|e| Error::decode("SCHandshake", e))?;
+        let mut resume = None;
         let (sealer, opener) = match hello.mode {
             Mode::Unencrypted => (Sealer::plain(), Opener::plain()),
             Mode::V2 | Mode::Legacy => {
@@ -345,10 +610,19 @@ impl ClientHandshakeConfig {
                         &hello.client_pub,
                         &server_pub,
                         reply.timestamp,
-                        &hello.token,
+                        &hello.credential,
                     );
                     if !self.server_key.verifies(&th, &reply.sign) {
                         return Err(Error::BadServerSignature);
+                    }
+                    if !reply.resume_ticket.is_empty() {
+                        resume = Some(ResumeTicket {
+                            offer: ResumeOffer {
+                                ticket: reply.resume_ticket.clone(),
+                                window_secs: reply.resume_window,
+                            },
+                            key: derive_resume_key(&shared, &th),
+                        });
                     }
                     let keys = derive_keys(&shared, &th);
                     (Sealer::v2(&keys.c2s), Opener::v2(&keys.s2c))
@@ -365,6 +639,8 @@ impl ClientHandshakeConfig {
             opener,
             start_index: reply.start_index,
             server_time: reply.timestamp,
+            resume,
+            resumed: reply.resumed,
         })
     }
 }

@@ -16,8 +16,10 @@ use crate::compress::Compression;
 use crate::error::{Error, Result};
 use crate::frame;
 use crate::handshake::{
-    ClientHandshakeConfig, ClientHello, ServerHandshakeConfig, SessionIdentity,
+    ClientHandshakeConfig, ClientHello, Hello, PendingResume, ResumeOffer, ResumeTicket,
+    ServerHandshakeConfig, SessionIdentity,
 };
+use crate::system;
 
 /// Limits and compression shared by both ends.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -67,6 +69,13 @@ impl SessionConfig {
 pub enum ServerEvent {
     /// The handshake succeeded; the reply is in the output buffer.
     Established(SessionIdentity),
+    /// The client asks to resume the session of `ticket`; nothing has been replied yet. The
+    /// driver hands this session to the one the ticket names, which finishes it with
+    /// [`ServerSession::finish_resume`].
+    ResumeRequested {
+        /// The ticket as presented.
+        ticket: Vec<u8>,
+    },
     /// A client packet, opened, index-checked and inflated.
     Packet(Packet),
 }
@@ -76,10 +85,12 @@ struct Open {
     opener: Opener,
     identity: SessionIdentity,
     next_index: i32,
+    resume_key: Option<[u8; 32]>,
 }
 
 enum ServerState {
     AwaitingHello,
+    Resuming(Box<PendingResume>),
     Open(Box<Open>),
 }
 
@@ -90,6 +101,8 @@ pub struct ServerSession {
     state: ServerState,
     /// The X25519 secret to use instead of a random one (test vectors).
     pinned_ephemeral: Option<[u8; 32]>,
+    /// The resume ticket a login that asks for one gets.
+    offer: Option<ResumeOffer>,
 }
 
 impl ServerSession {
@@ -100,7 +113,14 @@ impl ServerSession {
             config,
             state: ServerState::AwaitingHello,
             pinned_ephemeral: None,
+            offer: None,
         }
+    }
+
+    /// Offers `offer` as the resume ticket to a v2 login that asks for one.
+    pub fn with_resume_offer(mut self, offer: ResumeOffer) -> Self {
+        self.offer = Some(offer);
+        self
     }
 
     /// Uses `ephemeral` as the handshake's X25519 secret instead of a random one, so the reply
@@ -114,8 +134,54 @@ impl ServerSession {
     pub fn identity(&self) -> Option<&SessionIdentity> {
         match &self.state {
             ServerState::Open(open) => Some(&open.identity),
-            ServerState::AwaitingHello => None,
+            ServerState::AwaitingHello | ServerState::Resuming(_) => None,
         }
+    }
+
+    /// The key a resume of this session must prove, when the client was given a ticket.
+    pub fn resume_key(&self) -> Option<&[u8; 32]> {
+        match &self.state {
+            ServerState::Open(open) => open.resume_key.as_ref(),
+            ServerState::AwaitingHello | ServerState::Resuming(_) => None,
+        }
+    }
+
+    /// The resume this session was asked for, until it is finished.
+    pub fn pending_resume(&self) -> Option<&PendingResume> {
+        match &self.state {
+            ServerState::Resuming(pending) => Some(pending),
+            ServerState::AwaitingHello | ServerState::Open(_) => None,
+        }
+    }
+
+    /// Finishes the resume this session was asked for, on behalf of `previous`, the session
+    /// the ticket names: checks the proof under `previous`'s resume key, appends the reply
+    /// (offering `offer` as the next ticket) to `out`, and continues `previous`'s identity and
+    /// index. `previous` is left without a resume key: its ticket is spent.
+    pub fn finish_resume(
+        &mut self,
+        previous: &mut ServerSession,
+        offer: &ResumeOffer,
+        out: &mut BytesMut,
+    ) -> Result<()> {
+        let ServerState::Resuming(pending) = &self.state else {
+            return Err(Error::UnexpectedState("no resume requested"));
+        };
+        let ServerState::Open(old) = &mut previous.state else {
+            return Err(Error::ResumeUnknown);
+        };
+        let key = old.resume_key.ok_or(Error::ResumeUnknown)?;
+        let resumed = pending.finish(&self.handshake, &key, old.next_index, offer)?;
+        old.resume_key = None;
+        Sealer::plain().seal(&resumed.reply, self.config.max_frame, out)?;
+        self.state = ServerState::Open(Box::new(Open {
+            sealer: resumed.sealer,
+            opener: resumed.opener,
+            identity: old.identity.clone(),
+            next_index: old.next_index,
+            resume_key: Some(resumed.resume_key),
+        }));
+        Ok(())
     }
 
     /// The configured frame limit (drivers of message transports check frames with it).
@@ -148,7 +214,18 @@ impl ServerSession {
             ServerState::AwaitingHello => {
                 let hello = Packet::decode(&payload[..]).map_err(|e| Error::decode("packet", e))?;
                 let ephemeral = self.pinned_ephemeral.unwrap_or_else(rand::random);
-                let accepted = self.handshake.accept(&hello, now, ephemeral)?;
+                let accepted =
+                    match self
+                        .handshake
+                        .accept(&hello, now, ephemeral, self.offer.as_ref())?
+                    {
+                        Hello::Login(accepted) => accepted,
+                        Hello::Resume(pending) => {
+                            let ticket = pending.ticket().to_vec();
+                            self.state = ServerState::Resuming(pending);
+                            return Ok(ServerEvent::ResumeRequested { ticket });
+                        }
+                    };
                 Sealer::plain().seal(&accepted.reply, self.config.max_frame, out)?;
                 let identity = accepted.identity.clone();
                 self.state = ServerState::Open(Box::new(Open {
@@ -156,9 +233,11 @@ impl ServerSession {
                     opener: accepted.opener,
                     identity: accepted.identity,
                     next_index: crate::handshake::START_INDEX,
+                    resume_key: accepted.resume_key,
                 }));
                 Ok(ServerEvent::Established(identity))
             }
+            ServerState::Resuming(_) => Err(Error::UnexpectedState("resume in progress")),
             ServerState::Open(open) => {
                 let bytes = open.opener.open(payload)?;
                 let packet = self.config.decode_packet(&bytes)?;
@@ -179,7 +258,9 @@ impl ServerSession {
     pub fn send(&mut self, packet: &Packet, out: &mut BytesMut) -> Result<()> {
         match &mut self.state {
             ServerState::Open(open) => self.config.seal_packet(&mut open.sealer, packet, out),
-            ServerState::AwaitingHello => Err(Error::UnexpectedState("awaiting handshake")),
+            ServerState::AwaitingHello | ServerState::Resuming(_) => {
+                Err(Error::UnexpectedState("awaiting handshake"))
+            }
         }
     }
 }
@@ -189,10 +270,12 @@ impl ServerSession {
 pub enum ClientEvent {
     /// The server accepted the handshake.
     Established {
-        /// The first index the server expects (always 1 today).
+        /// The first index the server expects (1, or where a resumed session goes on).
         start_index: i32,
         /// The server's clock at the handshake, unix seconds.
         server_time: i64,
+        /// The server resumed the session instead of starting a new one.
+        resumed: bool,
     },
     /// A reply (index echoed) or push (index 0) from the server.
     Packet(Packet),
@@ -201,7 +284,6 @@ pub enum ClientEvent {
 struct ClientOpen {
     sealer: Sealer,
     opener: Opener,
-    next_index: i32,
 }
 
 enum ClientState {
@@ -211,11 +293,34 @@ enum ClientState {
     Failed,
 }
 
+/// Client packets a resumable session keeps until the server has them: a reply (or heartbeat
+/// reply) echoing index `k` shows the edge took every packet up to `k`.
+pub const MAX_UNACKED: usize = 256;
+/// A resumable client acknowledges server packets after this many (PROTOCOL.md §13).
+pub const ACK_EVERY: u64 = 32;
+
+/// What a resumable client keeps across connections.
+#[derive(Debug, Default)]
+struct Resume {
+    ticket: Option<ResumeTicket>,
+    /// Server packets received in the session.
+    received: u64,
+    /// `received` when the last acknowledgement was sent.
+    acked: u64,
+    /// Packets sent, oldest first, not yet shown to have reached the edge.
+    unacked: std::collections::VecDeque<Packet>,
+}
+
 /// The client end of a connection.
 pub struct ClientSession {
     handshake: ClientHandshakeConfig,
     config: SessionConfig,
     state: ClientState,
+    /// The next request index; it continues across resumes.
+    next_index: i32,
+    resume: Resume,
+    /// Packets a finished resume re-sealed, waiting for the driver.
+    pending_resend: BytesMut,
 }
 
 impl ClientSession {
@@ -246,7 +351,47 @@ impl ClientSession {
             handshake,
             config,
             state: ClientState::AwaitingReply(hello),
+            next_index: crate::handshake::START_INDEX,
+            resume: Resume::default(),
+            pending_resend: BytesMut::new(),
         })
+    }
+
+    /// The ticket this session can be resumed with, once the server has issued one.
+    pub fn resume_ticket(&self) -> Option<&ResumeTicket> {
+        self.resume.ticket.as_ref()
+    }
+
+    /// Server packets received in this session, over every connection.
+    pub fn received(&self) -> u64 {
+        self.resume.received
+    }
+
+    /// Starts resuming this session over a new connection at time `now`: appends the resume
+    /// hello to `out` (the driver sends it on the new connection, with an empty input buffer).
+    /// The ticket is spent; the reply brings the next.
+    pub fn start_resume(&mut self, now: i64, out: &mut BytesMut) -> Result<()> {
+        self.start_resume_with_ephemeral(now, rand::random(), out)
+    }
+
+    /// [`ClientSession::start_resume`] with a chosen X25519 secret (test vectors pin it).
+    pub fn start_resume_with_ephemeral(
+        &mut self,
+        now: i64,
+        ephemeral: [u8; 32],
+        out: &mut BytesMut,
+    ) -> Result<()> {
+        let ticket = self
+            .resume
+            .ticket
+            .take()
+            .ok_or(Error::UnexpectedState("no resume ticket"))?;
+        let (hello, packet) =
+            self.handshake
+                .resume_hello(&ticket, self.resume.received, now, ephemeral);
+        Sealer::plain().seal(&packet, self.config.max_frame, out)?;
+        self.state = ClientState::AwaitingReply(hello);
+        Ok(())
     }
 
     /// The configured frame limit.
@@ -264,10 +409,24 @@ impl ClientSession {
     }
 
     /// Handles one frame payload (header already stripped and checked).
+    /// A resumed handshake's reply may be followed at once by the first packets of the
+    /// session, sealed under the new keys.
     pub fn handle_frame(&mut self, payload: BytesMut) -> Result<ClientEvent> {
         if let ClientState::Open(open) = &mut self.state {
             let bytes = open.opener.open(payload)?;
-            return Ok(ClientEvent::Packet(self.config.decode_packet(&bytes)?));
+            let packet = self.config.decode_packet(&bytes)?;
+            let resume = &mut self.resume;
+            resume.received += 1;
+            if packet.index > 0 {
+                while resume
+                    .unacked
+                    .front()
+                    .is_some_and(|sent| sent.index <= packet.index)
+                {
+                    resume.unacked.pop_front();
+                }
+            }
+            return Ok(ClientEvent::Packet(packet));
         }
         let ClientState::AwaitingReply(hello) =
             std::mem::replace(&mut self.state, ClientState::Failed)
@@ -276,15 +435,62 @@ impl ClientSession {
         };
         let reply = Packet::decode(&payload[..]).map_err(|e| Error::decode("packet", e))?;
         let done = self.handshake.finish(hello, &reply)?;
-        self.state = ClientState::Open(Box::new(ClientOpen {
+        let mut open = Box::new(ClientOpen {
             sealer: done.sealer,
             opener: done.opener,
-            next_index: done.start_index,
-        }));
+        });
+        let mut resend = BytesMut::new();
+        if done.resumed {
+            // Everything from `start_index` on never reached the edge: send it again, in order,
+            // under the new keys. The caller flushes it with whatever it sends next.
+            let unacked = &mut self.resume.unacked;
+            unacked.retain(|sent| sent.index >= done.start_index);
+            let first = unacked.front().map_or(self.next_index, |sent| sent.index);
+            if first != done.start_index {
+                return Err(Error::ResumeGap(format!(
+                    "the server expects index {}, this client kept from {first}",
+                    done.start_index
+                )));
+            }
+            for sent in unacked.iter() {
+                self.config
+                    .seal_packet(&mut open.sealer, sent, &mut resend)?;
+            }
+        } else {
+            self.next_index = done.start_index;
+        }
+        self.resume.ticket = done.resume;
+        self.state = ClientState::Open(open);
+        self.pending_resend = resend;
         Ok(ClientEvent::Established {
             start_index: done.start_index,
             server_time: done.server_time,
+            resumed: done.resumed,
         })
+    }
+
+    /// Appends what a resume must send again (packets the edge never got) to `out`; empty
+    /// unless a resume has just finished.
+    pub fn take_resend(&mut self, out: &mut BytesMut) {
+        out.extend_from_slice(&self.pending_resend.split());
+    }
+
+    /// Whether enough server packets arrived since the last acknowledgement that the next write
+    /// should carry one ([`ClientSession::ack`]).
+    pub fn ack_due(&self) -> bool {
+        self.resume.ticket.is_some() && self.resume.received - self.resume.acked >= ACK_EVERY
+    }
+
+    /// Appends a `CSResumeAck` for every server packet received so far to `out`.
+    pub fn ack(&mut self, out: &mut BytesMut) -> Result<()> {
+        let received = self.resume.received;
+        let ack = janus_proto::message::CsResumeAck { received };
+        self.send(
+            system::packet(system::SEQ_RESUME_ACK, 0, ack.encode_to_vec()),
+            out,
+        )?;
+        self.resume.acked = received;
+        Ok(())
     }
 
     /// Sends a request: sets its `index` to the session counter, seals it into `out`, and
@@ -293,10 +499,17 @@ impl ClientSession {
         let ClientState::Open(open) = &mut self.state else {
             return Err(Error::UnexpectedState("handshake not finished"));
         };
-        let index = open.next_index;
+        let index = self.next_index;
         packet.index = index;
         self.config.seal_packet(&mut open.sealer, &packet, out)?;
-        open.next_index = index.wrapping_add(1);
+        self.next_index = index.wrapping_add(1);
+        if self.resume.ticket.is_some() {
+            let unacked = &mut self.resume.unacked;
+            if unacked.len() == MAX_UNACKED {
+                unacked.pop_front();
+            }
+            unacked.push_back(packet);
+        }
         Ok(index)
     }
 

@@ -17,6 +17,10 @@ pub const SEQ_HEARTBEAT: i32 = 2;
 pub const SEQ_UNEXPECTED_ERR: i32 = 3;
 /// `SCServerLogout` push.
 pub const SEQ_LOGOUT: i32 = 4;
+/// `CSResumeAck`: the client acknowledges server-to-client packets (PROTOCOL.md §13).
+pub const SEQ_RESUME_ACK: i32 = 5;
+/// `CSBye`: the client is leaving; its session is not kept for a resume.
+pub const SEQ_BYE: i32 = 6;
 
 /// A System packet with the given sequence id, index and body.
 pub fn packet(seq: i32, index: i32, data: Vec<u8>) -> Packet {

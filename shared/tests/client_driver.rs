@@ -42,6 +42,7 @@ fn client_config(mode: Mode) -> ClientConfig {
             mode,
             server_id: 0,
             cert_version: 0,
+            resumable: false,
         },
         session: SessionConfig::default(),
         handshake_timeout: Duration::from_secs(5),
@@ -78,6 +79,7 @@ async fn serve_tcp(mut tcp: TcpStream) -> Option<Error> {
             match session.poll(&mut input, unix_now(), &mut out) {
                 Ok(Some(ServerEvent::Packet(p))) => respond(&mut session, p, &mut out),
                 Ok(Some(ServerEvent::Established(_))) => {}
+                Ok(Some(ServerEvent::ResumeRequested { .. })) => return Some(Error::ResumeUnknown),
                 Ok(None) => break,
                 Err(e) => return Some(e),
             }
@@ -105,6 +107,7 @@ async fn serve_ws(tcp: TcpStream) -> Option<Error> {
         match session.handle_frame(BytesMut::from(payload), unix_now(), &mut out) {
             Ok(ServerEvent::Packet(p)) => respond(&mut session, p, &mut out),
             Ok(ServerEvent::Established(_)) => {}
+            Ok(ServerEvent::ResumeRequested { .. }) => return Some(Error::ResumeUnknown),
             Err(e) => return Some(e),
         }
         // One frame per message: split what the session wrote back into frames.

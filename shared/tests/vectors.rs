@@ -15,7 +15,9 @@ use bytes::BytesMut;
 use janus_proto::gate::intra::v1::{AuthToken, OnlineStatus};
 use janus_proto::packet::Packet;
 use janus_shared::cipher::DirectionKeys;
-use janus_shared::handshake::{self, ClientHandshakeConfig, Mode, ServerHandshakeConfig};
+use janus_shared::handshake::{
+    self, ClientHandshakeConfig, Mode, ResumeOffer, ServerHandshakeConfig,
+};
 use janus_shared::keys::{SigningKey, TokenKey};
 use janus_shared::session::{
     ClientEvent, ClientSession, ServerEvent, ServerSession, SessionConfig,
@@ -33,6 +35,11 @@ const SERVER_EPHEMERAL: [u8; 32] = [0x55; 32];
 const LEGACY_NONCES: [[u8; 12]; 2] = [[0x66; 12], [0x77; 12]];
 const CLIENT_TIME: i64 = 1_750_000_000;
 const SERVER_TIME: i64 = 1_750_000_002;
+const RESUME_CLIENT_EPHEMERAL: [u8; 32] = [0x88; 32];
+const RESUME_SERVER_EPHEMERAL: [u8; 32] = [0x99; 32];
+const RESUME_CLIENT_TIME: i64 = CLIENT_TIME + 20;
+const RESUME_SERVER_TIME: i64 = SERVER_TIME + 20;
+const RESUME_WINDOW: i32 = 30;
 
 fn claims() -> AuthToken {
     AuthToken {
@@ -81,6 +88,7 @@ fn configs(mode: Mode) -> (ServerHandshakeConfig, ClientHandshakeConfig, String)
         mode,
         server_id: 0,
         cert_version: 1,
+        resumable: false,
     };
     let server = ServerHandshakeConfig {
         signing_key,
@@ -180,6 +188,152 @@ fn v2_vectors() -> Value {
     })
 }
 
+/// A ticket as an edge makes them: `be64(session id) || 16 random bytes`.
+fn ticket(id: u64, fill: u8) -> Vec<u8> {
+    let mut ticket = id.to_be_bytes().to_vec();
+    ticket.extend_from_slice(&[fill; 16]);
+    ticket
+}
+
+/// The v2 login again, asking for a ticket (same secrets, so the same `shared` and `th`), one
+/// request and its reply, then a resume over a new connection.
+fn resume_vectors() -> Value {
+    let (server_cfg, mut client_cfg, token) = configs(Mode::V2);
+    client_cfg.resumable = true;
+    let server_cfg = Arc::new(server_cfg);
+    let first = ticket(7, 0xa1);
+    let mut hello = BytesMut::new();
+    let mut client = ClientSession::start_with_ephemeral(
+        client_cfg,
+        SessionConfig::default(),
+        &token,
+        CLIENT_TIME,
+        CLIENT_EPHEMERAL,
+        &mut hello,
+    )
+    .unwrap();
+    let mut server = ServerSession::new(server_cfg.clone(), SessionConfig::default())
+        .with_ephemeral(SERVER_EPHEMERAL)
+        .with_resume_offer(ResumeOffer {
+            ticket: first.clone(),
+            window_secs: RESUME_WINDOW,
+        });
+    let mut reply = BytesMut::new();
+    server.poll(&mut hello, SERVER_TIME, &mut reply).unwrap();
+    client.poll(&mut reply).unwrap();
+    let (client_pub, server_pub, shared) = publics();
+    let th = handshake::transcript_hash(&client_pub, &server_pub, SERVER_TIME, &token);
+    let resume_key = handshake::derive_resume_key(&shared, &th);
+    assert_eq!(client.resume_ticket().unwrap().key, resume_key);
+    assert_eq!(server.resume_key(), Some(&resume_key));
+    let (request, response) = packets();
+    let mut wire = BytesMut::new();
+    client.send(request, &mut wire).unwrap();
+    server
+        .poll(&mut wire, SERVER_TIME, &mut BytesMut::new())
+        .unwrap();
+    server.send(&response, &mut wire).unwrap();
+    client.poll(&mut wire).unwrap();
+    assert_eq!(client.received(), 1);
+
+    let mut resume_hello = BytesMut::new();
+    client
+        .start_resume_with_ephemeral(
+            RESUME_CLIENT_TIME,
+            RESUME_CLIENT_EPHEMERAL,
+            &mut resume_hello,
+        )
+        .unwrap();
+    let hello_frame = hex::encode(&resume_hello);
+    let mut fresh = ServerSession::new(server_cfg, SessionConfig::default())
+        .with_ephemeral(RESUME_SERVER_EPHEMERAL);
+    let mut out = BytesMut::new();
+    let event = fresh
+        .poll(&mut resume_hello, RESUME_SERVER_TIME, &mut out)
+        .unwrap();
+    assert_eq!(
+        event,
+        Some(ServerEvent::ResumeRequested {
+            ticket: first.clone()
+        })
+    );
+    let next = ticket(7, 0xb2);
+    fresh
+        .finish_resume(
+            &mut server,
+            &ResumeOffer {
+                ticket: next.clone(),
+                window_secs: RESUME_WINDOW,
+            },
+            &mut out,
+        )
+        .unwrap();
+    let reply_frame = hex::encode(&out);
+    assert_eq!(
+        client.poll(&mut out).unwrap(),
+        Some(ClientEvent::Established {
+            start_index: 2,
+            server_time: RESUME_SERVER_TIME,
+            resumed: true
+        })
+    );
+
+    let client_secret = StaticSecret::from(RESUME_CLIENT_EPHEMERAL);
+    let server_secret = StaticSecret::from(RESUME_SERVER_EPHEMERAL);
+    let new_client_pub = PublicKey::from(&client_secret).to_bytes();
+    let new_server_pub = PublicKey::from(&server_secret).to_bytes();
+    let new_shared = server_secret
+        .diffie_hellman(&PublicKey::from(new_client_pub))
+        .to_bytes();
+    let new_th = handshake::transcript_hash(
+        &new_client_pub,
+        &new_server_pub,
+        RESUME_SERVER_TIME,
+        &hex::encode(&first),
+    );
+    let keys = handshake::derive_keys(&new_shared, &new_th);
+    let proof =
+        handshake::resume_proof(&resume_key, &first, &new_client_pub, RESUME_CLIENT_TIME, 1);
+
+    // The first packet after the resume, sealed under the new keys with counter 0.
+    let push = Packet {
+        data: b"while you were away".to_vec(),
+        r#mod: 9,
+        seq: 1,
+        ..Default::default()
+    };
+    let mut s2c = BytesMut::new();
+    fresh.send(&push, &mut s2c).unwrap();
+    let s2c_frame = hex::encode(&s2c);
+    assert_eq!(
+        client.poll(&mut s2c).unwrap(),
+        Some(ClientEvent::Packet(push.clone()))
+    );
+
+    json!({
+        "ticket": hex::encode(&first),
+        "window_secs": RESUME_WINDOW,
+        "resume_key": hex::encode(resume_key),
+        "received": 1,
+        "client_ephemeral_secret": hex::encode(RESUME_CLIENT_EPHEMERAL),
+        "server_ephemeral_secret": hex::encode(RESUME_SERVER_EPHEMERAL),
+        "client_timestamp": RESUME_CLIENT_TIME,
+        "server_timestamp": RESUME_SERVER_TIME,
+        "proof": hex::encode(proof),
+        "client_hello_frame": hello_frame,
+        "transcript_hash": hex::encode(new_th),
+        "server_reply_frame": reply_frame,
+        "next_ticket": hex::encode(&next),
+        "start_index": 2,
+        "c2s": dir_json(&keys.c2s),
+        "s2c": dir_json(&keys.s2c),
+        "next_resume_key": hex::encode(handshake::derive_resume_key(&new_shared, &new_th)),
+        "frames": [
+            { "direction": "s2c", "counter": 0, "packet": packet_json(&push), "packet_bytes": hex::encode(push.encode_to_vec()), "frame": s2c_frame },
+        ],
+    })
+}
+
 /// A legacy frame sealed with a chosen nonce, following the spec directly (the implementation
 /// draws random nonces, so it is checked by opening these).
 fn legacy_frame(key: &[u8; 32], nonce: &[u8; 12], packet: &Packet) -> Vec<u8> {
@@ -255,6 +409,7 @@ fn vectors() -> Value {
         },
         "v2": v2_vectors(),
         "legacy": legacy_vectors(),
+        "resume": resume_vectors(),
     })
 }
 

@@ -80,6 +80,7 @@ impl Target {
                     mode: Mode::V2,
                     server_id: 0,
                     cert_version: 0,
+                    resumable: false,
                 },
                 session: SessionConfig::default(),
                 handshake_timeout: Duration::from_secs(30),

@@ -23,6 +23,19 @@ pub struct CsHandshake {
     /// Janus addition: 2 = Janus v2 handshake; absent/0 = go-pantheon legacy.
     #[prost(int32, tag = "7")]
     pub version: i32,
+    /// Janus v2 addition: ask for a resume ticket (PROTOCOL.md §13).
+    #[prost(bool, tag = "8")]
+    pub resumable: bool,
+    /// Janus v2 addition: resume the session of this ticket instead of logging in (`token` is
+    /// then ignored).
+    #[prost(bytes = "vec", tag = "9")]
+    pub resume_ticket: ::prost::alloc::vec::Vec<u8>,
+    /// With `resume_ticket`: server-to-client packets received in the session so far.
+    #[prost(uint64, tag = "10")]
+    pub resume_received: u64,
+    /// With `resume_ticket`: HMAC-SHA256 under the session's resume key (PROTOCOL.md §13).
+    #[prost(bytes = "vec", tag = "11")]
+    pub resume_proof: ::prost::alloc::vec::Vec<u8>,
 }
 /// Server hello: seq 1, sent in plaintext in reply to CSHandshake.
 #[allow(clippy::all)]
@@ -39,9 +52,18 @@ pub struct ScHandshake {
     pub timestamp: i64,
     #[prost(int32, tag = "4")]
     pub cert_version: i32,
-    /// First request index the server expects (1).
+    /// First request index the server expects (1; on a resume, the next index of the session).
     #[prost(int32, tag = "5")]
     pub start_index: i32,
+    /// Janus v2 addition: the ticket to resume this session with (PROTOCOL.md §13).
+    #[prost(bytes = "vec", tag = "6")]
+    pub resume_ticket: ::prost::alloc::vec::Vec<u8>,
+    /// How long after losing its connection the session waits for a resume, in seconds.
+    #[prost(int32, tag = "7")]
+    pub resume_window: i32,
+    /// This handshake resumed an existing session.
+    #[prost(bool, tag = "8")]
+    pub resumed: bool,
 }
 /// Heartbeat request: seq 2.
 #[allow(clippy::all)]
@@ -106,6 +128,20 @@ pub mod sc_heartbeat {
     }
 }
 /// Push (seq 3): a request failed inside the gateway.
+/// Janus addition, System seq 5, client to server, no reply: acknowledges server-to-client
+/// packets so the edge can forget them (PROTOCOL.md §13).
+#[allow(clippy::all)]
+#[derive(Clone, Copy, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct CsResumeAck {
+    /// Server-to-client packets received in the session so far.
+    #[prost(uint64, tag = "1")]
+    pub received: u64,
+}
+/// Janus addition, System seq 6, client to server: the client is leaving; the session ends now
+/// instead of waiting for a resume.
+#[allow(clippy::all)]
+#[derive(Clone, Copy, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct CsBye {}
 #[allow(clippy::all)]
 #[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
 pub struct ScServerUnexpectedErr {

@@ -34,6 +34,7 @@ fn fixture() -> Fixture {
             mode: Mode::V2,
             server_id: 0,
             cert_version: 1,
+            resumable: false,
         },
         server: ServerHandshakeConfig {
             signing_key,
@@ -100,7 +101,8 @@ impl Fixture {
             event,
             ClientEvent::Established {
                 start_index: 1,
-                server_time: NOW
+                server_time: NOW,
+                resumed: false
             }
         ));
         pair
@@ -523,4 +525,217 @@ fn sends_before_the_handshake_are_refused() {
         pair.client.send(Packet::default(), &mut pair.c2s),
         Err(Error::UnexpectedState(_))
     ));
+}
+
+/// A resumable v2 pair: the server offers `ticket`, the client asks for one.
+fn resumable_pair(f: &mut Fixture, ticket: &[u8]) -> Pair {
+    f.client.resumable = true;
+    let mut pair = f.start();
+    pair.server = ServerSession::new(Arc::new(f.server.clone()), SessionConfig::default())
+        .with_resume_offer(ResumeOffer {
+            ticket: ticket.to_vec(),
+            window_secs: 30,
+        });
+    assert!(matches!(
+        pair.server_poll().unwrap(),
+        Some(ServerEvent::Established(_))
+    ));
+    pair.client.poll(&mut pair.s2c).unwrap().unwrap();
+    pair
+}
+
+/// Sends the client's resume hello to a fresh server session; returns it and the bytes.
+fn resume_hello(pair: &mut Pair, f: &Fixture) -> ServerSession {
+    let mut hello = BytesMut::new();
+    pair.client.start_resume(NOW, &mut hello).unwrap();
+    let mut fresh = ServerSession::new(Arc::new(f.server.clone()), SessionConfig::default());
+    let mut out = BytesMut::new();
+    let event = fresh.poll(&mut hello, NOW, &mut out).unwrap();
+    assert!(
+        matches!(event, Some(ServerEvent::ResumeRequested { .. })),
+        "{event:?}"
+    );
+    assert!(
+        out.is_empty(),
+        "nothing is replied before the session decides"
+    );
+    fresh
+}
+
+#[test]
+fn a_resumed_session_keeps_its_identity_and_indices_under_new_keys() {
+    let mut f = fixture();
+    let mut pair = resumable_pair(&mut f, b"ticket-1");
+    let ticket = pair.client.resume_ticket().unwrap().clone();
+    assert_eq!(ticket.offer.ticket, b"ticket-1");
+    assert_eq!(ticket.offer.window_secs, 30);
+
+    // Request 1 arrives and is answered; request 2 is lost with the connection.
+    pair.request(b"one");
+    let Some(ServerEvent::Packet(one)) = pair.server_poll().unwrap() else {
+        panic!("a packet")
+    };
+    pair.server
+        .send(
+            &Packet {
+                index: one.index,
+                data: b"re one".to_vec(),
+                ..Default::default()
+            },
+            &mut pair.s2c,
+        )
+        .unwrap();
+    let Some(ClientEvent::Packet(_)) = pair.client.poll(&mut pair.s2c).unwrap() else {
+        panic!("the reply")
+    };
+    assert_eq!(pair.client.received(), 1);
+    pair.request(b"two");
+    pair.c2s.clear();
+
+    let mut fresh = resume_hello(&mut pair, &f);
+    assert_eq!(fresh.pending_resume().unwrap().received(), 1);
+    let next = ResumeOffer {
+        ticket: b"ticket-2".to_vec(),
+        window_secs: 30,
+    };
+    let mut reply = BytesMut::new();
+    fresh
+        .finish_resume(&mut pair.server, &next, &mut reply)
+        .unwrap();
+    assert_eq!(fresh.identity().unwrap().uid, 1001);
+    assert!(
+        pair.server.resume_key().is_none(),
+        "the old session's ticket is spent"
+    );
+    let event = pair.client.poll(&mut reply).unwrap().unwrap();
+    assert_eq!(
+        event,
+        ClientEvent::Established {
+            start_index: 2,
+            server_time: NOW,
+            resumed: true
+        }
+    );
+    assert_eq!(
+        pair.client.resume_ticket().unwrap().offer.ticket,
+        b"ticket-2"
+    );
+
+    // The client sends request 2 again under the new keys; the index rule goes on from there.
+    let mut resend = BytesMut::new();
+    pair.client.take_resend(&mut resend);
+    let Some(ServerEvent::Packet(two)) = fresh.poll(&mut resend, NOW, &mut reply).unwrap() else {
+        panic!("the resent request")
+    };
+    assert_eq!((two.index, two.data.as_slice()), (2, &b"two"[..]));
+    pair.server = fresh;
+    assert_eq!(pair.request(b"three"), 3);
+    let Some(ServerEvent::Packet(three)) = pair.server_poll().unwrap() else {
+        panic!("a packet")
+    };
+    assert_eq!(three.index, 3);
+}
+
+#[test]
+fn a_resume_without_the_session_keys_or_with_a_spent_ticket_is_denied() {
+    let mut f = fixture();
+    let mut pair = resumable_pair(&mut f, b"ticket-1");
+    let mut stolen = pair.client.resume_ticket().unwrap().clone();
+    stolen.key[0] ^= 1;
+
+    // A ticket whose proof was made without the session's key.
+    let mut thief = ClientSession::start(
+        f.client.clone(),
+        SessionConfig::default(),
+        &f.token(),
+        NOW,
+        &mut BytesMut::new(),
+    )
+    .unwrap();
+    thief.resume.ticket = Some(stolen);
+    thief.state = ClientState::Open(Box::new(ClientOpen {
+        sealer: Sealer::plain(),
+        opener: Opener::plain(),
+    }));
+    let mut hello = BytesMut::new();
+    thief.start_resume(NOW, &mut hello).unwrap();
+    let mut fresh = ServerSession::new(Arc::new(f.server.clone()), SessionConfig::default());
+    let mut out = BytesMut::new();
+    fresh.poll(&mut hello, NOW, &mut out).unwrap();
+    let next = ResumeOffer {
+        ticket: b"ticket-2".to_vec(),
+        window_secs: 30,
+    };
+    assert_eq!(
+        fresh
+            .finish_resume(&mut pair.server, &next, &mut out)
+            .unwrap_err()
+            .kind(),
+        "resume_denied"
+    );
+    assert!(out.is_empty(), "nothing is replied to a denied resume");
+    assert!(
+        pair.server.resume_key().is_some(),
+        "a denied resume leaves the session's ticket alone"
+    );
+
+    // The real client resumes once; its old ticket cannot be used again.
+    let spent = pair.client.resume_ticket().unwrap().clone();
+    let mut first = resume_hello(&mut pair, &f);
+    first
+        .finish_resume(&mut pair.server, &next, &mut out)
+        .unwrap();
+    pair.client.resume.ticket = Some(spent);
+    let mut again = resume_hello(&mut pair, &f);
+    let refused = again.finish_resume(&mut pair.server, &next, &mut BytesMut::new());
+    assert_eq!(refused.unwrap_err().kind(), "resume_unknown");
+    let refused = again.finish_resume(&mut first, &next, &mut BytesMut::new());
+    assert_eq!(
+        refused.unwrap_err().kind(),
+        "resume_denied",
+        "the spent ticket does not prove the new session's key"
+    );
+}
+
+#[test]
+fn only_a_v2_client_that_asks_gets_a_ticket() {
+    let f = fixture();
+    let mut pair = f.start();
+    pair.server = ServerSession::new(Arc::new(f.server.clone()), SessionConfig::default())
+        .with_resume_offer(ResumeOffer {
+            ticket: b"t".to_vec(),
+            window_secs: 30,
+        });
+    pair.server_poll().unwrap();
+    pair.client.poll(&mut pair.s2c).unwrap();
+    assert!(pair.server.resume_key().is_none());
+    assert!(pair.client.resume_ticket().is_none());
+    assert!(!pair.client.ack_due());
+}
+
+#[test]
+fn a_resumable_client_acknowledges_every_few_packets() {
+    let mut f = fixture();
+    let mut pair = resumable_pair(&mut f, b"ticket-1");
+    for n in 0..ACK_EVERY {
+        assert!(!pair.client.ack_due(), "after {n}");
+        pair.server.send(&system::logout(0), &mut pair.s2c).unwrap();
+        pair.client.poll(&mut pair.s2c).unwrap().unwrap();
+    }
+    assert!(pair.client.ack_due());
+    pair.client.ack(&mut pair.c2s).unwrap();
+    assert!(!pair.client.ack_due());
+    let Some(ServerEvent::Packet(ack)) = pair.server_poll().unwrap() else {
+        panic!("the ack")
+    };
+    assert_eq!(
+        (ack.r#mod, ack.seq),
+        (system::MODULE, system::SEQ_RESUME_ACK)
+    );
+    assert_eq!(
+        janus_proto::message::CsResumeAck::decode(&ack.data[..])
+            .unwrap()
+            .received,
+        ACK_EVERY
+    );
 }

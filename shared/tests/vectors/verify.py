@@ -8,6 +8,7 @@ Exit status 0 and "N passed, 0 failed" when every check holds.
 """
 import base64
 import hashlib
+import hmac
 import json
 import pathlib
 import struct
@@ -162,6 +163,57 @@ def main():
         c.eq(f"legacy {f['direction']} nonce", payload[:12], h(f["nonce"]))
         p = parse_proto(AESGCM(shared).decrypt(payload[:12], payload[12:], None))
         c.eq(f"legacy {f['direction']} packet data", p.get(1, b"").decode(), f["packet"]["data_utf8"])
+
+    # Session resume (§13): the resume key of the v2 handshake, the proof, the new transcript
+    # binding the ticket, the reply naming the next ticket, and fresh keys.
+    r = v["resume"]
+    resume_key = HKDF(algorithm=hashes.SHA256(), length=32, salt=th, info=b"janus-v2 resume key").derive(shared)
+    c.eq("resume key", resume_key, h(r["resume_key"]))
+    eph_c = X25519PrivateKey.from_private_bytes(h(r["client_ephemeral_secret"]))
+    eph_s = X25519PrivateKey.from_private_bytes(h(r["server_ephemeral_secret"]))
+    pub_c = eph_c.public_key().public_bytes(*RAW)
+    pub_s = eph_s.public_key().public_bytes(*RAW)
+    ticket = h(r["ticket"])
+    c.eq("ticket length", len(ticket), 24)
+    proof = hmac.new(resume_key, b"janus-v2 resume" + ticket + pub_c + struct.pack(">q", r["client_timestamp"]) + struct.pack(">Q", r["received"]), hashlib.sha256).digest()
+    c.eq("resume proof", proof, h(r["proof"]))
+    _, payload = unframe(h(r["client_hello_frame"]))
+    packet = parse_proto(payload)
+    c.eq("resume hello mod/seq", (packet.get(4), packet.get(5)), (1, 1))
+    hello = parse_proto(packet[1])
+    c.eq("resume hello.pub", hello.get(1), pub_c)
+    c.eq("resume hello.token absent", hello.get(3), None)
+    c.eq("resume hello.timestamp", hello.get(5), r["client_timestamp"])
+    c.eq("resume hello.version", hello.get(7), 2)
+    c.eq("resume hello.resumable", hello.get(8), 1)
+    c.eq("resume hello.resume_ticket", hello.get(9), ticket)
+    c.eq("resume hello.resume_received", hello.get(10), r["received"])
+    c.eq("resume hello.resume_proof", hello.get(11), proof)
+    new_shared = eph_c.exchange(X25519PublicKey.from_public_bytes(pub_s))
+    new_th = hashlib.sha256(b"janus-v2" + pub_c + pub_s + struct.pack(">q", r["server_timestamp"]) + ticket.hex().encode()).digest()
+    c.eq("resume transcript hash", new_th, h(r["transcript_hash"]))
+    _, payload = unframe(h(r["server_reply_frame"]))
+    reply = parse_proto(parse_proto(payload)[1])
+    c.eq("resume reply.pub", reply.get(1), pub_s)
+    c.eq("resume reply.sign", reply.get(2), server_sk.sign(new_th))
+    c.eq("resume reply.timestamp", reply.get(3), r["server_timestamp"])
+    c.eq("resume reply.start_index", reply.get(5), r["start_index"])
+    c.eq("resume reply.resume_ticket", reply.get(6), h(r["next_ticket"]))
+    c.eq("resume reply.resume_window", reply.get(7), r["window_secs"])
+    c.eq("resume reply.resumed", reply.get(8), 1)
+    okm = HKDF(algorithm=hashes.SHA256(), length=88, salt=new_th, info=b"janus-v2 session keys").derive(new_shared)
+    new_keys = {"c2s": (okm[0:32], okm[64:76]), "s2c": (okm[32:64], okm[76:88])}
+    for d in ("c2s", "s2c"):
+        c.eq(f"resume {d} key", new_keys[d][0], h(r[d]["key"]))
+        c.eq(f"resume {d} iv", new_keys[d][1], h(r[d]["iv"]))
+    next_key = HKDF(algorithm=hashes.SHA256(), length=32, salt=new_th, info=b"janus-v2 resume key").derive(new_shared)
+    c.eq("next resume key", next_key, h(r["next_resume_key"]))
+    for f in r["frames"]:
+        key, iv = new_keys[f["direction"]]
+        nonce = bytes(a ^ b for a, b in zip(iv, b"\0\0\0\0" + struct.pack(">Q", f["counter"])))
+        plain = h(f["packet_bytes"])
+        header = struct.pack(">I", len(plain) + 16)
+        c.eq(f"resume {f['direction']} frame", header + AESGCM(key).encrypt(nonce, plain, header), h(f["frame"]))
 
     print(f"vectors: {c.passed} passed, {c.failed} failed")
     return 1 if c.failed else 0

@@ -1,0 +1,189 @@
+//! Session resume against a running edge, broker (routes in Redis) and demo game: a client loses
+//! its TCP connection while a game service pushes, comes back over WebSocket, then moves to QUIC
+//! while still connected; every push arrives exactly once and in order, and the broker session
+//! and its tunnel are the ones from before. A session nobody resumes ends when its window does.
+
+use std::time::Duration;
+
+use janus_integration_tests::stack::{COLOR, Stack, echo, metric, recv, wait_metric};
+use janus_proto::broadcaster::service::push::v1::{
+    MulticastRequest, PushBody, push_service_client::PushServiceClient,
+};
+use janus_shared::client::{Client, ClientConfig};
+use janus_shared::handshake::Mode;
+
+const PUSHES: u32 = 400;
+const BROKER_SESSIONS: &str = "janus_broker_live{what=\"sessions\"}";
+const PLAYER_TUNNELS: &str =
+    "janus_broker_tunnel_opens_total{result=\"ok\",service=\"roma.player.service\"}";
+
+fn resumable(stack: &Stack) -> ClientConfig {
+    let mut config = stack.ground.keys.client_config(Mode::V2);
+    config.handshake.resumable = true;
+    config
+}
+
+async fn round_trip(client: &mut Client, text: &str) {
+    let reply = tokio::time::timeout(
+        Duration::from_secs(10),
+        client.request(echo(text.as_bytes()), |push| {
+            panic!("no push expected during {text}: {push:?}")
+        }),
+    )
+    .await
+    .expect("an answer within 10 s")
+    .expect("the session answers");
+    assert_eq!(reply.data, text.as_bytes());
+}
+
+/// Receives pushes until `got` holds `until` of them.
+async fn collect(client: &mut Client, got: &mut Vec<u32>, until: usize) {
+    while got.len() < until {
+        let push = recv(client).await;
+        let n = std::str::from_utf8(&push.data)
+            .ok()
+            .and_then(|s| s.parse().ok())
+            .unwrap_or_else(|| panic!("not a numbered push: {push:?}"));
+        got.push(n);
+    }
+}
+
+#[tokio::test]
+async fn a_session_resumes_over_other_transports_without_losing_or_repeating_a_push() {
+    let stack = Stack::start(|_| {}).await;
+    let (edge, broker) = (stack.edge.admin_addr, stack.broker.admin_addr);
+    let uid = 4242;
+    let mut client = Client::connect(
+        &stack.tcp(),
+        &resumable(&stack),
+        &stack.ground.keys.token(uid),
+    )
+    .await
+    .unwrap();
+    let window = client.resume_ticket().expect("a ticket").offer.window_secs;
+    assert_eq!(window, 30, "the default window");
+    round_trip(&mut client, "before").await;
+    wait_metric(broker, PLAYER_TUNNELS, |v| v == 1.0).await;
+
+    // The game service pushes numbered messages, paced so the stream spans both moves.
+    let mut push = PushServiceClient::connect(format!("http://{}", stack.broker.endpoint()))
+        .await
+        .unwrap();
+    let pusher = tokio::spawn(async move {
+        for n in 0..PUSHES {
+            let pushed = push
+                .multicast(MulticastRequest {
+                    bodies: vec![PushBody {
+                        data: n.to_string().into_bytes(),
+                        r#mod: 9,
+                        ..Default::default()
+                    }],
+                    uids: vec![uid],
+                    color: COLOR.into(),
+                })
+                .await
+                .unwrap()
+                .into_inner()
+                .pushed_uids;
+            assert_eq!(pushed, vec![uid], "push {n} found the session");
+            tokio::time::sleep(Duration::from_millis(3)).await;
+        }
+    });
+
+    // The TCP connection drops mid-stream, unread pushes in flight; the edge parks the session
+    // and keeps what the game pushes meanwhile.
+    let mut got = Vec::new();
+    collect(&mut client, &mut got, 100).await;
+    client.disconnect();
+    wait_metric(edge, "janus_edge_sessions_parked", |v| v == 1.0).await;
+    let parked_at = got.len();
+
+    // Back over WebSocket.
+    client
+        .resume(&stack.ws(), Duration::from_secs(5))
+        .await
+        .unwrap();
+    wait_metric(edge, "janus_edge_sessions_parked", |v| v == 0.0).await;
+    collect(&mut client, &mut got, 250).await;
+
+    // Over to QUIC while the WebSocket is still up (the edge learns of the move from the
+    // resume itself).
+    client
+        .resume(
+            &janus_integration_tests::stack::quic(&stack.edge),
+            Duration::from_secs(5),
+        )
+        .await
+        .unwrap();
+    collect(&mut client, &mut got, PUSHES as usize).await;
+    pusher.await.unwrap();
+
+    let expected: Vec<u32> = (0..PUSHES).collect();
+    assert_eq!(
+        got, expected,
+        "every push exactly once, in order (parked after {parked_at})"
+    );
+    round_trip(&mut client, "after").await;
+    assert_eq!(
+        metric(edge, "janus_edge_resumes_total{result=\"ok\"}").await,
+        Some(2.0)
+    );
+    assert_eq!(
+        metric(broker, BROKER_SESSIONS).await,
+        Some(1.0),
+        "the same broker session"
+    );
+    assert_eq!(
+        metric(broker, PLAYER_TUNNELS).await,
+        Some(1.0),
+        "the same tunnel"
+    );
+    assert_eq!(
+        metric(edge, "janus_edge_closes_total{reason=\"client_closed\"}").await,
+        None,
+        "no session ended on the way"
+    );
+
+    // A resumable client that leaves says so: its session ends at once.
+    client.close().await.unwrap();
+    wait_metric(
+        edge,
+        "janus_edge_closes_total{reason=\"client_closed\"}",
+        |v| v == 1.0,
+    )
+    .await;
+    wait_metric(broker, BROKER_SESSIONS, |v| v == 0.0).await;
+    assert_eq!(metric(edge, "janus_edge_sessions_parked").await, Some(0.0));
+}
+
+#[tokio::test]
+async fn a_session_nobody_resumes_ends_with_its_window_and_its_ticket_is_refused() {
+    let stack = Stack::start(|config| config.resume.window_secs = 1).await;
+    let (edge, broker) = (stack.edge.admin_addr, stack.broker.admin_addr);
+    let keys = &stack.ground.keys;
+    let mut neighbour = stack.client(&stack.tcp(), 11).await;
+    let mut client = Client::connect(&stack.tcp(), &resumable(&stack), &keys.token(12))
+        .await
+        .unwrap();
+    round_trip(&mut client, "before").await;
+    client.disconnect();
+    wait_metric(
+        edge,
+        "janus_edge_closes_total{reason=\"resume_expired\"}",
+        |v| v == 1.0,
+    )
+    .await;
+    wait_metric(broker, BROKER_SESSIONS, |v| v == 1.0).await;
+    assert_eq!(metric(edge, "janus_edge_sessions_parked").await, Some(0.0));
+
+    let late = client.resume(&stack.ws(), Duration::from_secs(5)).await;
+    assert!(late.is_err(), "an expired session cannot be resumed");
+    wait_metric(
+        edge,
+        "janus_edge_resumes_total{result=\"resume_unknown\"}",
+        |v| v == 1.0,
+    )
+    .await;
+    neighbour.send(echo(b"still here")).await.unwrap();
+    assert_eq!(recv(&mut neighbour).await.data, b"still here");
+}
