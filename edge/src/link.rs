@@ -87,13 +87,31 @@ impl BrokerLink {
     /// Queues `frame` for the broker, waiting for room; false if the link is down. The wait
     /// (a full link queue) is the rare path and runs boxed: this future lives inside every
     /// session's task, so its size is memory per session.
+    /// A closed queue means the link's stream is gone even if its task has not noticed yet: the
+    /// link is marked down at once, so the session's re-attach does not pick it again.
     pub async fn send(&self, frame: EdgeFrame) -> bool {
         let sender = lock(&self.sender).clone();
         let Some(tx) = sender else { return false };
-        match tx.try_send(frame) {
+        let sent = match tx.try_send(frame) {
             Ok(()) => true,
             Err(mpsc::error::TrySendError::Closed(_)) => false,
             Err(mpsc::error::TrySendError::Full(frame)) => Box::pin(tx.send(frame)).await.is_ok(),
+        };
+        if !sent {
+            self.closed(&tx);
+        }
+        sent
+    }
+
+    /// The queue `tx` was found closed: the link is lost, unless it has already been replaced
+    /// by a newer connection.
+    fn closed(&self, tx: &mpsc::Sender<EdgeFrame>) {
+        let current = lock(&self.sender)
+            .as_ref()
+            .is_some_and(|now| now.same_channel(tx));
+        if current {
+            tracing::warn!(broker = %self.endpoint, "broker link queue closed");
+            self.lost();
         }
     }
 
@@ -143,7 +161,9 @@ impl BrokerLink {
         *lock(&self.sender) = None;
         self.up.send_replace(false);
         for (_, slot) in lock(&self.sessions).drain() {
-            if slot.tx.try_send(Downlink::LinkLost).is_err() {
+            // A closed queue is a session already gone or already moved; only a full one is a
+            // slow consumer.
+            if let Err(mpsc::error::TrySendError::Full(_)) = slot.tx.try_send(Downlink::LinkLost) {
                 slot.overflow.cancel();
             }
         }
@@ -407,5 +427,66 @@ mod tests {
             assert!((800..1200).contains(&n), "{broker} got {n} of 3000");
         }
         assert!(moved > 0);
+    }
+
+    fn link_with_queue() -> (BrokerLink, mpsc::Receiver<EdgeFrame>) {
+        let (tx, rx) = mpsc::channel(4);
+        let link = BrokerLink {
+            endpoint: "10.0.0.1:17100".into(),
+            up: watch::channel(true).0,
+            sender: Mutex::new(Some(tx)),
+            sessions: Mutex::new(HashMap::new()),
+            removed: CancellationToken::new(),
+        };
+        (link, rx)
+    }
+
+    #[tokio::test]
+    async fn a_send_that_finds_the_link_gone_marks_it_down_and_moves_its_sessions() {
+        let (link, rx) = link_with_queue();
+        let (tx, mut down) = mpsc::channel(4);
+        let overflow = CancellationToken::new();
+        link.attach(
+            7,
+            SessionSlot {
+                tx,
+                overflow: overflow.clone(),
+            },
+        );
+        assert!(link.send(EdgeFrame::default()).await);
+        drop(rx);
+        assert!(!link.send(EdgeFrame::default()).await);
+        assert!(!link.is_up(), "picked no more");
+        assert!(matches!(down.recv().await, Some(Downlink::LinkLost)));
+        assert!(!overflow.is_cancelled());
+    }
+
+    #[tokio::test]
+    async fn a_stale_queue_does_not_take_down_the_link_that_replaced_it() {
+        let (link, rx) = link_with_queue();
+        let stale = lock(&link.sender).clone().unwrap();
+        drop(rx);
+        let (fresh, _fresh_rx) = mpsc::channel(4);
+        *lock(&link.sender) = Some(fresh);
+        link.closed(&stale);
+        assert!(link.is_up());
+        assert!(link.send(EdgeFrame::default()).await);
+    }
+
+    #[test]
+    fn a_session_that_already_moved_is_not_taken_for_a_slow_consumer() {
+        let (link, _rx) = link_with_queue();
+        let (tx, down) = mpsc::channel(4);
+        let overflow = CancellationToken::new();
+        link.attach(
+            7,
+            SessionSlot {
+                tx,
+                overflow: overflow.clone(),
+            },
+        );
+        drop(down);
+        link.lost();
+        assert!(!overflow.is_cancelled());
     }
 }

@@ -325,8 +325,26 @@ impl Session {
         }
     }
 
-    /// Opens the session on the broker the hash picks.
+    /// Moves the session to the broker the hash picks now (its link dropped).
+    async fn reattach(&mut self) -> Result<(), Close> {
+        if let Some(old) = self.broker.take() {
+            old.detach(self.id);
+        }
+        self.attach(true).await
+    }
+
+    /// Opens the session on the broker the hash picks; a link found dead on the way is marked
+    /// down by the failed send, so the next pick is another broker.
     async fn attach(&mut self, reattach: bool) -> Result<(), Close> {
+        for _ in 0..self.state.links.all().len().max(1) {
+            if self.try_attach(reattach).await? {
+                return Ok(());
+            }
+        }
+        Err(Close::NoBroker)
+    }
+
+    async fn try_attach(&mut self, reattach: bool) -> Result<bool, Close> {
         let identity = self
             .identity
             .as_ref()
@@ -364,14 +382,14 @@ impl Session {
             .await;
         if !sent {
             broker.detach(self.id);
-            return Err(Close::NoBroker);
+            return Ok(false);
         }
         if reattach {
             tracing::info!(broker = %broker.endpoint, "session re-attached");
         }
         self.broker = Some(broker);
         self.downlink = Some(rx);
-        Ok(())
+        Ok(true)
     }
 
     async fn serve(&mut self) -> Close {
@@ -382,6 +400,12 @@ impl Session {
         let idle = Duration::from_secs(rules.idle_timeout_secs);
         let idle_timer = tokio::time::sleep(idle);
         tokio::pin!(idle_timer);
+        // A resumed session starts with its handshake reply and replayed packets to write.
+        if !self.out.is_empty()
+            && let Err(close) = self.write().await
+        {
+            return close;
+        }
         loop {
             let mut downlink = self.downlink.take().expect("attached");
             let mut handoffs = self.handoffs.take();
@@ -416,8 +440,7 @@ impl Session {
             match step {
                 Ok(Step::Continue | Step::Resumed) => {}
                 Ok(Step::Reattach) => {
-                    self.broker = None;
-                    if let Err(close) = self.attach(true).await {
+                    if let Err(close) = self.reattach().await {
                         return close;
                     }
                 }
@@ -617,10 +640,7 @@ impl Session {
             match step? {
                 Step::Continue => {}
                 Step::Resumed => return Ok(()),
-                Step::Reattach => {
-                    self.broker = None;
-                    self.attach(true).await?;
-                }
+                Step::Reattach => self.reattach().await?,
             }
         }
     }
@@ -703,13 +723,20 @@ impl Session {
             slot: self.slot.expect("a connection has its slot"),
             done,
         });
+        // No session holds this ticket (any more): decided here, counted here.
+        let unknown = |io: FrameIo| {
+            let close = Close::from(janus_shared::Error::ResumeUnknown);
+            state
+                .metrics
+                .resumes
+                .with_label_values(&[close.kind()])
+                .inc();
+            Some((close, io))
+        };
         let refused = match state.resumable.find(&ticket) {
-            None => Some((Close::from(janus_shared::Error::ResumeUnknown), handoff.io)),
+            None => unknown(handoff.io),
             Some(session) => match session.send_timeout(handoff, timeout).await {
-                Err(e) => Some((
-                    Close::from(janus_shared::Error::ResumeUnknown),
-                    e.into_inner().io,
-                )),
+                Err(e) => unknown(e.into_inner().io),
                 Ok(()) => match tokio::time::timeout(timeout, answer).await {
                     Ok(Ok(Ok(()))) => None,
                     Ok(Ok(Err(refused))) => Some(refused),
@@ -730,13 +757,6 @@ impl Session {
             state.metrics.handshakes.with_label_values(&["ok"]).inc();
             return;
         };
-        if matches!(close, Close::Protocol("resume_unknown", _)) {
-            state
-                .metrics
-                .resumes
-                .with_label_values(&[close.kind()])
-                .inc();
-        }
         tracing::info!(reason = close.kind(), "resume refused; connection closed");
         state
             .metrics

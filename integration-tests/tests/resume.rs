@@ -123,10 +123,25 @@ async fn a_session_resumes_over_other_transports_without_losing_or_repeating_a_p
         got, expected,
         "every push exactly once, in order (parked after {parked_at})"
     );
+
+    // A request sent just before the connection drops, with nothing else going on: its reply
+    // comes with the resume (from the edge's kept packets, or the request is sent again).
+    let index = client.send(echo(b"in flight")).await.unwrap();
+    client.disconnect();
+    wait_metric(edge, "janus_edge_sessions_parked", |v| v == 1.0).await;
+    client
+        .resume(&stack.tcp(), Duration::from_secs(5))
+        .await
+        .unwrap();
+    let reply = recv(&mut client).await;
+    assert_eq!(
+        (reply.index, reply.data.as_slice()),
+        (index, &b"in flight"[..])
+    );
     round_trip(&mut client, "after").await;
     assert_eq!(
         metric(edge, "janus_edge_resumes_total{result=\"ok\"}").await,
-        Some(2.0)
+        Some(3.0)
     );
     assert_eq!(
         metric(broker, BROKER_SESSIONS).await,

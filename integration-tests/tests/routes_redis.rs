@@ -49,6 +49,43 @@ async fn an_unreachable_redis_is_a_prompt_error_and_recovery_is_automatic() {
 }
 
 #[tokio::test]
+async fn a_connection_redis_dropped_costs_no_failed_call() {
+    let redis = janus_integration_tests::redis().await;
+    let url = format!("redis://{}", redis.addr);
+    let store = RedisRoutes::standalone(&url, Duration::from_secs(2)).unwrap();
+    store.swap("k", "v", Duration::from_secs(60)).await.unwrap();
+
+    // What a Redis restart does to a broker: its pooled connection dies, and the broker learns
+    // of it only from the next command.
+    let mut admin = redis::Client::open(url)
+        .unwrap()
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap();
+    let killed: i64 = redis::cmd("CLIENT")
+        .arg("KILL")
+        .arg("TYPE")
+        .arg("normal")
+        .query_async(&mut admin)
+        .await
+        .unwrap();
+    assert_eq!(killed, 1, "the store's connection was killed");
+    assert_eq!(
+        store.get("k").await.unwrap().as_deref(),
+        Some("v"),
+        "the first call after the drop succeeds"
+    );
+    assert_eq!(
+        store
+            .swap("k", "w", Duration::from_secs(60))
+            .await
+            .unwrap()
+            .as_deref(),
+        Some("v")
+    );
+}
+
+#[tokio::test]
 async fn redis_cluster_store_meets_the_route_store_contract() {
     let port = {
         let probe = std::net::TcpListener::bind("127.0.0.1:0").unwrap();

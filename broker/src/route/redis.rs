@@ -90,18 +90,41 @@ impl RedisRoutes {
         }
     }
 
-    async fn deadline<T>(&self, op: impl Future<Output = redis::RedisResult<T>>) -> Result<T> {
+    /// Runs `op` under the deadline. A command that failed because the connection had dropped
+    /// (Redis restarted: the manager learns its connection is dead only from a failed command)
+    /// is sent once more, on the connection the manager makes again. Every operation here is
+    /// idempotent or converges when repeated (a repeated swap or claim finds its own value).
+    async fn deadline<T, Fut>(&self, op: impl Fn() -> Fut) -> Result<T>
+    where
+        Fut: Future<Output = redis::RedisResult<T>>,
+    {
+        let mut result = self.within(op()).await?;
+        if let Err(e) = &result
+            && (e.is_connection_dropped() || e.is_io_error())
+        {
+            tracing::debug!(error = %e, "route store connection dropped; trying again");
+            result = self.within(op()).await?;
+        }
+        result.map_err(store_err)
+    }
+
+    async fn within<T>(
+        &self,
+        op: impl Future<Output = redis::RedisResult<T>>,
+    ) -> Result<redis::RedisResult<T>> {
         tokio::time::timeout(self.timeout, op)
             .await
-            .map_err(|_| store_err(format!("no answer within {:?}", self.timeout)))?
-            .map_err(store_err)
+            .map_err(|_| store_err(format!("no answer within {:?}", self.timeout)))
     }
 
     async fn query<T: FromRedisValue>(&self, cmd: &Cmd) -> Result<T> {
-        match self.conn.clone() {
-            Conn::Single(mut c) => self.deadline(cmd.query_async(&mut c)).await,
-            Conn::Cluster(mut c) => self.deadline(cmd.query_async(&mut c)).await,
-        }
+        self.deadline(|| async {
+            match self.conn.clone() {
+                Conn::Single(mut c) => cmd.query_async(&mut c).await,
+                Conn::Cluster(mut c) => cmd.query_async(&mut c).await,
+            }
+        })
+        .await
     }
 
     async fn script<T: FromRedisValue>(
@@ -118,10 +141,13 @@ impl RedisRoutes {
         ) -> redis::RedisResult<T> {
             script.key(key).arg(args).invoke_async(conn).await
         }
-        match self.conn.clone() {
-            Conn::Single(mut c) => self.deadline(run(script, key, args, &mut c)).await,
-            Conn::Cluster(mut c) => self.deadline(run(script, key, args, &mut c)).await,
-        }
+        self.deadline(|| async {
+            match self.conn.clone() {
+                Conn::Single(mut c) => run(script, key, args, &mut c).await,
+                Conn::Cluster(mut c) => run(script, key, args, &mut c).await,
+            }
+        })
+        .await
     }
 }
 
@@ -145,14 +171,21 @@ impl RouteStore for RedisRoutes {
             pipe.cmd("GET").arg(key);
         }
         match self.conn.clone() {
-            Conn::Single(mut c) => self.deadline(pipe.query_async(&mut c)).await,
+            Conn::Single(c) => {
+                self.deadline(|| {
+                    let mut c = c.clone();
+                    let pipe = &pipe;
+                    async move { pipe.query_async(&mut c).await }
+                })
+                .await
+            }
             Conn::Cluster(c) => {
                 futures_util::future::try_join_all(keys.iter().map(|key| {
-                    let mut c = c.clone();
-                    async move {
-                        self.deadline(redis::cmd("GET").arg(key).query_async(&mut c))
-                            .await
-                    }
+                    let c = &c;
+                    self.deadline(move || {
+                        let mut c = c.clone();
+                        async move { redis::cmd("GET").arg(key).query_async(&mut c).await }
+                    })
                 }))
                 .await
             }
