@@ -590,11 +590,11 @@ impl Session {
         } else {
             HeartbeatCode::Succeeded
         };
-        self.emit(Arc::new(system::heartbeat_reply(
-            packet.index,
-            now,
-            code as i32,
-        )))
+        // Not kept for a resume: heartbeat replies are not counted (PROTOCOL.md §13.2).
+        let reply = system::heartbeat_reply(packet.index, now, code as i32);
+        self.proto.send(&reply, &mut self.out)?;
+        self.traffic.frames_out.inc();
+        Ok(())
     }
 
     /// The connection is gone but the client holds a ticket: close the connection, free its

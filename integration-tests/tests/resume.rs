@@ -9,8 +9,11 @@ use janus_integration_tests::stack::{COLOR, Stack, echo, metric, recv, wait_metr
 use janus_proto::broadcaster::service::push::v1::{
     MulticastRequest, PushBody, push_service_client::PushServiceClient,
 };
-use janus_shared::client::{Client, ClientConfig};
+use janus_proto::message::CsHeartbeat;
+use janus_shared::client::{Client, ClientConfig, unix_now};
 use janus_shared::handshake::Mode;
+use janus_shared::system;
+use prost::Message;
 
 const PUSHES: u32 = 400;
 const BROKER_SESSIONS: &str = "janus_broker_live{what=\"sessions\"}";
@@ -94,6 +97,19 @@ async fn a_session_resumes_over_other_transports_without_losing_or_repeating_a_p
     // and keeps what the game pushes meanwhile.
     let mut got = Vec::new();
     collect(&mut client, &mut got, 100).await;
+    // A heartbeat whose reply is lost with the connection: heartbeat replies are not replayed
+    // (a replayed one would break the count of numbered pushes below).
+    let beat = CsHeartbeat {
+        client_time: unix_now(),
+    };
+    client
+        .send(system::packet(
+            system::SEQ_HEARTBEAT,
+            0,
+            beat.encode_to_vec(),
+        ))
+        .await
+        .unwrap();
     client.disconnect();
     wait_metric(edge, "janus_edge_sessions_parked", |v| v == 1.0).await;
     let parked_at = got.len();
@@ -139,6 +155,11 @@ async fn a_session_resumes_over_other_transports_without_losing_or_repeating_a_p
         (index, &b"in flight"[..])
     );
     round_trip(&mut client, "after").await;
+    assert_eq!(
+        client.received(),
+        u64::from(PUSHES) + 3,
+        "the pushes and three replies, each counted once across four connections"
+    );
     assert_eq!(
         metric(edge, "janus_edge_resumes_total{result=\"ok\"}").await,
         Some(3.0)

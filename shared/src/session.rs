@@ -416,7 +416,9 @@ impl ClientSession {
             let bytes = open.opener.open(payload)?;
             let packet = self.config.decode_packet(&bytes)?;
             let resume = &mut self.resume;
-            resume.received += 1;
+            if !system::is_heartbeat(&packet) {
+                resume.received += 1;
+            }
             if packet.index > 0 {
                 while resume
                     .unacked

@@ -33,6 +33,11 @@ pub fn packet(seq: i32, index: i32, data: Vec<u8>) -> Packet {
     }
 }
 
+/// Whether `packet` is a heartbeat (request or reply).
+pub fn is_heartbeat(packet: &Packet) -> bool {
+    packet.r#mod == MODULE && packet.seq == SEQ_HEARTBEAT
+}
+
 /// The reply to a heartbeat that carried `index`.
 pub fn heartbeat_reply(index: i32, server_time: i64, code: i32) -> Packet {
     packet(

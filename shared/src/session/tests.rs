@@ -723,6 +723,15 @@ fn a_resumable_client_acknowledges_every_few_packets() {
         pair.client.poll(&mut pair.s2c).unwrap().unwrap();
     }
     assert!(pair.client.ack_due());
+    pair.server
+        .send(&system::heartbeat_reply(1, NOW, 1), &mut pair.s2c)
+        .unwrap();
+    pair.client.poll(&mut pair.s2c).unwrap().unwrap();
+    assert_eq!(
+        pair.client.received(),
+        ACK_EVERY,
+        "heartbeat replies are not counted"
+    );
     pair.client.ack(&mut pair.c2s).unwrap();
     assert!(!pair.client.ack_due());
     let Some(ServerEvent::Packet(ack)) = pair.server_poll().unwrap() else {
