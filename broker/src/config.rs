@@ -27,6 +27,10 @@ pub struct BrokerConfig {
     pub discovery: DiscoveryConfig,
     /// Which service and tunnel each client module goes to.
     pub tunnels: TunnelsConfig,
+    /// Milliseconds between HTTP/2 pings to each linked edge; an edge that leaves one
+    /// unanswered for as long again is gone (crashed, or cut off by a partition): its sessions
+    /// here end, as they have moved or died with it.
+    pub edge_keepalive_ms: u64,
 }
 
 impl Default for BrokerConfig {
@@ -39,6 +43,7 @@ impl Default for BrokerConfig {
             bus: BusConfig::default(),
             discovery: DiscoveryConfig::default(),
             tunnels: TunnelsConfig::default(),
+            edge_keepalive_ms: 2000,
         }
     }
 }
@@ -268,6 +273,7 @@ impl Validate for BrokerConfig {
     fn validate(&self, problems: &mut Problems) {
         problems.check_addr("listen", &self.listen);
         problems.check_addr("admin_listen", &self.admin_listen);
+        problems.check_positive("edge_keepalive_ms", self.edge_keepalive_ms);
         if let Some(advertise) = &self.advertise {
             problems.check(
                 advertise

@@ -119,8 +119,11 @@ impl Broker {
         let pusher = Pusher::new(state.clone());
         pusher.serve_bus().await?;
         let shutdown = state.shutdown.clone();
+        let keepalive = Duration::from_millis(state.config.edge_keepalive_ms);
         let router = tonic::transport::Server::builder()
             .tcp_nodelay(true)
+            .http2_keepalive_interval(Some(keepalive))
+            .http2_keepalive_timeout(Some(keepalive))
             .add_service(EdgeLinkServer::new(LinkService::new(state.clone())))
             .add_service(BroadcasterPush::new(pusher.clone()))
             .add_service(GatePushServer::new(GatePush(pusher)));

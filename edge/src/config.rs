@@ -333,6 +333,10 @@ pub struct BrokersConfig {
     pub max_batch: usize,
     /// Milliseconds between reconnect attempts to a broker.
     pub reconnect_ms: u64,
+    /// Milliseconds between HTTP/2 pings on each broker link; a ping unanswered for as long
+    /// again marks the link down and its sessions move to another broker (a broker that died
+    /// without closing its connections, or a partition, is noticed within about twice this).
+    pub keepalive_ms: u64,
 }
 
 impl Default for BrokersConfig {
@@ -344,6 +348,7 @@ impl Default for BrokersConfig {
             link_queue: 8192,
             max_batch: 256,
             reconnect_ms: 500,
+            keepalive_ms: 2000,
         }
     }
 }
@@ -532,6 +537,7 @@ impl Validate for EdgeConfig {
             );
         }
         problems.check_positive("brokers.link_queue", self.brokers.link_queue);
+        problems.check_positive("brokers.keepalive_ms", self.brokers.keepalive_ms);
         problems.check_positive("brokers.max_batch", self.brokers.max_batch);
         problems.check_positive("brokers.reconnect_ms", self.brokers.reconnect_ms);
     }

@@ -346,8 +346,8 @@ async fn connect(
         .map_err(|e| e.to_string())?
         .connect_timeout(Duration::from_secs(2))
         .tcp_nodelay(true)
-        .http2_keep_alive_interval(Duration::from_secs(10))
-        .keep_alive_timeout(Duration::from_secs(5))
+        .http2_keep_alive_interval(Duration::from_millis(config.keepalive_ms))
+        .keep_alive_timeout(Duration::from_millis(config.keepalive_ms))
         .connect()
         .await
         .map_err(|e| e.to_string())?;

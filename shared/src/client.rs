@@ -278,16 +278,16 @@ impl Client {
         }
     }
 
-    /// Closes the connection politely; a resumable session first says `CSBye`, so the server
-    /// ends it now instead of keeping it for a resume.
+    /// Closes the connection politely: says `CSBye` first, so the server ends the session now
+    /// (instead of keeping a resumable one for a resume, or waiting for the idle timeout on
+    /// KCP, which has no close of its own).
     pub async fn close(mut self) -> Result<()> {
         if matches!(self.conn, Conn::Gone) {
             return Ok(());
         }
-        if self.session.resume_ticket().is_some() {
-            let bye = crate::system::packet(crate::system::SEQ_BYE, 0, Vec::new());
-            self.send(bye).await?;
-        }
+        // Best effort: the server may already have closed its side.
+        let bye = crate::system::packet(crate::system::SEQ_BYE, 0, Vec::new());
+        let _ = self.send(bye).await;
         match &mut self.conn {
             Conn::Stream(s) => s.shutdown().await?,
             Conn::WebSocket(ws) => SinkExt::close(ws.as_mut())
