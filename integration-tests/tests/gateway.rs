@@ -5,7 +5,9 @@ use std::time::Duration;
 
 use janus_broker::demo;
 use janus_broker::route::{RouteStore, gate_route_key};
-use janus_integration_tests::stack::{COLOR, Stack, all_transports, assert_logout, http_get, recv};
+use janus_integration_tests::stack::{
+    COLOR, Stack, all_transports, assert_logout, http_get, recv, wait_metric,
+};
 use janus_proto::message::sc_server_logout::Code as LogoutCode;
 use janus_proto::message::{
     CsHeartbeat, ScHeartbeat, ScServerLogout, ScServerUnexpectedErr, sc_heartbeat,
@@ -364,4 +366,27 @@ async fn websocket_over_tls_when_a_certificate_is_configured() {
     )
     .await;
     assert!(plain.is_err(), "a wss listener does not speak plain ws");
+}
+
+#[tokio::test]
+async fn a_client_that_closes_ends_its_session_at_once_on_every_transport() {
+    let stack = Stack::start(|_| {}).await;
+    for (uid, (name, endpoint)) in (1300..).zip(all_transports(&stack.edge)) {
+        let client = stack.client(&endpoint, uid).await;
+        client.close().await.unwrap();
+        // KCP has no close of its own: without the client's CSBye the edge would only learn of
+        // it at the idle timeout (60 s).
+        wait_metric(
+            stack.edge.admin_addr,
+            &format!("janus_edge_sessions{{transport=\"{name}\"}}"),
+            |v| v == 0.0,
+        )
+        .await;
+    }
+    wait_metric(
+        stack.edge.admin_addr,
+        "janus_edge_closes_total{reason=\"client_closed\"}",
+        |v| v == 4.0,
+    )
+    .await;
 }
