@@ -132,7 +132,8 @@ impl Client {
     /// Resumes this session over a new connection to `endpoint` (any transport) with the
     /// ticket the last handshake issued, within `timeout`: the server goes on with the same
     /// session, replays what this client has not received, and this client sends again what
-    /// the server has not received (PROTOCOL.md §13). The old connection is dropped.
+    /// the server has not received (PROTOCOL.md §13). The old connection is dropped. After an
+    /// error the session can be resumed again (for example once the network is back).
     pub async fn resume(&mut self, endpoint: &Endpoint, timeout: Duration) -> Result<()> {
         self.disconnect();
         let resume = async {

@@ -369,7 +369,8 @@ impl ClientSession {
 
     /// Starts resuming this session over a new connection at time `now`: appends the resume
     /// hello to `out` (the driver sends it on the new connection, with an empty input buffer).
-    /// The ticket is spent; the reply brings the next.
+    /// The reply brings the next ticket; until then this one is kept, so a resume whose
+    /// connection failed can be tried again (a server that did take it refuses the retry).
     pub fn start_resume(&mut self, now: i64, out: &mut BytesMut) -> Result<()> {
         self.start_resume_with_ephemeral(now, rand::random(), out)
     }
@@ -384,7 +385,7 @@ impl ClientSession {
         let ticket = self
             .resume
             .ticket
-            .take()
+            .clone()
             .ok_or(Error::UnexpectedState("no resume ticket"))?;
         let (hello, packet) =
             self.handshake

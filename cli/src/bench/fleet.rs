@@ -91,6 +91,12 @@ impl Target {
         })
     }
 
+    /// Players ask for resume tickets.
+    pub(crate) fn resumable(mut self, on: bool) -> Self {
+        self.config.handshake.resumable = on;
+        self
+    }
+
     /// The client configuration players log in with.
     pub(crate) fn client_config(&self) -> &ClientConfig {
         &self.config

@@ -88,6 +88,7 @@ async fn all(args: &AllArgs, json: Option<&std::path::Path>) -> anyhow::Result<(
         concurrency: 256,
         heartbeat_secs: 10,
         hold_secs: 10,
+        resumable: false,
     })
     .await?;
     connect.print(json)?;

@@ -45,6 +45,9 @@ pub(crate) struct ConnectArgs {
     /// Seconds to hold the sessions (heartbeating) before measuring memory.
     #[arg(long, default_value_t = 10)]
     pub(crate) hold_secs: u64,
+    /// Ask for resume tickets (what resumable sessions cost the edge).
+    #[arg(long)]
+    pub(crate) resumable: bool,
 }
 
 /// Ramps to `sessions`, holds them, and reports handshakes/s and memory per session.
@@ -53,7 +56,7 @@ pub(crate) async fn connect(args: &ConnectArgs) -> anyhow::Result<Report> {
     let gateway = Gateway::start().await?;
     tokio::time::sleep(Duration::from_secs(1)).await;
     let (edge0, broker0) = (gateway.edge.rss()?, gateway.broker.rss()?);
-    let target = Target::new(&gateway, args.transport, args.sessions)?;
+    let target = Target::new(&gateway, args.transport, args.sessions)?.resumable(args.resumable);
     let (held, open_failures, ramp) = fleet::open_and_hold(
         &target,
         1..args.sessions as i64 + 1,
@@ -71,6 +74,7 @@ pub(crate) async fn connect(args: &ConnectArgs) -> anyhow::Result<Report> {
     let per = |before: u64, after: u64| after.saturating_sub(before) as f64 / opened.max(1) as f64;
     let rate = opened as f64 / ramp.as_secs_f64();
     report.set("transport", format!("{:?}", args.transport).to_lowercase());
+    report.set("resumable", args.resumable);
     report.set("sessions", opened as u64);
     report.set("ramp_handshakes_per_sec", rate);
     report.set("edge_rss_mib", edge1 as f64 / MIB);

@@ -748,3 +748,24 @@ fn a_resumable_client_acknowledges_every_few_packets() {
         ACK_EVERY
     );
 }
+
+#[test]
+fn a_resume_whose_hello_was_lost_can_be_tried_again() {
+    let mut f = fixture();
+    let mut pair = resumable_pair(&mut f, b"ticket-1");
+    let mut lost = BytesMut::new();
+    pair.client.start_resume(NOW, &mut lost).unwrap();
+    let mut fresh = resume_hello(&mut pair, &f);
+    let mut reply = BytesMut::new();
+    let next = ResumeOffer {
+        ticket: b"ticket-2".to_vec(),
+        window_secs: 30,
+    };
+    fresh
+        .finish_resume(&mut pair.server, &next, &mut reply)
+        .unwrap();
+    assert!(matches!(
+        pair.client.poll(&mut reply).unwrap(),
+        Some(ClientEvent::Established { resumed: true, .. })
+    ));
+}
