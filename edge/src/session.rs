@@ -107,7 +107,9 @@ pub async fn serve(state: Arc<EdgeState>, io: FrameIo, peer: SocketAddr, transpo
     let mut session = Session::new(state.clone(), io, peer, transport, id, slot);
     match session.run().instrument(span.clone()).await {
         Outcome::Ended(close) => session.finish(&close).instrument(span).await,
-        Outcome::Resume(ticket) => session.redeem(ticket).instrument(span).await,
+        // Cold paths run boxed, so the task every session keeps alive is only as large as its
+        // serve loop.
+        Outcome::Resume(ticket) => Box::pin(session.redeem(ticket).instrument(span)).await,
     }
 }
 
@@ -172,10 +174,9 @@ struct Session {
     traffic: Traffic,
     /// `None` while parked.
     slot: Option<Slot>,
-    /// The ticket offered at the handshake, until the session is registered with it.
-    ticket: Option<Vec<u8>>,
-    /// Server packets kept for a resume, when the client holds a ticket.
-    replay: Option<Replay>,
+    /// Server packets kept for a resume, when the client holds a ticket (boxed: most sessions
+    /// have none, and every session's task holds this field).
+    replay: Option<Box<Replay>>,
     /// Connections presenting this session's ticket.
     handoffs: Option<mpsc::Receiver<Box<Handoff>>>,
 }
@@ -213,9 +214,8 @@ impl Session {
             state.handshake.clone(),
             state.config.session.session_config(),
         );
-        let offer = resume_offer(&state, id);
-        if let Some(offer) = &offer {
-            proto = proto.with_resume_offer(offer.clone());
+        if let Some(offer) = resume_offer(&state, id) {
+            proto = proto.with_resume_offer(offer);
         }
         Self {
             traffic: Traffic::new(&state.metrics, transport),
@@ -232,7 +232,6 @@ impl Session {
             downlink: None,
             overflow: CancellationToken::new(),
             slot: Some(slot),
-            ticket: offer.map(|offer| offer.ticket),
             replay: None,
             handoffs: None,
         }
@@ -273,17 +272,18 @@ impl Session {
         if let Err(close) = self.attach(false).await {
             return Outcome::Ended(close);
         }
-        if self.proto.resume_key().is_some()
-            && let Some(ticket) = self.ticket.take()
-        {
+        if let Some(ticket) = self.proto.resume_ticket() {
+            let ticket = ticket.to_vec();
             let (tx, rx) = mpsc::channel(1);
             self.state.resumable.insert(self.id, ticket, tx);
             self.handoffs = Some(rx);
-            self.replay = Some(Replay::new(self.state.config.resume.retain_packets));
+            self.replay = Some(Box::new(Replay::new(
+                self.state.config.resume.retain_packets,
+            )));
         }
         let mut close = self.serve().await;
         while self.replay.is_some() && matches!(close, Close::ClientClosed | Close::Idle) {
-            close = match self.park().await {
+            close = match Box::pin(self.park()).await {
                 Ok(()) => self.serve().await,
                 Err(close) => close,
             };
@@ -413,7 +413,7 @@ impl Session {
                 biased;
                 _ = self.state.logout.cancelled() => Err(Close::Shutdown),
                 Some(handoff) = next_handoff(&mut handoffs) => {
-                    self.take_over(handoff).await.map(|_| Step::Continue)
+                    Box::pin(self.take_over(handoff)).await.map(|_| Step::Continue)
                 }
                 _ = self.overflow.cancelled() => {
                     self.state.metrics.queue_overflows.with_label_values(&["session_outbound"]).inc();

@@ -85,7 +85,13 @@ struct Open {
     opener: Opener,
     identity: SessionIdentity,
     next_index: i32,
-    resume_key: Option<[u8; 32]>,
+    /// The resume ticket this session's client holds, and its key.
+    issued: Option<Box<Issued>>,
+}
+
+struct Issued {
+    key: [u8; 32],
+    ticket: Vec<u8>,
 }
 
 enum ServerState {
@@ -101,8 +107,8 @@ pub struct ServerSession {
     state: ServerState,
     /// The X25519 secret to use instead of a random one (test vectors).
     pinned_ephemeral: Option<[u8; 32]>,
-    /// The resume ticket a login that asks for one gets.
-    offer: Option<ResumeOffer>,
+    /// The resume ticket a login that asks for one gets, until the handshake.
+    offer: Option<Box<ResumeOffer>>,
 }
 
 impl ServerSession {
@@ -119,7 +125,7 @@ impl ServerSession {
 
     /// Offers `offer` as the resume ticket to a v2 login that asks for one.
     pub fn with_resume_offer(mut self, offer: ResumeOffer) -> Self {
-        self.offer = Some(offer);
+        self.offer = Some(Box::new(offer));
         self
     }
 
@@ -141,7 +147,15 @@ impl ServerSession {
     /// The key a resume of this session must prove, when the client was given a ticket.
     pub fn resume_key(&self) -> Option<&[u8; 32]> {
         match &self.state {
-            ServerState::Open(open) => open.resume_key.as_ref(),
+            ServerState::Open(open) => open.issued.as_ref().map(|issued| &issued.key),
+            ServerState::AwaitingHello | ServerState::Resuming(_) => None,
+        }
+    }
+
+    /// The resume ticket this session's client holds.
+    pub fn resume_ticket(&self) -> Option<&[u8]> {
+        match &self.state {
+            ServerState::Open(open) => open.issued.as_ref().map(|issued| &issued.ticket[..]),
             ServerState::AwaitingHello | ServerState::Resuming(_) => None,
         }
     }
@@ -170,16 +184,19 @@ impl ServerSession {
         let ServerState::Open(old) = &mut previous.state else {
             return Err(Error::ResumeUnknown);
         };
-        let key = old.resume_key.ok_or(Error::ResumeUnknown)?;
+        let key = old.issued.as_ref().ok_or(Error::ResumeUnknown)?.key;
         let resumed = pending.finish(&self.handshake, &key, old.next_index, offer)?;
-        old.resume_key = None;
+        old.issued = None;
         Sealer::plain().seal(&resumed.reply, self.config.max_frame, out)?;
         self.state = ServerState::Open(Box::new(Open {
             sealer: resumed.sealer,
             opener: resumed.opener,
             identity: old.identity.clone(),
             next_index: old.next_index,
-            resume_key: Some(resumed.resume_key),
+            issued: Some(Box::new(Issued {
+                key: resumed.resume_key,
+                ticket: offer.ticket.clone(),
+            })),
         }));
         Ok(())
     }
@@ -214,10 +231,12 @@ impl ServerSession {
             ServerState::AwaitingHello => {
                 let hello = Packet::decode(&payload[..]).map_err(|e| Error::decode("packet", e))?;
                 let ephemeral = self.pinned_ephemeral.unwrap_or_else(rand::random);
+                // The offer is needed once: a session does not keep it.
+                let offer = self.offer.take();
                 let accepted =
                     match self
                         .handshake
-                        .accept(&hello, now, ephemeral, self.offer.as_ref())?
+                        .accept(&hello, now, ephemeral, offer.as_deref())?
                     {
                         Hello::Login(accepted) => accepted,
                         Hello::Resume(pending) => {
@@ -233,7 +252,12 @@ impl ServerSession {
                     opener: accepted.opener,
                     identity: accepted.identity,
                     next_index: crate::handshake::START_INDEX,
-                    resume_key: accepted.resume_key,
+                    issued: accepted.resume_key.zip(offer).map(|(key, offer)| {
+                        Box::new(Issued {
+                            key,
+                            ticket: offer.ticket,
+                        })
+                    }),
                 }));
                 Ok(ServerEvent::Established(identity))
             }

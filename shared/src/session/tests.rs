@@ -569,6 +569,7 @@ fn a_resumed_session_keeps_its_identity_and_indices_under_new_keys() {
     let ticket = pair.client.resume_ticket().unwrap().clone();
     assert_eq!(ticket.offer.ticket, b"ticket-1");
     assert_eq!(ticket.offer.window_secs, 30);
+    assert_eq!(pair.server.resume_ticket(), Some(&b"ticket-1"[..]));
 
     // Request 1 arrives and is answered; request 2 is lost with the connection.
     pair.request(b"one");
@@ -603,6 +604,7 @@ fn a_resumed_session_keeps_its_identity_and_indices_under_new_keys() {
         .finish_resume(&mut pair.server, &next, &mut reply)
         .unwrap();
     assert_eq!(fresh.identity().unwrap().uid, 1001);
+    assert_eq!(fresh.resume_ticket(), Some(&b"ticket-2"[..]));
     assert!(
         pair.server.resume_key().is_none(),
         "the old session's ticket is spent"
