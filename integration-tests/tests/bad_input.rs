@@ -21,7 +21,10 @@ use tokio::net::TcpStream;
 
 mod bad;
 
-use bad::{framed, hello, limits, neighbour_ok, raw_refused, told};
+use bad::{
+    forged_frame, framed, hello, index_out_of_order, limits, neighbour_ok, raw_refused, told,
+    zip_bomb,
+};
 
 /// Waits until `/metrics` on the edge shows `series` (name and labels) at 1 or more.
 async fn counted(stack: &Stack, series: &str) {
@@ -223,34 +226,13 @@ async fn every_session_limit_closes_only_the_offender_and_says_why() {
     )
     .await;
 
-    let mut skipper = stack.client(&stack.tcp(), 23).await;
-    skipper
-        .send_unchecked(Packet {
-            index: 7,
-            ..echo(b"x")
-        })
-        .await
-        .unwrap();
-    told(&mut skipper, "index 7").await;
+    index_out_of_order(&stack, 23).await;
     counted(&stack, "janus_edge_closes_total{reason=\"index_mismatch\"}").await;
 
-    let mut forger = stack.client(&stack.tcp(), 24).await;
-    forger
-        .send_raw(
-            &[0, 0, 0, 40]
-                .iter()
-                .copied()
-                .chain([0x5a; 40])
-                .collect::<Vec<_>>(),
-        )
-        .await
-        .unwrap();
-    told(&mut forger, "decrypt").await;
+    forged_frame(&stack, 24).await;
     counted(&stack, "janus_edge_closes_total{reason=\"decrypt_failed\"}").await;
 
-    let mut bomber = stack.client(&stack.tcp(), 25).await;
-    bomber.send(echo(&vec![0u8; 100_000])).await.unwrap();
-    told(&mut bomber, "inflates past").await;
+    zip_bomb(&stack, 25).await;
     counted(
         &stack,
         "janus_edge_closes_total{reason=\"inflate_too_large\"}",

@@ -11,11 +11,12 @@ mod bad;
 use std::alloc::System;
 use std::time::Duration;
 
-use bad::{framed, hello, limits, neighbour_ok, raw_refused, told};
+use bad::{
+    forged_frame, framed, hello, index_out_of_order, limits, neighbour_ok, raw_refused, zip_bomb,
+};
 use futures_util::SinkExt;
 use janus_integration_tests::stack::{Stack, echo, metric, wait_metric};
 use janus_proto::gate::intra::v1::OnlineStatus;
-use janus_proto::packet::Packet;
 use janus_shared::client::{Client, unix_now};
 use janus_shared::handshake::Mode;
 use stats_alloc::{INSTRUMENTED_SYSTEM, StatsAlloc};
@@ -65,24 +66,9 @@ async fn round(stack: &Stack, round: u32) {
             .is_err()
     );
 
-    let mut forger = stack.client(&stack.tcp(), 43).await;
-    let forged: Vec<u8> = [0, 0, 0, 40].into_iter().chain([0x5a; 40]).collect();
-    forger.send_raw(&forged).await.unwrap();
-    told(&mut forger, "decrypt").await;
-
-    let mut skipper = stack.client(&stack.tcp(), 44).await;
-    skipper
-        .send_unchecked(Packet {
-            index: 7,
-            ..echo(b"x")
-        })
-        .await
-        .unwrap();
-    told(&mut skipper, "index 7").await;
-
-    let mut bomber = stack.client(&stack.tcp(), 45).await;
-    bomber.send(echo(&vec![0u8; 100_000])).await.unwrap();
-    told(&mut bomber, "inflates past").await;
+    forged_frame(stack, 43).await;
+    index_out_of_order(stack, 44).await;
+    zip_bomb(stack, 45).await;
 
     let mut flooder = stack.client(&stack.tcp(), 46).await;
     for _ in 0..15 {

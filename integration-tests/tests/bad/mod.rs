@@ -89,3 +89,32 @@ pub(crate) fn limits(config: &mut EdgeConfig) {
     config.handshake.timeout_secs = 1;
     config.websocket.allowed_origins = vec!["https://game.example".into()];
 }
+
+/// A session that sends a frame its key did not seal is told `decrypt_failed` and closed.
+pub(crate) async fn forged_frame(stack: &Stack, uid: i64) {
+    let mut forger = stack.client(&stack.tcp(), uid).await;
+    let forged: Vec<u8> = [0, 0, 0, 40].into_iter().chain([0x5a; 40]).collect();
+    forger.send_raw(&forged).await.unwrap();
+    told(&mut forger, "decrypt").await;
+}
+
+/// A session whose packet skips ahead in the index is told `index_mismatch` and closed.
+pub(crate) async fn index_out_of_order(stack: &Stack, uid: i64) {
+    let mut skipper = stack.client(&stack.tcp(), uid).await;
+    skipper
+        .send_unchecked(Packet {
+            index: 7,
+            ..echo(b"x")
+        })
+        .await
+        .unwrap();
+    told(&mut skipper, "index 7").await;
+}
+
+/// A session that sends a zip bomb (100 kB of zeros, compressed by the client library) is told
+/// `inflate_too_large` and closed (under [`limits`], which cap inflation at 64 KiB).
+pub(crate) async fn zip_bomb(stack: &Stack, uid: i64) {
+    let mut bomber = stack.client(&stack.tcp(), uid).await;
+    bomber.send(echo(&vec![0u8; 100_000])).await.unwrap();
+    told(&mut bomber, "inflates past").await;
+}
