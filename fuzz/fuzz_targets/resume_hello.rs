@@ -4,30 +4,18 @@
 //! must leave the session able to be resumed.
 #![no_main]
 
+#[path = "fixture.rs"]
+mod fixture;
+
 use std::sync::{Arc, LazyLock};
 
 use bytes::BytesMut;
-use janus_proto::gate::intra::v1::{AuthToken, OnlineStatus};
-use janus_shared::handshake::{ClientHandshakeConfig, Mode, ResumeOffer, ServerHandshakeConfig};
-use janus_shared::keys::{SigningKey, TokenKey};
+use fixture::NOW;
+use janus_shared::handshake::{Mode, ResumeOffer, ServerHandshakeConfig};
 use janus_shared::session::{ClientSession, ServerEvent, ServerSession, SessionConfig};
-use janus_shared::token::TokenCodec;
 use libfuzzer_sys::fuzz_target;
 
-const NOW: i64 = 1_700_000_000;
-
-static CONFIG: LazyLock<Arc<ServerHandshakeConfig>> = LazyLock::new(|| {
-    Arc::new(ServerHandshakeConfig {
-        signing_key: SigningKey::from_seed(&[1; 32]),
-        tokens: TokenCodec::new(&TokenKey::from_bytes(&[2; 32]).unwrap()),
-        client_cert: None,
-        allowed_statuses: vec![OnlineStatus::Gate as i32],
-        max_skew_secs: 5,
-        allow_legacy: true,
-        allow_unencrypted: true,
-        cert_version: 0,
-    })
-});
+static CONFIG: LazyLock<Arc<ServerHandshakeConfig>> = LazyLock::new(fixture::server_config);
 
 fn offer(ticket: &[u8]) -> ResumeOffer {
     ResumeOffer {
@@ -38,22 +26,16 @@ fn offer(ticket: &[u8]) -> ResumeOffer {
 
 /// A session whose client asked for, and got, a ticket.
 fn resumable() -> ServerSession {
-    let client = ClientHandshakeConfig {
-        server_key: SigningKey::from_seed(&[1; 32]).verifying_key(),
-        client_key: None,
-        mode: Mode::V2,
-        server_id: 0,
-        cert_version: 0,
-        resumable: true,
-    };
-    let token = TokenCodec::new(&TokenKey::from_bytes(&[2; 32]).unwrap()).seal(&AuthToken {
-        account_id: 1,
-        timeout: NOW + 600,
-        status: OnlineStatus::Gate as i32,
-        ..Default::default()
-    });
+    let client = fixture::client_config(Mode::V2, true);
     let mut hello = BytesMut::new();
-    ClientSession::start(client, SessionConfig::default(), &token, NOW, &mut hello).unwrap();
+    ClientSession::start(
+        client,
+        SessionConfig::default(),
+        &fixture::token(false),
+        NOW,
+        &mut hello,
+    )
+    .unwrap();
     let mut server = ServerSession::new(CONFIG.clone(), SessionConfig::default())
         .with_resume_offer(offer(b"ticket-1"));
     server.poll(&mut hello, NOW, &mut BytesMut::new()).unwrap();

@@ -12,9 +12,9 @@ static CODEC: LazyLock<TokenCodec> =
     LazyLock::new(|| TokenCodec::new(&TokenKey::from_bytes(&[2; 32]).unwrap()));
 
 fuzz_target!(|data: &[u8]| {
-    if let Ok(text) = std::str::from_utf8(data) {
-        if let Ok(claims) = CODEC.open(text) {
-            let _ = token::check(&claims, 1_700_000_000, &[1]);
-        }
+    if let Ok(text) = std::str::from_utf8(data)
+        && let Ok(claims) = CODEC.open(text)
+    {
+        let _ = token::check(&claims, 1_700_000_000, &[1]);
     }
 });
