@@ -275,13 +275,7 @@ impl Validate for BrokerConfig {
         problems.check_addr("admin_listen", &self.admin_listen);
         problems.check_positive("edge_keepalive_ms", self.edge_keepalive_ms);
         if let Some(advertise) = &self.advertise {
-            problems.check(
-                advertise
-                    .rsplit_once(':')
-                    .is_some_and(|(h, p)| !h.is_empty() && p.parse::<u16>().is_ok()),
-                "advertise",
-                format!("{advertise:?} is not host:port"),
-            );
+            problems.check_host_port("advertise", advertise);
         }
         let routes = &self.routes;
         problems.check_positive("routes.timeout_ms", routes.timeout_ms);

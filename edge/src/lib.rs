@@ -2,7 +2,8 @@
 //! [`transport`]s), runs the handshake and all crypto per [`session`], enforces [`limits`],
 //! and carries packets to and from the brokers over the multiplexed [`link`]. Holds no routing
 //! state; [`server::Edge`] starts and drains one; [`admin`] serves health, readiness, metrics
-//! and stats.
+//! and stats. A session outlives a lost connection for its client to [`resume`] it, here or,
+//! through a [`relay`], at another edge.
 
 pub mod admin;
 pub mod config;
@@ -11,6 +12,7 @@ pub mod limits;
 pub mod link;
 pub mod listener;
 pub mod metrics;
+pub mod relay;
 pub mod resume;
 pub mod server;
 pub mod session;

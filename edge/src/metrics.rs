@@ -29,6 +29,10 @@ pub struct Metrics {
     pub parked: IntGauge,
     /// Resume attempts by result (`ok` or a refusal reason).
     pub resumes: IntCounterVec,
+    /// Connections this edge forwards to the edge holding their session.
+    pub relayed: IntGauge,
+    /// Forwarding attempts by result (`ok`, `unreachable`).
+    pub relays: IntCounterVec,
 }
 
 impl Metrics {
@@ -87,6 +91,18 @@ impl Metrics {
             resumes: r.counter(
                 "janus_edge_resumes_total",
                 "Resume attempts by result",
+                &["result"],
+            ),
+            relayed: r
+                .gauge(
+                    "janus_edge_sessions_relayed",
+                    "Connections forwarded to the edge holding their session",
+                    &[],
+                )
+                .with_label_values::<&str>(&[]),
+            relays: r.counter(
+                "janus_edge_relays_total",
+                "Forwards to another edge by result",
                 &["result"],
             ),
             registry: r,

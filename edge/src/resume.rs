@@ -1,14 +1,17 @@
-//! Session resume on the edge (PROTOCOL.md §13): the tickets this edge issues, the server
-//! packets a session keeps until its client acknowledges them, and the table through which a
-//! resuming connection reaches the session its ticket names.
+//! Session resume on the edge (PROTOCOL.md §13): the tickets this edge issues and opens, the
+//! server packets a session keeps until its client acknowledges them, and the table through
+//! which a resuming connection reaches the session its ticket names.
 
 use std::collections::{HashMap, VecDeque};
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 
+use aes_gcm::aead::Aead;
+use aes_gcm::{Aes256Gcm, KeyInit, Nonce};
 use bytes::BytesMut;
 use janus_proto::janus::internal::v1::Transport;
 use janus_proto::packet::Packet;
+use janus_shared::keys::SigningKey;
 use janus_shared::session::ServerSession;
 use tokio::sync::{mpsc, oneshot};
 
@@ -16,23 +19,77 @@ use crate::error::Close;
 use crate::session::Slot;
 use crate::transport::FrameIo;
 
-/// Bytes in a ticket: `be64(session id) || 16 random bytes`.
-pub const TICKET_LEN: usize = 24;
+/// What the ticket key is derived under, from the server's signing key.
+const TICKET_KEY_INFO: &[u8] = b"janus edge resume ticket v1";
+const NONCE_LEN: usize = 12;
+const TAG_LEN: usize = 16;
+/// Longer tickets are not ours (a home address is at most a few dozen bytes).
+const MAX_TICKET: usize = 256;
 
-/// A fresh ticket for session `id`.
-pub fn ticket(id: u64) -> Vec<u8> {
-    let mut ticket = Vec::with_capacity(TICKET_LEN);
-    ticket.extend_from_slice(&id.to_be_bytes());
-    ticket.extend_from_slice(&rand::random::<[u8; 16]>());
-    ticket
+/// Issues and opens tickets: `nonce(12) || AES-256-GCM(be64(session id) || home)`, where home
+/// is the relay address of the edge holding the session (empty when it relays nothing). The
+/// key is derived from the server's signing key, which every edge of a deployment holds, so any
+/// edge can tell where a ticket's session lives, and a client can neither read nor forge one.
+pub struct Tickets {
+    cipher: Aes256Gcm,
+    home: String,
 }
 
-/// The session a ticket names, if it has the shape of one of ours.
-pub fn session_of(ticket: &[u8]) -> Option<u64> {
-    if ticket.len() != TICKET_LEN {
-        return None;
+impl std::fmt::Debug for Tickets {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Tickets").field("home", &self.home).finish()
     }
-    Some(u64::from_be_bytes(ticket[..8].try_into().expect("8 bytes")))
+}
+
+/// What a ticket says.
+#[derive(Debug, PartialEq, Eq)]
+pub struct Named {
+    /// The session, on its edge.
+    pub id: u64,
+    /// The relay address of that edge; empty for an edge that relays nothing.
+    pub home: String,
+}
+
+impl Tickets {
+    /// Tickets of an edge reached for relays at `home` (empty: not at all).
+    pub fn new(key: &SigningKey, home: String) -> Self {
+        Self {
+            cipher: Aes256Gcm::new(&key.derive(TICKET_KEY_INFO).into()),
+            home,
+        }
+    }
+
+    /// A fresh ticket for session `id` of this edge.
+    pub fn issue(&self, id: u64) -> Vec<u8> {
+        let nonce: [u8; NONCE_LEN] = rand::random();
+        let mut plain = Vec::with_capacity(8 + self.home.len());
+        plain.extend_from_slice(&id.to_be_bytes());
+        plain.extend_from_slice(self.home.as_bytes());
+        let sealed = self
+            .cipher
+            .encrypt(Nonce::from_slice(&nonce), &plain[..])
+            .expect("AES-GCM seals any short message");
+        [&nonce[..], &sealed].concat()
+    }
+
+    /// What `ticket` says, if an edge of this deployment issued it.
+    pub fn open(&self, ticket: &[u8]) -> Option<Named> {
+        if !(NONCE_LEN + 8 + TAG_LEN..=MAX_TICKET).contains(&ticket.len()) {
+            return None;
+        }
+        let (nonce, sealed) = ticket.split_at(NONCE_LEN);
+        let plain = self.cipher.decrypt(Nonce::from_slice(nonce), sealed).ok()?;
+        let (id, home) = plain.split_at(8);
+        Some(Named {
+            id: u64::from_be_bytes(id.try_into().expect("8 bytes")),
+            home: String::from_utf8(home.to_vec()).ok()?,
+        })
+    }
+
+    /// Whether a session living at `home` lives on this edge.
+    pub fn is_home(&self, home: &str) -> bool {
+        home.is_empty() || home == self.home
+    }
 }
 
 /// The server packets of one session, numbered from 1 in the order they were sent (or, while
@@ -138,9 +195,9 @@ impl Table {
         self.lock().remove(&id);
     }
 
-    /// Where to hand a connection presenting `ticket`, if it is a current ticket here.
-    pub fn find(&self, ticket: &[u8]) -> Option<Handoffs> {
-        let id = session_of(ticket)?;
+    /// Where to hand a connection presenting `ticket`, naming session `id`, if it is that
+    /// session's current ticket.
+    pub fn find(&self, id: u64, ticket: &[u8]) -> Option<Handoffs> {
         self.lock()
             .get(&id)
             .filter(|(current, _)| current.as_slice() == ticket)
@@ -214,23 +271,56 @@ mod tests {
         assert_eq!(seqs(&mut replay, 1), Ok(vec![]));
     }
 
+    fn tickets(home: &str) -> Tickets {
+        Tickets::new(&SigningKey::from_seed(&[7; 32]), home.into())
+    }
+
     #[test]
-    fn tickets_name_their_session_and_only_the_current_one_is_found() {
+    fn tickets_name_their_session_and_home_and_only_the_current_one_is_found() {
+        let tickets = tickets("10.0.0.5:7400");
         let table = Table::default();
         let (tx, _rx) = mpsc::channel(1);
-        let first = ticket(7);
-        assert_eq!(session_of(&first), Some(7));
-        assert_eq!(session_of(&first[1..]), None);
+        let first = tickets.issue(7);
+        let named = tickets.open(&first).expect("our own ticket");
+        assert_eq!(
+            named,
+            Named {
+                id: 7,
+                home: "10.0.0.5:7400".into()
+            }
+        );
+        assert!(tickets.is_home(&named.home));
         table.insert(7, first.clone(), tx);
-        assert!(table.find(&first).is_some());
-        let mut forged = first.clone();
-        forged[23] ^= 1;
-        assert!(table.find(&forged).is_none(), "the random part must match");
-        let second = ticket(7);
+        assert!(table.find(7, &first).is_some());
+        let second = tickets.issue(7);
+        assert_ne!(first, second, "every ticket is fresh");
         table.renew(7, second.clone());
-        assert!(table.find(&first).is_none(), "a spent ticket is not found");
-        assert!(table.find(&second).is_some());
+        assert!(
+            table.find(7, &first).is_none(),
+            "a spent ticket is not found"
+        );
+        assert!(table.find(7, &second).is_some());
         table.remove(7);
-        assert!(table.find(&second).is_none());
+        assert!(table.find(7, &second).is_none());
+    }
+
+    #[test]
+    fn another_edge_of_the_deployment_reads_a_ticket_nobody_else_can_forge() {
+        let issued = tickets("10.0.0.5:7400").issue(9);
+        let elsewhere = tickets("10.0.0.6:7400");
+        let named = elsewhere.open(&issued).expect("same deployment key");
+        assert!(!elsewhere.is_home(&named.home));
+        assert_eq!(named.id, 9);
+        let mut forged = issued.clone();
+        forged[NONCE_LEN + 3] ^= 1;
+        assert_eq!(elsewhere.open(&forged), None, "a changed byte is refused");
+        assert_eq!(elsewhere.open(&issued[..issued.len() - 1]), None);
+        assert_eq!(elsewhere.open(&[0; 24]), None);
+        let stranger = Tickets::new(&SigningKey::from_seed(&[8; 32]), String::new());
+        assert_eq!(stranger.open(&issued), None, "another deployment's key");
+        assert!(
+            stranger.is_home(&stranger.open(&stranger.issue(1)).unwrap().home),
+            "an edge that relays nothing holds all its tickets"
+        );
     }
 }

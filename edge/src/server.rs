@@ -6,10 +6,12 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
+use janus_proto::janus::internal::v1::edge_relay_server::EdgeRelayServer;
 use janus_shared::discovery::{BROKER_SERVICE, Discovery, EtcdDiscovery, Instance};
 use janus_shared::handshake::ServerHandshakeConfig;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
+use tokio_stream::wrappers::TcpListenerStream;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
@@ -18,6 +20,7 @@ use crate::config::{BrokerDiscovery, BrokersConfig, EdgeConfig};
 use crate::error::{Error, Result};
 use crate::link::Links;
 use crate::listener;
+use crate::relay;
 use crate::session::EdgeState;
 use crate::tls;
 
@@ -34,6 +37,8 @@ pub struct Edge {
     pub quic_addr: Option<SocketAddr>,
     /// The admin endpoint's address.
     pub admin_addr: SocketAddr,
+    /// Where other edges forward clients resuming this edge's sessions, when enabled.
+    pub relay_addr: Option<SocketAddr>,
     state: Arc<EdgeState>,
     accepting: Arc<AtomicBool>,
     sessions: TaskTracker,
@@ -134,10 +139,23 @@ impl Edge {
             false => None,
         };
         let admin_listener = bind(&config.admin_listen).await?;
+        let relay = match config.resume.relay_listen.is_empty() {
+            true => None,
+            false => Some(bind(&config.resume.relay_listen).await?),
+        };
         let local = |l: &TcpListener| l.local_addr().map_err(|e| Error::Config(e.to_string()));
         let tcp_addr = tcp.as_ref().map(local).transpose()?;
         let ws_addr = ws.as_ref().map(|(l, _)| local(l)).transpose()?;
         let admin_addr = local(&admin_listener)?;
+        let relay_addr = relay.as_ref().map(local).transpose()?;
+        let relay_home = match (&config.resume.relay_advertise, relay_addr) {
+            (advertised, _) if !advertised.is_empty() => advertised.clone(),
+            (_, Some(bound)) if bound.ip().is_unspecified() => {
+                janus_shared::discovery::own_address(bound.port()).await
+            }
+            (_, Some(bound)) => bound.to_string(),
+            (_, None) => String::new(),
+        };
         let kcp_addr = kcp
             .as_ref()
             .map(|l| l.local_addr().map_err(|e| Error::Config(e.to_string())))
@@ -147,7 +165,7 @@ impl Edge {
             .map(|e| e.local_addr().map_err(|e| Error::Config(e.to_string())))
             .transpose()?;
 
-        let state = Arc::new(EdgeState::new(config, handshake, links));
+        let state = Arc::new(EdgeState::new(config, handshake, links, relay_home));
         let accepting = Arc::new(AtomicBool::new(true));
         let sessions = TaskTracker::new();
         let accept_stop = CancellationToken::new();
@@ -185,18 +203,40 @@ impl Edge {
                 accept_stop.clone(),
             ));
         }
+        if let Some(listener) = relay {
+            let keepalive = Duration::from_millis(state.config.brokers.keepalive_ms);
+            let router = tonic::transport::Server::builder()
+                .tcp_nodelay(true)
+                .http2_keepalive_interval(Some(keepalive))
+                .http2_keepalive_timeout(Some(keepalive))
+                .add_service(EdgeRelayServer::new(relay::Service::new(
+                    state.clone(),
+                    sessions.clone(),
+                )));
+            let stop = accept_stop.clone();
+            background.spawn(async move {
+                let incoming = TcpListenerStream::new(listener);
+                if let Err(e) = router
+                    .serve_with_incoming_shutdown(incoming, stop.cancelled_owned())
+                    .await
+                {
+                    tracing::error!(error = %e, "relay server failed");
+                }
+            });
+        }
         let admin = Admin {
             state: state.clone(),
             accepting: accepting.clone(),
         };
         background.spawn(admin::serve(admin_listener, admin, background_stop.clone()));
-        tracing::info!(edge = %state.edge_id, ?tcp_addr, ?ws_addr, ?kcp_addr, ?quic_addr, %admin_addr, "edge started");
+        tracing::info!(edge = %state.edge_id, ?tcp_addr, ?ws_addr, ?kcp_addr, ?quic_addr, %admin_addr, ?relay_addr, "edge started");
         Ok(Self {
             tcp_addr,
             ws_addr,
             kcp_addr,
             quic_addr,
             admin_addr,
+            relay_addr,
             state,
             accepting,
             sessions,

@@ -11,7 +11,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use bytes::BytesMut;
+use bytes::{Bytes, BytesMut};
 use janus_proto::janus::internal::v1::{
     ClientPacket, EdgeFrame, SessionClose, SessionOpen, Transport, edge_frame,
 };
@@ -34,6 +34,7 @@ use crate::error::Close;
 use crate::limits::{Admission, TokenBucket};
 use crate::link::{BrokerLink, Downlink, Links, SessionSlot};
 use crate::metrics::Metrics;
+use crate::relay;
 use crate::resume::{self, Handoff, Replay};
 use crate::transport::{FrameIo, Read, label};
 
@@ -56,15 +57,21 @@ pub struct EdgeState {
     pub logout: CancellationToken,
     /// Sessions that can be resumed, by ticket.
     pub resumable: resume::Table,
+    /// Issues and opens resume tickets.
+    pub tickets: resume::Tickets,
+    /// Other edges, for clients resuming sessions they hold.
+    pub peers: relay::Peers,
     next_session: AtomicU64,
 }
 
 impl EdgeState {
-    /// The shared state of a new edge.
+    /// The shared state of a new edge, reached by other edges for relays at `relay_home`
+    /// (empty: not at all).
     pub fn new(
         config: EdgeConfig,
         handshake: Arc<ServerHandshakeConfig>,
         links: Arc<Links>,
+        relay_home: String,
     ) -> Self {
         let limits = &config.limits;
         let admission = Admission::new(
@@ -74,6 +81,8 @@ impl EdgeState {
         );
         Self {
             edge_id: config.edge_id(),
+            tickets: resume::Tickets::new(&handshake.signing_key, relay_home),
+            peers: relay::Peers::default(),
             config,
             handshake,
             links,
@@ -109,7 +118,9 @@ pub async fn serve(state: Arc<EdgeState>, io: FrameIo, peer: SocketAddr, transpo
         Outcome::Ended(close) => session.finish(&close).instrument(span).await,
         // Cold paths run boxed, so the task every session keeps alive is only as large as its
         // serve loop.
-        Outcome::Resume(ticket) => Box::pin(session.redeem(ticket).instrument(span)).await,
+        Outcome::Resume(ticket, hello) => {
+            Box::pin(session.redeem(ticket, hello).instrument(span)).await
+        }
     }
 }
 
@@ -149,10 +160,11 @@ impl Drop for Slot {
     }
 }
 
-/// How a connection's task ends: its session ended, or it asked to resume another session.
+/// How a connection's task ends: its session ended, or it asked to resume another session
+/// (with this ticket and hello).
 enum Outcome {
     Ended(Close),
-    Resume(Vec<u8>),
+    Resume(Vec<u8>, Bytes),
 }
 
 /// At most this many queued replies and pushes are sealed into one write.
@@ -246,7 +258,7 @@ impl Session {
         };
         let identity = match identity {
             Ok(Hello::Login(identity)) => identity,
-            Ok(Hello::Resume(ticket)) => return Outcome::Resume(ticket),
+            Ok(Hello::Resume(ticket, hello)) => return Outcome::Resume(ticket, hello),
             Err(close) => {
                 self.state
                     .metrics
@@ -313,7 +325,9 @@ impl Session {
                     self.write().await?;
                     return Ok(Hello::Login(identity));
                 }
-                Some(ServerEvent::ResumeRequested { ticket }) => return Ok(Hello::Resume(ticket)),
+                Some(ServerEvent::ResumeRequested { ticket, hello }) => {
+                    return Ok(Hello::Resume(ticket, hello));
+                }
                 Some(ServerEvent::Packet(_)) => {
                     return Err(Close::Protocol(
                         "unexpected_state",
@@ -708,54 +722,64 @@ impl Session {
         Ok(true)
     }
 
-    /// This connection asked to resume the session of `ticket`: hand it over and wait for the
-    /// answer; a refused connection is closed with the reason.
-    async fn redeem(self, ticket: Vec<u8>) {
+    /// This connection asked to resume the session of `ticket` with `hello`: hand it over and
+    /// wait for the answer, or forward it to the edge holding that session; a refused
+    /// connection is closed with the reason.
+    async fn redeem(self, ticket: Vec<u8>, hello: Bytes) {
         let state = self.state.clone();
         let timeout = Duration::from_secs(state.config.handshake.timeout_secs);
-        let (done, answer) = oneshot::channel();
-        let handoff = Box::new(Handoff {
-            io: self.io,
-            proto: self.proto,
-            input: self.input,
-            peer: self.peer,
-            transport: self.transport,
-            slot: self.slot.expect("a connection has its slot"),
-            done,
-        });
-        // No session holds this ticket (any more): decided here, counted here.
-        let unknown = |io: FrameIo| {
-            let close = Close::from(janus_shared::Error::ResumeUnknown);
-            state
-                .metrics
-                .resumes
-                .with_label_values(&[close.kind()])
-                .inc();
-            Some((close, io))
-        };
-        let refused = match state.resumable.find(&ticket) {
-            None => unknown(handoff.io),
-            Some(session) => match session.send_timeout(handoff, timeout).await {
-                Err(e) => unknown(e.into_inner().io),
-                Ok(()) => match tokio::time::timeout(timeout, answer).await {
-                    Ok(Ok(Ok(()))) => None,
-                    Ok(Ok(Err(refused))) => Some(refused),
-                    Ok(Err(_)) | Err(_) => {
-                        // The session ended, or is stuck, with the connection in hand: it is
-                        // dropped there.
-                        state
-                            .metrics
-                            .handshakes
-                            .with_label_values(&["resume_unknown"])
-                            .inc();
-                        return;
-                    }
-                },
-            },
-        };
-        let Some((close, mut io)) = refused else {
-            state.metrics.handshakes.with_label_values(&["ok"]).inc();
-            return;
+        // A forwarded connection is never forwarded again.
+        let forwarded = matches!(self.io, FrameIo::Relay(_));
+        let slot = self.slot.expect("a connection has its slot");
+        let (close, mut io) = match state.tickets.open(&ticket) {
+            Some(named) if !state.tickets.is_home(&named.home) && !forwarded => {
+                let client = relay::Client {
+                    io: self.io,
+                    input: self.input,
+                    peer: self.peer,
+                    transport: self.transport,
+                    slot,
+                };
+                match relay::forward(state.clone(), &named.home, hello, client).await {
+                    None => return,
+                    Some(io) => unknown(&state, io),
+                }
+            }
+            named => {
+                let (done, answer) = oneshot::channel();
+                let handoff = Box::new(Handoff {
+                    io: self.io,
+                    proto: self.proto,
+                    input: self.input,
+                    peer: self.peer,
+                    transport: self.transport,
+                    slot,
+                    done,
+                });
+                match named.and_then(|named| state.resumable.find(named.id, &ticket)) {
+                    None => unknown(&state, handoff.io),
+                    Some(session) => match session.send_timeout(handoff, timeout).await {
+                        Err(e) => unknown(&state, e.into_inner().io),
+                        Ok(()) => match tokio::time::timeout(timeout, answer).await {
+                            Ok(Ok(Ok(()))) => {
+                                state.metrics.handshakes.with_label_values(&["ok"]).inc();
+                                return;
+                            }
+                            Ok(Ok(Err(refused))) => refused,
+                            Ok(Err(_)) | Err(_) => {
+                                // The session ended, or is stuck, with the connection in hand:
+                                // it is dropped there.
+                                state
+                                    .metrics
+                                    .handshakes
+                                    .with_label_values(&["resume_unknown"])
+                                    .inc();
+                                return;
+                            }
+                        },
+                    },
+                }
+            }
         };
         tracing::info!(reason = close.kind(), "resume refused; connection closed");
         state
@@ -858,7 +882,7 @@ enum Step {
 /// What a connection's handshake asked for.
 enum Hello {
     Login(SessionIdentity),
-    Resume(Vec<u8>),
+    Resume(Vec<u8>, Bytes),
 }
 
 /// The next connection presenting this session's ticket; never, for a session without one.
@@ -869,11 +893,23 @@ async fn next_handoff(handoffs: &mut Option<mpsc::Receiver<Box<Handoff>>>) -> Op
     }
 }
 
+/// No session holds the ticket `io` presented (any more), or its edge cannot be reached:
+/// decided and counted here.
+fn unknown(state: &EdgeState, io: FrameIo) -> (Close, FrameIo) {
+    let close = Close::from(janus_shared::Error::ResumeUnknown);
+    state
+        .metrics
+        .resumes
+        .with_label_values(&[close.kind()])
+        .inc();
+    (close, io)
+}
+
 /// A fresh ticket for session `id`, when resume is on.
 fn resume_offer(state: &EdgeState, id: u64) -> Option<ResumeOffer> {
     let window = state.config.resume.window_secs;
     (window > 0).then(|| ResumeOffer {
-        ticket: resume::ticket(id),
+        ticket: state.tickets.issue(id),
         window_secs: i32::try_from(window).unwrap_or(i32::MAX),
     })
 }

@@ -1,6 +1,7 @@
 //! The whole split deployment in containers on a private network, as compose runs it (see
 //! [`janus_integration_tests::cluster`]). Players log in and echo over every transport through
-//! both edges, pushes cross brokers, Prometheus finds and scrapes every edge and broker; then the
+//! both edges, pushes cross brokers, Prometheus finds and scrapes every edge and broker, a client
+//! resumes at the other edge the session the first one holds; then the
 //! chaos steps, each while sessions echo: one edge is partitioned from one broker and then
 //! reconnected, a broker is SIGKILLed, Redis restarts, NATS restarts, etcd is stopped for 30 s,
 //! and an edge drains on SIGTERM. The chaos steps assert outcomes only; what they measure
@@ -21,6 +22,7 @@ use janus_proto::message::{ScServerLogout, ScServerUnexpectedErr};
 use janus_proto::packet::Packet;
 use janus_shared::client::{Client, Endpoint};
 use janus_shared::discovery::BROKER_SERVICE;
+use janus_shared::handshake::Mode;
 use janus_shared::system;
 use prost::Message;
 use testcontainers::core::IntoContainerPort;
@@ -442,10 +444,38 @@ async fn the_split_deployment_in_containers() {
         assert_eq!(packet.data, b"to all", "uid {uid}");
     }
 
+    // A client whose address changed comes back at the other edge: that edge forwards it, at
+    // the relay address the ticket names, to the edge holding the session, which resumes it.
+    let mut config = cluster.keys.client_config(Mode::V2);
+    config.handshake.resumable = true;
+    let (to_edge0, to_edge1) = (cluster.endpoints(0).await, cluster.endpoints(1).await);
+    let mut mover = Client::connect(&to_edge0[0].1, &config, &cluster.keys.token(900))
+        .await
+        .unwrap();
+    round_trip(&mut mover, "before the move").await;
+    mover.disconnect();
+    mover
+        .resume(&to_edge1[1].1, Duration::from_secs(10))
+        .await
+        .unwrap_or_else(|e| panic!("resume at the other edge: {e}\n{}", cluster.diagnostics()));
+    round_trip(&mut mover, "after the move").await;
+    let relayed = "sum(janus_edge_relays_total{result=\"ok\"})";
+    assert_eq!(cluster.prometheus_until(relayed, 1.0).await, Some(1.0));
+    mover.close().await.unwrap();
+    let settled = Instant::now();
+    while cluster.sessions_by_broker().await.iter().sum::<usize>() != players.len() {
+        assert!(
+            settled.elapsed() < Duration::from_secs(10),
+            "the moved session never ended on its broker\n{}",
+            cluster.diagnostics()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+
     // Broker failover under load. More sessions, spread over both edges and every transport;
     // which broker holds each follows from the edges' rendezvous hash over the brokers'
     // endpoints, and that prediction must match what the brokers report.
-    let endpoints = [cluster.endpoints(0).await, cluster.endpoints(1).await];
+    let endpoints = [to_edge0, to_edge1];
     let mut extra: BTreeMap<i64, Client> = BTreeMap::new();
     for i in 0..EXTRA_SESSIONS {
         let (_, endpoint) = &endpoints[(i % 2) as usize][(i / 2 % 4) as usize];

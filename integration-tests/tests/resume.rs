@@ -1,11 +1,15 @@
 //! Session resume against a running edge, broker (routes in Redis) and demo game: a client loses
 //! its TCP connection while a game service pushes, comes back over WebSocket, then moves to QUIC
 //! while still connected; every push arrives exactly once and in order, and the broker session
-//! and its tunnel are the ones from before. A session nobody resumes ends when its window does.
+//! and its tunnel are the ones from before. The same holds when the client comes back at another
+//! edge, which forwards it to the edge holding the session. A session nobody resumes ends when
+//! its window does.
 
 use std::time::Duration;
 
-use janus_integration_tests::stack::{COLOR, Stack, echo, metric, recv, wait_metric};
+use janus_integration_tests::stack::{
+    COLOR, Stack, echo, metric, quic, recv, tcp, wait_metric, ws,
+};
 use janus_proto::broadcaster::service::push::v1::{
     MulticastRequest, PushBody, push_service_client::PushServiceClient,
 };
@@ -39,6 +43,34 @@ async fn round_trip(client: &mut Client, text: &str) {
     assert_eq!(reply.data, text.as_bytes());
 }
 
+/// The game service pushes [`PUSHES`] numbered messages to `uid`, 3 ms apart, each of which
+/// must find the session.
+async fn push_numbered(stack: &Stack, uid: i64) -> tokio::task::JoinHandle<()> {
+    let mut push = PushServiceClient::connect(format!("http://{}", stack.broker.endpoint()))
+        .await
+        .unwrap();
+    tokio::spawn(async move {
+        for n in 0..PUSHES {
+            let pushed = push
+                .multicast(MulticastRequest {
+                    bodies: vec![PushBody {
+                        data: n.to_string().into_bytes(),
+                        r#mod: 9,
+                        ..Default::default()
+                    }],
+                    uids: vec![uid],
+                    color: COLOR.into(),
+                })
+                .await
+                .unwrap()
+                .into_inner()
+                .pushed_uids;
+            assert_eq!(pushed, vec![uid], "push {n} found the session");
+            tokio::time::sleep(Duration::from_millis(3)).await;
+        }
+    })
+}
+
 /// Receives pushes until `got` holds `until` of them.
 async fn collect(client: &mut Client, got: &mut Vec<u32>, until: usize) {
     while got.len() < until {
@@ -69,29 +101,7 @@ async fn a_session_resumes_over_other_transports_without_losing_or_repeating_a_p
     wait_metric(broker, PLAYER_TUNNELS, |v| v == 1.0).await;
 
     // The game service pushes numbered messages, paced so the stream spans both moves.
-    let mut push = PushServiceClient::connect(format!("http://{}", stack.broker.endpoint()))
-        .await
-        .unwrap();
-    let pusher = tokio::spawn(async move {
-        for n in 0..PUSHES {
-            let pushed = push
-                .multicast(MulticastRequest {
-                    bodies: vec![PushBody {
-                        data: n.to_string().into_bytes(),
-                        r#mod: 9,
-                        ..Default::default()
-                    }],
-                    uids: vec![uid],
-                    color: COLOR.into(),
-                })
-                .await
-                .unwrap()
-                .into_inner()
-                .pushed_uids;
-            assert_eq!(pushed, vec![uid], "push {n} found the session");
-            tokio::time::sleep(Duration::from_millis(3)).await;
-        }
-    });
+    let pusher = push_numbered(&stack, uid).await;
 
     // The TCP connection drops mid-stream, unread pushes in flight; the edge parks the session
     // and keeps what the game pushes meanwhile.
@@ -125,10 +135,7 @@ async fn a_session_resumes_over_other_transports_without_losing_or_repeating_a_p
     // Over to QUIC while the WebSocket is still up (the edge learns of the move from the
     // resume itself).
     client
-        .resume(
-            &janus_integration_tests::stack::quic(&stack.edge),
-            Duration::from_secs(5),
-        )
+        .resume(&quic(&stack.edge), Duration::from_secs(5))
         .await
         .unwrap();
     collect(&mut client, &mut got, PUSHES as usize).await;
@@ -222,4 +229,118 @@ async fn a_session_nobody_resumes_ends_with_its_window_and_its_ticket_is_refused
     .await;
     neighbour.send(echo(b"still here")).await.unwrap();
     assert_eq!(recv(&mut neighbour).await.data, b"still here");
+}
+
+#[tokio::test]
+async fn a_session_resumes_at_another_edge_through_the_edge_holding_it() {
+    // Every test edge relays (on a port of its own).
+    let stack = Stack::start(|_| {}).await;
+    let config = stack.ground.edge_config(&[stack.broker.endpoint()]);
+    let other = stack.ground.edge(config).await;
+    let (home, away, broker) = (
+        stack.edge.admin_addr,
+        other.admin_addr,
+        stack.broker.admin_addr,
+    );
+    let uid = 4343;
+    let mut client = Client::connect(
+        &stack.tcp(),
+        &resumable(&stack),
+        &stack.ground.keys.token(uid),
+    )
+    .await
+    .unwrap();
+    round_trip(&mut client, "before").await;
+    let pusher = push_numbered(&stack, uid).await;
+
+    // The client's address changes and the load balancer sends it to the other edge, over
+    // WebSocket this time; that edge forwards it to the one holding the session.
+    let mut got = Vec::new();
+    collect(&mut client, &mut got, 100).await;
+    client.disconnect();
+    wait_metric(home, "janus_edge_sessions_parked", |v| v == 1.0).await;
+    let parked_at = got.len();
+    client
+        .resume(&ws(&other), Duration::from_secs(5))
+        .await
+        .unwrap();
+    assert_eq!(
+        metric(away, "janus_edge_relays_total{result=\"ok\"}").await,
+        Some(1.0)
+    );
+    wait_metric(away, "janus_edge_sessions_relayed", |v| v == 1.0).await;
+    wait_metric(home, "janus_edge_sessions_parked", |v| v == 0.0).await;
+    collect(&mut client, &mut got, 200).await;
+
+    // Lost again: the forwarding edge ends its stream and the session parks at home, where the
+    // client now comes back directly, over QUIC, with the ticket it got through the other edge.
+    client.disconnect();
+    wait_metric(away, "janus_edge_sessions_relayed", |v| v == 0.0).await;
+    wait_metric(home, "janus_edge_sessions_parked", |v| v == 1.0).await;
+    client
+        .resume(&quic(&stack.edge), Duration::from_secs(5))
+        .await
+        .unwrap();
+    collect(&mut client, &mut got, PUSHES as usize).await;
+    pusher.await.unwrap();
+    let expected: Vec<u32> = (0..PUSHES).collect();
+    assert_eq!(
+        got, expected,
+        "every push exactly once, in order (parked after {parked_at})"
+    );
+
+    // And once more through the other edge, with a request and its reply.
+    client
+        .resume(&tcp(&other), Duration::from_secs(5))
+        .await
+        .unwrap();
+    round_trip(&mut client, "through the other edge").await;
+    assert_eq!(client.received(), u64::from(PUSHES) + 2);
+    assert_eq!(
+        metric(home, "janus_edge_resumes_total{result=\"ok\"}").await,
+        Some(3.0),
+        "every resume was decided at home"
+    );
+    assert_eq!(
+        metric(away, "janus_edge_resumes_total{result=\"ok\"}").await,
+        None
+    );
+    assert_eq!(
+        metric(broker, BROKER_SESSIONS).await,
+        Some(1.0),
+        "the same broker session"
+    );
+    assert_eq!(
+        metric(broker, PLAYER_TUNNELS).await,
+        Some(1.0),
+        "the same tunnel"
+    );
+    client.close().await.unwrap();
+    wait_metric(broker, BROKER_SESSIONS, |v| v == 0.0).await;
+    wait_metric(away, "janus_edge_sessions_relayed", |v| v == 0.0).await;
+
+    // A ticket whose edge is gone: refused like an unknown one, and the client can log in again.
+    let keys = &stack.ground.keys;
+    let mut orphan = Client::connect(&tcp(&other), &resumable(&stack), &keys.token(4344))
+        .await
+        .unwrap();
+    round_trip(&mut orphan, "before").await;
+    orphan.disconnect();
+    other.drain(Duration::ZERO).await;
+    let refused = orphan.resume(&stack.tcp(), Duration::from_secs(5)).await;
+    assert!(refused.is_err(), "its edge is gone");
+    wait_metric(
+        home,
+        "janus_edge_relays_total{result=\"unreachable\"}",
+        |v| v == 1.0,
+    )
+    .await;
+    wait_metric(
+        home,
+        "janus_edge_resumes_total{result=\"resume_unknown\"}",
+        |v| v == 1.0,
+    )
+    .await;
+    let mut again = stack.client(&stack.tcp(), 4344).await;
+    round_trip(&mut again, "logged in again").await;
 }

@@ -45,6 +45,17 @@ impl Problems {
         );
     }
 
+    /// Checks that `value` is `host:port` (a name others can resolve, or an address).
+    pub fn check_host_port(&mut self, field: &str, value: &str) {
+        self.check(
+            value
+                .rsplit_once(':')
+                .is_some_and(|(h, p)| !h.is_empty() && p.parse::<u16>().is_ok()),
+            field,
+            format!("{value:?} is not host:port"),
+        );
+    }
+
     /// Checks that `value` parses as a socket address (`host:port`).
     pub fn check_addr(&mut self, field: &str, value: &str) {
         if value.parse::<std::net::SocketAddr>().is_err() {

@@ -15,8 +15,8 @@ pub const HEADER_LEN: usize = 4;
 /// The go-pantheon default for the largest payload a frame may carry.
 pub const DEFAULT_MAX_FRAME: usize = 16384;
 
-/// Checks a header's announced length against the limit.
-fn check_len(len: usize, max: usize) -> Result<()> {
+/// Checks a frame's payload length against the limit (and that it is not empty).
+pub fn check_len(len: usize, max: usize) -> Result<()> {
     if len == 0 {
         return Err(Error::EmptyFrame);
     }

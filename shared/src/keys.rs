@@ -66,6 +66,16 @@ impl SigningKey {
     pub fn sign(&self, msg: &[u8]) -> [u8; 64] {
         self.0.sign(msg).to_bytes()
     }
+
+    /// `HKDF-SHA256(ikm = seed, info = info, L = 32)`: a secret every holder of this key shares
+    /// and nobody else can compute (the edges' resume-ticket key).
+    pub fn derive(&self, info: &[u8]) -> [u8; 32] {
+        let mut key = [0u8; 32];
+        hkdf::Hkdf::<sha2::Sha256>::new(None, self.0.as_bytes())
+            .expand(info, &mut key)
+            .expect("32 bytes is within HKDF-SHA256's output limit");
+        key
+    }
 }
 
 /// An Ed25519 public key: the server's (held by clients) or the client certificate's (held by

@@ -7,7 +7,7 @@
 
 use std::sync::Arc;
 
-use bytes::BytesMut;
+use bytes::{Bytes, BytesMut};
 use janus_proto::packet::Packet;
 use prost::Message;
 
@@ -75,6 +75,9 @@ pub enum ServerEvent {
     ResumeRequested {
         /// The ticket as presented.
         ticket: Vec<u8>,
+        /// The hello frame's payload, for an edge that forwards it to the edge holding the
+        /// session (PROTOCOL.md §13.5).
+        hello: Bytes,
     },
     /// A client packet, opened, index-checked and inflated.
     Packet(Packet),
@@ -242,7 +245,10 @@ impl ServerSession {
                         Hello::Resume(pending) => {
                             let ticket = pending.ticket().to_vec();
                             self.state = ServerState::Resuming(pending);
-                            return Ok(ServerEvent::ResumeRequested { ticket });
+                            return Ok(ServerEvent::ResumeRequested {
+                                ticket,
+                                hello: payload.freeze(),
+                            });
                         }
                     };
                 Sealer::plain().seal(&accepted.reply, self.config.max_frame, out)?;

@@ -97,6 +97,22 @@ impl Target {
         self
     }
 
+    /// Where a player reaches the listener of this target's transport among `listeners` (TCP,
+    /// WebSocket, KCP, QUIC), for a resume.
+    pub(crate) fn endpoint_among(&self, listeners: [SocketAddr; 4]) -> Endpoint {
+        let [tcp, ws, kcp, quic] = listeners;
+        match self.transport {
+            Transport::Tcp => Endpoint::Tcp(tcp.to_string()),
+            Transport::Ws => Endpoint::WebSocket(format!("ws://{ws}/ws")),
+            Transport::Kcp => Endpoint::Kcp(kcp.to_string()),
+            Transport::Quic => Endpoint::Quic {
+                addr: quic.to_string(),
+                server_name: "localhost".into(),
+                ca_pem: None,
+            },
+        }
+    }
+
     /// The client configuration players log in with.
     pub(crate) fn client_config(&self) -> &ClientConfig {
         &self.config

@@ -183,9 +183,37 @@ async fn ready(admin: SocketAddr) -> bool {
 const WRAP_EDGE: &str = "JANUS_BENCH_WRAP_EDGE";
 const WRAP_BROKER: &str = "JANUS_BENCH_WRAP_BROKER";
 
+/// The configuration of a bench edge: every listener at the given addresses, limits opened wide
+/// (the generator is one address sending as fast as it can), linked to `broker`.
+fn edge_toml(dir: &Scratch, listeners: [SocketAddr; 6], broker: SocketAddr) -> String {
+    let [tcp, ws, kcp, quic, admin, relay] = listeners;
+    let file = |name: &str| dir.file(name).display().to_string();
+    format!(
+        "admin_listen = \"{admin}\"\ndrain_grace_secs = 0\n\
+         [tcp]\nenabled = true\nlisten = \"{tcp}\"\n[websocket]\nenabled = true\nlisten = \"{ws}\"\n\
+         [kcp]\nenabled = true\nlisten = \"{kcp}\"\n[quic]\nenabled = true\nlisten = \"{quic}\"\n\
+         [keys]\nsigning_key_file = \"{}\"\ntoken_key_file = \"{}\"\n\
+         [session]\nidle_timeout_secs = 600\nmessages_per_sec = 4000000000\nmessage_burst = 4000000000\n\
+         bytes_per_sec = 4000000000\nbyte_burst = 4000000000\n\
+         [resume]\nrelay_listen = \"{relay}\"\n\
+         [limits]\nmax_sessions = 10000000\nmax_sessions_per_ip = 10000000\nhandshakes_per_ip_per_sec = 10000000\n\
+         [brokers]\nendpoints = [\"{broker}\"]\n",
+        file(keys::SERVER_KEY),
+        file(keys::TOKEN_KEY),
+    )
+}
+
+/// A second edge of the same gateway, for clients that come back at another edge.
+pub(crate) struct Forwarder {
+    /// Its process.
+    pub(crate) process: Process,
+    /// Its client listeners: TCP, WebSocket, KCP, QUIC.
+    pub(crate) listeners: [SocketAddr; 4],
+}
+
 /// Edge, broker and demo game service, started and ready.
 pub(crate) struct Gateway {
-    _dir: Scratch,
+    dir: Scratch,
     /// The edge process.
     pub(crate) edge: Process,
     /// The broker process.
@@ -220,12 +248,36 @@ impl Gateway {
         self.game.stop(patience).await;
     }
 
+    /// Starts a second edge like the first, linked to the same broker, and waits until it is
+    /// ready.
+    pub(crate) async fn start_forwarder(&self) -> anyhow::Result<Forwarder> {
+        let [tcp, ws, kcp, quic, admin, relay] = free_ports()?;
+        let path = self.dir.file("forwarder.toml");
+        let text = edge_toml(
+            &self.dir,
+            [tcp, ws, kcp, quic, admin, relay],
+            self.broker_addr,
+        );
+        std::fs::write(&path, text)?;
+        let mut process = Process::spawn(
+            "second edge",
+            &["edge", "--config", &path.display().to_string()],
+            &self.dir,
+            None,
+        )?;
+        process.wait_ready(async || ready(admin).await).await?;
+        Ok(Forwarder {
+            process,
+            listeners: [tcp, ws, kcp, quic],
+        })
+    }
+
     /// Starts game service, broker and edge with limits opened wide (the generator is one
     /// address sending as fast as it can), and waits until the edge is ready.
     pub(crate) async fn start() -> anyhow::Result<Self> {
         let dir = Scratch::new("gateway")?;
         keys::write_key_set(&dir.0, true)?;
-        let [tcp, ws, kcp, quic, admin, broker, broker_admin, game] = free_ports()?;
+        let [tcp, ws, kcp, quic, admin, relay, broker, broker_admin, game] = free_ports()?;
         let file = |name: &str| dir.file(name).display().to_string();
 
         let game_toml = format!("listen = \"{game}\"\npush = \"{broker}\"\n");
@@ -234,18 +286,7 @@ impl Gateway {
              [[discovery.instances]]\nname = \"roma.player.service\"\nendpoint = \"{game}\"\n\
              [[discovery.instances]]\nname = \"roma.room.service\"\nendpoint = \"{game}\"\n"
         );
-        let edge_toml = format!(
-            "admin_listen = \"{admin}\"\ndrain_grace_secs = 0\n\
-             [tcp]\nenabled = true\nlisten = \"{tcp}\"\n[websocket]\nenabled = true\nlisten = \"{ws}\"\n\
-             [kcp]\nenabled = true\nlisten = \"{kcp}\"\n[quic]\nenabled = true\nlisten = \"{quic}\"\n\
-             [keys]\nsigning_key_file = \"{}\"\ntoken_key_file = \"{}\"\n\
-             [session]\nidle_timeout_secs = 600\nmessages_per_sec = 4000000000\nmessage_burst = 4000000000\n\
-             bytes_per_sec = 4000000000\nbyte_burst = 4000000000\n\
-             [limits]\nmax_sessions = 10000000\nmax_sessions_per_ip = 10000000\nhandshakes_per_ip_per_sec = 10000000\n\
-             [brokers]\nendpoints = [\"{broker}\"]\n",
-            file(keys::SERVER_KEY),
-            file(keys::TOKEN_KEY),
-        );
+        let edge_toml = edge_toml(&dir, [tcp, ws, kcp, quic, admin, relay], broker);
         for (name, text) in [
             ("game.toml", &game_toml),
             ("broker.toml", &broker_toml),
@@ -288,7 +329,7 @@ impl Gateway {
             tokens: Arc::new(TokenCodec::new(&keys::read_token_key(
                 &dir.file(keys::TOKEN_KEY),
             )?)),
-            _dir: dir,
+            dir,
             edge: edge_process,
             broker: broker_process,
             game: game_process,

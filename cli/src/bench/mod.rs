@@ -100,17 +100,24 @@ async fn all(args: &AllArgs, json: Option<&std::path::Path>) -> anyhow::Result<(
         payload: 64,
         warmup_secs: 2,
         secs: args.secs,
+        forwarded: false,
     };
     let throughput = scenarios::echo(&echo).await?;
     throughput.print(json)?;
-    let latency = scenarios::echo(&EchoArgs {
+    let at_rate = EchoArgs {
         sessions: 100,
         inflight: 1,
         rate: Some(10_000.0),
         ..echo
+    };
+    let latency = scenarios::echo(&at_rate).await?;
+    latency.print(json)?;
+    let forwarded = scenarios::echo(&EchoArgs {
+        forwarded: true,
+        ..at_rate
     })
     .await?;
-    latency.print(json)?;
+    forwarded.print(json)?;
     let fanout = FanoutArgs {
         transport: tcp,
         sessions: args.sessions,
@@ -150,6 +157,12 @@ async fn all(args: &AllArgs, json: Option<&std::path::Path>) -> anyhow::Result<(
         n(&latency, "p99_ms"),
         n(&latency, "raw_p99_ms"),
         n(&latency, "added_p99_ms")
+    );
+    println!(
+        "| echo p99 at 10k req/s, resumed at a second edge (forwarded) | {:.3} ms | {:.3} ms (raw tokio echo) | +{:.3} ms | — |",
+        n(&forwarded, "p99_ms"),
+        n(&forwarded, "raw_p99_ms"),
+        n(&forwarded, "added_p99_ms")
     );
     println!(
         "| edge memory per held session ({} sessions) | {:.0} B | — | — | ≤ 6144 B |",

@@ -121,10 +121,14 @@ pub(crate) struct EchoArgs {
     /// Seconds measured.
     #[arg(long, default_value_t = 10)]
     pub(crate) secs: u64,
+    /// Log in at one edge, then resume at a second edge and echo through it: the path of a
+    /// client that came back at another edge (client → second edge → first edge → broker).
+    #[arg(long)]
+    pub(crate) forwarded: bool,
 }
 
-/// Echo through edge → broker → demo game and back, then the same load against the raw echo
-/// baseline.
+/// Echo through edge → broker → demo game and back (with `forwarded`, through a second edge
+/// first), then the same load against the raw echo baseline.
 pub(crate) async fn echo(args: &EchoArgs) -> anyhow::Result<Report> {
     fleet::raise_fd_limit(args.transport, args.sessions)?;
     let plan = Plan {
@@ -135,16 +139,39 @@ pub(crate) async fn echo(args: &EchoArgs) -> anyhow::Result<Report> {
         measure: Duration::from_secs(args.secs),
     };
     let gateway = Gateway::start().await?;
-    let target = Target::new(&gateway, args.transport, args.sessions)?;
+    let target = Target::new(&gateway, args.transport, args.sessions)?.resumable(args.forwarded);
     let (clients, open_failures, _) =
         fleet::open_many(&target, 1..args.sessions as i64 + 1, 64).await;
     anyhow::ensure!(
         open_failures.is_empty(),
         "sessions failed to open: {open_failures:?}"
     );
-    let cpu0 = gateway.edge.cpu_secs()? + gateway.broker.cpu_secs()?;
-    let janus = echo::run(clients.into_iter().map(|(_, c)| c).collect(), plan).await;
-    let cpu = gateway.edge.cpu_secs()? + gateway.broker.cpu_secs()? - cpu0;
+    let mut clients: Vec<_> = clients.into_iter().map(|(_, c)| c).collect();
+    let forwarder = match args.forwarded {
+        false => None,
+        true => {
+            let forwarder = gateway.start_forwarder().await?;
+            let endpoint = target.endpoint_among(forwarder.listeners);
+            for client in &mut clients {
+                client
+                    .resume(&endpoint, Duration::from_secs(10))
+                    .await
+                    .context("a resume at the second edge")?;
+            }
+            Some(forwarder)
+        }
+    };
+    let cpu_used = || -> anyhow::Result<f64> {
+        let second = match &forwarder {
+            Some(forwarder) => forwarder.process.cpu_secs()?,
+            None => 0.0,
+        };
+        Ok(gateway.edge.cpu_secs()? + gateway.broker.cpu_secs()? + second)
+    };
+    let cpu0 = cpu_used()?;
+    let janus = echo::run(clients, plan).await;
+    let cpu = cpu_used()? - cpu0;
+    drop(forwarder);
     gateway.stop().await;
 
     let raw_server = RawEcho::start().await?;
@@ -154,14 +181,16 @@ pub(crate) async fn echo(args: &EchoArgs) -> anyhow::Result<Report> {
     }
     let raw = echo::run(conns, plan).await;
 
-    let name = if args.rate.is_some() {
-        "echo_rate"
-    } else {
-        "echo"
+    let name = match (args.rate.is_some(), args.forwarded) {
+        (false, false) => "echo",
+        (true, false) => "echo_rate",
+        (false, true) => "echo_forwarded",
+        (true, true) => "echo_rate_forwarded",
     };
     let mut report = Report::new(name);
     let (ours, theirs) = (janus.throughput(&plan), raw.throughput(&plan));
     report.set("transport", format!("{:?}", args.transport).to_lowercase());
+    report.set("forwarded", args.forwarded);
     report.set("sessions", args.sessions as u64);
     report.set("inflight", args.inflight as u64);
     report.set("offered_per_sec", args.rate);
@@ -190,7 +219,7 @@ pub(crate) async fn echo(args: &EchoArgs) -> anyhow::Result<Report> {
     report.say(format!("janus: {}", janus.latency.summary()));
     report.say(format!("raw:   {}", raw.latency.summary()));
     report.say(format!(
-        "edge + broker CPU {cpu:.1} s over {} s (game service and generator not counted)",
+        "edge(s) + broker CPU {cpu:.1} s over {} s (game service and generator not counted)",
         args.secs + args.warmup_secs
     ));
     failures(&mut report, "failures", &janus.failures);
