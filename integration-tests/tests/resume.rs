@@ -71,6 +71,23 @@ async fn push_numbered(stack: &Stack, uid: i64) -> tokio::task::JoinHandle<()> {
     })
 }
 
+/// Receives the rest of the numbered pushes (`got` holds those received so far, the first
+/// `parked_at` before the first drop) and checks that every one arrived exactly once, in order.
+async fn all_pushes_once_in_order(
+    client: &mut Client,
+    mut got: Vec<u32>,
+    pusher: tokio::task::JoinHandle<()>,
+    parked_at: usize,
+) {
+    collect(client, &mut got, PUSHES as usize).await;
+    pusher.await.unwrap();
+    let expected: Vec<u32> = (0..PUSHES).collect();
+    assert_eq!(
+        got, expected,
+        "every push exactly once, in order (parked after {parked_at})"
+    );
+}
+
 /// Receives pushes until `got` holds `until` of them.
 async fn collect(client: &mut Client, got: &mut Vec<u32>, until: usize) {
     while got.len() < until {
@@ -138,14 +155,7 @@ async fn a_session_resumes_over_other_transports_without_losing_or_repeating_a_p
         .resume(&quic(&stack.edge), Duration::from_secs(5))
         .await
         .unwrap();
-    collect(&mut client, &mut got, PUSHES as usize).await;
-    pusher.await.unwrap();
-
-    let expected: Vec<u32> = (0..PUSHES).collect();
-    assert_eq!(
-        got, expected,
-        "every push exactly once, in order (parked after {parked_at})"
-    );
+    all_pushes_once_in_order(&mut client, got, pusher, parked_at).await;
 
     // A request sent just before the connection drops, with nothing else going on: its reply
     // comes with the resume (from the edge's kept packets, or the request is sent again).
@@ -281,13 +291,7 @@ async fn a_session_resumes_at_another_edge_through_the_edge_holding_it() {
         .resume(&quic(&stack.edge), Duration::from_secs(5))
         .await
         .unwrap();
-    collect(&mut client, &mut got, PUSHES as usize).await;
-    pusher.await.unwrap();
-    let expected: Vec<u32> = (0..PUSHES).collect();
-    assert_eq!(
-        got, expected,
-        "every push exactly once, in order (parked after {parked_at})"
-    );
+    all_pushes_once_in_order(&mut client, got, pusher, parked_at).await;
 
     // And once more through the other edge, with a request and its reply.
     client
