@@ -88,6 +88,21 @@ async fn all_pushes_once_in_order(
     );
 }
 
+/// The broker at `broker` holds one session, with the one player tunnel it ever opened: the
+/// resumes went on with the session instead of making a new one.
+async fn one_broker_session_and_tunnel_all_along(broker: std::net::SocketAddr) {
+    assert_eq!(
+        metric(broker, BROKER_SESSIONS).await,
+        Some(1.0),
+        "the same broker session"
+    );
+    assert_eq!(
+        metric(broker, PLAYER_TUNNELS).await,
+        Some(1.0),
+        "the same tunnel"
+    );
+}
+
 /// Receives pushes until `got` holds `until` of them.
 async fn collect(client: &mut Client, got: &mut Vec<u32>, until: usize) {
     while got.len() < until {
@@ -181,16 +196,7 @@ async fn a_session_resumes_over_other_transports_without_losing_or_repeating_a_p
         metric(edge, "janus_edge_resumes_total{result=\"ok\"}").await,
         Some(3.0)
     );
-    assert_eq!(
-        metric(broker, BROKER_SESSIONS).await,
-        Some(1.0),
-        "the same broker session"
-    );
-    assert_eq!(
-        metric(broker, PLAYER_TUNNELS).await,
-        Some(1.0),
-        "the same tunnel"
-    );
+    one_broker_session_and_tunnel_all_along(broker).await;
     assert_eq!(
         metric(edge, "janus_edge_closes_total{reason=\"client_closed\"}").await,
         None,
@@ -309,16 +315,7 @@ async fn a_session_resumes_at_another_edge_through_the_edge_holding_it() {
         metric(away, "janus_edge_resumes_total{result=\"ok\"}").await,
         None
     );
-    assert_eq!(
-        metric(broker, BROKER_SESSIONS).await,
-        Some(1.0),
-        "the same broker session"
-    );
-    assert_eq!(
-        metric(broker, PLAYER_TUNNELS).await,
-        Some(1.0),
-        "the same tunnel"
-    );
+    one_broker_session_and_tunnel_all_along(broker).await;
     client.close().await.unwrap();
     wait_metric(broker, BROKER_SESSIONS, |v| v == 0.0).await;
     wait_metric(away, "janus_edge_sessions_relayed", |v| v == 0.0).await;
