@@ -12,11 +12,13 @@ use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
 use janus_proto::janus::internal::v1::edge_relay_client::EdgeRelayClient;
-use janus_proto::janus::internal::v1::edge_relay_server::EdgeRelay;
+use janus_proto::janus::internal::v1::edge_relay_server::{EdgeRelay, EdgeRelayServer};
 use janus_proto::janus::internal::v1::{RelayDown, RelayOpen, RelayUp, Transport};
 use janus_shared::frame;
+use tokio::net::TcpListener;
 use tokio::sync::mpsc;
-use tokio_stream::wrappers::ReceiverStream;
+use tokio_stream::wrappers::{ReceiverStream, TcpListenerStream};
+use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tonic::transport::{Channel, Endpoint};
 use tonic::{Request, Response, Status, Streaming};
@@ -31,18 +33,32 @@ const UP_QUEUE: usize = 64;
 /// write timeout, like any client that does not read).
 const DOWN_QUEUE: usize = 16;
 
-/// The holding edge's end: serves each forwarded client as a connection of its own.
-#[derive(Debug)]
-pub struct Service {
+/// Takes the streams other edges open on `listener` until `stop`; forwarded clients run as
+/// sessions of `state`, tracked (and drained) with `sessions`.
+pub async fn serve(
+    listener: TcpListener,
     state: Arc<EdgeState>,
     sessions: TaskTracker,
+    stop: CancellationToken,
+) {
+    let keepalive = Duration::from_millis(state.config.brokers.keepalive_ms);
+    let served = tonic::transport::Server::builder()
+        .tcp_nodelay(true)
+        .http2_keepalive_interval(Some(keepalive))
+        .http2_keepalive_timeout(Some(keepalive))
+        .add_service(EdgeRelayServer::new(Service { state, sessions }))
+        .serve_with_incoming_shutdown(TcpListenerStream::new(listener), stop.cancelled_owned())
+        .await;
+    if let Err(e) = served {
+        tracing::error!(error = %e, "relay server failed");
+    }
 }
 
-impl Service {
-    /// Forwarded clients run as sessions of `state`, tracked (and drained) with `sessions`.
-    pub fn new(state: Arc<EdgeState>, sessions: TaskTracker) -> Self {
-        Self { state, sessions }
-    }
+/// The holding edge's end: serves each forwarded client as a connection of its own.
+#[derive(Debug)]
+struct Service {
+    state: Arc<EdgeState>,
+    sessions: TaskTracker,
 }
 
 #[tonic::async_trait]

@@ -6,12 +6,10 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use janus_proto::janus::internal::v1::edge_relay_server::EdgeRelayServer;
 use janus_shared::discovery::{BROKER_SERVICE, Discovery, EtcdDiscovery, Instance};
 use janus_shared::handshake::ServerHandshakeConfig;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
-use tokio_stream::wrappers::TcpListenerStream;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
@@ -204,25 +202,12 @@ impl Edge {
             ));
         }
         if let Some(listener) = relay {
-            let keepalive = Duration::from_millis(state.config.brokers.keepalive_ms);
-            let router = tonic::transport::Server::builder()
-                .tcp_nodelay(true)
-                .http2_keepalive_interval(Some(keepalive))
-                .http2_keepalive_timeout(Some(keepalive))
-                .add_service(EdgeRelayServer::new(relay::Service::new(
-                    state.clone(),
-                    sessions.clone(),
-                )));
-            let stop = accept_stop.clone();
-            background.spawn(async move {
-                let incoming = TcpListenerStream::new(listener);
-                if let Err(e) = router
-                    .serve_with_incoming_shutdown(incoming, stop.cancelled_owned())
-                    .await
-                {
-                    tracing::error!(error = %e, "relay server failed");
-                }
-            });
+            background.spawn(relay::serve(
+                listener,
+                state.clone(),
+                sessions.clone(),
+                accept_stop.clone(),
+            ));
         }
         let admin = Admin {
             state: state.clone(),
