@@ -23,6 +23,7 @@ use janus_proto::room::intra::v1::tunnel_service_server::TunnelServiceServer as 
 use janus_proto::{player, room};
 use tokio::net::TcpListener;
 use tonic::transport::Channel;
+use tonic::transport::server::TcpIncoming;
 use tonic::{Request, Response, Status, Streaming};
 
 /// Player request: echo, then push `pushed` on the tunnel.
@@ -195,7 +196,9 @@ pub async fn serve(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
     let rooms = Rooms::new(push_endpoint)?;
-    let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
+    // TCP_NODELAY on every accepted connection: the builder's own TCP settings do not apply to
+    // a server given its incoming connections.
+    let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
     tonic::transport::Server::builder()
         .add_service(PlayerServer::new(EchoPlayer))
         .add_service(RoomServer::new(rooms))

@@ -13,9 +13,9 @@ use janus_shared::discovery::{
     BROKER_SERVICE, Discovery, EtcdDiscovery, GATE_SERVICE, Instance, Registration, StaticDiscovery,
 };
 use tokio::net::TcpListener;
-use tokio_stream::wrappers::TcpListenerStream;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
+use tonic::transport::server::TcpIncoming;
 
 use crate::admin;
 use crate::bus::{MemoryBus, NatsBus, PushBus};
@@ -121,14 +121,15 @@ impl Broker {
         let shutdown = state.shutdown.clone();
         let keepalive = Duration::from_millis(state.config.edge_keepalive_ms);
         let router = tonic::transport::Server::builder()
-            .tcp_nodelay(true)
             .http2_keepalive_interval(Some(keepalive))
             .http2_keepalive_timeout(Some(keepalive))
             .add_service(EdgeLinkServer::new(LinkService::new(state.clone())))
             .add_service(BroadcasterPush::new(pusher.clone()))
             .add_service(GatePushServer::new(GatePush(pusher)));
         let server = tokio::spawn(async move {
-            let incoming = TcpListenerStream::new(listener);
+            // TCP_NODELAY on every accepted connection (the builder's TCP settings do not apply
+            // to a server given its incoming connections): a reply must not wait for an ACK.
+            let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
             if let Err(e) = router
                 .serve_with_incoming_shutdown(incoming, shutdown.cancelled_owned())
                 .await

@@ -17,9 +17,10 @@ use janus_proto::janus::internal::v1::{RelayDown, RelayOpen, RelayUp, Transport}
 use janus_shared::frame;
 use tokio::net::TcpListener;
 use tokio::sync::mpsc;
-use tokio_stream::wrappers::{ReceiverStream, TcpListenerStream};
+use tokio_stream::wrappers::ReceiverStream;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
+use tonic::transport::server::TcpIncoming;
 use tonic::transport::{Channel, Endpoint};
 use tonic::{Request, Response, Status, Streaming};
 
@@ -42,12 +43,14 @@ pub async fn serve(
     stop: CancellationToken,
 ) {
     let keepalive = Duration::from_millis(state.config.brokers.keepalive_ms);
+    // TCP_NODELAY on every accepted connection: the builder's TCP settings do not apply to a
+    // server given its incoming connections.
+    let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
     let served = tonic::transport::Server::builder()
-        .tcp_nodelay(true)
         .http2_keepalive_interval(Some(keepalive))
         .http2_keepalive_timeout(Some(keepalive))
         .add_service(EdgeRelayServer::new(Service { state, sessions }))
-        .serve_with_incoming_shutdown(TcpListenerStream::new(listener), stop.cancelled_owned())
+        .serve_with_incoming_shutdown(incoming, stop.cancelled_owned())
         .await;
     if let Err(e) = served {
         tracing::error!(error = %e, "relay server failed");
