@@ -429,10 +429,7 @@ impl Session {
                 Some(handoff) = next_handoff(&mut handoffs) => {
                     Box::pin(self.take_over(handoff)).await.map(|_| Step::Continue)
                 }
-                _ = self.overflow.cancelled() => {
-                    self.state.metrics.queue_overflows.with_label_values(&["session_outbound"]).inc();
-                    Err(Close::SlowConsumer)
-                }
+                _ = self.overflow.cancelled() => Err(self.overflowed()),
                 down = downlink.recv() => {
                     // Seal whatever else is already queued too, so one write carries it all.
                     let mut step = self.on_downlink(down);
@@ -795,10 +792,30 @@ impl Session {
         let _ = tokio::time::timeout(Duration::from_secs(2), io.close()).await;
     }
 
+    /// The session's outbound queue overflowed: counted, and the session ends as a slow
+    /// consumer.
+    fn overflowed(&self) -> Close {
+        self.state
+            .metrics
+            .queue_overflows
+            .with_label_values(&["session_outbound"])
+            .inc();
+        Close::SlowConsumer
+    }
+
     async fn write(&mut self) -> Result<(), Close> {
         let n = self.out.len();
         let timeout = Duration::from_secs(self.state.config.session.write_timeout_secs);
-        match tokio::time::timeout(timeout, self.io.write(&mut self.out)).await {
+        // A client that stopped reading overflows its queue while a write waits for room: it
+        // is cut off then, not only at the write timeout.
+        let written = tokio::select! {
+            _ = self.overflow.cancelled() => None,
+            written = tokio::time::timeout(timeout, self.io.write(&mut self.out)) => Some(written),
+        };
+        let Some(written) = written else {
+            return Err(self.overflowed());
+        };
+        match written {
             Err(_) => Err(Close::SlowConsumer),
             Ok(Err(_)) => Err(Close::ClientClosed),
             Ok(Ok(())) => {
