@@ -12,6 +12,7 @@ pub mod limits;
 pub mod link;
 pub mod listener;
 pub mod metrics;
+pub mod outbox;
 pub mod relay;
 pub mod resume;
 pub mod server;

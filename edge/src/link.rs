@@ -24,10 +24,10 @@ use tokio_util::task::TaskTracker;
 use tonic::transport::Endpoint;
 
 use crate::config::BrokersConfig;
+use crate::outbox;
 
-/// What a broker tells one session. Every variant is at most a pointer wide: each session's
-/// bounded queue allocates a block of 32 slots up front, so the slot size is memory held by
-/// every idle session.
+/// What a broker tells one session. Every variant is at most a pointer wide: queued items are
+/// memory held by the session's queue.
 #[derive(Debug)]
 pub enum Downlink {
     /// The broker took the session.
@@ -46,7 +46,7 @@ pub enum Downlink {
 #[derive(Debug)]
 pub struct SessionSlot {
     /// Downlink queue of the session.
-    pub tx: mpsc::Sender<Downlink>,
+    pub tx: outbox::Sender<Downlink>,
     /// Cancelled when the downlink queue overflowed: the session must close as a slow consumer.
     pub overflow: CancellationToken,
 }
@@ -444,7 +444,7 @@ mod tests {
     #[tokio::test]
     async fn a_send_that_finds_the_link_gone_marks_it_down_and_moves_its_sessions() {
         let (link, rx) = link_with_queue();
-        let (tx, mut down) = mpsc::channel(4);
+        let (tx, mut down) = outbox::outbox(4);
         let overflow = CancellationToken::new();
         link.attach(
             7,
@@ -476,7 +476,7 @@ mod tests {
     #[test]
     fn a_session_that_already_moved_is_not_taken_for_a_slow_consumer() {
         let (link, _rx) = link_with_queue();
-        let (tx, down) = mpsc::channel(4);
+        let (tx, down) = outbox::outbox(4);
         let overflow = CancellationToken::new();
         link.attach(
             7,

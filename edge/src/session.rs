@@ -34,6 +34,7 @@ use crate::error::Close;
 use crate::limits::{Admission, TokenBucket};
 use crate::link::{BrokerLink, Downlink, Links, SessionSlot};
 use crate::metrics::Metrics;
+use crate::outbox;
 use crate::relay;
 use crate::resume::{self, Handoff, Replay};
 use crate::transport::{FrameIo, Read, label};
@@ -181,7 +182,7 @@ struct Session {
     out: BytesMut,
     identity: Option<SessionIdentity>,
     broker: Option<Arc<BrokerLink>>,
-    downlink: Option<mpsc::Receiver<Downlink>>,
+    downlink: Option<outbox::Receiver<Downlink>>,
     overflow: CancellationToken,
     traffic: Traffic,
     /// `None` while parked.
@@ -364,7 +365,7 @@ impl Session {
             .as_ref()
             .expect("attached after the handshake");
         let broker = self.state.links.pick(identity.uid).ok_or(Close::NoBroker)?;
-        let (tx, rx) = mpsc::channel(self.state.config.session.outbound_queue);
+        let (tx, rx) = outbox::outbox(self.state.config.session.outbound_queue);
         broker.attach(
             self.id,
             SessionSlot {
@@ -435,7 +436,7 @@ impl Session {
                     let mut step = self.on_downlink(down);
                     for _ in 1..COALESCE {
                         let Ok(Step::Continue) = step else { break };
-                        let Ok(down) = downlink.try_recv() else { break };
+                        let Some(down) = downlink.try_recv() else { break };
                         step = self.on_downlink(Some(down));
                     }
                     step

@@ -1,0 +1,193 @@
+//! A session's downlink queue: what its broker link hands it (replies, pushes, the broker's
+//! verdicts), in order, at most `capacity` at a time, from the link's dispatch to the session's
+//! task. Every session holds one for its whole life, so it is built for size: a mutex-guarded
+//! deque (allocated at the first packet) and a `Notify`, about a hundred bytes where a tokio
+//! channel costs about nine hundred (two cache-padded halves and a first block of 32 slots).
+//! Full: the item is refused ([`TrySendError::Full`]) and the link cuts the session off as a
+//! slow consumer. One sender (the link's slot for the session) and one receiver (the session).
+
+use std::collections::VecDeque;
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use tokio::sync::Notify;
+use tokio::sync::mpsc::error::TrySendError;
+
+/// A deque this large is given back once drained (a burst is over).
+const KEEP_CAPACITY: usize = 8;
+
+struct Shared<T> {
+    state: Mutex<State<T>>,
+    ready: Notify,
+}
+
+struct State<T> {
+    queue: VecDeque<T>,
+    capacity: usize,
+    sender_gone: bool,
+    receiver_gone: bool,
+}
+
+impl<T> Shared<T> {
+    fn lock(&self) -> MutexGuard<'_, State<T>> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+/// A queue holding at most `capacity` items.
+pub fn outbox<T>(capacity: usize) -> (Sender<T>, Receiver<T>) {
+    let shared = Arc::new(Shared {
+        state: Mutex::new(State {
+            queue: VecDeque::new(),
+            capacity,
+            sender_gone: false,
+            receiver_gone: false,
+        }),
+        ready: Notify::new(),
+    });
+    (Sender(shared.clone()), Receiver(shared))
+}
+
+/// The link's end.
+pub struct Sender<T>(Arc<Shared<T>>);
+
+impl<T> Sender<T> {
+    /// Queues `item`, or gives it back: `Full` at capacity, `Closed` once the session is gone.
+    pub fn try_send(&self, item: T) -> Result<(), TrySendError<T>> {
+        {
+            let mut state = self.0.lock();
+            if state.receiver_gone {
+                return Err(TrySendError::Closed(item));
+            }
+            if state.queue.len() >= state.capacity {
+                return Err(TrySendError::Full(item));
+            }
+            state.queue.push_back(item);
+        }
+        self.0.ready.notify_one();
+        Ok(())
+    }
+}
+
+impl<T> Drop for Sender<T> {
+    fn drop(&mut self) {
+        self.0.lock().sender_gone = true;
+        self.0.ready.notify_one();
+    }
+}
+
+impl<T> std::fmt::Debug for Sender<T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("outbox::Sender")
+    }
+}
+
+/// The session's end.
+pub struct Receiver<T>(Arc<Shared<T>>);
+
+impl<T> Receiver<T> {
+    /// The next item; `None` once the sender is gone and everything it queued was taken.
+    /// Cancel-safe: an item is taken only when this returns it.
+    pub async fn recv(&mut self) -> Option<T> {
+        loop {
+            {
+                let mut state = self.0.lock();
+                if let Some(item) = take(&mut state) {
+                    return Some(item);
+                }
+                if state.sender_gone {
+                    return None;
+                }
+            }
+            // A wake-up sent after the check above is kept as a permit, so none is lost.
+            self.0.ready.notified().await;
+        }
+    }
+
+    /// The next item if one is queued.
+    pub fn try_recv(&mut self) -> Option<T> {
+        take(&mut self.0.lock())
+    }
+}
+
+fn take<T>(state: &mut State<T>) -> Option<T> {
+    let item = state.queue.pop_front();
+    if state.queue.is_empty() && state.queue.capacity() > KEEP_CAPACITY {
+        state.queue = VecDeque::new();
+    }
+    item
+}
+
+impl<T> Drop for Receiver<T> {
+    fn drop(&mut self) {
+        let mut state = self.0.lock();
+        state.receiver_gone = true;
+        state.queue.clear();
+    }
+}
+
+impl<T> std::fmt::Debug for Receiver<T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("outbox::Receiver")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+
+    #[tokio::test]
+    async fn items_arrive_in_order_and_the_end_after_the_last() {
+        let (tx, mut rx) = outbox(4);
+        for n in 1..=3 {
+            tx.try_send(n).unwrap();
+        }
+        drop(tx);
+        assert_eq!(rx.recv().await, Some(1));
+        assert_eq!(rx.try_recv(), Some(2));
+        assert_eq!(rx.recv().await, Some(3));
+        assert_eq!(
+            rx.recv().await,
+            None,
+            "the sender is gone and nothing is left"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_full_queue_refuses_and_a_gone_session_is_closed() {
+        let (tx, mut rx) = outbox(2);
+        tx.try_send(1).unwrap();
+        tx.try_send(2).unwrap();
+        assert!(matches!(tx.try_send(3), Err(TrySendError::Full(3))));
+        assert_eq!(rx.recv().await, Some(1));
+        tx.try_send(4).unwrap();
+        drop(rx);
+        assert!(matches!(tx.try_send(5), Err(TrySendError::Closed(5))));
+    }
+
+    #[tokio::test]
+    async fn a_waiting_receiver_is_woken_and_a_dropped_wait_loses_nothing() {
+        let (tx, mut rx) = outbox(4);
+        let waiting = tokio::time::timeout(Duration::from_millis(20), rx.recv()).await;
+        assert!(waiting.is_err(), "nothing queued yet");
+        let woken = tokio::spawn(async move { (rx.recv().await, rx) });
+        tokio::task::yield_now().await;
+        tx.try_send(7).unwrap();
+        let (item, mut rx) = woken.await.unwrap();
+        assert_eq!(item, Some(7));
+        tx.try_send(8).unwrap();
+        assert_eq!(rx.try_recv(), Some(8));
+        assert_eq!(rx.try_recv(), None);
+    }
+
+    #[test]
+    fn a_drained_burst_gives_its_room_back() {
+        let (tx, mut rx) = outbox(64);
+        for n in 0..64 {
+            tx.try_send(n).unwrap();
+        }
+        while rx.try_recv().is_some() {}
+        assert_eq!(rx.0.lock().queue.capacity(), 0);
+    }
+}
