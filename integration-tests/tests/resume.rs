@@ -14,7 +14,7 @@ use janus_proto::broadcaster::service::push::v1::{
     MulticastRequest, PushBody, push_service_client::PushServiceClient,
 };
 use janus_proto::message::CsHeartbeat;
-use janus_shared::client::{Client, ClientConfig, unix_now};
+use janus_shared::client::{Client, Endpoint, unix_now};
 use janus_shared::handshake::Mode;
 use janus_shared::system;
 use prost::Message;
@@ -24,10 +24,14 @@ const BROKER_SESSIONS: &str = "janus_broker_live{what=\"sessions\"}";
 const PLAYER_TUNNELS: &str =
     "janus_broker_tunnel_opens_total{result=\"ok\",service=\"roma.player.service\"}";
 
-fn resumable(stack: &Stack) -> ClientConfig {
-    let mut config = stack.ground.keys.client_config(Mode::V2);
+/// Player `uid` logged in at `endpoint`, asking for a resume ticket.
+async fn login_resumable(stack: &Stack, endpoint: &Endpoint, uid: i64) -> Client {
+    let keys = &stack.ground.keys;
+    let mut config = keys.client_config(Mode::V2);
     config.handshake.resumable = true;
-    config
+    Client::connect(endpoint, &config, &keys.token(uid))
+        .await
+        .unwrap_or_else(|e| panic!("uid {uid} could not log in at {endpoint:?}: {e}"))
 }
 
 async fn round_trip(client: &mut Client, text: &str) {
@@ -120,13 +124,7 @@ async fn a_session_resumes_over_other_transports_without_losing_or_repeating_a_p
     let stack = Stack::start(|_| {}).await;
     let (edge, broker) = (stack.edge.admin_addr, stack.broker.admin_addr);
     let uid = 4242;
-    let mut client = Client::connect(
-        &stack.tcp(),
-        &resumable(&stack),
-        &stack.ground.keys.token(uid),
-    )
-    .await
-    .unwrap();
+    let mut client = login_resumable(&stack, &stack.tcp(), uid).await;
     let window = client.resume_ticket().expect("a ticket").offer.window_secs;
     assert_eq!(window, 30, "the default window");
     round_trip(&mut client, "before").await;
@@ -219,11 +217,8 @@ async fn a_session_resumes_over_other_transports_without_losing_or_repeating_a_p
 async fn a_session_nobody_resumes_ends_with_its_window_and_its_ticket_is_refused() {
     let stack = Stack::start(|config| config.resume.window_secs = 1).await;
     let (edge, broker) = (stack.edge.admin_addr, stack.broker.admin_addr);
-    let keys = &stack.ground.keys;
     let mut neighbour = stack.client(&stack.tcp(), 11).await;
-    let mut client = Client::connect(&stack.tcp(), &resumable(&stack), &keys.token(12))
-        .await
-        .unwrap();
+    let mut client = login_resumable(&stack, &stack.tcp(), 12).await;
     round_trip(&mut client, "before").await;
     client.disconnect();
     wait_metric(
@@ -259,13 +254,7 @@ async fn a_session_resumes_at_another_edge_through_the_edge_holding_it() {
         stack.broker.admin_addr,
     );
     let uid = 4343;
-    let mut client = Client::connect(
-        &stack.tcp(),
-        &resumable(&stack),
-        &stack.ground.keys.token(uid),
-    )
-    .await
-    .unwrap();
+    let mut client = login_resumable(&stack, &stack.tcp(), uid).await;
     round_trip(&mut client, "before").await;
     let pusher = push_numbered(&stack, uid).await;
 
@@ -321,10 +310,7 @@ async fn a_session_resumes_at_another_edge_through_the_edge_holding_it() {
     wait_metric(away, "janus_edge_sessions_relayed", |v| v == 0.0).await;
 
     // A ticket whose edge is gone: refused like an unknown one, and the client can log in again.
-    let keys = &stack.ground.keys;
-    let mut orphan = Client::connect(&tcp(&other), &resumable(&stack), &keys.token(4344))
-        .await
-        .unwrap();
+    let mut orphan = login_resumable(&stack, &tcp(&other), 4344).await;
     round_trip(&mut orphan, "before").await;
     orphan.disconnect();
     other.drain(Duration::ZERO).await;
