@@ -81,6 +81,9 @@ pub struct RoutesConfig {
     pub gate_ttl_secs: u64,
     /// TTL of app routes this broker creates, seconds.
     pub app_ttl_secs: u64,
+    /// With routes in Redis: also take pushes published on Redis, as go-pantheon's broadcaster
+    /// sends them (SUBSCRIBE to this broker's route value and to `gate.broadcast.message`).
+    pub redis_pushes: bool,
 }
 
 impl Default for RoutesConfig {
@@ -91,6 +94,7 @@ impl Default for RoutesConfig {
             timeout_ms: 500,
             gate_ttl_secs: 600,
             app_ttl_secs: 600,
+            redis_pushes: true,
         }
     }
 }
@@ -151,6 +155,15 @@ pub struct DiscoveryConfig {
     pub etcd_endpoints: Vec<String>,
     /// Game-service instances for the static backend.
     pub instances: Vec<StaticInstance>,
+    /// The colours this broker serves: it registers as `janus.gate.interface` once per colour
+    /// (game services keep only gateways whose `metadata.color` is the player's), and a push
+    /// that names no colour is looked up under each of them (PROTOCOL.md §12).
+    pub colors: Vec<String>,
+    /// `metadata.profile` of those registrations (go-pantheon's `label.profile`).
+    pub profile: String,
+    /// Client endpoints listed in those registrations before `http://` and `grpc://`, as the
+    /// go-pantheon gate lists its listeners (e.g. `tcp://gate.example:7001`); informational.
+    pub client_endpoints: Vec<String>,
 }
 
 impl Default for DiscoveryConfig {
@@ -159,6 +172,9 @@ impl Default for DiscoveryConfig {
             backend: DiscoveryBackend::Static,
             etcd_endpoints: vec!["http://127.0.0.1:2379".into()],
             instances: Vec::new(),
+            colors: vec![String::new()],
+            profile: "dev".into(),
+            client_endpoints: Vec::new(),
         }
     }
 }
@@ -317,6 +333,26 @@ impl Validate for BrokerConfig {
             );
             problems.check_positive(&format!("{field}.weight"), instance.weight);
         }
+        let colors = &self.discovery.colors;
+        problems.check(
+            !colors.is_empty(),
+            "discovery.colors",
+            "at least one colour is needed (\"\" is the default colour)",
+        );
+        for (i, color) in colors.iter().enumerate() {
+            problems.check(
+                !colors[..i].contains(color),
+                &format!("discovery.colors[{i}]"),
+                format!("{color:?} is listed twice"),
+            );
+        }
+        for (i, endpoint) in self.discovery.client_endpoints.iter().enumerate() {
+            problems.check(
+                endpoint.contains("://"),
+                &format!("discovery.client_endpoints[{i}]"),
+                format!("{endpoint:?} is not scheme://address"),
+            );
+        }
         let tunnels = &self.tunnels;
         problems.check(
             tunnels.services.contains_key(&tunnels.default_service),
@@ -365,6 +401,9 @@ mod tests {
             redis_urls = ["http://nope"]
             [tunnels]
             default_service = "missing"
+            [discovery]
+            colors = ["blue", "blue"]
+            client_endpoints = ["gate:7001"]
             [tunnels.modules]
             1 = "player"
         "#;
@@ -376,6 +415,8 @@ mod tests {
             "routes.redis_urls[0]:",
             "tunnels.default_service:",
             "tunnels.modules.1:",
+            "discovery.colors[1]:",
+            "discovery.client_endpoints[0]:",
         ] {
             assert!(err.contains(field), "{field} missing from {err}");
         }

@@ -18,6 +18,7 @@ pub mod error;
 pub mod link;
 pub mod metrics;
 pub mod push;
+pub mod registration;
 pub mod registry;
 pub mod route;
 pub mod server;

@@ -2,7 +2,10 @@
 //! them: local sessions get it directly, each other broker gets one message on its own bus
 //! subject carrying all of its uids. A broadcast is one message on the broadcast subject that
 //! every broker delivers to its matching sessions. Both push gRPC APIs and the bus ingress
-//! subject end up here. Delivery is at most once; what counts as pushed is in PROTOCOL.md.
+//! subject end up here, and so do the Redis channels of go-pantheon's broadcaster ([`pubsub`]).
+//! Delivery is at most once; what counts as pushed is in PROTOCOL.md.
+
+mod pubsub;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -21,6 +24,8 @@ use crate::error::{Error, Result};
 use crate::registry::Command;
 use crate::route::gate_route_key;
 use crate::state::{BrokerState, broker_id};
+
+pub use self::pubsub::BROADCAST_CHANNEL;
 
 /// Pushes on behalf of one broker.
 #[derive(Debug, Clone)]
@@ -47,14 +52,26 @@ impl Pusher {
 
     /// Pushes `bodies` to `uids` of `color` wherever their sessions are. Returns the uids that
     /// had a live session (here) or a gateway route (elsewhere) when the push was resolved.
+    /// With no `color`, routes are looked up under every colour this broker serves.
     pub async fn multicast(
         &self,
         color: &str,
         uids: &[i64],
         bodies: &[bc::PushBody],
     ) -> Result<Vec<i64>> {
+        let served = &self.state.config.discovery.colors;
+        self.multicast_under(&lookup_colors(color, None, served), uids, bodies)
+            .await
+    }
+
+    async fn multicast_under(
+        &self,
+        colors: &[&str],
+        uids: &[i64],
+        bodies: &[bc::PushBody],
+    ) -> Result<Vec<i64>> {
         let started = std::time::Instant::now();
-        let pushed = self.resolve_and_send(color, uids, bodies).await;
+        let pushed = self.resolve_and_send(colors, uids, bodies).await;
         self.observe("multicast", started);
         pushed
     }
@@ -70,33 +87,39 @@ impl Pusher {
 
     async fn resolve_and_send(
         &self,
-        color: &str,
+        colors: &[&str],
         uids: &[i64],
         bodies: &[bc::PushBody],
     ) -> Result<Vec<i64>> {
-        let (mut pushed, elsewhere): (Vec<i64>, Vec<i64>) = {
+        let (mut pushed, mut elsewhere): (Vec<i64>, Vec<i64>) = {
             let registry = &self.state.registry;
             uids.iter().partition(|uid| registry.get(**uid).is_some())
         };
         self.deliver_local(&pushed, bodies);
-        if elsewhere.is_empty() {
-            return Ok(pushed);
-        }
-        let keys: Vec<String> = elsewhere
-            .iter()
-            .map(|uid| gate_route_key(color, *uid))
-            .collect();
-        let owners = self.state.routes.get_many(&keys).await?;
-        let mut by_broker: BTreeMap<String, Vec<i64>> = BTreeMap::new();
-        for (uid, owner) in elsewhere.into_iter().zip(owners) {
-            match owner {
-                Some(owner) if owner != self.state.endpoint => {
-                    by_broker.entry(owner).or_default().push(uid)
-                }
-                _ => {}
+        // Uids not here, by the broker their route names under the first colour that has one.
+        let mut by_broker: BTreeMap<(String, &str), Vec<i64>> = BTreeMap::new();
+        for color in colors {
+            if elsewhere.is_empty() {
+                break;
             }
+            let keys: Vec<String> = elsewhere
+                .iter()
+                .map(|uid| gate_route_key(color, *uid))
+                .collect();
+            let owners = self.state.routes.get_many(&keys).await?;
+            let mut unrouted = Vec::new();
+            for (uid, owner) in elsewhere.into_iter().zip(owners) {
+                match owner {
+                    Some(owner) if owner != self.state.endpoint => {
+                        by_broker.entry((owner, color)).or_default().push(uid)
+                    }
+                    Some(_) => {}
+                    None => unrouted.push(uid),
+                }
+            }
+            elsewhere = unrouted;
         }
-        for (owner, uids) in by_broker {
+        for ((owner, color), uids) in by_broker {
             let message = bc::PushMessage {
                 bodies: bodies.to_vec(),
                 uids: uids.clone(),
@@ -231,6 +254,22 @@ impl Pusher {
     }
 }
 
+/// The colours a push's gateway routes are looked up under (PROTOCOL.md §12): the push's own
+/// colour if it names one; else `hint` (the caller's `x-md-global-color`), then every colour
+/// this broker serves (`discovery.colors`).
+fn lookup_colors<'a>(color: &'a str, hint: Option<&'a str>, served: &'a [String]) -> Vec<&'a str> {
+    if !color.is_empty() {
+        return vec![color];
+    }
+    let mut colors: Vec<&str> = hint.filter(|h| !h.is_empty()).into_iter().collect();
+    for served in served {
+        if !colors.contains(&served.as_str()) {
+            colors.push(served);
+        }
+    }
+    colors
+}
+
 fn decode<M: Message + Default>(bytes: &[u8], what: &'static str) -> Result<M> {
     M::decode(bytes).map_err(|e| Error::Malformed {
         what,
@@ -248,11 +287,26 @@ impl bc::push_service_server::PushService for Pusher {
         &self,
         request: Request<bc::PushRequest>,
     ) -> Result<Response<bc::PushResponse>, Status> {
+        // Roma's single-player Push names no colour; its call carries the player's colour as
+        // `x-md-global-color`.
+        let hint = request
+            .metadata()
+            .get("x-md-global-color")
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned);
         let r = request.into_inner();
-        self.multicast(&r.color, &[r.uid], &r.bodies)
+        let colors = lookup_colors(
+            &r.color,
+            hint.as_deref(),
+            &self.state.config.discovery.colors,
+        );
+        let pushed = self
+            .multicast_under(&colors, &[r.uid], &r.bodies)
             .await
             .map_err(status)?;
-        Ok(Response::new(bc::PushResponse {}))
+        Ok(Response::new(bc::PushResponse {
+            pushed: !pushed.is_empty(),
+        }))
     }
 
     async fn multicast(
@@ -314,5 +368,19 @@ impl gate::push_service_server::PushService for GatePush {
         Ok(Response::new(gate::PushResponse {
             pushed: !pushed.is_empty(),
         }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::lookup_colors;
+
+    #[test]
+    fn a_push_without_colour_is_looked_up_under_the_hint_then_the_served_colours() {
+        let served = ["blue".to_owned(), "red".to_owned()];
+        assert_eq!(lookup_colors("green", Some("red"), &served), ["green"]);
+        assert_eq!(lookup_colors("", Some("red"), &served), ["red", "blue"]);
+        assert_eq!(lookup_colors("", Some(""), &served), ["blue", "red"]);
+        assert_eq!(lookup_colors("", None, &[String::new()]), [""]);
     }
 }

@@ -9,9 +9,7 @@ use std::time::Duration;
 use janus_proto::broadcaster::service::push::v1::push_service_server::PushServiceServer as BroadcasterPush;
 use janus_proto::gate::service::push::v1::push_service_server::PushServiceServer as GatePushServer;
 use janus_proto::janus::internal::v1::edge_link_server::EdgeLinkServer;
-use janus_shared::discovery::{
-    BROKER_SERVICE, Discovery, EtcdDiscovery, GATE_SERVICE, Instance, Registration, StaticDiscovery,
-};
+use janus_shared::discovery::{Discovery, EtcdDiscovery, Registration, StaticDiscovery};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -24,9 +22,10 @@ use crate::error::{Error, Result};
 use crate::link::LinkService;
 use crate::metrics::Metrics;
 use crate::push::{GatePush, Pusher};
+use crate::registration::{self, Addresses};
 use crate::registry::Registry;
 use crate::route::{MemoryRoutes, RedisRoutes, RouteStore};
-use crate::state::{BrokerState, broker_id};
+use crate::state::BrokerState;
 use crate::tunnel::Tunnels;
 
 /// A running broker.
@@ -118,6 +117,10 @@ impl Broker {
             .spawn(admin::serve(admin_listener, state.clone()));
         let pusher = Pusher::new(state.clone());
         pusher.serve_bus().await?;
+        let routes = &state.config.routes;
+        if routes.backend != RoutesBackend::Memory && routes.redis_pushes {
+            pusher.serve_redis(routes.redis_urls.clone(), routes.timeout());
+        }
         let shutdown = state.shutdown.clone();
         let keepalive = Duration::from_millis(state.config.edge_keepalive_ms);
         let router = tonic::transport::Server::builder()
@@ -138,14 +141,13 @@ impl Broker {
             }
         });
         let mut registrations = Vec::new();
-        for name in [GATE_SERVICE, BROKER_SERVICE] {
-            let instance = Instance {
-                id: broker_id(&state.endpoint),
-                name: name.to_owned(),
-                version: env!("CARGO_PKG_VERSION").to_owned(),
-                metadata: [("admin".to_owned(), admin_addr.to_string())].into(),
-                endpoints: vec![format!("grpc://{}", state.endpoint)],
-            };
+        let at = Addresses {
+            endpoint: &state.endpoint,
+            admin_port: admin_addr.port(),
+        };
+        let mut instances = registration::gate_instances(&state.config.discovery, at);
+        instances.push(registration::broker_instance(at));
+        for instance in instances {
             let registration = discovery
                 .register(instance)
                 .await

@@ -43,7 +43,11 @@ pub struct PushRequest {
 }
 #[allow(clippy::all)]
 #[derive(Clone, Copy, PartialEq, Eq, Hash, ::prost::Message)]
-pub struct PushResponse {}
+pub struct PushResponse {
+    /// Whether the player had a live session to take the push (go-pantheon's field 1).
+    #[prost(bool, tag = "1")]
+    pub pushed: bool,
+}
 #[allow(clippy::all)]
 #[derive(Clone, PartialEq, ::prost::Message)]
 pub struct MulticastRequest {
