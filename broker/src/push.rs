@@ -59,19 +59,9 @@ impl Pusher {
         uids: &[i64],
         bodies: &[bc::PushBody],
     ) -> Result<Vec<i64>> {
-        let served = &self.state.config.discovery.colors;
-        self.multicast_under(&lookup_colors(color, None, served), uids, bodies)
-            .await
-    }
-
-    async fn multicast_under(
-        &self,
-        colors: &[&str],
-        uids: &[i64],
-        bodies: &[bc::PushBody],
-    ) -> Result<Vec<i64>> {
+        let colors = lookup_colors(color, &self.state.config.discovery.colors);
         let started = std::time::Instant::now();
-        let pushed = self.resolve_and_send(colors, uids, bodies).await;
+        let pushed = self.resolve_and_send(&colors, uids, bodies).await;
         self.observe("multicast", started);
         pushed
     }
@@ -255,19 +245,14 @@ impl Pusher {
 }
 
 /// The colours a push's gateway routes are looked up under (PROTOCOL.md §12): the push's own
-/// colour if it names one; else `hint` (the caller's `x-md-global-color`), then every colour
-/// this broker serves (`discovery.colors`).
-fn lookup_colors<'a>(color: &'a str, hint: Option<&'a str>, served: &'a [String]) -> Vec<&'a str> {
-    if !color.is_empty() {
-        return vec![color];
+/// colour if it names one, else every colour this broker serves (`discovery.colors`; a game
+/// service's connection reaches only brokers registered under its player's colour).
+fn lookup_colors<'a>(color: &'a str, served: &'a [String]) -> Vec<&'a str> {
+    if color.is_empty() {
+        served.iter().map(String::as_str).collect()
+    } else {
+        vec![color]
     }
-    let mut colors: Vec<&str> = hint.filter(|h| !h.is_empty()).into_iter().collect();
-    for served in served {
-        if !colors.contains(&served.as_str()) {
-            colors.push(served);
-        }
-    }
-    colors
 }
 
 fn decode<M: Message + Default>(bytes: &[u8], what: &'static str) -> Result<M> {
@@ -287,21 +272,9 @@ impl bc::push_service_server::PushService for Pusher {
         &self,
         request: Request<bc::PushRequest>,
     ) -> Result<Response<bc::PushResponse>, Status> {
-        // Roma's single-player Push names no colour; its call carries the player's colour as
-        // `x-md-global-color`.
-        let hint = request
-            .metadata()
-            .get("x-md-global-color")
-            .and_then(|v| v.to_str().ok())
-            .map(str::to_owned);
+        // Roma's single-player Push names no colour (PROTOCOL.md §12).
         let r = request.into_inner();
-        let colors = lookup_colors(
-            &r.color,
-            hint.as_deref(),
-            &self.state.config.discovery.colors,
-        );
-        let pushed = self
-            .multicast_under(&colors, &[r.uid], &r.bodies)
+        let pushed = Pusher::multicast(self, &r.color, &[r.uid], &r.bodies)
             .await
             .map_err(status)?;
         Ok(Response::new(bc::PushResponse {
@@ -376,11 +349,10 @@ mod tests {
     use super::lookup_colors;
 
     #[test]
-    fn a_push_without_colour_is_looked_up_under_the_hint_then_the_served_colours() {
+    fn a_push_without_colour_is_looked_up_under_every_served_colour() {
         let served = ["blue".to_owned(), "red".to_owned()];
-        assert_eq!(lookup_colors("green", Some("red"), &served), ["green"]);
-        assert_eq!(lookup_colors("", Some("red"), &served), ["red", "blue"]);
-        assert_eq!(lookup_colors("", Some(""), &served), ["blue", "red"]);
-        assert_eq!(lookup_colors("", None, &[String::new()]), [""]);
+        assert_eq!(lookup_colors("green", &served), ["green"]);
+        assert_eq!(lookup_colors("", &served), ["blue", "red"]);
+        assert_eq!(lookup_colors("", &[String::new()]), [""]);
     }
 }

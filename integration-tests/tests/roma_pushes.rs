@@ -1,0 +1,560 @@
+//! Pushes sent the way go-pantheon's Roma sends them, to two brokers on real etcd, Redis and
+//! NATS, with sessions of two colours on both:
+//! - through `broadcaster.service.push.v1.PushService` on `janus.gate.interface`, over a
+//!   connection built as fabrica-kit builds it: instances read from etcd (kratos layout), kept
+//!   only if `metadata.color` is the caller's colour, and the one the player's gateway route
+//!   names picked (else another of that colour); the single-player `Push` carries no colour;
+//! - by Redis `PUBLISH` of a `PushMessage`, as Roma's broadcaster does: on the channel named by
+//!   the player's gateway-route value for pushes and multicasts (no colour in the message), on
+//!   `gate.broadcast.message` for broadcasts (colour and sid, the `broadcast` flag unset).
+//!
+//! Each push must reach exactly the sessions it names, and no other. The keys, channels and
+//! records are spelled out here as go-pantheon spells them, not taken from Janus's helpers.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use janus_broker::Broker;
+use janus_broker::config::DiscoveryBackend;
+use janus_edge::Edge;
+use janus_integration_tests::stack::{Game, Ground, echo, recv, tcp};
+use janus_proto::broadcaster::service::push::v1 as bc;
+use janus_proto::gate::intra::v1::{AuthToken, OnlineStatus};
+use janus_shared::client::{Client, unix_now};
+use janus_shared::discovery::{Discovery, EtcdDiscovery, Instance};
+use janus_shared::handshake::Mode;
+use janus_shared::token::TokenCodec;
+use prost::Message;
+use tokio::net::TcpListener;
+
+const BROADCAST_CHANNEL: &str = "gate.broadcast.message";
+
+/// Two brokers, each behind its own edge: b1 serves blue and red, b2 red only.
+struct Deployment {
+    ground: Ground,
+    etcd_url: String,
+    _etcd: janus_integration_tests::Service,
+    _game: Game,
+    _game_registrations: Vec<janus_shared::discovery::Registration>,
+    brokers: [Broker; 2],
+    edges: [Edge; 2],
+}
+
+impl Deployment {
+    async fn start() -> Self {
+        let ground = Ground::start().await;
+        let etcd = janus_integration_tests::etcd().await;
+        let etcd_url = format!("http://{}", etcd.addr);
+        let discovery = EtcdDiscovery::connect(std::slice::from_ref(&etcd_url))
+            .await
+            .unwrap();
+        let l1 = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let l2 = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let a1 = l1.local_addr().unwrap().to_string();
+        let a2 = l2.local_addr().unwrap().to_string();
+        let game = Game::start(&a1).await;
+        let mut game_registrations = Vec::new();
+        for color in ["blue", "red"] {
+            let instance = Instance {
+                id: format!("player-{color}"),
+                name: "roma.player.service".into(),
+                version: "test".into(),
+                metadata: [("color".to_owned(), color.to_owned())].into(),
+                endpoints: vec![format!("grpc://{}", game.endpoint)],
+            };
+            game_registrations.push(discovery.register(instance).await.unwrap());
+        }
+        let config = |colors: &[&str]| {
+            let mut config = ground.broker_config(&[]);
+            config.discovery.backend = DiscoveryBackend::Etcd;
+            config.discovery.etcd_endpoints = vec![etcd_url.clone()];
+            config.discovery.colors = colors.iter().map(|c| (*c).to_owned()).collect();
+            config.discovery.profile = "test".into();
+            config
+        };
+        let b1 = ground.broker_on(config(&["blue", "red"]), l1).await;
+        let b2 = ground.broker_on(config(&["red"]), l2).await;
+        let e1 = ground.edge(ground.edge_config(&[&a1])).await;
+        let e2 = ground.edge(ground.edge_config(&[&a2])).await;
+        Self {
+            ground,
+            etcd_url,
+            _etcd: etcd,
+            _game: game,
+            _game_registrations: game_registrations,
+            brokers: [b1, b2],
+            edges: [e1, e2],
+        }
+    }
+
+    /// A session of `uid` in `color` on server `sid`, behind edge (and broker) `at`.
+    async fn client(&self, at: usize, uid: i64, color: &str, sid: i64) -> Client {
+        let keys = &self.ground.keys;
+        let token = TokenCodec::new(&keys.token).seal(&AuthToken {
+            account_id: uid,
+            server_id: sid,
+            color: color.into(),
+            timeout: unix_now() + 600,
+            status: OnlineStatus::Gate as i32,
+            ..Default::default()
+        });
+        let mut client =
+            Client::connect(&tcp(&self.edges[at]), &keys.client_config(Mode::V2), &token)
+                .await
+                .unwrap_or_else(|e| panic!("client {uid} could not connect: {e}"));
+        // One round trip: the session is registered on its broker once this returns.
+        assert_eq!(
+            client.request(echo(b"hi"), |_| {}).await.unwrap().data,
+            b"hi"
+        );
+        client
+    }
+}
+
+/// A `janus.gate.interface` node as kratos's etcd registry hands it to fabrica-kit.
+#[derive(Debug)]
+struct Node {
+    id: String,
+    address: String,
+    metadata: BTreeMap<String, String>,
+    endpoints: Vec<String>,
+}
+
+/// A game service as Roma is built: an etcd registry, a Redis client, the broadcaster API.
+struct Roma {
+    etcd: etcd_client::Client,
+    redis: redis::aio::MultiplexedConnection,
+}
+
+fn body(text: &str) -> bc::PushBody {
+    bc::PushBody {
+        data: text.as_bytes().to_vec(),
+        r#mod: 3,
+        seq: 7,
+        obj: 0,
+        data_version: 0,
+    }
+}
+
+/// `r_janus.gate.interface_{<color>}_{<uid>}`, fabrica-kit's gateway route key.
+fn route_key(color: &str, uid: i64) -> String {
+    format!("r_janus.gate.interface_{{{color}}}_{{{uid}}}")
+}
+
+impl Roma {
+    async fn connect(deployment: &Deployment) -> Self {
+        let etcd = etcd_client::Client::connect([deployment.etcd_url.as_str()], None)
+            .await
+            .unwrap();
+        let redis = redis::Client::open(format!("redis://{}", deployment.ground.redis.addr))
+            .unwrap()
+            .get_multiplexed_async_connection()
+            .await
+            .unwrap();
+        Self { etcd, redis }
+    }
+
+    /// Every registered `janus.gate.interface` instance (kratos: `/microservices/<name>/`,
+    /// JSON values; the node address is the `grpc://` endpoint's).
+    async fn gate_nodes(&mut self) -> Vec<Node> {
+        let response = self
+            .etcd
+            .get(
+                "/microservices/janus.gate.interface/",
+                Some(etcd_client::GetOptions::new().with_prefix()),
+            )
+            .await
+            .unwrap();
+        response
+            .kvs()
+            .iter()
+            .map(|kv| {
+                let value: serde_json::Value = serde_json::from_slice(kv.value()).unwrap();
+                let endpoints: Vec<String> =
+                    serde_json::from_value(value["endpoints"].clone()).unwrap();
+                let address = endpoints
+                    .iter()
+                    .find_map(|e| e.strip_prefix("grpc://"))
+                    .expect("a grpc:// endpoint")
+                    .to_owned();
+                Node {
+                    id: value["id"].as_str().unwrap().to_owned(),
+                    address,
+                    metadata: serde_json::from_value(value["metadata"].clone()).unwrap(),
+                    endpoints,
+                }
+            })
+            .collect()
+    }
+
+    /// fabrica-kit's connection for a call in the context of (`color`, `oid`): the colour
+    /// filter keeps the nodes whose `metadata.color` is `color`; the reader balancer takes the
+    /// one whose address is the route of (`color`, `oid`), else one of the others.
+    async fn pick(&mut self, color: &str, oid: i64) -> String {
+        let nodes: Vec<Node> = self
+            .gate_nodes()
+            .await
+            .into_iter()
+            .filter(|n| n.metadata.get("color").map(String::as_str) == Some(color))
+            .collect();
+        assert!(!nodes.is_empty(), "no janus.gate.interface node of {color}");
+        let route: Option<String> = redis::cmd("GET")
+            .arg(route_key(color, oid))
+            .query_async(&mut self.redis)
+            .await
+            .unwrap();
+        nodes
+            .iter()
+            .find(|n| Some(&n.address) == route.as_ref())
+            .unwrap_or(&nodes[0])
+            .address
+            .clone()
+    }
+
+    /// A broadcaster client on the node picked for (`color`, `oid`), and the metadata kratos's
+    /// metadata middleware sends from a Roma worker's context.
+    async fn client(
+        &mut self,
+        color: &str,
+        oid: i64,
+    ) -> (
+        bc::push_service_client::PushServiceClient<tonic::transport::Channel>,
+        tonic::metadata::MetadataMap,
+    ) {
+        let address = self.pick(color, oid).await;
+        let client =
+            bc::push_service_client::PushServiceClient::connect(format!("http://{address}"))
+                .await
+                .unwrap();
+        let mut md = tonic::metadata::MetadataMap::new();
+        md.insert("x-md-global-color", color.parse().unwrap());
+        md.insert("x-md-global-oid", oid.to_string().parse().unwrap());
+        md.insert("x-md-global-uid", oid.to_string().parse().unwrap());
+        (client, md)
+    }
+
+    /// Roma's `Publisher.Push` from the worker of player `uid` in `color`: no colour, no sid.
+    async fn grpc_push(&mut self, color: &str, uid: i64, text: &str) -> bool {
+        let (mut client, md) = self.client(color, uid).await;
+        let request = bc::PushRequest {
+            bodies: vec![body(text)],
+            uid,
+            ..Default::default()
+        };
+        let request = tonic::Request::from_parts(md, Default::default(), request);
+        client.push(request).await.unwrap().into_inner().pushed
+    }
+
+    /// Roma's `Publisher.Multicast` from the worker of `oid` in `color`.
+    async fn grpc_multicast(
+        &mut self,
+        color: &str,
+        oid: i64,
+        uids: &[i64],
+        text: &str,
+    ) -> Vec<i64> {
+        let (mut client, md) = self.client(color, oid).await;
+        let request = bc::MulticastRequest {
+            bodies: vec![body(text)],
+            uids: uids.to_vec(),
+            color: color.into(),
+        };
+        let request = tonic::Request::from_parts(md, Default::default(), request);
+        let mut pushed = client
+            .multicast(request)
+            .await
+            .unwrap()
+            .into_inner()
+            .pushed_uids;
+        pushed.sort_unstable();
+        pushed
+    }
+
+    /// Roma's `Publisher.Broadcast` from the worker of `oid` in `color` on server `sid`.
+    async fn grpc_broadcast(&mut self, color: &str, oid: i64, sid: i64, text: &str) {
+        let (mut client, md) = self.client(color, oid).await;
+        let request = bc::BroadcastRequest {
+            bodies: vec![body(text)],
+            color: color.into(),
+            sid,
+        };
+        let request = tonic::Request::from_parts(md, Default::default(), request);
+        client.broadcast(request).await.unwrap();
+    }
+
+    /// PUBLISH `message` on `channel`; the number of subscribers that received it.
+    async fn publish(&mut self, channel: &str, message: &bc::PushMessage) -> i64 {
+        redis::cmd("PUBLISH")
+            .arg(channel)
+            .arg(message.encode_to_vec())
+            .query_async(&mut self.redis)
+            .await
+            .unwrap()
+    }
+
+    /// Roma's broadcaster `Push`/`Multicast`: the players' gateway routes, then one message
+    /// per route value (the gateway's `host:port`), carrying only uids and bodies.
+    async fn redis_multicast(&mut self, color: &str, uids: &[i64], text: &str) {
+        let keys: Vec<String> = uids.iter().map(|uid| route_key(color, *uid)).collect();
+        let routes: Vec<Option<String>> = redis::cmd("MGET")
+            .arg(&keys)
+            .query_async(&mut self.redis)
+            .await
+            .unwrap();
+        let mut by_gate: BTreeMap<String, Vec<i64>> = BTreeMap::new();
+        for (uid, route) in uids.iter().zip(routes) {
+            by_gate
+                .entry(route.expect("every player here has a route"))
+                .or_default()
+                .push(*uid);
+        }
+        for (gate, uids) in by_gate {
+            let message = bc::PushMessage {
+                bodies: vec![body(text)],
+                uids,
+                ..Default::default()
+            };
+            assert_eq!(
+                self.publish(&gate, &message).await,
+                1,
+                "exactly one subscriber, the broker at {gate}, takes its channel"
+            );
+        }
+    }
+
+    /// Roma's broadcaster `Broadcast`: colour and sid, the `broadcast` flag left unset.
+    async fn redis_broadcast(&mut self, color: &str, sid: i64, text: &str) {
+        let message = bc::PushMessage {
+            bodies: vec![body(text)],
+            color: color.into(),
+            sid,
+            ..Default::default()
+        };
+        assert_eq!(
+            self.publish(BROADCAST_CHANNEL, &message).await,
+            2,
+            "both brokers subscribe to the broadcast channel"
+        );
+    }
+
+    /// Waits until `channel` has `want` subscribers.
+    async fn wait_subscribers(&mut self, channel: &str, want: i64) {
+        for _ in 0..100 {
+            let (_, n): (String, i64) = redis::cmd("PUBSUB")
+                .arg("NUMSUB")
+                .arg(channel)
+                .query_async(&mut self.redis)
+                .await
+                .unwrap();
+            if n == want {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        panic!("{channel} never had {want} subscribers");
+    }
+}
+
+/// Every push `client` receives up to the `end` marker, sorted.
+async fn pushes_until_end(client: &mut Client) -> Vec<String> {
+    let mut got = Vec::new();
+    loop {
+        let packet = recv(client).await;
+        assert_eq!(
+            (packet.index, packet.r#mod, packet.seq),
+            (0, 3, 7),
+            "a push as its body says"
+        );
+        let text = String::from_utf8(packet.data).unwrap();
+        if text == "end" {
+            got.sort();
+            return got;
+        }
+        got.push(text);
+    }
+}
+
+#[tokio::test]
+async fn roma_pushes_reach_exactly_the_right_sessions_by_grpc_and_by_redis() {
+    let deployment = Deployment::start().await;
+    let [b1, b2] = &deployment.brokers;
+    let mut roma = Roma::connect(&deployment).await;
+
+    // What Roma finds in etcd: the go-pantheon gate's record, once per colour served.
+    let nodes = roma.gate_nodes().await;
+    let mut seen: Vec<(String, String)> = nodes
+        .iter()
+        .map(|n| (n.address.clone(), n.metadata["color"].clone()))
+        .collect();
+    seen.sort();
+    let mut want = vec![
+        (b1.endpoint().to_owned(), "blue".to_owned()),
+        (b1.endpoint().to_owned(), "red".to_owned()),
+        (b2.endpoint().to_owned(), "red".to_owned()),
+    ];
+    want.sort();
+    assert_eq!(seen, want, "one record per broker and colour: {nodes:?}");
+    for node in &nodes {
+        let keys: Vec<&str> = node.metadata.keys().map(String::as_str).collect();
+        assert_eq!(keys, ["color", "profile", "svc", "ver"], "{node:?}");
+        assert_eq!(node.metadata["svc"], "janus.gate.interface");
+        assert_eq!(node.metadata["profile"], "test");
+        assert_eq!(
+            node.endpoints.last().map(String::as_str),
+            Some(format!("grpc://{}", node.address).as_str())
+        );
+        assert!(
+            node.endpoints.iter().any(|e| e.starts_with("http://")),
+            "{node:?}"
+        );
+        assert_eq!(
+            nodes.iter().filter(|n| n.id == node.id).count(),
+            1,
+            "ids are unique"
+        );
+    }
+
+    // Sessions: blue and red on b1; red (servers 1 and 2) and blue on b2, which serves no blue.
+    let mut u1 = deployment.client(0, 1001, "blue", 1).await;
+    let mut u2 = deployment.client(0, 1002, "red", 1).await;
+    let mut u3 = deployment.client(1, 1003, "red", 1).await;
+    let mut u4 = deployment.client(1, 1004, "blue", 1).await;
+    let mut u5 = deployment.client(1, 1005, "red", 2).await;
+    roma.wait_subscribers(b1.endpoint(), 1).await;
+    roma.wait_subscribers(b2.endpoint(), 1).await;
+    roma.wait_subscribers(BROADCAST_CHANNEL, 2).await;
+
+    // (a) The broadcaster API over the colour-filtered connection.
+    assert!(
+        roma.grpc_push("blue", 1001, "grpc push").await,
+        "on its own broker"
+    );
+    assert!(
+        roma.grpc_push("blue", 1004, "grpc push").await,
+        "no blue node is b2, so b1 takes the colourless push and finds 1004 by its blue route"
+    );
+    assert!(roma.grpc_push("red", 1003, "grpc push").await);
+    assert!(
+        !roma.grpc_push("red", 4040, "nobody").await,
+        "no session, no route: not pushed"
+    );
+    assert_eq!(
+        roma.grpc_multicast("red", 1002, &[1002, 1003, 1005, 4040], "grpc multicast")
+            .await,
+        [1002, 1003, 1005]
+    );
+    roma.grpc_broadcast("red", 1003, 1, "grpc broadcast red")
+        .await;
+    roma.grpc_broadcast("blue", 1001, 1, "grpc broadcast blue")
+        .await;
+
+    // (b) Redis PUBLISH, as Roma's broadcaster sends them.
+    roma.redis_multicast("blue", &[1004], "redis push").await;
+    roma.redis_multicast("red", &[1002], "redis push").await;
+    roma.redis_multicast("red", &[1002, 1003, 1005], "redis multicast")
+        .await;
+    roma.redis_broadcast("red", 2, "redis broadcast red 2")
+        .await;
+    roma.redis_broadcast("blue", 1, "redis broadcast blue")
+        .await;
+    // Roma caches routes for 10 s: a push can still name the broker a player has left. b1 finds
+    // 1003 (red, on b2) under the colours it serves and forwards it.
+    let stale = bc::PushMessage {
+        bodies: vec![body("redis stale route")],
+        uids: vec![1003],
+        ..Default::default()
+    };
+    assert_eq!(roma.publish(b1.endpoint(), &stale).await, 1);
+
+    // A lost Redis connection: the brokers subscribe again and take pushes again.
+    let killed: i64 = redis::cmd("CLIENT")
+        .arg("KILL")
+        .arg("TYPE")
+        .arg("pubsub")
+        .query_async(&mut roma.redis)
+        .await
+        .unwrap();
+    assert_eq!(killed, 2, "both brokers' subscriptions cut");
+    roma.wait_subscribers(b1.endpoint(), 1).await;
+    roma.wait_subscribers(b2.endpoint(), 1).await;
+    roma.wait_subscribers(BROADCAST_CHANNEL, 2).await;
+    roma.redis_multicast("blue", &[1001], "redis after reconnect")
+        .await;
+
+    // Anything misdirected has had time to arrive before the end marker.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    roma.redis_multicast("blue", &[1001, 1004], "end").await;
+    roma.redis_multicast("red", &[1002, 1003, 1005], "end")
+        .await;
+
+    let strings = |list: &[&str]| {
+        let mut list: Vec<String> = list.iter().map(|s| (*s).to_owned()).collect();
+        list.sort();
+        list
+    };
+    assert_eq!(
+        pushes_until_end(&mut u1).await,
+        strings(&[
+            "grpc push",
+            "grpc broadcast blue",
+            "redis broadcast blue",
+            "redis after reconnect"
+        ])
+    );
+    assert_eq!(
+        pushes_until_end(&mut u2).await,
+        strings(&[
+            "grpc multicast",
+            "grpc broadcast red",
+            "redis push",
+            "redis multicast"
+        ])
+    );
+    assert_eq!(
+        pushes_until_end(&mut u3).await,
+        strings(&[
+            "grpc push",
+            "grpc multicast",
+            "grpc broadcast red",
+            "redis multicast",
+            "redis stale route"
+        ])
+    );
+    assert_eq!(
+        pushes_until_end(&mut u4).await,
+        strings(&[
+            "grpc push",
+            "grpc broadcast blue",
+            "redis push",
+            "redis broadcast blue"
+        ])
+    );
+    assert_eq!(
+        pushes_until_end(&mut u5).await,
+        strings(&["grpc multicast", "redis multicast", "redis broadcast red 2"])
+    );
+}
+
+#[tokio::test]
+async fn without_redis_pushes_a_broker_subscribes_to_nothing() {
+    let ground = Ground::start().await;
+    let mut config = ground.broker_config(&[]);
+    config.routes.redis_pushes = false;
+    let broker = ground
+        .broker_on(config, TcpListener::bind("127.0.0.1:0").await.unwrap())
+        .await;
+    let mut redis = redis::Client::open(format!("redis://{}", ground.redis.addr))
+        .unwrap()
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let (_, own, _, broadcast): (String, i64, String, i64) = redis::cmd("PUBSUB")
+        .arg("NUMSUB")
+        .arg(broker.endpoint())
+        .arg(BROADCAST_CHANNEL)
+        .query_async(&mut redis)
+        .await
+        .unwrap();
+    assert_eq!((own, broadcast), (0, 0));
+}
