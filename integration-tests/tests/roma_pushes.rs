@@ -8,7 +8,8 @@
 //!   the player's gateway-route value for pushes and multicasts (no colour in the message), on
 //!   `gate.broadcast.message` for broadcasts (colour and sid, the `broadcast` flag unset).
 //!
-//! Each push must reach exactly the sessions it names, and no other. The keys, channels and
+//! Each push must reach exactly the sessions it names, and no other; the subscription outlives
+//! quiet periods and comes back after Redis is lost, loudly or silently. The keys, channels and
 //! records are spelled out here as go-pantheon spells them, not taken from Janus's helpers.
 
 use std::collections::BTreeMap;
@@ -339,20 +340,25 @@ impl Roma {
 
     /// Waits until `channel` has `want` subscribers.
     async fn wait_subscribers(&mut self, channel: &str, want: i64) {
-        for _ in 0..100 {
-            let (_, n): (String, i64) = redis::cmd("PUBSUB")
-                .arg("NUMSUB")
-                .arg(channel)
-                .query_async(&mut self.redis)
-                .await
-                .unwrap();
-            if n == want {
-                return;
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-        panic!("{channel} never had {want} subscribers");
+        wait_subscribers(&mut self.redis, channel, want).await;
     }
+}
+
+/// Waits until `channel` has `want` subscribers.
+async fn wait_subscribers(redis: &mut redis::aio::MultiplexedConnection, channel: &str, want: i64) {
+    for _ in 0..100 {
+        let (_, n): (String, i64) = redis::cmd("PUBSUB")
+            .arg("NUMSUB")
+            .arg(channel)
+            .query_async(redis)
+            .await
+            .unwrap();
+        if n == want {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("{channel} never had {want} subscribers");
 }
 
 /// Every push `client` receives up to the `end` marker, sorted.
@@ -557,4 +563,62 @@ async fn without_redis_pushes_a_broker_subscribes_to_nothing() {
         .await
         .unwrap();
     assert_eq!((own, broadcast), (0, 0));
+}
+
+/// The ids of the Redis connections in subscriber mode.
+async fn subscriber_ids(redis: &mut redis::aio::MultiplexedConnection) -> Vec<String> {
+    let list: String = redis::cmd("CLIENT")
+        .arg("LIST")
+        .arg("TYPE")
+        .arg("pubsub")
+        .query_async(redis)
+        .await
+        .unwrap();
+    list.lines()
+        .filter_map(|line| line.split(' ').find_map(|f| f.strip_prefix("id=")))
+        .map(str::to_owned)
+        .collect()
+}
+
+#[tokio::test]
+async fn a_quiet_subscription_stays_and_a_silent_redis_loss_is_noticed() {
+    let ground = Ground::start().await;
+    let broker = ground
+        .broker_on(
+            ground.broker_config(&[]),
+            TcpListener::bind("127.0.0.1:0").await.unwrap(),
+        )
+        .await;
+    let mut redis = redis::Client::open(format!("redis://{}", ground.redis.addr))
+        .unwrap()
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap();
+    let endpoint = broker.endpoint().to_owned();
+    wait_subscribers(&mut redis, &endpoint, 1).await;
+    let first = subscriber_ids(&mut redis).await;
+    assert_eq!(first.len(), 1, "one subscription connection: {first:?}");
+
+    // Longer than the PING period: the answered PING keeps the same connection.
+    tokio::time::sleep(Duration::from_secs(6)).await;
+    assert_eq!(subscriber_ids(&mut redis).await, first);
+
+    // Redis frozen: no FIN, no RST, just silence. The unanswered PING ends the subscription,
+    // and once Redis answers again the broker subscribes on a new connection.
+    ground.redis.container.pause().await.unwrap();
+    tokio::time::sleep(Duration::from_secs(7)).await;
+    ground.redis.container.unpause().await.unwrap();
+    let mut renewed = Vec::new();
+    for _ in 0..100 {
+        renewed = subscriber_ids(&mut redis).await;
+        if renewed.len() == 1 && renewed != first {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(
+        renewed.len() == 1 && renewed != first,
+        "a new subscription replaced {first:?}: {renewed:?}"
+    );
+    wait_subscribers(&mut redis, &endpoint, 1).await;
 }
