@@ -25,8 +25,6 @@ use crate::registry::Command;
 use crate::route::gate_route_key;
 use crate::state::{BrokerState, broker_id};
 
-pub use self::pubsub::BROADCAST_CHANNEL;
-
 /// Pushes on behalf of one broker.
 #[derive(Debug, Clone)]
 pub struct Pusher {

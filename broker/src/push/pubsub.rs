@@ -17,7 +17,7 @@ use super::Pusher;
 use crate::error::{Error, Result};
 
 /// The channel go-pantheon's broadcaster publishes broadcasts on.
-pub const BROADCAST_CHANNEL: &str = "gate.broadcast.message";
+const BROADCAST_CHANNEL: &str = "gate.broadcast.message";
 
 /// Messages read from Redis and not yet delivered. Deliveries never wait on an edge (a full edge
 /// queue drops the push), so this fills only if route lookups or NATS stall; when full, the
