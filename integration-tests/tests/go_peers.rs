@@ -1,0 +1,194 @@
+//! Janus against real go-pantheon-style peers written in Go (built from Debian's Go packages,
+//! see `janus_integration_tests::gopeer`): a game service on grpc-go written like Roma's
+//! tunnel handlers behind a whole gateway stack, and a Go client doing what a fabrica-net
+//! client does.
+
+use janus_broker::demo;
+use janus_integration_tests::stack::{COLOR, GameKind, Stack, recv};
+use janus_proto::gate::intra::v1::OnlineStatus;
+use janus_proto::message::ScServerUnexpectedErr;
+use janus_proto::packet::Packet;
+use janus_shared::client::unix_now;
+use janus_shared::system;
+use prost::Message;
+use serde_json::Value;
+
+fn request(module: i32, seq: i32, obj: i64, data: &[u8]) -> Packet {
+    Packet {
+        r#mod: module,
+        seq,
+        obj,
+        data: data.to_vec(),
+        ..Packet::default()
+    }
+}
+
+/// A packet a test did not expect, with the text of an SCServerUnexpectedErr spelled out.
+fn unexpected(p: &Packet) -> ! {
+    if (p.r#mod, p.seq) == (system::MODULE, system::SEQ_UNEXPECTED_ERR) {
+        let err = ScServerUnexpectedErr::decode(&p.data[..]).unwrap_or_default();
+        panic!("SCServerUnexpectedErr {err:?}");
+    }
+    panic!("unexpected packet {p:?}");
+}
+
+async fn go_roma_stack() -> Stack {
+    Stack::start_with_game(GameKind::GoRoma, |config| {
+        // A DEV token gets through the edge, so the Go service's own status check is reached.
+        config.handshake.allowed_statuses =
+            vec![OnlineStatus::Gate as i32, OnlineStatus::Dev as i32];
+    })
+    .await
+}
+
+/// The metadata the Go service read on the `service` stream of object `oid`.
+async fn stream_metadata(stack: &Stack, service: &str, oid: i64) -> Value {
+    let roma = stack.game.roma().expect("the Go Roma peer");
+    let oid = oid.to_string();
+    let opened = roma
+        .wait_event("stream", |e| {
+            e["service"] == service && e["metadata"]["x-md-global-oid"] == oid.as_str()
+        })
+        .await;
+    opened["metadata"].clone()
+}
+
+#[tokio::test]
+async fn a_player_tunnel_to_a_grpc_go_service_echoes_pushes_and_carries_romas_metadata() {
+    let stack = go_roma_stack().await;
+    let uid = 3001;
+    let mut client = stack.ground.client(&stack.tcp(), uid, 7).await;
+    let reply = client
+        .request(request(2, 1, 0, b"hello go"), |p| unexpected(&p))
+        .await
+        .unwrap();
+    assert_eq!(
+        (reply.r#mod, reply.seq, reply.obj, reply.data.as_slice()),
+        (2, 1, uid, &b"hello go"[..]),
+        "echoed by the Go service with obj = uid"
+    );
+
+    let reply = client
+        .request(request(2, demo::ECHO_AND_PUSH, 0, b"p"), |p| {
+            panic!("push before the reply {p:?}")
+        })
+        .await
+        .unwrap();
+    assert_eq!(reply.data, b"p");
+    let push = recv(&mut client).await;
+    assert_eq!(
+        (
+            push.r#mod,
+            push.seq,
+            push.obj,
+            push.index,
+            push.data.as_slice()
+        ),
+        (2, demo::ECHO_AND_PUSH, uid, 0, &b"pushed"[..]),
+        "a push on the stream"
+    );
+
+    let md = stream_metadata(&stack, "player", uid).await;
+    let text = |key: &str| md[key].as_str().unwrap_or_default().to_owned();
+    assert_eq!(text("x-md-global-uid"), uid.to_string(), "{md}");
+    assert_eq!(text("x-md-global-sid"), "7", "{md}");
+    assert_eq!(text("x-md-global-status"), "1", "{md}");
+    assert_eq!(text("x-md-global-color"), COLOR, "{md}");
+    assert!(
+        text("x-md-global-client-ip").starts_with("127.0.0.1"),
+        "{md}"
+    );
+    assert!(!text("x-md-global-referer").is_empty(), "{md}");
+    assert!(
+        text("x-md-global-gate-referer").starts_with(stack.broker.endpoint()),
+        "the gate referer names the broker's gRPC endpoint: {md}"
+    );
+    client.close().await.unwrap();
+}
+
+#[tokio::test]
+async fn room_chat_through_a_grpc_go_service_reaches_exactly_the_other_members() {
+    let stack = go_roma_stack().await;
+    let room = 88;
+    let mut alice = stack.client(&stack.tcp(), 3101).await;
+    let mut bob = stack.client(&stack.ws(), 3102).await;
+    let mut carol = stack.client(&stack.tcp(), 3103).await;
+    for client in [&mut alice, &mut bob] {
+        let ok = client
+            .request(request(6, demo::JOIN, room, b""), |p| unexpected(&p))
+            .await
+            .unwrap();
+        assert_eq!(
+            (ok.r#mod, ok.obj, ok.data.as_slice()),
+            (6, room, &b"ok"[..])
+        );
+    }
+    let ok = alice
+        .request(request(6, demo::SAY, room, b"hello"), |_| {})
+        .await
+        .unwrap();
+    assert_eq!(ok.data, b"ok", "the Go service's Multicast call succeeded");
+    let push = recv(&mut bob).await;
+    assert_eq!(
+        (
+            push.r#mod,
+            push.seq,
+            push.obj,
+            push.index,
+            push.data.as_slice()
+        ),
+        (6, demo::SAID, room, 0, &b"3101: hello"[..])
+    );
+    let roma = stack.game.roma().unwrap();
+    let multicast = roma.wait_event("multicast", |_| true).await;
+    assert_eq!(
+        (&multicast["uids"], &multicast["pushed"]),
+        (&serde_json::json!([3102]), &serde_json::json!([3102])),
+        "the broker's PushService answered a grpc-go client: {multicast}"
+    );
+    let md = stream_metadata(&stack, "room", room).await;
+    assert_eq!(md["x-md-global-uid"], "3101", "{md}");
+
+    let reply = carol
+        .request(request(2, 1, 0, b"quiet"), |p| panic!("carol got {p:?}"))
+        .await
+        .unwrap();
+    assert_eq!(reply.data, b"quiet");
+    let reply = alice
+        .request(request(2, 1, 0, b"me"), |p| {
+            panic!("alice got her own push {p:?}")
+        })
+        .await
+        .unwrap();
+    assert_eq!(reply.data, b"me");
+}
+
+#[tokio::test]
+async fn a_grpc_go_service_refuses_a_tunnel_whose_status_is_not_gate() {
+    let stack = go_roma_stack().await;
+    let uid = 3201;
+    let keys = &stack.ground.keys;
+    let token = keys.token_with(uid, 1, unix_now() + 600, OnlineStatus::Dev as i32);
+    let mut client = janus_shared::client::Client::connect(
+        &stack.tcp(),
+        &keys.client_config(janus_shared::handshake::Mode::V2),
+        &token,
+    )
+    .await
+    .unwrap();
+    client.send(request(2, 5, 0, b"dev")).await.unwrap();
+    let refused = recv(&mut client).await;
+    assert_eq!(
+        (refused.r#mod, refused.seq),
+        (system::MODULE, system::SEQ_UNEXPECTED_ERR),
+        "{refused:?}"
+    );
+    let err = ScServerUnexpectedErr::decode(&refused.data[..]).unwrap();
+    assert_eq!((err.r#mod, err.seq), (2, 5), "{err:?}");
+    let roma = stack.game.roma().unwrap();
+    let rejected = roma.wait_event("rejected", |_| true).await;
+    assert_eq!(
+        rejected["error"], "must be called by Gateway. status=2",
+        "{rejected}"
+    );
+}
