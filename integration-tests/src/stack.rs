@@ -295,7 +295,16 @@ impl Stack {
     /// Starts everything with a game service of `kind`; `tune` may change the edge
     /// configuration first.
     pub async fn start_with_game(kind: GameKind, tune: impl FnOnce(&mut EdgeConfig)) -> Self {
-        let ground = Ground::start().await;
+        Self::start_on(Ground::start().await, kind, tune).await
+    }
+
+    /// Starts a broker, an edge and a game service of `kind` on `ground` (e.g. with keys of
+    /// the test's choosing); `tune` may change the edge configuration first.
+    pub async fn start_on(
+        ground: Ground,
+        kind: GameKind,
+        tune: impl FnOnce(&mut EdgeConfig),
+    ) -> Self {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let broker_addr = listener.local_addr().unwrap().to_string();
         let game = Game::start_kind(kind, &broker_addr).await;

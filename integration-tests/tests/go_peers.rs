@@ -3,12 +3,19 @@
 //! tunnel handlers behind a whole gateway stack, and a Go client doing what a fabrica-net
 //! client does.
 
+use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::Duration;
+
 use janus_broker::demo;
-use janus_integration_tests::stack::{COLOR, GameKind, Stack, recv};
+use janus_integration_tests::gopeer;
+use janus_integration_tests::stack::{COLOR, GameKind, Ground, Keys, Stack, recv};
 use janus_proto::gate::intra::v1::OnlineStatus;
 use janus_proto::message::ScServerUnexpectedErr;
 use janus_proto::packet::Packet;
 use janus_shared::client::unix_now;
+use janus_shared::keys::{SigningKey, TokenKey};
 use janus_shared::system;
 use prost::Message;
 use serde_json::Value;
@@ -191,4 +198,157 @@ async fn a_grpc_go_service_refuses_a_tunnel_whose_status_is_not_gate() {
         rejected["error"], "must be called by Gateway. status=2",
         "{rejected}"
     );
+}
+
+/// A go-pantheon config holds its Lares token key as a raw string: 32 bytes → AES-256-GCM.
+const RAW_TOKEN_KEY: &str = "go-pantheon-lares-token-key-32by";
+
+/// A legacy-mode stack (demo game) whose token key is [`RAW_TOKEN_KEY`]'s bytes, and the
+/// server key written as a PEM PUBLIC KEY and as an X.509 certificate for the Go client.
+async fn legacy_stack() -> (Stack, std::path::PathBuf, std::path::PathBuf) {
+    let mut ground = Ground::start().await;
+    let signing = SigningKey::generate();
+    static STACKS: AtomicU32 = AtomicU32::new(0);
+    let dir = std::env::temp_dir().join(format!(
+        "janus-go-client-{}-{}",
+        std::process::id(),
+        STACKS.fetch_add(1, Ordering::Relaxed)
+    ));
+    std::fs::create_dir_all(&dir).unwrap();
+    let public = dir.join("server.pub.pem");
+    std::fs::write(
+        &public,
+        signing.verifying_key().to_public_key_pem().unwrap(),
+    )
+    .unwrap();
+    let key_pair = rcgen::KeyPair::from_pem(&signing.to_pkcs8_pem().unwrap()).unwrap();
+    let cert = rcgen::CertificateParams::new(vec!["localhost".to_owned()])
+        .unwrap()
+        .self_signed(&key_pair)
+        .unwrap();
+    let certificate = dir.join("server.crt");
+    std::fs::write(&certificate, cert.pem()).unwrap();
+    ground.keys = Arc::new(Keys {
+        signing,
+        token: TokenKey::from_bytes(RAW_TOKEN_KEY.as_bytes()).unwrap(),
+    });
+    let stack = Stack::start_on(ground, GameKind::Demo, |config| {
+        config.handshake.allow_legacy = true;
+    })
+    .await;
+    (stack, public, certificate)
+}
+
+/// The Go client's flags for `transport` at `addr` logging in as `uid`.
+fn go_client_args(transport: &str, addr: &str, server_pub: &Path, uid: i64) -> Vec<String> {
+    [
+        "-transport",
+        transport,
+        "-addr",
+        addr,
+        "-server-pub",
+        &server_pub.display().to_string(),
+        "-token-key",
+        RAW_TOKEN_KEY,
+        "-uid",
+        &uid.to_string(),
+        "-color",
+        COLOR,
+    ]
+    .map(str::to_owned)
+    .to_vec()
+}
+
+async fn run_go_client(args: &[String]) -> gopeer::ClientRun {
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    gopeer::client(&args, Duration::from_secs(60)).await
+}
+
+/// Asserts every line a successful run of the Go client prints for one session.
+fn assert_go_session(run: &gopeer::ClientRun, transport: &str, uid: i64) {
+    run.assert_success();
+    let handshake = run.check("handshake");
+    assert_eq!(handshake["uid"], uid, "{run:#?}");
+    assert_eq!(
+        handshake["start_index"], 1,
+        "go-pantheon's start index: {run:#?}"
+    );
+    let heartbeat = run.check("heartbeat");
+    assert_eq!(heartbeat["code"], 1, "Succeeded: {run:#?}");
+    assert!(heartbeat["skew"].as_i64().unwrap().abs() <= 2, "{run:#?}");
+    assert_eq!(
+        heartbeat["index"], 1,
+        "the first request carries index 1: {run:#?}"
+    );
+    let echo = run.check("echo");
+    assert_eq!(
+        (&echo["obj"], &echo["index"]),
+        (&uid.into(), &2.into()),
+        "{run:#?}"
+    );
+    let compressed = run.check("compressed");
+    assert_eq!(compressed["bytes"], 12_000, "{run:#?}");
+    assert!(
+        compressed["wire_bytes"].as_u64().unwrap() < 12_000,
+        "the reply was zlib on the wire: {run:#?}"
+    );
+    assert_eq!(compressed["index"], 3, "{run:#?}");
+    assert_eq!(
+        (&run.check("push")["data"], &run.check("push")["obj"]),
+        (&"pushed".into(), &uid.into()),
+        "{run:#?}"
+    );
+    let done = run.check("done");
+    assert_eq!(
+        (&done["sessions"], &done["transport"]),
+        (&1.into(), &transport.into()),
+        "{run:#?}"
+    );
+}
+
+#[tokio::test]
+async fn a_go_pantheon_client_in_legacy_mode_over_tcp_and_websocket() {
+    let (stack, public, certificate) = legacy_stack().await;
+    let tcp = stack.edge.tcp_addr.unwrap().to_string();
+    let ws = format!("ws://{}/ws", stack.edge.ws_addr.unwrap());
+    for (uid, transport, addr, key) in [
+        (4001, "tcp", &tcp, &public),
+        (4002, "ws", &ws, &public),
+        (4003, "tcp", &tcp, &certificate),
+        (4004, "ws", &ws, &certificate),
+    ] {
+        let run = run_go_client(&go_client_args(transport, addr, key, uid)).await;
+        assert_go_session(&run, transport, uid);
+    }
+}
+
+#[tokio::test]
+async fn a_go_client_refuses_the_wrong_server_key_and_janus_the_wrong_token_key() {
+    let (stack, public, _) = legacy_stack().await;
+    let tcp = stack.edge.tcp_addr.unwrap().to_string();
+
+    let other = std::env::temp_dir().join(format!("janus-go-other-{}.pem", std::process::id()));
+    std::fs::write(
+        &other,
+        SigningKey::generate()
+            .verifying_key()
+            .to_public_key_pem()
+            .unwrap(),
+    )
+    .unwrap();
+    let run = run_go_client(&go_client_args("tcp", &tcp, &other, 4101)).await;
+    assert!(!run.success, "{run:#?}");
+    assert!(
+        run.stderr
+            .contains("signature over its key does not verify"),
+        "{run:#?}"
+    );
+
+    let mut args = go_client_args("tcp", &tcp, &public, 4102);
+    let key = args.iter().position(|a| a == RAW_TOKEN_KEY).unwrap();
+    args[key] = "another-lares-token-key-32-bytes".into();
+    let run = run_go_client(&args).await;
+    assert!(!run.success, "{run:#?}");
+    assert!(run.stderr.contains("handshake"), "{run:#?}");
+    assert!(run.lines.is_empty(), "no check passed: {run:#?}");
 }
