@@ -9,10 +9,11 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
 use janus_broker::demo;
+use janus_edge::config::{EdgeConfig, HeartbeatMode};
 use janus_integration_tests::gopeer;
 use janus_integration_tests::stack::{COLOR, GameKind, Ground, Keys, Stack, recv};
 use janus_proto::gate::intra::v1::OnlineStatus;
-use janus_proto::message::ScServerUnexpectedErr;
+use janus_proto::message::{CsHeartbeat, ScHeartbeat, ScServerUnexpectedErr, sc_heartbeat};
 use janus_proto::packet::Packet;
 use janus_shared::client::unix_now;
 use janus_shared::keys::{SigningKey, TokenKey};
@@ -105,11 +106,13 @@ async fn a_player_tunnel_to_a_grpc_go_service_echoes_pushes_and_carries_romas_me
         text("x-md-global-client-ip").starts_with("127.0.0.1"),
         "{md}"
     );
-    assert!(!text("x-md-global-referer").is_empty(), "{md}");
-    assert!(
-        text("x-md-global-gate-referer").starts_with(stack.broker.endpoint()),
-        "the gate referer names the broker's gRPC endpoint: {md}"
-    );
+    let referer = text("x-md-global-gate-referer");
+    assert_eq!(text("x-md-global-referer"), referer, "{md}");
+    let (endpoint, worker) = referer
+        .split_once('#')
+        .expect("<gate endpoint>#<worker id>");
+    assert_eq!(endpoint, stack.broker.endpoint(), "{md}");
+    assert!(worker.parse::<u64>().is_ok(), "{md}");
     client.close().await.unwrap();
 }
 
@@ -203,9 +206,13 @@ async fn a_grpc_go_service_refuses_a_tunnel_whose_status_is_not_gate() {
 /// A go-pantheon config holds its Lares token key as a raw string: 32 bytes → AES-256-GCM.
 const RAW_TOKEN_KEY: &str = "go-pantheon-lares-token-key-32by";
 
-/// A legacy-mode stack (demo game) whose token key is [`RAW_TOKEN_KEY`]'s bytes, and the
-/// server key written as a PEM PUBLIC KEY and as an X.509 certificate for the Go client.
-async fn legacy_stack() -> (Stack, std::path::PathBuf, std::path::PathBuf) {
+/// A legacy-mode stack with a game service of `kind` whose token key is [`RAW_TOKEN_KEY`]'s
+/// bytes, and the server key written as a PEM PUBLIC KEY and as an X.509 certificate for the Go
+/// client; `tune` may change the edge configuration further.
+async fn legacy_stack(
+    kind: GameKind,
+    tune: impl FnOnce(&mut EdgeConfig),
+) -> (Stack, std::path::PathBuf, std::path::PathBuf) {
     let mut ground = Ground::start().await;
     let signing = SigningKey::generate();
     static STACKS: AtomicU32 = AtomicU32::new(0);
@@ -232,8 +239,9 @@ async fn legacy_stack() -> (Stack, std::path::PathBuf, std::path::PathBuf) {
         signing,
         token: TokenKey::from_bytes(RAW_TOKEN_KEY.as_bytes()).unwrap(),
     });
-    let stack = Stack::start_on(ground, GameKind::Demo, |config| {
+    let stack = Stack::start_on(ground, kind, |config| {
         config.handshake.allow_legacy = true;
+        tune(config);
     })
     .await;
     (stack, public, certificate)
@@ -308,7 +316,7 @@ fn assert_go_session(run: &gopeer::ClientRun, transport: &str, uid: i64) {
 
 #[tokio::test]
 async fn a_go_pantheon_client_in_legacy_mode_over_tcp_and_websocket() {
-    let (stack, public, certificate) = legacy_stack().await;
+    let (stack, public, certificate) = legacy_stack(GameKind::Demo, |_| {}).await;
     let tcp = stack.edge.tcp_addr.unwrap().to_string();
     let ws = format!("ws://{}/ws", stack.edge.ws_addr.unwrap());
     for (uid, transport, addr, key) in [
@@ -324,7 +332,7 @@ async fn a_go_pantheon_client_in_legacy_mode_over_tcp_and_websocket() {
 
 #[tokio::test]
 async fn a_go_client_refuses_the_wrong_server_key_and_janus_the_wrong_token_key() {
-    let (stack, public, _) = legacy_stack().await;
+    let (stack, public, _) = legacy_stack(GameKind::Demo, |_| {}).await;
     let tcp = stack.edge.tcp_addr.unwrap().to_string();
 
     let other = std::env::temp_dir().join(format!("janus-go-other-{}.pem", std::process::id()));
@@ -351,4 +359,82 @@ async fn a_go_client_refuses_the_wrong_server_key_and_janus_the_wrong_token_key(
     assert!(!run.success, "{run:#?}");
     assert!(run.stderr.contains("handshake"), "{run:#?}");
     assert!(run.lines.is_empty(), "no check passed: {run:#?}");
+}
+
+/// A heartbeat request with the client's clock at `client_time`.
+fn heartbeat(client_time: i64) -> Packet {
+    let beat = CsHeartbeat { client_time };
+    system::packet(system::SEQ_HEARTBEAT, 0, beat.encode_to_vec())
+}
+
+#[tokio::test]
+async fn in_the_go_pantheon_heartbeat_mode_a_grpc_go_service_answers_with_romas_rules() {
+    let stack = Stack::start_with_game(GameKind::GoRoma, |config| {
+        config.session.heartbeats = HeartbeatMode::Game;
+    })
+    .await;
+    let uid = 3301;
+    let mut client = stack.client(&stack.tcp(), uid).await;
+    let mut beat = async |client_time: i64| {
+        let reply = client
+            .request(heartbeat(client_time), |p| unexpected(&p))
+            .await
+            .unwrap();
+        assert_eq!(
+            (reply.r#mod, reply.seq, reply.obj),
+            (system::MODULE, system::SEQ_HEARTBEAT, uid),
+            "Roma's reply carries obj = uid"
+        );
+        ScHeartbeat::decode(&reply.data[..]).unwrap()
+    };
+    // Sixty seconds off: the edge would refuse it (±5 s); Roma takes the first one whatever it
+    // says, then holds the client to ±30 s.
+    let first = beat(unix_now() - 60).await;
+    assert_eq!(
+        first.code,
+        sc_heartbeat::Code::Succeeded as i32,
+        "{first:?}"
+    );
+    assert!((first.server_time - unix_now()).abs() <= 2, "{first:?}");
+    let second = beat(unix_now() - 60).await;
+    assert_eq!(
+        second.code,
+        sc_heartbeat::Code::ErrTime as i32,
+        "{second:?}"
+    );
+    let third = beat(unix_now() - 20).await;
+    assert_eq!(
+        third.code,
+        sc_heartbeat::Code::Succeeded as i32,
+        "{third:?}"
+    );
+    let roma = stack.game.roma().unwrap();
+    roma.wait_event("heartbeat", |e| e["code"] == 2).await;
+    assert_eq!(
+        roma.events_of("heartbeat").len(),
+        3,
+        "every heartbeat reached the game service"
+    );
+}
+
+#[tokio::test]
+async fn a_go_pantheon_client_through_janus_to_a_grpc_go_service() {
+    let (stack, public, _) = legacy_stack(GameKind::GoRoma, |config| {
+        config.session.heartbeats = HeartbeatMode::Game;
+    })
+    .await;
+    let tcp = stack.edge.tcp_addr.unwrap().to_string();
+    let ws = format!("ws://{}/ws", stack.edge.ws_addr.unwrap());
+    for (uid, transport, addr) in [(4201, "tcp", &tcp), (4202, "ws", &ws)] {
+        let run = run_go_client(&go_client_args(transport, addr, &public, uid)).await;
+        assert_go_session(&run, transport, uid);
+        let md = stream_metadata(&stack, "player", uid).await;
+        assert_eq!(md["x-md-global-color"], COLOR, "{md}");
+    }
+    let roma = stack.game.roma().unwrap();
+    assert_eq!(
+        roma.events_of("heartbeat").len(),
+        2,
+        "the Go service answered both clients' heartbeats"
+    );
 }
