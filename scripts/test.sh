@@ -104,6 +104,10 @@ cargo test --workspace --doc --locked 2>&1 | tee -a "$results"
 step "tests (unit, property, integration, benches in test mode)"
 cargo test --workspace --all-targets --locked 2>&1 | tee -a "$results"
 
+step "the suites that start a game service, again against the Go one written like Roma"
+JANUS_TEST_GAME=go-roma cargo test -p janus-integration-tests --locked --test gateway --test resume \
+  --test bad_input --test brokers --test failures --test discovery_etcd 2>&1 | tee -a "$results"
+
 # One closing line for the whole run, summed over every test binary above.
 awk '/^test result:/ { for (i = 1; i <= NF; i++) { if ($(i+1) ~ /^passed/) p += $i; if ($(i+1) ~ /^failed/) f += $i } }
      END { printf "\nsummary: %d passed, %d failed\n", p, f }' "$results"

@@ -85,6 +85,18 @@ pub enum GameKind {
     GoRoma,
 }
 
+impl GameKind {
+    /// The kind `JANUS_TEST_GAME` names (`demo`, the default, or `go-roma`), so that whole
+    /// suites written against [`Stack::start`] also run against the Go peer.
+    pub fn from_env() -> Self {
+        match std::env::var("JANUS_TEST_GAME").as_deref() {
+            Err(_) | Ok("" | "demo") => Self::Demo,
+            Ok("go-roma") => Self::GoRoma,
+            Ok(other) => panic!("JANUS_TEST_GAME={other:?}: expected \"demo\" or \"go-roma\""),
+        }
+    }
+}
+
 /// The game service on an ephemeral port: the demo game on a runtime of its own, so that
 /// killing it drops every connection at once like a crashed process, or the Go Roma peer.
 pub struct Game {
@@ -99,16 +111,19 @@ enum Runner {
 }
 
 impl Game {
-    /// Starts the demo game service; room pushes go through the broker at `push_endpoint`.
+    /// Starts the game service `JANUS_TEST_GAME` names (the demo game by default); room pushes
+    /// go through the broker at `push_endpoint`.
     pub async fn start(push_endpoint: &str) -> Self {
-        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        Self::start_on(listener, push_endpoint)
+        Self::start_kind(GameKind::from_env(), push_endpoint).await
     }
 
     /// Starts a game service of `kind`; room pushes go through the broker at `push_endpoint`.
     pub async fn start_kind(kind: GameKind, push_endpoint: &str) -> Self {
         match kind {
-            GameKind::Demo => Self::start(push_endpoint).await,
+            GameKind::Demo => {
+                let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+                Self::start_on(listener, push_endpoint)
+            }
             GameKind::GoRoma => {
                 let roma = gopeer::Roma::start(push_endpoint);
                 Self {
@@ -287,9 +302,10 @@ pub struct Stack {
 }
 
 impl Stack {
-    /// Starts everything with the demo game; `tune` may change the edge configuration first.
+    /// Starts everything with the game service `JANUS_TEST_GAME` names (the demo game by
+    /// default, see [`GameKind::from_env`]); `tune` may change the edge configuration first.
     pub async fn start(tune: impl FnOnce(&mut EdgeConfig)) -> Self {
-        Self::start_with_game(GameKind::Demo, tune).await
+        Self::start_with_game(GameKind::from_env(), tune).await
     }
 
     /// Starts everything with a game service of `kind`; `tune` may change the edge
