@@ -81,8 +81,9 @@ impl Keys {
 pub enum GameKind {
     /// The demo game (tonic, in this process).
     Demo,
-    /// The Go peer written like Roma's tunnel handlers ([`gopeer::Roma`]).
-    GoRoma,
+    /// The Go peer written like Roma's tunnel handlers ([`gopeer::Roma`]), with these extra
+    /// flags (e.g. `-kick-conflicts`).
+    GoRoma(&'static [&'static str]),
 }
 
 impl GameKind {
@@ -91,7 +92,7 @@ impl GameKind {
     pub fn from_env() -> Self {
         match std::env::var("JANUS_TEST_GAME").as_deref() {
             Err(_) | Ok("" | "demo") => Self::Demo,
-            Ok("go-roma") => Self::GoRoma,
+            Ok("go-roma") => Self::GoRoma(&[]),
             Ok(other) => panic!("JANUS_TEST_GAME={other:?}: expected \"demo\" or \"go-roma\""),
         }
     }
@@ -124,8 +125,8 @@ impl Game {
                 let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
                 Self::start_on(listener, push_endpoint)
             }
-            GameKind::GoRoma => {
-                let roma = gopeer::Roma::start(push_endpoint);
+            GameKind::GoRoma(flags) => {
+                let roma = gopeer::Roma::start_with(push_endpoint, flags);
                 Self {
                     endpoint: roma.endpoint.clone(),
                     runner: Runner::Go(Box::new(roma)),

@@ -41,7 +41,7 @@ fn unexpected(p: &Packet) -> ! {
 }
 
 async fn go_roma_stack() -> Stack {
-    Stack::start_with_game(GameKind::GoRoma, |config| {
+    Stack::start_with_game(GameKind::GoRoma(&[]), |config| {
         // A DEV token gets through the edge, so the Go service's own status check is reached.
         config.handshake.allowed_statuses =
             vec![OnlineStatus::Gate as i32, OnlineStatus::Dev as i32];
@@ -369,7 +369,7 @@ fn heartbeat(client_time: i64) -> Packet {
 
 #[tokio::test]
 async fn in_the_go_pantheon_heartbeat_mode_a_grpc_go_service_answers_with_romas_rules() {
-    let stack = Stack::start_with_game(GameKind::GoRoma, |config| {
+    let stack = Stack::start_with_game(GameKind::GoRoma(&[]), |config| {
         config.session.heartbeats = HeartbeatMode::Game;
     })
     .await;
@@ -419,7 +419,7 @@ async fn in_the_go_pantheon_heartbeat_mode_a_grpc_go_service_answers_with_romas_
 
 #[tokio::test]
 async fn a_go_pantheon_client_through_janus_to_a_grpc_go_service() {
-    let (stack, public, _) = legacy_stack(GameKind::GoRoma, |config| {
+    let (stack, public, _) = legacy_stack(GameKind::GoRoma(&[]), |config| {
         config.session.heartbeats = HeartbeatMode::Game;
     })
     .await;
@@ -436,5 +436,46 @@ async fn a_go_pantheon_client_through_janus_to_a_grpc_go_service() {
         roma.events_of("heartbeat").len(),
         2,
         "the Go service answered both clients' heartbeats"
+    );
+}
+
+#[tokio::test]
+async fn with_romas_conflict_rule_room_requests_with_obj_0_reach_each_players_own_room_object() {
+    let stack = Stack::start_with_game(GameKind::GoRoma(&["-kick-conflicts"]), |_| {}).await;
+    let (alice, bob) = (5001, 5002);
+    let mut clients = [
+        (alice, stack.client(&stack.tcp(), alice).await),
+        (bob, stack.client(&stack.ws(), bob).await),
+    ];
+    for seq in [demo::JOIN, demo::LEAVE] {
+        for (uid, client) in &mut clients {
+            let ok = client
+                .request(request(6, seq, 0, b""), |p| unexpected(&p))
+                .await
+                .unwrap();
+            assert_eq!(
+                (ok.r#mod, ok.obj, ok.data.as_slice()),
+                (6, *uid, &b"ok"[..]),
+                "room object = the player's uid"
+            );
+        }
+    }
+    stream_metadata(&stack, "room", alice).await;
+    stream_metadata(&stack, "room", bob).await;
+    let roma = stack.game.roma().unwrap();
+    assert_eq!(
+        roma.events_of("kicked"),
+        Vec::<Value>::new(),
+        "nobody kicked"
+    );
+
+    // The rule is real: two players' tunnels to one room object, and the older one is ended.
+    for (_, client) in &mut clients {
+        client.send(request(6, demo::JOIN, 99, b"")).await.unwrap();
+    }
+    let kicked = roma.wait_event("kicked", |_| true).await;
+    assert_eq!(
+        (&kicked["service"], &kicked["oid"]),
+        (&"room".into(), &99.into())
     );
 }

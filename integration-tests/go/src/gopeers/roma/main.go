@@ -18,6 +18,11 @@
 // broadcaster.service.push.v1.PushService/Multicast on the broker given by -push, called with
 // a grpc-go client; every room request is answered with data "ok" (or the push error).
 //
+// With -kick-conflicts it also does what Roma's worker manager does with a second gate tunnel
+// for an object that already has one (a gate worker is never reused): the older stream gets a
+// push of SCServerLogout{ConflictingLogin} and ends. It is off by default because the demo
+// game's rooms (obj = room id, one stream per member) cannot live with it.
+//
 // Output: the bound address alone on the first stdout line, then one JSON object per line for
 // what a test may assert on (see event). It exits when stdin closes or on SIGTERM.
 package main
@@ -60,6 +65,9 @@ const (
 	seqLeave     = 2
 	seqSay       = 3
 	seqSaid      = 4
+	seqLogout    = 4
+	// logoutConflictingLogin is SCServerLogout.Code ConflictingLogin.
+	logoutConflictingLogin = 3
 	// heartbeatWindow is Roma's MaxOffsetSec.
 	heartbeatWindow = 30
 )
@@ -70,6 +78,7 @@ const (
 //   - "rejected": a stream refused (Error says why, as Roma's error text);
 //   - "heartbeat": a heartbeat answered (ClientTime, ServerTime, Code);
 //   - "multicast": a room push sent (UIDs asked, Pushed = the broker's pushed_uids, Error);
+//   - "kicked": with -kick-conflicts, a stream ended by a newer one for the same object;
 //   - "end": a stream ended (Error is empty when the gateway closed it cleanly).
 type event struct {
 	Event      string            `json:"event"`
@@ -107,12 +116,18 @@ type game struct {
 
 	mu      sync.Mutex
 	members map[roomKey]map[int64]bool
+
+	// kickConflicts: live streams by service and object, when -kick-conflicts is on.
+	kickConflicts bool
+	liveMu        sync.Mutex
+	live          map[string]map[int64]*tunnelState
 }
 
 func main() {
 	listen := flag.String("listen", "127.0.0.1:0", "gRPC listen address")
 	push := flag.String("push", "", "host:port of the broker's broadcaster.service.push.v1.PushService (room pushes)")
 	clockOffset := flag.Duration("clock-offset", 0, "the game clock's offset from the system clock (heartbeat server_time)")
+	kickConflicts := flag.Bool("kick-conflicts", false, "a newer tunnel for an object ends the older one with SCServerLogout, as Roma's workers do")
 	flag.Parse()
 	if *push == "" {
 		fatal("-push is required")
@@ -132,6 +147,9 @@ func main() {
 		push:        conn,
 		clockOffset: *clockOffset,
 		members:     map[roomKey]map[int64]bool{},
+
+		kickConflicts: *kickConflicts,
+		live:          map[string]map[int64]*tunnelState{"player": {}, "room": {}},
 	}
 	srv := grpc.NewServer(grpc.CustomCodec(wire.Codec{}))
 	for _, svc := range []string{"player", "room"} {
@@ -203,24 +221,77 @@ func (g *game) tunnel(svc string) grpc.StreamHandler {
 			g.out.emit(e)
 		}()
 
-		s := &tunnelState{game: g, stream: stream, uid: uid, color: seen["x-md-global-color"]}
+		s := &tunnelState{
+			game: g, stream: stream, uid: uid, color: seen["x-md-global-color"],
+			kicked: make(chan struct{}),
+		}
+		if g.kickConflicts {
+			g.claim(svc, oid, s)
+			defer g.release(svc, oid, s)
+		}
+
+		// Requests come through a goroutine so that a kick can end the stream while it waits;
+		// every send stays on this goroutine (grpc-go allows one sender at a time).
+		done := make(chan struct{})
+		defer close(done)
+		requests := make(chan *wire.Tunnel)
+		recvErr := make(chan error, 1)
+		go func() {
+			for {
+				in := &wire.Tunnel{}
+				if err := stream.RecvMsg(in); err != nil {
+					recvErr <- err
+					return
+				}
+				select {
+				case requests <- in:
+				case <-done:
+					return
+				}
+			}
+		}()
 		for {
-			var in wire.Tunnel
-			if err := stream.RecvMsg(&in); err != nil {
+			select {
+			case in := <-requests:
+				if svc == "room" {
+					err = s.room(in)
+				} else {
+					err = s.player(in)
+				}
+				if err != nil {
+					return err
+				}
+			case err := <-recvErr:
 				if err == io.EOF {
 					return nil
 				}
 				return fmt.Errorf("TunnelRequest recv failed: %w", err)
-			}
-			if svc == "room" {
-				err = s.room(&in)
-			} else {
-				err = s.player(&in)
-			}
-			if err != nil {
-				return err
+			case <-s.kicked:
+				g.out.emit(event{Event: "kicked", Service: svc, Oid: oid})
+				// Roma: the stopped worker pushes SCServerLogout, then its tunnel ends.
+				logout := wire.SCServerLogout{Code: logoutConflictingLogin}
+				return s.send(&wire.Tunnel{Data: logout.Marshal(), Obj: oid, Mod: modSystem, Seq: seqLogout})
 			}
 		}
+	}
+}
+
+// claim makes s the live stream of (svc, oid), kicking the one it replaces.
+func (g *game) claim(svc string, oid int64, s *tunnelState) {
+	g.liveMu.Lock()
+	defer g.liveMu.Unlock()
+	if old := g.live[svc][oid]; old != nil {
+		close(old.kicked)
+	}
+	g.live[svc][oid] = s
+}
+
+// release forgets s as the live stream of (svc, oid) unless a newer one took its place.
+func (g *game) release(svc string, oid int64, s *tunnelState) {
+	g.liveMu.Lock()
+	defer g.liveMu.Unlock()
+	if g.live[svc][oid] == s {
+		delete(g.live[svc], oid)
 	}
 }
 
@@ -236,6 +307,8 @@ type tunnelState struct {
 	uid           int64
 	color         string
 	heartbeatDone bool
+	// kicked is closed when a newer stream for the same object replaces this one.
+	kicked chan struct{}
 }
 
 func (s *tunnelState) send(m *wire.Tunnel) error {

@@ -303,6 +303,17 @@ func (m *SCServerUnexpectedErr) Unmarshal(b []byte) error {
 	})
 }
 
+// SCServerLogout is message.SCServerLogout.
+type SCServerLogout struct {
+	Code int32
+}
+
+func (m *SCServerLogout) Marshal() []byte {
+	var e enc
+	e.int32(1, m.Code)
+	return e
+}
+
 // OnlineStatus values of gate.intra.v1.OnlineStatus.
 const (
 	StatusGate int32 = 1
