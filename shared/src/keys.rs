@@ -2,9 +2,9 @@
 //!
 //! Three kinds of key meet in a handshake: the server's Ed25519 signing key (PKCS#8 PEM, the
 //! form go-pantheon uses) and its public half for clients; the optional client certificate
-//! (X.509 PEM holding an Ed25519 key) whose private half signs the client's X25519 public key; and the
-//! 16-, 24- or 32-byte token key shared with the auth service (PROTOCOL.md §6). Secrets never
-//! print: their `Debug` is masked.
+//! (X.509 PEM holding an Ed25519 key) whose private half signs the client's X25519 public key;
+//! and the 16-, 24- or 32-byte token key shared with the auth service (PROTOCOL.md §6). Secrets
+//! never print: their `Debug` is masked.
 
 use std::fmt;
 use std::str::FromStr;
@@ -53,9 +53,9 @@ impl SigningKey {
         Self(ed25519_dalek::SigningKey::generate(&mut rand::rngs::OsRng))
     }
 
-    /// The key as PKCS#8 v1 PEM (RFC 8410's form, as `openssl genpkey -algorithm ed25519` and
-    /// Go's `x509.MarshalPKCS8PrivateKey` write it: no public key attached, which OpenSSL 3.0
-    /// and pyca `cryptography` would refuse).
+    /// The key as PKCS#8 v1 PEM, RFC 8410's form, as `openssl genpkey -algorithm ed25519` and
+    /// Go's `x509.MarshalPKCS8PrivateKey` write it: no public key attached (OpenSSL 3.0 and pyca
+    /// `cryptography` refuse the v2 form that attaches it).
     pub fn to_pkcs8_pem(&self) -> Result<String> {
         KeypairBytes {
             secret_key: self.0.to_bytes(),
