@@ -113,7 +113,6 @@ build_offline() {
     fi
   done
   build_offline_prometheus
-  build_old_redis
 }
 
 build_offline_prometheus() {
@@ -207,7 +206,7 @@ project() {
 
 case "${1:-}" in
   ensure) ensure; report_unbuildable ;;
-  offline) need_docker; build_offline ;;
+  offline) need_docker; build_offline; build_old_redis ;;
   project) shift; project "$@" ;;
   *) echo "usage: $0 ensure|offline|project [BINARY]" >&2; exit 2 ;;
 esac
