@@ -435,19 +435,7 @@ impl Validate for EdgeConfig {
         );
         if self.kcp.enabled {
             problems.check_addr("kcp.listen", &self.kcp.listen);
-            let p = &self.kcp.params;
-            problems.check(
-                (10..=5000).contains(&p.interval),
-                "kcp.params.interval",
-                "must be 10..=5000 ms",
-            );
-            problems.check(
-                (64..=65535).contains(&p.mtu),
-                "kcp.params.mtu",
-                "must be 64..=65535",
-            );
-            problems.check_positive("kcp.params.send_window", p.send_window);
-            problems.check_positive("kcp.params.recv_window", p.recv_window);
+            problems.section("kcp.params", &self.kcp.params);
         }
         if self.quic.enabled {
             problems.check_addr("quic.listen", &self.quic.listen);
