@@ -617,6 +617,22 @@ mod tests {
     }
 
     #[test]
+    fn kcp_problems_name_their_fields() {
+        let text = format!(
+            "{KEYS}[kcp.params]\nfec_data_shards = 4\nfec_parity_shards = 0\nsmux_version = 7\n"
+        );
+        let err = parse::<EdgeConfig>(&text, "t.toml").unwrap_err().to_string();
+        assert!(err.contains("kcp.params.fec_parity_shards"), "{err}");
+        assert!(err.contains("kcp.params.smux_version"), "{err}");
+        // Plain KCP is a valid choice.
+        let plain = format!(
+            "{KEYS}[kcp.params]\nfec_data_shards = 0\nfec_parity_shards = 0\nsmux = false\n"
+        );
+        let config: EdgeConfig = parse(&plain, "t.toml").unwrap();
+        assert_eq!(config.kcp.params, janus_shared::transport::KcpSettings::plain());
+    }
+
+    #[test]
     fn the_template_parses_and_matches_the_defaults() {
         let text = include_str!("../../configs.tmpl/edge.toml");
         let template: EdgeConfig = parse(text, "configs.tmpl/edge.toml").unwrap();
