@@ -621,7 +621,9 @@ mod tests {
         let text = format!(
             "{KEYS}[kcp.params]\nfec_data_shards = 4\nfec_parity_shards = 0\nsmux_version = 7\n"
         );
-        let err = parse::<EdgeConfig>(&text, "t.toml").unwrap_err().to_string();
+        let err = parse::<EdgeConfig>(&text, "t.toml")
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("kcp.params.fec_parity_shards"), "{err}");
         assert!(err.contains("kcp.params.smux_version"), "{err}");
         // Plain KCP is a valid choice.
@@ -629,7 +631,10 @@ mod tests {
             "{KEYS}[kcp.params]\nfec_data_shards = 0\nfec_parity_shards = 0\nsmux = false\n"
         );
         let config: EdgeConfig = parse(&plain, "t.toml").unwrap();
-        assert_eq!(config.kcp.params, janus_shared::transport::KcpSettings::plain());
+        assert_eq!(
+            config.kcp.params,
+            janus_shared::transport::KcpSettings::plain()
+        );
     }
 
     #[test]
