@@ -27,6 +27,29 @@ need python3 "the protocol vectors are cross-checked in Python: apt-get install 
 cargo fmt --version >/dev/null 2>&1 || { echo "error: rustfmt missing: rustup component add rustfmt" >&2; exit 1; }
 cargo clippy --version >/dev/null 2>&1 || { echo "error: clippy missing: rustup component add clippy" >&2; exit 1; }
 
+step "Debian's Go packages for the Go test peers (integration-tests/go)"
+# The suites build a go-pantheon-style game service and client from these, offline, in GOPATH
+# mode (integration-tests/src/gopeer.rs); a missing package fails those suites, never skips them.
+go_packages=$(grep -v '^#' integration-tests/go/debian-packages | awk 'NF { print $1 }' | tr '\n' ' ')
+missing_go_packages=""
+for package in $go_packages; do
+  dpkg-query -W -f='${Status}' "$package" 2>/dev/null | grep -q 'install ok installed' ||
+    missing_go_packages="$missing_go_packages $package"
+done
+if [ -n "$missing_go_packages" ]; then
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+    echo "installing:$missing_go_packages"
+    # shellcheck disable=SC2086 # one word per package
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -q $missing_go_packages ||
+      { apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q $missing_go_packages; } || {
+        echo "error: could not install the Go test peers' packages: apt-get install$missing_go_packages" >&2; exit 1; }
+  else
+    echo "error: the Go test peers need Debian's Go packages: apt-get install$missing_go_packages" >&2
+    exit 1
+  fi
+fi
+go version
+
 step "format"
 cargo fmt --all -- --check
 (cd fuzz && cargo fmt -- --check)
@@ -80,6 +103,10 @@ cargo test --workspace --doc --locked 2>&1 | tee -a "$results"
 
 step "tests (unit, property, integration, benches in test mode)"
 cargo test --workspace --all-targets --locked 2>&1 | tee -a "$results"
+
+step "the suites that start a game service, again against the Go one written like Roma"
+JANUS_TEST_GAME=go-roma cargo test -p janus-integration-tests --locked --test gateway --test resume \
+  --test bad_input --test brokers --test failures --test discovery_etcd 2>&1 | tee -a "$results"
 
 # One closing line for the whole run, summed over every test binary above.
 awk '/^test result:/ { for (i = 1; i <= NF; i++) { if ($(i+1) ~ /^passed/) p += $i; if ($(i+1) ~ /^failed/) f += $i } }

@@ -57,6 +57,26 @@ impl Error {
             Error::Bind(_) => "bind",
         }
     }
+
+    /// What a client may be told of this error (in `SCServerUnexpectedErr`): the service, never
+    /// an internal address or a backend's own message.
+    pub fn client_reason(&self) -> String {
+        match self {
+            Error::NoInstance { service, color } => {
+                format!("no instance of {service} for color {color:?}")
+            }
+            Error::Tunnel { service, .. } => unavailable(service),
+            Error::RouteStore(_) => "route store unavailable".into(),
+            Error::Discovery(_) => "service discovery unavailable".into(),
+            Error::Bus(_) => "push bus unavailable".into(),
+            other => format!("gateway error ({})", other.kind()),
+        }
+    }
+}
+
+/// The client's reason when a game service cannot be reached.
+pub(crate) fn unavailable(service: &str) -> String {
+    format!("{service} is unavailable")
 }
 
 /// The result type of this crate.

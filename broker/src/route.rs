@@ -2,8 +2,10 @@
 //! object. One seam, two implementations: Redis (the real deployment; fabrica-kit compatible
 //! keys) and memory (standalone mode). Everything above it speaks only [`RouteStore`].
 //!
-//! Keys (PROTOCOL-NOTES §9): `r_<service>_{<color>}_{<oid>}`; the `{…}` hash tags keep one
-//! player's keys in one Redis Cluster slot. Values are `host:port` gRPC endpoints.
+//! Keys (PROTOCOL.md §14.5): `r_<service>_{<color>}_{<oid>}`, fabrica-kit's layout, which Roma
+//! reads too. Redis Cluster hashes only the first `{…}` tag, the colour, so every route of one
+//! colour lives in one slot (one cluster node carries a colour's whole route traffic); the
+//! layout is Roma's, so it stays. Values are `host:port` gRPC endpoints.
 
 mod memory;
 mod redis;

@@ -21,7 +21,7 @@ use crate::config::TunnelKind;
 use crate::registry::{Command, EdgeHandle, Entry};
 use crate::route::gate_route_key;
 use crate::state::{BrokerState, broker_id};
-use crate::tunnel::{SendError, Tunnel};
+use crate::tunnel::{SendError, Tunnel, TunnelMetrics};
 
 /// Packets and closes from the edge for one session. When full, the edge link closes the
 /// session (the client sends faster than its game services answer).
@@ -244,27 +244,28 @@ impl Actor {
     /// Sends a client packet into its tunnel, opening (or reopening once) as needed.
     async fn forward(&mut self, mut packet: Packet) -> Option<End> {
         let service = self.state.config.tunnels.service_for(packet.r#mod).clone();
-        if service.tunnel == TunnelKind::Player {
-            if packet.obj == 0 {
-                packet.obj = self.open.uid;
-            } else if packet.obj != self.open.uid {
-                tracing::warn!(
-                    obj = packet.obj,
-                    "refused a player tunnel for another player's object"
-                );
-                self.state
-                    .metrics
-                    .packets_refused
-                    .with_label_values(&["foreign_object"])
-                    .inc();
-                let reply = system::unexpected_error(
-                    packet.r#mod,
-                    packet.seq,
-                    format!("obj {} is not yours", packet.obj),
-                );
-                self.edge.deliver(vec![self.session_id], reply).await;
-                return None;
-            }
+        // obj 0 is the player's uid in every module, before the tunnel is chosen (go-pantheon's
+        // rule, PROTOCOL.md §14): a room request with obj 0 goes to the player's own room object.
+        if packet.obj == 0 {
+            packet.obj = self.open.uid;
+        }
+        if service.tunnel == TunnelKind::Player && packet.obj != self.open.uid {
+            tracing::warn!(
+                obj = packet.obj,
+                "refused a player tunnel for another player's object"
+            );
+            self.state
+                .metrics
+                .packets_refused
+                .with_label_values(&["foreign_object"])
+                .inc();
+            let reply = system::unexpected_error(
+                packet.r#mod,
+                packet.seq,
+                format!("obj {} is not yours", packet.obj),
+            );
+            self.edge.deliver(vec![self.session_id], reply).await;
+            return None;
         }
         let key = (service.name.clone(), packet.obj);
         for _ in 0..2 {
@@ -276,10 +277,18 @@ impl Actor {
                         packet.obj,
                         self.edge.clone(),
                         self.session_id,
-                        self.state
-                            .metrics
-                            .tunnel_seconds
-                            .with_label_values(&[&service.name]),
+                        TunnelMetrics {
+                            round_trip: self
+                                .state
+                                .metrics
+                                .tunnel_seconds
+                                .with_label_values(&[&service.name]),
+                            failed: self
+                                .state
+                                .metrics
+                                .tunnels
+                                .with_label_values(&[&service.name, "failed"]),
+                        },
                     ),
                 )
                 .await;
@@ -296,7 +305,7 @@ impl Actor {
                     Err(e) => {
                         tracing::warn!(error = %e, "cannot open tunnel");
                         let reply =
-                            system::unexpected_error(packet.r#mod, packet.seq, e.to_string());
+                            system::unexpected_error(packet.r#mod, packet.seq, e.client_reason());
                         self.edge.deliver(vec![self.session_id], reply).await;
                         return None;
                     }

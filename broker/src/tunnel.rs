@@ -1,7 +1,13 @@
-//! Tunnels to game services (Roma-compatible, PROTOCOL-NOTES §7): resolving which instance owns
+//! Tunnels to game services (Roma-compatible, PROTOCOL.md §14): resolving which instance owns
 //! an object (app route in the route store, else smooth weighted round-robin over discovered
 //! instances and set-if-absent), one gRPC channel per instance, and one bidirectional `Tunnel`
 //! stream per (session, service, obj) whose replies go straight to the session's edge.
+//!
+//! A tunnel is usable as soon as its stream is requested: requests flow without waiting for the
+//! service's response headers, because grpc-go (Roma) writes a server stream's headers only
+//! with its first message — the reply to the first request. An open that fails surfaces when
+//! the stream ends with an error: every request still unanswered then is answered to the
+//! client with `SCServerUnexpectedErr`.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
@@ -12,23 +18,25 @@ use futures_util::stream::BoxStream;
 use janus_proto::janus::internal::v1::SessionOpen;
 use janus_proto::packet::Packet;
 use janus_proto::{player, room};
-use prometheus::Histogram;
+use janus_shared::system;
+use prometheus::{Histogram, IntCounter};
 use tokio::sync::{mpsc, watch};
 use tokio_stream::wrappers::ReceiverStream;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tonic::metadata::{MetadataMap, MetadataValue};
 use tonic::transport::{Channel, Endpoint};
+use tracing::Instrument;
 
 use crate::balance::SmoothWeighted;
 use crate::config::{ServiceConfig, TunnelKind};
-use crate::error::{Error, Result};
+use crate::error::{Error, Result, unavailable};
 use crate::registry::EdgeHandle;
-use crate::route::{GATE_SERVICE, RouteStore, route_key};
+use crate::route::{RouteStore, route_key};
 use janus_shared::discovery::{Discovery, Instance};
 
-/// How long opening a tunnel (connect + stream start) may take.
-const OPEN_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long connecting to a game-service instance may take.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Everything needed to open tunnels; one per broker.
 pub struct Tunnels {
@@ -36,7 +44,7 @@ pub struct Tunnels {
     discovery: Arc<dyn Discovery>,
     app_ttl: Duration,
     queue: usize,
-    /// This broker's endpoint, sent as `x-md-global-gate-referer` so services can push back.
+    /// This broker's endpoint, the first half of the referers a tunnel carries.
     endpoint: String,
     tasks: TaskTracker,
     watches: tokio::sync::Mutex<HashMap<String, watch::Receiver<Vec<Instance>>>>,
@@ -52,26 +60,45 @@ impl std::fmt::Debug for Tunnels {
     }
 }
 
+/// The metrics one tunnel reports into.
+#[derive(Debug, Clone)]
+pub struct TunnelMetrics {
+    /// Request-to-reply times.
+    pub round_trip: Histogram,
+    /// Counted when the stream ends with an error (an open refused, a broken stream).
+    pub failed: IntCounter,
+}
+
+/// A request sent on a tunnel and not answered yet.
+#[derive(Debug, Clone, Copy)]
+struct Pending {
+    index: i32,
+    module: i32,
+    seq: i32,
+    sent: Instant,
+}
+
 /// Requests of one tunnel still waiting for their reply, oldest first, timed into the
-/// round-trip histogram when the reply with their index comes back. Bounded by the tunnel's
-/// queue size: requests a service never answers (one-way messages) age out at the front.
+/// round-trip histogram when the reply with their index comes back, and answered with an error
+/// if the stream fails first. Bounded by the tunnel's queue size: requests a service never
+/// answers (one-way messages) age out at the front.
 #[derive(Debug)]
 struct RoundTrips {
-    pending: Mutex<VecDeque<(i32, Instant)>>,
+    pending: Mutex<VecDeque<Pending>>,
     cap: usize,
     histogram: Histogram,
 }
 
 impl RoundTrips {
-    fn sent(&self, index: i32) {
-        if index == 0 {
+    fn sent(&self, request: Pending) {
+        if request.index == 0 {
             return;
         }
         let mut pending = self.pending.lock().unwrap_or_else(|p| p.into_inner());
         if pending.len() == self.cap {
             pending.pop_front();
         }
-        pending.push_back((index, Instant::now()));
+        pending.push_back(request);
     }
 
     fn replied(&self, index: i32) {
@@ -79,11 +106,16 @@ impl RoundTrips {
             return;
         }
         let mut pending = self.pending.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(at) = pending.iter().position(|(i, _)| *i == index) {
-            let (_, sent) = pending[at];
+        if let Some(at) = pending.iter().position(|p| p.index == index) {
+            let sent = pending[at].sent;
             pending.drain(..=at);
             self.histogram.observe(sent.elapsed().as_secs_f64());
         }
+    }
+
+    /// Every request still unanswered, taken.
+    fn unanswered(&self) -> VecDeque<Pending> {
+        std::mem::take(&mut *self.pending.lock().unwrap_or_else(|p| p.into_inner()))
     }
 }
 
@@ -112,10 +144,15 @@ impl Tunnel {
         if self.done.is_cancelled() {
             return Err(SendError::Closed(Box::new(packet)));
         }
-        let index = packet.index;
+        let pending = Pending {
+            index: packet.index,
+            module: packet.r#mod,
+            seq: packet.seq,
+            sent: Instant::now(),
+        };
         self.tx
             .try_send(packet)
-            .map(|()| self.round_trips.sent(index))
+            .map(|()| self.round_trips.sent(pending))
             .map_err(|e| match e {
                 mpsc::error::TrySendError::Full(_) => SendError::Full,
                 mpsc::error::TrySendError::Closed(p) => SendError::Closed(Box::new(p)),
@@ -205,7 +242,7 @@ impl Tunnels {
         }
         let channel = Endpoint::from_shared(format!("http://{endpoint}"))
             .map_err(|e| tunnel_err(service, endpoint, e))?
-            .connect_timeout(OPEN_TIMEOUT)
+            .connect_timeout(CONNECT_TIMEOUT)
             .tcp_nodelay(true)
             .http2_keep_alive_interval(Duration::from_secs(20))
             .connect_lazy();
@@ -214,7 +251,8 @@ impl Tunnels {
     }
 
     /// Opens a tunnel for `session` to the instance owning `obj` of `service`; replies are
-    /// delivered to `session_id` on `edge`, and request-to-reply times go into `round_trip`.
+    /// delivered to `session_id` on `edge`. The stream is requested here but not waited for
+    /// (module doc): the tunnel takes requests at once.
     #[tracing::instrument(name = "tunnel_open", skip_all, fields(service = %service.name, obj))]
     pub async fn open(
         &self,
@@ -223,69 +261,56 @@ impl Tunnels {
         obj: i64,
         edge: Arc<EdgeHandle>,
         session_id: u64,
-        round_trip: Histogram,
+        metrics: TunnelMetrics,
     ) -> Result<Tunnel> {
         let endpoint = self.resolve(&service.name, &session.color, obj).await?;
         let channel = self.channel(&service.name, &endpoint)?;
         let (tx, rx) = mpsc::channel(self.queue);
-        let requests = ReceiverStream::new(rx);
-        let metadata = self.metadata(session, obj);
-        let open = async {
-            let replies: BoxStream<'static, Result<Packet, tonic::Status>> = match service.tunnel {
-                TunnelKind::Player => {
-                    let mut request = tonic::Request::new(requests.map(player_request));
-                    *request.metadata_mut() = metadata;
-                    player::intra::v1::tunnel_service_client::TunnelServiceClient::new(channel)
-                        .tunnel(request)
-                        .await?
-                        .into_inner()
-                        .map(|r| r.map(player_reply))
-                        .boxed()
-                }
-                TunnelKind::Room => {
-                    let mut request = tonic::Request::new(requests.map(room_request));
-                    *request.metadata_mut() = metadata;
-                    room::intra::v1::tunnel_service_client::TunnelServiceClient::new(channel)
-                        .tunnel(request)
-                        .await?
-                        .into_inner()
-                        .map(|r| r.map(room_reply))
-                        .boxed()
-                }
-            };
-            Ok::<_, tonic::Status>(replies)
-        };
-        let mut replies = tokio::time::timeout(OPEN_TIMEOUT, open)
-            .await
-            .map_err(|_| tunnel_err(&service.name, &endpoint, "timed out opening the stream"))?
-            .map_err(|status| tunnel_err(&service.name, &endpoint, status.message()))?;
+        let replies = call(
+            service.tunnel,
+            channel,
+            ReceiverStream::new(rx),
+            self.metadata(session, session_id, obj),
+        );
         let done = CancellationToken::new();
         let finished = done.clone();
         let (name, at) = (service.name.clone(), endpoint.clone());
         let round_trips = Arc::new(RoundTrips {
             pending: Mutex::new(VecDeque::new()),
             cap: self.queue.max(1),
-            histogram: round_trip,
+            histogram: metrics.round_trip,
         });
         let replied = round_trips.clone();
-        self.tasks.spawn(async move {
-            let _finished = finished.drop_guard();
-            while let Some(reply) = replies.next().await {
-                match reply {
-                    Ok(packet) => {
+        self.tasks.spawn(
+            async move {
+                let _finished = finished.drop_guard();
+                let relayed = async {
+                    let mut replies = replies.await?;
+                    while let Some(reply) = replies.next().await {
+                        let packet = reply?;
                         replied.replied(packet.index);
                         if !edge.deliver(vec![session_id], packet).await {
-                            return;
+                            break;
                         }
                     }
-                    Err(status) => {
-                        tracing::warn!(service = %name, endpoint = %at, %status, "tunnel failed");
+                    Ok::<_, tonic::Status>(())
+                };
+                let Err(status) = relayed.await else {
+                    tracing::debug!(service = %name, endpoint = %at, "tunnel ended by the service");
+                    return;
+                };
+                tracing::warn!(service = %name, endpoint = %at, %status, "tunnel failed");
+                metrics.failed.inc();
+                // The client hears of each request the failure lost, without the endpoint.
+                for lost in replied.unanswered() {
+                    let reply = system::unexpected_error(lost.module, lost.seq, unavailable(&name));
+                    if !edge.deliver(vec![session_id], reply).await {
                         return;
                     }
                 }
             }
-            tracing::debug!(service = %name, endpoint = %at, "tunnel ended by the service");
-        });
+            .in_current_span(),
+        );
         Ok(Tunnel {
             tx,
             done,
@@ -294,7 +319,10 @@ impl Tunnels {
         })
     }
 
-    fn metadata(&self, session: &SessionOpen, obj: i64) -> MetadataMap {
+    /// The `x-md-global-*` metadata Roma reads (PROTOCOL.md §14.3). Both referers are
+    /// `<broker gRPC endpoint>#<session id>`, as go-pantheon's gate sends
+    /// `<gate endpoint>#<worker id>`: Roma reuses a player's worker only for the same referer.
+    fn metadata(&self, session: &SessionOpen, session_id: u64, obj: i64) -> MetadataMap {
         let mut md = MetadataMap::new();
         let mut put = |key: &'static str, value: String| {
             if let Ok(value) = MetadataValue::try_from(value) {
@@ -307,14 +335,51 @@ impl Tunnels {
         put("x-md-global-status", session.status.to_string());
         put("x-md-global-color", session.color.clone());
         put("x-md-global-client-ip", session.client_ip.clone());
-        put("x-md-global-referer", GATE_SERVICE.to_owned());
-        put("x-md-global-gate-referer", self.endpoint.clone());
+        let referer = format!("{}#{session_id}", self.endpoint);
+        put("x-md-global-referer", referer.clone());
+        put("x-md-global-gate-referer", referer);
         let traceparent = janus_shared::telemetry::traceparent();
         if !traceparent.is_empty() {
             put("traceparent", traceparent);
         }
         md
     }
+}
+
+type Replies = BoxStream<'static, Result<Packet, tonic::Status>>;
+
+/// Requests the `Tunnel` stream of `kind` carrying `requests`; the future resolves when the
+/// service's response headers arrive (with its first reply, for grpc-go), while the requests
+/// already flow.
+async fn call(
+    kind: TunnelKind,
+    channel: Channel,
+    requests: ReceiverStream<Packet>,
+    metadata: MetadataMap,
+) -> Result<Replies, tonic::Status> {
+    let replies: Replies = match kind {
+        TunnelKind::Player => {
+            let mut request = tonic::Request::new(requests.map(player_request));
+            *request.metadata_mut() = metadata;
+            player::intra::v1::tunnel_service_client::TunnelServiceClient::new(channel)
+                .tunnel(request)
+                .await?
+                .into_inner()
+                .map(|r| r.map(player_reply))
+                .boxed()
+        }
+        TunnelKind::Room => {
+            let mut request = tonic::Request::new(requests.map(room_request));
+            *request.metadata_mut() = metadata;
+            room::intra::v1::tunnel_service_client::TunnelServiceClient::new(channel)
+                .tunnel(request)
+                .await?
+                .into_inner()
+                .map(|r| r.map(room_reply))
+                .boxed()
+        }
+    };
+    Ok(replies)
 }
 
 fn tunnel_err(service: &str, endpoint: &str, reason: impl ToString) -> Error {

@@ -24,7 +24,7 @@ pub struct EdgeConfig {
     /// This edge's id, sent to brokers (defaults to `edge-<pid>`).
     pub id: Option<String>,
     /// TCP listener.
-    pub tcp: ListenerConfig,
+    pub tcp: TcpConfig,
     /// WebSocket listener.
     pub websocket: WebSocketConfig,
     /// KCP (reliable UDP) listener.
@@ -53,10 +53,7 @@ impl Default for EdgeConfig {
     fn default() -> Self {
         Self {
             id: None,
-            tcp: ListenerConfig {
-                enabled: true,
-                listen: "0.0.0.0:17001".into(),
-            },
+            tcp: TcpConfig::default(),
             websocket: WebSocketConfig::default(),
             kcp: KcpConfig::default(),
             quic: QuicConfig::default(),
@@ -72,14 +69,23 @@ impl Default for EdgeConfig {
     }
 }
 
-/// A listener that can be turned off.
+/// `[tcp]`.
 #[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct ListenerConfig {
+#[serde(deny_unknown_fields, default)]
+pub struct TcpConfig {
     /// Whether it listens at all.
     pub enabled: bool,
     /// `ip:port`.
     pub listen: String,
+}
+
+impl Default for TcpConfig {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            listen: "0.0.0.0:17001".into(),
+        }
+    }
 }
 
 /// `[websocket]`.
@@ -232,6 +238,21 @@ pub struct SessionRules {
     pub bytes_per_sec: u32,
     /// Burst of client bytes above the sustained rate.
     pub byte_burst: u32,
+    /// Who answers heartbeats: the edge (`edge`, within `handshake.max_skew_secs`) or the game
+    /// service, as in go-pantheon (`game`: forwarded like any packet; the edge still counts them
+    /// against the idle timeout). PROTOCOL.md §7.
+    pub heartbeats: HeartbeatMode,
+}
+
+/// Who answers `CSHeartbeat` (`[session] heartbeats`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum HeartbeatMode {
+    /// The edge answers, checking the client's clock against `handshake.max_skew_secs`.
+    #[default]
+    Edge,
+    /// Forwarded to the game service (the player tunnel), which answers with its game clock.
+    Game,
 }
 
 impl Default for SessionRules {
@@ -247,6 +268,7 @@ impl Default for SessionRules {
             message_burst: 100,
             bytes_per_sec: 256 * 1024,
             byte_burst: 1024 * 1024,
+            heartbeats: HeartbeatMode::Edge,
         }
     }
 }
@@ -635,6 +657,18 @@ mod tests {
             config.kcp.params,
             janus_shared::transport::KcpSettings::plain()
         );
+    }
+
+    #[test]
+    fn a_table_may_give_only_some_of_its_fields() {
+        let text = format!(
+            "{KEYS}\n[tcp]\nlisten = \"127.0.0.1:7001\"\n[session]\nheartbeats = \"game\"\n"
+        );
+        let config: EdgeConfig = parse(&text, "t.toml").unwrap();
+        assert!(config.tcp.enabled);
+        assert_eq!(config.tcp.listen, "127.0.0.1:7001");
+        assert_eq!(config.session.heartbeats, HeartbeatMode::Game);
+        assert_eq!(config.session.idle_timeout_secs, 60);
     }
 
     #[test]

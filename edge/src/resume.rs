@@ -112,8 +112,12 @@ impl Replay {
         }
     }
 
-    /// Records the next packet for the client.
+    /// Records the next packet for the client. Heartbeat replies are not counted (PROTOCOL.md
+    /// §13.2), also when the game service answers them (go-pantheon's heartbeat mode).
     pub fn record(&mut self, packet: Arc<Packet>) {
+        if janus_shared::system::is_heartbeat(&packet) {
+            return;
+        }
         self.sent += 1;
         if self.kept.len() == self.capacity {
             self.kept.pop_front();
@@ -269,6 +273,16 @@ mod tests {
         assert!(seqs(&mut replay, 2).is_err());
         replay.ack(9);
         assert_eq!(seqs(&mut replay, 1), Ok(vec![]));
+    }
+
+    #[test]
+    fn heartbeat_replies_are_neither_counted_nor_kept() {
+        let mut replay = Replay::new(8);
+        replay.record(packet(1));
+        replay.record(Arc::new(janus_shared::system::heartbeat_reply(3, 0, 1)));
+        replay.record(packet(2));
+        assert_eq!(seqs(&mut replay, 0), Ok(vec![1, 2]));
+        assert_eq!(seqs(&mut replay, 1), Ok(vec![2]));
     }
 
     fn tickets(home: &str) -> Tickets {

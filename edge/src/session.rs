@@ -29,7 +29,7 @@ use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
-use crate::config::EdgeConfig;
+use crate::config::{EdgeConfig, HeartbeatMode};
 use crate::error::Close;
 use crate::limits::{Admission, TokenBucket};
 use crate::link::{BrokerLink, Downlink, Links, SessionSlot};
@@ -547,7 +547,7 @@ impl Session {
         if !messages.take(1, now) {
             return Err(Close::RateLimited("message_rate"));
         }
-        if packet.r#mod == system::MODULE {
+        if packet.r#mod == system::MODULE && !self.forwarded_system(&packet) {
             self.on_system(packet)?;
             return Ok(Step::Continue);
         }
@@ -571,6 +571,12 @@ impl Session {
             .with_label_values(&[label(self.transport)])
             .observe(started.elapsed().as_secs_f64());
         Ok(Step::Continue)
+    }
+
+    /// Whether a System packet goes to the game service: heartbeats in go-pantheon's mode.
+    fn forwarded_system(&self, packet: &Packet) -> bool {
+        packet.seq == system::SEQ_HEARTBEAT
+            && self.state.config.session.heartbeats == HeartbeatMode::Game
     }
 
     /// System packets the edge handles itself: the heartbeat (answered), the resume

@@ -1,9 +1,11 @@
 //! Helpers for the integration suites: real Redis, NATS and etcd in containers ([`infra`]) and
 //! a whole gateway assembled from the real crates ([`stack`]): demo game service, brokers and
 //! edges in this process, talking over loopback sockets to each other and to the containers;
-//! and the split deployment with every Janus process in its own container ([`cluster`]).
+//! the split deployment with every Janus process in its own container ([`cluster`]); and
+//! real Go peers built like go-pantheon's game service and client ([`gopeer`]).
 
 pub mod cluster;
+pub mod gopeer;
 pub mod infra;
 pub mod stack;
 

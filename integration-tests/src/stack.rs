@@ -1,4 +1,4 @@
-//! A gateway stack for tests: the demo game service, brokers on real Redis and NATS, edges in
+//! A gateway stack for tests: a game service (the demo game, or the Go Roma peer), brokers on real Redis and NATS, edges in
 //! front of them, and clients with valid (or deliberately bad) tokens. Every part is the real
 //! one; only the addresses are ephemeral.
 
@@ -19,6 +19,7 @@ use janus_shared::session::SessionConfig;
 use janus_shared::token::TokenCodec;
 use tokio::net::TcpListener;
 
+use crate::gopeer;
 use crate::infra::{self, Service};
 
 /// The colour every test session uses.
@@ -75,22 +76,65 @@ impl Keys {
     }
 }
 
-/// The demo game service on an ephemeral port, on a runtime of its own so that killing it
-/// drops every connection at once, like a crashed process.
+/// Which game service a stack runs behind its brokers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum GameKind {
+    /// The demo game (tonic, in this process).
+    Demo,
+    /// The Go peer written like Roma's tunnel handlers ([`gopeer::Roma`]).
+    GoRoma,
+}
+
+impl GameKind {
+    /// The kind `JANUS_TEST_GAME` names (`demo`, the default, or `go-roma`), so that whole
+    /// suites written against [`Stack::start`] also run against the Go peer.
+    pub fn from_env() -> Self {
+        match std::env::var("JANUS_TEST_GAME").as_deref() {
+            Err(_) | Ok("" | "demo") => Self::Demo,
+            Ok("go-roma") => Self::GoRoma,
+            Ok(other) => panic!("JANUS_TEST_GAME={other:?}: expected \"demo\" or \"go-roma\""),
+        }
+    }
+}
+
+/// The game service on an ephemeral port: the demo game on a runtime of its own, so that
+/// killing it drops every connection at once like a crashed process, or the Go Roma peer.
 pub struct Game {
     /// `host:port` of its gRPC server.
     pub endpoint: String,
-    runtime: Option<tokio::runtime::Runtime>,
+    runner: Runner,
+}
+
+enum Runner {
+    Demo(Option<tokio::runtime::Runtime>),
+    Go(Box<gopeer::Roma>),
 }
 
 impl Game {
-    /// Starts the demo game service; room pushes go through the broker at `push_endpoint`.
+    /// Starts the game service `JANUS_TEST_GAME` names (the demo game by default); room pushes
+    /// go through the broker at `push_endpoint`.
     pub async fn start(push_endpoint: &str) -> Self {
-        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        Self::start_on(listener, push_endpoint)
+        Self::start_kind(GameKind::from_env(), push_endpoint).await
     }
 
-    /// Starts it on `listener` (to restart it on the same address).
+    /// Starts a game service of `kind`; room pushes go through the broker at `push_endpoint`.
+    pub async fn start_kind(kind: GameKind, push_endpoint: &str) -> Self {
+        match kind {
+            GameKind::Demo => {
+                let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+                Self::start_on(listener, push_endpoint)
+            }
+            GameKind::GoRoma => {
+                let roma = gopeer::Roma::start(push_endpoint);
+                Self {
+                    endpoint: roma.endpoint.clone(),
+                    runner: Runner::Go(Box::new(roma)),
+                }
+            }
+        }
+    }
+
+    /// Starts the demo game on `listener` (to restart it on the same address).
     pub fn start_on(listener: std::net::TcpListener, push_endpoint: &str) -> Self {
         let endpoint = listener.local_addr().unwrap().to_string();
         listener.set_nonblocking(true).unwrap();
@@ -108,7 +152,15 @@ impl Game {
         });
         Self {
             endpoint,
-            runtime: Some(runtime),
+            runner: Runner::Demo(Some(runtime)),
+        }
+    }
+
+    /// The Go Roma peer, when this is one (to look at what it saw).
+    pub fn roma(&self) -> Option<&gopeer::Roma> {
+        match &self.runner {
+            Runner::Go(roma) => Some(roma),
+            Runner::Demo(_) => None,
         }
     }
 
@@ -120,7 +172,9 @@ impl Game {
 
 impl Drop for Game {
     fn drop(&mut self) {
-        if let Some(runtime) = self.runtime.take() {
+        if let Runner::Demo(runtime) = &mut self.runner
+            && let Some(runtime) = runtime.take()
+        {
             runtime.shutdown_background();
         }
     }
@@ -248,12 +302,28 @@ pub struct Stack {
 }
 
 impl Stack {
-    /// Starts everything; `tune` may change the edge configuration first.
+    /// Starts everything with the game service `JANUS_TEST_GAME` names (the demo game by
+    /// default, see [`GameKind::from_env`]); `tune` may change the edge configuration first.
     pub async fn start(tune: impl FnOnce(&mut EdgeConfig)) -> Self {
-        let ground = Ground::start().await;
+        Self::start_with_game(GameKind::from_env(), tune).await
+    }
+
+    /// Starts everything with a game service of `kind`; `tune` may change the edge
+    /// configuration first.
+    pub async fn start_with_game(kind: GameKind, tune: impl FnOnce(&mut EdgeConfig)) -> Self {
+        Self::start_on(Ground::start().await, kind, tune).await
+    }
+
+    /// Starts a broker, an edge and a game service of `kind` on `ground` (e.g. with keys of
+    /// the test's choosing); `tune` may change the edge configuration first.
+    pub async fn start_on(
+        ground: Ground,
+        kind: GameKind,
+        tune: impl FnOnce(&mut EdgeConfig),
+    ) -> Self {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let broker_addr = listener.local_addr().unwrap().to_string();
-        let game = Game::start(&broker_addr).await;
+        let game = Game::start_kind(kind, &broker_addr).await;
         let broker = ground
             .broker_on(ground.broker_config(&[&game.endpoint]), listener)
             .await;

@@ -258,6 +258,33 @@ async fn room_chat_is_multicast_to_the_other_members_only() {
 }
 
 #[tokio::test]
+async fn a_room_request_with_obj_0_goes_to_the_players_own_room_object() {
+    // go-pantheon's rule: obj 0 is the player's uid in every module (PROTOCOL.md §14.4), so two
+    // players asking for room object 0 reach two rooms, not one shared room 0.
+    let stack = Stack::start(|_| {}).await;
+    let mut alice = stack.client(&stack.tcp(), 2101).await;
+    let mut bob = stack.client(&stack.tcp(), 2102).await;
+    for (client, uid) in [(&mut alice, 2101), (&mut bob, 2102)] {
+        let ok = client
+            .request(request(6, demo::JOIN, 0, b""), |_| {})
+            .await
+            .unwrap();
+        assert_eq!((ok.data.as_slice(), ok.obj), (&b"ok"[..], uid));
+    }
+    // Were they in one room, bob would hear alice.
+    let ok = alice
+        .request(request(6, demo::SAY, 0, b"alone"), |_| {})
+        .await
+        .unwrap();
+    assert_eq!(ok.obj, 2101);
+    let reply = bob
+        .request(request(2, 1, 0, b"quiet"), |p| panic!("bob got {p:?}"))
+        .await
+        .unwrap();
+    assert_eq!(reply.data, b"quiet");
+}
+
+#[tokio::test]
 async fn a_push_on_a_tunnel_reaches_the_client_after_the_reply() {
     let stack = Stack::start(|_| {}).await;
     let mut client = stack.client(&stack.tcp(), 1050).await;

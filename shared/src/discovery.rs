@@ -2,7 +2,7 @@
 //! for brokers, brokers for edges). One seam, two implementations: etcd (kratos layout, leases
 //! kept alive, changes watched, never polled) and a static list from config.
 //!
-//! Layout (PROTOCOL-NOTES §9): key `/microservices/<name>/<id>`, value JSON
+//! Layout (PROTOCOL.md §14.6): key `/microservices/<name>/<id>`, value JSON
 //! `{id, name, version, metadata, endpoints: ["grpc://host:port"]}`; instances are filtered by
 //! `metadata.color` equal to the session's colour.
 

@@ -14,8 +14,9 @@ use tokio_util::sync::CancellationToken;
 use super::{Discovery, Instance, Registration};
 use crate::error::{Error, Result};
 
-/// Lease TTL of registrations, seconds.
-const LEASE_TTL: i64 = 10;
+/// Lease TTL of registrations, seconds: kratos's (go-pantheon's) 15 s, so a dead process leaves
+/// discovery in the time Roma and fabrica-kit expect.
+const LEASE_TTL: i64 = 15;
 /// How long to wait before retrying after an etcd failure.
 const RETRY: Duration = Duration::from_secs(1);
 
