@@ -440,4 +440,20 @@ mod tests {
             got.len()
         );
     }
+
+    proptest::proptest! {
+        #[test]
+        fn arbitrary_datagrams_are_classified_or_refused_and_never_panic(
+            bytes in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..200),
+        ) {
+            for fec in [false, true] {
+                if let Ok(Datagram::Segments { .. }) = classify(&bytes, fec) {
+                    // Whatever passes the check, the KCP core takes without panicking.
+                    let now = Instant::now();
+                    let mut conv = Conversation::new(1, &settings(fec), fec, now).unwrap();
+                    let _ = conv.handle_datagram(&bytes, now);
+                }
+            }
+        }
+    }
 }

@@ -775,8 +775,6 @@ mod tests {
         let mut stream = connection.open_stream().await.unwrap();
         assert_eq!(stream.id(), 3, "a client's first smux stream");
         stream.write_all(b"last words").await.unwrap();
-        // Half a second is plenty on loopback for the echo to come back before the FIN.
-        tokio::time::sleep(Duration::from_millis(500)).await;
         let mut got = vec![0; 10];
         stream.read_exact(&mut got).await.unwrap();
         assert_eq!(&got, b"last words");

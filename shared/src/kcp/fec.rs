@@ -500,4 +500,55 @@ pub(crate) mod tests {
         let p = encoder.paws;
         assert_eq!(seqids, vec![p - 3, p - 2, p - 1, 0, 1, 2]);
     }
+
+    proptest::proptest! {
+        #[test]
+        fn any_three_losses_in_a_group_are_recovered(
+            packets in proptest::collection::vec(proptest::collection::vec(proptest::prelude::any::<u8>(), 1..300), 10),
+            lost in proptest::sample::subsequence((0..13usize).collect::<Vec<_>>(), 0..=3),
+        ) {
+            let mut encoder = Encoder::new(10, 3).unwrap();
+            let mut wire = Vec::new();
+            for packet in &packets {
+                encoder.encode(packet, |d| wire.push(d.to_vec()));
+            }
+            let mut decoder = Decoder::new(10, 3).unwrap();
+            let mut got: Vec<Option<Vec<u8>>> = vec![None; 10];
+            let mut recovered = Vec::new();
+            for (i, datagram) in wire.iter().enumerate() {
+                if lost.contains(&i) {
+                    continue;
+                }
+                let header = parse(datagram).unwrap();
+                if header.kind == Kind::Data {
+                    got[i] = Some(data_payload(datagram).to_vec());
+                }
+                recovered.extend(decoder.decode(header, datagram, 0));
+            }
+            for packet in recovered {
+                let slot = got.iter().position(Option::is_none).unwrap();
+                got[slot] = Some(packet);
+            }
+            let mut got: Vec<Vec<u8>> = got.into_iter().map(|p| p.expect("every packet")).collect();
+            let mut want = packets.clone();
+            got.sort();
+            want.sort();
+            proptest::prop_assert_eq!(got, want);
+        }
+
+        #[test]
+        fn arbitrary_datagrams_never_panic_the_decoder(
+            datagrams in proptest::collection::vec(proptest::collection::vec(proptest::prelude::any::<u8>(), 0..64), 0..40),
+        ) {
+            let mut decoder = Decoder::new(3, 2).unwrap();
+            for datagram in &datagrams {
+                if let Ok(header) = parse(datagram) {
+                    for packet in decoder.decode(header, datagram, 0) {
+                        proptest::prop_assert!(packet.len() < 64);
+                    }
+                }
+                proptest::prop_assert!(decoder.waiting() <= RX_GROUPS * 5);
+            }
+        }
+    }
 }

@@ -488,4 +488,55 @@ mod tests {
             .unwrap();
         assert_eq!(server.poll_event(), None);
     }
+
+    proptest::proptest! {
+        #[test]
+        fn frames_split_anywhere_give_the_same_events(
+            chunks in proptest::collection::vec(proptest::collection::vec(proptest::prelude::any::<u8>(), 1..5000), 1..6),
+            cut in proptest::collection::vec(1usize..3000, 0..20),
+        ) {
+            let now = Instant::now();
+            let mut client = Session::new(config(), Role::Client, now);
+            let sid = client.open();
+            for chunk in &chunks {
+                client.send(sid, chunk);
+            }
+            client.close(sid);
+            let wire = transmit(&mut client);
+            let mut server = Session::new(config(), Role::Server, now);
+            let mut rest = &wire[..];
+            for n in cut {
+                let n = n.min(rest.len());
+                server.handle_input(&rest[..n], now).unwrap();
+                rest = &rest[n..];
+            }
+            server.handle_input(rest, now).unwrap();
+            proptest::prop_assert_eq!(server.poll_event(), Some(Event::Opened(sid)));
+            let mut data = Vec::new();
+            let mut finished = false;
+            while let Some(event) = server.poll_event() {
+                match event {
+                    Event::Data(s, bytes) => {
+                        proptest::prop_assert_eq!(s, sid);
+                        proptest::prop_assert!(bytes.len() <= 4096);
+                        data.extend_from_slice(&bytes);
+                    }
+                    Event::Finished(s) => finished = s == sid,
+                    Event::Opened(_) => proptest::prop_assert!(false, "one stream"),
+                }
+            }
+            proptest::prop_assert!(finished);
+            proptest::prop_assert_eq!(data, chunks.concat());
+        }
+
+        #[test]
+        fn arbitrary_input_is_an_error_or_events_never_a_panic(
+            bytes in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..512),
+        ) {
+            let now = Instant::now();
+            let mut server = Session::new(config(), Role::Server, now);
+            let _ = server.handle_input(&bytes, now);
+            while server.poll_event().is_some() {}
+        }
+    }
 }
