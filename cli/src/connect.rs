@@ -14,6 +14,7 @@ use janus_shared::client::{Client, ClientConfig, Endpoint};
 use janus_shared::handshake::{ClientHandshakeConfig, Mode};
 use janus_shared::keys::VerifyingKey;
 use janus_shared::session::SessionConfig;
+use janus_shared::transport::KcpSettings;
 use tokio::io::AsyncBufReadExt;
 
 use crate::keys::{self, TokenArgs};
@@ -57,6 +58,17 @@ pub(crate) struct ConnectArgs {
     /// Send this one message, print the answer, and exit.
     #[arg(long)]
     send: Option<String>,
+    /// KCP: FEC data shards per group (0 with --kcp-fec-parity-shards 0: no FEC); the edge
+    /// must agree.
+    #[arg(long, default_value_t = KcpSettings::default().fec_data_shards)]
+    kcp_fec_data_shards: usize,
+    /// KCP: FEC parity shards per group.
+    #[arg(long, default_value_t = KcpSettings::default().fec_parity_shards)]
+    kcp_fec_parity_shards: usize,
+    /// KCP: run the session on an smux v2 stream (`--kcp-smux false`: straight on the
+    /// conversation); the edge must agree.
+    #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
+    kcp_smux: bool,
 }
 
 fn server_key(path: &PathBuf) -> anyhow::Result<VerifyingKey> {
@@ -70,21 +82,31 @@ fn server_key(path: &PathBuf) -> anyhow::Result<VerifyingKey> {
 }
 
 fn endpoint(args: &ConnectArgs) -> Endpoint {
-    let (default_port, make): (u16, fn(String) -> Endpoint) = match args.transport {
-        Transport::Tcp => (17001, Endpoint::Tcp),
-        Transport::Ws => (17002, |addr| Endpoint::WebSocket(format!("ws://{addr}/ws"))),
-        Transport::Kcp => (17003, Endpoint::Kcp),
-        Transport::Quic => (17004, |addr| Endpoint::Quic {
+    let default_port = match args.transport {
+        Transport::Tcp => 17001,
+        Transport::Ws => 17002,
+        Transport::Kcp => 17003,
+        Transport::Quic => 17004,
+    };
+    let addr = format!("{}:{}", args.host, args.port.unwrap_or(default_port));
+    match args.transport {
+        Transport::Tcp => Endpoint::Tcp(addr),
+        Transport::Ws => Endpoint::WebSocket(format!("ws://{addr}/ws")),
+        Transport::Kcp => Endpoint::KcpWith {
+            addr,
+            settings: KcpSettings {
+                fec_data_shards: args.kcp_fec_data_shards,
+                fec_parity_shards: args.kcp_fec_parity_shards,
+                smux: args.kcp_smux,
+                ..KcpSettings::default()
+            },
+        },
+        Transport::Quic => Endpoint::Quic {
             addr,
             server_name: "localhost".into(),
             ca_pem: None,
-        }),
-    };
-    make(format!(
-        "{}:{}",
-        args.host,
-        args.port.unwrap_or(default_port)
-    ))
+        },
+    }
 }
 
 /// What a typed line asks for.

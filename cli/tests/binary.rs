@@ -153,6 +153,7 @@ fn the_standalone_default_starts_creates_dev_keys_and_answers_connect() {
             .unwrap()
             .port()
     };
+    let kcp_port = udp_port();
     let config = dir.join("standalone.toml");
     std::fs::write(
         &config,
@@ -168,7 +169,7 @@ fn the_standalone_default_starts_creates_dev_keys_and_answers_connect() {
             ports[1],
             ports[2],
             ports[3],
-            udp_port(),
+            kcp_port,
             udp_port(),
             ports[4],
             ports[5],
@@ -209,6 +210,23 @@ fn the_standalone_default_starts_creates_dev_keys_and_answers_connect() {
         .output()
         .unwrap();
     let stdout = String::from_utf8_lossy(&output.stdout);
+    // KCP with go-pantheon's FEC and smux, the edge's default too.
+    let kcp = Command::new(env!("CARGO_BIN_EXE_janus"))
+        .current_dir(&dir)
+        .args([
+            "connect",
+            "--uid",
+            "8",
+            "--transport",
+            "kcp",
+            "--port",
+            &kcp_port.to_string(),
+            "--send",
+            "hello kcp",
+        ])
+        .output()
+        .unwrap();
+    let kcp_stdout = String::from_utf8_lossy(&kcp.stdout);
     let _ = Command::new("kill")
         .arg("-TERM")
         .arg(child.id().to_string())
@@ -222,6 +240,11 @@ fn the_standalone_default_starts_creates_dev_keys_and_answers_connect() {
     assert!(
         stdout.contains("< reply mod=2 seq=1 obj=7 hello standalone"),
         "{stdout}"
+    );
+    assert!(
+        kcp_stdout.contains("< reply mod=2 seq=1 obj=8 hello kcp"),
+        "{kcp_stdout}\n{}",
+        String::from_utf8_lossy(&kcp.stderr)
     );
     assert_eq!(status.code(), Some(0));
 }

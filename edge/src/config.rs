@@ -468,19 +468,7 @@ impl Validate for EdgeConfig {
         );
         if self.kcp.enabled {
             problems.check_addr("kcp.listen", &self.kcp.listen);
-            let p = &self.kcp.params;
-            problems.check(
-                (10..=5000).contains(&p.interval),
-                "kcp.params.interval",
-                "must be 10..=5000 ms",
-            );
-            problems.check(
-                (64..=65535).contains(&p.mtu),
-                "kcp.params.mtu",
-                "must be 64..=65535",
-            );
-            problems.check_positive("kcp.params.send_window", p.send_window);
-            problems.check_positive("kcp.params.recv_window", p.recv_window);
+            problems.section("kcp.params", &self.kcp.params);
         }
         if self.quic.enabled {
             problems.check_addr("quic.listen", &self.quic.listen);
@@ -738,6 +726,27 @@ mod tests {
             .to_string();
         assert!(err.contains("token_key_format"), "{err}");
         std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[test]
+    fn kcp_problems_name_their_fields() {
+        let text = format!(
+            "{KEYS}[kcp.params]\nfec_data_shards = 4\nfec_parity_shards = 0\nsmux_version = 7\n"
+        );
+        let err = parse::<EdgeConfig>(&text, "t.toml")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("kcp.params.fec_parity_shards"), "{err}");
+        assert!(err.contains("kcp.params.smux_version"), "{err}");
+        // Plain KCP is a valid choice.
+        let plain = format!(
+            "{KEYS}[kcp.params]\nfec_data_shards = 0\nfec_parity_shards = 0\nsmux = false\n"
+        );
+        let config: EdgeConfig = parse(&plain, "t.toml").unwrap();
+        assert_eq!(
+            config.kcp.params,
+            janus_shared::transport::KcpSettings::plain()
+        );
     }
 
     #[test]

@@ -1,4 +1,4 @@
-//! Janus edge: the stateless proxy. Terminates client connections ([`listener`] over the
+//! Janus edge: the stateless proxy. Terminates client connections ([`listener`], [`kcp`] over the
 //! [`transport`]s), runs the handshake and all crypto per [`session`], enforces [`limits`],
 //! and carries packets to and from the brokers over the multiplexed [`link`]. Holds no routing
 //! state; [`server::Edge`] starts and drains one; [`admin`] serves health, readiness, metrics
@@ -8,6 +8,7 @@
 pub mod admin;
 pub mod config;
 pub mod error;
+pub mod kcp;
 pub mod limits;
 pub mod link;
 pub mod listener;

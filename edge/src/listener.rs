@@ -1,6 +1,6 @@
 //! Accept loops: TCP (frames straight on the stream), WebSocket (path and Origin checked at the
-//! upgrade), KCP (a stream-mode KCP conversation) and QUIC (the first client-opened
-//! bidirectional stream). Each accepted connection becomes a session task; the loops stop when
+//! upgrade) and QUIC (the first client-opened bidirectional stream); KCP has its own module
+//! (`crate::kcp`). Each accepted connection becomes a session task; the loops stop when
 //! the edge stops accepting.
 
 use std::net::SocketAddr;
@@ -128,35 +128,6 @@ pub async fn websocket(
         });
     })
     .await;
-}
-
-/// Serves KCP clients from `listener` until `stop`, then keeps the listener (whose socket
-/// carries every KCP session) until `release`, so draining sessions are not cut off.
-pub async fn kcp(
-    mut listener: tokio_kcp::KcpListener,
-    state: Arc<EdgeState>,
-    tasks: TaskTracker,
-    stop: CancellationToken,
-    release: CancellationToken,
-) {
-    loop {
-        tokio::select! {
-            _ = stop.cancelled() => {
-                release.cancelled().await;
-                return;
-            }
-            accepted = listener.accept() => match accepted {
-                Ok((stream, peer)) => {
-                    let io = FrameIo::Stream(Box::new(stream));
-                    tasks.spawn(serve(state.clone(), io, peer, Transport::Kcp));
-                }
-                Err(e) => {
-                    tracing::warn!(error = %e, "kcp accept failed");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                }
-            }
-        }
-    }
 }
 
 /// Serves QUIC clients from `endpoint` until `stop`; each connection's first bidirectional

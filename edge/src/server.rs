@@ -120,11 +120,11 @@ impl Edge {
         };
         let kcp = match config.kcp.enabled {
             true => Some(
-                tokio_kcp::KcpListener::bind(config.kcp.params.to_config(), &config.kcp.listen)
+                tokio::net::UdpSocket::bind(&config.kcp.listen)
                     .await
-                    .map_err(|e| Error::Bind {
+                    .map_err(|source| Error::Bind {
                         addr: config.kcp.listen.clone(),
-                        source: e.into(),
+                        source,
                     })?,
             ),
             false => None,
@@ -184,9 +184,9 @@ impl Edge {
                 accept_stop.clone(),
             ));
         }
-        if let Some(listener) = kcp {
-            background.spawn(listener::kcp(
-                listener,
+        if let Some(socket) = kcp {
+            background.spawn(crate::kcp::serve_kcp(
+                socket,
                 state.clone(),
                 sessions.clone(),
                 accept_stop.clone(),

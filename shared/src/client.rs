@@ -18,6 +18,7 @@ use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 use crate::error::{Error, Result};
 use crate::frame;
 use crate::handshake::ClientHandshakeConfig;
+use crate::kcp::driver::KcpConnection;
 use crate::session::{ClientEvent, ClientSession, SessionConfig};
 use crate::transport::{KcpSettings, QuicStream};
 
@@ -28,8 +29,17 @@ pub enum Endpoint {
     Tcp(String),
     /// A WebSocket URL, `ws://host:port/path` or `wss://…`.
     WebSocket(String),
-    /// A KCP listener, `ip:port`, with go-pantheon's KCP settings.
+    /// A KCP listener, `ip:port`, with go-pantheon's KCP settings (FEC 10+3, smux v2; a
+    /// session on the conversation's first smux stream).
     Kcp(String),
+    /// A KCP listener, `ip:port`, with other settings (plain KCP, say:
+    /// [`KcpSettings::plain`]).
+    KcpWith {
+        /// `ip:port`.
+        addr: String,
+        /// FEC, smux and KCP parameters; the edge must agree on FEC and smux.
+        settings: KcpSettings,
+    },
     /// A QUIC listener.
     Quic {
         /// `ip:port`.
@@ -102,14 +112,8 @@ async fn dial(endpoint: &Endpoint) -> Result<Conn> {
                 .map_err(|e| Error::WebSocket(e.to_string()))?;
             Conn::WebSocket(Box::new(ws))
         }
-        Endpoint::Kcp(addr) => {
-            let addr = resolve(addr).await?;
-            let config = KcpSettings::default().to_config();
-            let kcp = tokio_kcp::KcpStream::connect(&config, addr)
-                .await
-                .map_err(|e| Error::Io(e.into()))?;
-            Conn::Stream(Box::new(kcp))
-        }
+        Endpoint::Kcp(addr) => kcp(addr, KcpSettings::default()).await?,
+        Endpoint::KcpWith { addr, settings } => kcp(addr, *settings).await?,
         Endpoint::Quic {
             addr,
             server_name,
@@ -118,6 +122,12 @@ async fn dial(endpoint: &Endpoint) -> Result<Conn> {
             QuicStream::connect(addr, server_name, ca_pem.as_deref()).await?,
         )),
     })
+}
+
+/// A KCP conversation with one stream (with smux, the conversation ends with the stream).
+async fn kcp(addr: &str, settings: KcpSettings) -> Result<Conn> {
+    let connection = KcpConnection::connect(resolve(addr).await?, settings).await?;
+    Ok(Conn::Stream(Box::new(connection.open_stream().await?)))
 }
 
 impl Client {

@@ -142,6 +142,12 @@ pub enum Error {
     /// Service discovery (etcd) failed.
     #[error("discovery: {0}")]
     Discovery(String),
+    /// A datagram that is not a KCP segment (or FEC packet) of the configured kind.
+    #[error("invalid KCP datagram: {0}")]
+    KcpInvalid(&'static str),
+    /// The peer broke the smux protocol (unknown version or command, an overrun window).
+    #[error("smux protocol error: {0}")]
+    Smux(&'static str),
     /// A configuration file could not be read or parsed, or failed validation; every problem
     /// is listed and each names its field.
     #[error("invalid configuration {origin}:\n  {}", .problems.join("\n  "))]
@@ -187,6 +193,8 @@ impl Error {
             Error::Io(_) => "io",
             Error::WebSocket(_) => "websocket",
             Error::Config { .. } => "config",
+            Error::KcpInvalid(_) => "kcp_invalid",
+            Error::Smux(_) => "smux",
             Error::Discovery(_) => "discovery",
         }
     }

@@ -6,7 +6,8 @@
 //! time and return events and bytes, so they are tested without sockets and driven by thin tokio
 //! loops. Keys and tokens live in [`keys`] and [`token`]; the System packets the gateway itself
 //! answers or pushes in [`system`]. The [`client`] module is the tokio driver of the client end,
-//! used by the CLI, the load generator and the tests. Binaries load their typed configuration
+//! used by the CLI, the load generator and the tests; [`kcp`] holds KCP with kcp-go's FEC and smux
+//! (sans-IO, plus the small driver the client and the edge share). Binaries load their typed configuration
 //! through [`config`] and set up logging and signals through [`telemetry`]; their Prometheus metrics live in a
 //! [`metrics::MetricsRegistry`].
 
@@ -18,6 +19,7 @@ pub mod discovery;
 pub mod error;
 pub mod frame;
 pub mod handshake;
+pub mod kcp;
 pub mod keys;
 pub mod metrics;
 pub mod session;

@@ -11,8 +11,11 @@ use crate::error::{Error, Result};
 /// The ALPN protocol id of Janus over QUIC.
 pub const QUIC_ALPN: &[u8] = b"janus";
 
-/// KCP parameters; defaults are go-pantheon's (nodelay 1, interval 10 ms, resend 2, nc 1,
-/// windows 128/128, MTU 1400). Frames run in KCP's stream mode.
+/// KCP parameters; defaults are go-pantheon's (fabrica-net's `conf.KCP`): nodelay 1,
+/// interval 10 ms, resend 2, nc 1, windows 128/128, MTU 1400, FEC with 10 data and 3 parity
+/// shards, and smux version 2 streams on top (frames of at most 4096 bytes, a keepalive every
+/// 10 s, dead after 30 s of silence). Both ends must agree on FEC and smux; an edge reads FEC
+/// and plain datagrams alike and answers a conversation the way it opened.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct KcpSettings {
@@ -28,8 +31,26 @@ pub struct KcpSettings {
     pub send_window: u16,
     /// Receive window, segments.
     pub recv_window: u16,
-    /// MTU, bytes.
+    /// MTU, bytes: the largest datagram, FEC header included.
     pub mtu: usize,
+    /// FEC data shards per group (kcp-go's `dataShards`); 0 with `fec_parity_shards` 0 turns
+    /// FEC off.
+    pub fec_data_shards: usize,
+    /// FEC parity shards per group (kcp-go's `parityShards`).
+    pub fec_parity_shards: usize,
+    /// Run smux streams on the conversation, each its own session; off, the conversation's
+    /// bytes are one session's frames.
+    pub smux: bool,
+    /// smux protocol version, 1 or 2.
+    pub smux_version: u8,
+    /// Largest smux data frame this end sends, bytes.
+    pub smux_max_frame: usize,
+    /// How often smux sends a keepalive, seconds.
+    pub smux_keepalive_secs: u64,
+    /// smux silence after which the conversation is dead, seconds.
+    pub smux_keepalive_timeout_secs: u64,
+    /// The receive window this end advertises per smux stream (version 2), bytes.
+    pub smux_max_stream_buffer: u32,
 }
 
 impl Default for KcpSettings {
@@ -42,26 +63,105 @@ impl Default for KcpSettings {
             send_window: 128,
             recv_window: 128,
             mtu: 1400,
+            fec_data_shards: 10,
+            fec_parity_shards: 3,
+            smux: true,
+            smux_version: 2,
+            smux_max_frame: 4096,
+            smux_keepalive_secs: 10,
+            smux_keepalive_timeout_secs: 30,
+            smux_max_stream_buffer: 65536,
         }
     }
 }
 
 impl KcpSettings {
-    /// The tokio-kcp configuration for these settings.
-    pub fn to_config(&self) -> tokio_kcp::KcpConfig {
-        tokio_kcp::KcpConfig {
-            mtu: self.mtu,
-            nodelay: tokio_kcp::KcpNoDelayConfig {
-                nodelay: self.nodelay,
-                interval: self.interval,
-                resend: self.resend,
-                nc: self.nc,
-            },
-            wnd_size: (self.send_window, self.recv_window),
-            flush_write: true,
-            flush_acks_input: true,
-            stream: true,
-            ..tokio_kcp::KcpConfig::default()
+    /// Plain KCP: no FEC, no smux (what Janus spoke before FEC and smux).
+    pub fn plain() -> Self {
+        Self {
+            fec_data_shards: 0,
+            fec_parity_shards: 0,
+            smux: false,
+            ..Self::default()
+        }
+    }
+
+    /// Whether datagrams carry FEC.
+    pub fn fec(&self) -> bool {
+        self.fec_data_shards > 0 && self.fec_parity_shards > 0
+    }
+
+    /// The smux settings.
+    pub fn smux_config(&self) -> crate::kcp::smux::Config {
+        crate::kcp::smux::Config {
+            version: self.smux_version,
+            max_frame: self.smux_max_frame,
+            keepalive: std::time::Duration::from_secs(self.smux_keepalive_secs),
+            keepalive_timeout: std::time::Duration::from_secs(self.smux_keepalive_timeout_secs),
+            max_stream_buffer: self.smux_max_stream_buffer,
+        }
+    }
+}
+
+impl crate::config::Validate for KcpSettings {
+    fn validate(&self, problems: &mut crate::config::Problems) {
+        let field = |name: &str| name.to_owned();
+        problems.check(
+            (10..=5000).contains(&self.interval),
+            &field("interval"),
+            format!("must be 10..=5000 ms, got {}", self.interval),
+        );
+        problems.check(
+            (64..=1500).contains(&self.mtu),
+            &field("mtu"),
+            format!("must be 64..=1500, got {}", self.mtu),
+        );
+        problems.check_positive(&field("send_window"), self.send_window);
+        problems.check_positive(&field("recv_window"), self.recv_window);
+        let (data, parity) = (self.fec_data_shards, self.fec_parity_shards);
+        problems.check(
+            (data == 0) == (parity == 0),
+            &field("fec_parity_shards"),
+            format!(
+                "fec_data_shards and fec_parity_shards are both 0 (FEC off) or both positive, got {data} and {parity}"
+            ),
+        );
+        problems.check(
+            data + parity <= 256,
+            &field("fec_data_shards"),
+            format!(
+                "data and parity shards are at most 256 together, got {}",
+                data + parity
+            ),
+        );
+        if self.smux {
+            problems.check(
+                matches!(self.smux_version, 1 | 2),
+                &field("smux_version"),
+                format!("must be 1 or 2, got {}", self.smux_version),
+            );
+            problems.check(
+                (1..=65535).contains(&self.smux_max_frame),
+                &field("smux_max_frame"),
+                format!("must be 1..=65535, got {}", self.smux_max_frame),
+            );
+            problems.check_positive(&field("smux_keepalive_secs"), self.smux_keepalive_secs);
+            problems.check(
+                self.smux_keepalive_timeout_secs > self.smux_keepalive_secs,
+                &field("smux_keepalive_timeout_secs"),
+                format!(
+                    "must be greater than smux_keepalive_secs ({}), got {}",
+                    self.smux_keepalive_secs, self.smux_keepalive_timeout_secs
+                ),
+            );
+            problems.check(
+                self.smux_max_stream_buffer as usize >= self.smux_max_frame,
+                &field("smux_max_stream_buffer"),
+                format!(
+                    "must be at least smux_max_frame ({}), got {}",
+                    self.smux_max_frame, self.smux_max_stream_buffer
+                ),
+            );
         }
     }
 }
@@ -345,13 +445,44 @@ mod tests {
     use super::*;
 
     #[test]
-    fn kcp_defaults_are_go_pantheons_in_stream_mode() {
-        let config = KcpSettings::default().to_config();
-        assert!(config.nodelay.nodelay && config.nodelay.nc);
-        assert_eq!((config.nodelay.interval, config.nodelay.resend), (10, 2));
-        assert_eq!(config.wnd_size, (128, 128));
-        assert_eq!(config.mtu, 1400);
-        assert!(config.stream);
+    fn kcp_defaults_are_go_pantheons() {
+        let s = KcpSettings::default();
+        assert!(s.nodelay && s.nc);
+        assert_eq!((s.interval, s.resend), (10, 2));
+        assert_eq!((s.send_window, s.recv_window, s.mtu), (128, 128, 1400));
+        assert_eq!((s.fec_data_shards, s.fec_parity_shards), (10, 3));
+        assert!(s.fec() && s.smux);
+        let smux = s.smux_config();
+        assert_eq!((smux.version, smux.max_frame), (2, 4096));
+        assert_eq!(smux.keepalive, std::time::Duration::from_secs(10));
+        assert_eq!(smux.keepalive_timeout, std::time::Duration::from_secs(30));
+        assert!(!KcpSettings::plain().fec() && !KcpSettings::plain().smux);
+    }
+
+    #[test]
+    fn kcp_validation_names_the_fields() {
+        let mut problems = crate::config::Problems::default();
+        problems.section("kcp.params", &KcpSettings::default());
+        assert_eq!(format!("{problems:?}"), "Problems([])");
+        let bad = KcpSettings {
+            fec_data_shards: 10,
+            fec_parity_shards: 0,
+            smux_version: 3,
+            smux_keepalive_timeout_secs: 5,
+            mtu: 9000,
+            ..KcpSettings::default()
+        };
+        let mut problems = crate::config::Problems::default();
+        problems.section("kcp.params", &bad);
+        let text = format!("{problems:?}");
+        for field in [
+            "kcp.params.fec_parity_shards",
+            "kcp.params.smux_version",
+            "kcp.params.smux_keepalive_timeout_secs",
+            "kcp.params.mtu",
+        ] {
+            assert!(text.contains(field), "{field} in {text}");
+        }
     }
 
     #[test]

@@ -1,0 +1,132 @@
+//! The KCP listener: one UDP socket, conversations told apart by the peer's address and
+//! conversation id, each run by `janus_shared::kcp::driver`; every smux stream (or, with smux
+//! off, the conversation itself) becomes a session of its own.
+//!
+//! A datagram from an address with no conversation opens one only if it is a valid KCP
+//! segment (in a FEC data packet when FEC is on) carrying the conversation's first push
+//! (sequence number 0); anything else is counted in `janus_edge_refused_total` as
+//! `kcp_invalid` (not a KCP segment or FEC packet) or `kcp_no_conversation` (a segment of a
+//! conversation this edge does not have, say one that ended) and dropped, so stray datagrams
+//! and a dead conversation's retransmissions cost no session. A first push of another
+//! conversation id from a known address replaces that address's conversation (the client
+//! restarted), as in kcp-go. Conversations are bounded by `limits.max_sessions`; past it a new
+//! one is refused (`kcp_conversations`). After `stop` no conversation opens and no new smux
+//! stream is served; the socket keeps carrying the open ones until `release`.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use janus_proto::janus::internal::v1::Transport;
+use janus_shared::kcp::conv::{Datagram, classify};
+use janus_shared::kcp::driver::{self, KcpStream};
+use tokio::net::UdpSocket;
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::session::{EdgeState, serve};
+use crate::transport::FrameIo;
+
+/// The largest datagram read; longer ones are cut and then fail the checks.
+const MAX_DATAGRAM: usize = 64 * 1024;
+
+struct Peer {
+    conv: u32,
+    inbound: mpsc::Sender<Bytes>,
+}
+
+/// Serves KCP clients on `socket` until `stop`, then keeps the socket (which carries every
+/// KCP session) until `release`, so draining sessions are not cut off.
+pub async fn serve_kcp(
+    socket: UdpSocket,
+    state: Arc<EdgeState>,
+    sessions: TaskTracker,
+    stop: CancellationToken,
+    release: CancellationToken,
+) {
+    let socket = Arc::new(socket);
+    let conversations = TaskTracker::new();
+    let mut peers: HashMap<SocketAddr, Peer> = HashMap::new();
+    let mut buf = vec![0; MAX_DATAGRAM];
+    loop {
+        let (n, from) = tokio::select! {
+            _ = release.cancelled() => break,
+            received = socket.recv_from(&mut buf) => match received {
+                Ok(received) => received,
+                Err(e) => {
+                    // An ICMP error from an earlier send surfaces here on some systems.
+                    tracing::debug!(error = %e, "kcp receive failed");
+                    continue;
+                }
+            },
+        };
+        let datagram = &buf[..n];
+        let refuse = |reason: &str| state.metrics.refused.with_label_values(&[reason]).inc();
+        let kind = classify(datagram, state.config.kcp.params.fec());
+        if let Some(peer) = peers.get(&from).filter(|p| !p.inbound.is_closed()) {
+            let ours = match kind {
+                Ok(Datagram::Parity) => true,
+                Ok(Datagram::Segments { conv, .. }) => conv == peer.conv,
+                Err(_) => false,
+            };
+            if ours {
+                // Full: dropped; KCP retransmits what it carried.
+                let _ = peer.inbound.try_send(Bytes::copy_from_slice(datagram));
+                continue;
+            }
+        }
+        let (conv, fec) = match kind {
+            Ok(Datagram::Segments {
+                conv,
+                fec,
+                push: true,
+                first_sn: 0,
+            }) => (conv, fec),
+            Ok(_) => {
+                refuse("kcp_no_conversation");
+                continue;
+            }
+            Err(e) => {
+                tracing::debug!(peer = %from, reason = %e, "kcp datagram refused");
+                refuse("kcp_invalid");
+                continue;
+            }
+        };
+        if stop.is_cancelled() {
+            continue;
+        }
+        if peers.len() >= state.config.limits.max_sessions {
+            peers.retain(|_, peer| !peer.inbound.is_closed());
+            if peers.len() >= state.config.limits.max_sessions {
+                refuse("kcp_conversations");
+                continue;
+            }
+        }
+        let on_stream = {
+            let (state, sessions, stop) = (state.clone(), sessions.clone(), stop.clone());
+            Box::new(move |stream: KcpStream| {
+                // Streams opened while draining are dropped, which closes them.
+                if !stop.is_cancelled() {
+                    let io = FrameIo::Stream(Box::new(stream));
+                    sessions.spawn(serve(state.clone(), io, from, Transport::Kcp));
+                }
+            })
+        };
+        let params = state.config.kcp.params;
+        match driver::serve(socket.clone(), from, conv, params, fec, on_stream) {
+            Ok((inbound, task)) => {
+                let _ = inbound.try_send(Bytes::copy_from_slice(datagram));
+                conversations.spawn(task);
+                // Replacing an entry drops its sender, which ends that conversation.
+                peers.insert(from, Peer { conv, inbound });
+            }
+            Err(e) => tracing::warn!(error = %e, "kcp conversation not started"),
+        }
+    }
+    drop(peers);
+    conversations.close();
+    let _ = tokio::time::timeout(Duration::from_secs(5), conversations.wait()).await;
+}

@@ -1,0 +1,141 @@
+//! Janus's KCP against a real go-pantheon-style client (`gopeers/client`, built from Debian's
+//! kcp-go, smux and reedsolomon): fabrica-net's defaults (FEC 10+3 and smux v2, two streams,
+//! each its own session), smux off, and FEC off, against an edge in legacy mode in front of a
+//! broker and the demo game.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use janus_edge::Edge;
+use janus_integration_tests::gopeer;
+use janus_integration_tests::stack::{COLOR, GameKind, Ground, Keys, Stack, metric};
+use janus_shared::keys::{SigningKey, TokenKey};
+use janus_shared::transport::KcpSettings;
+use serde_json::Value;
+
+/// A go-pantheon config holds its Lares token key as a raw string (32 bytes: AES-256-GCM).
+const TOKEN_KEY: &str = "go-pantheon-kcp-test-token-key32";
+
+/// A legacy-mode stack with `settings` on its KCP listener; returns it and the PEM file of the
+/// server's public key for the Go client.
+async fn legacy_stack(settings: KcpSettings) -> (Stack, std::path::PathBuf) {
+    let mut ground = Ground::start().await;
+    let signing = SigningKey::generate();
+    let public = std::env::temp_dir().join(format!(
+        "janus-go-kcp-{}-{}.pem",
+        std::process::id(),
+        settings.fec() as u8 * 2 + settings.smux as u8
+    ));
+    std::fs::write(
+        &public,
+        signing.verifying_key().to_public_key_pem().unwrap(),
+    )
+    .unwrap();
+    ground.keys = Arc::new(Keys {
+        signing,
+        token: TokenKey::from_bytes(TOKEN_KEY.as_bytes()).unwrap(),
+    });
+    let stack = Stack::start_on(ground, GameKind::Demo, |config| {
+        config.handshake.allow_legacy = true;
+        config.kcp.params = settings;
+    })
+    .await;
+    (stack, public)
+}
+
+/// Runs the Go client over KCP against `edge` as `uid` with `extra` flags.
+async fn go_client(
+    edge: &Edge,
+    public: &std::path::Path,
+    uid: i64,
+    extra: &[&str],
+) -> gopeer::ClientRun {
+    let addr = edge.kcp_addr.unwrap().to_string();
+    let public = public.display().to_string();
+    let uid = uid.to_string();
+    let mut args = vec![
+        "-transport",
+        "kcp",
+        "-addr",
+        &addr,
+        "-server-pub",
+        &public,
+        "-token-key",
+        TOKEN_KEY,
+        "-uid",
+        &uid,
+        "-color",
+        COLOR,
+    ];
+    args.extend_from_slice(extra);
+    gopeer::client(&args, Duration::from_secs(60)).await
+}
+
+/// The line of check `name` for session `session`.
+fn line<'a>(run: &'a gopeer::ClientRun, name: &str, session: usize) -> &'a Value {
+    run.lines
+        .iter()
+        .find(|l| l["check"] == name && l["session"] == session)
+        .unwrap_or_else(|| panic!("no {name:?} check of session {session}: {run:#?}"))
+}
+
+/// Asserts that every one of `sessions` sessions (uid, uid + 1, …) passed every check.
+fn assert_sessions(run: &gopeer::ClientRun, uid: i64, sessions: usize) {
+    run.assert_success();
+    for session in 0..sessions {
+        let uid = uid + session as i64;
+        assert_eq!(line(run, "handshake", session)["uid"], uid, "{run:#?}");
+        assert_eq!(line(run, "heartbeat", session)["code"], 1, "{run:#?}");
+        assert_eq!(line(run, "echo", session)["obj"], uid, "{run:#?}");
+        let compressed = line(run, "compressed", session);
+        assert!(
+            compressed["wire_bytes"].as_u64().unwrap() < compressed["bytes"].as_u64().unwrap(),
+            "zlib on the wire: {run:#?}"
+        );
+        assert_eq!(line(run, "push", session)["data"], "pushed", "{run:#?}");
+    }
+    assert_eq!(run.check("done")["sessions"], sessions, "{run:#?}");
+}
+
+#[tokio::test]
+async fn a_fabrica_net_kcp_client_with_fec_and_two_smux_streams_gets_two_sessions() {
+    let (stack, public) = legacy_stack(KcpSettings::default()).await;
+    let run = go_client(&stack.edge, &public, 5001, &["-streams", "2"]).await;
+    assert_sessions(&run, 5001, 2);
+    // Nothing the real client sent was refused.
+    let series = "janus_edge_refused_total{reason=\"kcp_invalid\"}";
+    let refused = metric(stack.edge.admin_addr, series).await;
+    assert_eq!(refused.unwrap_or(0.0), 0.0);
+}
+
+#[tokio::test]
+async fn a_go_kcp_client_with_fec_and_without_smux() {
+    let settings = KcpSettings {
+        smux: false,
+        ..KcpSettings::default()
+    };
+    let (stack, public) = legacy_stack(settings).await;
+    let run = go_client(&stack.edge, &public, 5101, &["-smux=false"]).await;
+    assert_sessions(&run, 5101, 1);
+}
+
+#[tokio::test]
+async fn a_go_kcp_client_with_smux_and_without_fec() {
+    let settings = KcpSettings {
+        fec_data_shards: 0,
+        fec_parity_shards: 0,
+        ..KcpSettings::default()
+    };
+    let (stack, public) = legacy_stack(settings).await;
+    let run = go_client(&stack.edge, &public, 5201, &["-fec=false", "-streams", "3"]).await;
+    assert_sessions(&run, 5201, 3);
+}
+
+#[tokio::test]
+async fn a_go_kcp_client_without_fec_reaches_an_edge_with_fec() {
+    // kcp-go reads FEC and plain datagrams alike, and so does the edge: it answers a
+    // conversation that opened without FEC without it.
+    let (stack, public) = legacy_stack(KcpSettings::default()).await;
+    let run = go_client(&stack.edge, &public, 5301, &["-fec=false", "-streams", "1"]).await;
+    assert_sessions(&run, 5301, 1);
+}
