@@ -18,6 +18,7 @@ pub mod error;
 pub mod link;
 pub mod metrics;
 pub mod push;
+mod redis_conn;
 pub mod registration;
 pub mod registry;
 pub mod route;
