@@ -54,7 +54,11 @@ impl Commands {
     /// A standalone Redis at `url` (`redis://host:port/db`). The connection is made lazily and
     /// re-made after failures, so its owner starts while Redis is down and recovers when it
     /// returns.
-    pub(crate) fn standalone(url: &str, timeout: Duration, fail: fn(String) -> Error) -> Result<Self> {
+    pub(crate) fn standalone(
+        url: &str,
+        timeout: Duration,
+        fail: fn(String) -> Error,
+    ) -> Result<Self> {
         let client = redis::Client::open(url).map_err(|e| fail(e.to_string()))?;
         let config = ConnectionManagerConfig::new()
             .set_connection_timeout(Some(timeout))
@@ -90,6 +94,21 @@ impl Commands {
             timeout,
             fail,
         })
+    }
+
+    /// A standalone Redis at `urls[0]`, or with `cluster` a Redis Cluster through the seeds
+    /// `urls`: a connection of its own each time.
+    pub(crate) async fn connect(
+        urls: &[String],
+        cluster: bool,
+        timeout: Duration,
+        fail: fn(String) -> Error,
+    ) -> Result<Self> {
+        match urls.first() {
+            _ if cluster => Self::cluster(urls, timeout, fail).await,
+            Some(url) => Self::standalone(url, timeout, fail),
+            None => Err(fail("no Redis URL".into())),
+        }
     }
 
     /// Whether this is a Redis Cluster connection.

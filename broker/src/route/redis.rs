@@ -36,7 +36,11 @@ impl RedisRoutes {
     /// lazily and re-made after failures, so a broker starts while Redis is down and recovers
     /// when it returns.
     pub fn standalone(url: &str, timeout: Duration) -> Result<Self> {
-        Ok(Self::with(Commands::standalone(url, timeout, Error::RouteStore)?))
+        Ok(Self::with(Commands::standalone(
+            url,
+            timeout,
+            Error::RouteStore,
+        )?))
     }
 
     /// Connects to a Redis Cluster through its seed `urls`.
