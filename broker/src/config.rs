@@ -445,6 +445,14 @@ mod tests {
     }
 
     #[test]
+    fn the_go_pantheon_profile_runs_its_bus_on_redis() {
+        let text = include_str!("../../configs.tmpl/go-pantheon/broker.toml");
+        let config: BrokerConfig = parse(text, "configs.tmpl/go-pantheon/broker.toml").unwrap();
+        assert_eq!(config.bus.backend, BusBackend::Redis);
+        assert_eq!(config.routes.backend, RoutesBackend::Redis);
+    }
+
+    #[test]
     fn an_unknown_backend_is_refused_by_name() {
         let err = parse::<BrokerConfig>("[routes]\nbackend = \"mongo\"\n", "t.toml")
             .unwrap_err()

@@ -1,7 +1,8 @@
 //! The Redis push bus against a real Redis: the conformance checks the in-process and NATS
-//! buses pass, on a standalone Redis and on a Redis Cluster; a queue group's list stays bounded
-//! and expires with nobody draining it; the subscription and the group members come back after
-//! Redis cuts their connections.
+//! buses pass, on a standalone Redis and on a Redis Cluster, each on Redis 7 and on the older
+//! Redis go-pantheon deployments may run (6.0); a queue group's list stays bounded and expires
+//! with nobody draining it; the subscription and the group members come back after Redis cuts
+//! their connections.
 
 use std::time::Duration;
 
@@ -10,7 +11,7 @@ use futures_util::StreamExt;
 use futures_util::stream::BoxStream;
 use janus_broker::bus::{PushBus, RedisBus, conformance};
 use janus_integration_tests::Service;
-use janus_integration_tests::infra::redis_cluster;
+use janus_integration_tests::infra::{REDIS, REDIS_OLD, RedisImage, redis_cluster_ready, redis_on};
 use redis::aio::MultiplexedConnection;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -86,45 +87,38 @@ async fn publish_until_received(
     panic!("{subject}: nothing received after the connection was cut");
 }
 
-#[tokio::test]
-async fn redis_bus_meets_the_push_bus_contract() {
-    let redis = janus_integration_tests::redis().await;
+async fn standalone_conformance(image: RedisImage) {
+    let redis = redis_on(image).await;
     let bus = Bus::standalone(&redis).await;
     conformance::run(&bus.bus).await;
     bus.stop().await;
 }
 
-#[tokio::test]
-async fn redis_cluster_bus_meets_the_push_bus_contract() {
-    let port = {
-        let probe = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        probe.local_addr().unwrap().port()
-    };
-    let node = redis_cluster(port).await;
-    let url = format!("redis://{}", node.addr);
-    let mut conn = admin(&node).await;
-    let _: () = redis::cmd("CLUSTER")
-        .arg("ADDSLOTS")
-        .arg((0..16384).collect::<Vec<u16>>())
-        .query_async(&mut conn)
-        .await
-        .unwrap();
-    let mut state = String::new();
-    for _ in 0..50 {
-        state = redis::cmd("CLUSTER")
-            .arg("INFO")
-            .query_async(&mut conn)
-            .await
-            .unwrap();
-        if state.contains("cluster_state:ok") {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    assert!(state.contains("cluster_state:ok"), "{state}");
-    let bus = Bus::on(&[url], true).await;
+async fn cluster_conformance(image: RedisImage) {
+    let node = redis_cluster_ready(image).await;
+    let bus = Bus::on(&[format!("redis://{}", node.addr)], true).await;
     conformance::run(&bus.bus).await;
     bus.stop().await;
+}
+
+#[tokio::test]
+async fn redis_bus_meets_the_push_bus_contract() {
+    standalone_conformance(REDIS).await;
+}
+
+#[tokio::test]
+async fn redis_bus_meets_the_push_bus_contract_on_an_older_redis() {
+    standalone_conformance(REDIS_OLD).await;
+}
+
+#[tokio::test]
+async fn redis_cluster_bus_meets_the_push_bus_contract() {
+    cluster_conformance(REDIS).await;
+}
+
+#[tokio::test]
+async fn redis_cluster_bus_meets_the_push_bus_contract_on_an_older_redis() {
+    cluster_conformance(REDIS_OLD).await;
 }
 
 #[tokio::test]
