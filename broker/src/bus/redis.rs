@@ -182,10 +182,16 @@ impl RedisBus {
     }
 
     /// Adds a member to `group` on `subject`: the group joins the subject before this returns
-    /// (so a publish that follows reaches it), then a member task pops its list on a connection
-    /// of its own.
+    /// (so a publish that follows reaches it; with Redis unreachable, the member joins as soon
+    /// as Redis answers), then a member task pops its list on a connection of its own.
     async fn join_group(&self, subject: &str, group: &str) -> Result<BoxStream<'static, Bytes>> {
-        join(&self.commands, &self.join, subject, group).await?;
+        let joined = match join(&self.commands, &self.join, subject, group).await {
+            Ok(()) => Some(Instant::now()),
+            Err(e) => {
+                tracing::warn!(subject, group, error = %e, "cannot join the queue group yet; the member keeps trying");
+                None
+            }
+        };
         // The pop waits up to POP_WAIT_SECS on the server before it answers.
         let popping = Commands::connect(
             &self.urls,
@@ -206,7 +212,7 @@ impl RedisBus {
         self.tasks.spawn(async move {
             tokio::select! {
                 _ = shutdown.cancelled() => {}
-                _ = member.run(tx) => {}
+                _ = member.run(joined, tx) => {}
             }
         });
         Ok(ReceiverStream::new(rx).boxed())
@@ -236,16 +242,16 @@ struct Member {
 }
 
 impl Member {
-    /// Pops the group's list into `tx` and keeps the group joined, until the subscriber is gone.
-    async fn run(self, tx: mpsc::Sender<Bytes>) {
+    /// Pops the group's list into `tx` and keeps the group joined (last `joined` then), until
+    /// the subscriber is gone.
+    async fn run(self, mut joined: Option<Instant>, tx: mpsc::Sender<Bytes>) {
         let list = group_list_key(&self.subject, &self.group);
         let mut pop = redis::cmd("BRPOP");
         pop.arg(&list).arg(POP_WAIT_SECS);
-        let mut joined = Instant::now();
         loop {
-            if joined.elapsed() >= GROUP_TTL / 3 {
+            if joined.is_none_or(|at| at.elapsed() >= GROUP_TTL / 3) {
                 match join(&self.joining, &self.join, &self.subject, &self.group).await {
-                    Ok(()) => joined = Instant::now(),
+                    Ok(()) => joined = Some(Instant::now()),
                     Err(e) => {
                         tracing::warn!(subject = %self.subject, group = %self.group, error = %e, "cannot renew queue-group membership")
                     }
