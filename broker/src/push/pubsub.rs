@@ -33,7 +33,7 @@ struct Received {
 
 impl Pusher {
     /// Subscribes to this broker's Redis push channels through the servers at `urls` (the
-    /// shared [`Subscription`]: reconnected and re-subscribed after a loss) and serves them
+    /// shared `Subscription`: reconnected and re-subscribed after a loss) and serves them
     /// until shutdown.
     pub fn serve_redis(&self, urls: Vec<String>, timeout: Duration) {
         let (tx, mut rx) = mpsc::channel::<Received>(QUEUE);
