@@ -3,6 +3,8 @@
 # base of its own images. One switch, per image, by variable:
 #
 #   JANUS_REDIS_IMAGE       default redis:7.2-alpine                       (official)
+#   JANUS_REDIS_OLD_IMAGE   default redis:6.0-alpine                       (official; an older
+#                           Redis the route-store conformance suite also runs on)
 #   JANUS_NATS_IMAGE        default nats:2.10-alpine                       (official)
 #   JANUS_ETCD_IMAGE        default gcr.io/etcd-development/etcd:v3.5.17   (official)
 #   JANUS_PROMETHEUS_IMAGE  default prom/prometheus:v2.53.2                (official)
@@ -21,7 +23,9 @@
 # made with debootstrap (redis-server, nats-server, etcd-server, etcdctl, wget included) is
 # `docker import`ed as janus-offline/debian:<tag>, and thin images with the official images' ports and commands
 # are built on it (Prometheus from the binaries of Debian's `prometheus` package, fetched with
-# apt-get download). Nothing is pulled for those.
+# apt-get download). Nothing is pulled for those. The older Redis comes the same way from a
+# bullseye root file system holding only redis-server (Redis 6.0: older than 6.2, so it lacks
+# `SET … GET`; buster's Redis 5.0 is no longer on deb.debian.org).
 #
 #   eval "$(deploy/images.sh ensure)"     # what scripts/test.sh does
 #   deploy/images.sh offline              # build the local images only
@@ -35,6 +39,10 @@ here="$(cd "$(dirname "$0")" && pwd)"
 OFFLINE_PACKAGES="ca-certificates,redis-server,nats-server,etcd-server,etcd-client,wget"
 OFFLINE_TAG="bookworm-$( (echo "$OFFLINE_PACKAGES"; cat "$here"/images/*/Dockerfile) | sha256sum | cut -c1-10)"
 OFFLINE_BASE="janus-offline/debian:$OFFLINE_TAG"
+# The older Redis (Debian bullseye's redis-server, 6.0) on a root file system of its own.
+OLD_REDIS_PACKAGES="redis-server"
+OLD_REDIS_BASE="janus-offline/debian:bullseye-$(echo "$OLD_REDIS_PACKAGES" | sha256sum | cut -c1-10)"
+OLD_REDIS_TAG="bullseye-$( (echo "$OLD_REDIS_PACKAGES"; cat "$here/images/redis/Dockerfile") | sha256sum | cut -c1-10)"
 
 log() { echo "images: $*" >&2; }
 
@@ -59,8 +67,11 @@ build_image() {
   rm -f "$errors"
 }
 
-build_offline_base() {
-  if have_image "$OFFLINE_BASE"; then
+# debootstrap_image SUITE PACKAGES IMAGE: a minimal Debian SUITE root file system with PACKAGES,
+# imported as IMAGE (skipped when IMAGE exists).
+debootstrap_image() {
+  local suite="$1" packages="$2" image="$3"
+  if have_image "$image"; then
     return
   fi
   if ! command -v debootstrap >/dev/null 2>&1; then
@@ -69,14 +80,27 @@ build_offline_base() {
   fi
   local root
   root="$(mktemp -d /var/tmp/janus-rootfs.XXXXXX)"
-  log "debootstrap bookworm into $root (a few minutes)"
+  log "debootstrap $suite into $root (a few minutes)"
   debootstrap --variant=minbase \
-    --include="$OFFLINE_PACKAGES" \
-    bookworm "$root" "${JANUS_DEBIAN_MIRROR:-http://deb.debian.org/debian}" >/dev/null
+    --include="$packages" \
+    "$suite" "$root" "${JANUS_DEBIAN_MIRROR:-http://deb.debian.org/debian}" >/dev/null
   rm -rf "$root"/var/cache/apt/archives/*.deb "$root"/var/lib/apt/lists/*
-  log "docker import $OFFLINE_BASE"
-  tar -C "$root" -c . | docker import - "$OFFLINE_BASE" >/dev/null
+  log "docker import $image"
+  tar -C "$root" -c . | docker import - "$image" >/dev/null
   rm -rf "$root"
+}
+
+build_offline_base() {
+  debootstrap_image bookworm "$OFFLINE_PACKAGES" "$OFFLINE_BASE"
+}
+
+# The older Redis: redis-server of Debian bullseye (6.0) under the stand-in redis Dockerfile.
+build_old_redis() {
+  local image="janus-offline/redis:$OLD_REDIS_TAG"
+  have_image "$image" && return
+  debootstrap_image bullseye "$OLD_REDIS_PACKAGES" "$OLD_REDIS_BASE"
+  log "building $image"
+  build_image -t "$image" --build-arg "BASE_IMAGE=$OLD_REDIS_BASE" "$here/images/redis"
 }
 
 build_offline() {
@@ -129,17 +153,19 @@ usable() {
 
 ensure() {
   need_docker
-  local var official offline
+  local var official offline builder
+  # variable, official image, local stand-in, the function that builds the stand-in
   local -a wanted=(
-    "JANUS_REDIS_IMAGE redis:7.2-alpine janus-offline/redis:$OFFLINE_TAG"
-    "JANUS_NATS_IMAGE nats:2.10-alpine janus-offline/nats:$OFFLINE_TAG"
-    "JANUS_ETCD_IMAGE gcr.io/etcd-development/etcd:v3.5.17 janus-offline/etcd:$OFFLINE_TAG"
-    "JANUS_PROMETHEUS_IMAGE prom/prometheus:v2.53.2 janus-offline/prometheus:$OFFLINE_TAG"
-    "JANUS_BASE_IMAGE debian:bookworm-slim $OFFLINE_BASE"
+    "JANUS_REDIS_IMAGE redis:7.2-alpine janus-offline/redis:$OFFLINE_TAG build_offline"
+    "JANUS_REDIS_OLD_IMAGE redis:6.0-alpine janus-offline/redis:$OLD_REDIS_TAG build_old_redis"
+    "JANUS_NATS_IMAGE nats:2.10-alpine janus-offline/nats:$OFFLINE_TAG build_offline"
+    "JANUS_ETCD_IMAGE gcr.io/etcd-development/etcd:v3.5.17 janus-offline/etcd:$OFFLINE_TAG build_offline"
+    "JANUS_PROMETHEUS_IMAGE prom/prometheus:v2.53.2 janus-offline/prometheus:$OFFLINE_TAG build_offline"
+    "JANUS_BASE_IMAGE debian:bookworm-slim $OFFLINE_BASE build_offline"
   )
   local line
   for line in "${wanted[@]}"; do
-    read -r var official offline <<<"$line"
+    read -r var official offline builder <<<"$line"
     if [ -n "${!var:-}" ]; then
       have_image "${!var}" || usable "${!var}" || { log "$var=${!var} is neither present nor pullable"; exit 1; }
       continue
@@ -148,7 +174,7 @@ ensure() {
       echo "export $var=$official"
     else
       log "$official cannot be pulled: using the local build $offline"
-      build_offline
+      "$builder"
       echo "export $var=$offline"
     fi
   done
@@ -180,7 +206,7 @@ project() {
 
 case "${1:-}" in
   ensure) ensure; report_unbuildable ;;
-  offline) need_docker; build_offline ;;
+  offline) need_docker; build_offline; build_old_redis ;;
   project) shift; project "$@" ;;
   *) echo "usage: $0 ensure|offline|project [BINARY]" >&2; exit 2 ;;
 esac

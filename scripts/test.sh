@@ -24,6 +24,7 @@ need() {
 need cargo "install the Rust toolchain (https://rustup.rs) and retry"
 need c++ "the fuzz targets build libFuzzer: apt-get install g++"
 need python3 "the protocol vectors are cross-checked in Python: apt-get install python3 python3-pip"
+need openssl "the key-file tests read what janus keygen writes with OpenSSL: apt-get install openssl"
 cargo fmt --version >/dev/null 2>&1 || { echo "error: rustfmt missing: rustup component add rustfmt" >&2; exit 1; }
 cargo clippy --version >/dev/null 2>&1 || { echo "error: clippy missing: rustup component add clippy" >&2; exit 1; }
 

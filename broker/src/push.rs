@@ -303,8 +303,9 @@ impl bc::push_service_server::PushService for Pusher {
     }
 }
 
-/// `gate.service.push.v1.PushService`: Roma's per-player push to the gateway named in the
-/// player's route; the player is named by the `x-md-global-uid` and `-color` metadata.
+/// `gate.service.push.v1.PushService`: go-pantheon's gate API for pushing to one player (no
+/// Roma code calls it; Roma uses the broadcaster API); the player is named by the
+/// `x-md-global-uid` and `-color` metadata.
 #[derive(Debug, Clone)]
 pub struct GatePush(pub Pusher);
 

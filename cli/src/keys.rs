@@ -7,15 +7,20 @@ use anyhow::{Context, bail};
 use clap::Args;
 use janus_proto::gate::intra::v1::{AuthToken, OnlineStatus};
 use janus_shared::client::unix_now;
-use janus_shared::keys::{SigningKey, TokenKey};
+use janus_shared::keys::{SigningKey, TokenKey, TokenKeyFormat};
 use janus_shared::token::TokenCodec;
 
-/// File names inside a key directory.
+/// File names inside a key directory: the server's signing key (PKCS#8 v1 PEM).
 pub(crate) const SERVER_KEY: &str = "server.pem";
-/// The server's public key (SPKI PEM), for clients.
+/// The server's public key (SPKI PEM), for Janus clients.
 pub(crate) const SERVER_PUB: &str = "server.pub.pem";
+/// The server's public key in a self-signed X.509 certificate (PEM), for go-pantheon clients.
+pub(crate) const SERVER_CERT: &str = "server.crt";
 /// The token key, 64 hex digits.
 pub(crate) const TOKEN_KEY: &str = "token.hex";
+/// The optional client certificate's private key (PKCS#8 v1 PEM) and the certificate.
+const CLIENT_KEY: &str = "client.key";
+const CLIENT_CERT: &str = "client.crt";
 
 fn write_new(path: &Path, contents: &str, force: bool) -> anyhow::Result<()> {
     if path.exists() && !force {
@@ -28,12 +33,26 @@ fn write_new(path: &Path, contents: &str, force: bool) -> anyhow::Result<()> {
 pub(crate) fn keygen(dir: &Path, force: bool) -> anyhow::Result<()> {
     write_key_set(dir, force)?;
     println!(
-        "wrote {dir}/{SERVER_KEY} (edge signing key, keep secret), {dir}/{SERVER_PUB} (for clients), \
-         {dir}/{TOKEN_KEY} (shared with Lares, keep secret), {dir}/client.key and {dir}/client.crt \
-         (optional client certificate: set keys.client_cert_file on the edge)",
+        "wrote {dir}/{SERVER_KEY} (edge signing key, keep secret), {dir}/{SERVER_PUB} (for Janus \
+         clients), {dir}/{SERVER_CERT} (the same public key in a certificate, for go-pantheon \
+         clients), {dir}/{TOKEN_KEY} (shared with Lares, keep secret), {dir}/{CLIENT_KEY} and \
+         {dir}/{CLIENT_CERT} (optional client certificate: set keys.client_cert_file on the edge)",
         dir = dir.display()
     );
     Ok(())
+}
+
+/// A self-signed X.509 certificate (PEM) of `key` for `name` (subject common name and DNS
+/// name), valid from 1975 to 4096: what go-pantheon clients check the server's handshake
+/// signature with (and what an edge's `keys.client_cert_file` names).
+pub(crate) fn self_signed_certificate(key: &SigningKey, name: &str) -> anyhow::Result<String> {
+    let pair =
+        rcgen::KeyPair::from_pkcs8_pem_and_sign_algo(&key.to_pkcs8_pem()?, &rcgen::PKCS_ED25519)?;
+    let mut params = rcgen::CertificateParams::new(vec![name.to_owned()])?;
+    params
+        .distinguished_name
+        .push(rcgen::DnType::CommonName, name);
+    Ok(params.self_signed(&pair)?.pem())
 }
 
 /// Writes a fresh key set into `dir`.
@@ -47,15 +66,22 @@ pub(crate) fn write_key_set(dir: &Path, force: bool) -> anyhow::Result<()> {
         force,
     )?;
     write_new(
+        &dir.join(SERVER_CERT),
+        &self_signed_certificate(&server, "janus-server")?,
+        force,
+    )?;
+    write_new(
         &dir.join(TOKEN_KEY),
         &hex::encode(TokenKey::generate().as_bytes()),
         force,
     )?;
-    let client_key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ED25519)?;
-    let params = rcgen::CertificateParams::new(vec!["janus-client".to_owned()])?;
-    let cert = params.self_signed(&client_key)?;
-    write_new(&dir.join("client.key"), &client_key.serialize_pem(), force)?;
-    write_new(&dir.join("client.crt"), &cert.pem(), force)
+    let client = SigningKey::generate();
+    write_new(&dir.join(CLIENT_KEY), &client.to_pkcs8_pem()?, force)?;
+    write_new(
+        &dir.join(CLIENT_CERT),
+        &self_signed_certificate(&client, "janus-client")?,
+        force,
+    )
 }
 
 /// Makes sure `dir` holds a server key and a token key (creating what is missing); returns
@@ -72,12 +98,16 @@ pub(crate) fn ensure_dev_keys(dir: &Path) -> anyhow::Result<(PathBuf, PathBuf)> 
     Ok((server, token))
 }
 
-/// Reads a token key file (64 hex digits).
-pub(crate) fn read_token_key(path: &Path) -> anyhow::Result<TokenKey> {
-    let text =
-        std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
-    let raw = hex::decode(text.trim()).with_context(|| format!("{}: not hex", path.display()))?;
-    Ok(TokenKey::from_bytes(&raw)?)
+/// Reads a token key file written as `format` says.
+pub(crate) fn read_token_key(path: &Path, format: TokenKeyFormat) -> anyhow::Result<TokenKey> {
+    let contents =
+        std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
+    TokenKey::parse(&contents, format).with_context(|| {
+        format!(
+            "--token-key-file {} (--token-key-format {format})",
+            path.display()
+        )
+    })
 }
 
 /// Reads a server signing key (PKCS#8 PEM).
@@ -90,9 +120,13 @@ pub(crate) fn read_signing_key(path: &Path) -> anyhow::Result<SigningKey> {
 /// `janus token`.
 #[derive(Debug, Args)]
 pub(crate) struct TokenArgs {
-    /// Token key file (64 hex digits).
+    /// Token key file: 16, 24 or 32 bytes, as --token-key-format says.
     #[arg(long, default_value = ".janus/token.hex")]
     pub(crate) token_key_file: PathBuf,
+    /// `hex` (32, 48 or 64 hex digits) or `raw` (the key string as go-pantheon's configs hold
+    /// it; one trailing line end is ignored).
+    #[arg(long, default_value = "hex")]
+    pub(crate) token_key_format: TokenKeyFormat,
     /// Player (account) id.
     #[arg(long)]
     pub(crate) uid: i64,
@@ -109,7 +143,10 @@ pub(crate) struct TokenArgs {
 
 /// Mints a GATE token for `args`.
 pub(crate) fn mint(args: &TokenArgs) -> anyhow::Result<String> {
-    let codec = TokenCodec::new(&read_token_key(&args.token_key_file)?);
+    let codec = TokenCodec::new(&read_token_key(
+        &args.token_key_file,
+        args.token_key_format,
+    )?);
     Ok(mint_with(&codec, args.uid, args.sid, &args.color, args.ttl))
 }
 

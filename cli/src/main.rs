@@ -59,7 +59,10 @@ enum Command {
         #[arg(long, env = "JANUS_GAME_DEMO_CONFIG")]
         config: Option<PathBuf>,
     },
-    /// Generates a server signing key, its public key, a token key and a client certificate.
+    /// Generates a key set: server.pem (the edge's Ed25519 signing key, PKCS#8 v1 PEM),
+    /// server.pub.pem (its public key, SPKI PEM, for Janus clients), server.crt (the same key in
+    /// a self-signed X.509 certificate, for go-pantheon clients), token.hex (a 32-byte token key
+    /// to share with Lares), and client.key / client.crt (an optional client certificate).
     Keygen {
         /// Directory to write into.
         #[arg(long, default_value = "keys")]

@@ -9,7 +9,7 @@ use janus_proto::gate::intra::v1::OnlineStatus;
 use janus_shared::compress::Compression;
 use janus_shared::config::{Problems, Validate};
 use janus_shared::handshake::ServerHandshakeConfig;
-use janus_shared::keys::{SigningKey, TokenKey, VerifyingKey};
+use janus_shared::keys::{SigningKey, TokenKey, TokenKeyFormat, VerifyingKey};
 use janus_shared::session::SessionConfig;
 use janus_shared::token::TokenCodec;
 use janus_shared::transport::KcpSettings;
@@ -175,8 +175,12 @@ impl Default for QuicConfig {
 pub struct KeysConfig {
     /// The server's Ed25519 signing key, PKCS#8 PEM.
     pub signing_key_file: String,
-    /// The 32-byte token key shared with Lares, as 64 hex digits.
+    /// The token key shared with Lares: 16, 24 or 32 bytes (AES-128/192/256-GCM), written as
+    /// `token_key_format` says.
     pub token_key_file: String,
+    /// `hex` (32, 48 or 64 hex digits) or `raw` (the key string exactly as go-pantheon's
+    /// configs hold it; one trailing line end is ignored). PROTOCOL.md §6.
+    pub token_key_format: TokenKeyFormat,
     /// When set, clients must sign their handshake key with this certificate's key (X.509 PEM).
     pub client_cert_file: Option<String>,
 }
@@ -403,11 +407,18 @@ impl EdgeConfig {
             &self.keys.signing_key_file,
         )?)
         .map_err(|e| Error::Config(format!("keys.signing_key_file: {e}")))?;
-        let token_hex = read("keys.token_key_file", &self.keys.token_key_file)?;
-        let token_key = hex::decode(token_hex.trim())
-            .map_err(|e| e.to_string())
-            .and_then(|raw| TokenKey::from_bytes(&raw).map_err(|e| e.to_string()))
-            .map_err(|e| Error::Config(format!("keys.token_key_file: {e} (want 64 hex digits)")))?;
+        let path = &self.keys.token_key_file;
+        let token_key = std::fs::read(path)
+            .map_err(|e| format!("cannot read {path:?}: {e}"))
+            .and_then(|contents| {
+                TokenKey::parse(&contents, self.keys.token_key_format).map_err(|e| {
+                    format!(
+                        "{path:?}: {e} (keys.token_key_format = \"{}\")",
+                        self.keys.token_key_format
+                    )
+                })
+            })
+            .map_err(|e| Error::Config(format!("keys.token_key_file: {e}")))?;
         let client_cert = match &self.keys.client_cert_file {
             None => None,
             Some(path) => Some(
@@ -648,6 +659,85 @@ mod tests {
         let config: EdgeConfig = parse(KEYS, "t.toml").unwrap();
         let err = config.load_handshake().unwrap_err().to_string();
         assert!(err.contains("keys.signing_key_file"), "{err}");
+    }
+
+    /// A key directory of its own under the system's temporary directory.
+    fn key_dir(name: &str) -> std::path::PathBuf {
+        let dir = std::env::temp_dir().join(format!("janus-edge-{name}-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(
+            dir.join("server.pem"),
+            SigningKey::generate().to_pkcs8_pem().unwrap(),
+        )
+        .unwrap();
+        dir
+    }
+
+    fn keys_toml(dir: &std::path::Path, format: &str) -> String {
+        format!(
+            "[keys]\nsigning_key_file = {:?}\ntoken_key_file = {:?}\ntoken_key_format = {format:?}\n",
+            dir.join("server.pem"),
+            dir.join("token.key")
+        )
+    }
+
+    #[test]
+    fn go_pantheon_token_keys_are_taken_raw_at_every_aes_size() {
+        let dir = key_dir("raw");
+        // A 32-character key of hex digits is still 32 raw bytes (AES-256), as in go-pantheon.
+        for key in [
+            "0123456789abcdef",
+            "lares-key-of-24-chars!!!",
+            "0123456789abcdef0123456789abcdef",
+        ] {
+            std::fs::write(dir.join("token.key"), format!("{key}\n")).unwrap();
+            let config: EdgeConfig = parse(&keys_toml(&dir, "raw"), "t.toml").unwrap();
+            let handshake = config.load_handshake().unwrap();
+            let lares = TokenCodec::new(&TokenKey::from_bytes(key.as_bytes()).unwrap());
+            let token = lares.seal(&janus_proto::gate::intra::v1::AuthToken {
+                account_id: 7,
+                ..Default::default()
+            });
+            assert_eq!(
+                handshake.tokens.open(&token).unwrap().account_id,
+                7,
+                "{}-byte raw key",
+                key.len()
+            );
+        }
+        std::fs::write(dir.join("token.key"), "twenty-bytes-of-key!").unwrap();
+        let config: EdgeConfig = parse(&keys_toml(&dir, "raw"), "t.toml").unwrap();
+        let err = config.load_handshake().unwrap_err().to_string();
+        assert!(
+            err.contains("keys.token_key_file") && err.contains("got 20 bytes"),
+            "{err}"
+        );
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[test]
+    fn hex_token_keys_stay_the_default_and_say_what_they_found() {
+        let dir = key_dir("hex");
+        std::fs::write(dir.join("token.key"), "09".repeat(24)).unwrap();
+        let text = keys_toml(&dir, "hex").replace("token_key_format = \"hex\"\n", "");
+        let config: EdgeConfig = parse(&text, "t.toml").unwrap();
+        assert_eq!(config.keys.token_key_format, TokenKeyFormat::Hex);
+        let handshake = config.load_handshake().unwrap();
+        let token =
+            TokenCodec::new(&TokenKey::from_bytes(&[9; 24]).unwrap()).seal(&Default::default());
+        assert!(handshake.tokens.open(&token).is_ok());
+
+        std::fs::write(dir.join("token.key"), "abc").unwrap();
+        let err = config.load_handshake().unwrap_err().to_string();
+        assert!(
+            err.contains("keys.token_key_file") && err.contains("got 3 characters"),
+            "{err}"
+        );
+        let err = parse::<EdgeConfig>(&keys_toml(&dir, "base64"), "t.toml")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("token_key_format"), "{err}");
+        std::fs::remove_dir_all(dir).unwrap();
     }
 
     #[test]

@@ -1,7 +1,7 @@
 //! Real infrastructure: Redis, NATS and etcd containers started with
 //! testcontainers from the images `deploy/images.sh ensure` names (`JANUS_REDIS_IMAGE`,
-//! `JANUS_NATS_IMAGE`, `JANUS_ETCD_IMAGE`; official images by default, local builds from Debian
-//! packages where no registry answers). Nothing here is a mock: a suite that cannot start a
+//! `JANUS_REDIS_OLD_IMAGE`, `JANUS_NATS_IMAGE`, `JANUS_ETCD_IMAGE`; official images by default,
+//! local builds from Debian packages where no registry answers). Nothing here is a mock: a suite that cannot start a
 //! container fails with the command that fixes it.
 
 use std::time::Duration;
@@ -54,11 +54,35 @@ async fn start(var: &str, default: &str, port: u16, ready: &str, cmd: Option<&[&
     }
 }
 
+/// A Redis image: the variable `deploy/images.sh ensure` sets, and the image used without it.
+#[derive(Debug, Clone, Copy)]
+pub struct RedisImage {
+    var: &'static str,
+    default: &'static str,
+}
+
+/// The Redis the suites run on (7.2).
+pub const REDIS: RedisImage = RedisImage {
+    var: "JANUS_REDIS_IMAGE",
+    default: "redis:7.2-alpine",
+};
+
+/// An older Redis (6.0: before `SET … GET`), which go-pantheon deployments may still run.
+pub const REDIS_OLD: RedisImage = RedisImage {
+    var: "JANUS_REDIS_OLD_IMAGE",
+    default: "redis:6.0-alpine",
+};
+
 /// A fresh Redis (no persistence).
 pub async fn redis() -> Service {
+    redis_on(REDIS).await
+}
+
+/// A fresh Redis of `image` (no persistence).
+pub async fn redis_on(image: RedisImage) -> Service {
     start(
-        "JANUS_REDIS_IMAGE",
-        "redis:7.2-alpine",
+        image.var,
+        image.default,
         6379,
         "Ready to accept connections",
         None,
@@ -66,13 +90,12 @@ pub async fn redis() -> Service {
     .await
 }
 
-/// A fresh single-node Redis Cluster on the host's network (cluster nodes announce their own
-/// address, so no port mapping can stand between them and the client) at `127.0.0.1:<port>`,
-/// with every slot assigned; `port` must be free.
-pub async fn redis_cluster(port: u16) -> Service {
-    let image =
-        std::env::var("JANUS_REDIS_IMAGE").unwrap_or_else(|_| "redis:7.2-alpine".to_owned());
-    let (name, tag) = split_image(&image);
+/// A fresh single-node Redis Cluster of `image` on the host's network (cluster nodes announce
+/// their own address, so no port mapping can stand between them and the client) at
+/// `127.0.0.1:<port>`, with no slot assigned yet; `port` must be free.
+pub async fn redis_cluster(image: RedisImage, port: u16) -> Service {
+    let name_tag = std::env::var(image.var).unwrap_or_else(|_| image.default.to_owned());
+    let (name, tag) = split_image(&name_tag);
     let port_arg = port.to_string();
     let container = GenericImage::new(name, tag)
         .with_wait_for(WaitFor::message_on_either_std(
@@ -96,7 +119,10 @@ pub async fn redis_cluster(port: u16) -> Service {
         .start()
         .await
         .unwrap_or_else(|e| {
-            panic!("cannot start {image} (JANUS_REDIS_IMAGE) as a cluster node: {e}\n{FIX}")
+            panic!(
+                "cannot start {name_tag} ({}) as a cluster node: {e}\n{FIX}",
+                image.var
+            )
         });
     Service {
         addr: format!("127.0.0.1:{port}"),

@@ -1,16 +1,57 @@
 //! The Redis route store against a real Redis: the same conformance checks the memory store
-//! passes, plus behaviour when Redis goes away and comes back.
+//! passes, on Redis 7 and on an older Redis (6.0, which has no `SET … GET`), standalone and as
+//! a cluster, plus behaviour when Redis goes away and comes back.
 
 use std::time::Duration;
 
 use janus_broker::route::{RedisRoutes, RouteStore, conformance};
+use janus_integration_tests::infra::{REDIS, REDIS_OLD, RedisImage, redis_cluster, redis_on};
 
-#[tokio::test]
-async fn redis_store_meets_the_route_store_contract() {
-    let redis = janus_integration_tests::redis().await;
+async fn standalone_conformance(redis: &janus_integration_tests::Service) {
     let store = RedisRoutes::standalone(&format!("redis://{}", redis.addr), Duration::from_secs(2))
         .unwrap();
     conformance::run(&store).await;
+}
+
+#[tokio::test]
+async fn redis_store_meets_the_route_store_contract() {
+    standalone_conformance(&redis_on(REDIS).await).await;
+}
+
+#[tokio::test]
+async fn redis_store_meets_the_route_store_contract_on_an_older_redis() {
+    let redis = redis_on(REDIS_OLD).await;
+    // What makes this run worth it: this Redis refuses `SET … GET` (6.2) and so `SET … NX GET`
+    // (7.0) too, so a store using them fails on it.
+    let mut conn = redis::Client::open(format!("redis://{}", redis.addr))
+        .unwrap()
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap();
+    let info: String = redis::cmd("INFO")
+        .arg("server")
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    let version = info
+        .lines()
+        .find_map(|l| l.strip_prefix("redis_version:"))
+        .unwrap_or_else(|| panic!("no redis_version in {info}"));
+    let mut parts = version.split('.').map(|p| p.parse::<u32>().unwrap());
+    let (major, minor) = (parts.next().unwrap(), parts.next().unwrap());
+    assert!(
+        (major, minor) < (6, 2),
+        "JANUS_REDIS_OLD_IMAGE runs Redis {version}"
+    );
+    let set_get: redis::RedisResult<Option<String>> = redis::cmd("SET")
+        .arg("k")
+        .arg("v")
+        .arg("GET")
+        .query_async(&mut conn)
+        .await;
+    assert!(set_get.is_err(), "Redis {version} took SET … GET");
+
+    standalone_conformance(&redis).await;
 }
 
 #[tokio::test]
@@ -86,20 +127,43 @@ async fn a_connection_redis_dropped_costs_no_failed_call() {
 }
 
 #[tokio::test]
-async fn redis_cluster_store_meets_the_route_store_contract() {
+async fn a_flushed_script_cache_costs_no_failed_call() {
+    let redis = redis_on(REDIS).await;
+    let url = format!("redis://{}", redis.addr);
+    let store = RedisRoutes::standalone(&url, Duration::from_secs(2)).unwrap();
+    let ttl = Duration::from_secs(60);
+    assert_eq!(store.swap("k", "v", ttl).await.unwrap(), None);
+    // What a Redis restart or failover does to the script cache: EVALSHA answers NOSCRIPT.
+    let mut admin = redis::Client::open(url)
+        .unwrap()
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap();
+    let _: () = redis::cmd("SCRIPT")
+        .arg("FLUSH")
+        .query_async(&mut admin)
+        .await
+        .unwrap();
+    assert_eq!(
+        store.swap("k", "w", ttl).await.unwrap().as_deref(),
+        Some("v")
+    );
+    assert_eq!(store.claim("k", "x", ttl).await.unwrap(), "w");
+}
+
+async fn cluster_conformance(image: RedisImage) {
     let port = {
         let probe = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         probe.local_addr().unwrap().port()
     };
-    let node = janus_integration_tests::infra::redis_cluster(port).await;
+    let node = redis_cluster(image, port).await;
     let url = format!("redis://{}", node.addr);
-    // One node owns every slot.
+    // One node owns every slot (ADDSLOTS: ADDSLOTSRANGE is Redis 7 only).
     let client = redis::Client::open(url.as_str()).unwrap();
     let mut conn = client.get_multiplexed_async_connection().await.unwrap();
     let _: () = redis::cmd("CLUSTER")
-        .arg("ADDSLOTSRANGE")
-        .arg(0)
-        .arg(16383)
+        .arg("ADDSLOTS")
+        .arg((0..16384).collect::<Vec<u16>>())
         .query_async(&mut conn)
         .await
         .unwrap();
@@ -121,4 +185,14 @@ async fn redis_cluster_store_meets_the_route_store_contract() {
         .await
         .unwrap();
     conformance::run(&store).await;
+}
+
+#[tokio::test]
+async fn redis_cluster_store_meets_the_route_store_contract() {
+    cluster_conformance(REDIS).await;
+}
+
+#[tokio::test]
+async fn redis_cluster_store_meets_the_route_store_contract_on_an_older_redis() {
+    cluster_conformance(REDIS_OLD).await;
 }

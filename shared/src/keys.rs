@@ -3,13 +3,16 @@
 //! Three kinds of key meet in a handshake: the server's Ed25519 signing key (PKCS#8 PEM, the
 //! form go-pantheon uses) and its public half for clients; the optional client certificate
 //! (X.509 PEM holding an Ed25519 key) whose private half signs the client's X25519 public key;
-//! and the 32-byte token key shared with the auth service. Secrets never print: their `Debug`
-//! is masked.
+//! and the 16-, 24- or 32-byte token key shared with the auth service (PROTOCOL.md §6). Secrets
+//! never print: their `Debug` is masked.
 
 use std::fmt;
+use std::str::FromStr;
 
 use ed25519_dalek::pkcs8::spki::der::pem::LineEnding;
-use ed25519_dalek::pkcs8::{DecodePrivateKey, DecodePublicKey, EncodePrivateKey, EncodePublicKey};
+use ed25519_dalek::pkcs8::{
+    DecodePrivateKey, DecodePublicKey, EncodePrivateKey, EncodePublicKey, KeypairBytes,
+};
 use ed25519_dalek::{Signature, Signer};
 use x509_cert::Certificate;
 use x509_cert::der::DecodePem;
@@ -32,7 +35,8 @@ impl fmt::Debug for SigningKey {
 }
 
 impl SigningKey {
-    /// Loads a PKCS#8 PEM (`-----BEGIN PRIVATE KEY-----`) Ed25519 key.
+    /// Loads a PKCS#8 PEM (`-----BEGIN PRIVATE KEY-----`) Ed25519 key, v1 (RFC 5208: what
+    /// OpenSSL and Go write) or v2 (RFC 5958, the public key attached).
     pub fn from_pkcs8_pem(pem: &str) -> Result<Self> {
         ed25519_dalek::SigningKey::from_pkcs8_pem(pem)
             .map(Self)
@@ -49,12 +53,17 @@ impl SigningKey {
         Self(ed25519_dalek::SigningKey::generate(&mut rand::rngs::OsRng))
     }
 
-    /// The key as PKCS#8 PEM.
+    /// The key as PKCS#8 v1 PEM, RFC 8410's form, as `openssl genpkey -algorithm ed25519` and
+    /// Go's `x509.MarshalPKCS8PrivateKey` write it: no public key attached (OpenSSL 3.0 and pyca
+    /// `cryptography` refuse the v2 form that attaches it).
     pub fn to_pkcs8_pem(&self) -> Result<String> {
-        self.0
-            .to_pkcs8_pem(LineEnding::LF)
-            .map(|pem| pem.to_string())
-            .map_err(|e| Error::key("Ed25519 private key (PKCS#8 PEM)", e))
+        KeypairBytes {
+            secret_key: self.0.to_bytes(),
+            public_key: None,
+        }
+        .to_pkcs8_pem(LineEnding::LF)
+        .map(|pem| pem.to_string())
+        .map_err(|e| Error::key("Ed25519 private key (PKCS#8 PEM)", e))
     }
 
     /// The public half.
@@ -149,9 +158,53 @@ impl VerifyingKey {
     }
 }
 
-/// The 32-byte AES-256-GCM key shared with the auth service, which seals tokens.
+/// How a token key file holds the key (PROTOCOL.md §6). Stated in config, never guessed: a
+/// 32-character go-pantheon key made of hex digits would also read as 16 bytes of hex.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum TokenKeyFormat {
+    /// Hex digits: 32, 48 or 64 of them (16, 24 or 32 bytes); surrounding whitespace is ignored.
+    #[default]
+    Hex,
+    /// The key's bytes themselves, 16, 24 or 32 of them: go-pantheon's form (Lares and the Go
+    /// gate use the bytes of the configured string). One trailing line end (LF or CRLF) is not
+    /// part of the key; every other byte is.
+    Raw,
+}
+
+impl fmt::Display for TokenKeyFormat {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Self::Hex => "hex",
+            Self::Raw => "raw",
+        })
+    }
+}
+
+impl FromStr for TokenKeyFormat {
+    type Err = String;
+
+    fn from_str(s: &str) -> std::result::Result<Self, Self::Err> {
+        match s {
+            "hex" => Ok(Self::Hex),
+            "raw" => Ok(Self::Raw),
+            _ => Err(format!("{s:?} is not a token key format (hex or raw)")),
+        }
+    }
+}
+
+/// The AES-GCM key shared with the auth service, which seals tokens: 16, 24 or 32 bytes
+/// (AES-128/192/256-GCM, chosen by the length as go-pantheon does).
 #[derive(Clone, PartialEq, Eq)]
-pub struct TokenKey([u8; 32]);
+pub struct TokenKey(SizedKey);
+
+/// A token key's bytes by AES key size.
+#[derive(Clone, PartialEq, Eq)]
+pub(crate) enum SizedKey {
+    Aes128([u8; 16]),
+    Aes192([u8; 24]),
+    Aes256([u8; 32]),
+}
 
 impl fmt::Debug for TokenKey {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -160,20 +213,76 @@ impl fmt::Debug for TokenKey {
 }
 
 impl TokenKey {
-    /// Takes exactly 32 bytes.
+    /// Takes 16, 24 or 32 bytes.
     pub fn from_bytes(raw: &[u8]) -> Result<Self> {
-        raw.try_into()
-            .map(Self)
-            .map_err(|_| Error::key("token key", format!("must be 32 bytes, got {}", raw.len())))
+        let sized = match raw.len() {
+            16 => raw.try_into().map(SizedKey::Aes128).ok(),
+            24 => raw.try_into().map(SizedKey::Aes192).ok(),
+            32 => raw.try_into().map(SizedKey::Aes256).ok(),
+            _ => None,
+        };
+        sized.map(Self).ok_or_else(|| {
+            Error::key(
+                "token key",
+                format!(
+                    "must be 16, 24 or 32 bytes (AES-128/192/256-GCM), got {} bytes",
+                    raw.len()
+                ),
+            )
+        })
     }
 
-    /// Generates a fresh random key.
+    /// Reads a key file's contents in `format`.
+    pub fn parse(contents: &[u8], format: TokenKeyFormat) -> Result<Self> {
+        match format {
+            TokenKeyFormat::Hex => {
+                let digits = contents.trim_ascii();
+                if !matches!(digits.len(), 32 | 48 | 64) {
+                    return Err(Error::key(
+                        "token key (hex)",
+                        format!(
+                            "must be 32, 48 or 64 hex digits (16, 24 or 32 bytes), got {} characters",
+                            digits.len()
+                        ),
+                    ));
+                }
+                let raw = hex::decode(digits)
+                    .map_err(|e| Error::key("token key (hex)", format!("not hex: {e}")))?;
+                Self::from_bytes(&raw)
+            }
+            TokenKeyFormat::Raw => {
+                let raw = contents
+                    .strip_suffix(b"\n")
+                    .map_or(contents, |line| line.strip_suffix(b"\r").unwrap_or(line));
+                Self::from_bytes(raw).map_err(|_| {
+                    Error::key(
+                        "token key (raw)",
+                        format!(
+                            "must be 16, 24 or 32 bytes (AES-128/192/256-GCM), got {} bytes",
+                            raw.len()
+                        ),
+                    )
+                })
+            }
+        }
+    }
+
+    /// Generates a fresh random 32-byte key.
     pub fn generate() -> Self {
-        Self(rand::random())
+        Self(SizedKey::Aes256(rand::random()))
     }
 
-    /// The raw bytes.
-    pub fn as_bytes(&self) -> &[u8; 32] {
+    /// The raw bytes (16, 24 or 32 of them).
+    pub fn as_bytes(&self) -> &[u8] {
+        match &self.0 {
+            SizedKey::Aes128(k) => k,
+            SizedKey::Aes192(k) => k,
+            SizedKey::Aes256(k) => k,
+        }
+    }
+
+    /// The bytes by key size.
+    pub(crate) fn sized(&self) -> &SizedKey {
         &self.0
     }
 }
@@ -234,13 +343,125 @@ mod tests {
     }
 
     #[test]
-    fn token_key_must_be_32_bytes_and_never_prints() {
+    fn pkcs8_is_written_as_v1_and_both_versions_are_read() {
+        let key = SigningKey::from_seed(&[5; 32]);
+        let pem = key.to_pkcs8_pem().unwrap();
+        let der = pkcs8_der(&pem);
+        // RFC 8410 §10.3's layout: version 0, the Ed25519 OID, the seed, nothing after it.
+        let mut want = hex::decode("302e020100300506032b657004220420").unwrap();
+        want.extend_from_slice(&[5; 32]);
+        assert_eq!(der, want);
+        let back = SigningKey::from_pkcs8_pem(&pem).unwrap();
+        assert_eq!(back.verifying_key(), key.verifying_key());
+
+        // v2 (version 1, public key attached), as ring and older Janus releases write it.
+        let v2 = KeypairBytes {
+            secret_key: [5; 32],
+            public_key: Some(ed25519_dalek::pkcs8::PublicKeyBytes(
+                *key.verifying_key().as_bytes(),
+            )),
+        }
+        .to_pkcs8_pem(LineEnding::LF)
+        .unwrap();
+        assert_eq!(pkcs8_der(&v2)[4], 1, "version 1 (v2)");
+        assert_eq!(
+            SigningKey::from_pkcs8_pem(&v2).unwrap().verifying_key(),
+            key.verifying_key()
+        );
+    }
+
+    fn pkcs8_der(pem: &str) -> Vec<u8> {
+        use base64::Engine;
+        let body: String = pem.lines().filter(|l| !l.starts_with("-----")).collect();
+        base64::engine::general_purpose::STANDARD
+            .decode(body)
+            .unwrap()
+    }
+
+    #[test]
+    fn token_keys_of_16_24_and_32_bytes_are_taken_raw_or_as_hex() {
+        for len in [16, 24, 32] {
+            let ascii: Vec<u8> = (0..len).map(|i| b'a' + (i % 26) as u8).collect();
+            let raw = TokenKey::parse(&ascii, TokenKeyFormat::Raw).unwrap();
+            assert_eq!(
+                raw.as_bytes(),
+                ascii.as_slice(),
+                "{len} raw bytes as they are"
+            );
+            let line = [ascii.as_slice(), b"\r\n"].concat();
+            assert_eq!(
+                TokenKey::parse(&line, TokenKeyFormat::Raw).unwrap(),
+                raw,
+                "one line end is not part of the key"
+            );
+            let hex = format!(" {}\n", hex::encode(&ascii));
+            assert_eq!(
+                TokenKey::parse(hex.as_bytes(), TokenKeyFormat::Hex).unwrap(),
+                raw,
+                "{len} bytes as hex"
+            );
+        }
+    }
+
+    #[test]
+    fn a_raw_key_of_hex_digits_is_its_characters_not_their_value() {
+        // `openssl rand -hex 16` makes a 32-character go-pantheon key: AES-256 of those ASCII
+        // bytes in go-pantheon, so in raw form too.
+        let text = b"00112233445566778899aabbccddeeff";
+        assert_eq!(
+            TokenKey::parse(text, TokenKeyFormat::Raw)
+                .unwrap()
+                .as_bytes()
+                .len(),
+            32
+        );
+        assert_eq!(
+            TokenKey::parse(text, TokenKeyFormat::Hex)
+                .unwrap()
+                .as_bytes()
+                .len(),
+            16
+        );
+    }
+
+    #[test]
+    fn bad_token_keys_say_the_length_found() {
+        let cases: [(&[u8], TokenKeyFormat, &str); 5] = [
+            (b"short", TokenKeyFormat::Raw, "got 5 bytes"),
+            (
+                b"0123456789abcdef0123\n",
+                TokenKeyFormat::Raw,
+                "got 20 bytes",
+            ),
+            // Only one line end is dropped: 30 characters, a line end, and the dropped one.
+            (
+                b"0123456789abcdef0123456789abcd\n\n",
+                TokenKeyFormat::Raw,
+                "got 31 bytes",
+            ),
+            (&[b'a'; 63], TokenKeyFormat::Hex, "got 63 characters"),
+            (&[b'z'; 64], TokenKeyFormat::Hex, "not hex"),
+        ];
+        for (contents, format, want) in cases {
+            match TokenKey::parse(contents, format) {
+                Err(e) => assert!(e.to_string().contains(want), "{e} lacks {want:?}"),
+                Ok(_) => panic!("{contents:?} was taken as a {format:?} key"),
+            }
+        }
         assert!(
             TokenKey::from_bytes(&[0u8; 31])
                 .unwrap_err()
                 .to_string()
-                .contains("got 31")
+                .contains("got 31 bytes")
         );
+    }
+
+    #[test]
+    fn token_key_formats_parse_and_token_keys_never_print() {
+        assert_eq!("raw".parse::<TokenKeyFormat>(), Ok(TokenKeyFormat::Raw));
+        assert_eq!("hex".parse::<TokenKeyFormat>(), Ok(TokenKeyFormat::Hex));
+        assert!("base64".parse::<TokenKeyFormat>().is_err());
+        assert_eq!(TokenKeyFormat::Raw.to_string(), "raw");
         let key = TokenKey::from_bytes(&[7u8; 32]).unwrap();
         assert_eq!(format!("{key:?}"), "TokenKey(***)");
         assert!(!format!("{:?}", SigningKey::from_seed(&[1; 32])).contains("01010101"));

@@ -1,26 +1,65 @@
 //! Lares-format session tokens: sealing (for tools and tests) and opening (for the handshake).
 //!
-//! Wire form: base64 (URL alphabet, with padding) of `nonce(12) || AES-256-GCM ciphertext ||
-//! tag(16)` where the plaintext is a protobuf `gate.intra.v1.AuthToken` and there is no AAD.
-//! This module checks what a token says (expiry, status); the handshake decides what it means.
+//! Wire form: base64 (URL alphabet, with padding) of `nonce(12) || AES-GCM ciphertext ||
+//! tag(16)` where the plaintext is a protobuf `gate.intra.v1.AuthToken` and there is no AAD;
+//! AES-128, -192 or -256 by the token key's length (PROTOCOL.md §6). This module checks what a
+//! token says (expiry, status); the handshake decides what it means.
 
+use aes_gcm::aead::consts::U12;
 use aes_gcm::aead::{Aead, KeyInit};
-use aes_gcm::{Aes256Gcm, Nonce};
+use aes_gcm::aes::Aes192;
+use aes_gcm::{Aes128Gcm, Aes256Gcm, AesGcm, Nonce};
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE;
 use janus_proto::gate::intra::v1::AuthToken;
 use prost::Message;
 
 use crate::error::{Error, Result};
-use crate::keys::TokenKey;
+use crate::keys::{SizedKey, TokenKey};
 
 const NONCE_LEN: usize = 12;
 const TAG_LEN: usize = 16;
 
+/// AES-GCM with the key size the token key has.
+#[derive(Clone)]
+enum Cipher {
+    Aes128(Aes128Gcm),
+    Aes192(AesGcm<Aes192, U12>),
+    Aes256(Aes256Gcm),
+}
+
+impl Cipher {
+    fn new(key: &TokenKey) -> Self {
+        match key.sized() {
+            SizedKey::Aes128(k) => Self::Aes128(Aes128Gcm::new(k.into())),
+            SizedKey::Aes192(k) => Self::Aes192(AesGcm::new(k.into())),
+            SizedKey::Aes256(k) => Self::Aes256(Aes256Gcm::new(k.into())),
+        }
+    }
+
+    fn encrypt(&self, nonce: &[u8; NONCE_LEN], plain: &[u8]) -> aes_gcm::aead::Result<Vec<u8>> {
+        let nonce = Nonce::from_slice(nonce);
+        match self {
+            Self::Aes128(c) => c.encrypt(nonce, plain),
+            Self::Aes192(c) => c.encrypt(nonce, plain),
+            Self::Aes256(c) => c.encrypt(nonce, plain),
+        }
+    }
+
+    fn decrypt(&self, nonce: &[u8], sealed: &[u8]) -> aes_gcm::aead::Result<Vec<u8>> {
+        let nonce = Nonce::from_slice(nonce);
+        match self {
+            Self::Aes128(c) => c.decrypt(nonce, sealed),
+            Self::Aes192(c) => c.decrypt(nonce, sealed),
+            Self::Aes256(c) => c.decrypt(nonce, sealed),
+        }
+    }
+}
+
 /// Seals and opens tokens under one token key.
 #[derive(Clone)]
 pub struct TokenCodec {
-    aead: Aes256Gcm,
+    cipher: Cipher,
 }
 
 impl std::fmt::Debug for TokenCodec {
@@ -33,7 +72,7 @@ impl TokenCodec {
     /// A codec for tokens sealed under `key`.
     pub fn new(key: &TokenKey) -> Self {
         Self {
-            aead: Aes256Gcm::new(key.as_bytes().into()),
+            cipher: Cipher::new(key),
         }
     }
 
@@ -46,8 +85,8 @@ impl TokenCodec {
     /// for two different tokens in production).
     pub fn seal_with_nonce(&self, token: &AuthToken, nonce: [u8; NONCE_LEN]) -> String {
         let sealed = self
-            .aead
-            .encrypt(Nonce::from_slice(&nonce), token.encode_to_vec().as_slice())
+            .cipher
+            .encrypt(&nonce, &token.encode_to_vec())
             .expect("AES-GCM sealing of a short message cannot fail");
         let mut wire = Vec::with_capacity(NONCE_LEN + sealed.len());
         wire.extend_from_slice(&nonce);
@@ -65,8 +104,8 @@ impl TokenCodec {
         }
         let (nonce, sealed) = wire.split_at(NONCE_LEN);
         let plain = self
-            .aead
-            .decrypt(Nonce::from_slice(nonce), sealed)
+            .cipher
+            .decrypt(nonce, sealed)
             .map_err(|_| Error::TokenInvalid("does not decrypt under the token key"))?;
         AuthToken::decode(plain.as_slice())
             .map_err(|_| Error::TokenInvalid("claims are not an AuthToken"))
@@ -112,6 +151,35 @@ mod tests {
         let token = codec.seal(&claims());
         assert_eq!(codec.open(&token).unwrap(), claims());
         assert_ne!(token, codec.seal(&claims()), "fresh nonce per token");
+    }
+
+    #[test]
+    fn keys_of_16_24_and_32_bytes_seal_with_aes_128_192_and_256_gcm() {
+        for len in [16, 24, 32] {
+            let key = TokenKey::from_bytes(&vec![5; len]).unwrap();
+            let codec = TokenCodec::new(&key);
+            let token = codec.seal_with_nonce(&claims(), [3; 12]);
+            assert_eq!(codec.open(&token).unwrap(), claims(), "{len}-byte key");
+            // The same nonce and claims under the same key bytes in another AES size would
+            // be another cipher: the plain AES-GCM of that size must agree byte for byte.
+            let raw = URL_SAFE.decode(&token).unwrap();
+            let nonce = Nonce::from_slice(&[3; 12]);
+            let plain = claims().encode_to_vec();
+            let want = match len {
+                16 => Aes128Gcm::new(key.as_bytes().into()).encrypt(nonce, plain.as_slice()),
+                24 => AesGcm::<Aes192, U12>::new(key.as_bytes().into())
+                    .encrypt(nonce, plain.as_slice()),
+                _ => Aes256Gcm::new(key.as_bytes().into()).encrypt(nonce, plain.as_slice()),
+            }
+            .unwrap();
+            assert_eq!(&raw[12..], want.as_slice(), "{len}-byte key");
+            let other_len = if len == 32 { 16 } else { 32 };
+            let other = TokenCodec::new(&TokenKey::from_bytes(&vec![5; other_len]).unwrap());
+            assert!(
+                other.open(&token).is_err(),
+                "{len}-byte key's token opened by another size"
+            );
+        }
     }
 
     #[test]

@@ -1,6 +1,8 @@
 //! The protocol test vectors in `tests/vectors/handshake.json`, checked against the
 //! implementation: from fixed keys, timestamps and token, both ends must produce exactly the
-//! recorded handshake frames, derived keys and sealed frames, and open the recorded frames.
+//! recorded handshake frames, derived keys and sealed frames, and open the recorded frames;
+//! token keys read from key files (raw and hex, every AES size) must seal the recorded tokens,
+//! and the server key must be written as the recorded PKCS#8 v1 PEM.
 //!
 //! The file is written by this test when `JANUS_BLESS_VECTORS=1` (after a deliberate protocol
 //! change); otherwise any difference fails. `tests/vectors/verify.py` checks the same file
@@ -18,7 +20,7 @@ use janus_shared::cipher::DirectionKeys;
 use janus_shared::handshake::{
     self, ClientHandshakeConfig, Mode, ResumeOffer, ServerHandshakeConfig,
 };
-use janus_shared::keys::{SigningKey, TokenKey};
+use janus_shared::keys::{SigningKey, TokenKey, TokenKeyFormat};
 use janus_shared::session::{
     ClientEvent, ClientSession, ServerEvent, ServerSession, SessionConfig,
 };
@@ -384,6 +386,37 @@ fn legacy_vectors() -> Value {
     })
 }
 
+/// Token keys as a key file holds them (PROTOCOL.md §6): go-pantheon's raw strings of each AES
+/// size (one of them all hex digits, still taken as its 32 characters) and the hex form.
+const TOKEN_KEY_FILES: [(&str, &str); 5] = [
+    ("raw", "lares-key-16-byt"),
+    ("raw", "lares-key-of-24-chars!!!"),
+    ("raw", "0123456789abcdef0123456789abcdef"),
+    ("hex", "0123456789abcdef0123456789abcdef"),
+    (
+        "hex",
+        "4444444444444444444444444444444444444444444444444444444444444444",
+    ),
+];
+
+fn token_key_vectors() -> Value {
+    let vectors: Vec<Value> = TOKEN_KEY_FILES
+        .iter()
+        .map(|&(format, file)| {
+            let format_value = format.parse::<TokenKeyFormat>().unwrap();
+            let key = TokenKey::parse(file.as_bytes(), format_value).unwrap();
+            json!({
+                "format": format,
+                "file": file,
+                "key": hex::encode(key.as_bytes()),
+                "aes_bits": key.as_bytes().len() * 8,
+                "token": TokenCodec::new(&key).seal_with_nonce(&claims(), TOKEN_NONCE),
+            })
+        })
+        .collect();
+    Value::Array(vectors)
+}
+
 fn vectors() -> Value {
     let (_, _, token) = configs(Mode::V2);
     let c = claims();
@@ -408,6 +441,10 @@ fn vectors() -> Value {
         "v2": v2_vectors(),
         "legacy": legacy_vectors(),
         "resume": resume_vectors(),
+        "token_keys": token_key_vectors(),
+        "key_files": {
+            "server_signing_key_pkcs8_pem": SigningKey::from_seed(&SERVER_SEED).to_pkcs8_pem().unwrap(),
+        },
     })
 }
 

@@ -1,7 +1,10 @@
 //! The Redis route store: standalone Redis (a reconnecting connection manager) or Redis
 //! Cluster, chosen in config. Every call has a deadline, so an unreachable Redis turns into a
-//! prompt [`Error::RouteStore`] instead of a hung session; compare-and-renew and
-//! compare-and-delete are Lua scripts so they are atomic on the server.
+//! prompt [`Error::RouteStore`] instead of a hung session. Every write is a Lua script, so it
+//! is atomic on the server and needs nothing newer than Redis 2.6 (`SET … GET` would need 6.2,
+//! `SET … NX GET` 7.0, and go-pantheon deployments run older ones). Each script touches one key,
+//! so it runs on Redis Cluster too. `Script` sends `EVALSHA` and falls back to `EVAL` when the
+//! server answers `NOSCRIPT` (after a restart or `SCRIPT FLUSH`).
 
 use std::time::Duration;
 
@@ -13,6 +16,21 @@ use redis::{Cmd, FromRedisValue, Script};
 
 use super::RouteStore;
 use crate::error::{Error, Result};
+
+/// Sets `KEYS[1]` to `ARGV[1]` for `ARGV[2]` seconds; returns the value it replaced (`SET … GET
+/// EX`).
+const SWAP: &str = r"
+local previous = redis.call('GET', KEYS[1])
+redis.call('SET', KEYS[1], ARGV[1], 'EX', ARGV[2])
+return previous";
+
+/// Sets `KEYS[1]` to `ARGV[1]` for `ARGV[2]` seconds unless it exists; returns the value that
+/// holds afterwards (`SET … NX GET EX`, answering the winner's value).
+const CLAIM: &str = r"
+local current = redis.call('GET', KEYS[1])
+if current then return current end
+redis.call('SET', KEYS[1], ARGV[1], 'EX', ARGV[2])
+return ARGV[1]";
 
 /// Renews `KEYS[1]` for `ARGV[2]` seconds if it holds `ARGV[1]`; returns the value found.
 const RENEW: &str = r"
@@ -35,6 +53,8 @@ enum Conn {
 pub struct RedisRoutes {
     conn: Conn,
     timeout: Duration,
+    swap: Script,
+    claim: Script,
     renew: Script,
     delete_if: Script,
 }
@@ -85,6 +105,8 @@ impl RedisRoutes {
         Self {
             conn,
             timeout,
+            swap: Script::new(SWAP),
+            claim: Script::new(CLAIM),
             renew: Script::new(RENEW),
             delete_if: Script::new(DELETE_IF),
         }
@@ -193,30 +215,13 @@ impl RouteStore for RedisRoutes {
     }
 
     async fn swap(&self, key: &str, value: &str, ttl: Duration) -> Result<Option<String>> {
-        self.query(
-            redis::cmd("SET")
-                .arg(key)
-                .arg(value)
-                .arg("GET")
-                .arg("EX")
-                .arg(secs(ttl)),
-        )
-        .await
+        self.script(&self.swap, key, &[value, &secs(ttl).to_string()])
+            .await
     }
 
     async fn claim(&self, key: &str, value: &str, ttl: Duration) -> Result<String> {
-        let previous: Option<String> = self
-            .query(
-                redis::cmd("SET")
-                    .arg(key)
-                    .arg(value)
-                    .arg("NX")
-                    .arg("GET")
-                    .arg("EX")
-                    .arg(secs(ttl)),
-            )
-            .await?;
-        Ok(previous.unwrap_or_else(|| value.to_owned()))
+        self.script(&self.claim, key, &[value, &secs(ttl).to_string()])
+            .await
     }
 
     async fn renew(&self, key: &str, value: &str, ttl: Duration) -> Result<Option<String>> {

@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, bail};
 use janus_edge::config::EdgeConfig;
 use janus_shared::handshake::ServerHandshakeConfig;
-use janus_shared::keys::VerifyingKey;
+use janus_shared::keys::{TokenKeyFormat, VerifyingKey};
 use janus_shared::token::TokenCodec;
 use tokio::process::{Child, Command};
 
@@ -328,6 +328,7 @@ impl Gateway {
             server_key: keys::read_signing_key(&dir.file(keys::SERVER_KEY))?.verifying_key(),
             tokens: Arc::new(TokenCodec::new(&keys::read_token_key(
                 &dir.file(keys::TOKEN_KEY),
+                TokenKeyFormat::Hex,
             )?)),
             dir,
             edge: edge_process,

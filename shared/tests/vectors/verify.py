@@ -215,6 +215,27 @@ def main():
         header = struct.pack(">I", len(plain) + 16)
         c.eq(f"resume {f['direction']} frame", header + AESGCM(key).encrypt(nonce, plain, header), h(f["frame"]))
 
+    # Token keys (§6): a raw key file is the key's bytes (less one line end), a hex one its
+    # digits; AES-GCM of the key's size; every token opens to the same claims.
+    for t in v["token_keys"]:
+        key = t["file"].encode() if t["format"] == "raw" else h(t["file"].strip())
+        name = f"token key {t['format']} {t['file']!r}"
+        c.eq(f"{name} bytes", key, h(t["key"]))
+        c.eq(f"{name} AES size", len(key) * 8, t["aes_bits"])
+        wire = base64.urlsafe_b64decode(t["token"])
+        c.eq(f"{name} nonce", wire[:12], h(inp["token_nonce"]))
+        c.eq(f"{name} plaintext", AESGCM(key).decrypt(wire[:12], wire[12:], None), h(inp["token_claims_bytes"]))
+
+    # Key files: the server key as PKCS#8 v1 (RFC 8410: version 0, no public key attached),
+    # which pyca/cryptography (like OpenSSL 3.0) loads; v2 it refuses.
+    pem = v["key_files"]["server_signing_key_pkcs8_pem"].encode()
+    loaded = serialization.load_pem_private_key(pem, password=None)
+    c.eq("PKCS#8 key's public key", loaded.public_key().public_bytes(*RAW), h(inp["server_public_key"]))
+    der = loaded.private_bytes(serialization.Encoding.DER, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
+    body = b"".join(base64.b64decode(line) for line in pem.decode().splitlines() if not line.startswith("-----"))
+    c.eq("PKCS#8 v1 bytes", body, der)
+    c.eq("PKCS#8 v1 layout", body, bytes.fromhex("302e020100300506032b657004220420") + h(inp["server_signing_key_seed"]))
+
     print(f"vectors: {c.passed} passed, {c.failed} failed")
     return 1 if c.failed else 0
 
