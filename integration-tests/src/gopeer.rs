@@ -91,6 +91,9 @@ fn build(name: &str) -> PathBuf {
         .env("GO111MODULE", "off")
         .env("GOPROXY", "off")
         .env("GOFLAGS", "")
+        // Static binaries (pure-Go resolver, no libc): they also run in the images the
+        // full-stack cluster builds on whatever Debian base it has.
+        .env("CGO_ENABLED", "0")
         .env("GOCACHE", dir.join("gocache"))
         .output()
         .expect("go runs");

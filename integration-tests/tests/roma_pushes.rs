@@ -1,9 +1,10 @@
 //! Pushes sent the way go-pantheon's Roma sends them, to two brokers on real etcd, Redis and
 //! NATS, with sessions of two colours on both:
-//! - through `broadcaster.service.push.v1.PushService` on `janus.gate.interface`, over a
-//!   connection built as fabrica-kit builds it: instances read from etcd (kratos layout), kept
-//!   only if `metadata.color` is the caller's colour, and the one the player's gateway route
-//!   names picked (else another of that colour); the single-player `Push` carries no colour;
+//! - through `broadcaster.service.push.v1.PushService` on `janus.gate.interface`, called with
+//!   grpc-go by the Go pusher (`gopeers/pusher`), which does what fabrica-kit's connection does:
+//!   instances read from etcd (kratos layout), kept only if `metadata.color` is the caller's
+//!   colour, and the one the caller's gateway route names picked (else another of that colour);
+//!   the single-player `Push` carries no colour;
 //! - by Redis `PUBLISH` of a `PushMessage`, as Roma's broadcaster does: on the channel named by
 //!   the player's gateway-route value for pushes and multicasts (no colour in the message), on
 //!   `gate.broadcast.message` for broadcasts (colour and sid, the `broadcast` flag unset).
@@ -18,6 +19,7 @@ use std::time::Duration;
 use janus_broker::Broker;
 use janus_broker::config::DiscoveryBackend;
 use janus_edge::Edge;
+use janus_integration_tests::gopeer;
 use janus_integration_tests::stack::{Game, Ground, echo, recv, tcp};
 use janus_proto::broadcaster::service::push::v1 as bc;
 use janus_proto::gate::intra::v1::{AuthToken, OnlineStatus};
@@ -121,8 +123,26 @@ struct Node {
     endpoints: Vec<String>,
 }
 
-/// A game service as Roma is built: an etcd registry, a Redis client, the broadcaster API.
+/// What one call of the grpc-go pusher (`gopeers/pusher`) printed.
+#[derive(Debug)]
+struct GoPush {
+    /// The nodes the colour filter kept.
+    nodes: Vec<String>,
+    /// The gateway route of the calling context's (colour, oid), "" without one.
+    route: String,
+    /// The node it called.
+    node: String,
+    /// `PushResponse.pushed`.
+    pushed: bool,
+    /// `MulticastResponse.pushed_uids`, sorted.
+    pushed_uids: Vec<i64>,
+}
+
+/// A game service as Roma is built: an etcd registry, a Redis client, the broadcaster API
+/// (through the grpc-go pusher, which does what fabrica-kit's connection does).
 struct Roma {
+    etcd_url: String,
+    redis_addr: String,
     etcd: etcd_client::Client,
     redis: redis::aio::MultiplexedConnection,
 }
@@ -147,12 +167,18 @@ impl Roma {
         let etcd = etcd_client::Client::connect([deployment.etcd_url.as_str()], None)
             .await
             .unwrap();
-        let redis = redis::Client::open(format!("redis://{}", deployment.ground.redis.addr))
+        let redis_addr = deployment.ground.redis.addr.clone();
+        let redis = redis::Client::open(format!("redis://{redis_addr}"))
             .unwrap()
             .get_multiplexed_async_connection()
             .await
             .unwrap();
-        Self { etcd, redis }
+        Self {
+            etcd_url: deployment.etcd_url.clone(),
+            redis_addr,
+            etcd,
+            redis,
+        }
     }
 
     /// Every registered `janus.gate.interface` instance (kratos: `/microservices/<name>/`,
@@ -188,99 +214,90 @@ impl Roma {
             .collect()
     }
 
-    /// fabrica-kit's connection for a call in the context of (`color`, `oid`): the colour
-    /// filter keeps the nodes whose `metadata.color` is `color`; the reader balancer takes the
-    /// one whose address is the route of (`color`, `oid`), else one of the others.
-    async fn pick(&mut self, color: &str, oid: i64) -> String {
-        let nodes: Vec<Node> = self
-            .gate_nodes()
+    /// One broadcaster call by the grpc-go pusher from the worker of `oid` in `color` (the
+    /// body is [`body`]'s); what it printed, or why it failed.
+    async fn go_push(&self, color: &str, oid: i64, call: &[&str]) -> Result<GoPush, String> {
+        let oid = oid.to_string();
+        let mut args = vec![
+            "-etcd",
+            &self.etcd_url,
+            "-redis",
+            &self.redis_addr,
+            "-color",
+            color,
+            "-oid",
+            &oid,
+            "-mod",
+            "3",
+            "-seq",
+            "7",
+        ];
+        args.extend_from_slice(call);
+        let run = tokio::process::Command::new(gopeer::binary("pusher"))
+            .args(&args)
+            .kill_on_drop(true)
+            .output();
+        let output = tokio::time::timeout(Duration::from_secs(20), run)
             .await
-            .into_iter()
-            .filter(|n| n.metadata.get("color").map(String::as_str) == Some(color))
-            .collect();
-        assert!(!nodes.is_empty(), "no janus.gate.interface node of {color}");
-        let route: Option<String> = redis::cmd("GET")
-            .arg(route_key(color, oid))
-            .query_async(&mut self.redis)
-            .await
-            .unwrap();
-        nodes
-            .iter()
-            .find(|n| Some(&n.address) == route.as_ref())
-            .unwrap_or(&nodes[0])
-            .address
-            .clone()
-    }
-
-    /// A broadcaster client on the node picked for (`color`, `oid`), and the metadata kratos's
-    /// metadata middleware sends from a Roma worker's context.
-    async fn client(
-        &mut self,
-        color: &str,
-        oid: i64,
-    ) -> (
-        bc::push_service_client::PushServiceClient<tonic::transport::Channel>,
-        tonic::metadata::MetadataMap,
-    ) {
-        let address = self.pick(color, oid).await;
-        let client =
-            bc::push_service_client::PushServiceClient::connect(format!("http://{address}"))
-                .await
-                .unwrap();
-        let mut md = tonic::metadata::MetadataMap::new();
-        md.insert("x-md-global-color", color.parse().unwrap());
-        md.insert("x-md-global-oid", oid.to_string().parse().unwrap());
-        md.insert("x-md-global-uid", oid.to_string().parse().unwrap());
-        (client, md)
+            .unwrap_or_else(|_| panic!("the Go pusher {args:?} ran longer than 20 s"))
+            .expect("the Go pusher runs");
+        if !output.status.success() {
+            return Err(String::from_utf8_lossy(&output.stderr).into_owned());
+        }
+        let line: serde_json::Value = serde_json::from_slice(&output.stdout)
+            .unwrap_or_else(|e| panic!("the Go pusher printed no JSON ({e}): {output:?}"));
+        let strings = |v: &serde_json::Value| -> Vec<String> {
+            serde_json::from_value(v.clone()).unwrap_or_default()
+        };
+        let pushed = GoPush {
+            nodes: strings(&line["nodes"]),
+            route: line["route"].as_str().unwrap_or_default().to_owned(),
+            node: line["node"].as_str().unwrap_or_default().to_owned(),
+            pushed: line["pushed"].as_bool().unwrap_or_default(),
+            pushed_uids: serde_json::from_value(line["pushed_uids"].clone()).unwrap_or_default(),
+        };
+        // fabrica-kit's reader balancer: the route's node when the filter kept it.
+        if pushed.nodes.contains(&pushed.route) {
+            assert_eq!(pushed.node, pushed.route, "{pushed:?}");
+        }
+        Ok(pushed)
     }
 
     /// Roma's `Publisher.Push` from the worker of player `uid` in `color`: no colour, no sid.
-    async fn grpc_push(&mut self, color: &str, uid: i64, text: &str) -> bool {
-        let (mut client, md) = self.client(color, uid).await;
-        let request = bc::PushRequest {
-            bodies: vec![body(text)],
+    async fn grpc_push(&self, color: &str, uid: i64, text: &str) -> GoPush {
+        let player = uid.to_string();
+        self.go_push(
+            color,
             uid,
-            ..Default::default()
-        };
-        let request = tonic::Request::from_parts(md, Default::default(), request);
-        client.push(request).await.unwrap().into_inner().pushed
+            &["-call", "push", "-uid", &player, "-data", text],
+        )
+        .await
+        .unwrap_or_else(|e| panic!("push to {uid}: {e}"))
     }
 
     /// Roma's `Publisher.Multicast` from the worker of `oid` in `color`.
-    async fn grpc_multicast(
-        &mut self,
-        color: &str,
-        oid: i64,
-        uids: &[i64],
-        text: &str,
-    ) -> Vec<i64> {
-        let (mut client, md) = self.client(color, oid).await;
-        let request = bc::MulticastRequest {
-            bodies: vec![body(text)],
-            uids: uids.to_vec(),
-            color: color.into(),
-        };
-        let request = tonic::Request::from_parts(md, Default::default(), request);
-        let mut pushed = client
-            .multicast(request)
-            .await
-            .unwrap()
-            .into_inner()
-            .pushed_uids;
-        pushed.sort_unstable();
-        pushed
+    async fn grpc_multicast(&self, color: &str, oid: i64, uids: &[i64], text: &str) -> GoPush {
+        let list: Vec<String> = uids.iter().map(i64::to_string).collect();
+        let list = list.join(",");
+        self.go_push(
+            color,
+            oid,
+            &["-call", "multicast", "-uids", &list, "-data", text],
+        )
+        .await
+        .unwrap_or_else(|e| panic!("multicast to {list}: {e}"))
     }
 
     /// Roma's `Publisher.Broadcast` from the worker of `oid` in `color` on server `sid`.
-    async fn grpc_broadcast(&mut self, color: &str, oid: i64, sid: i64, text: &str) {
-        let (mut client, md) = self.client(color, oid).await;
-        let request = bc::BroadcastRequest {
-            bodies: vec![body(text)],
-            color: color.into(),
-            sid,
-        };
-        let request = tonic::Request::from_parts(md, Default::default(), request);
-        client.broadcast(request).await.unwrap();
+    async fn grpc_broadcast(&self, color: &str, oid: i64, sid: i64, text: &str) -> GoPush {
+        let sid = sid.to_string();
+        self.go_push(
+            color,
+            oid,
+            &["-call", "broadcast", "-sid", &sid, "-data", text],
+        )
+        .await
+        .unwrap_or_else(|e| panic!("broadcast to {color}/{sid}: {e}"))
     }
 
     /// PUBLISH `message` on `channel`; the number of subscribers that received it.
@@ -382,6 +399,9 @@ async fn pushes_until_end(client: &mut Client) -> Vec<String> {
 
 #[tokio::test]
 async fn roma_pushes_reach_exactly_the_right_sessions_by_grpc_and_by_redis() {
+    // Built before anything starts: a first build takes a while and would hold up the brokers
+    // and sessions on this runtime.
+    gopeer::binary("pusher");
     let deployment = Deployment::start().await;
     let [b1, b2] = &deployment.brokers;
     let mut roma = Roma::connect(&deployment).await;
@@ -430,29 +450,57 @@ async fn roma_pushes_reach_exactly_the_right_sessions_by_grpc_and_by_redis() {
     roma.wait_subscribers(b2.endpoint(), 1).await;
     roma.wait_subscribers(BROADCAST_CHANNEL, 2).await;
 
-    // (a) The broadcaster API over the colour-filtered connection.
-    assert!(
-        roma.grpc_push("blue", 1001, "grpc push").await,
-        "on its own broker"
-    );
-    assert!(
-        roma.grpc_push("blue", 1004, "grpc push").await,
-        "no blue node is b2, so b1 takes the colourless push and finds 1004 by its blue route"
-    );
-    assert!(roma.grpc_push("red", 1003, "grpc push").await);
-    assert!(
-        !roma.grpc_push("red", 4040, "nobody").await,
-        "no session, no route: not pushed"
-    );
+    // (a) The broadcaster API, called with grpc-go as fabrica-kit's connection calls it: the
+    // colour filter keeps b1 for blue, both brokers for red; the route's node is the one called.
+    let (n1, n2) = (b1.endpoint().to_owned(), b2.endpoint().to_owned());
+    let mut red_nodes = vec![n1.clone(), n2.clone()];
+    red_nodes.sort();
+    let push = roma.grpc_push("blue", 1001, "grpc push").await;
+    assert!(push.pushed, "on its own broker: {push:?}");
     assert_eq!(
-        roma.grpc_multicast("red", 1002, &[1002, 1003, 1005, 4040], "grpc multicast")
-            .await,
-        [1002, 1003, 1005]
+        (&push.nodes, &push.node),
+        (&vec![n1.clone()], &n1),
+        "{push:?}"
     );
-    roma.grpc_broadcast("red", 1003, 1, "grpc broadcast red")
+    let push = roma.grpc_push("blue", 1004, "grpc push").await;
+    assert!(
+        push.pushed && push.route == n2 && push.node == n1,
+        "no blue node is b2, so b1 takes the colourless push and finds 1004 by its blue route: \
+         {push:?}"
+    );
+    let push = roma.grpc_push("red", 1003, "grpc push").await;
+    assert!(push.pushed, "{push:?}");
+    assert_eq!((&push.nodes, &push.node), (&red_nodes, &n2), "{push:?}");
+    let push = roma.grpc_push("red", 4040, "nobody").await;
+    assert!(
+        !push.pushed && push.route.is_empty(),
+        "no session, no route: not pushed: {push:?}"
+    );
+    let multicast = roma
+        .grpc_multicast("red", 1002, &[1002, 1003, 1005, 4040], "grpc multicast")
         .await;
+    assert_eq!(multicast.pushed_uids, [1002, 1003, 1005], "{multicast:?}");
+    assert_eq!(multicast.node, n1, "the route of 1002: {multicast:?}");
+    let broadcast = roma
+        .grpc_broadcast("red", 1003, 1, "grpc broadcast red")
+        .await;
+    assert_eq!(broadcast.node, n2, "the route of 1003: {broadcast:?}");
     roma.grpc_broadcast("blue", 1001, 1, "grpc broadcast blue")
         .await;
+    // A colour no broker serves: the filter keeps no node and the call fails, as every Roma push
+    // did while brokers registered no colour.
+    let lost = roma
+        .go_push(
+            "green",
+            1001,
+            &["-call", "push", "-uid", "1001", "-data", "lost"],
+        )
+        .await
+        .expect_err("no green node");
+    assert!(
+        lost.contains("no janus.gate.interface node of color \"green\""),
+        "{lost}"
+    );
 
     // (b) Redis PUBLISH, as Roma's broadcaster sends them.
     roma.redis_multicast("blue", &[1004], "redis push").await;
