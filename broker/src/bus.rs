@@ -1,5 +1,6 @@
 //! The push bus: how pushes and control messages reach the broker that holds a session. One
-//! seam, two implementations: NATS (the real deployment) and an in-process bus (standalone).
+//! seam, three implementations: NATS (the real deployment), Redis (a deployment with Redis and
+//! no NATS, as go-pantheon's) and an in-process bus (standalone).
 //!
 //! Subjects (documented in PROTOCOL.md):
 //! - [`subject::INGRESS`] — pushes from anywhere (CLI, game services with a NATS client); brokers
@@ -12,15 +13,30 @@
 
 mod memory;
 mod nats;
+mod redis;
 
 use async_trait::async_trait;
 use bytes::Bytes;
 use futures_util::stream::BoxStream;
+use tokio::sync::mpsc;
 
 use crate::error::Result;
 
 pub use self::memory::MemoryBus;
 pub use self::nats::NatsBus;
+pub use self::redis::RedisBus;
+
+/// Messages a subscriber of the in-process or the Redis bus may have waiting. When full, new
+/// messages for it are dropped (NATS treats a slow consumer the same way) and a warning is
+/// logged ([`offer`]).
+const SUBSCRIBER_QUEUE: usize = 4096;
+
+/// Hands `payload` of `subject` to a subscriber's queue, or drops it when the queue is full.
+fn offer(subject: &str, tx: &mpsc::Sender<Bytes>, payload: &Bytes) {
+    if tx.try_send(payload.clone()).is_err() && !tx.is_closed() {
+        tracing::warn!(subject, "push bus subscriber is full; message dropped");
+    }
+}
 
 /// Subject names.
 pub mod subject {

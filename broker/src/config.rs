@@ -114,13 +114,16 @@ pub enum BusBackend {
     Memory,
     /// NATS.
     Nats,
+    /// The route store's Redis (`[routes] redis_urls`, standalone or cluster): for deployments
+    /// with Redis and no NATS (PROTOCOL.md §12).
+    Redis,
 }
 
 /// `[bus]`.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct BusConfig {
-    /// `memory` or `nats`.
+    /// `memory`, `nats` or `redis` (needs routes in Redis: it runs on `[routes] redis_urls`).
     pub backend: BusBackend,
     /// NATS server URL(s), comma-separated.
     pub nats_url: String,
@@ -314,9 +317,14 @@ impl Validate for BrokerConfig {
             );
         }
         problems.check(
-            self.bus.backend == BusBackend::Memory || self.bus.nats_url.starts_with("nats://"),
+            self.bus.backend != BusBackend::Nats || self.bus.nats_url.starts_with("nats://"),
             "bus.nats_url",
             format!("{:?} is not a nats:// URL", self.bus.nats_url),
+        );
+        problems.check(
+            self.bus.backend != BusBackend::Redis || routes.backend != RoutesBackend::Memory,
+            "bus.backend",
+            "\"redis\" runs on the route store's Redis: set routes.backend to \"redis\" or \"redis_cluster\"",
         );
         problems.check(
             self.discovery.backend == DiscoveryBackend::Static
@@ -420,6 +428,28 @@ mod tests {
         ] {
             assert!(err.contains(field), "{field} missing from {err}");
         }
+    }
+
+    #[test]
+    fn a_redis_bus_needs_routes_in_redis() {
+        let err = parse::<BrokerConfig>("[bus]\nbackend = \"redis\"\n", "t.toml")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("bus.backend:"), "{err}");
+        assert!(err.contains("routes.backend"), "{err}");
+        for routes in ["redis", "redis_cluster"] {
+            let text = format!("[bus]\nbackend = \"redis\"\n[routes]\nbackend = \"{routes}\"\n");
+            let config: BrokerConfig = parse(&text, "t.toml").unwrap();
+            assert_eq!(config.bus.backend, BusBackend::Redis);
+        }
+    }
+
+    #[test]
+    fn the_go_pantheon_profile_runs_its_bus_on_redis() {
+        let text = include_str!("../../configs.tmpl/go-pantheon/broker.toml");
+        let config: BrokerConfig = parse(text, "configs.tmpl/go-pantheon/broker.toml").unwrap();
+        assert_eq!(config.bus.backend, BusBackend::Redis);
+        assert_eq!(config.routes.backend, RoutesBackend::Redis);
     }
 
     #[test]

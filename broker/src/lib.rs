@@ -1,10 +1,12 @@
 //! Janus broker: the session tier. Owns where each session lives (routes in Redis), the gRPC
-//! tunnels to the game services that own its objects, and delivery of pushes (NATS). Any broker
-//! can take any session.
+//! tunnels to the game services that own its objects, and delivery of pushes (over NATS or
+//! Redis). Any broker can take any session.
 //!
-//! The seams with two real implementations each — [`route::RouteStore`] (Redis | memory),
-//! [`bus::PushBus`] (NATS | in-process) and [`janus_shared::discovery::Discovery`] (etcd | static) — are the only
-//! difference between the split deployment and the single-process standalone mode.
+//! The seams with more than one real implementation — [`route::RouteStore`] (Redis | memory),
+//! [`bus::PushBus`] (NATS | Redis | in-process) and [`janus_shared::discovery::Discovery`]
+//! (etcd | static) — are the only difference between the split deployment and the
+//! single-process standalone mode. `redis_conn` is the one Redis connection layer under the
+//! route store, the Redis bus and go-pantheon's Redis push channels.
 //!
 //! [`server::Broker`] starts one; [`link`] is the edge-facing API, [`session`] a session's actor,
 //! [`tunnel`] the Roma tunnels, [`push`] the fan-out, [`demo`] the demo game service.
@@ -18,6 +20,7 @@ pub mod error;
 pub mod link;
 pub mod metrics;
 pub mod push;
+mod redis_conn;
 pub mod registration;
 pub mod registry;
 pub mod route;

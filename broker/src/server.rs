@@ -16,7 +16,7 @@ use tokio_util::task::TaskTracker;
 use tonic::transport::server::TcpIncoming;
 
 use crate::admin;
-use crate::bus::{MemoryBus, NatsBus, PushBus};
+use crate::bus::{MemoryBus, NatsBus, PushBus, RedisBus};
 use crate::config::{BrokerConfig, BusBackend, DiscoveryBackend, RoutesBackend};
 use crate::error::{Error, Result};
 use crate::link::LinkService;
@@ -70,10 +70,21 @@ impl Broker {
                 RedisRoutes::cluster(&config.routes.redis_urls, config.routes.timeout()).await?,
             ),
         };
+        let tasks = TaskTracker::new();
+        let shutdown = CancellationToken::new();
         let bus: Arc<dyn PushBus> = match config.bus.backend {
             BusBackend::Memory => Arc::new(MemoryBus::new()),
             BusBackend::Nats => Arc::new(
                 NatsBus::connect(&config.bus.nats_url, &format!("janus-broker {endpoint}")).await?,
+            ),
+            BusBackend::Redis => Arc::new(
+                RedisBus::connect(
+                    &config.routes.redis_urls,
+                    config.routes.backend == RoutesBackend::RedisCluster,
+                    config.routes.timeout(),
+                    (&tasks, shutdown.clone()),
+                )
+                .await?,
             ),
         };
         let discovery: Arc<dyn Discovery> = match config.discovery.backend {
@@ -92,7 +103,6 @@ impl Broker {
                     .map_err(|e| Error::Discovery(e.to_string()))?,
             ),
         };
-        let tasks = TaskTracker::new();
         let tunnels = Tunnels::new(
             routes.clone(),
             discovery.clone(),
@@ -110,7 +120,7 @@ impl Broker {
             metrics: Metrics::default(),
             tunnels,
             tasks,
-            shutdown: CancellationToken::new(),
+            shutdown,
         });
         state
             .tasks

@@ -1,6 +1,7 @@
 //! The whole split deployment in containers on a private network, as compose runs it: Redis,
-//! NATS, etcd, the demo game service, three brokers and two edges, every Janus process from the
-//! project's own image, and Prometheus scraping them. The full-stack suite drives it and breaks
+//! NATS, etcd, a game service (the demo game, or the Go peer written like Roma in a small image
+//! of its own, registered in etcd as a kratos app registers Roma), three brokers and two edges,
+//! every Janus process from the project's own image, and Prometheus scraping them. The full-stack suite drives it and breaks
 //! parts of it; this module only starts it, cuts and restores the path between one edge and one
 //! broker, and reads what its parts report (broker `/stats`, edge `/stats/connections`,
 //! Prometheus queries, the registrations in etcd).
@@ -20,8 +21,9 @@ use testcontainers::core::{IntoContainerPort, Mount, WaitFor};
 use testcontainers::runners::AsyncRunner;
 use testcontainers::{ContainerAsync, GenericImage, ImageExt};
 
+use crate::gopeer;
 use crate::infra::{HOW_TO_FIX, infra_image, janus_image};
-use crate::stack::{COLOR, Keys, http_get};
+use crate::stack::{COLOR, GameKind, Keys, http_get};
 
 /// A started container.
 pub type Container = ContainerAsync<GenericImage>;
@@ -36,7 +38,7 @@ pub struct Cluster {
     pub nats: Container,
     /// etcd (discovery); its client port is published to the host.
     pub etcd: Container,
-    /// The demo game service.
+    /// The game service: the demo game, or the Go Roma peer under `gopeers/kratosapp`.
     pub game: Container,
     /// Three brokers.
     pub brokers: Vec<Container>,
@@ -159,9 +161,56 @@ fn rand_suffix() -> u64 {
     RandomState::new().hash_one(std::time::SystemTime::now()) % 1_000_000
 }
 
+/// The Go Roma peer's image (`integration-tests/go/Dockerfile`): its static binaries on
+/// `JANUS_BASE_IMAGE`, tagged by their content so that a machine never runs a stale build and
+/// concurrent runs of different trees do not share a tag. Built when missing.
+async fn go_roma_image() -> GenericImage {
+    let binaries = ["roma", "kratosapp"].map(gopeer::binary);
+    let mut tag = std::hash::DefaultHasher::new();
+    for binary in &binaries {
+        std::hash::Hash::hash(&std::fs::read(binary).unwrap(), &mut tag);
+    }
+    let dockerfile = include_str!("../go/Dockerfile");
+    std::hash::Hash::hash(dockerfile, &mut tag);
+    let base =
+        std::env::var("JANUS_BASE_IMAGE").unwrap_or_else(|_| "debian:bookworm-slim".to_owned());
+    std::hash::Hash::hash(&base, &mut tag);
+    let tag = format!("{:016x}", std::hash::Hasher::finish(&tag));
+    let image = format!("janus-test/go-roma:{tag}");
+    if docker(&["image", "inspect", &image]).await.is_err() {
+        let context = std::env::temp_dir().join(format!("janus-go-roma-{tag}-{}", rand_suffix()));
+        std::fs::create_dir_all(&context).unwrap();
+        for binary in &binaries {
+            std::fs::copy(binary, context.join(binary.file_name().unwrap())).unwrap();
+        }
+        std::fs::write(context.join("Dockerfile"), dockerfile).unwrap();
+        let built = docker(&[
+            "build",
+            "-q",
+            "-t",
+            &image,
+            "--build-arg",
+            &format!("BASE_IMAGE={base}"),
+            &context.display().to_string(),
+        ])
+        .await;
+        let _ = std::fs::remove_dir_all(&context);
+        built.unwrap_or_else(|e| {
+            panic!("cannot build the Go Roma image on {base}: {e}\n{HOW_TO_FIX}")
+        });
+    }
+    GenericImage::new("janus-test/go-roma", tag.as_str())
+}
+
 impl Cluster {
-    /// Starts every container and waits until each says it is ready (edges: a broker link is up).
+    /// Starts every container with the demo game and waits until each says it is ready (edges:
+    /// a broker link is up).
     pub async fn start() -> Self {
+        Self::start_with(GameKind::Demo).await
+    }
+
+    /// [`Cluster::start`] with the game service `game`.
+    pub async fn start_with(game: GameKind) -> Self {
         let id = format!("{}-{}", std::process::id(), rand_suffix());
         let net = format!("janus-fs-{id}");
         let name = |role: &str| format!("{role}-{id}");
@@ -198,21 +247,50 @@ impl Cluster {
         );
         let etcd_url = format!("http://{}:2379", name("etcd"));
 
-        let game = janus_image()
-            .with_wait_for(WaitFor::message_on_stdout("demo game service started"))
-            .with_exposed_port(17200.tcp());
-        let game = on_net(game, "game")
-            .with_cmd(["game-demo"])
-            .with_env_var(
-                "JANUS_GAME_DEMO__PUSH",
-                format!("{}:17100", name("broker-0")),
-            )
-            .with_env_var(
-                "JANUS_GAME_DEMO__ETCD_ENDPOINTS",
-                format!("[\"{etcd_url}\"]"),
-            )
-            .with_env_var("JANUS_GAME_DEMO__COLOR", COLOR);
-        let game = start(game, "game-demo").await;
+        // Room pushes go to broker 0, which forwards them to the others.
+        let push = format!("{}:17100", name("broker-0"));
+        let game = match game {
+            GameKind::Demo => {
+                let game = janus_image()
+                    .with_wait_for(WaitFor::message_on_stdout("demo game service started"))
+                    .with_exposed_port(17200.tcp());
+                let game = on_net(game, "game")
+                    .with_cmd(["game-demo"])
+                    .with_env_var("JANUS_GAME_DEMO__PUSH", push)
+                    .with_env_var(
+                        "JANUS_GAME_DEMO__ETCD_ENDPOINTS",
+                        format!("[\"{etcd_url}\"]"),
+                    )
+                    .with_env_var("JANUS_GAME_DEMO__COLOR", COLOR);
+                start(game, "game-demo").await
+            }
+            GameKind::GoRoma(flags) => {
+                // kratosapp registers the peer under its container name once it listens, with a
+                // lease it keeps alive, as a kratos app registers Roma's services.
+                let game = go_roma_image()
+                    .await
+                    .with_wait_for(WaitFor::message_on_stdout("\"event\":\"registered\""))
+                    .with_exposed_port(17200.tcp());
+                let advertise = format!("{}:17200", name("game"));
+                let mut cmd = vec![
+                    "-etcd",
+                    &etcd_url,
+                    "-advertise",
+                    &advertise,
+                    "-color",
+                    COLOR,
+                    "--",
+                    "/usr/local/bin/roma",
+                    "-listen",
+                    "0.0.0.0:17200",
+                    "-push",
+                    &push,
+                ];
+                cmd.extend_from_slice(flags);
+                let cmd: Vec<String> = cmd.into_iter().map(str::to_owned).collect();
+                start(on_net(game, "game").with_cmd(cmd), "the Go Roma peer").await
+            }
+        };
 
         let mut brokers = Vec::new();
         for i in 0..3 {

@@ -130,6 +130,41 @@ pub async fn redis_cluster(image: RedisImage, port: u16) -> Service {
     }
 }
 
+/// A fresh single-node Redis Cluster of `image` ([`redis_cluster`], on a free port) that owns
+/// every slot and answers `cluster_state:ok`.
+pub async fn redis_cluster_ready(image: RedisImage) -> Service {
+    let port = {
+        let probe = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        probe.local_addr().unwrap().port()
+    };
+    let node = redis_cluster(image, port).await;
+    let mut conn = redis::Client::open(format!("redis://{}", node.addr))
+        .unwrap()
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap();
+    // ADDSLOTS: ADDSLOTSRANGE is Redis 7 only.
+    let _: () = redis::cmd("CLUSTER")
+        .arg("ADDSLOTS")
+        .arg((0..16384).collect::<Vec<u16>>())
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    let mut state = String::new();
+    for _ in 0..50 {
+        state = redis::cmd("CLUSTER")
+            .arg("INFO")
+            .query_async(&mut conn)
+            .await
+            .unwrap();
+        if state.contains("cluster_state:ok") {
+            return node;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("the cluster node never became ready: {state}");
+}
+
 /// A fresh NATS server.
 pub async fn nats() -> Service {
     start(

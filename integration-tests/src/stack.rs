@@ -185,8 +185,8 @@ impl Drop for Game {
 pub struct Ground {
     /// Redis.
     pub redis: Service,
-    /// NATS.
-    pub nats: Service,
+    /// NATS, the brokers' bus; without it, the brokers' bus runs on Redis.
+    pub nats: Option<Service>,
     /// Keys.
     pub keys: Arc<Keys>,
 }
@@ -197,7 +197,17 @@ impl Ground {
         let (redis, nats) = tokio::join!(infra::redis(), infra::nats());
         Self {
             redis,
-            nats,
+            nats: Some(nats),
+            keys: Arc::new(Keys::generate()),
+        }
+    }
+
+    /// Starts a Redis container only: brokers keep their routes in it and run their bus on it
+    /// (`[bus] backend = "redis"`), as a deployment without NATS does.
+    pub async fn start_without_nats() -> Self {
+        Self {
+            redis: infra::redis().await,
+            nats: None,
             keys: Arc::new(Keys::generate()),
         }
     }
@@ -220,8 +230,13 @@ impl Ground {
         };
         config.routes.backend = RoutesBackend::Redis;
         config.routes.redis_urls = vec![format!("redis://{}", self.redis.addr)];
-        config.bus.backend = BusBackend::Nats;
-        config.bus.nats_url = format!("nats://{}", self.nats.addr);
+        match &self.nats {
+            Some(nats) => {
+                config.bus.backend = BusBackend::Nats;
+                config.bus.nats_url = format!("nats://{}", nats.addr);
+            }
+            None => config.bus.backend = BusBackend::Redis,
+        }
         for game in games {
             for name in ["roma.player.service", "roma.room.service"] {
                 config.discovery.instances.push(StaticInstance {

@@ -1,13 +1,15 @@
 //! Two brokers on one real Redis and one real NATS, each behind its own edge: pushes reach
 //! exactly the sessions they name wherever those live, a login on another broker kicks the
-//! older one, and pushes to a session that has gone are reported as not pushed.
+//! older one, and pushes to a session that has gone are reported as not pushed. The pushes and
+//! the kick run again with no NATS at all, the brokers' bus on Redis (`[bus] backend =
+//! "redis"`), as a go-pantheon deployment has it.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
 
 use bytes::Bytes;
 use janus_broker::Broker;
-use janus_broker::bus::{NatsBus, PushBus, subject};
+use janus_broker::bus::{NatsBus, PushBus, RedisBus, subject};
 use janus_broker::route::{RouteStore, gate_route_key};
 use janus_edge::Edge;
 use janus_integration_tests::stack::{COLOR, Game, Ground, assert_logout, echo, recv, tcp, ws};
@@ -17,6 +19,8 @@ use janus_proto::message::sc_server_logout::Code as LogoutCode;
 use janus_shared::client::Client;
 use prost::Message;
 use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 use tonic::transport::Channel;
 
 struct Pair {
@@ -28,7 +32,10 @@ struct Pair {
 
 impl Pair {
     async fn start() -> Self {
-        let ground = Ground::start().await;
+        Self::start_on(Ground::start().await).await
+    }
+
+    async fn start_on(ground: Ground) -> Self {
         let l1 = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let l2 = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let (a1, a2) = (
@@ -97,7 +104,18 @@ async fn pushes_until_end(client: &mut Client) -> Vec<String> {
 
 #[tokio::test]
 async fn pushes_reach_exactly_the_named_sessions_across_brokers() {
-    let pair = Pair::start().await;
+    pushes_reach_exactly_the_named_sessions(Pair::start().await).await;
+}
+
+#[tokio::test]
+async fn pushes_reach_exactly_the_named_sessions_across_brokers_on_a_redis_bus() {
+    pushes_reach_exactly_the_named_sessions(
+        Pair::start_on(Ground::start_without_nats().await).await,
+    )
+    .await;
+}
+
+async fn pushes_reach_exactly_the_named_sessions(pair: Pair) {
     let mut u1 = pair.client(0, 101, 1).await;
     let mut u2 = pair.client(1, 102, 1).await;
     let mut u3 = pair.client(1, 103, 1).await;
@@ -161,11 +179,27 @@ async fn pushes_reach_exactly_the_named_sessions_across_brokers() {
         .insert("x-md-global-color", COLOR.parse().unwrap());
     assert!(gate_push.push(request).await.unwrap().into_inner().pushed);
 
-    let bus = NatsBus::connect(&format!("nats://{}", pair.ground.nats.addr), "test")
-        .await
-        .unwrap();
+    // A push on the bus's ingress subject, as a game service with a bus client sends it.
+    let stop_bus = CancellationToken::new();
+    let bus: Box<dyn PushBus> = match &pair.ground.nats {
+        Some(nats) => Box::new(
+            NatsBus::connect(&format!("nats://{}", nats.addr), "test")
+                .await
+                .unwrap(),
+        ),
+        None => Box::new(
+            RedisBus::connect(
+                &[format!("redis://{}", pair.ground.redis.addr)],
+                false,
+                Duration::from_secs(2),
+                (&TaskTracker::new(), stop_bus.clone()),
+            )
+            .await
+            .unwrap(),
+        ),
+    };
     let ingress = bc::PushMessage {
-        bodies: vec![body("nats")],
+        bodies: vec![body("ingress")],
         uids: vec![103],
         color: COLOR.into(),
         ..Default::default()
@@ -202,17 +236,29 @@ async fn pushes_reach_exactly_the_named_sessions_across_brokers() {
     }
     assert_eq!(sorted[&101], want(&["broadcast", "gate", "multicast"]));
     assert_eq!(sorted[&102], want(&["broadcast", "multicast", "unicast"]));
-    assert_eq!(sorted[&103], want(&["broadcast", "nats"]));
+    assert_eq!(sorted[&103], want(&["broadcast", "ingress"]));
     assert_eq!(
         sorted[&104],
         want(&[]),
         "sid 2 is outside the broadcast and named by nothing"
     );
+    stop_bus.cancel();
 }
 
 #[tokio::test]
 async fn a_login_through_another_broker_kicks_the_older_session() {
-    let pair = Pair::start().await;
+    a_login_elsewhere_kicks_the_older_session(Pair::start().await).await;
+}
+
+#[tokio::test]
+async fn a_login_through_another_broker_kicks_the_older_session_on_a_redis_bus() {
+    a_login_elsewhere_kicks_the_older_session(
+        Pair::start_on(Ground::start_without_nats().await).await,
+    )
+    .await;
+}
+
+async fn a_login_elsewhere_kicks_the_older_session(pair: Pair) {
     let mut first = pair.client(0, 201, 1).await;
     let mut second = pair.ground.client(&ws(&pair.edges[1]), 201, 1).await;
     let logout = recv(&mut first).await;

@@ -6,16 +6,19 @@
 //! reconnected, a broker is SIGKILLed, Redis restarts, NATS restarts, etcd is stopped for 30 s,
 //! and an edge drains on SIGTERM. The chaos steps assert outcomes only; what they measure
 //! (failover window, requests lost, recovery times) is printed as `chaos: …` lines for
-//! SECURITY.md's chaos table.
+//! SECURITY.md's chaos table. A second, short test runs the same deployment with the Go game
+//! service written like Roma in place of the demo game, through login, echo, tunnel pushes and
+//! a room multicast.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
 use janus_broker::bus::{NatsBus, PushBus, subject};
+use janus_broker::demo;
 use janus_broker::state::broker_id;
 use janus_edge::link::rendezvous_score;
 use janus_integration_tests::cluster::{BrokerStats, Cluster, LinkStats, container_logs};
-use janus_integration_tests::stack::{COLOR, echo};
+use janus_integration_tests::stack::{COLOR, GameKind, echo, recv};
 use janus_proto::broadcaster::service::push::v1 as bc;
 use janus_proto::message::sc_server_logout::Code as LogoutCode;
 use janus_proto::message::{ScServerLogout, ScServerUnexpectedErr};
@@ -373,8 +376,13 @@ fn summary(mut values: Vec<Duration>) -> String {
     }
 }
 
+/// Held by each test for its whole run: two clusters at once would share the machine's cores
+/// and skew what the chaos steps measure.
+static ONE_CLUSTER_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
 #[tokio::test]
 async fn the_split_deployment_in_containers() {
+    let _alone = ONE_CLUSTER_AT_A_TIME.lock().await;
     let cluster = Cluster::start().await;
 
     // Every transport through both edges.
@@ -1119,5 +1127,133 @@ async fn the_split_deployment_in_containers() {
         since_sigterm(logged("edge stopped")),
         since_sigterm(seconds_of_day(finished_at)),
         stopped.as_millis(),
+    );
+}
+
+/// A packet for the game service: module `module`, `seq`, object `obj`.
+fn game_request(module: i32, seq: i32, obj: i64, data: &[u8]) -> Packet {
+    Packet {
+        r#mod: module,
+        seq,
+        obj,
+        data: data.to_vec(),
+        ..Packet::default()
+    }
+}
+
+/// The full-stack path against the Go game service written like Roma (grpc-go, headers only
+/// with the first reply, registered in etcd by `gopeers/kratosapp` as a kratos app registers
+/// Roma's services) instead of the demo game: one cluster start and no chaos steps, which try
+/// the tiers rather than the game service. Every transport through both edges logs in, echoes
+/// and gets a push on its tunnel; everyone joins one room and a multicast the game service sends
+/// through broker 0 reaches the members on every broker; the service saw every stream with the
+/// metadata Roma reads.
+#[tokio::test]
+async fn the_split_deployment_with_a_go_roma_game_service() {
+    let _alone = ONE_CLUSTER_AT_A_TIME.lock().await;
+    let started = Instant::now();
+    let cluster = Cluster::start_with(GameKind::GoRoma(&[])).await;
+    let registrations = cluster.registrations().await.unwrap();
+    for service in ["roma.player.service", "roma.room.service"] {
+        let prefix = format!("/microservices/{service}/");
+        assert!(
+            registrations
+                .iter()
+                .any(|(key, lease)| key.starts_with(&prefix) && *lease != 0),
+            "{service} registered under a lease: {registrations:?}"
+        );
+    }
+    let up = started.elapsed();
+
+    let room = 7;
+    let mut players: BTreeMap<i64, Client> = BTreeMap::new();
+    let mut uid = 100;
+    for edge in 0..2 {
+        for (name, endpoint) in cluster.endpoints(edge).await {
+            uid += 1;
+            let mut client = cluster.login(&endpoint, uid).await;
+            round_trip(&mut client, &format!("{name} via edge {edge}")).await;
+            let reply = client
+                .request(game_request(2, demo::ECHO_AND_PUSH, 0, b"p"), |p| {
+                    panic!("uid {uid}: {} before the reply", describe(&p))
+                })
+                .await
+                .unwrap_or_else(|e| panic!("uid {uid}: {e}\n{}", cluster.diagnostics()));
+            assert_eq!(reply.data, b"p");
+            let push = recv(&mut client).await;
+            assert_eq!(
+                (push.r#mod, push.seq, push.index, push.data.as_slice()),
+                (2, demo::ECHO_AND_PUSH, 0, &b"pushed"[..]),
+                "uid {uid}: the push on its tunnel"
+            );
+            let joined = client
+                .request(game_request(6, demo::JOIN, room, b""), |_| {})
+                .await
+                .unwrap();
+            assert_eq!(joined.data, b"ok", "uid {uid} joins");
+            players.insert(uid, client);
+        }
+    }
+    let spread = cluster.sessions_by_broker().await;
+    assert!(
+        spread.iter().filter(|n| **n > 0).count() >= 2,
+        "sessions spread over brokers: {spread:?}"
+    );
+
+    let said = players
+        .get_mut(&101)
+        .unwrap()
+        .request(game_request(6, demo::SAY, room, b"hello"), |_| {})
+        .await
+        .unwrap();
+    assert_eq!(said.data, b"ok");
+    for (uid, client) in players.iter_mut().filter(|(uid, _)| **uid != 101) {
+        let push = recv(client).await;
+        assert_eq!(
+            (push.r#mod, push.seq, push.obj, push.index),
+            (6, demo::SAID, room, 0),
+            "uid {uid}: {}",
+            describe(&push)
+        );
+        assert_eq!(push.data, b"101: hello", "uid {uid}");
+    }
+
+    // What the service saw, from its JSON lines: one player and one room stream per session,
+    // each with Roma's metadata, none refused; the multicast reached the seven others.
+    let logs = container_logs(cluster.game.id()).await;
+    let events: Vec<serde_json::Value> = logs
+        .lines()
+        .filter_map(|l| serde_json::from_str(l).ok())
+        .collect();
+    let of = |kind: &'static str| events.iter().filter(move |e| e["event"] == kind);
+    assert_eq!(of("rejected").count(), 0, "{logs}");
+    for service in ["player", "room"] {
+        let mut uids: Vec<i64> = of("stream")
+            .filter(|e| e["service"] == service)
+            .map(|e| {
+                let md = &e["metadata"];
+                assert_eq!(md["x-md-global-status"], "1", "{e}");
+                assert_eq!(md["x-md-global-color"], COLOR, "{e}");
+                let oid = if service == "room" {
+                    room.to_string()
+                } else {
+                    md["x-md-global-uid"].as_str().unwrap().to_owned()
+                };
+                assert_eq!(md["x-md-global-oid"], oid.as_str(), "{e}");
+                md["x-md-global-uid"].as_str().unwrap().parse().unwrap()
+            })
+            .collect();
+        uids.sort_unstable();
+        assert_eq!(uids, (101..=108).collect::<Vec<_>>(), "{service} streams");
+    }
+    let multicast: Vec<&serde_json::Value> = of("multicast").collect();
+    assert_eq!(multicast.len(), 1, "{logs}");
+    let mut pushed: Vec<i64> = serde_json::from_value(multicast[0]["pushed"].clone()).unwrap();
+    pushed.sort_unstable();
+    assert_eq!(pushed, (102..=108).collect::<Vec<_>>(), "{logs}");
+    eprintln!(
+        "go-roma full stack: cluster up in {} ms, the whole test {} ms",
+        up.as_millis(),
+        started.elapsed().as_millis()
     );
 }

@@ -5,7 +5,7 @@
 use std::time::Duration;
 
 use janus_broker::route::{RedisRoutes, RouteStore, conformance};
-use janus_integration_tests::infra::{REDIS, REDIS_OLD, RedisImage, redis_cluster, redis_on};
+use janus_integration_tests::infra::{REDIS, REDIS_OLD, RedisImage, redis_cluster_ready, redis_on};
 
 async fn standalone_conformance(redis: &janus_integration_tests::Service) {
     let store = RedisRoutes::standalone(&format!("redis://{}", redis.addr), Duration::from_secs(2))
@@ -152,36 +152,8 @@ async fn a_flushed_script_cache_costs_no_failed_call() {
 }
 
 async fn cluster_conformance(image: RedisImage) {
-    let port = {
-        let probe = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        probe.local_addr().unwrap().port()
-    };
-    let node = redis_cluster(image, port).await;
-    let url = format!("redis://{}", node.addr);
-    // One node owns every slot (ADDSLOTS: ADDSLOTSRANGE is Redis 7 only).
-    let client = redis::Client::open(url.as_str()).unwrap();
-    let mut conn = client.get_multiplexed_async_connection().await.unwrap();
-    let _: () = redis::cmd("CLUSTER")
-        .arg("ADDSLOTS")
-        .arg((0..16384).collect::<Vec<u16>>())
-        .query_async(&mut conn)
-        .await
-        .unwrap();
-    let mut state = String::new();
-    for _ in 0..50 {
-        let info: String = redis::cmd("CLUSTER")
-            .arg("INFO")
-            .query_async(&mut conn)
-            .await
-            .unwrap();
-        state = info;
-        if state.contains("cluster_state:ok") {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    assert!(state.contains("cluster_state:ok"), "{state}");
-    let store = RedisRoutes::cluster(&[url], Duration::from_secs(2))
+    let node = redis_cluster_ready(image).await;
+    let store = RedisRoutes::cluster(&[format!("redis://{}", node.addr)], Duration::from_secs(2))
         .await
         .unwrap();
     conformance::run(&store).await;

@@ -11,12 +11,8 @@ use futures_util::stream::BoxStream;
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 
-use super::PushBus;
+use super::{PushBus, SUBSCRIBER_QUEUE, offer};
 use crate::error::Result;
-
-/// Messages a subscriber may have waiting. When full, new messages for it are dropped (NATS
-/// treats a slow consumer the same way) and a warning is logged.
-const SUBSCRIBER_QUEUE: usize = 4096;
 
 struct Subscriber {
     queue_group: Option<String>,
@@ -42,15 +38,6 @@ impl MemoryBus {
     }
 }
 
-fn deliver(subject: &str, sub: &Subscriber, payload: &Bytes) {
-    if sub.tx.try_send(payload.clone()).is_err() && !sub.tx.is_closed() {
-        tracing::warn!(
-            subject,
-            "in-process bus subscriber is full; message dropped"
-        );
-    }
-}
-
 #[async_trait]
 impl PushBus for MemoryBus {
     async fn publish(&self, subject: &str, payload: Bytes) -> Result<()> {
@@ -63,13 +50,13 @@ impl PushBus for MemoryBus {
         *turn = turn.wrapping_add(1);
         for sub in subs.iter() {
             match &sub.queue_group {
-                None => deliver(subject, sub, &payload),
+                None => offer(subject, &sub.tx, &payload),
                 Some(group) if !groups_served.contains(&group.as_str()) => {
                     let members: Vec<&Subscriber> = subs
                         .iter()
                         .filter(|s| s.queue_group.as_deref() == Some(group))
                         .collect();
-                    deliver(subject, members[*turn % members.len()], &payload);
+                    offer(subject, &members[*turn % members.len()].tx, &payload);
                     groups_served.push(group);
                 }
                 Some(_) => {}
