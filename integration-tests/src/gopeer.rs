@@ -13,6 +13,8 @@ use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 use serde_json::Value;
+use tokio::io::{AsyncBufReadExt, AsyncReadExt};
+use tokio::sync::watch;
 
 /// `package  dir-under-/usr/share/gocode/src` lines, `#` comments.
 const PACKAGES: &str = include_str!("../go/debian-packages");
@@ -132,9 +134,38 @@ impl Roma {
 
     /// Starts it on `listen` (to restart it on the same address).
     pub fn start_on(listen: &str, push_endpoint: &str, extra: &[&str]) -> Self {
-        let mut child = Command::new(binary("roma"))
+        let mut command = Command::new(binary("roma"));
+        command
             .args(["-listen", listen, "-push", push_endpoint])
-            .args(extra)
+            .args(extra);
+        Self::spawn(command)
+    }
+
+    /// Starts it on an ephemeral port as a kratos app (`gopeers/kratosapp`): registered in the
+    /// etcd at `etcd_url` as Roma's services register (`/microservices/roma.player.service/<id>`
+    /// and `roma.room.service`, kratos JSON, `metadata.color` = `color`, `grpc://<endpoint>`,
+    /// under a 15 s lease kept alive); returns once the registration is written.
+    pub async fn start_registered(
+        etcd_url: &str,
+        color: &str,
+        push_endpoint: &str,
+        extra: &[&str],
+    ) -> Self {
+        let roma = binary("roma");
+        let mut command = Command::new(binary("kratosapp"));
+        command
+            .args(["-etcd", etcd_url, "-color", color, "--"])
+            .arg(roma)
+            .args(["-listen", "127.0.0.1:0", "-push", push_endpoint])
+            .args(extra);
+        let roma = Self::spawn(command);
+        roma.wait_event("registered", |_| true).await;
+        roma
+    }
+
+    /// Runs `command` (the peer, or a wrapper that prints what the peer prints).
+    fn spawn(mut command: Command) -> Self {
+        let mut child = command
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
@@ -211,7 +242,8 @@ impl Drop for Roma {
     }
 }
 
-/// What one run of the Go client (`gopeers/client`) printed.
+/// What one run of the Go client (`gopeers/client`), or of another Go peer that prints JSON
+/// lines, printed.
 #[derive(Debug)]
 pub struct ClientRun {
     /// Whether it exited 0.
@@ -231,6 +263,68 @@ impl ClientRun {
             .unwrap_or_else(|| panic!("the Go client printed no {name:?} check: {self:#?}"))
     }
 
+    /// The line of check `name` for session `session`; panics with the whole output when
+    /// there is none.
+    pub fn line(&self, name: &str, session: usize) -> &Value {
+        self.lines
+            .iter()
+            .find(|l| l["check"] == name && l["session"] == session)
+            .unwrap_or_else(|| panic!("no {name:?} check of session {session}: {self:#?}"))
+    }
+
+    /// Asserts that the run succeeded and that every one of `sessions` sessions (uid, uid + 1,
+    /// …) passed every check with go-pantheon's values: index 1 first, a Succeeded heartbeat
+    /// whose reply carries the uid, echoes with obj = uid, a 12000-byte reply zlib-compressed
+    /// on the wire, the push on the tunnel; and that `done` counts the sessions.
+    pub fn assert_sessions(&self, uid: i64, sessions: usize) -> &Self {
+        self.assert_success();
+        for session in 0..sessions {
+            let uid = uid + session as i64;
+            let handshake = self.line("handshake", session);
+            assert_eq!(
+                (&handshake["uid"], &handshake["start_index"]),
+                (&uid.into(), &1.into()),
+                "{self:#?}"
+            );
+            let heartbeat = self.line("heartbeat", session);
+            assert_eq!(
+                (&heartbeat["code"], &heartbeat["obj"], &heartbeat["index"]),
+                (&1.into(), &uid.into(), &1.into()),
+                "Succeeded, obj = uid, the first index: {self:#?}"
+            );
+            assert!(heartbeat["skew"].as_i64().unwrap().abs() <= 2, "{self:#?}");
+            let echo = self.line("echo", session);
+            assert_eq!(
+                (&echo["obj"], &echo["index"]),
+                (&uid.into(), &2.into()),
+                "{self:#?}"
+            );
+            let compressed = self.line("compressed", session);
+            assert_eq!(compressed["bytes"], 12_000, "{self:#?}");
+            assert!(
+                compressed["wire_bytes"].as_u64().unwrap() < 12_000,
+                "the reply was zlib on the wire: {self:#?}"
+            );
+            let push = self.line("push", session);
+            assert_eq!(
+                (&push["data"], &push["obj"]),
+                (&"pushed".into(), &uid.into()),
+                "{self:#?}"
+            );
+        }
+        assert_eq!(self.check("done")["sessions"], sessions, "{self:#?}");
+        self
+    }
+
+    /// The data of every push session `session` received (`-await-pushes`), in order.
+    pub fn received(&self, session: usize) -> Vec<String> {
+        self.lines
+            .iter()
+            .filter(|l| l["check"] == "received" && l["session"] == session)
+            .map(|l| l["data"].as_str().unwrap_or_default().to_owned())
+            .collect()
+    }
+
     /// Asserts that it exited 0.
     pub fn assert_success(&self) -> &Self {
         assert!(self.success, "the Go client failed: {self:#?}");
@@ -240,25 +334,138 @@ impl ClientRun {
 
 /// Runs the Go client with `args` (its flags, see its package doc), within `timeout`.
 pub async fn client(args: &[&str], timeout: Duration) -> ClientRun {
-    let run = tokio::process::Command::new(binary("client"))
-        .args(args)
-        .stdin(Stdio::null())
-        .kill_on_drop(true)
-        .output();
-    let output = tokio::time::timeout(timeout, run)
-        .await
-        .unwrap_or_else(|_| panic!("the Go client {args:?} ran longer than {timeout:?}"))
-        .expect("the Go client runs");
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    ClientRun {
-        success: output.status.success(),
-        lines: stdout
-            .lines()
-            .map(|l| {
-                serde_json::from_str(l)
-                    .unwrap_or_else(|e| panic!("the Go client printed a non-JSON line ({e}): {l}"))
+    GoProcess::spawn(args).finish(timeout).await
+}
+
+/// Runs the grpc-go pusher (`gopeers/pusher`, one broadcaster call as fabrica-kit makes it)
+/// with `args`, within `timeout`; on success its one line says what it found and called.
+pub async fn pusher(args: &[&str], timeout: Duration) -> ClientRun {
+    GoProcess::spawn_peer("pusher", args).finish(timeout).await
+}
+
+/// A Go peer that prints JSON lines (the client, the pusher) running in the background, its
+/// lines read as they come. Killed when dropped.
+pub struct GoProcess {
+    name: &'static str,
+    args: Vec<String>,
+    child: tokio::process::Child,
+    /// Every stdout line so far; the sender goes when stdout closes (the peer exited).
+    lines: watch::Receiver<Vec<Value>>,
+    reader: tokio::task::JoinHandle<()>,
+    stderr: tokio::task::JoinHandle<String>,
+}
+
+impl GoProcess {
+    /// Starts the Go client with `args`.
+    pub fn spawn(args: &[&str]) -> Self {
+        Self::spawn_peer("client", args)
+    }
+
+    /// Starts the Go peer `name` with `args`.
+    fn spawn_peer(name: &'static str, args: &[&str]) -> Self {
+        let mut child = tokio::process::Command::new(binary(name))
+            .args(args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()
+            .unwrap_or_else(|e| panic!("the Go {name} does not start: {e}"));
+        let stdout = child.stdout.take().unwrap();
+        let mut stderr = child.stderr.take().unwrap();
+        let (sink, lines) = watch::channel(Vec::new());
+        let reader = tokio::spawn(async move {
+            let mut stdout = tokio::io::BufReader::new(stdout).lines();
+            while let Ok(Some(line)) = stdout.next_line().await {
+                let line = serde_json::from_str(&line)
+                    .unwrap_or_else(|e| panic!("a Go peer printed a non-JSON line ({e}): {line}"));
+                sink.send_modify(|lines| lines.push(line));
+            }
+        });
+        let stderr = tokio::spawn(async move {
+            let mut text = String::new();
+            let _ = stderr.read_to_string(&mut text).await;
+            text
+        });
+        Self {
+            name,
+            args: args.iter().map(|a| (*a).to_owned()).collect(),
+            child,
+            lines,
+            reader,
+            stderr,
+        }
+    }
+
+    /// Every line it printed so far.
+    pub fn lines(&self) -> Vec<Value> {
+        self.lines.borrow().clone()
+    }
+
+    /// Waits up to `timeout` for a line satisfying `want` and returns it; panics with what the
+    /// peer printed (and its stderr, when it exited) otherwise.
+    pub async fn wait_line(&mut self, want: impl Fn(&Value) -> bool, timeout: Duration) -> Value {
+        let found = tokio::time::timeout(
+            timeout,
+            self.lines.wait_for(|lines| lines.iter().any(&want)),
+        )
+        .await;
+        let found = found.map(|r| r.map(|lines| lines.iter().find(|l| want(l)).cloned()));
+        match found {
+            Ok(Ok(line)) => line.expect("the line waited for"),
+            Ok(Err(_)) => {
+                let _ = self.child.wait().await;
+                let stderr = (&mut self.stderr).await.unwrap_or_default();
+                panic!(
+                    "the Go {} {:?} exited without the line waited for; it printed {:#?}, stderr: {stderr}",
+                    self.name,
+                    self.args,
+                    self.lines()
+                )
+            }
+            Err(_) => panic!(
+                "the Go {} {:?} printed no such line within {timeout:?}: {:#?}",
+                self.name,
+                self.args,
+                self.lines()
+            ),
+        }
+    }
+
+    /// Waits up to `timeout` for the `ready` line of every one of `sessions` sessions (it
+    /// prints them with `-await-pushes`).
+    pub async fn wait_ready(&mut self, sessions: usize, timeout: Duration) {
+        for session in 0..sessions {
+            self.wait_line(
+                |l| l["check"] == "ready" && l["session"] == session,
+                timeout,
+            )
+            .await;
+        }
+    }
+
+    /// Waits up to `timeout` for it to exit; what it printed.
+    pub async fn finish(mut self, timeout: Duration) -> ClientRun {
+        let status = tokio::time::timeout(timeout, self.child.wait())
+            .await
+            .unwrap_or_else(|_| {
+                panic!(
+                    "the Go {} {:?} ran longer than {timeout:?}; it printed {:#?}",
+                    self.name,
+                    self.args,
+                    self.lines()
+                )
             })
-            .collect(),
-        stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
+            .expect("waiting for the Go peer");
+        let stderr = self.stderr.await.unwrap_or_default();
+        self.reader
+            .await
+            .expect("every stdout line of the Go peer is JSON");
+        let lines = self.lines.borrow().clone();
+        ClientRun {
+            success: status.success(),
+            lines,
+            stderr,
+        }
     }
 }

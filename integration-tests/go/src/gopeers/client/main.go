@@ -27,10 +27,16 @@
 //	-compress-size N        bytes of the echo the server must compress (12000; go-pantheon compresses ≥ 10240)
 //	-push=BOOL              run the echo-then-push check (seq 100, the demo game's and the Go roma peer's) (true)
 //	-timeout D              limit of each step (10s)
+//	-await-pushes N         after the checks, stay connected until N server pushes arrived on each session (0)
+//	-await-timeout D        with -await-pushes: limit of the whole wait, per session (30s)
 //
 // Output: one JSON object per line per passed check, with "check" naming it ("handshake",
 // "heartbeat", "echo", "compressed", "push") and "session" its session number (0, or the smux
-// stream), then {"check":"done"}. On any failure it prints the reason on stderr and exits 1.
+// stream), then {"check":"done"}. With -await-pushes each session then prints
+// {"check":"ready","uid":U} (from here on it takes pushes) and one
+// {"check":"received","n":K,"uid":U,"mod":…,"seq":…,"obj":…,"data":"…"} per push (K from 1;
+// data as text), and fails if fewer than N came within -await-timeout. On any failure it prints
+// the reason on stderr and exits 1.
 package main
 
 import (
@@ -65,6 +71,8 @@ type options struct {
 	compressSize int
 	push         bool
 	timeout      time.Duration
+	awaitPushes  int
+	awaitTimeout time.Duration
 }
 
 // report writes check lines; safe for the sessions of several smux streams.
@@ -106,6 +114,8 @@ func main() {
 	flag.IntVar(&o.compressSize, "compress-size", 12000, "size of the echo the server must compress")
 	flag.BoolVar(&o.push, "push", true, "run the echo-then-push check")
 	flag.DurationVar(&o.timeout, "timeout", 10*time.Second, "limit of each step")
+	flag.IntVar(&o.awaitPushes, "await-pushes", 0, "after the checks, wait for this many server pushes per session")
+	flag.DurationVar(&o.awaitTimeout, "await-timeout", 30*time.Second, "limit of the wait for -await-pushes")
 	flag.Parse()
 
 	if o.addr == "" {

@@ -61,6 +61,34 @@ func run(o *options, r *report, n int, uid int64, c frameConn) error {
 			return fmt.Errorf("session %d (uid %d) %s: %w", n, uid, step.name, err)
 		}
 	}
+	if o.awaitPushes > 0 {
+		if err := s.awaitPushes(); err != nil {
+			return fmt.Errorf("session %d (uid %d) awaiting pushes: %w", n, uid, err)
+		}
+	}
+	return nil
+}
+
+// awaitPushes says the session is ready, then reports every server push (index 0) until
+// -await-pushes of them arrived; a reply-shaped packet (index ≠ 0) is an error, nothing was
+// asked.
+func (s *session) awaitPushes() error {
+	s.report("ready", map[string]interface{}{"uid": s.uid})
+	by := time.Now().Add(s.o.awaitTimeout)
+	for n := 1; n <= s.o.awaitPushes; n++ {
+		_ = s.c.SetDeadline(by)
+		push, err := s.read()
+		if err != nil {
+			return fmt.Errorf("%d of %d pushes arrived: %w", n-1, s.o.awaitPushes, err)
+		}
+		if push.Index != 0 {
+			return fmt.Errorf("not a push: %s", describe(&push.Packet))
+		}
+		s.report("received", map[string]interface{}{
+			"n": n, "uid": s.uid, "mod": push.Mod, "seq": push.Seq, "obj": push.Obj,
+			"data": string(push.Data),
+		})
+	}
 	return nil
 }
 
@@ -230,6 +258,11 @@ type received struct {
 
 func (s *session) recv() (*received, error) {
 	s.deadline()
+	return s.read()
+}
+
+// read takes the next packet within the deadline already set.
+func (s *session) read() (*received, error) {
 	frame, err := s.c.ReadFrame()
 	if err != nil {
 		return nil, err

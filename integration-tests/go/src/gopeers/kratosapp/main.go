@@ -10,11 +10,11 @@
 //
 // Usage:
 //
-//	kratosapp -etcd http://host:port -advertise host:port -color C [-id ID] [-version V]
+//	kratosapp -etcd http://host:port [-advertise host:port] -color C [-id ID] [-version V]
 //	          [-name roma.player.service,roma.room.service] -- SERVER [ARGS…]
 //
 // SERVER must print the address it listens on alone on its first stdout line (the roma peer
-// does) and stop when its stdin closes; kratosapp holds that stdin open, copies SERVER's stdout
+// does; without -advertise that address is registered) and stop when its stdin closes; kratosapp holds that stdin open, copies SERVER's stdout
 // to its own and, once registered, prints {"event":"registered","keys":[…]}. On SIGTERM or
 // SIGINT it revokes the leases (so brokers see the instance go at once) and stops SERVER; when
 // SERVER exits, it revokes them and exits with SERVER's status.
@@ -61,18 +61,15 @@ type app struct {
 
 func main() {
 	etcd := flag.String("etcd", "", "etcd client URL (http://host:port)")
-	advertise := flag.String("advertise", "", "host:port to register as the grpc:// endpoint")
+	advertise := flag.String("advertise", "", "host:port to register as the grpc:// endpoint (default: the address SERVER prints)")
 	color := flag.String("color", "", "metadata.color of the instances")
 	id := flag.String("id", "", "instance id (default: derived from -advertise)")
 	version := flag.String("version", "test", "instance version")
 	names := flag.String("name", "roma.player.service,roma.room.service", "services to register as, comma-separated")
 	flag.Parse()
 	server := flag.Args()
-	if *etcd == "" || *advertise == "" || len(server) == 0 {
-		fatal("-etcd, -advertise and a server command are required")
-	}
-	if *id == "" {
-		*id = "go-roma-" + strings.NewReplacer(":", "-", ".", "-").Replace(*advertise)
+	if *etcd == "" || len(server) == 0 {
+		fatal("-etcd and a server command are required")
 	}
 
 	child := exec.Command(server[0], server[1:]...)
@@ -94,6 +91,12 @@ func main() {
 		fatal("%s exited before it listened", server[0])
 	}
 	fmt.Println(lines.Text())
+	if *advertise == "" {
+		*advertise = lines.Text()
+	}
+	if *id == "" {
+		*id = "go-roma-" + strings.NewReplacer(":", "-", ".", "-").Replace(*advertise)
+	}
 
 	a := &app{etcd: etcdgw.New(*etcd), out: json.NewEncoder(os.Stdout)}
 	var keys []string
