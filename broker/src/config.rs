@@ -445,19 +445,32 @@ mod tests {
     }
 
     #[test]
-    fn the_go_pantheon_profile_runs_its_bus_on_redis() {
-        let text = include_str!("../../configs.tmpl/go-pantheon/broker.toml");
-        let config: BrokerConfig = parse(text, "configs.tmpl/go-pantheon/broker.toml").unwrap();
-        assert_eq!(config.bus.backend, BusBackend::Redis);
-        assert_eq!(config.routes.backend, RoutesBackend::Redis);
-    }
-
-    #[test]
     fn an_unknown_backend_is_refused_by_name() {
         let err = parse::<BrokerConfig>("[routes]\nbackend = \"mongo\"\n", "t.toml")
             .unwrap_err()
             .to_string();
         assert!(err.contains("routes.backend"), "{err}");
+    }
+
+    #[test]
+    fn the_go_pantheon_profile_parses_and_needs_only_redis_and_etcd() {
+        let text = include_str!("../../configs.tmpl/go-pantheon/broker.toml");
+        let profile: BrokerConfig = parse(text, "configs.tmpl/go-pantheon/broker.toml").unwrap();
+        assert_eq!(
+            (profile.listen.as_str(), profile.admin_listen.as_str()),
+            ("0.0.0.0:9100", "0.0.0.0:8100"),
+            "go-pantheon's gate gRPC and HTTP ports"
+        );
+        assert_eq!(profile.routes.backend, RoutesBackend::Redis);
+        assert!(profile.routes.redis_pushes);
+        assert_eq!(
+            (profile.routes.gate_ttl_secs, profile.routes.app_ttl_secs),
+            (600, 600)
+        );
+        assert_eq!(profile.bus.backend, BusBackend::Redis, "no NATS");
+        assert_eq!(profile.discovery.backend, DiscoveryBackend::Etcd);
+        assert_eq!(profile.discovery.colors, ["local"]);
+        assert_eq!(profile.discovery.profile, "DEV");
     }
 
     #[test]

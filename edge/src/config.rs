@@ -762,6 +762,44 @@ mod tests {
     }
 
     #[test]
+    fn the_go_pantheon_profile_parses_and_turns_on_the_drop_in() {
+        let text = include_str!("../../configs.tmpl/go-pantheon/edge.toml");
+        let profile: EdgeConfig = parse(text, "configs.tmpl/go-pantheon/edge.toml").unwrap();
+        let listens = [
+            (profile.tcp.enabled, profile.tcp.listen.as_str()),
+            (profile.websocket.enabled, profile.websocket.listen.as_str()),
+            (profile.kcp.enabled, profile.kcp.listen.as_str()),
+        ];
+        assert_eq!(
+            listens,
+            [
+                (true, "0.0.0.0:7001"),
+                (true, "0.0.0.0:7002"),
+                (true, "0.0.0.0:7003")
+            ],
+            "go-pantheon's ports"
+        );
+        assert_eq!(profile.websocket.path, "/ws");
+        assert!(!profile.quic.enabled);
+        let kcp = &profile.kcp.params;
+        assert_eq!(
+            (
+                kcp.fec_data_shards,
+                kcp.fec_parity_shards,
+                kcp.smux,
+                kcp.smux_version
+            ),
+            (10, 3, true, 2),
+            "fabrica-net's KCP"
+        );
+        assert_eq!(profile.keys.token_key_format, TokenKeyFormat::Raw);
+        assert!(profile.handshake.allow_legacy);
+        assert_eq!(profile.handshake.cert_version, 1);
+        assert_eq!(profile.session.heartbeats, HeartbeatMode::Game);
+        assert_eq!(profile.brokers.discovery, BrokerDiscovery::Etcd);
+    }
+
+    #[test]
     fn the_template_parses_and_matches_the_defaults() {
         let text = include_str!("../../configs.tmpl/edge.toml");
         let template: EdgeConfig = parse(text, "configs.tmpl/edge.toml").unwrap();
