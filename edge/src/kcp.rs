@@ -21,7 +21,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use janus_proto::janus::internal::v1::Transport;
 use janus_shared::kcp::conv::{Datagram, classify};
-use janus_shared::kcp::driver::{self, KcpStream};
+use janus_shared::kcp::driver::{self, KcpStream, ServerHooks};
 use tokio::net::UdpSocket;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
@@ -115,8 +115,12 @@ pub async fn serve_kcp(
                 }
             })
         };
+        let hooks = ServerHooks {
+            on_stream,
+            fec_recovered: state.metrics.kcp_fec_recovered.clone(),
+        };
         let params = state.config.kcp.params;
-        match driver::serve(socket.clone(), from, conv, params, fec, on_stream) {
+        match driver::serve(socket.clone(), from, conv, params, fec, hooks) {
             Ok((inbound, task)) => {
                 let _ = inbound.try_send(Bytes::copy_from_slice(datagram));
                 conversations.spawn(task);

@@ -196,10 +196,11 @@ impl Conversation {
 
     /// Feeds a datagram from the peer, received at `now`: FEC-decoded when it is a FEC packet,
     /// its segments (and any recovered from parity) handed to KCP, acknowledgements flushed at
-    /// once (kcp-go's ACK-no-delay).
-    pub fn handle_datagram(&mut self, datagram: &[u8], now: Instant) -> Result<()> {
+    /// once (kcp-go's ACK-no-delay). Returns how many KCP packets parity recovered.
+    pub fn handle_datagram(&mut self, datagram: &[u8], now: Instant) -> Result<usize> {
         let now_ms = self.ms(now);
         self.kcp.update(now_ms).map_err(kcp_error)?;
+        let mut recovered = 0;
         if fec::is_fec(datagram) {
             let decoder = self
                 .decoder
@@ -213,14 +214,17 @@ impl Conversation {
             }
             for packet in decoder.decode(header, datagram, now_ms) {
                 // A recovered packet that KCP refuses is dropped, as in kcp-go.
-                let _ = self.kcp.input(&packet);
+                if self.kcp.input(&packet).is_ok() {
+                    recovered += 1;
+                }
             }
         } else {
             self.kcp.input(datagram).map_err(kcp_error)?;
         }
         // The core's `flush_ack` leaves the last acknowledgements buffered; a full flush
         // sends them (and anything else due).
-        self.kcp.flush().map_err(kcp_error)
+        self.kcp.flush().map_err(kcp_error)?;
+        Ok(recovered)
     }
 
     /// How many more bytes [`Conversation::send`] takes now.

@@ -338,18 +338,26 @@ impl Drop for KcpConnection {
     }
 }
 
+/// The server end's callbacks.
+pub struct ServerHooks {
+    /// Gets every stream the peer opens.
+    pub on_stream: Box<dyn FnMut(KcpStream) + Send>,
+    /// Counts KCP packets recovered from FEC parity.
+    pub fec_recovered: prometheus::IntCounter,
+}
+
 /// Starts the server end of conversation `conv` with `peer` on `socket`: datagrams for it go
 /// into the returned sender (its first one included), each stream the peer opens is handed to
-/// `on_stream`, and the returned future runs the conversation until it ends (the peer goes
-/// silent or KCP gives up, its stream ends without smux, or the sender is dropped). `fec`:
-/// whether to answer with FEC (the conversation opened with it).
+/// `hooks.on_stream`, and the returned future runs the conversation until it ends (the peer
+/// goes silent or KCP gives up, its stream ends without smux, or the sender is dropped).
+/// `fec`: whether to answer with FEC (the conversation opened with it).
 pub fn serve(
     socket: Arc<UdpSocket>,
     peer: SocketAddr,
     conv: u32,
     settings: KcpSettings,
     fec: bool,
-    on_stream: Box<dyn FnMut(KcpStream) + Send>,
+    hooks: ServerHooks,
 ) -> Result<(mpsc::Sender<Bytes>, impl Future<Output = ()> + Send + use<>)> {
     let (inbound, rx) = mpsc::channel(INBOUND);
     let (_, task) = start(
@@ -360,7 +368,7 @@ pub fn serve(
         fec,
         smux::Role::Server,
         rx,
-        Some(on_stream),
+        Some(hooks),
     )?;
     Ok((inbound, task))
 }
@@ -377,8 +385,12 @@ fn start(
     fec: bool,
     role: smux::Role,
     inbound: mpsc::Receiver<Bytes>,
-    on_stream: Option<Box<dyn FnMut(KcpStream) + Send>>,
+    hooks: Option<ServerHooks>,
 ) -> Result<(Arc<Shared>, impl Future<Output = ()> + Send + use<>)> {
+    let (on_stream, fec_recovered) = match hooks {
+        Some(hooks) => (Some(hooks.on_stream), Some(hooks.fec_recovered)),
+        None => (None, None),
+    };
     let now = Instant::now();
     let conversation = Conversation::new(conv, &settings, fec, now)?;
     let smux = settings
@@ -397,6 +409,7 @@ fn start(
         socket,
         peer,
         on_stream,
+        fec_recovered,
         pending: BytesMut::new(),
         scratch: BytesMut::new(),
         finished: None,
@@ -428,6 +441,8 @@ struct Driver {
     peer: SocketAddr,
     /// The server's: every stream the peer opens.
     on_stream: Option<Box<dyn FnMut(KcpStream) + Send>>,
+    /// The server's: packets recovered from parity.
+    fec_recovered: Option<prometheus::IntCounter>,
     /// smux frames KCP had no room for yet.
     pending: BytesMut,
     scratch: BytesMut,
@@ -465,10 +480,9 @@ impl Driver {
             tokio::select! {
                 datagram = inbound.recv() => match datagram {
                     Some(datagram) => {
-                        // A datagram KCP refuses is dropped; the conversation goes on.
-                        let _ = self.conversation.handle_datagram(&datagram, Instant::now());
+                        self.input(&datagram);
                         while let Ok(datagram) = inbound.try_recv() {
-                            let _ = self.conversation.handle_datagram(&datagram, Instant::now());
+                            self.input(&datagram);
                         }
                     }
                     None => break,
@@ -483,6 +497,15 @@ impl Driver {
         state.opens.clear();
         for stream in state.streams.values_mut() {
             stream.wake();
+        }
+    }
+
+    /// Feeds one datagram; one that KCP refuses is dropped and the conversation goes on.
+    fn input(&mut self, datagram: &[u8]) {
+        if let Ok(recovered) = self.conversation.handle_datagram(datagram, Instant::now())
+            && let Some(counter) = &self.fec_recovered
+        {
+            counter.inc_by(recovered as u64);
         }
     }
 
@@ -694,8 +717,12 @@ mod tests {
                             let _ = w.shutdown().await;
                         });
                     });
+                    let hooks = ServerHooks {
+                        on_stream: echo,
+                        fec_recovered: prometheus::IntCounter::new("recovered", "r").unwrap(),
+                    };
                     let (tx, task) =
-                        serve(socket.clone(), from, conv, settings, fec, echo).unwrap();
+                        serve(socket.clone(), from, conv, settings, fec, hooks).unwrap();
                     tokio::spawn(task);
                     inbound = Some(tx);
                 }
