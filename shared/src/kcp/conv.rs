@@ -264,6 +264,11 @@ impl Conversation {
                 }
             }
         }
+        if moved > 0 {
+            // A receive window that reopened is told at the next flush: now, as an idle
+            // conversation has no timer that would flush.
+            let _ = self.kcp.flush();
+        }
         moved
     }
 
@@ -272,9 +277,14 @@ impl Conversation {
         self.kcp.update(self.ms(now)).map_err(kcp_error)
     }
 
-    /// When [`Conversation::handle_timeout`] wants to run next.
-    pub fn poll_timeout(&self, now: Instant) -> Instant {
-        now + std::time::Duration::from_millis(self.kcp.check(self.ms(now)) as u64)
+    /// When [`Conversation::handle_timeout`] wants to run next: within an interval while
+    /// anything is unacknowledged or the peer's window is shut (retransmissions, probes);
+    /// never while idle, as only input or a write gives KCP something to do then.
+    pub fn poll_timeout(&self, now: Instant) -> Option<Instant> {
+        if self.kcp.wait_snd() == 0 && self.kcp.rmt_wnd() > 0 {
+            return None;
+        }
+        Some(now + std::time::Duration::from_millis(self.kcp.check(self.ms(now)) as u64))
     }
 
     /// The next datagram to send, if any.
@@ -403,8 +413,13 @@ mod tests {
             let mut got = BytesMut::new();
             b.recv(&mut got, usize::MAX);
             assert_eq!(&got[..], &data[..], "fec {with_fec}");
+            assert!(
+                a.poll_timeout(now).is_some(),
+                "retransmission timer while unacknowledged"
+            );
             deliver(&mut b, &mut a, now, |_| false);
             assert_eq!(a.unacknowledged(), 0, "acknowledged");
+            assert_eq!(a.poll_timeout(now), None, "no timer while idle");
         }
     }
 

@@ -470,13 +470,20 @@ impl Driver {
             if self.done(now) {
                 break;
             }
-            let mut deadline = self.conversation.poll_timeout(now);
-            if let Some(smux) = &self.smux {
-                deadline = deadline.min(smux.poll_timeout());
-            }
-            if let Some(since) = self.finished {
-                deadline = deadline.min(since + LINGER);
-            }
+            let deadline = [
+                self.conversation.poll_timeout(now),
+                self.smux.as_ref().map(smux::Session::poll_timeout),
+                self.finished.map(|since| since + LINGER),
+            ]
+            .into_iter()
+            .flatten()
+            .min();
+            let sleep = async {
+                match deadline {
+                    Some(deadline) => tokio::time::sleep_until(deadline.into()).await,
+                    None => std::future::pending().await,
+                }
+            };
             tokio::select! {
                 datagram = inbound.recv() => match datagram {
                     Some(datagram) => {
@@ -488,7 +495,7 @@ impl Driver {
                     None => break,
                 },
                 _ = shared.wake.notified() => {}
-                _ = tokio::time::sleep_until(deadline.into()) => {}
+                _ = sleep => {}
             }
         }
         self.transmit().await;
