@@ -180,16 +180,6 @@ impl Conversation {
         })
     }
 
-    /// The conversation id.
-    pub fn conv(&self) -> u32 {
-        self.kcp.conv()
-    }
-
-    /// Whether it sends FEC packets.
-    pub fn fec(&self) -> bool {
-        self.encoder.is_some()
-    }
-
     fn ms(&self, now: Instant) -> u32 {
         now.saturating_duration_since(self.start).as_millis() as u32
     }

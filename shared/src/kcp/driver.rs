@@ -113,11 +113,6 @@ impl KcpStream {
         self.sid
     }
 
-    /// The peer's address.
-    pub fn peer(&self) -> SocketAddr {
-        self.peer
-    }
-
     fn with<T>(&self, f: impl FnOnce(Option<&mut StreamBuf>, bool) -> T) -> T {
         let mut state = self.shared.lock();
         let ended = state.ended;
