@@ -1,7 +1,8 @@
 //! Janus's KCP against a real go-pantheon-style client (`gopeers/client`, built from Debian's
 //! kcp-go, smux and reedsolomon): fabrica-net's defaults (FEC 10+3 and smux v2, two streams,
 //! each its own session), smux off, and FEC off, against an edge in legacy mode in front of a
-//! broker and the demo game.
+//! broker and the demo game; clients of every mode at an edge with the defaults; and FEC
+//! recovery of the client's real parity through a lossy relay.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -142,12 +143,17 @@ async fn a_go_kcp_client_with_smux_and_without_fec() {
 }
 
 #[tokio::test]
-async fn a_go_kcp_client_without_fec_reaches_an_edge_with_fec() {
+async fn go_kcp_clients_without_fec_or_smux_reach_an_edge_with_the_defaults() {
     // kcp-go reads FEC and plain datagrams alike, and so does the edge: it answers a
-    // conversation that opened without FEC without it.
+    // conversation that opened without FEC without it; and it tells smux from frames by the
+    // conversation's first byte.
     let (stack, public) = legacy_stack(KcpSettings::default()).await;
     let run = go_client(&stack.edge, &public, 5301, &["-fec=false", "-streams", "1"]).await;
     assert_sessions(&run, 5301, 1);
+    let run = go_client(&stack.edge, &public, 5311, &["-smux=false"]).await;
+    assert_sessions(&run, 5311, 1);
+    let run = go_client(&stack.edge, &public, 5321, &["-smux=false", "-fec=false"]).await;
+    assert_sessions(&run, 5321, 1);
 }
 
 /// A UDP relay to `target` that drops every `nth` FEC data packet in each direction (never the

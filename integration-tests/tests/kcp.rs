@@ -1,6 +1,7 @@
 //! KCP at the edge with the Rust client library: every mode (FEC + smux as go-pantheon, FEC
 //! alone, smux alone, plain), several smux streams of one conversation each a session of its
-//! own, a FEC edge answering a client without FEC, and stray datagrams that open no session.
+//! own, an edge with the defaults serving clients of every mode, and stray datagrams that open
+//! no session.
 //! The compatibility with real kcp-go and smux clients is `go_kcp.rs`.
 
 use std::time::Duration;
@@ -124,22 +125,21 @@ async fn every_kcp_mode_carries_sessions_and_each_smux_stream_is_one() {
 }
 
 #[tokio::test]
-async fn a_fec_edge_answers_a_client_without_fec_in_kind() {
+async fn a_default_edge_serves_clients_without_fec_or_smux_in_kind() {
     let gateway = Gateway::start().await;
     let edge = gateway.edge(KcpSettings::default()).await;
-    let no_fec = KcpSettings {
-        fec_data_shards: 0,
-        fec_parity_shards: 0,
-        ..KcpSettings::default()
-    };
-    let endpoint = Endpoint::KcpWith {
-        addr: edge.kcp_addr.unwrap().to_string(),
-        settings: no_fec,
-    };
-    let mut client = gateway.ground.client(&endpoint, 7, 1).await;
-    echoes(&mut client, b"no fec").await;
+    for (i, (mode, settings)) in modes().into_iter().enumerate() {
+        let endpoint = Endpoint::KcpWith {
+            addr: edge.kcp_addr.unwrap().to_string(),
+            settings,
+        };
+        let mut client = gateway.ground.client(&endpoint, 7 + i as i64, 1).await;
+        echoes(&mut client, mode.as_bytes()).await;
+        echoes(&mut client, &vec![1; 30_000]).await;
+        client.close().await.unwrap();
+    }
     // And the default endpoint is go-pantheon's, the edge's default too.
-    let mut default = gateway.ground.client(&stack::kcp(&edge), 8, 1).await;
+    let mut default = gateway.ground.client(&stack::kcp(&edge), 20, 1).await;
     echoes(&mut default, b"fec and smux").await;
 }
 

@@ -388,8 +388,9 @@ fn start(
     };
     let now = Instant::now();
     let conversation = Conversation::new(conv, &settings, fec, now)?;
-    let smux = settings
-        .smux
+    // A server with smux on tells smux from frames by the first byte (see `decide`).
+    let undecided = (settings.smux && role == smux::Role::Server).then_some(now);
+    let smux = (settings.smux && undecided.is_none())
         .then(|| smux::Session::new(settings.smux_config(), role, now));
     let shared = Arc::new(Shared {
         state: Mutex::new(State::default()),
@@ -403,13 +404,15 @@ fn start(
         shared: shared.clone(),
         socket,
         peer,
+        smux_config: settings.smux_config(),
+        undecided,
         on_stream,
         fec_recovered,
         pending: BytesMut::new(),
         scratch: BytesMut::new(),
         finished: None,
     };
-    if driver.smux.is_none() {
+    if driver.smux.is_none() && driver.undecided.is_none() {
         driver
             .shared
             .lock()
@@ -434,6 +437,10 @@ struct Driver {
     shared: Arc<Shared>,
     socket: Arc<UdpSocket>,
     peer: SocketAddr,
+    smux_config: smux::Config,
+    /// A server with smux on, since it started, until the conversation's first byte says
+    /// whether the client runs smux.
+    undecided: Option<Instant>,
     /// The server's: every stream the peer opens.
     on_stream: Option<Box<dyn FnMut(KcpStream) + Send>>,
     /// The server's: packets recovered from parity.
@@ -468,6 +475,8 @@ impl Driver {
             let deadline = [
                 self.conversation.poll_timeout(now),
                 self.smux.as_ref().map(smux::Session::poll_timeout),
+                self.undecided
+                    .map(|since| since + self.smux_config.keepalive_timeout),
                 self.finished.map(|since| since + LINGER),
             ]
             .into_iter()
@@ -524,7 +533,46 @@ impl Driver {
         self.put_out()
     }
 
+    /// Tells, from the first byte a client sent, whether it runs smux (a frame of the
+    /// configured version) or sends frames straight on the conversation (a frame's length
+    /// prefix, whose first byte is 0 below 16 MiB), so one edge serves both kinds of client.
+    fn decide(&mut self, now: Instant) -> Result<()> {
+        let Some(since) = self.undecided else {
+            return Ok(());
+        };
+        self.conversation.recv(&mut self.scratch, usize::MAX);
+        let Some(&first) = self.scratch.first() else {
+            if now >= since + self.smux_config.keepalive_timeout {
+                return Err(Error::Timeout("a KCP conversation that sends nothing"));
+            }
+            return Ok(());
+        };
+        self.undecided = None;
+        if first == self.smux_config.version {
+            self.smux = Some(smux::Session::new(
+                self.smux_config,
+                smux::Role::Server,
+                now,
+            ));
+            return Ok(());
+        }
+        let whole = StreamBuf {
+            rx: self.scratch.split(),
+            ..StreamBuf::default()
+        };
+        self.shared.lock().streams.insert(WHOLE, whole);
+        let stream = self.stream(WHOLE);
+        if let Some(on_stream) = self.on_stream.as_mut() {
+            on_stream(stream);
+        }
+        Ok(())
+    }
+
     fn take_in(&mut self, now: Instant) -> Result<()> {
+        self.decide(now)?;
+        if self.undecided.is_some() {
+            return Ok(());
+        }
         let Some(smux) = &mut self.smux else {
             let mut state = self.shared.lock();
             if let Some(stream) = state.streams.get_mut(&WHOLE)
@@ -534,10 +582,11 @@ impl Driver {
             }
             return Ok(());
         };
-        self.scratch.clear();
+        // `decide` may have left the conversation's first bytes here.
         self.conversation.recv(&mut self.scratch, usize::MAX);
         if !self.scratch.is_empty() {
             smux.handle_input(&self.scratch, now)?;
+            self.scratch.clear();
         }
         let mut state = self.shared.lock();
         while let Some(event) = smux.poll_event() {
@@ -664,6 +713,9 @@ impl Driver {
     /// without smux; all of them once the client let go of its connection), and what was sent
     /// is acknowledged or the linger time is over.
     fn done(&mut self, now: Instant) -> bool {
+        if self.undecided.is_some() {
+            return false;
+        }
         let state = self.shared.lock();
         let gone = match &self.smux {
             None => state
@@ -793,6 +845,20 @@ mod tests {
                     "{mode}: one stream"
                 );
             }
+        }
+    }
+
+    #[tokio::test]
+    async fn a_default_server_serves_every_kind_of_client() {
+        // FEC and smux on at the server; the client's first byte and datagrams tell.
+        for (mode, settings) in modes() {
+            let addr = echo_server(KcpSettings::default()).await;
+            let connection = KcpConnection::connect(addr, settings).await.unwrap();
+            let stream = connection.open_stream().await.unwrap();
+            let payload: Vec<u8> = (0..50_000u32).map(|b| b as u8).collect();
+            let echoed =
+                tokio::time::timeout(Duration::from_secs(20), echo(stream, payload.clone()));
+            assert_eq!(echoed.await.expect("in time"), payload, "{mode}");
         }
     }
 
