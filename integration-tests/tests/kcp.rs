@@ -62,8 +62,12 @@ impl Gateway {
     }
 
     async fn edge(&self, settings: KcpSettings) -> Edge {
+        self.edge_with(|config| config.kcp.params = settings).await
+    }
+
+    async fn edge_with(&self, tune: impl FnOnce(&mut janus_edge::config::EdgeConfig)) -> Edge {
         let mut config = self.ground.edge_config(&[&self.broker_addr]);
-        config.kcp.params = settings;
+        tune(&mut config);
         self.ground.edge(config).await
     }
 
@@ -213,4 +217,27 @@ async fn stray_datagrams_open_no_conversation_and_are_counted() {
     // Real clients are unaffected.
     let mut client = gateway.ground.client(&stack::kcp(&edge), 9, 1).await;
     echoes(&mut client, b"still serving").await;
+}
+
+#[tokio::test]
+async fn one_ip_holds_at_most_its_share_of_conversations() {
+    let gateway = Gateway::start().await;
+    let edge = gateway
+        .edge_with(|config| config.limits.max_sessions_per_ip = 2)
+        .await;
+    let addr = edge.kcp_addr.unwrap();
+    let mut sockets = Vec::new();
+    for conv in 0..3u32 {
+        let socket = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        socket.send_to(&push(100 + conv, 0), addr).await.unwrap();
+        sockets.push(socket);
+    }
+    let series = "janus_edge_refused_total{reason=\"kcp_conversations_per_ip\"}";
+    wait_metric(edge.admin_addr, series, |n| n == 1.0).await;
+    // The first two were answered (acknowledged); the third was not.
+    let mut buf = [0; 64];
+    for (i, socket) in sockets.iter().enumerate() {
+        let answer = tokio::time::timeout(Duration::from_millis(500), socket.recv(&mut buf)).await;
+        assert_eq!(answer.is_ok(), i < 2, "conversation {i}");
+    }
 }
