@@ -3,7 +3,10 @@
 //! from a bounded channel, sends its own on a shared UDP socket, and exposes each stream (each
 //! smux stream, or the whole conversation with smux off) as a [`KcpStream`] byte stream. The
 //! client library dials with [`KcpConnection`]; the edge's listener demultiplexes its socket and
-//! starts a conversation with [`serve`]. No protocol logic lives here.
+//! starts a conversation with [`serve`] and owns the returned task. No protocol logic lives
+//! here. The client's two tasks (the conversation and its socket reader) are spawned on the
+//! current runtime and end by themselves once the [`KcpConnection`] and its streams are gone
+//! and what they sent is acknowledged (or after [`LINGER`]), or when the peer goes silent.
 //!
 //! Bounds and full policies: a conversation's inbound channel holds [`INBOUND`] datagrams and
 //! drops the rest (KCP retransmits what they carried); each stream buffers at most
@@ -36,7 +39,7 @@ pub const STREAM_BUFFER: usize = 64 * 1024;
 /// smux streams one conversation may hold.
 pub const MAX_STREAMS: usize = 32;
 /// How long a finished conversation keeps running so the peer gets its last bytes.
-const LINGER: Duration = Duration::from_secs(3);
+pub const LINGER: Duration = Duration::from_secs(3);
 /// The stream id of a conversation without smux.
 const WHOLE: u32 = 0;
 
