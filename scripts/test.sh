@@ -81,7 +81,7 @@ RUSTFLAGS="--cfg fuzzing -Cpasses=sancov-module -Cllvm-args=-sanitizer-coverage-
   -Cllvm-args=-sanitizer-coverage-inline-8bit-counters -Cllvm-args=-sanitizer-coverage-pc-table \
   -Cllvm-args=-sanitizer-coverage-trace-compares -Cdebug-assertions -Coverflow-checks" \
   cargo build --locked --manifest-path fuzz/Cargo.toml --release --bins --target "$host" --target-dir "$fuzz_dir"
-for target in frame_decoder handshake_parser token_parser inflate session_frames resume_hello; do
+for target in frame_decoder handshake_parser token_parser inflate session_frames resume_hello kcp_datagram; do
   corpus="$(mktemp -d)" log="$(mktemp)"
   inputs=("$corpus")
   [ -d "fuzz/regressions/$target" ] && inputs+=("fuzz/regressions/$target")

@@ -9,19 +9,20 @@
 //! conversation this edge does not have, say one that ended) and dropped, so stray datagrams
 //! and a dead conversation's retransmissions cost no session. A first push of another
 //! conversation id from a known address replaces that address's conversation (the client
-//! restarted), as in kcp-go. Conversations are bounded by `limits.max_sessions`; past it a new
-//! one is refused (`kcp_conversations`). After `stop` no conversation opens and no new smux
+//! restarted), as in kcp-go. Conversations are bounded by `limits.max_sessions` and, per client
+//! IP, by `limits.max_sessions_per_ip`; past them a new one is refused (`kcp_conversations`,
+//! `kcp_conversations_per_ip`). After `stop` no conversation opens and no new smux
 //! stream is served; the socket keeps carrying the open ones until `release`.
 
 use std::collections::HashMap;
-use std::net::SocketAddr;
-use std::sync::Arc;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::Bytes;
 use janus_proto::janus::internal::v1::Transport;
 use janus_shared::kcp::conv::{Datagram, classify};
-use janus_shared::kcp::driver::{self, KcpStream};
+use janus_shared::kcp::driver::{self, KcpStream, ServerHooks};
 use tokio::net::UdpSocket;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
@@ -38,6 +39,42 @@ struct Peer {
     inbound: mpsc::Sender<Bytes>,
 }
 
+/// Live conversations per client IP, so one address (or a forger of its datagrams) cannot
+/// fill the edge: at most `limits.max_sessions_per_ip`, refused beyond
+/// (`kcp_conversations_per_ip`).
+#[derive(Clone, Default)]
+struct PerIp(Arc<Mutex<HashMap<IpAddr, usize>>>);
+
+/// One conversation's place in [`PerIp`], given back when dropped.
+struct Held(PerIp, IpAddr);
+
+impl PerIp {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<IpAddr, usize>> {
+        self.0.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn count(&self, ip: IpAddr) -> usize {
+        self.lock().get(&ip).copied().unwrap_or(0)
+    }
+
+    fn hold(&self, ip: IpAddr) -> Held {
+        *self.lock().entry(ip).or_default() += 1;
+        Held(self.clone(), ip)
+    }
+}
+
+impl Drop for Held {
+    fn drop(&mut self) {
+        let mut counts = self.0.lock();
+        if let Some(n) = counts.get_mut(&self.1) {
+            *n -= 1;
+            if *n == 0 {
+                counts.remove(&self.1);
+            }
+        }
+    }
+}
+
 /// Serves KCP clients on `socket` until `stop`, then keeps the socket (which carries every
 /// KCP session) until `release`, so draining sessions are not cut off.
 pub async fn serve_kcp(
@@ -49,6 +86,7 @@ pub async fn serve_kcp(
 ) {
     let socket = Arc::new(socket);
     let conversations = TaskTracker::new();
+    let per_ip = PerIp::default();
     let mut peers: HashMap<SocketAddr, Peer> = HashMap::new();
     let mut buf = vec![0; MAX_DATAGRAM];
     loop {
@@ -105,6 +143,11 @@ pub async fn serve_kcp(
                 continue;
             }
         }
+        let ip = from.ip();
+        if per_ip.count(ip) >= state.config.limits.max_sessions_per_ip {
+            refuse("kcp_conversations_per_ip");
+            continue;
+        }
         let on_stream = {
             let (state, sessions, stop) = (state.clone(), sessions.clone(), stop.clone());
             Box::new(move |stream: KcpStream| {
@@ -115,11 +158,19 @@ pub async fn serve_kcp(
                 }
             })
         };
+        let hooks = ServerHooks {
+            on_stream,
+            fec_recovered: state.metrics.kcp_fec_recovered.clone(),
+        };
         let params = state.config.kcp.params;
-        match driver::serve(socket.clone(), from, conv, params, fec, on_stream) {
+        match driver::serve(socket.clone(), from, conv, params, fec, hooks) {
             Ok((inbound, task)) => {
                 let _ = inbound.try_send(Bytes::copy_from_slice(datagram));
-                conversations.spawn(task);
+                let held = per_ip.hold(ip);
+                conversations.spawn(async move {
+                    task.await;
+                    drop(held);
+                });
                 // Replacing an entry drops its sender, which ends that conversation.
                 peers.insert(from, Peer { conv, inbound });
             }

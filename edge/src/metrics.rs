@@ -1,7 +1,7 @@
 //! The edge's Prometheus metrics (`janus_edge_*`), rendered by the admin endpoint.
 
 use janus_shared::metrics::MetricsRegistry;
-use prometheus::{HistogramVec, IntCounterVec, IntGauge, IntGaugeVec};
+use prometheus::{HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec};
 
 /// Every metric of one edge.
 #[derive(Debug, Clone)]
@@ -19,6 +19,8 @@ pub struct Metrics {
     pub closes: IntCounterVec,
     /// Connections refused before the handshake, by reason.
     pub refused: IntCounterVec,
+    /// KCP packets recovered from FEC parity.
+    pub kcp_fec_recovered: IntCounter,
     /// Bounded queues that overflowed (the session behind them was closed), by queue.
     pub queue_overflows: IntCounterVec,
     /// Handshake duration, seconds.
@@ -66,6 +68,13 @@ impl Metrics {
                 "Connections refused before the handshake",
                 &["reason"],
             ),
+            kcp_fec_recovered: r
+                .counter(
+                    "janus_edge_kcp_fec_recovered_total",
+                    "KCP packets recovered from FEC parity",
+                    &[],
+                )
+                .with_label_values::<&str>(&[]),
             queue_overflows: r.counter(
                 "janus_edge_queue_overflows_total",
                 "Bounded queues that overflowed",

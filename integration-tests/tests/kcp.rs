@@ -1,6 +1,7 @@
 //! KCP at the edge with the Rust client library: every mode (FEC + smux as go-pantheon, FEC
 //! alone, smux alone, plain), several smux streams of one conversation each a session of its
-//! own, a FEC edge answering a client without FEC, and stray datagrams that open no session.
+//! own, an edge with the defaults serving clients of every mode, and stray datagrams that open
+//! no session.
 //! The compatibility with real kcp-go and smux clients is `go_kcp.rs`.
 
 use std::time::Duration;
@@ -61,8 +62,12 @@ impl Gateway {
     }
 
     async fn edge(&self, settings: KcpSettings) -> Edge {
+        self.edge_with(|config| config.kcp.params = settings).await
+    }
+
+    async fn edge_with(&self, tune: impl FnOnce(&mut janus_edge::config::EdgeConfig)) -> Edge {
         let mut config = self.ground.edge_config(&[&self.broker_addr]);
-        config.kcp.params = settings;
+        tune(&mut config);
         self.ground.edge(config).await
     }
 
@@ -124,22 +129,21 @@ async fn every_kcp_mode_carries_sessions_and_each_smux_stream_is_one() {
 }
 
 #[tokio::test]
-async fn a_fec_edge_answers_a_client_without_fec_in_kind() {
+async fn a_default_edge_serves_clients_without_fec_or_smux_in_kind() {
     let gateway = Gateway::start().await;
     let edge = gateway.edge(KcpSettings::default()).await;
-    let no_fec = KcpSettings {
-        fec_data_shards: 0,
-        fec_parity_shards: 0,
-        ..KcpSettings::default()
-    };
-    let endpoint = Endpoint::KcpWith {
-        addr: edge.kcp_addr.unwrap().to_string(),
-        settings: no_fec,
-    };
-    let mut client = gateway.ground.client(&endpoint, 7, 1).await;
-    echoes(&mut client, b"no fec").await;
+    for (i, (mode, settings)) in modes().into_iter().enumerate() {
+        let endpoint = Endpoint::KcpWith {
+            addr: edge.kcp_addr.unwrap().to_string(),
+            settings,
+        };
+        let mut client = gateway.ground.client(&endpoint, 7 + i as i64, 1).await;
+        echoes(&mut client, mode.as_bytes()).await;
+        echoes(&mut client, &vec![1; 30_000]).await;
+        client.close().await.unwrap();
+    }
     // And the default endpoint is go-pantheon's, the edge's default too.
-    let mut default = gateway.ground.client(&stack::kcp(&edge), 8, 1).await;
+    let mut default = gateway.ground.client(&stack::kcp(&edge), 20, 1).await;
     echoes(&mut default, b"fec and smux").await;
 }
 
@@ -213,4 +217,27 @@ async fn stray_datagrams_open_no_conversation_and_are_counted() {
     // Real clients are unaffected.
     let mut client = gateway.ground.client(&stack::kcp(&edge), 9, 1).await;
     echoes(&mut client, b"still serving").await;
+}
+
+#[tokio::test]
+async fn one_ip_holds_at_most_its_share_of_conversations() {
+    let gateway = Gateway::start().await;
+    let edge = gateway
+        .edge_with(|config| config.limits.max_sessions_per_ip = 2)
+        .await;
+    let addr = edge.kcp_addr.unwrap();
+    let mut sockets = Vec::new();
+    for conv in 0..3u32 {
+        let socket = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        socket.send_to(&push(100 + conv, 0), addr).await.unwrap();
+        sockets.push(socket);
+    }
+    let series = "janus_edge_refused_total{reason=\"kcp_conversations_per_ip\"}";
+    wait_metric(edge.admin_addr, series, |n| n == 1.0).await;
+    // The first two were answered (acknowledged); the third was not.
+    let mut buf = [0; 64];
+    for (i, socket) in sockets.iter().enumerate() {
+        let answer = tokio::time::timeout(Duration::from_millis(500), socket.recv(&mut buf)).await;
+        assert_eq!(answer.is_ok(), i < 2, "conversation {i}");
+    }
 }

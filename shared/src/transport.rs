@@ -14,8 +14,10 @@ pub const QUIC_ALPN: &[u8] = b"janus";
 /// KCP parameters; defaults are go-pantheon's (fabrica-net's `conf.KCP`): nodelay 1,
 /// interval 10 ms, resend 2, nc 1, windows 128/128, MTU 1400, FEC with 10 data and 3 parity
 /// shards, and smux version 2 streams on top (frames of at most 4096 bytes, a keepalive every
-/// 10 s, dead after 30 s of silence). Both ends must agree on FEC and smux; an edge reads FEC
-/// and plain datagrams alike and answers a conversation the way it opened.
+/// 10 s, dead after 30 s of silence). An edge with these defaults serves every kind of client:
+/// it reads FEC and plain datagrams alike and answers a conversation the way it opened, and it
+/// tells smux from frames by a conversation's first byte. With FEC or smux off it serves only
+/// clients without them.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct KcpSettings {
@@ -39,7 +41,8 @@ pub struct KcpSettings {
     /// FEC parity shards per group (kcp-go's `parityShards`).
     pub fec_parity_shards: usize,
     /// Run smux streams on the conversation, each its own session; off, the conversation's
-    /// bytes are one session's frames.
+    /// bytes are one session's frames. An edge with smux on serves both: a conversation whose
+    /// first byte is a frame's (0) rather than the smux version is one session's frames.
     pub smux: bool,
     /// smux protocol version, 1 or 2.
     pub smux_version: u8,

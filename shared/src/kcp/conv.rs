@@ -180,26 +180,17 @@ impl Conversation {
         })
     }
 
-    /// The conversation id.
-    pub fn conv(&self) -> u32 {
-        self.kcp.conv()
-    }
-
-    /// Whether it sends FEC packets.
-    pub fn fec(&self) -> bool {
-        self.encoder.is_some()
-    }
-
     fn ms(&self, now: Instant) -> u32 {
         now.saturating_duration_since(self.start).as_millis() as u32
     }
 
     /// Feeds a datagram from the peer, received at `now`: FEC-decoded when it is a FEC packet,
     /// its segments (and any recovered from parity) handed to KCP, acknowledgements flushed at
-    /// once (kcp-go's ACK-no-delay).
-    pub fn handle_datagram(&mut self, datagram: &[u8], now: Instant) -> Result<()> {
+    /// once (kcp-go's ACK-no-delay). Returns how many KCP packets parity recovered.
+    pub fn handle_datagram(&mut self, datagram: &[u8], now: Instant) -> Result<usize> {
         let now_ms = self.ms(now);
         self.kcp.update(now_ms).map_err(kcp_error)?;
+        let mut recovered = 0;
         if fec::is_fec(datagram) {
             let decoder = self
                 .decoder
@@ -213,14 +204,17 @@ impl Conversation {
             }
             for packet in decoder.decode(header, datagram, now_ms) {
                 // A recovered packet that KCP refuses is dropped, as in kcp-go.
-                let _ = self.kcp.input(&packet);
+                if self.kcp.input(&packet).is_ok() {
+                    recovered += 1;
+                }
             }
         } else {
             self.kcp.input(datagram).map_err(kcp_error)?;
         }
         // The core's `flush_ack` leaves the last acknowledgements buffered; a full flush
         // sends them (and anything else due).
-        self.kcp.flush().map_err(kcp_error)
+        self.kcp.flush().map_err(kcp_error)?;
+        Ok(recovered)
     }
 
     /// How many more bytes [`Conversation::send`] takes now.
@@ -260,6 +254,11 @@ impl Conversation {
                 }
             }
         }
+        if moved > 0 {
+            // A receive window that reopened is told at the next flush: now, as an idle
+            // conversation has no timer that would flush.
+            let _ = self.kcp.flush();
+        }
         moved
     }
 
@@ -268,9 +267,14 @@ impl Conversation {
         self.kcp.update(self.ms(now)).map_err(kcp_error)
     }
 
-    /// When [`Conversation::handle_timeout`] wants to run next.
-    pub fn poll_timeout(&self, now: Instant) -> Instant {
-        now + std::time::Duration::from_millis(self.kcp.check(self.ms(now)) as u64)
+    /// When [`Conversation::handle_timeout`] wants to run next: within an interval while
+    /// anything is unacknowledged or the peer's window is shut (retransmissions, probes);
+    /// never while idle, as only input or a write gives KCP something to do then.
+    pub fn poll_timeout(&self, now: Instant) -> Option<Instant> {
+        if self.kcp.wait_snd() == 0 && self.kcp.rmt_wnd() > 0 {
+            return None;
+        }
+        Some(now + std::time::Duration::from_millis(self.kcp.check(self.ms(now)) as u64))
     }
 
     /// The next datagram to send, if any.
@@ -399,8 +403,13 @@ mod tests {
             let mut got = BytesMut::new();
             b.recv(&mut got, usize::MAX);
             assert_eq!(&got[..], &data[..], "fec {with_fec}");
+            assert!(
+                a.poll_timeout(now).is_some(),
+                "retransmission timer while unacknowledged"
+            );
             deliver(&mut b, &mut a, now, |_| false);
             assert_eq!(a.unacknowledged(), 0, "acknowledged");
+            assert_eq!(a.poll_timeout(now), None, "no timer while idle");
         }
     }
 

@@ -3,7 +3,10 @@
 //! from a bounded channel, sends its own on a shared UDP socket, and exposes each stream (each
 //! smux stream, or the whole conversation with smux off) as a [`KcpStream`] byte stream. The
 //! client library dials with [`KcpConnection`]; the edge's listener demultiplexes its socket and
-//! starts a conversation with [`serve`]. No protocol logic lives here.
+//! starts a conversation with [`serve`] and owns the returned task. No protocol logic lives
+//! here. The client's two tasks (the conversation and its socket reader) are spawned on the
+//! current runtime and end by themselves once the [`KcpConnection`] and its streams are gone
+//! and what they sent is acknowledged (or after [`LINGER`]), or when the peer goes silent.
 //!
 //! Bounds and full policies: a conversation's inbound channel holds [`INBOUND`] datagrams and
 //! drops the rest (KCP retransmits what they carried); each stream buffers at most
@@ -36,7 +39,7 @@ pub const STREAM_BUFFER: usize = 64 * 1024;
 /// smux streams one conversation may hold.
 pub const MAX_STREAMS: usize = 32;
 /// How long a finished conversation keeps running so the peer gets its last bytes.
-const LINGER: Duration = Duration::from_secs(3);
+pub const LINGER: Duration = Duration::from_secs(3);
 /// The stream id of a conversation without smux.
 const WHOLE: u32 = 0;
 
@@ -111,11 +114,6 @@ impl KcpStream {
     /// The smux stream id (0 without smux).
     pub fn id(&self) -> u32 {
         self.sid
-    }
-
-    /// The peer's address.
-    pub fn peer(&self) -> SocketAddr {
-        self.peer
     }
 
     fn with<T>(&self, f: impl FnOnce(Option<&mut StreamBuf>, bool) -> T) -> T {
@@ -338,18 +336,26 @@ impl Drop for KcpConnection {
     }
 }
 
+/// The server end's callbacks.
+pub struct ServerHooks {
+    /// Gets every stream the peer opens.
+    pub on_stream: Box<dyn FnMut(KcpStream) + Send>,
+    /// Counts KCP packets recovered from FEC parity.
+    pub fec_recovered: prometheus::IntCounter,
+}
+
 /// Starts the server end of conversation `conv` with `peer` on `socket`: datagrams for it go
 /// into the returned sender (its first one included), each stream the peer opens is handed to
-/// `on_stream`, and the returned future runs the conversation until it ends (the peer goes
-/// silent or KCP gives up, its stream ends without smux, or the sender is dropped). `fec`:
-/// whether to answer with FEC (the conversation opened with it).
+/// `hooks.on_stream`, and the returned future runs the conversation until it ends (the peer
+/// goes silent or KCP gives up, its stream ends without smux, or the sender is dropped).
+/// `fec`: whether to answer with FEC (the conversation opened with it).
 pub fn serve(
     socket: Arc<UdpSocket>,
     peer: SocketAddr,
     conv: u32,
     settings: KcpSettings,
     fec: bool,
-    on_stream: Box<dyn FnMut(KcpStream) + Send>,
+    hooks: ServerHooks,
 ) -> Result<(mpsc::Sender<Bytes>, impl Future<Output = ()> + Send + use<>)> {
     let (inbound, rx) = mpsc::channel(INBOUND);
     let (_, task) = start(
@@ -360,7 +366,7 @@ pub fn serve(
         fec,
         smux::Role::Server,
         rx,
-        Some(on_stream),
+        Some(hooks),
     )?;
     Ok((inbound, task))
 }
@@ -377,12 +383,17 @@ fn start(
     fec: bool,
     role: smux::Role,
     inbound: mpsc::Receiver<Bytes>,
-    on_stream: Option<Box<dyn FnMut(KcpStream) + Send>>,
+    hooks: Option<ServerHooks>,
 ) -> Result<(Arc<Shared>, impl Future<Output = ()> + Send + use<>)> {
+    let (on_stream, fec_recovered) = match hooks {
+        Some(hooks) => (Some(hooks.on_stream), Some(hooks.fec_recovered)),
+        None => (None, None),
+    };
     let now = Instant::now();
     let conversation = Conversation::new(conv, &settings, fec, now)?;
-    let smux = settings
-        .smux
+    // A server with smux on tells smux from frames by the first byte (see `decide`).
+    let undecided = (settings.smux && role == smux::Role::Server).then_some(now);
+    let smux = (settings.smux && undecided.is_none())
         .then(|| smux::Session::new(settings.smux_config(), role, now));
     let shared = Arc::new(Shared {
         state: Mutex::new(State::default()),
@@ -396,12 +407,15 @@ fn start(
         shared: shared.clone(),
         socket,
         peer,
+        smux_config: settings.smux_config(),
+        undecided,
         on_stream,
+        fec_recovered,
         pending: BytesMut::new(),
         scratch: BytesMut::new(),
         finished: None,
     };
-    if driver.smux.is_none() {
+    if driver.smux.is_none() && driver.undecided.is_none() {
         driver
             .shared
             .lock()
@@ -426,8 +440,14 @@ struct Driver {
     shared: Arc<Shared>,
     socket: Arc<UdpSocket>,
     peer: SocketAddr,
+    smux_config: smux::Config,
+    /// A server with smux on, since it started, until the conversation's first byte says
+    /// whether the client runs smux.
+    undecided: Option<Instant>,
     /// The server's: every stream the peer opens.
     on_stream: Option<Box<dyn FnMut(KcpStream) + Send>>,
+    /// The server's: packets recovered from parity.
+    fec_recovered: Option<prometheus::IntCounter>,
     /// smux frames KCP had no room for yet.
     pending: BytesMut,
     scratch: BytesMut,
@@ -455,26 +475,34 @@ impl Driver {
             if self.done(now) {
                 break;
             }
-            let mut deadline = self.conversation.poll_timeout(now);
-            if let Some(smux) = &self.smux {
-                deadline = deadline.min(smux.poll_timeout());
-            }
-            if let Some(since) = self.finished {
-                deadline = deadline.min(since + LINGER);
-            }
+            let deadline = [
+                self.conversation.poll_timeout(now),
+                self.smux.as_ref().map(smux::Session::poll_timeout),
+                self.undecided
+                    .map(|since| since + self.smux_config.keepalive_timeout),
+                self.finished.map(|since| since + LINGER),
+            ]
+            .into_iter()
+            .flatten()
+            .min();
+            let sleep = async {
+                match deadline {
+                    Some(deadline) => tokio::time::sleep_until(deadline.into()).await,
+                    None => std::future::pending().await,
+                }
+            };
             tokio::select! {
                 datagram = inbound.recv() => match datagram {
                     Some(datagram) => {
-                        // A datagram KCP refuses is dropped; the conversation goes on.
-                        let _ = self.conversation.handle_datagram(&datagram, Instant::now());
+                        self.input(&datagram);
                         while let Ok(datagram) = inbound.try_recv() {
-                            let _ = self.conversation.handle_datagram(&datagram, Instant::now());
+                            self.input(&datagram);
                         }
                     }
                     None => break,
                 },
                 _ = shared.wake.notified() => {}
-                _ = tokio::time::sleep_until(deadline.into()) => {}
+                _ = sleep => {}
             }
         }
         self.transmit().await;
@@ -483,6 +511,15 @@ impl Driver {
         state.opens.clear();
         for stream in state.streams.values_mut() {
             stream.wake();
+        }
+    }
+
+    /// Feeds one datagram; one that KCP refuses is dropped and the conversation goes on.
+    fn input(&mut self, datagram: &[u8]) {
+        if let Ok(recovered) = self.conversation.handle_datagram(datagram, Instant::now())
+            && let Some(counter) = &self.fec_recovered
+        {
+            counter.inc_by(recovered as u64);
         }
     }
 
@@ -499,7 +536,46 @@ impl Driver {
         self.put_out()
     }
 
+    /// Tells, from the first byte a client sent, whether it runs smux (a frame of the
+    /// configured version) or sends frames straight on the conversation (a frame's length
+    /// prefix, whose first byte is 0 below 16 MiB), so one edge serves both kinds of client.
+    fn decide(&mut self, now: Instant) -> Result<()> {
+        let Some(since) = self.undecided else {
+            return Ok(());
+        };
+        self.conversation.recv(&mut self.scratch, usize::MAX);
+        let Some(&first) = self.scratch.first() else {
+            if now >= since + self.smux_config.keepalive_timeout {
+                return Err(Error::Timeout("a KCP conversation that sends nothing"));
+            }
+            return Ok(());
+        };
+        self.undecided = None;
+        if first == self.smux_config.version {
+            self.smux = Some(smux::Session::new(
+                self.smux_config,
+                smux::Role::Server,
+                now,
+            ));
+            return Ok(());
+        }
+        let whole = StreamBuf {
+            rx: self.scratch.split(),
+            ..StreamBuf::default()
+        };
+        self.shared.lock().streams.insert(WHOLE, whole);
+        let stream = self.stream(WHOLE);
+        if let Some(on_stream) = self.on_stream.as_mut() {
+            on_stream(stream);
+        }
+        Ok(())
+    }
+
     fn take_in(&mut self, now: Instant) -> Result<()> {
+        self.decide(now)?;
+        if self.undecided.is_some() {
+            return Ok(());
+        }
         let Some(smux) = &mut self.smux else {
             let mut state = self.shared.lock();
             if let Some(stream) = state.streams.get_mut(&WHOLE)
@@ -509,10 +585,11 @@ impl Driver {
             }
             return Ok(());
         };
-        self.scratch.clear();
+        // `decide` may have left the conversation's first bytes here.
         self.conversation.recv(&mut self.scratch, usize::MAX);
         if !self.scratch.is_empty() {
             smux.handle_input(&self.scratch, now)?;
+            self.scratch.clear();
         }
         let mut state = self.shared.lock();
         while let Some(event) = smux.poll_event() {
@@ -639,6 +716,9 @@ impl Driver {
     /// without smux; all of them once the client let go of its connection), and what was sent
     /// is acknowledged or the linger time is over.
     fn done(&mut self, now: Instant) -> bool {
+        if self.undecided.is_some() {
+            return false;
+        }
         let state = self.shared.lock();
         let gone = match &self.smux {
             None => state
@@ -694,8 +774,12 @@ mod tests {
                             let _ = w.shutdown().await;
                         });
                     });
+                    let hooks = ServerHooks {
+                        on_stream: echo,
+                        fec_recovered: prometheus::IntCounter::new("recovered", "r").unwrap(),
+                    };
                     let (tx, task) =
-                        serve(socket.clone(), from, conv, settings, fec, echo).unwrap();
+                        serve(socket.clone(), from, conv, settings, fec, hooks).unwrap();
                     tokio::spawn(task);
                     inbound = Some(tx);
                 }
@@ -764,6 +848,20 @@ mod tests {
                     "{mode}: one stream"
                 );
             }
+        }
+    }
+
+    #[tokio::test]
+    async fn a_default_server_serves_every_kind_of_client() {
+        // FEC and smux on at the server; the client's first byte and datagrams tell.
+        for (mode, settings) in modes() {
+            let addr = echo_server(KcpSettings::default()).await;
+            let connection = KcpConnection::connect(addr, settings).await.unwrap();
+            let stream = connection.open_stream().await.unwrap();
+            let payload: Vec<u8> = (0..50_000u32).map(|b| b as u8).collect();
+            let echoed =
+                tokio::time::timeout(Duration::from_secs(20), echo(stream, payload.clone()));
+            assert_eq!(echoed.await.expect("in time"), payload, "{mode}");
         }
     }
 
