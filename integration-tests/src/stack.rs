@@ -483,6 +483,15 @@ pub fn echo(data: &[u8]) -> janus_proto::packet::Packet {
     }
 }
 
+/// Asserts that `who` has nothing waiting: an echo's reply is the next packet it gets.
+pub async fn assert_quiet(client: &mut Client, who: &str) {
+    let reply = client
+        .request(echo(b"quiet"), |p| panic!("{who} got {p:?}"))
+        .await
+        .unwrap();
+    assert_eq!(reply.data, b"quiet", "{who}");
+}
+
 /// Asserts that `packet` is SCServerLogout with `code`.
 pub fn assert_logout(packet: &janus_proto::packet::Packet, code: LogoutCode) {
     use prost::Message;
