@@ -279,7 +279,7 @@ mod tests {
     fn heartbeat_replies_are_neither_counted_nor_kept() {
         let mut replay = Replay::new(8);
         replay.record(packet(1));
-        replay.record(Arc::new(janus_shared::system::heartbeat_reply(3, 0, 1)));
+        replay.record(Arc::new(janus_shared::system::heartbeat_reply(3, 7, 0, 1)));
         replay.record(packet(2));
         assert_eq!(seqs(&mut replay, 0), Ok(vec![1, 2]));
         assert_eq!(seqs(&mut replay, 1), Ok(vec![2]));

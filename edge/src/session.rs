@@ -609,7 +609,8 @@ impl Session {
             HeartbeatCode::Succeeded
         };
         // Not kept for a resume: heartbeat replies are not counted (PROTOCOL.md §13.2).
-        let reply = system::heartbeat_reply(packet.index, now, code as i32);
+        let uid = self.identity.as_ref().map_or(0, |i| i.uid);
+        let reply = system::heartbeat_reply(packet.index, uid, now, code as i32);
         self.proto.send(&reply, &mut self.out)?;
         self.traffic.frames_out.inc();
         Ok(())

@@ -12,7 +12,6 @@ use janus_integration_tests::gopeer;
 use janus_integration_tests::stack::{COLOR, GameKind, Ground, Keys, Stack, metric};
 use janus_shared::keys::{SigningKey, TokenKey};
 use janus_shared::transport::KcpSettings;
-use serde_json::Value;
 
 /// A go-pantheon config holds its Lares token key as a raw string (32 bytes: AES-256-GCM).
 const TOKEN_KEY: &str = "go-pantheon-kcp-test-token-key32";
@@ -82,37 +81,11 @@ async fn go_client_at(
     gopeer::client(&args, Duration::from_secs(60)).await
 }
 
-/// The line of check `name` for session `session`.
-fn line<'a>(run: &'a gopeer::ClientRun, name: &str, session: usize) -> &'a Value {
-    run.lines
-        .iter()
-        .find(|l| l["check"] == name && l["session"] == session)
-        .unwrap_or_else(|| panic!("no {name:?} check of session {session}: {run:#?}"))
-}
-
-/// Asserts that every one of `sessions` sessions (uid, uid + 1, …) passed every check.
-fn assert_sessions(run: &gopeer::ClientRun, uid: i64, sessions: usize) {
-    run.assert_success();
-    for session in 0..sessions {
-        let uid = uid + session as i64;
-        assert_eq!(line(run, "handshake", session)["uid"], uid, "{run:#?}");
-        assert_eq!(line(run, "heartbeat", session)["code"], 1, "{run:#?}");
-        assert_eq!(line(run, "echo", session)["obj"], uid, "{run:#?}");
-        let compressed = line(run, "compressed", session);
-        assert!(
-            compressed["wire_bytes"].as_u64().unwrap() < compressed["bytes"].as_u64().unwrap(),
-            "zlib on the wire: {run:#?}"
-        );
-        assert_eq!(line(run, "push", session)["data"], "pushed", "{run:#?}");
-    }
-    assert_eq!(run.check("done")["sessions"], sessions, "{run:#?}");
-}
-
 #[tokio::test]
 async fn a_fabrica_net_kcp_client_with_fec_and_two_smux_streams_gets_two_sessions() {
     let (stack, public) = legacy_stack(KcpSettings::default()).await;
     let run = go_client(&stack.edge, &public, 5001, &["-streams", "2"]).await;
-    assert_sessions(&run, 5001, 2);
+    run.assert_sessions(5001, 2);
     // Nothing the real client sent was refused.
     let series = "janus_edge_refused_total{reason=\"kcp_invalid\"}";
     let refused = metric(stack.edge.admin_addr, series).await;
@@ -127,7 +100,7 @@ async fn a_go_kcp_client_with_fec_and_without_smux() {
     };
     let (stack, public) = legacy_stack(settings).await;
     let run = go_client(&stack.edge, &public, 5101, &["-smux=false"]).await;
-    assert_sessions(&run, 5101, 1);
+    run.assert_sessions(5101, 1);
 }
 
 #[tokio::test]
@@ -139,7 +112,7 @@ async fn a_go_kcp_client_with_smux_and_without_fec() {
     };
     let (stack, public) = legacy_stack(settings).await;
     let run = go_client(&stack.edge, &public, 5201, &["-fec=false", "-streams", "3"]).await;
-    assert_sessions(&run, 5201, 3);
+    run.assert_sessions(5201, 3);
 }
 
 #[tokio::test]
@@ -149,11 +122,11 @@ async fn go_kcp_clients_without_fec_or_smux_reach_an_edge_with_the_defaults() {
     // conversation's first byte.
     let (stack, public) = legacy_stack(KcpSettings::default()).await;
     let run = go_client(&stack.edge, &public, 5301, &["-fec=false", "-streams", "1"]).await;
-    assert_sessions(&run, 5301, 1);
+    run.assert_sessions(5301, 1);
     let run = go_client(&stack.edge, &public, 5311, &["-smux=false"]).await;
-    assert_sessions(&run, 5311, 1);
+    run.assert_sessions(5311, 1);
     let run = go_client(&stack.edge, &public, 5321, &["-smux=false", "-fec=false"]).await;
-    assert_sessions(&run, 5321, 1);
+    run.assert_sessions(5321, 1);
 }
 
 /// A UDP relay to `target` that drops every `nth` FEC data packet in each direction (never the
@@ -200,7 +173,7 @@ async fn lost_datagrams_are_recovered_from_the_real_clients_parity() {
     let (stack, public) = legacy_stack(KcpSettings::default()).await;
     let relay = lossy_relay(stack.edge.kcp_addr.unwrap(), 7).await;
     let run = go_client_at(relay, &public, 5401, &["-streams", "2"]).await;
-    assert_sessions(&run, 5401, 2);
+    run.assert_sessions(5401, 2);
     // Every seventh data packet of kcp-go's was lost on the way; the edge rebuilt some of
     // them from kcp-go's parity before a retransmission came (KCP retransmits the rest).
     let series = "janus_edge_kcp_fec_recovered_total";

@@ -38,13 +38,17 @@ pub fn is_heartbeat(packet: &Packet) -> bool {
     packet.r#mod == MODULE && packet.seq == SEQ_HEARTBEAT
 }
 
-/// The reply to a heartbeat that carried `index`.
-pub fn heartbeat_reply(index: i32, server_time: i64, code: i32) -> Packet {
-    packet(
-        SEQ_HEARTBEAT,
-        index,
-        ScHeartbeat { server_time, code }.encode_to_vec(),
-    )
+/// The reply to a heartbeat that carried `index`, from player `uid` (its `obj`, as Roma
+/// answers heartbeats in go-pantheon).
+pub fn heartbeat_reply(index: i32, uid: i64, server_time: i64, code: i32) -> Packet {
+    Packet {
+        obj: uid,
+        ..packet(
+            SEQ_HEARTBEAT,
+            index,
+            ScHeartbeat { server_time, code }.encode_to_vec(),
+        )
+    }
 }
 
 /// The push telling a client its request (`module`, `seq`) failed in the gateway.

@@ -726,7 +726,7 @@ fn a_resumable_client_acknowledges_every_few_packets() {
     }
     assert!(pair.client.ack_due());
     pair.server
-        .send(&system::heartbeat_reply(1, NOW, 1), &mut pair.s2c)
+        .send(&system::heartbeat_reply(1, 7, NOW, 1), &mut pair.s2c)
         .unwrap();
     pair.client.poll(&mut pair.s2c).unwrap().unwrap();
     assert_eq!(
