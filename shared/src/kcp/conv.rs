@@ -23,7 +23,12 @@ use crate::transport::KcpSettings;
 /// The size of a KCP segment header.
 pub const SEGMENT_HEADER_LEN: usize = ::kcp::KCP_OVERHEAD;
 const CMD_PUSH: u8 = 81;
+const CMD_ACK: u8 = 82;
 const CMD_WINS: u8 = 84;
+/// The largest sequence number (and acknowledged time, which is this end's clock in ms) a
+/// segment may carry: a conversation carries at most 2^31 segments each way and lasts at most
+/// 2^31 ms (24 days).
+const MAX_COUNTER: u32 = i32::MAX as u32;
 
 /// Unacknowledged segments a writer may queue, in send windows: past this, writes wait.
 const SEND_QUEUE_WINDOWS: usize = 2;
@@ -81,6 +86,12 @@ fn segments(mut packet: &[u8], fec: bool) -> Result<Datagram> {
         let len = field(20) as usize;
         if len > packet.len() - SEGMENT_HEADER_LEN {
             return Err(Error::KcpInvalid("KCP segment longer than the datagram"));
+        }
+        // The core compares these with its own counters as `a as i32 - b as i32`, which
+        // overflows (a panic with overflow checks) for values half the range away.
+        let (ts, sn, una) = (field(8), field(12), field(16));
+        if sn > MAX_COUNTER || una > MAX_COUNTER || (cmd == CMD_ACK && ts > MAX_COUNTER) {
+            return Err(Error::KcpInvalid("KCP sequence number or time beyond 2^31"));
         }
         if cmd == CMD_PUSH {
             push = true;
@@ -197,18 +208,21 @@ impl Conversation {
                 .as_mut()
                 .ok_or(Error::KcpInvalid("FEC packet without FEC configured"))?;
             let header = fec::parse(datagram)?;
-            if header.kind == fec::Kind::Data {
-                self.kcp
-                    .input(fec::data_payload(datagram))
-                    .map_err(kcp_error)?;
+            // A data packet's shard counts for its group even when its segments are refused.
+            let payload = fec::data_payload(datagram);
+            let direct = header.kind == fec::Kind::Data && segments(payload, true).is_ok();
+            if direct {
+                self.kcp.input(payload).map_err(kcp_error)?;
             }
             for packet in decoder.decode(header, datagram, now_ms) {
-                // A recovered packet that KCP refuses is dropped, as in kcp-go.
-                if self.kcp.input(&packet).is_ok() {
+                // A recovered packet that is no valid segment, or that KCP refuses, is
+                // dropped, as in kcp-go.
+                if segments(&packet, true).is_ok() && self.kcp.input(&packet).is_ok() {
                     recovered += 1;
                 }
             }
         } else {
+            segments(datagram, false)?;
             self.kcp.input(datagram).map_err(kcp_error)?;
         }
         // The core's `flush_ack` leaves the last acknowledgements buffered; a full flush
@@ -379,6 +393,23 @@ mod tests {
         two.extend_from_slice(&plain);
         two[SEGMENT_HEADER_LEN + 10] ^= 1;
         assert!(refused(&two), "two conversations");
+        // Counters half the range away from the core's (found by fuzzing: the core's
+        // comparisons overflow).
+        let mut far = plain.clone();
+        far[12..16].copy_from_slice(&0x8000_0000u32.to_le_bytes());
+        assert!(refused(&far), "sequence number");
+        let mut far_ack = plain.clone();
+        far_ack[4] = 82;
+        far_ack[8..12].copy_from_slice(&0x8000_0000u32.to_le_bytes());
+        assert!(refused(&far_ack), "acknowledged time");
+        // Without the check the core would panic here (tests run with overflow checks).
+        let now = Instant::now();
+        let conv_id = u32::from_le_bytes(far[..4].try_into().unwrap());
+        let mut conv = Conversation::new(conv_id, &settings(false), false, now).unwrap();
+        assert!(
+            conv.handle_datagram(&far, now).is_err(),
+            "a conversation refuses it too"
+        );
         // A go-pantheon frame sent without KCP, and an smux header.
         assert!(refused(&[0, 0, 0, 5, 1, 2, 3, 4, 5]));
         assert!(refused(&[2, 0, 0, 0, 3, 0, 0, 0]));
