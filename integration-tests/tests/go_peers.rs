@@ -16,7 +16,7 @@ use janus_proto::gate::intra::v1::OnlineStatus;
 use janus_proto::message::{CsHeartbeat, ScHeartbeat, ScServerUnexpectedErr, sc_heartbeat};
 use janus_proto::packet::Packet;
 use janus_shared::client::unix_now;
-use janus_shared::keys::{SigningKey, TokenKey};
+use janus_shared::keys::{SigningKey, TokenKey, TokenKeyFormat};
 use janus_shared::system;
 use prost::Message;
 use serde_json::Value;
@@ -203,6 +203,16 @@ async fn legacy_stack(
     kind: GameKind,
     tune: impl FnOnce(&mut EdgeConfig),
 ) -> (Stack, std::path::PathBuf, std::path::PathBuf) {
+    legacy_stack_with_key(kind, RAW_TOKEN_KEY, tune).await
+}
+
+/// [`legacy_stack`] whose token key is `raw_key`'s bytes, read as a go-pantheon config holds
+/// it (`token_key_format = "raw"`).
+async fn legacy_stack_with_key(
+    kind: GameKind,
+    raw_key: &str,
+    tune: impl FnOnce(&mut EdgeConfig),
+) -> (Stack, std::path::PathBuf, std::path::PathBuf) {
     let mut ground = Ground::start().await;
     let signing = SigningKey::generate();
     static STACKS: AtomicU32 = AtomicU32::new(0);
@@ -227,7 +237,7 @@ async fn legacy_stack(
     std::fs::write(&certificate, cert.pem()).unwrap();
     ground.keys = Arc::new(Keys {
         signing,
-        token: TokenKey::from_bytes(RAW_TOKEN_KEY.as_bytes()).unwrap(),
+        token: TokenKey::parse(format!("{raw_key}\n").as_bytes(), TokenKeyFormat::Raw).unwrap(),
     });
     let stack = Stack::start_on(ground, kind, |config| {
         config.handshake.allow_legacy = true;
@@ -281,6 +291,23 @@ async fn a_go_pantheon_client_in_legacy_mode_over_tcp_and_websocket() {
     ] {
         let run = run_go_client(&go_client_args(transport, addr, key, uid)).await;
         assert_go_session(&run, transport, uid);
+    }
+}
+
+#[tokio::test]
+async fn lares_style_tokens_sealed_with_raw_keys_of_16_24_and_32_bytes_open() {
+    // go-pantheon takes the configured string's bytes as the AES key: AES-128/192/256-GCM.
+    for (uid, raw_key) in [
+        (4201, "lares-key-16-by!"),
+        (4202, "go-pantheon-lares-key-24"),
+        (4203, RAW_TOKEN_KEY),
+    ] {
+        let (stack, public, _) = legacy_stack_with_key(GameKind::Demo, raw_key, |_| {}).await;
+        let tcp = stack.edge.tcp_addr.unwrap().to_string();
+        let mut args = go_client_args("tcp", &tcp, &public, uid);
+        let key = args.iter().position(|a| a == RAW_TOKEN_KEY).unwrap();
+        args[key] = raw_key.into();
+        assert_go_session(&run_go_client(&args).await, "tcp", uid);
     }
 }
 
