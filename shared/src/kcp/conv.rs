@@ -83,6 +83,11 @@ fn segments(mut packet: &[u8], fec: bool) -> Result<Datagram> {
         if !(CMD_PUSH..=CMD_WINS).contains(&cmd) {
             return Err(Error::KcpInvalid("unknown KCP command"));
         }
+        // A message has at most 255 fragments, numbered 254 down to 0 (kcp-go refuses more);
+        // the core's `frg + 1` overflows on 255.
+        if packet[5] == u8::MAX {
+            return Err(Error::KcpInvalid("KCP fragment number 255"));
+        }
         let len = field(20) as usize;
         if len > packet.len() - SEGMENT_HEADER_LEN {
             return Err(Error::KcpInvalid("KCP segment longer than the datagram"));
@@ -402,6 +407,9 @@ mod tests {
         far_ack[4] = 82;
         far_ack[8..12].copy_from_slice(&0x8000_0000u32.to_le_bytes());
         assert!(refused(&far_ack), "acknowledged time");
+        let mut fragment = plain.clone();
+        fragment[5] = 255;
+        assert!(refused(&fragment), "fragment 255");
         // Without the check the core would panic here (tests run with overflow checks).
         let now = Instant::now();
         let conv_id = u32::from_le_bytes(far[..4].try_into().unwrap());
