@@ -77,8 +77,9 @@ pub enum Error {
     /// The server's handshake signature did not verify against its known public key.
     #[error("server signature does not verify")]
     BadServerSignature,
-    /// The client asked for a protocol mode this server does not allow.
-    #[error("handshake mode {0} is not enabled on this server")]
+    /// The client asked for a protocol mode this server does not allow; the message names the
+    /// edge setting that allows it.
+    #[error("handshake mode {mode} is not enabled on this server{hint}", mode = .0, hint = enabled_by(.0))]
     ModeNotAllowed(&'static str),
     /// The client asked for a handshake version this implementation does not know.
     #[error("unknown handshake version {0}")]
@@ -213,3 +214,35 @@ impl Error {
 
 /// The result type of this crate.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// The edge setting that allows a refused handshake mode, as the end of its error message.
+fn enabled_by(mode: &str) -> &'static str {
+    match mode {
+        "legacy" => " (set handshake.allow_legacy = true to accept go-pantheon v1 clients)",
+        "unencrypted" => " (set handshake.allow_unencrypted = true; never in production)",
+        _ => "",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Error;
+
+    #[test]
+    fn a_refused_mode_names_the_setting_that_allows_it() {
+        assert_eq!(
+            Error::ModeNotAllowed("legacy").to_string(),
+            "handshake mode legacy is not enabled on this server \
+             (set handshake.allow_legacy = true to accept go-pantheon v1 clients)"
+        );
+        assert!(
+            Error::ModeNotAllowed("unencrypted")
+                .to_string()
+                .contains("handshake.allow_unencrypted")
+        );
+        assert_eq!(
+            Error::ModeNotAllowed("resume without the v2 handshake").to_string(),
+            "handshake mode resume without the v2 handshake is not enabled on this server"
+        );
+    }
+}
