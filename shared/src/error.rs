@@ -131,6 +131,15 @@ pub enum Error {
     /// The peer closed the connection.
     #[error("connection closed by peer")]
     Closed,
+    /// The server closed the connection instead of answering the handshake: it refused the
+    /// login (its log names the reason).
+    #[error(
+        "the server closed the connection during the handshake: it refused the login. Likely \
+         reasons: a token it cannot open (another token key) or that expired, a go-pantheon v1 \
+         (legacy) handshake at an edge without handshake.allow_legacy = true, a clock skew \
+         beyond its limit, or a client certificate it requires; the edge's log names the reason"
+    )]
+    HandshakeRefused,
     /// An operation did not finish in time.
     #[error("timed out: {0}")]
     Timeout(&'static str),
@@ -190,6 +199,7 @@ impl Error {
             Error::ResumeGap(_) => "resume_gap",
             Error::Key { .. } => "key",
             Error::Closed => "closed",
+            Error::HandshakeRefused => "handshake_refused",
             Error::Timeout(_) => "timeout",
             Error::Io(_) => "io",
             Error::WebSocket(_) => "websocket",
