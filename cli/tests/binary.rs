@@ -196,12 +196,15 @@ fn the_standalone_default_starts_creates_dev_keys_and_answers_connect() {
         std::thread::sleep(Duration::from_millis(100));
     }
     assert!(dir.join(".janus/server.pem").exists() && dir.join(".janus/token.hex").exists());
+    // Clients get the public key, written beside the signing key.
     let output = Command::new(env!("CARGO_BIN_EXE_janus"))
         .current_dir(&dir)
         .args([
             "connect",
             "--uid",
             "7",
+            "--server-key",
+            ".janus/server.pub.pem",
             "--port",
             &ports[2].to_string(),
             "--send",
