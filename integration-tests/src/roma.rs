@@ -18,7 +18,7 @@ use janus_proto::broadcaster::service::push::v1 as bc;
 use prost::Message;
 use redis::aio::MultiplexedConnection;
 
-use crate::gopeer;
+use crate::{Service, gopeer};
 
 /// The channel Roma's broadcaster publishes broadcasts on.
 pub const BROADCAST_CHANNEL: &str = "gate.broadcast.message";
@@ -90,19 +90,14 @@ pub struct Pusher {
 }
 
 impl Pusher {
-    /// Roma on the etcd at `etcd_url` (`http://…`) and the Redis at `redis_addr` (`host:port`),
-    /// pushing to a deployment of `brokers` brokers (each subscribes to the broadcast channel).
-    pub async fn connect(etcd_url: &str, redis_addr: &str, brokers: usize) -> Self {
-        let redis = redis::Client::open(format!("redis://{redis_addr}"))
-            .unwrap()
-            .get_multiplexed_async_connection()
-            .await
-            .unwrap();
+    /// Roma on the etcd at `etcd_url` (`http://…`) and on `redis`, pushing to a deployment of
+    /// `brokers` brokers (each subscribes to the broadcast channel).
+    pub async fn connect(etcd_url: &str, redis: &Service, brokers: usize) -> Self {
         Self {
             etcd_url: etcd_url.to_owned(),
-            redis_addr: redis_addr.to_owned(),
+            redis_addr: redis.addr.clone(),
             brokers,
-            redis,
+            redis: redis.redis_connection().await,
         }
     }
 

@@ -364,7 +364,7 @@ async fn delivered(clients: &mut [GoProcess], players: &[Player], text: &str) {
 async fn a_go_pantheon_deployment_runs_on_the_drop_in_profile_alone() {
     let started = std::time::Instant::now();
     let dropin = Dropin::start().await;
-    let mut roma = Pusher::connect(&dropin.etcd_url, &dropin.redis.addr, BROKERS).await;
+    let mut roma = Pusher::connect(&dropin.etcd_url, &dropin.redis, BROKERS).await;
 
     // Players of the profile's colour on both brokers, on every go-pantheon transport: a
     // KCP session (FEC + smux) opens two smux streams, uids u and u + 1, each a session.
