@@ -18,6 +18,17 @@ pub struct Service {
     pub container: ContainerAsync<GenericImage>,
 }
 
+impl Service {
+    /// A client connection to this service, a Redis, for a test's own commands.
+    pub async fn redis_connection(&self) -> redis::aio::MultiplexedConnection {
+        redis::Client::open(format!("redis://{}", self.addr))
+            .unwrap()
+            .get_multiplexed_async_connection()
+            .await
+            .unwrap()
+    }
+}
+
 const FIX: &str = "the integration suites need Docker and the images from `eval \"$(deploy/images.sh ensure)\"` \
                    (scripts/test.sh does both)";
 
@@ -138,11 +149,7 @@ pub async fn redis_cluster_ready(image: RedisImage) -> Service {
         probe.local_addr().unwrap().port()
     };
     let node = redis_cluster(image, port).await;
-    let mut conn = redis::Client::open(format!("redis://{}", node.addr))
-        .unwrap()
-        .get_multiplexed_async_connection()
-        .await
-        .unwrap();
+    let mut conn = node.redis_connection().await;
     // ADDSLOTS: ADDSLOTSRANGE is Redis 7 only.
     let _: () = redis::cmd("CLUSTER")
         .arg("ADDSLOTS")

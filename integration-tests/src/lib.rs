@@ -1,12 +1,14 @@
 //! Helpers for the integration suites: real Redis, NATS and etcd in containers ([`infra`]) and
 //! a whole gateway assembled from the real crates ([`stack`]): demo game service, brokers and
 //! edges in this process, talking over loopback sockets to each other and to the containers;
-//! the split deployment with every Janus process in its own container ([`cluster`]); and
-//! real Go peers built like go-pantheon's game service and client ([`gopeer`]).
+//! the split deployment with every Janus process in its own container ([`cluster`]);
+//! real Go peers built like go-pantheon's game service and client ([`gopeer`]); and Roma's
+//! pushes as go-pantheon sends them, by grpc-go and by Redis ([`roma`]).
 
 pub mod cluster;
 pub mod gopeer;
 pub mod infra;
+pub mod roma;
 pub mod stack;
 
 pub use infra::{Service, etcd, nats, redis};

@@ -473,6 +473,17 @@ pub async fn http(addr: std::net::SocketAddr, method: &str, path: &str) -> (u16,
     (status, body)
 }
 
+/// A packet for the game service: module `module`, `seq`, object `obj`, body `data`.
+pub fn request(module: i32, seq: i32, obj: i64, data: &[u8]) -> janus_proto::packet::Packet {
+    janus_proto::packet::Packet {
+        r#mod: module,
+        seq,
+        obj,
+        data: data.to_vec(),
+        ..Default::default()
+    }
+}
+
 /// A request the demo game's player service echoes (mod 2, seq 1).
 pub fn echo(data: &[u8]) -> janus_proto::packet::Packet {
     janus_proto::packet::Packet {

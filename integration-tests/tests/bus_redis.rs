@@ -12,7 +12,6 @@ use futures_util::stream::BoxStream;
 use janus_broker::bus::{PushBus, RedisBus, conformance};
 use janus_integration_tests::Service;
 use janus_integration_tests::infra::{REDIS, REDIS_OLD, RedisImage, redis_cluster_ready, redis_on};
-use redis::aio::MultiplexedConnection;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
@@ -54,14 +53,6 @@ impl Bus {
             .await
             .expect("the bus's tasks end on shutdown");
     }
-}
-
-async fn admin(redis: &Service) -> MultiplexedConnection {
-    redis::Client::open(format!("redis://{}", redis.addr))
-        .unwrap()
-        .get_multiplexed_async_connection()
-        .await
-        .unwrap()
 }
 
 /// Publishes on `subject` until `stream` yields it (a subscription being made again misses what
@@ -137,7 +128,7 @@ async fn a_queue_group_nobody_drains_stays_bounded_and_expires() {
             .await
             .unwrap();
     }
-    let mut conn = admin(&redis).await;
+    let mut conn = redis.redis_connection().await;
     let list = "janus:bus:{bounded}:groups:g";
     let len: usize = redis::cmd("LLEN")
         .arg(list)
@@ -196,7 +187,7 @@ async fn subscriptions_and_group_members_come_back_after_redis_cuts_them() {
         assert_eq!(got.ok().flatten().as_deref(), Some(&b"before"[..]));
     }
 
-    let mut conn = admin(&redis).await;
+    let mut conn = redis.redis_connection().await;
     let killed: i64 = redis::cmd("CLIENT")
         .arg("KILL")
         .arg("TYPE")

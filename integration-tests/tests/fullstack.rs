@@ -18,7 +18,7 @@ use janus_broker::demo;
 use janus_broker::state::broker_id;
 use janus_edge::link::rendezvous_score;
 use janus_integration_tests::cluster::{BrokerStats, Cluster, LinkStats, container_logs};
-use janus_integration_tests::stack::{COLOR, GameKind, echo, recv};
+use janus_integration_tests::stack::{COLOR, GameKind, echo, recv, request};
 use janus_proto::broadcaster::service::push::v1 as bc;
 use janus_proto::message::sc_server_logout::Code as LogoutCode;
 use janus_proto::message::{ScServerLogout, ScServerUnexpectedErr};
@@ -1130,17 +1130,6 @@ async fn the_split_deployment_in_containers() {
     );
 }
 
-/// A packet for the game service: module `module`, `seq`, object `obj`.
-fn game_request(module: i32, seq: i32, obj: i64, data: &[u8]) -> Packet {
-    Packet {
-        r#mod: module,
-        seq,
-        obj,
-        data: data.to_vec(),
-        ..Packet::default()
-    }
-}
-
 /// The full-stack path against the Go game service written like Roma (grpc-go, headers only
 /// with the first reply, registered in etcd by `gopeers/kratosapp` as a kratos app registers
 /// Roma's services) instead of the demo game: one cluster start and no chaos steps, which try
@@ -1174,7 +1163,7 @@ async fn the_split_deployment_with_a_go_roma_game_service() {
             let mut client = cluster.login(&endpoint, uid).await;
             round_trip(&mut client, &format!("{name} via edge {edge}")).await;
             let reply = client
-                .request(game_request(2, demo::ECHO_AND_PUSH, 0, b"p"), |p| {
+                .request(request(2, demo::ECHO_AND_PUSH, 0, b"p"), |p| {
                     panic!("uid {uid}: {} before the reply", describe(&p))
                 })
                 .await
@@ -1187,7 +1176,7 @@ async fn the_split_deployment_with_a_go_roma_game_service() {
                 "uid {uid}: the push on its tunnel"
             );
             let joined = client
-                .request(game_request(6, demo::JOIN, room, b""), |_| {})
+                .request(request(6, demo::JOIN, room, b""), |_| {})
                 .await
                 .unwrap();
             assert_eq!(joined.data, b"ok", "uid {uid} joins");
@@ -1203,7 +1192,7 @@ async fn the_split_deployment_with_a_go_roma_game_service() {
     let said = players
         .get_mut(&101)
         .unwrap()
-        .request(game_request(6, demo::SAY, room, b"hello"), |_| {})
+        .request(request(6, demo::SAY, room, b"hello"), |_| {})
         .await
         .unwrap();
     assert_eq!(said.data, b"ok");

@@ -6,27 +6,16 @@ use std::time::Duration;
 use janus_broker::demo;
 use janus_broker::route::{RouteStore, gate_route_key};
 use janus_integration_tests::stack::{
-    COLOR, Stack, all_transports, assert_logout, assert_quiet, http_get, recv, wait_metric,
+    COLOR, Stack, all_transports, assert_logout, assert_quiet, http_get, recv, request, wait_metric,
 };
 use janus_proto::message::sc_server_logout::Code as LogoutCode;
 use janus_proto::message::{
     CsHeartbeat, ScHeartbeat, ScServerLogout, ScServerUnexpectedErr, sc_heartbeat,
 };
-use janus_proto::packet::Packet;
 use janus_shared::client::{Client, Endpoint, unix_now};
 use janus_shared::handshake::Mode;
 use janus_shared::system;
 use prost::Message;
-
-fn request(module: i32, seq: i32, obj: i64, data: &[u8]) -> Packet {
-    Packet {
-        r#mod: module,
-        seq,
-        obj,
-        data: data.to_vec(),
-        ..Packet::default()
-    }
-}
 
 async fn echo_round_trip(stack: &Stack, endpoint: Endpoint, uid: i64, mode: Mode) {
     let mut client = stack.client_with(&endpoint, uid, mode).await;

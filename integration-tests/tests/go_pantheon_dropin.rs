@@ -11,7 +11,6 @@
 //! by the grpc-go pusher over fabrica-kit's etcd colour filter, and Redis `PUBLISH` on the
 //! route-value channel and `gate.broadcast.message`. Each push must reach exactly its sessions.
 
-use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
@@ -22,11 +21,10 @@ use janus_edge::Edge;
 use janus_edge::config::EdgeConfig;
 use janus_edge::link::rendezvous_score;
 use janus_integration_tests::gopeer::{self, GoProcess};
+use janus_integration_tests::roma::{PUSH_MOD, PUSH_SEQ, Pusher};
 use janus_integration_tests::stack::http_get;
 use janus_integration_tests::{Service, etcd, redis};
-use janus_proto::broadcaster::service::push::v1 as bc;
 use janus_shared::config::{parse, parse_with_overrides};
-use prost::Message;
 use serde_json::Value;
 
 const EDGE_PROFILE: &str = include_str!("../../configs.tmpl/go-pantheon/edge.toml");
@@ -41,8 +39,6 @@ const TOKEN_KEY: &str = "Qm7rTz2VwXk9pLs4NbYc8HdJf3GaEu6R";
 const COLOR: &str = "local";
 /// A colour no broker serves, for a session that must not get the profile colour's broadcasts.
 const OTHER_COLOR: &str = "other";
-/// The channel Roma's broadcaster publishes broadcasts on.
-const BROADCAST_CHANNEL: &str = "gate.broadcast.message";
 /// How many brokers run the broker profile.
 const BROKERS: usize = 2;
 
@@ -333,10 +329,6 @@ impl Dropin {
     }
 }
 
-/// The mod and seq of every push of this test ([`body`]).
-const PUSH_MOD: i32 = 3;
-const PUSH_SEQ: i32 = 7;
-
 /// A player: which Go client process, which of its sessions.
 #[derive(Debug, Clone, Copy)]
 struct Player {
@@ -346,141 +338,9 @@ struct Player {
     session: usize,
 }
 
-/// Roma's side: the grpc-go pusher (fabrica-kit's connection) and a Redis client (its
-/// broadcaster).
-struct Roma<'a> {
-    dropin: &'a Dropin,
-    redis: redis::aio::MultiplexedConnection,
-}
-
-/// `r_janus.gate.interface_{<color>}_{<uid>}`, fabrica-kit's gateway route key.
-fn route_key(color: &str, uid: i64) -> String {
-    format!("r_janus.gate.interface_{{{color}}}_{{{uid}}}")
-}
-
-impl<'a> Roma<'a> {
-    async fn connect(dropin: &'a Dropin) -> Self {
-        let redis = redis::Client::open(format!("redis://{}", dropin.redis.addr))
-            .unwrap()
-            .get_multiplexed_async_connection()
-            .await
-            .unwrap();
-        Self { dropin, redis }
-    }
-
-    /// One broadcaster call by the grpc-go pusher from the worker of `oid` in `color`; its
-    /// line, or its stderr when it failed.
-    async fn call(&self, color: &str, oid: i64, call: &[&str]) -> Result<Value, String> {
-        let oid = oid.to_string();
-        let (module, seq) = (PUSH_MOD.to_string(), PUSH_SEQ.to_string());
-        let mut args = vec![
-            "-etcd",
-            &self.dropin.etcd_url,
-            "-redis",
-            &self.dropin.redis.addr,
-            "-color",
-            color,
-            "-oid",
-            &oid,
-            "-mod",
-            &module,
-            "-seq",
-            &seq,
-        ];
-        args.extend_from_slice(call);
-        let run = gopeer::pusher(&args, Duration::from_secs(20)).await;
-        if run.success {
-            Ok(run.lines[0].clone())
-        } else {
-            Err(run.stderr)
-        }
-    }
-
-    /// PUBLISH a `PushMessage` of `text` on `channel`; the number of subscribers.
-    async fn publish(&mut self, channel: &str, message: bc::PushMessage) -> i64 {
-        redis::cmd("PUBLISH")
-            .arg(channel)
-            .arg(message.encode_to_vec())
-            .query_async(&mut self.redis)
-            .await
-            .unwrap()
-    }
-
-    /// The gateway route of `p`: the broker holding its session.
-    async fn route(&mut self, p: &Player) -> String {
-        let route: Option<String> = redis::cmd("GET")
-            .arg(route_key(p.color, p.uid))
-            .query_async(&mut self.redis)
-            .await
-            .unwrap();
-        route.unwrap_or_else(|| panic!("no gateway route of {p:?}"))
-    }
-
-    /// Roma's broadcaster `Push`/`Multicast` by Redis: the players' gateway routes, then one
-    /// message with their uids on each route value's channel.
-    async fn redis_multicast(&mut self, players: &[Player], text: &str) {
-        let mut by_gate: BTreeMap<String, Vec<i64>> = BTreeMap::new();
-        for p in players {
-            let route = self.route(p).await;
-            by_gate.entry(route).or_default().push(p.uid);
-        }
-        for (gate, uids) in by_gate {
-            let message = bc::PushMessage {
-                bodies: vec![body(text)],
-                uids,
-                ..Default::default()
-            };
-            assert_eq!(
-                self.publish(&gate, message).await,
-                1,
-                "one broker on {gate}"
-            );
-        }
-    }
-
-    /// Roma's broadcaster `Broadcast` by Redis: colour and sid, the `broadcast` flag unset.
-    async fn redis_broadcast(&mut self, color: &str, sid: i64, text: &str) {
-        let message = bc::PushMessage {
-            bodies: vec![body(text)],
-            color: color.into(),
-            sid,
-            ..Default::default()
-        };
-        assert_eq!(
-            self.publish(BROADCAST_CHANNEL, message).await,
-            BROKERS as i64,
-            "every broker takes the broadcast channel"
-        );
-    }
-
-    /// Waits until `channel` has `want` subscribers.
-    async fn wait_subscribers(&mut self, channel: &str, want: i64) {
-        let mut n = 0;
-        for _ in 0..200 {
-            let (_, got): (String, i64) = redis::cmd("PUBSUB")
-                .arg("NUMSUB")
-                .arg(channel)
-                .query_async(&mut self.redis)
-                .await
-                .unwrap();
-            n = got;
-            if n == want {
-                return;
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-        panic!("{channel} has {n} subscribers, not {want}");
-    }
-}
-
-fn body(text: &str) -> bc::PushBody {
-    bc::PushBody {
-        data: text.as_bytes().to_vec(),
-        r#mod: PUSH_MOD,
-        seq: PUSH_SEQ,
-        obj: 0,
-        data_version: 0,
-    }
+/// The (colour, uid) of each of `players`, as Roma's broadcaster looks up their routes.
+fn routed(players: &[Player]) -> Vec<(&'static str, i64)> {
+    players.iter().map(|p| (p.color, p.uid)).collect()
 }
 
 /// Waits until each of `players` received the push `text`.
@@ -504,7 +364,7 @@ async fn delivered(clients: &mut [GoProcess], players: &[Player], text: &str) {
 async fn a_go_pantheon_deployment_runs_on_the_drop_in_profile_alone() {
     let started = std::time::Instant::now();
     let dropin = Dropin::start().await;
-    let mut roma = Roma::connect(&dropin).await;
+    let mut roma = Pusher::connect(&dropin.etcd_url, &dropin.redis, BROKERS).await;
 
     // Players of the profile's colour on both brokers, on every go-pantheon transport: a
     // KCP session (FEC + smux) opens two smux streams, uids u and u + 1, each a session.
@@ -550,8 +410,8 @@ async fn a_go_pantheon_deployment_runs_on_the_drop_in_profile_alone() {
     for p in [a, b, c, d, e, f] {
         let home = dropin.home(p.uid);
         assert_eq!(
-            roma.route(&p).await,
-            dropin.brokers[home].endpoint(),
+            roma.route(p.color, p.uid).await.as_deref(),
+            Some(dropin.brokers[home].endpoint()),
             "{p:?} is on the broker the edge's hash picks"
         );
         homes.push(home);
@@ -561,21 +421,7 @@ async fn a_go_pantheon_deployment_runs_on_the_drop_in_profile_alone() {
     assert_eq!(homes, [0, 1], "players on both brokers");
 
     // (a) The broadcaster API, called by grpc-go over fabrica-kit's colour-filtered connection.
-    let push = roma
-        .call(
-            COLOR,
-            a.uid,
-            &[
-                "-call",
-                "push",
-                "-uid",
-                &a.uid.to_string(),
-                "-data",
-                "grpc push",
-            ],
-        )
-        .await
-        .unwrap();
+    let push = roma.grpc_push(COLOR, a.uid, "grpc push").await;
     let mut endpoints: Vec<String> = dropin
         .brokers
         .iter()
@@ -583,63 +429,25 @@ async fn a_go_pantheon_deployment_runs_on_the_drop_in_profile_alone() {
         .collect();
     endpoints.sort();
     assert_eq!(
-        push["nodes"],
-        serde_json::json!(endpoints),
+        push.nodes, endpoints,
         "both brokers registered under the profile's colour"
     );
-    assert_eq!(push["node"], dropin.brokers[dropin.home(a.uid)].endpoint());
-    assert_eq!(push["pushed"], true, "{push}");
+    assert_eq!(push.node, dropin.brokers[dropin.home(a.uid)].endpoint());
+    assert!(push.pushed, "{push:?}");
     delivered(&mut clients, &[a], "grpc push").await;
-    let push = roma
-        .call(
-            COLOR,
-            d.uid,
-            &[
-                "-call",
-                "push",
-                "-uid",
-                &d.uid.to_string(),
-                "-data",
-                "grpc push",
-            ],
-        )
-        .await
-        .unwrap();
-    assert_eq!(push["pushed"], true, "{push}");
+    let push = roma.grpc_push(COLOR, d.uid, "grpc push").await;
+    assert!(push.pushed, "{push:?}");
     delivered(&mut clients, &[d], "grpc push").await;
 
-    let uids = format!("{},{},{},9999", b.uid, c.uid, e.uid);
     let multicast = roma
-        .call(
-            COLOR,
-            a.uid,
-            &[
-                "-call",
-                "multicast",
-                "-uids",
-                &uids,
-                "-data",
-                "grpc multicast",
-            ],
-        )
-        .await
-        .unwrap();
+        .grpc_multicast(COLOR, a.uid, &[b.uid, c.uid, e.uid, 9999], "grpc multicast")
+        .await;
     let mut want = vec![b.uid, c.uid, e.uid];
     want.sort_unstable();
-    assert_eq!(
-        multicast["pushed_uids"],
-        serde_json::json!(want),
-        "{multicast}"
-    );
+    assert_eq!(multicast.pushed_uids, want, "{multicast:?}");
     delivered(&mut clients, &[b, c, e], "grpc multicast").await;
 
-    roma.call(
-        COLOR,
-        a.uid,
-        &["-call", "broadcast", "-sid", "1", "-data", "grpc broadcast"],
-    )
-    .await
-    .unwrap();
+    roma.grpc_broadcast(COLOR, a.uid, 1, "grpc broadcast").await;
     delivered(&mut clients, &[a, b, c, d], "grpc broadcast").await;
 
     let refused = roma
@@ -656,20 +464,19 @@ async fn a_go_pantheon_deployment_runs_on_the_drop_in_profile_alone() {
     );
 
     // (b) Redis PUBLISH, as Roma's broadcaster sends them.
-    for broker in &dropin.brokers {
-        roma.wait_subscribers(broker.endpoint(), 1).await;
-    }
-    roma.wait_subscribers(BROADCAST_CHANNEL, BROKERS as i64)
+    roma.wait_brokers(dropin.brokers.iter().map(Broker::endpoint))
         .await;
-    roma.redis_multicast(&[c], "redis push").await;
+    roma.redis_multicast(&routed(&[c]), "redis push").await;
     delivered(&mut clients, &[c], "redis push").await;
-    roma.redis_multicast(&[a, d, e], "redis multicast").await;
+    roma.redis_multicast(&routed(&[a, d, e]), "redis multicast")
+        .await;
     delivered(&mut clients, &[a, d, e], "redis multicast").await;
     roma.redis_broadcast(COLOR, 2, "redis broadcast").await;
     delivered(&mut clients, &[e], "redis broadcast").await;
 
     // The end: whatever reached a session it should not have came before this.
-    roma.redis_multicast(&[a, b, c, d, e, f], "end").await;
+    roma.redis_multicast(&routed(&[a, b, c, d, e, f]), "end")
+        .await;
     let mut finished = Vec::new();
     for client in clients {
         finished.push(client.finish(Duration::from_secs(20)).await);

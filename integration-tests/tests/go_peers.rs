@@ -11,7 +11,9 @@ use std::time::Duration;
 use janus_broker::demo;
 use janus_edge::config::{EdgeConfig, HeartbeatMode};
 use janus_integration_tests::gopeer;
-use janus_integration_tests::stack::{COLOR, GameKind, Ground, Keys, Stack, assert_quiet, recv};
+use janus_integration_tests::stack::{
+    COLOR, GameKind, Ground, Keys, Stack, assert_quiet, recv, request,
+};
 use janus_proto::gate::intra::v1::OnlineStatus;
 use janus_proto::message::{CsHeartbeat, ScHeartbeat, ScServerUnexpectedErr, sc_heartbeat};
 use janus_proto::packet::Packet;
@@ -20,16 +22,6 @@ use janus_shared::keys::{SigningKey, TokenKey, TokenKeyFormat};
 use janus_shared::system;
 use prost::Message;
 use serde_json::Value;
-
-fn request(module: i32, seq: i32, obj: i64, data: &[u8]) -> Packet {
-    Packet {
-        r#mod: module,
-        seq,
-        obj,
-        data: data.to_vec(),
-        ..Packet::default()
-    }
-}
 
 /// A packet a test did not expect, with the text of an SCServerUnexpectedErr spelled out.
 fn unexpected(p: &Packet) -> ! {

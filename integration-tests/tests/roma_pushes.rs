@@ -11,7 +11,8 @@
 //!
 //! Each push must reach exactly the sessions it names, and no other; the subscription outlives
 //! quiet periods and comes back after Redis is lost, loudly or silently. The keys, channels and
-//! records are spelled out here as go-pantheon spells them, not taken from Janus's helpers.
+//! records are spelled out here and in [`janus_integration_tests::roma`] as go-pantheon spells
+//! them, not taken from Janus's helpers.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -20,6 +21,9 @@ use janus_broker::Broker;
 use janus_broker::config::DiscoveryBackend;
 use janus_edge::Edge;
 use janus_integration_tests::gopeer;
+use janus_integration_tests::roma::{
+    BROADCAST_CHANNEL, PUSH_MOD, PUSH_SEQ, Pusher, body, wait_subscribers,
+};
 use janus_integration_tests::stack::{Game, Ground, echo, recv, tcp};
 use janus_proto::broadcaster::service::push::v1 as bc;
 use janus_proto::gate::intra::v1::{AuthToken, OnlineStatus};
@@ -27,10 +31,7 @@ use janus_shared::client::{Client, unix_now};
 use janus_shared::discovery::{Discovery, EtcdDiscovery, Instance};
 use janus_shared::handshake::Mode;
 use janus_shared::token::TokenCodec;
-use prost::Message;
 use tokio::net::TcpListener;
-
-const BROADCAST_CHANNEL: &str = "gate.broadcast.message";
 
 /// Two brokers, each behind its own edge: b1 serves blue and red, b2 red only.
 struct Deployment {
@@ -123,259 +124,39 @@ struct Node {
     endpoints: Vec<String>,
 }
 
-/// What one call of the grpc-go pusher (`gopeers/pusher`) printed.
-#[derive(Debug)]
-struct GoPush {
-    /// The nodes the colour filter kept.
-    nodes: Vec<String>,
-    /// The gateway route of the calling context's (colour, oid), "" without one.
-    route: String,
-    /// The node it called.
-    node: String,
-    /// `PushResponse.pushed`.
-    pushed: bool,
-    /// `MulticastResponse.pushed_uids`, sorted.
-    pushed_uids: Vec<i64>,
-}
-
-/// A game service as Roma is built: an etcd registry, a Redis client, the broadcaster API
-/// (through the grpc-go pusher, which does what fabrica-kit's connection does).
-struct Roma {
-    etcd_url: String,
-    redis_addr: String,
-    etcd: etcd_client::Client,
-    redis: redis::aio::MultiplexedConnection,
-}
-
-fn body(text: &str) -> bc::PushBody {
-    bc::PushBody {
-        data: text.as_bytes().to_vec(),
-        r#mod: 3,
-        seq: 7,
-        obj: 0,
-        data_version: 0,
-    }
-}
-
-/// `r_janus.gate.interface_{<color>}_{<uid>}`, fabrica-kit's gateway route key.
-fn route_key(color: &str, uid: i64) -> String {
-    format!("r_janus.gate.interface_{{{color}}}_{{{uid}}}")
-}
-
-impl Roma {
-    async fn connect(deployment: &Deployment) -> Self {
-        let etcd = etcd_client::Client::connect([deployment.etcd_url.as_str()], None)
-            .await
-            .unwrap();
-        let redis_addr = deployment.ground.redis.addr.clone();
-        let redis = redis::Client::open(format!("redis://{redis_addr}"))
-            .unwrap()
-            .get_multiplexed_async_connection()
-            .await
-            .unwrap();
-        Self {
-            etcd_url: deployment.etcd_url.clone(),
-            redis_addr,
-            etcd,
-            redis,
-        }
-    }
-
-    /// Every registered `janus.gate.interface` instance (kratos: `/microservices/<name>/`,
-    /// JSON values; the node address is the `grpc://` endpoint's).
-    async fn gate_nodes(&mut self) -> Vec<Node> {
-        let response = self
-            .etcd
-            .get(
-                "/microservices/janus.gate.interface/",
-                Some(etcd_client::GetOptions::new().with_prefix()),
-            )
-            .await
-            .unwrap();
-        response
-            .kvs()
-            .iter()
-            .map(|kv| {
-                let value: serde_json::Value = serde_json::from_slice(kv.value()).unwrap();
-                let endpoints: Vec<String> =
-                    serde_json::from_value(value["endpoints"].clone()).unwrap();
-                let address = endpoints
-                    .iter()
-                    .find_map(|e| e.strip_prefix("grpc://"))
-                    .expect("a grpc:// endpoint")
-                    .to_owned();
-                Node {
-                    id: value["id"].as_str().unwrap().to_owned(),
-                    address,
-                    metadata: serde_json::from_value(value["metadata"].clone()).unwrap(),
-                    endpoints,
-                }
-            })
-            .collect()
-    }
-
-    /// One broadcaster call by the grpc-go pusher from the worker of `oid` in `color` (the
-    /// body is [`body`]'s); what it printed, or why it failed.
-    async fn go_push(&self, color: &str, oid: i64, call: &[&str]) -> Result<GoPush, String> {
-        let oid = oid.to_string();
-        let mut args = vec![
-            "-etcd",
-            &self.etcd_url,
-            "-redis",
-            &self.redis_addr,
-            "-color",
-            color,
-            "-oid",
-            &oid,
-            "-mod",
-            "3",
-            "-seq",
-            "7",
-        ];
-        args.extend_from_slice(call);
-        let run = tokio::process::Command::new(gopeer::binary("pusher"))
-            .args(&args)
-            .kill_on_drop(true)
-            .output();
-        let output = tokio::time::timeout(Duration::from_secs(20), run)
-            .await
-            .unwrap_or_else(|_| panic!("the Go pusher {args:?} ran longer than 20 s"))
-            .expect("the Go pusher runs");
-        if !output.status.success() {
-            return Err(String::from_utf8_lossy(&output.stderr).into_owned());
-        }
-        let line: serde_json::Value = serde_json::from_slice(&output.stdout)
-            .unwrap_or_else(|e| panic!("the Go pusher printed no JSON ({e}): {output:?}"));
-        let strings = |v: &serde_json::Value| -> Vec<String> {
-            serde_json::from_value(v.clone()).unwrap_or_default()
-        };
-        let pushed = GoPush {
-            nodes: strings(&line["nodes"]),
-            route: line["route"].as_str().unwrap_or_default().to_owned(),
-            node: line["node"].as_str().unwrap_or_default().to_owned(),
-            pushed: line["pushed"].as_bool().unwrap_or_default(),
-            pushed_uids: serde_json::from_value(line["pushed_uids"].clone()).unwrap_or_default(),
-        };
-        // fabrica-kit's reader balancer: the route's node when the filter kept it.
-        if pushed.nodes.contains(&pushed.route) {
-            assert_eq!(pushed.node, pushed.route, "{pushed:?}");
-        }
-        Ok(pushed)
-    }
-
-    /// Roma's `Publisher.Push` from the worker of player `uid` in `color`: no colour, no sid.
-    async fn grpc_push(&self, color: &str, uid: i64, text: &str) -> GoPush {
-        let player = uid.to_string();
-        self.go_push(
-            color,
-            uid,
-            &["-call", "push", "-uid", &player, "-data", text],
+/// Every registered `janus.gate.interface` instance, as Roma reads them from etcd (kratos:
+/// `/microservices/<name>/`, JSON values; the node address is the `grpc://` endpoint's).
+async fn gate_nodes(etcd_url: &str) -> Vec<Node> {
+    let mut etcd = etcd_client::Client::connect([etcd_url], None)
+        .await
+        .unwrap();
+    let response = etcd
+        .get(
+            "/microservices/janus.gate.interface/",
+            Some(etcd_client::GetOptions::new().with_prefix()),
         )
         .await
-        .unwrap_or_else(|e| panic!("push to {uid}: {e}"))
-    }
-
-    /// Roma's `Publisher.Multicast` from the worker of `oid` in `color`.
-    async fn grpc_multicast(&self, color: &str, oid: i64, uids: &[i64], text: &str) -> GoPush {
-        let list: Vec<String> = uids.iter().map(i64::to_string).collect();
-        let list = list.join(",");
-        self.go_push(
-            color,
-            oid,
-            &["-call", "multicast", "-uids", &list, "-data", text],
-        )
-        .await
-        .unwrap_or_else(|e| panic!("multicast to {list}: {e}"))
-    }
-
-    /// Roma's `Publisher.Broadcast` from the worker of `oid` in `color` on server `sid`.
-    async fn grpc_broadcast(&self, color: &str, oid: i64, sid: i64, text: &str) -> GoPush {
-        let sid = sid.to_string();
-        self.go_push(
-            color,
-            oid,
-            &["-call", "broadcast", "-sid", &sid, "-data", text],
-        )
-        .await
-        .unwrap_or_else(|e| panic!("broadcast to {color}/{sid}: {e}"))
-    }
-
-    /// PUBLISH `message` on `channel`; the number of subscribers that received it.
-    async fn publish(&mut self, channel: &str, message: &bc::PushMessage) -> i64 {
-        redis::cmd("PUBLISH")
-            .arg(channel)
-            .arg(message.encode_to_vec())
-            .query_async(&mut self.redis)
-            .await
-            .unwrap()
-    }
-
-    /// Roma's broadcaster `Push`/`Multicast`: the players' gateway routes, then one message
-    /// per route value (the gateway's `host:port`), carrying only uids and bodies.
-    async fn redis_multicast(&mut self, color: &str, uids: &[i64], text: &str) {
-        let keys: Vec<String> = uids.iter().map(|uid| route_key(color, *uid)).collect();
-        let routes: Vec<Option<String>> = redis::cmd("MGET")
-            .arg(&keys)
-            .query_async(&mut self.redis)
-            .await
-            .unwrap();
-        let mut by_gate: BTreeMap<String, Vec<i64>> = BTreeMap::new();
-        for (uid, route) in uids.iter().zip(routes) {
-            by_gate
-                .entry(route.expect("every player here has a route"))
-                .or_default()
-                .push(*uid);
-        }
-        for (gate, uids) in by_gate {
-            let message = bc::PushMessage {
-                bodies: vec![body(text)],
-                uids,
-                ..Default::default()
-            };
-            assert_eq!(
-                self.publish(&gate, &message).await,
-                1,
-                "exactly one subscriber, the broker at {gate}, takes its channel"
-            );
-        }
-    }
-
-    /// Roma's broadcaster `Broadcast`: colour and sid, the `broadcast` flag left unset.
-    async fn redis_broadcast(&mut self, color: &str, sid: i64, text: &str) {
-        let message = bc::PushMessage {
-            bodies: vec![body(text)],
-            color: color.into(),
-            sid,
-            ..Default::default()
-        };
-        assert_eq!(
-            self.publish(BROADCAST_CHANNEL, &message).await,
-            2,
-            "both brokers subscribe to the broadcast channel"
-        );
-    }
-
-    /// Waits until `channel` has `want` subscribers.
-    async fn wait_subscribers(&mut self, channel: &str, want: i64) {
-        wait_subscribers(&mut self.redis, channel, want).await;
-    }
-}
-
-/// Waits until `channel` has `want` subscribers.
-async fn wait_subscribers(redis: &mut redis::aio::MultiplexedConnection, channel: &str, want: i64) {
-    for _ in 0..100 {
-        let (_, n): (String, i64) = redis::cmd("PUBSUB")
-            .arg("NUMSUB")
-            .arg(channel)
-            .query_async(redis)
-            .await
-            .unwrap();
-        if n == want {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    panic!("{channel} never had {want} subscribers");
+        .unwrap();
+    response
+        .kvs()
+        .iter()
+        .map(|kv| {
+            let value: serde_json::Value = serde_json::from_slice(kv.value()).unwrap();
+            let endpoints: Vec<String> =
+                serde_json::from_value(value["endpoints"].clone()).unwrap();
+            let address = endpoints
+                .iter()
+                .find_map(|e| e.strip_prefix("grpc://"))
+                .expect("a grpc:// endpoint")
+                .to_owned();
+            Node {
+                id: value["id"].as_str().unwrap().to_owned(),
+                address,
+                metadata: serde_json::from_value(value["metadata"].clone()).unwrap(),
+                endpoints,
+            }
+        })
+        .collect()
 }
 
 /// Every push `client` receives up to the `end` marker, sorted.
@@ -385,7 +166,7 @@ async fn pushes_until_end(client: &mut Client) -> Vec<String> {
         let packet = recv(client).await;
         assert_eq!(
             (packet.index, packet.r#mod, packet.seq),
-            (0, 3, 7),
+            (0, PUSH_MOD, PUSH_SEQ),
             "a push as its body says"
         );
         let text = String::from_utf8(packet.data).unwrap();
@@ -404,10 +185,15 @@ async fn roma_pushes_reach_exactly_the_right_sessions_by_grpc_and_by_redis() {
     gopeer::binary("pusher");
     let deployment = Deployment::start().await;
     let [b1, b2] = &deployment.brokers;
-    let mut roma = Roma::connect(&deployment).await;
+    let mut roma = Pusher::connect(
+        &deployment.etcd_url,
+        &deployment.ground.redis,
+        deployment.brokers.len(),
+    )
+    .await;
 
     // What Roma finds in etcd: the go-pantheon gate's record, once per colour served.
-    let nodes = roma.gate_nodes().await;
+    let nodes = gate_nodes(&deployment.etcd_url).await;
     let mut seen: Vec<(String, String)> = nodes
         .iter()
         .map(|n| (n.address.clone(), n.metadata["color"].clone()))
@@ -446,9 +232,7 @@ async fn roma_pushes_reach_exactly_the_right_sessions_by_grpc_and_by_redis() {
     let mut u3 = deployment.client(1, 1003, "red", 1).await;
     let mut u4 = deployment.client(1, 1004, "blue", 1).await;
     let mut u5 = deployment.client(1, 1005, "red", 2).await;
-    roma.wait_subscribers(b1.endpoint(), 1).await;
-    roma.wait_subscribers(b2.endpoint(), 1).await;
-    roma.wait_subscribers(BROADCAST_CHANNEL, 2).await;
+    roma.wait_brokers([b1.endpoint(), b2.endpoint()]).await;
 
     // (a) The broadcaster API, called with grpc-go as fabrica-kit's connection calls it: the
     // colour filter keeps b1 for blue, both brokers for red; the route's node is the one called.
@@ -490,7 +274,7 @@ async fn roma_pushes_reach_exactly_the_right_sessions_by_grpc_and_by_redis() {
     // A colour no broker serves: the filter keeps no node and the call fails, as every Roma push
     // did while brokers registered no colour.
     let lost = roma
-        .go_push(
+        .call(
             "green",
             1001,
             &["-call", "push", "-uid", "1001", "-data", "lost"],
@@ -503,10 +287,13 @@ async fn roma_pushes_reach_exactly_the_right_sessions_by_grpc_and_by_redis() {
     );
 
     // (b) Redis PUBLISH, as Roma's broadcaster sends them.
-    roma.redis_multicast("blue", &[1004], "redis push").await;
-    roma.redis_multicast("red", &[1002], "redis push").await;
-    roma.redis_multicast("red", &[1002, 1003, 1005], "redis multicast")
-        .await;
+    roma.redis_multicast(&[("blue", 1004)], "redis push").await;
+    roma.redis_multicast(&[("red", 1002)], "redis push").await;
+    roma.redis_multicast(
+        &[("red", 1002), ("red", 1003), ("red", 1005)],
+        "redis multicast",
+    )
+    .await;
     roma.redis_broadcast("red", 2, "redis broadcast red 2")
         .await;
     roma.redis_broadcast("blue", 1, "redis broadcast blue")
@@ -525,20 +312,19 @@ async fn roma_pushes_reach_exactly_the_right_sessions_by_grpc_and_by_redis() {
         .arg("KILL")
         .arg("TYPE")
         .arg("pubsub")
-        .query_async(&mut roma.redis)
+        .query_async(roma.redis())
         .await
         .unwrap();
     assert_eq!(killed, 2, "both brokers' subscriptions cut");
-    roma.wait_subscribers(b1.endpoint(), 1).await;
-    roma.wait_subscribers(b2.endpoint(), 1).await;
-    roma.wait_subscribers(BROADCAST_CHANNEL, 2).await;
-    roma.redis_multicast("blue", &[1001], "redis after reconnect")
+    roma.wait_brokers([b1.endpoint(), b2.endpoint()]).await;
+    roma.redis_multicast(&[("blue", 1001)], "redis after reconnect")
         .await;
 
     // Anything misdirected has had time to arrive before the end marker.
     tokio::time::sleep(Duration::from_millis(500)).await;
-    roma.redis_multicast("blue", &[1001, 1004], "end").await;
-    roma.redis_multicast("red", &[1002, 1003, 1005], "end")
+    roma.redis_multicast(&[("blue", 1001), ("blue", 1004)], "end")
+        .await;
+    roma.redis_multicast(&[("red", 1002), ("red", 1003), ("red", 1005)], "end")
         .await;
 
     let strings = |list: &[&str]| {
@@ -597,11 +383,7 @@ async fn without_redis_pushes_a_broker_subscribes_to_nothing() {
     let broker = ground
         .broker_on(config, TcpListener::bind("127.0.0.1:0").await.unwrap())
         .await;
-    let mut redis = redis::Client::open(format!("redis://{}", ground.redis.addr))
-        .unwrap()
-        .get_multiplexed_async_connection()
-        .await
-        .unwrap();
+    let mut redis = ground.redis.redis_connection().await;
     tokio::time::sleep(Duration::from_millis(500)).await;
     let (_, own, _, broadcast): (String, i64, String, i64) = redis::cmd("PUBSUB")
         .arg("NUMSUB")
@@ -637,11 +419,7 @@ async fn a_quiet_subscription_stays_and_a_silent_redis_loss_is_noticed() {
             TcpListener::bind("127.0.0.1:0").await.unwrap(),
         )
         .await;
-    let mut redis = redis::Client::open(format!("redis://{}", ground.redis.addr))
-        .unwrap()
-        .get_multiplexed_async_connection()
-        .await
-        .unwrap();
+    let mut redis = ground.redis.redis_connection().await;
     let endpoint = broker.endpoint().to_owned();
     wait_subscribers(&mut redis, &endpoint, 1).await;
     let first = subscriber_ids(&mut redis).await;

@@ -23,11 +23,7 @@ async fn redis_store_meets_the_route_store_contract_on_an_older_redis() {
     let redis = redis_on(REDIS_OLD).await;
     // What makes this run worth it: this Redis refuses `SET … GET` (6.2) and so `SET … NX GET`
     // (7.0) too, so a store using them fails on it.
-    let mut conn = redis::Client::open(format!("redis://{}", redis.addr))
-        .unwrap()
-        .get_multiplexed_async_connection()
-        .await
-        .unwrap();
+    let mut conn = redis.redis_connection().await;
     let info: String = redis::cmd("INFO")
         .arg("server")
         .query_async(&mut conn)
@@ -98,11 +94,7 @@ async fn a_connection_redis_dropped_costs_no_failed_call() {
 
     // What a Redis restart does to a broker: its pooled connection dies, and the broker learns
     // of it only from the next command.
-    let mut admin = redis::Client::open(url)
-        .unwrap()
-        .get_multiplexed_async_connection()
-        .await
-        .unwrap();
+    let mut admin = redis.redis_connection().await;
     let killed: i64 = redis::cmd("CLIENT")
         .arg("KILL")
         .arg("TYPE")
@@ -134,11 +126,7 @@ async fn a_flushed_script_cache_costs_no_failed_call() {
     let ttl = Duration::from_secs(60);
     assert_eq!(store.swap("k", "v", ttl).await.unwrap(), None);
     // What a Redis restart or failover does to the script cache: EVALSHA answers NOSCRIPT.
-    let mut admin = redis::Client::open(url)
-        .unwrap()
-        .get_multiplexed_async_connection()
-        .await
-        .unwrap();
+    let mut admin = redis.redis_connection().await;
     let _: () = redis::cmd("SCRIPT")
         .arg("FLUSH")
         .query_async(&mut admin)
