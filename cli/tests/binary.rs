@@ -248,3 +248,27 @@ fn the_standalone_default_starts_creates_dev_keys_and_answers_connect() {
     );
     assert_eq!(status.code(), Some(0));
 }
+
+#[test]
+fn push_over_nats_fails_naming_an_unreachable_server() {
+    let output = Command::new(env!("CARGO_BIN_EXE_janus"))
+        .args([
+            "push",
+            "--uid",
+            "1",
+            "--text",
+            "hi",
+            "--nats",
+            "nats://127.0.0.1:1",
+        ])
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(!output.status.success(), "stdout: {stdout}");
+    assert!(!stdout.contains("published"), "stdout: {stdout}");
+    assert!(
+        stderr.contains("cannot connect to NATS at nats://127.0.0.1:1"),
+        "stderr: {stderr}"
+    );
+}
