@@ -153,7 +153,7 @@ async fn start(request: testcontainers::ContainerRequest<GenericImage>, what: &s
         .with_startup_timeout(Duration::from_secs(90))
         .start()
         .await
-        .unwrap_or_else(|e| panic!("cannot start {what}: {e}\n{HOW_TO_FIX}; the janus image: eval \"$(deploy/images.sh project <janus binary>)\""))
+        .unwrap_or_else(|e| panic!("cannot start {what}: {e}\n{HOW_TO_FIX}; the janus image: JANUS_IMAGE=janus:test deploy/images.sh project <janus binary>"))
 }
 
 fn rand_suffix() -> u64 {
