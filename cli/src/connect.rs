@@ -180,6 +180,15 @@ enum Notice {
     Quiet,
     /// A line to print.
     Say(String),
+    /// The gateway refused a request of this module and sequence id, saying this.
+    Refused {
+        /// The request's module.
+        module: i32,
+        /// The request's sequence id.
+        seq: i32,
+        /// What to print.
+        line: String,
+    },
     /// The gateway logged this session out, for this reason.
     LoggedOut(String),
 }
@@ -202,10 +211,14 @@ fn system_notice(packet: &Packet) -> Option<Notice> {
             Notice::LoggedOut(reason)
         }
         system::SEQ_UNEXPECTED_ERR => match ScServerUnexpectedErr::decode(&packet.data[..]) {
-            Ok(err) => Notice::Say(format!(
-                "error from the gateway: {} (request mod={} seq={})",
-                err.msg, err.r#mod, err.seq
-            )),
+            Ok(err) => Notice::Refused {
+                module: err.r#mod,
+                seq: err.seq,
+                line: format!(
+                    "error from the gateway: {} (request mod={} seq={})",
+                    err.msg, err.r#mod, err.seq
+                ),
+            },
             Err(e) => Notice::Say(format!(
                 "error from the gateway: unreadable SCServerUnexpectedErr ({e})"
             )),
@@ -260,11 +273,13 @@ pub(crate) async fn run(args: ConnectArgs) -> anyhow::Result<()> {
         .map(|text| parse_line(text)?.context("nothing to send"))
         .collect::<anyhow::Result<VecDeque<Packet>>>()?;
     let interactive = to_send.is_empty();
-    // With --send: the index whose reply is awaited before the next message goes out.
-    let mut awaiting = match to_send.pop_front() {
-        Some(packet) => Some(client.send(packet).await?),
-        None => None,
-    };
+    // With --send: the request whose reply (index) is awaited before the next goes out, and
+    // its module and sequence id, which an SCServerUnexpectedErr push names.
+    let mut awaiting = None;
+    if let Some(packet) = to_send.pop_front() {
+        let (module, seq) = (packet.r#mod, packet.seq);
+        awaiting = Some((client.send(packet).await?, module, seq));
+    }
     let period = Duration::from_secs_f64(args.heartbeat_secs);
     let mut heartbeat = tokio::time::interval_at(tokio::time::Instant::now() + period, period);
     heartbeat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -285,18 +300,24 @@ pub(crate) async fn run(args: ConnectArgs) -> anyhow::Result<()> {
             _ = heartbeat.tick() => { client.send(system::heartbeat(unix_now())).await?; }
             packet = client.recv() => {
                 let packet = packet.context("the gateway closed the session")?;
-                if packet.index != 0 && awaiting == Some(packet.index) {
+                if packet.index != 0 && awaiting.is_some_and(|(index, ..)| index == packet.index) {
                     show(&packet);
-                    match to_send.pop_front() {
-                        Some(next) => awaiting = Some(client.send(next).await?),
-                        None => break,
-                    }
+                    let Some(next) = to_send.pop_front() else { break };
+                    let (module, seq) = (next.r#mod, next.seq);
+                    awaiting = Some((client.send(next).await?, module, seq));
                     continue;
                 }
                 match system_notice(&packet) {
                     None => show(&packet),
                     Some(Notice::Quiet) => {}
                     Some(Notice::Say(line)) => println!("< {line}"),
+                    Some(Notice::Refused { module, seq, line }) => {
+                        // --send waits for no reply that will never come.
+                        if awaiting.is_some_and(|(_, m, s)| (m, s) == (module, seq)) {
+                            bail!("{line}");
+                        }
+                        println!("< {line}");
+                    }
                     // The edge closes the session after a logout; over KCP nothing says so.
                     Some(Notice::LoggedOut(reason)) => bail!("logged out: {reason}"),
                 }
@@ -325,9 +346,11 @@ mod tests {
         let err = system::unexpected_error(6, 3, "no such room");
         assert_eq!(
             system_notice(&err),
-            Some(Notice::Say(
-                "error from the gateway: no such room (request mod=6 seq=3)".into()
-            ))
+            Some(Notice::Refused {
+                module: 6,
+                seq: 3,
+                line: "error from the gateway: no such room (request mod=6 seq=3)".into()
+            })
         );
         let reply = system::heartbeat_reply(5, 7, 0, 0);
         assert_eq!(system_notice(&reply), Some(Notice::Quiet));
