@@ -17,7 +17,9 @@
 # loaded by hand with `docker load`) to start.
 #
 # `deploy/images.sh ensure` makes every image usable and prints `export NAME=image` lines for
-# the ones it had to replace: a variable already set is used as is; otherwise the official image
+# the ones it had to replace, and writes every chosen image as NAME=image into the repository's
+# `.env` (other lines of it are kept), which docker compose reads by itself: a stack started from
+# a new shell uses the same images. A variable already set is used as is; otherwise the official image
 # is used when present or pullable, and when no registry answers (air-gapped machines, this
 # project's CI) an equivalent is built locally from Debian packages: a bookworm root file system
 # made with debootstrap (redis-server, nats-server, etcd-server, etcdctl, wget included) is
@@ -30,7 +32,10 @@
 #   eval "$(deploy/images.sh ensure)"     # what scripts/test.sh does
 #   deploy/images.sh offline              # build the local images only
 #   deploy/images.sh project [BINARY]     # the janus image (JANUS_IMAGE, default janus:local)
-#                                         # from a host-built binary (default: a release build)
+#                                         # from a host-built binary (default: a release build
+#                                         # into $CARGO_TARGET_DIR, by default /var/tmp/janus-target
+#                                         # as for scripts/test.sh). Compose's default is
+#                                         # janus:local too; another tag goes into .env by hand.
 set -euo pipefail
 
 here="$(cd "$(dirname "$0")" && pwd)"
@@ -45,6 +50,22 @@ OLD_REDIS_BASE="janus-offline/debian:bullseye-$(echo "$OLD_REDIS_PACKAGES" | sha
 OLD_REDIS_TAG="bullseye-$( (echo "$OLD_REDIS_PACKAGES"; cat "$here/images/redis/Dockerfile") | sha256sum | cut -c1-10)"
 
 log() { echo "images: $*" >&2; }
+
+# The `.env` docker compose reads from the project directory (this repository's root).
+ENV_FILE="${JANUS_ENV_FILE:-$here/../.env}"
+
+# remember NAME VALUE: sets NAME=VALUE in $ENV_FILE, replacing an earlier NAME= line and keeping
+# every other line.
+remember() {
+  local name="$1" value="$2" kept
+  kept="$(mktemp)"
+  if [ -f "$ENV_FILE" ]; then
+    grep -v "^$name=" "$ENV_FILE" >"$kept" || true
+  fi
+  echo "$name=$value" >>"$kept"
+  cat "$kept" >"$ENV_FILE"
+  rm -f "$kept"
+}
 
 need_docker() {
   if ! docker info >/dev/null 2>&1; then
@@ -130,9 +151,10 @@ build_offline_prometheus() {
   rm -rf "$context"
 }
 
-# Images of the observability profile that Debian does not package: usable or reported.
+# Images of the observability profile that Debian does not package: usable or reported (the
+# `metrics` profile, Prometheus alone, starts without them).
 report_unbuildable() {
-  local var official line
+  local var official line missing=
   local -a wanted=(
     "JANUS_GRAFANA_IMAGE grafana/grafana:11.2.0"
     "JANUS_JAEGER_IMAGE jaegertracing/all-in-one:1.60"
@@ -140,10 +162,15 @@ report_unbuildable() {
   )
   for line in "${wanted[@]}"; do
     read -r var official <<<"$line"
-    if ! usable "${!var:-$official}"; then
-      log "${!var:-$official} ($var) cannot be pulled and has no local build (not a Debian package): the compose observability profile cannot start its service here"
+    if usable "${!var:-$official}"; then
+      remember "$var" "${!var:-$official}"
+    else
+      missing="$missing ${!var:-$official} ($var)"
     fi
   done
+  if [ -n "$missing" ]; then
+    log "missing, cannot be pulled and not packaged by Debian:$missing; the compose observability profile cannot start until they are loaded (docker load); --profile metrics (Prometheus alone) works"
+  fi
 }
 
 # usable IMAGE: present locally, or pulled within a short time.
@@ -168,16 +195,20 @@ ensure() {
     read -r var official offline builder <<<"$line"
     if [ -n "${!var:-}" ]; then
       have_image "${!var}" || usable "${!var}" || { log "$var=${!var} is neither present nor pullable"; exit 1; }
+      remember "$var" "${!var}"
       continue
     fi
     if usable "$official"; then
       echo "export $var=$official"
+      remember "$var" "$official"
     else
       log "$official cannot be pulled: using the local build $offline"
       "$builder"
       echo "export $var=$offline"
+      remember "$var" "$offline"
     fi
   done
+  log "image variables written to $ENV_FILE (docker compose reads it by itself)"
 }
 
 # project [BINARY]: builds $JANUS_IMAGE (default janus:local) from BINARY (default: a release
@@ -186,9 +217,10 @@ project() {
   need_docker
   local binary="${1:-}"
   if [ -z "$binary" ]; then
-    log "building the janus binary (release)"
-    cargo build --release --locked -p janus-cli >&2
-    binary="${CARGO_TARGET_DIR:-$here/../target}/release/janus"
+    export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-/var/tmp/janus-target}"
+    log "building the janus binary (release, into $CARGO_TARGET_DIR)"
+    (cd "$here/.." && cargo build --release --locked -p janus-cli >&2)
+    binary="$CARGO_TARGET_DIR/release/janus"
   fi
   [ -x "$binary" ] || { log "no janus binary at $binary"; exit 1; }
   if [ -z "${JANUS_BASE_IMAGE:-}" ]; then

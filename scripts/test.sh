@@ -109,7 +109,8 @@ step "tests (unit, property, integration, benches in test mode)"
 cargo test --workspace --all-targets --locked 2>&1 | tee -a "$results"
 
 step "the suites that start a game service, again against the Go one written like Roma"
-JANUS_TEST_GAME=go-roma cargo test -p janus-integration-tests --locked --test gateway --test resume \
+# --workspace, not -p: the same feature set as the run above, so nothing is rebuilt.
+JANUS_TEST_GAME=go-roma cargo test --workspace --locked --test gateway --test resume \
   --test bad_input --test brokers --test failures --test discovery_etcd 2>&1 | tee -a "$results"
 
 # One closing line for the whole run, summed over every test binary above.

@@ -84,13 +84,18 @@ pub(crate) fn write_key_set(dir: &Path, force: bool) -> anyhow::Result<()> {
     )
 }
 
-/// Makes sure `dir` holds a server key and a token key (creating what is missing); returns
-/// their paths.
+/// Makes sure `dir` holds a server key, its public key (for clients) and a token key
+/// (creating what is missing); returns the paths of the server key and the token key.
 pub(crate) fn ensure_dev_keys(dir: &Path) -> anyhow::Result<(PathBuf, PathBuf)> {
     std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
     let (server, token) = (dir.join(SERVER_KEY), dir.join(TOKEN_KEY));
     if !server.exists() {
         std::fs::write(&server, SigningKey::generate().to_pkcs8_pem()?)?;
+    }
+    let public = dir.join(SERVER_PUB);
+    if !public.exists() {
+        let key = read_signing_key(&server)?;
+        std::fs::write(&public, key.verifying_key().to_public_key_pem()?)?;
     }
     if !token.exists() {
         std::fs::write(&token, hex::encode(TokenKey::generate().as_bytes()))?;

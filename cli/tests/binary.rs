@@ -241,10 +241,13 @@ fn the_standalone_default_starts_creates_dev_keys_and_answers_connect() {
     let dir = &standalone.dir;
     assert!(dir.join(".janus/server.pem").exists() && dir.join(".janus/token.hex").exists());
     let tcp_port = standalone.tcp_port.to_string();
+    // Clients get the public key, written beside the signing key.
     let output = standalone
         .connect(&[
             "--uid",
             "7",
+            "--server-key",
+            ".janus/server.pub.pem",
             "--port",
             &tcp_port,
             "--send",

@@ -1,6 +1,6 @@
 //! The admin HTTP endpoint: `/health` (the process is up), `/ready` (listeners up, not
-//! draining, at least one broker reachable), `/metrics` (Prometheus text) and
-//! `/stats/connections` (JSON: sessions by transport and by broker).
+//! draining, at least one broker reachable), `/metrics` (Prometheus text) and `/stats`, also
+//! at `/stats/connections` (JSON: sessions by transport and by broker; `/stats` as on a broker).
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -31,6 +31,7 @@ pub async fn serve(listener: TcpListener, admin: Admin, stop: CancellationToken)
         .route("/health", get(|| async { "ok" }))
         .route("/ready", get(ready))
         .route("/metrics", get(metrics))
+        .route("/stats", get(connections))
         .route("/stats/connections", get(connections))
         .with_state(admin);
     if let Err(e) = axum::serve(listener, app)

@@ -31,7 +31,7 @@ pub struct EdgeConfig {
     pub kcp: KcpConfig,
     /// QUIC listener.
     pub quic: QuicConfig,
-    /// Admin HTTP listen address (`/health`, `/ready`, `/metrics`, `/stats/connections`).
+    /// Admin HTTP listen address (`/health`, `/ready`, `/metrics`, `/stats`, `/stats/connections`).
     pub admin_listen: String,
     /// Key material.
     pub keys: KeysConfig,

@@ -36,6 +36,9 @@ async fn health_readiness_metrics_and_stats_reflect_the_sessions() {
     assert_eq!(status, 200);
     assert!(stats.contains("\"tcp\":1"), "{stats}");
     assert!(stats.contains("\"up\":true"), "{stats}");
+    let (status, short) = http_get(edge, "/stats").await;
+    assert_eq!(status, 200, "/stats is served as on a broker");
+    assert_eq!(short, stats);
 
     let broker = stack.broker.admin_addr;
     assert_eq!(http_get(broker, "/health").await.0, 200);

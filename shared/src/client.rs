@@ -230,7 +230,11 @@ impl Client {
             out,
         };
         client.flush().await?;
-        match client.next_event().await? {
+        let reply = client.next_event().await.map_err(|e| match e {
+            Error::Closed => Error::HandshakeRefused,
+            e => e,
+        })?;
+        match reply {
             ClientEvent::Established { .. } => Ok(client),
             ClientEvent::Packet(_) => Err(Error::UnexpectedState("packet before handshake reply")),
         }

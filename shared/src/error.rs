@@ -77,8 +77,9 @@ pub enum Error {
     /// The server's handshake signature did not verify against its known public key.
     #[error("server signature does not verify")]
     BadServerSignature,
-    /// The client asked for a protocol mode this server does not allow.
-    #[error("handshake mode {0} is not enabled on this server")]
+    /// The client asked for a protocol mode this server does not allow; the message names the
+    /// edge setting that allows it.
+    #[error("handshake mode {mode} is not enabled on this server{hint}", mode = .0, hint = enabled_by(.0))]
     ModeNotAllowed(&'static str),
     /// The client asked for a handshake version this implementation does not know.
     #[error("unknown handshake version {0}")]
@@ -130,6 +131,15 @@ pub enum Error {
     /// The peer closed the connection.
     #[error("connection closed by peer")]
     Closed,
+    /// The server closed the connection instead of answering the handshake: it refused the
+    /// login (its log names the reason).
+    #[error(
+        "the server closed the connection during the handshake: it refused the login. Likely \
+         reasons: a token it cannot open (another token key) or that expired, a go-pantheon v1 \
+         (legacy) handshake at an edge without handshake.allow_legacy = true, a clock skew \
+         beyond its limit, or a client certificate it requires; the edge's log names the reason"
+    )]
+    HandshakeRefused,
     /// An operation did not finish in time.
     #[error("timed out: {0}")]
     Timeout(&'static str),
@@ -189,6 +199,7 @@ impl Error {
             Error::ResumeGap(_) => "resume_gap",
             Error::Key { .. } => "key",
             Error::Closed => "closed",
+            Error::HandshakeRefused => "handshake_refused",
             Error::Timeout(_) => "timeout",
             Error::Io(_) => "io",
             Error::WebSocket(_) => "websocket",
@@ -213,3 +224,35 @@ impl Error {
 
 /// The result type of this crate.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// The edge setting that allows a refused handshake mode, as the end of its error message.
+fn enabled_by(mode: &str) -> &'static str {
+    match mode {
+        "legacy" => " (set handshake.allow_legacy = true to accept go-pantheon v1 clients)",
+        "unencrypted" => " (set handshake.allow_unencrypted = true; never in production)",
+        _ => "",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Error;
+
+    #[test]
+    fn a_refused_mode_names_the_setting_that_allows_it() {
+        assert_eq!(
+            Error::ModeNotAllowed("legacy").to_string(),
+            "handshake mode legacy is not enabled on this server \
+             (set handshake.allow_legacy = true to accept go-pantheon v1 clients)"
+        );
+        assert!(
+            Error::ModeNotAllowed("unencrypted")
+                .to_string()
+                .contains("handshake.allow_unencrypted")
+        );
+        assert_eq!(
+            Error::ModeNotAllowed("resume without the v2 handshake").to_string(),
+            "handshake mode resume without the v2 handshake is not enabled on this server"
+        );
+    }
+}

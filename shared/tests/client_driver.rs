@@ -207,10 +207,18 @@ async fn a_refused_handshake_is_an_error_on_both_ends() {
             .await
             .err()
             .unwrap();
-        assert!(
-            matches!(err, Error::Closed | Error::Io(_) | Error::WebSocket(_)),
-            "{err}"
-        );
+        if websocket {
+            assert!(
+                matches!(
+                    err,
+                    Error::HandshakeRefused | Error::Io(_) | Error::WebSocket(_)
+                ),
+                "{err}"
+            );
+        } else {
+            assert!(matches!(err, Error::HandshakeRefused), "{err}");
+            assert!(err.to_string().contains("refused the login"), "{err}");
+        }
         assert!(matches!(
             server.await.unwrap(),
             Some(Error::TokenExpired { .. })

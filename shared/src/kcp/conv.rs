@@ -53,7 +53,9 @@ pub enum Datagram {
 
 /// Checks that `datagram` is KCP segments (in a FEC data packet, or a FEC parity packet, when
 /// `fec` is on): known commands, lengths within the datagram, one conversation id, nothing
-/// trailing.
+/// trailing, fragment numbers below 255, and sequence numbers (and acknowledged times) below
+/// 2^31, which the KCP core needs to compare them safely. A [`Conversation`] checks every
+/// packet it is fed the same way.
 pub fn classify(datagram: &[u8], fec: bool) -> Result<Datagram> {
     if fec && fec::is_fec(datagram) {
         let header = fec::parse(datagram)?;
