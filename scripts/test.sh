@@ -68,8 +68,11 @@ need docker "the integration suites start Redis, NATS and etcd in containers: ap
 eval "$(deploy/images.sh ensure)"
 
 step "the janus image for the full-stack suites (from this tree's binary)"
+# A tag of the suites' own: re-tagging janus:local would replace a running compose stack's
+# containers on its next start (integration-tests/src/infra.rs reads JANUS_TEST_IMAGE).
+export JANUS_TEST_IMAGE="${JANUS_TEST_IMAGE:-janus:test}"
 cargo build --locked -p janus-cli
-eval "$(deploy/images.sh project "$CARGO_TARGET_DIR/debug/janus")"
+JANUS_IMAGE="$JANUS_TEST_IMAGE" deploy/images.sh project "$CARGO_TARGET_DIR/debug/janus" >/dev/null
 
 step "fuzz smoke run (coverage-guided libFuzzer, a few seconds per target)"
 # The flags cargo-fuzz uses with `--sanitizer none`, on the stable toolchain, so CI needs no

@@ -1,20 +1,27 @@
 //! `janus connect`: a player on the command line. Logs in over any transport with a token it
 //! mints from the token key (or one given), then either sends one message and prints the answer,
 //! or reads lines: plain text is echoed by the demo game, `/join R`, `/leave R` and `/say R text`
-//! use its chat rooms, `/quit` leaves. Replies and pushes are printed as they arrive.
+//! use its chat rooms, `/quit` leaves. Replies and pushes are printed as they arrive, System
+//! packets as what they say; a heartbeat keeps the session past the edge's idle timeout, and a
+//! logout or a close ends the command with its reason (exit status 1).
 
+use std::collections::VecDeque;
 use std::path::PathBuf;
 use std::time::Duration;
 
 use anyhow::{Context, bail};
 use clap::{Args, ValueEnum};
 use janus_broker::demo;
+use janus_proto::message::sc_server_logout::Code as LogoutCode;
+use janus_proto::message::{ScServerLogout, ScServerUnexpectedErr};
 use janus_proto::packet::Packet;
-use janus_shared::client::{Client, ClientConfig, Endpoint};
+use janus_shared::client::{Client, ClientConfig, Endpoint, unix_now};
 use janus_shared::handshake::{ClientHandshakeConfig, Mode};
 use janus_shared::keys::VerifyingKey;
 use janus_shared::session::SessionConfig;
+use janus_shared::system;
 use janus_shared::transport::KcpSettings;
+use prost::Message;
 use tokio::io::AsyncBufReadExt;
 
 use crate::keys::{self, TokenArgs};
@@ -55,9 +62,13 @@ pub(crate) struct ConnectArgs {
     /// Speak the go-pantheon v1 (legacy) handshake.
     #[arg(long)]
     legacy: bool,
-    /// Send this one message, print the answer, and exit.
+    /// Send this message and print the answer (repeat to send several, one after the other),
+    /// then exit.
     #[arg(long)]
-    send: Option<String>,
+    send: Vec<String>,
+    /// Seconds between heartbeats; keep it below the edge's `session.idle_timeout_secs`.
+    #[arg(long, default_value_t = 10.0, value_parser = heartbeat_secs)]
+    heartbeat_secs: f64,
     /// KCP: FEC data shards per group (0 with --kcp-fec-parity-shards 0: no FEC); the edge
     /// must agree.
     #[arg(long, default_value_t = KcpSettings::default().fec_data_shards)]
@@ -69,6 +80,13 @@ pub(crate) struct ConnectArgs {
     /// conversation); the edge must agree.
     #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
     kcp_smux: bool,
+}
+
+fn heartbeat_secs(text: &str) -> Result<f64, String> {
+    match text.parse::<f64>() {
+        Ok(secs) if secs > 0.0 && secs.is_finite() => Ok(secs),
+        _ => Err("a positive number of seconds".into()),
+    }
 }
 
 fn server_key(path: &PathBuf) -> anyhow::Result<VerifyingKey> {
@@ -155,6 +173,63 @@ fn parse_line(line: &str) -> anyhow::Result<Option<Packet>> {
     Ok(Some(packet))
 }
 
+/// What a System packet from the gateway means for the user.
+#[derive(Debug, PartialEq)]
+enum Notice {
+    /// Nothing to say (a heartbeat reply).
+    Quiet,
+    /// A line to print.
+    Say(String),
+    /// The gateway refused a request of this module and sequence id, saying this.
+    Refused {
+        /// The request's module.
+        module: i32,
+        /// The request's sequence id.
+        seq: i32,
+        /// What to print.
+        line: String,
+    },
+    /// The gateway logged this session out, for this reason.
+    LoggedOut(String),
+}
+
+/// Reads a System packet (`mod` 1); `None` for every other packet.
+fn system_notice(packet: &Packet) -> Option<Notice> {
+    if packet.r#mod != system::MODULE {
+        return None;
+    }
+    Some(match packet.seq {
+        system::SEQ_HEARTBEAT => Notice::Quiet,
+        system::SEQ_LOGOUT => {
+            let reason = match ScServerLogout::decode(&packet.data[..]) {
+                Ok(logout) => match LogoutCode::try_from(logout.code) {
+                    Ok(code) => code.as_str_name().to_owned(),
+                    Err(_) => format!("code {}", logout.code),
+                },
+                Err(e) => format!("unreadable SCServerLogout ({e})"),
+            };
+            Notice::LoggedOut(reason)
+        }
+        system::SEQ_UNEXPECTED_ERR => match ScServerUnexpectedErr::decode(&packet.data[..]) {
+            Ok(err) => Notice::Refused {
+                module: err.r#mod,
+                seq: err.seq,
+                line: format!(
+                    "error from the gateway: {} (request mod={} seq={})",
+                    err.msg, err.r#mod, err.seq
+                ),
+            },
+            Err(e) => Notice::Say(format!(
+                "error from the gateway: unreadable SCServerUnexpectedErr ({e})"
+            )),
+        },
+        seq => Notice::Say(format!(
+            "system packet seq={seq} ({} bytes)",
+            packet.data.len()
+        )),
+    })
+}
+
 fn show(packet: &Packet) {
     let kind = if packet.index == 0 { "push" } else { "reply" };
     println!(
@@ -192,16 +267,26 @@ pub(crate) async fn run(args: ConnectArgs) -> anyhow::Result<()> {
         "logged in as player {} over {:?}",
         args.mint.uid, args.transport
     );
-    if let Some(text) = &args.send {
-        let packet = parse_line(text)?.context("nothing to send")?;
-        let reply = client.request(packet, |push| show(&push)).await?;
-        show(&reply);
-        return Ok(());
+    let mut to_send = args
+        .send
+        .iter()
+        .map(|text| parse_line(text)?.context("nothing to send"))
+        .collect::<anyhow::Result<VecDeque<Packet>>>()?;
+    let interactive = to_send.is_empty();
+    // With --send: the request whose reply (index) is awaited before the next goes out, and
+    // its module and sequence id, which an SCServerUnexpectedErr push names.
+    let mut awaiting = None;
+    if let Some(packet) = to_send.pop_front() {
+        let (module, seq) = (packet.r#mod, packet.seq);
+        awaiting = Some((client.send(packet).await?, module, seq));
     }
+    let period = Duration::from_secs_f64(args.heartbeat_secs);
+    let mut heartbeat = tokio::time::interval_at(tokio::time::Instant::now() + period, period);
+    heartbeat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut lines = tokio::io::BufReader::new(tokio::io::stdin()).lines();
     loop {
         tokio::select! {
-            line = lines.next_line() => {
+            line = lines.next_line(), if interactive => {
                 let Some(line) = line? else { break };
                 if line.trim() == "/quit" {
                     break;
@@ -212,9 +297,67 @@ pub(crate) async fn run(args: ConnectArgs) -> anyhow::Result<()> {
                     Err(e) => eprintln!("{e}"),
                 }
             }
-            packet = client.recv() => show(&packet.context("the gateway closed the session")?),
+            _ = heartbeat.tick() => { client.send(system::heartbeat(unix_now())).await?; }
+            packet = client.recv() => {
+                let packet = packet.context("the gateway closed the session")?;
+                if packet.index != 0 && awaiting.is_some_and(|(index, ..)| index == packet.index) {
+                    show(&packet);
+                    let Some(next) = to_send.pop_front() else { break };
+                    let (module, seq) = (next.r#mod, next.seq);
+                    awaiting = Some((client.send(next).await?, module, seq));
+                    continue;
+                }
+                match system_notice(&packet) {
+                    None => show(&packet),
+                    Some(Notice::Quiet) => {}
+                    Some(Notice::Say(line)) => println!("< {line}"),
+                    Some(Notice::Refused { module, seq, line }) => {
+                        // --send waits for no reply that will never come.
+                        if awaiting.is_some_and(|(_, m, s)| (m, s) == (module, seq)) {
+                            bail!("{line}");
+                        }
+                        println!("< {line}");
+                    }
+                    // The edge closes the session after a logout; over KCP nothing says so.
+                    Some(Notice::LoggedOut(reason)) => bail!("logged out: {reason}"),
+                }
+            }
         }
     }
     client.close().await?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn system_packets_are_named() {
+        let logout = system::logout(LogoutCode::ConflictingLogin as i32);
+        assert_eq!(
+            system_notice(&logout),
+            Some(Notice::LoggedOut("ConflictingLogin".into()))
+        );
+        assert_eq!(
+            system_notice(&system::logout(42)),
+            Some(Notice::LoggedOut("code 42".into()))
+        );
+        let err = system::unexpected_error(6, 3, "no such room");
+        assert_eq!(
+            system_notice(&err),
+            Some(Notice::Refused {
+                module: 6,
+                seq: 3,
+                line: "error from the gateway: no such room (request mod=6 seq=3)".into()
+            })
+        );
+        let reply = system::heartbeat_reply(5, 7, 0, 0);
+        assert_eq!(system_notice(&reply), Some(Notice::Quiet));
+        let game = Packet {
+            r#mod: 2,
+            ..Packet::default()
+        };
+        assert_eq!(system_notice(&game), None);
+    }
 }

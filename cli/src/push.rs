@@ -7,6 +7,10 @@ use clap::Args;
 use janus_broker::bus::{NatsBus, PushBus, subject};
 use janus_proto::broadcaster::service::push::v1 as bc;
 use prost::Message;
+use std::time::Duration;
+
+/// How long `--nats` waits to connect and for the server to acknowledge the publish.
+const NATS_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// `janus push`.
 #[derive(Debug, Args)]
@@ -52,7 +56,7 @@ pub(crate) async fn run(args: PushArgs) -> anyhow::Result<()> {
         ..Default::default()
     };
     if let Some(url) = &args.nats {
-        let bus = NatsBus::connect(url, "janus-cli").await?;
+        let bus = NatsBus::connect_now(url, "janus-cli", NATS_TIMEOUT).await?;
         let message = bc::PushMessage {
             bodies: vec![body],
             uids: args.uids.clone(),
@@ -62,6 +66,9 @@ pub(crate) async fn run(args: PushArgs) -> anyhow::Result<()> {
         };
         bus.publish(subject::INGRESS, Bytes::from(message.encode_to_vec()))
             .await?;
+        bus.flush(NATS_TIMEOUT)
+            .await
+            .with_context(|| format!("the push was not delivered to NATS at {url}"))?;
         println!("published on {} ({})", subject::INGRESS, url);
         return Ok(());
     }

@@ -141,72 +141,115 @@ fn sigterm_drains_and_exits_zero() {
     assert_eq!(status.code(), Some(0), "a drain ends with exit status 0");
 }
 
+/// A standalone started from a config with free ports (and `edge_extra` appended to its edge
+/// table), killed on drop.
+struct Standalone {
+    dir: std::path::PathBuf,
+    child: std::process::Child,
+    tcp_port: u16,
+    kcp_port: u16,
+}
+
+impl Standalone {
+    fn start(name: &str, edge_extra: &str) -> Self {
+        let dir = temp_dir(name);
+        let _ = std::fs::remove_dir_all(dir.join(".janus"));
+        let ports: Vec<u16> = (0..8).map(|_| free_port()).collect();
+        let udp_port = || {
+            std::net::UdpSocket::bind("127.0.0.1:0")
+                .unwrap()
+                .local_addr()
+                .unwrap()
+                .port()
+        };
+        let kcp_port = udp_port();
+        let config = dir.join("standalone.toml");
+        std::fs::write(
+            &config,
+            format!(
+                "game_listen = \"127.0.0.1:{}\"\n\
+                 [edge]\nadmin_listen = \"127.0.0.1:{}\"\n\
+                 [edge.tcp]\nenabled = true\nlisten = \"127.0.0.1:{}\"\n\
+                 [edge.websocket]\nlisten = \"127.0.0.1:{}\"\n\
+                 [edge.kcp]\nlisten = \"127.0.0.1:{}\"\n\
+                 [edge.quic]\nlisten = \"127.0.0.1:{}\"\n{edge_extra}\n\
+                 [broker]\nlisten = \"127.0.0.1:{}\"\nadmin_listen = \"127.0.0.1:{}\"\n",
+                ports[0],
+                ports[1],
+                ports[2],
+                ports[3],
+                kcp_port,
+                udp_port(),
+                ports[4],
+                ports[5],
+            ),
+        )
+        .unwrap();
+        let mut child = Command::new(env!("CARGO_BIN_EXE_janus"))
+            .current_dir(&dir)
+            .env("JANUS_STANDALONE_CONFIG", &config)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let started = Instant::now();
+        while !healthy(ports[1]) {
+            assert!(
+                started.elapsed() < Duration::from_secs(30),
+                "standalone never became healthy"
+            );
+            assert!(
+                child.try_wait().unwrap().is_none(),
+                "standalone exited early"
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        Self {
+            dir,
+            child,
+            tcp_port: ports[2],
+            kcp_port,
+        }
+    }
+
+    /// `janus connect` against this standalone, from its directory (its dev keys).
+    fn connect(&self, args: &[&str]) -> Command {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_janus"));
+        command.current_dir(&self.dir).arg("connect").args(args);
+        command
+    }
+
+    /// SIGTERM, then the exit status.
+    fn stop(mut self) -> std::process::ExitStatus {
+        let _ = Command::new("kill")
+            .arg("-TERM")
+            .arg(self.child.id().to_string())
+            .status();
+        self.child.wait().unwrap()
+    }
+}
+
+impl Drop for Standalone {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+    }
+}
+
 #[test]
 fn the_standalone_default_starts_creates_dev_keys_and_answers_connect() {
-    let dir = temp_dir("standalone");
-    let _ = std::fs::remove_dir_all(dir.join(".janus"));
-    let ports: Vec<u16> = (0..8).map(|_| free_port()).collect();
-    let udp_port = || {
-        std::net::UdpSocket::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port()
-    };
-    let kcp_port = udp_port();
-    let config = dir.join("standalone.toml");
-    std::fs::write(
-        &config,
-        format!(
-            "game_listen = \"127.0.0.1:{}\"\n\
-             [edge]\nadmin_listen = \"127.0.0.1:{}\"\n\
-             [edge.tcp]\nenabled = true\nlisten = \"127.0.0.1:{}\"\n\
-             [edge.websocket]\nlisten = \"127.0.0.1:{}\"\n\
-             [edge.kcp]\nlisten = \"127.0.0.1:{}\"\n\
-             [edge.quic]\nlisten = \"127.0.0.1:{}\"\n\
-             [broker]\nlisten = \"127.0.0.1:{}\"\nadmin_listen = \"127.0.0.1:{}\"\n",
-            ports[0],
-            ports[1],
-            ports[2],
-            ports[3],
-            kcp_port,
-            udp_port(),
-            ports[4],
-            ports[5],
-        ),
-    )
-    .unwrap();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_janus"))
-        .current_dir(&dir)
-        .env("JANUS_STANDALONE_CONFIG", &config)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let started = Instant::now();
-    while !healthy(ports[1]) {
-        assert!(
-            started.elapsed() < Duration::from_secs(30),
-            "standalone never became healthy"
-        );
-        assert!(
-            child.try_wait().unwrap().is_none(),
-            "standalone exited early"
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    let standalone = Standalone::start("standalone", "");
+    let dir = &standalone.dir;
     assert!(dir.join(".janus/server.pem").exists() && dir.join(".janus/token.hex").exists());
+    let tcp_port = standalone.tcp_port.to_string();
     // Clients get the public key, written beside the signing key.
-    let output = Command::new(env!("CARGO_BIN_EXE_janus"))
-        .current_dir(&dir)
-        .args([
-            "connect",
+    let output = standalone
+        .connect(&[
             "--uid",
             "7",
             "--server-key",
             ".janus/server.pub.pem",
             "--port",
-            &ports[2].to_string(),
+            &tcp_port,
             "--send",
             "hello standalone",
         ])
@@ -214,27 +257,30 @@ fn the_standalone_default_starts_creates_dev_keys_and_answers_connect() {
         .unwrap();
     let stdout = String::from_utf8_lossy(&output.stdout);
     // KCP with go-pantheon's FEC and smux, the edge's default too.
-    let kcp = Command::new(env!("CARGO_BIN_EXE_janus"))
-        .current_dir(&dir)
-        .args([
-            "connect",
+    let kcp_port = standalone.kcp_port.to_string();
+    let kcp = standalone
+        .connect(&[
             "--uid",
             "8",
             "--transport",
             "kcp",
             "--port",
-            &kcp_port.to_string(),
+            &kcp_port,
             "--send",
             "hello kcp",
         ])
         .output()
         .unwrap();
     let kcp_stdout = String::from_utf8_lossy(&kcp.stdout);
-    let _ = Command::new("kill")
-        .arg("-TERM")
-        .arg(child.id().to_string())
-        .status();
-    let status = child.wait().unwrap();
+    // --send repeats: each message's reply before the next goes out.
+    let twice = standalone
+        .connect(&[
+            "--uid", "9", "--port", &tcp_port, "--send", "first", "--send", "second",
+        ])
+        .output()
+        .unwrap();
+    let twice_stdout = String::from_utf8_lossy(&twice.stdout);
+    let status = standalone.stop();
     assert!(
         output.status.success(),
         "{stdout}\n{}",
@@ -249,5 +295,104 @@ fn the_standalone_default_starts_creates_dev_keys_and_answers_connect() {
         "{kcp_stdout}\n{}",
         String::from_utf8_lossy(&kcp.stderr)
     );
+    assert!(twice.status.success(), "{twice_stdout}");
+    let first = twice_stdout.find("< reply mod=2 seq=1 obj=9 first");
+    let second = twice_stdout.find("< reply mod=2 seq=1 obj=9 second");
+    assert!(
+        matches!((first, second), (Some(a), Some(b)) if a < b),
+        "{twice_stdout}"
+    );
     assert_eq!(status.code(), Some(0));
+}
+
+/// An interactive `janus connect` heartbeats: with a 2 s idle timeout on the edge it is still
+/// logged in after three idle periods without typing anything. A second login of the same
+/// player logs it out, and it says so and exits with status 1, over KCP too (which has no
+/// close of its own).
+#[test]
+fn connect_heartbeats_past_the_idle_timeout_and_names_its_logout() {
+    let standalone = Standalone::start("heartbeat", "[edge.session]\nidle_timeout_secs = 2\n");
+    let idle = Duration::from_secs(2);
+    for (uid, transport, port) in [
+        ("21", "tcp", standalone.tcp_port),
+        ("22", "kcp", standalone.kcp_port),
+    ] {
+        let port = port.to_string();
+        let mut first = standalone
+            .connect(&[
+                "--uid",
+                uid,
+                "--transport",
+                transport,
+                "--port",
+                &port,
+                "--heartbeat-secs",
+                "0.5",
+            ])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        std::thread::sleep(3 * idle);
+        assert!(
+            first.try_wait().unwrap().is_none(),
+            "{transport}: connect ended within three idle periods: {:?}",
+            first.wait_with_output().unwrap()
+        );
+        let second = standalone
+            .connect(&[
+                "--uid",
+                uid,
+                "--port",
+                &standalone.tcp_port.to_string(),
+                "--send",
+                "me again",
+            ])
+            .output()
+            .unwrap();
+        assert!(second.status.success(), "{second:?}");
+        // Its stdin stays open: only the logout can end it.
+        let output = first.wait_with_output().unwrap();
+        let stdout = String::from_utf8_lossy(&output.stdout);
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert_eq!(
+            output.status.code(),
+            Some(1),
+            "{transport}: {stdout}\n{stderr}"
+        );
+        assert!(
+            stderr.contains("logged out: ConflictingLogin"),
+            "{transport}: {stdout}\n{stderr}"
+        );
+        assert!(
+            !stdout.contains("mod=1"),
+            "{transport}: system packets raw: {stdout}"
+        );
+    }
+    assert_eq!(standalone.stop().code(), Some(0));
+}
+
+#[test]
+fn push_over_nats_fails_naming_an_unreachable_server() {
+    let output = Command::new(env!("CARGO_BIN_EXE_janus"))
+        .args([
+            "push",
+            "--uid",
+            "1",
+            "--text",
+            "hi",
+            "--nats",
+            "nats://127.0.0.1:1",
+        ])
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(!output.status.success(), "stdout: {stdout}");
+    assert!(!stdout.contains("published"), "stdout: {stdout}");
+    assert!(
+        stderr.contains("cannot connect to NATS at nats://127.0.0.1:1"),
+        "stderr: {stderr}"
+    );
 }

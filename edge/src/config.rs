@@ -21,7 +21,7 @@ use crate::error::{Error, Result};
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct EdgeConfig {
-    /// This edge's id, sent to brokers (defaults to `edge-<pid>`).
+    /// This edge's id, sent to brokers (defaults to `edge-<host name>-<6 random hex digits>`).
     pub id: Option<String>,
     /// TCP listener.
     pub tcp: TcpConfig,
@@ -388,12 +388,25 @@ impl Default for BrokersConfig {
     }
 }
 
+/// `edge-<host>-<the low 24 bits of random, in hex>`.
+fn default_edge_id(host: Option<String>, random: u32) -> String {
+    let host = host.unwrap_or_else(|| "unnamed".to_owned());
+    format!("edge-{host}-{:06x}", random & 0xff_ffff)
+}
+
 impl EdgeConfig {
-    /// The id this edge goes by.
+    /// The id this edge goes by: `id`, else one drawn once per process,
+    /// `edge-<host name>-<6 random hex digits>` (unique across hosts and containers, where
+    /// every process may have the same pid).
     pub fn edge_id(&self) -> String {
-        self.id
-            .clone()
-            .unwrap_or_else(|| format!("edge-{}", std::process::id()))
+        static DEFAULT: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+        self.id.clone().unwrap_or_else(|| {
+            DEFAULT
+                .get_or_init(|| {
+                    default_edge_id(janus_shared::discovery::host_name(), rand::random())
+                })
+                .clone()
+        })
     }
 
     /// Reads the key files and builds the handshake configuration.
@@ -599,6 +612,20 @@ mod tests {
     const KEYS: &str = "[keys]\nsigning_key_file = \"k.pem\"\ntoken_key_file = \"t.hex\"\n";
     const TEMPLATE_KEYS: &str =
         "[keys]\nsigning_key_file = \"keys/server.pem\"\ntoken_key_file = \"keys/token.hex\"\n";
+
+    #[test]
+    fn the_default_id_names_the_host_and_a_random_suffix() {
+        assert_eq!(
+            default_edge_id(Some("gw-7f3a".into()), 0x12ab_cdef),
+            "edge-gw-7f3a-abcdef"
+        );
+        assert_eq!(default_edge_id(None, 0x5), "edge-unnamed-000005");
+        // Drawn once: every part of this process's edge goes by the same id.
+        let config: EdgeConfig = parse(KEYS, "t.toml").unwrap();
+        assert_eq!(config.edge_id(), config.edge_id());
+        let set: EdgeConfig = parse(&format!("id = \"e1\"\n{KEYS}"), "t.toml").unwrap();
+        assert_eq!(set.edge_id(), "e1");
+    }
 
     #[test]
     fn defaults_with_keys_are_valid_and_match_the_spec() {

@@ -153,7 +153,7 @@ async fn start(request: testcontainers::ContainerRequest<GenericImage>, what: &s
         .with_startup_timeout(Duration::from_secs(90))
         .start()
         .await
-        .unwrap_or_else(|e| panic!("cannot start {what}: {e}\n{HOW_TO_FIX}; the janus image: eval \"$(deploy/images.sh project <janus binary>)\""))
+        .unwrap_or_else(|e| panic!("cannot start {what}: {e}\n{HOW_TO_FIX}; the janus image: JANUS_IMAGE=janus:test deploy/images.sh project <janus binary>"))
 }
 
 fn rand_suffix() -> u64 {
@@ -450,14 +450,25 @@ impl Cluster {
             .unwrap_or_else(|e| panic!("{e}"));
     }
 
-    /// Edge `edge`'s broker links, from its `/stats/connections` (empty if it does not answer).
-    pub async fn edge_links(&self, edge: usize) -> Vec<LinkStats> {
+    /// Edge `edge`'s `/stats/connections` (JSON null if it does not answer).
+    async fn edge_connections(&self, edge: usize) -> serde_json::Value {
         let Ok(port) = self.edges[edge].get_host_port_ipv4(18100.tcp()).await else {
-            return Vec::new();
+            return serde_json::Value::Null;
         };
         let addr = format!("127.0.0.1:{port}").parse().unwrap();
         let (_, stats) = http_get(addr, "/stats/connections").await;
-        let json: serde_json::Value = serde_json::from_str(&stats).unwrap_or_default();
+        serde_json::from_str(&stats).unwrap_or_default()
+    }
+
+    /// The id edge `edge` goes by, from its `/stats/connections` (empty if it does not answer).
+    pub async fn edge_id(&self, edge: usize) -> String {
+        let json = self.edge_connections(edge).await;
+        json["edge_id"].as_str().unwrap_or_default().to_owned()
+    }
+
+    /// Edge `edge`'s broker links, from its `/stats/connections` (empty if it does not answer).
+    pub async fn edge_links(&self, edge: usize) -> Vec<LinkStats> {
+        let json = self.edge_connections(edge).await;
         let Some(brokers) = json["by_broker"].as_array() else {
             return Vec::new();
         };

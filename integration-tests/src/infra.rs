@@ -204,9 +204,15 @@ pub async fn etcd() -> Service {
     .await
 }
 
-/// The project's own image (`JANUS_IMAGE`, built by `deploy/images.sh project`; never pulled).
+/// The tag the suites run the project's own image under, unless `JANUS_TEST_IMAGE` names
+/// another: never the compose stack's `janus:local`, so building it for a test run leaves a
+/// running stack's containers alone. `scripts/test.sh` builds it with
+/// `JANUS_IMAGE=janus:test deploy/images.sh project <binary>`.
+pub const TEST_JANUS_IMAGE: &str = "janus:test";
+
+/// The project's own image (`JANUS_TEST_IMAGE`, default [`TEST_JANUS_IMAGE`]; never pulled).
 pub fn janus_image() -> GenericImage {
-    let image = std::env::var("JANUS_IMAGE").unwrap_or_else(|_| "janus:local".to_owned());
+    let image = std::env::var("JANUS_TEST_IMAGE").unwrap_or_else(|_| TEST_JANUS_IMAGE.to_owned());
     let (name, tag) = split_image(&image);
     GenericImage::new(name, tag)
 }
@@ -223,7 +229,35 @@ pub const HOW_TO_FIX: &str = FIX;
 
 #[cfg(test)]
 mod tests {
-    use super::split_image;
+    use super::{TEST_JANUS_IMAGE, split_image};
+
+    fn repo_file(path: &str) -> String {
+        let root = concat!(env!("CARGO_MANIFEST_DIR"), "/..");
+        std::fs::read_to_string(format!("{root}/{path}")).unwrap()
+    }
+
+    #[test]
+    fn the_suites_image_is_not_the_one_a_compose_stack_runs() {
+        let compose = repo_file("docker-compose.yml");
+        let default = compose
+            .split("${JANUS_IMAGE:-")
+            .nth(1)
+            .and_then(|rest| rest.split('}').next())
+            .expect("docker-compose.yml names a default janus image");
+        assert_eq!(default, "janus:local");
+        assert_ne!(TEST_JANUS_IMAGE, default);
+        // The test script builds the suites' tag, not the compose one.
+        let script = repo_file("scripts/test.sh");
+        let build = script
+            .lines()
+            .find(|line| line.contains("deploy/images.sh project"))
+            .expect("scripts/test.sh builds the janus image");
+        assert!(
+            build.contains("JANUS_IMAGE=\"$JANUS_TEST_IMAGE\""),
+            "scripts/test.sh must build $JANUS_TEST_IMAGE: {build}"
+        );
+        assert!(script.contains(&format!("JANUS_TEST_IMAGE:-{TEST_JANUS_IMAGE}")));
+    }
 
     #[test]
     fn image_names_split_at_the_tag_not_the_registry_port() {

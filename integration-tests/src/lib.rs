@@ -12,3 +12,20 @@ pub mod roma;
 pub mod stack;
 
 pub use infra::{Service, etcd, nats, redis};
+
+/// The `janus` binary `cargo build -p janus-cli` put beside the running test's profile
+/// directory (`<target>/<profile>/janus`).
+pub fn janus_binary() -> std::path::PathBuf {
+    let exe = std::env::current_exe().expect("the test executable's path");
+    let path = exe
+        .parent()
+        .and_then(std::path::Path::parent)
+        .expect("a test executable under <target>/<profile>/deps")
+        .join("janus");
+    assert!(
+        path.is_file(),
+        "{} is missing: run cargo build -p janus-cli (scripts/test.sh does)",
+        path.display()
+    );
+    path
+}

@@ -398,6 +398,25 @@ async fn the_split_deployment_in_containers() {
     }
     let spread = cluster.sessions_by_broker().await;
     assert_eq!(spread.iter().sum::<usize>(), players.len(), "{spread:?}");
+
+    // Every process in these containers is pid 1: ids come from the host name and a random
+    // suffix (edges) or the container's address (brokers), never from the pid.
+    let edge_ids = [cluster.edge_id(0).await, cluster.edge_id(1).await];
+    assert!(
+        edge_ids.iter().all(|id| id.starts_with("edge-")) && edge_ids[0] != edge_ids[1],
+        "two edges, two ids: {edge_ids:?}"
+    );
+    let broker_ids: BTreeSet<String> = cluster
+        .broker_stats()
+        .await
+        .into_iter()
+        .map(|stats| stats.expect("every broker answers").endpoint)
+        .collect();
+    assert_eq!(
+        broker_ids.len(),
+        3,
+        "three brokers, three ids: {broker_ids:?}"
+    );
     assert!(
         spread.iter().filter(|n| **n > 0).count() >= 2,
         "sessions spread over brokers: {spread:?}"

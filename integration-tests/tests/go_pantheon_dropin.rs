@@ -23,7 +23,7 @@ use janus_edge::link::rendezvous_score;
 use janus_integration_tests::gopeer::{self, GoProcess};
 use janus_integration_tests::roma::{PUSH_MOD, PUSH_SEQ, Pusher};
 use janus_integration_tests::stack::http_get;
-use janus_integration_tests::{Service, etcd, redis};
+use janus_integration_tests::{Service, etcd, janus_binary, redis};
 use janus_shared::config::{parse, parse_with_overrides};
 use serde_json::Value;
 
@@ -41,22 +41,6 @@ const COLOR: &str = "local";
 const OTHER_COLOR: &str = "other";
 /// How many brokers run the broker profile.
 const BROKERS: usize = 2;
-
-/// The `janus` binary `cargo build -p janus-cli` put beside this test's profile directory.
-fn janus_binary() -> PathBuf {
-    let exe = std::env::current_exe().expect("the test executable's path");
-    let path = exe
-        .parent()
-        .and_then(Path::parent)
-        .expect("a test executable under <target>/<profile>/deps")
-        .join("janus");
-    assert!(
-        path.is_file(),
-        "{} is missing: run cargo build -p janus-cli (scripts/test.sh does)",
-        path.display()
-    );
-    path
-}
 
 /// A key directory as a go-pantheon operator would make it: `janus keygen` (server.pem,
 /// server.crt, …) and the gate's `account_aes_key` file holding the raw key string.

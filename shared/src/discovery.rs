@@ -26,13 +26,18 @@ pub const GATE_SERVICE: &str = "janus.gate.interface";
 /// The discovery name brokers register under for edges to find them.
 pub const BROKER_SERVICE: &str = "janus.broker";
 
+/// This host's name (a container's own under Docker or Kubernetes), when it has one.
+pub fn host_name() -> Option<String> {
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname").ok()?;
+    let host = host.trim();
+    (!host.is_empty()).then(|| host.to_owned())
+}
+
 /// The `ip:port` others reach this host at, for a process listening on every interface: the
 /// address its host name resolves to (a container's own IP under Docker or Kubernetes), else
 /// loopback with a warning.
 pub async fn own_address(port: u16) -> String {
-    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
-        .map(|h| h.trim().to_owned())
-        .unwrap_or_default();
+    let host = host_name().unwrap_or_default();
     if !host.is_empty()
         && let Ok(mut addrs) = tokio::net::lookup_host((host.as_str(), port)).await
         && let Some(addr) = addrs.find(|a| a.is_ipv4() && !a.ip().is_loopback())

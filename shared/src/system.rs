@@ -3,7 +3,7 @@
 //! Handshake, heartbeat, unexpected-error and logout are answered or pushed by the gateway, not
 //! by a game service. Pushes carry index 0; replies echo the request's index.
 
-use janus_proto::message::{ScHeartbeat, ScServerLogout, ScServerUnexpectedErr};
+use janus_proto::message::{CsHeartbeat, ScHeartbeat, ScServerLogout, ScServerUnexpectedErr};
 use janus_proto::packet::Packet;
 use prost::Message;
 
@@ -31,6 +31,16 @@ pub fn packet(seq: i32, index: i32, data: Vec<u8>) -> Packet {
         index,
         ..Default::default()
     }
+}
+
+/// A client's heartbeat (`CSHeartbeat`) at unix time `client_time`; the client's session
+/// gives it its index.
+pub fn heartbeat(client_time: i64) -> Packet {
+    packet(
+        SEQ_HEARTBEAT,
+        0,
+        CsHeartbeat { client_time }.encode_to_vec(),
+    )
 }
 
 /// Whether `packet` is a heartbeat (request or reply).

@@ -30,6 +30,28 @@ impl NatsBus {
             .map_err(bus_err)?;
         Ok(Self { client })
     }
+
+    /// Connects once, giving up after `timeout` with the reason (no background retries): for
+    /// one-shot tools that must fail when the server cannot be reached.
+    pub async fn connect_now(url: &str, name: &str, timeout: std::time::Duration) -> Result<Self> {
+        let client = async_nats::ConnectOptions::new()
+            .name(name)
+            .connection_timeout(timeout)
+            .connect(url)
+            .await
+            .map_err(|e| Error::Bus(format!("cannot connect to NATS at {url}: {e}")))?;
+        Ok(Self { client })
+    }
+
+    /// Waits until the server has every message published so far, for at most `timeout`.
+    pub async fn flush(&self, timeout: std::time::Duration) -> Result<()> {
+        match tokio::time::timeout(timeout, self.client.flush()).await {
+            Ok(flushed) => flushed.map_err(bus_err),
+            Err(_) => Err(Error::Bus(format!(
+                "NATS flush not acknowledged within {timeout:?}"
+            ))),
+        }
+    }
 }
 
 #[async_trait]

@@ -9,14 +9,12 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 use futures_util::StreamExt;
-use janus_proto::message::CsHeartbeat;
 use janus_shared::client::{Client, ClientConfig, Endpoint, unix_now};
 use janus_shared::handshake::{ClientHandshakeConfig, Mode};
 use janus_shared::session::SessionConfig;
 use janus_shared::system;
 use janus_shared::token::TokenCodec;
 use janus_shared::transport::QuicStream;
-use prost::Message;
 use tokio::net::TcpSocket;
 use tokio::sync::mpsc;
 use tokio::task::JoinSet;
@@ -286,8 +284,7 @@ impl Held {
                 tokio::select! {
                     () = stop.cancelled() => return Ok(()),
                     _ = beat.tick() => {
-                        let body = CsHeartbeat { client_time: unix_now() }.encode_to_vec();
-                        client.send(system::packet(system::SEQ_HEARTBEAT, 0, body)).await?;
+                        client.send(system::heartbeat(unix_now())).await?;
                     }
                     packet = client.recv() => {
                         let packet = packet.context("the gateway closed a held session")?;
