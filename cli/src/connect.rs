@@ -51,8 +51,9 @@ pub(crate) struct ConnectArgs {
     /// Edge port (default: the transport's default port).
     #[arg(long)]
     port: Option<u16>,
-    /// The edge's public key (SPKI PEM) or signing key (PKCS#8 PEM).
-    #[arg(long, default_value = ".janus/server.pem")]
+    /// The edge's public key: SPKI PEM (`server.pub.pem`) or its X.509 certificate
+    /// (`server.crt`); a signing key (PKCS#8 PEM) is read too, but clients should never hold it.
+    #[arg(long, default_value = ".janus/server.pub.pem")]
     server_key: PathBuf,
     /// A token to log in with; by default one is minted with --token-key-file.
     #[arg(long)]
@@ -94,6 +95,8 @@ fn server_key(path: &PathBuf) -> anyhow::Result<VerifyingKey> {
         std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
     if text.contains("PUBLIC KEY") {
         Ok(VerifyingKey::from_public_key_pem(&text)?)
+    } else if text.contains("CERTIFICATE") {
+        Ok(VerifyingKey::from_certificate_pem(&text)?)
     } else {
         Ok(keys::read_signing_key(path)?.verifying_key())
     }
