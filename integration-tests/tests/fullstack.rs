@@ -59,6 +59,22 @@ fn edge_of(uid: i64) -> usize {
     entry(uid).0
 }
 
+/// One player per transport of each edge (uids 101, 102, …), each logged in and answering a
+/// round trip.
+async fn log_in_on_every_transport(cluster: &Cluster) -> BTreeMap<i64, Client> {
+    let mut players = BTreeMap::new();
+    let mut uid = 100;
+    for edge in 0..2 {
+        for (name, endpoint) in cluster.endpoints(edge).await {
+            uid += 1;
+            let mut client = cluster.login(&endpoint, uid).await;
+            round_trip(&mut client, &format!("{name} via edge {edge}")).await;
+            players.insert(uid, client);
+        }
+    }
+    players
+}
+
 async fn round_trip(client: &mut Client, text: &str) {
     let reply = tokio::time::timeout(
         Duration::from_secs(10),
@@ -386,16 +402,7 @@ async fn the_split_deployment_in_containers() {
     let cluster = Cluster::start().await;
 
     // Every transport through both edges.
-    let mut players: BTreeMap<i64, Client> = BTreeMap::new();
-    let mut uid = 100;
-    for edge in 0..2 {
-        for (name, endpoint) in cluster.endpoints(edge).await {
-            uid += 1;
-            let mut client = cluster.login(&endpoint, uid).await;
-            round_trip(&mut client, &format!("{name} via edge {edge}")).await;
-            players.insert(uid, client);
-        }
-    }
+    let mut players = log_in_on_every_transport(&cluster).await;
     let spread = cluster.sessions_by_broker().await;
     assert_eq!(spread.iter().sum::<usize>(), players.len(), "{spread:?}");
 
@@ -1174,33 +1181,26 @@ async fn the_split_deployment_with_a_go_roma_game_service() {
     let up = started.elapsed();
 
     let room = 7;
-    let mut players: BTreeMap<i64, Client> = BTreeMap::new();
-    let mut uid = 100;
-    for edge in 0..2 {
-        for (name, endpoint) in cluster.endpoints(edge).await {
-            uid += 1;
-            let mut client = cluster.login(&endpoint, uid).await;
-            round_trip(&mut client, &format!("{name} via edge {edge}")).await;
-            let reply = client
-                .request(request(2, demo::ECHO_AND_PUSH, 0, b"p"), |p| {
-                    panic!("uid {uid}: {} before the reply", describe(&p))
-                })
-                .await
-                .unwrap_or_else(|e| panic!("uid {uid}: {e}\n{}", cluster.diagnostics()));
-            assert_eq!(reply.data, b"p");
-            let push = recv(&mut client).await;
-            assert_eq!(
-                (push.r#mod, push.seq, push.index, push.data.as_slice()),
-                (2, demo::ECHO_AND_PUSH, 0, &b"pushed"[..]),
-                "uid {uid}: the push on its tunnel"
-            );
-            let joined = client
-                .request(request(6, demo::JOIN, room, b""), |_| {})
-                .await
-                .unwrap();
-            assert_eq!(joined.data, b"ok", "uid {uid} joins");
-            players.insert(uid, client);
-        }
+    let mut players = log_in_on_every_transport(&cluster).await;
+    for (&uid, client) in players.iter_mut() {
+        let reply = client
+            .request(request(2, demo::ECHO_AND_PUSH, 0, b"p"), |p| {
+                panic!("uid {uid}: {} before the reply", describe(&p))
+            })
+            .await
+            .unwrap_or_else(|e| panic!("uid {uid}: {e}\n{}", cluster.diagnostics()));
+        assert_eq!(reply.data, b"p");
+        let push = recv(client).await;
+        assert_eq!(
+            (push.r#mod, push.seq, push.index, push.data.as_slice()),
+            (2, demo::ECHO_AND_PUSH, 0, &b"pushed"[..]),
+            "uid {uid}: the push on its tunnel"
+        );
+        let joined = client
+            .request(request(6, demo::JOIN, room, b""), |_| {})
+            .await
+            .unwrap();
+        assert_eq!(joined.data, b"ok", "uid {uid} joins");
     }
     let spread = cluster.sessions_by_broker().await;
     assert!(
