@@ -11,7 +11,9 @@ use std::sync::Arc;
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use janus_broker::balance::SmoothWeighted;
+use janus_broker::continuity::{Attachment, Continuity};
 use janus_broker::registry::{EdgeHandle, Entry, Registry};
+use janus_proto::janus::internal::v1::SessionOpen;
 use tokio::sync::mpsc;
 
 fn balance(c: &mut Criterion) {
@@ -27,20 +29,22 @@ fn balance(c: &mut Criterion) {
 /// 10 000 sessions over 4 edges, half of them in zone 1.
 fn registry() -> Registry {
     let edges: Vec<Arc<EdgeHandle>> = (0..4)
-        .map(|i| {
-            Arc::new(EdgeHandle {
-                edge_id: format!("edge-{i}"),
-                tx: mpsc::channel(1).0,
-            })
-        })
+        .map(|i| Arc::new(EdgeHandle::new(format!("edge-{i}"), mpsc::channel(1).0)))
         .collect();
     let registry = Registry::default();
     for uid in 0..10_000i64 {
         registry.insert(
             uid,
             Entry {
-                session_id: uid as u64,
-                edge: edges[uid as usize % edges.len()].clone(),
+                continuity: Arc::new(Continuity::new(
+                    Attachment {
+                        edge: edges[uid as usize % edges.len()].clone(),
+                        session_id: uid as u64,
+                    },
+                    &SessionOpen::default(),
+                    1024,
+                )),
+                inbox: mpsc::channel(1).0,
                 color: String::new(),
                 sid: 1 + uid % 2,
                 commands: mpsc::channel(1).0,

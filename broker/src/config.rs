@@ -29,8 +29,32 @@ pub struct BrokerConfig {
     pub tunnels: TunnelsConfig,
     /// Milliseconds between HTTP/2 pings to each linked edge; an edge that leaves one
     /// unanswered for as long again is gone (crashed, or cut off by a partition): its sessions
-    /// here end, as they have moved or died with it.
+    /// here park (resumable ones, PROTOCOL.md §13) or end.
     pub edge_keepalive_ms: u64,
+    /// Sessions waiting for their client to resume.
+    pub resume: ResumeConfig,
+}
+
+/// `[resume]`: what this broker keeps of resumable sessions (PROTOCOL.md §13).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ResumeConfig {
+    /// Server packets kept per session until its client acknowledges them; a resume needing
+    /// an older one gets `resume_gap`, and a parked session that would forget one ends
+    /// (`resume_overflow`).
+    pub retain_packets: usize,
+    /// Sessions this broker keeps parked at once; a session that loses its connection beyond
+    /// that ends (`resume_limit`) as if it held no ticket.
+    pub max_parked: usize,
+}
+
+impl Default for ResumeConfig {
+    fn default() -> Self {
+        Self {
+            retain_packets: 1024,
+            max_parked: 100_000,
+        }
+    }
 }
 
 impl Default for BrokerConfig {
@@ -44,6 +68,7 @@ impl Default for BrokerConfig {
             discovery: DiscoveryConfig::default(),
             tunnels: TunnelsConfig::default(),
             edge_keepalive_ms: 2000,
+            resume: ResumeConfig::default(),
         }
     }
 }
@@ -293,6 +318,11 @@ impl Validate for BrokerConfig {
         problems.check_addr("listen", &self.listen);
         problems.check_addr("admin_listen", &self.admin_listen);
         problems.check_positive("edge_keepalive_ms", self.edge_keepalive_ms);
+        problems.check(
+            (1..=65_536).contains(&self.resume.retain_packets),
+            "resume.retain_packets",
+            "must be between 1 and 65536",
+        );
         if let Some(advertise) = &self.advertise {
             problems.check_host_port("advertise", advertise);
         }

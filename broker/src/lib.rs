@@ -15,6 +15,7 @@ pub mod admin;
 pub mod balance;
 pub mod bus;
 pub mod config;
+pub mod continuity;
 pub mod demo;
 pub mod error;
 pub mod link;

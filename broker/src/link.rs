@@ -1,7 +1,8 @@
 //! The broker end of the edge link (`janus.internal.v1.EdgeLink/Link`): one bidirectional
 //! stream per edge carrying batches of frames tagged with session ids. Incoming frames are
 //! dispatched to session actors; outgoing frames from all of this edge's sessions share one
-//! bounded queue and are written in batches.
+//! bounded queue and are written in batches. A resume presented at this edge is decided here,
+//! against the session's continuity, wherever the session was before (PROTOCOL.md §13).
 
 use std::collections::HashMap;
 use std::pin::Pin;
@@ -9,13 +10,17 @@ use std::sync::Arc;
 
 use futures_util::{Stream, StreamExt};
 use janus_proto::janus::internal::v1::edge_link_server::EdgeLink;
-use janus_proto::janus::internal::v1::{BrokerBatch, EdgeBatch, Kick, broker_frame, edge_frame};
+use janus_proto::janus::internal::v1::{
+    BrokerBatch, BrokerFrame, EdgeBatch, Kick, ResumeRefused, ResumeRequest, broker_frame,
+    edge_frame,
+};
 use janus_proto::message::sc_server_logout::Code as LogoutCode;
+use janus_shared::handshake::{Redeemable, ResumeClaim};
 use tokio::sync::mpsc;
 use tonic::{Request, Response, Status, Streaming};
 
 use crate::registry::{EDGE_QUEUE, EdgeHandle};
-use crate::session::{self, Inbound};
+use crate::session::{self, Inbound, Member};
 use crate::state::BrokerState;
 
 /// Most frames written in one batch.
@@ -54,10 +59,7 @@ impl EdgeLink for LinkService {
             .clone()
             .ok_or_else(|| Status::invalid_argument("the first batch must carry the hello"))?;
         let (tx, rx) = mpsc::channel(EDGE_QUEUE);
-        let edge = Arc::new(EdgeHandle {
-            edge_id: hello.edge_id.clone(),
-            tx,
-        });
+        let edge = Arc::new(EdgeHandle::new(hello.edge_id.clone(), tx));
         tracing::info!(edge = %hello.edge_id, version = %hello.version, "edge linked");
         let state = self.state.clone();
         let edges = state.metrics.live.with_label_values(&["edges"]);
@@ -80,8 +82,9 @@ impl EdgeLink for LinkService {
                 }
             }
             tracing::info!(edge = %reader.edge.edge_id, sessions = reader.sessions.len(), "edge link closed");
-            for (_, inbox) in reader.sessions.drain() {
-                let _ = inbox.try_send(Inbound::Close("edge link closed".into()));
+            // The edge is gone (or going): resumable sessions wait for their clients, at any edge.
+            for (id, member) in std::mem::take(&mut reader.sessions) {
+                reader.detached(id, member, "edge link closed".into(), true, None);
             }
             edges.dec();
         });
@@ -93,7 +96,7 @@ impl EdgeLink for LinkService {
 /// the broker shuts down, the last batch says `draining` and the stream ends: the edge then
 /// moves this broker's sessions to another broker.
 fn batches(
-    rx: mpsc::Receiver<janus_proto::janus::internal::v1::BrokerFrame>,
+    rx: mpsc::Receiver<BrokerFrame>,
     shutdown: tokio_util::sync::CancellationToken,
 ) -> BatchStream {
     futures_util::stream::unfold(Some(rx), move |rx| {
@@ -129,7 +132,7 @@ fn batches(
 struct Reader {
     state: Arc<BrokerState>,
     edge: Arc<EdgeHandle>,
-    sessions: HashMap<u64, mpsc::Sender<Inbound>>,
+    sessions: HashMap<u64, Member>,
 }
 
 impl Reader {
@@ -141,19 +144,26 @@ impl Reader {
             let id = frame.session_id;
             match frame.kind {
                 Some(edge_frame::Kind::Open(open)) => {
-                    let inbox = session::spawn(&self.state, self.edge.clone(), id, open);
-                    if let Some(old) = self.sessions.insert(id, inbox) {
-                        let _ = old.try_send(Inbound::Close("session id reused".into()));
+                    let member = session::spawn(&self.state, self.edge.clone(), id, open);
+                    if let Some(old) = self.sessions.insert(id, member) {
+                        let _ = old
+                            .inbox
+                            .try_send(Inbound::Close("session id reused".into()));
                     }
                 }
                 Some(edge_frame::Kind::Packet(client)) => {
                     let Some(packet) = client.packet else {
                         continue;
                     };
-                    let Some(inbox) = self.sessions.get(&id) else {
+                    let Some(member) = self.sessions.get(&id) else {
                         continue;
                     };
-                    match inbox.try_send(Inbound::Packet(Box::new((packet, client.traceparent)))) {
+                    if !member.continuity.took(&self.edge, id, packet.index) {
+                        // Sent over a connection the session has moved away from.
+                        continue;
+                    }
+                    let forwarded = Inbound::Packet(Box::new((packet, client.traceparent)));
+                    match member.inbox.try_send(forwarded) {
                         Ok(()) => {}
                         Err(mpsc::error::TrySendError::Full(_)) => {
                             tracing::warn!(session_id = id, "session inbox full; closing it");
@@ -170,18 +180,108 @@ impl Reader {
                         }
                     }
                 }
-                Some(edge_frame::Kind::Close(close)) => {
-                    if let Some(inbox) = self.sessions.remove(&id) {
-                        let _ = inbox.send(Inbound::Close(close.reason.into())).await;
+                Some(edge_frame::Kind::Progress(progress)) => {
+                    if let Some(member) = self.sessions.get(&id) {
+                        member.continuity.progress(
+                            &self.edge,
+                            id,
+                            progress.received,
+                            progress.next_index,
+                        );
                     }
                 }
+                Some(edge_frame::Kind::Close(close)) => {
+                    if let Some(member) = self.sessions.remove(&id) {
+                        self.detached(id, member, close.reason.into(), close.resumable, close.rate);
+                    }
+                }
+                Some(edge_frame::Kind::Resume(request)) => self.resume(id, request),
                 None => {}
             }
         }
     }
 
+    /// The connection of session `id` at this edge is gone, for `reason`: the session parks
+    /// if `resumable` and it can, or ends; unless it has moved to another connection already.
+    fn detached(
+        &self,
+        id: u64,
+        member: Member,
+        reason: Box<str>,
+        resumable: bool,
+        rate: Option<janus_proto::janus::internal::v1::RateState>,
+    ) {
+        let continuity = &member.continuity;
+        if resumable && continuity.park(&self.edge, id, rate) {
+            let _ = member.inbox.try_send(Inbound::Parked);
+        } else if continuity.is_at(&self.edge, id) {
+            let _ = member.inbox.try_send(Inbound::Close(reason));
+        }
+    }
+
+    /// A client presented a ticket at this edge, now session `id` here: the first resume
+    /// with the current ticket and a valid proof takes the session, wherever it was.
+    fn resume(&mut self, id: u64, request: ResumeRequest) {
+        let metrics = &self.state.metrics;
+        let decided = self
+            .state
+            .registry
+            .get(request.uid)
+            .ok_or("resume_unknown")
+            .and_then(|entry| {
+                let claim = ResumeClaim {
+                    client_pub: request
+                        .client_pub
+                        .as_slice()
+                        .try_into()
+                        .map_err(|_| "resume_denied")?,
+                    ticket: request.ticket,
+                    timestamp: request.timestamp,
+                    received: request.received,
+                    proof: request.proof,
+                };
+                let next = Redeemable {
+                    ticket: request.next_ticket,
+                    key: request
+                        .next_resume_key
+                        .as_slice()
+                        .try_into()
+                        .map_err(|_| "resume_denied")?,
+                };
+                entry
+                    .continuity
+                    .redeem(&claim, next, &self.edge, id)
+                    .map(|()| entry)
+            });
+        match decided {
+            Ok(entry) => {
+                metrics.resumes.with_label_values(&["ok"]).inc();
+                tracing::info!(edge = %self.edge.edge_id, session_id = id, uid = request.uid, "session resumed");
+                let _ = entry.inbox.try_send(Inbound::Resumed);
+                self.sessions.insert(
+                    id,
+                    Member {
+                        inbox: entry.inbox,
+                        continuity: entry.continuity,
+                    },
+                );
+            }
+            Err(reason) => {
+                metrics.resumes.with_label_values(&[reason]).inc();
+                tracing::info!(edge = %self.edge.edge_id, session_id = id, uid = request.uid, reason, "resume refused");
+                let refused = BrokerFrame {
+                    kind: Some(broker_frame::Kind::Refused(ResumeRefused {
+                        session_id: id,
+                        reason: reason.to_owned(),
+                    })),
+                };
+                let _ = self.edge.tx.try_send(refused);
+            }
+        }
+    }
+
     async fn kick(&self, session_id: u64, reason: &str) {
-        let frame = janus_proto::janus::internal::v1::BrokerFrame {
+        let frame = BrokerFrame {
             kind: Some(broker_frame::Kind::Kick(Kick {
                 session_ids: vec![session_id],
                 logout_code: LogoutCode::Server as i32,

@@ -1,7 +1,7 @@
 //! The broker's Prometheus metrics (`janus_broker_*`), rendered by the admin endpoint.
 
 use janus_shared::metrics::MetricsRegistry;
-use prometheus::{HistogramVec, IntCounterVec, IntGaugeVec};
+use prometheus::{HistogramVec, IntCounterVec, IntGauge, IntGaugeVec};
 
 /// Every metric of one broker.
 #[derive(Debug, Clone)]
@@ -27,6 +27,13 @@ pub struct Metrics {
     pub push_fanout_seconds: HistogramVec,
     /// Time from a request entering a tunnel to its reply coming back, seconds.
     pub tunnel_seconds: HistogramVec,
+    /// Sessions waiting for their client to resume.
+    pub parked: IntGauge,
+    /// Resumes decided here, by result (`ok` or the refusal's close reason).
+    pub resumes: IntCounterVec,
+    /// Resumable sessions that ended without their client, by reason (`resume_expired`,
+    /// `resume_overflow`, `resume_gap`, `resume_limit`).
+    pub lost: IntCounterVec,
 }
 
 impl Metrics {
@@ -79,6 +86,23 @@ impl Metrics {
                 "janus_broker_tunnel_seconds",
                 "Tunnel request to reply (game service round trip)",
                 &["service"],
+            ),
+            parked: r
+                .gauge(
+                    "janus_broker_sessions_parked",
+                    "Sessions waiting for their client to resume",
+                    &[],
+                )
+                .with_label_values(&[] as &[&str]),
+            resumes: r.counter(
+                "janus_broker_resumes_total",
+                "Resumes decided by this broker",
+                &["result"],
+            ),
+            lost: r.counter(
+                "janus_broker_sessions_lost_total",
+                "Resumable sessions ended without their client",
+                &["reason"],
             ),
             registry: r,
         }

@@ -20,6 +20,7 @@ use prost::Message;
 use tonic::{Request, Response, Status};
 
 use crate::bus::subject;
+use crate::continuity;
 use crate::error::{Error, Result};
 use crate::registry::Command;
 use crate::route::gate_route_key;
@@ -151,21 +152,30 @@ impl Pusher {
         self.deliver(self.state.registry.group_by_edge(uids), bodies);
     }
 
-    fn deliver(
-        &self,
-        groups: Vec<(Arc<crate::registry::EdgeHandle>, Vec<u64>)>,
-        bodies: &[bc::PushBody],
-    ) {
-        for (edge, session_ids) in groups {
-            for body in bodies {
-                if !edge.try_deliver(session_ids.clone(), to_packet(body)) {
-                    self.state
-                        .metrics
-                        .push_dropped
-                        .with_label_values(&["edge_queue_full"])
-                        .inc();
-                    tracing::warn!(edge = %edge.edge_id, sessions = session_ids.len(), "edge queue full; push dropped");
+    fn deliver(&self, groups: crate::registry::Groups, bodies: &[bc::PushBody]) {
+        let dropped = || {
+            self.state
+                .metrics
+                .push_dropped
+                .with_label_values(&["edge_queue_full"])
+                .inc();
+        };
+        for body in bodies {
+            let packet = Arc::new(to_packet(body));
+            for (edge, sessions) in &groups.edges {
+                let sent = continuity::multicast(edge, sessions, &packet);
+                if sent.full {
+                    dropped();
+                    tracing::warn!(edge = %edge.edge_id, sessions = sessions.len(), "edge queue full; push dropped");
                 }
+                for moved in sent.moved {
+                    if !moved.try_deliver(&packet) {
+                        dropped();
+                    }
+                }
+            }
+            for parked in &groups.parked {
+                parked.try_deliver(&packet);
             }
         }
     }

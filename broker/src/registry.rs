@@ -5,9 +5,11 @@
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
-use janus_proto::janus::internal::v1::{BrokerFrame, Deliver, broker_frame};
-use janus_proto::packet::Packet;
+use janus_proto::janus::internal::v1::BrokerFrame;
 use tokio::sync::mpsc;
+
+use crate::continuity::Continuity;
+use crate::session::Inbound;
 
 /// Frames this broker may have waiting for one edge. Replies wait for room (backpressure onto
 /// the game service's stream); pushes that find it full are dropped and counted.
@@ -20,29 +22,24 @@ pub struct EdgeHandle {
     pub edge_id: String,
     /// Frames to that edge, batched by the link's writer.
     pub tx: mpsc::Sender<BrokerFrame>,
+    /// Held while a server packet is counted and queued for a session on this edge, so the
+    /// edge sees each session's packets in the order they were counted (see `continuity`).
+    order: Mutex<()>,
 }
 
 impl EdgeHandle {
-    /// Queues `packet` for `session_ids` on this edge, waiting for room.
-    pub async fn deliver(&self, session_ids: Vec<u64>, packet: Packet) -> bool {
-        self.tx
-            .send(deliver_frame(session_ids, packet))
-            .await
-            .is_ok()
+    /// The handle of an edge whose frames go to `tx`.
+    pub fn new(edge_id: String, tx: mpsc::Sender<BrokerFrame>) -> Self {
+        Self {
+            edge_id,
+            tx,
+            order: Mutex::new(()),
+        }
     }
 
-    /// Queues `packet` for `session_ids` if there is room now; false if it was dropped.
-    pub fn try_deliver(&self, session_ids: Vec<u64>, packet: Packet) -> bool {
-        self.tx.try_send(deliver_frame(session_ids, packet)).is_ok()
-    }
-}
-
-fn deliver_frame(session_ids: Vec<u64>, packet: Packet) -> BrokerFrame {
-    BrokerFrame {
-        kind: Some(broker_frame::Kind::Deliver(Deliver {
-            session_ids,
-            packet: Some(packet),
-        })),
+    /// The order lock (see [`EdgeHandle::order`]'s field).
+    pub fn order(&self) -> std::sync::MutexGuard<'_, ()> {
+        self.order.lock().unwrap_or_else(|p| p.into_inner())
     }
 }
 
@@ -61,22 +58,16 @@ pub enum Command {
 /// One live session as the rest of the broker sees it.
 #[derive(Debug, Clone)]
 pub struct Entry {
-    /// The edge-assigned session id.
-    pub session_id: u64,
-    /// The edge that holds the connection.
-    pub edge: Arc<EdgeHandle>,
+    /// Where the session is and what its resume needs; every packet for it goes through this.
+    pub continuity: Arc<Continuity>,
+    /// The session actor's inbox, for the edge link that takes a resume of it.
+    pub inbox: mpsc::Sender<Inbound>,
     /// Colour, for broadcasts.
     pub color: String,
     /// Server (zone) id, for broadcasts.
     pub sid: i64,
     /// The session actor's command inbox.
     pub commands: mpsc::Sender<Box<Command>>,
-}
-
-impl Entry {
-    fn is(&self, edge: &EdgeHandle, session_id: u64) -> bool {
-        self.session_id == session_id && std::ptr::eq(Arc::as_ptr(&self.edge), edge)
-    }
 }
 
 /// Sessions by uid.
@@ -95,11 +86,14 @@ impl Registry {
         self.map().insert(uid, entry)
     }
 
-    /// Removes `uid`'s session if it is still the one on `edge` with `session_id`; returns
-    /// whether it was (a replaced session must not remove its successor).
-    pub fn remove_if_current(&self, uid: i64, edge: &EdgeHandle, session_id: u64) -> bool {
+    /// Removes `uid`'s session if it is still `session`; returns whether it was (a replaced
+    /// session must not remove its successor).
+    pub fn remove_if_current(&self, uid: i64, session: &Arc<Continuity>) -> bool {
         let mut map = self.map();
-        if map.get(&uid).is_some_and(|e| e.is(edge, session_id)) {
+        if map
+            .get(&uid)
+            .is_some_and(|e| Arc::ptr_eq(&e.continuity, session))
+        {
             map.remove(&uid);
             true
         } else {
@@ -113,13 +107,13 @@ impl Registry {
     }
 
     /// The sessions of `uids` that are here, grouped by edge: one delivery per edge.
-    pub fn group_by_edge(&self, uids: &[i64]) -> Vec<(Arc<EdgeHandle>, Vec<u64>)> {
+    pub fn group_by_edge(&self, uids: &[i64]) -> Groups {
         let map = self.map();
         group(uids.iter().filter_map(|uid| map.get(uid)))
     }
 
     /// Every session whose colour and sid match, grouped by edge.
-    pub fn matching(&self, color: &str, sid: i64) -> Vec<(Arc<EdgeHandle>, Vec<u64>)> {
+    pub fn matching(&self, color: &str, sid: i64) -> Groups {
         let map = self.map();
         group(map.values().filter(|e| e.color == color && e.sid == sid))
     }
@@ -135,15 +129,31 @@ impl Registry {
     }
 }
 
-fn group<'a>(entries: impl Iterator<Item = &'a Entry>) -> Vec<(Arc<EdgeHandle>, Vec<u64>)> {
-    let mut groups: Vec<(Arc<EdgeHandle>, Vec<u64>)> = Vec::new();
+/// Sessions grouped by the edge they are attached to, and those parked.
+#[derive(Debug, Default)]
+pub struct Groups {
+    /// One group per edge.
+    pub edges: Vec<(Arc<EdgeHandle>, Vec<Arc<Continuity>>)>,
+    /// Sessions waiting for their client to resume.
+    pub parked: Vec<Arc<Continuity>>,
+}
+
+fn group<'a>(entries: impl Iterator<Item = &'a Entry>) -> Groups {
+    let mut groups = Groups::default();
     for entry in entries {
+        let Some(at) = entry.continuity.attachment() else {
+            groups.parked.push(entry.continuity.clone());
+            continue;
+        };
         match groups
+            .edges
             .iter_mut()
-            .find(|(edge, _)| Arc::ptr_eq(edge, &entry.edge))
+            .find(|(edge, _)| Arc::ptr_eq(edge, &at.edge))
         {
-            Some((_, ids)) => ids.push(entry.session_id),
-            None => groups.push((entry.edge.clone(), vec![entry.session_id])),
+            Some((_, sessions)) => sessions.push(entry.continuity.clone()),
+            None => groups
+                .edges
+                .push((at.edge.clone(), vec![entry.continuity.clone()])),
         }
     }
     groups
@@ -151,23 +161,31 @@ fn group<'a>(entries: impl Iterator<Item = &'a Entry>) -> Vec<(Arc<EdgeHandle>, 
 
 #[cfg(test)]
 mod tests {
+    use janus_proto::janus::internal::v1::SessionOpen;
+
     use super::*;
+    use crate::continuity::Attachment;
 
     fn edge(id: &str) -> Arc<EdgeHandle> {
-        Arc::new(EdgeHandle {
-            edge_id: id.into(),
-            tx: mpsc::channel(1).0,
-        })
+        Arc::new(EdgeHandle::new(id.into(), mpsc::channel(1).0))
     }
 
     fn entry(edge: &Arc<EdgeHandle>, session_id: u64, color: &str, sid: i64) -> Entry {
-        Entry {
-            session_id,
+        let at = Attachment {
             edge: edge.clone(),
+            session_id,
+        };
+        Entry {
+            continuity: Arc::new(Continuity::new(at, &SessionOpen::default(), 8)),
+            inbox: mpsc::channel(1).0,
             color: color.into(),
             sid,
             commands: mpsc::channel(1).0,
         }
+    }
+
+    fn id(entry: &Entry) -> u64 {
+        entry.continuity.attachment().unwrap().session_id
     }
 
     #[test]
@@ -176,11 +194,29 @@ mod tests {
         let a = edge("a");
         assert!(registry.insert(7, entry(&a, 1, "", 1)).is_none());
         let old = registry.insert(7, entry(&a, 2, "", 1)).unwrap();
-        assert_eq!(old.session_id, 1);
-        assert!(!registry.remove_if_current(7, &a, 1));
-        assert_eq!(registry.get(7).unwrap().session_id, 2);
-        assert!(registry.remove_if_current(7, &a, 2));
+        assert_eq!(id(&old), 1);
+        assert!(!registry.remove_if_current(7, &old.continuity));
+        let current = registry.get(7).unwrap();
+        assert_eq!(id(&current), 2);
+        assert!(registry.remove_if_current(7, &current.continuity));
         assert!(registry.is_empty());
+    }
+
+    fn ids(groups: Groups) -> Vec<(String, Vec<u64>)> {
+        let mut flat: Vec<(String, Vec<u64>)> = groups
+            .edges
+            .iter()
+            .map(|(e, sessions)| {
+                let mut ids: Vec<u64> = sessions
+                    .iter()
+                    .map(|c| c.attachment().unwrap().session_id)
+                    .collect();
+                ids.sort();
+                (e.edge_id.clone(), ids)
+            })
+            .collect();
+        flat.sort();
+        flat
     }
 
     #[test]
@@ -191,25 +227,13 @@ mod tests {
         registry.insert(2, entry(&a, 11, "blue", 2));
         registry.insert(3, entry(&b, 12, "blue", 1));
         registry.insert(4, entry(&b, 13, "red", 1));
-        let groups = registry.group_by_edge(&[1, 2, 3, 99]);
-        let mut flat: Vec<(String, Vec<u64>)> = groups
-            .iter()
-            .map(|(e, ids)| (e.edge_id.clone(), ids.clone()))
-            .collect();
-        flat.sort();
-        for (_, ids) in &mut flat {
-            ids.sort();
-        }
         assert_eq!(
-            flat,
+            ids(registry.group_by_edge(&[1, 2, 3, 99])),
             vec![("a".into(), vec![10, 11]), ("b".into(), vec![12])]
         );
-        let mut blue1: Vec<u64> = registry
-            .matching("blue", 1)
-            .into_iter()
-            .flat_map(|(_, ids)| ids)
-            .collect();
-        blue1.sort();
-        assert_eq!(blue1, vec![10, 12]);
+        assert_eq!(
+            ids(registry.matching("blue", 1)),
+            vec![("a".into(), vec![10]), ("b".into(), vec![12])]
+        );
     }
 }

@@ -1,6 +1,9 @@
 //! One session's actor on the broker: claims the gateway route (kicking an older login), keeps
 //! it renewed, forwards the client's packets into tunnels (enforcing that a player tunnel is
-//! the player's own), and on the way out removes what it owns and only that.
+//! the player's own), waits parked for a resumable client that lost its connection (its
+//! window, the broker's parked limit, an overflow while parked), and on the way out removes
+//! what it owns and only that. Where the session is attached and what its resume needs is its
+//! [`Continuity`].
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -18,6 +21,7 @@ use tracing::Instrument;
 
 use crate::bus::subject;
 use crate::config::TunnelKind;
+use crate::continuity::{Attachment, Continuity};
 use crate::registry::{Command, EdgeHandle, Entry};
 use crate::route::gate_route_key;
 use crate::state::{BrokerState, broker_id};
@@ -37,38 +41,66 @@ pub enum Inbound {
     Packet(Box<(Packet, String)>),
     /// The edge ended the session (client gone, edge draining).
     Close(Box<str>),
+    /// The connection is gone but the client holds a ticket: the session is parked (its
+    /// continuity says so already) and waits for a resume.
+    Parked,
+    /// A resume took the parked session to an edge.
+    Resumed,
 }
 
-/// Starts the actor of a session the edge just opened; returns its inbox.
+/// A session as the edge link that brought it sees it.
+#[derive(Debug, Clone)]
+pub struct Member {
+    /// The actor's inbox.
+    pub inbox: mpsc::Sender<Inbound>,
+    /// Its continuity.
+    pub continuity: Arc<Continuity>,
+}
+
+/// Starts the actor of a session the edge just opened (or re-attached).
 pub fn spawn(
     state: &Arc<BrokerState>,
     edge: Arc<EdgeHandle>,
     session_id: u64,
     open: SessionOpen,
-) -> mpsc::Sender<Inbound> {
+) -> Member {
     let (tx, rx) = mpsc::channel(INBOX);
     let span = tracing::info_span!("session", edge = %edge.edge_id, session_id, uid = open.uid);
+    let continuity = Arc::new(Continuity::new(
+        Attachment { edge, session_id },
+        &open,
+        state.config.resume.retain_packets,
+    ));
     let actor = Actor {
         state: state.clone(),
-        edge,
         session_id,
         key: gate_route_key(&open.color, open.uid),
-        open,
+        uid: open.uid,
+        continuity: continuity.clone(),
+        inbox: tx.clone(),
         tunnels: HashMap::new(),
+        parked: None,
     };
     state
         .tasks
         .spawn(tracing::Instrument::instrument(actor.run(rx), span));
-    tx
+    Member {
+        inbox: tx,
+        continuity,
+    }
 }
 
 struct Actor {
     state: Arc<BrokerState>,
-    edge: Arc<EdgeHandle>,
+    /// The id the session was opened with (names it to game services: the Referer).
     session_id: u64,
     key: String,
-    open: SessionOpen,
+    uid: i64,
+    continuity: Arc<Continuity>,
+    inbox: mpsc::Sender<Inbound>,
     tunnels: HashMap<(String, i64), Tunnel>,
+    /// While parked: until when.
+    parked: Option<tokio::time::Instant>,
 }
 
 /// How a session's actor ended.
@@ -78,6 +110,8 @@ enum End {
     Closed,
     /// Tell the edge to log the client out with `code`.
     Kick(LogoutCode, String),
+    /// The client can no longer resume it (a close reason of PROTOCOL.md §9).
+    Lost(&'static str),
 }
 
 impl Actor {
@@ -98,6 +132,7 @@ impl Actor {
                 reason,
             }))
             .await;
+            self.continuity.end();
             return;
         }
         self.frame(broker_frame::Kind::Accepted(SessionAccepted {
@@ -112,6 +147,7 @@ impl Actor {
         let mut renew =
             tokio::time::interval_at(tokio::time::Instant::now() + renew_every, renew_every);
         let end = loop {
+            let parked_until = self.parked;
             tokio::select! {
                 inbound = inbox.recv() => match inbound {
                     Some(Inbound::Packet(forwarded)) => {
@@ -126,6 +162,12 @@ impl Actor {
                         tracing::debug!(%reason, "closed by the edge");
                         break End::Closed;
                     }
+                    Some(Inbound::Parked) => {
+                        if let Some(end) = self.park() {
+                            break end;
+                        }
+                    }
+                    Some(Inbound::Resumed) => self.unpark(),
                     None => break End::Closed,
                 },
                 Some(command) = command_rx.recv() => {
@@ -137,26 +179,67 @@ impl Actor {
                         break end;
                     }
                 }
+                () = sleep_until(parked_until) => {
+                    // A resume may have taken the session just now; its Resumed is on the way.
+                    if self.continuity.attachment().is_none() {
+                        break End::Lost("resume_expired");
+                    }
+                    self.unpark();
+                }
+                _ = self.continuity.lost.cancelled() => break End::Lost(self.continuity.lost_reason()),
                 // The edge learns of the shutdown on the link and moves the session elsewhere.
                 _ = self.state.shutdown.cancelled() => break End::Closed,
             }
         };
-        if let End::Kick(code, reason) = end {
-            tracing::info!(?code, %reason, "session kicked");
-            self.state
-                .metrics
-                .kicks
-                .with_label_values(&[code.as_str_name()])
-                .inc();
-            self.frame(broker_frame::Kind::Kick(Kick {
-                session_ids: vec![self.session_id],
-                logout_code: code as i32,
-                reason,
-            }))
-            .await;
+        // Nothing is queued for the session from here on; the edge it was at hears why.
+        let at = self.continuity.end();
+        let told = match end {
+            End::Kick(code, reason) => {
+                tracing::info!(?code, %reason, "session kicked");
+                self.state
+                    .metrics
+                    .kicks
+                    .with_label_values(&[code.as_str_name()])
+                    .inc();
+                Some((code, reason))
+            }
+            End::Lost(reason) => {
+                tracing::info!(reason, "resumable session lost");
+                self.state.metrics.lost.with_label_values(&[reason]).inc();
+                Some((LogoutCode::Server, reason.to_owned()))
+            }
+            End::Closed => None,
+        };
+        if let (Some(at), Some((code, reason))) = (at, told) {
+            let _ = at.edge.tx.send(kick(&at, code, reason)).await;
         }
+        self.unpark();
         Box::pin(self.release()).await;
         live.dec();
+    }
+
+    /// The connection is gone and the client may come back: wait for it, within the window
+    /// and the broker's parked limit.
+    fn park(&mut self) -> Option<End> {
+        let metrics = &self.state.metrics;
+        if metrics.parked.get()
+            >= i64::try_from(self.state.config.resume.max_parked).unwrap_or(i64::MAX)
+        {
+            return Some(End::Lost("resume_limit"));
+        }
+        if self.parked.is_none() {
+            metrics.parked.inc();
+        }
+        let window = std::time::Duration::from_secs(u64::from(self.continuity.window_secs()));
+        self.parked = Some(tokio::time::Instant::now() + window);
+        tracing::debug!(?window, "session parked");
+        None
+    }
+
+    fn unpark(&mut self) {
+        if self.parked.take().is_some() {
+            self.state.metrics.parked.dec();
+        }
     }
 
     /// Writes the gateway route and registers the session; an older login is kicked.
@@ -167,13 +250,14 @@ impl Actor {
             .swap(&self.key, &state.endpoint, state.gate_ttl())
             .await
             .map_err(|e| format!("route store unavailable: {e}"))?;
+        let open = self.continuity.open();
         let replaced = state.registry.insert(
-            self.open.uid,
+            open.uid,
             Entry {
-                session_id: self.session_id,
-                edge: self.edge.clone(),
-                color: self.open.color.clone(),
-                sid: self.open.sid,
+                continuity: self.continuity.clone(),
+                inbox: self.inbox.clone(),
+                color: open.color.clone(),
+                sid: open.sid,
                 commands,
             },
         );
@@ -183,11 +267,10 @@ impl Actor {
                 code: LogoutCode::ConflictingLogin as i32,
                 reason,
             }));
-        } else if let Some(owner) = previous.filter(|p| *p != state.endpoint && !self.open.reattach)
-        {
+        } else if let Some(owner) = previous.filter(|p| *p != state.endpoint && !open.reattach) {
             // A re-attached session is the same login moving here, not a second one.
             let control = BrokerControl {
-                uid: self.open.uid,
+                uid: open.uid,
                 logout_code: LogoutCode::ConflictingLogin as i32,
                 reason,
             };
@@ -247,9 +330,9 @@ impl Actor {
         // obj 0 is the player's uid in every module, before the tunnel is chosen (go-pantheon's
         // rule, PROTOCOL.md §14): a room request with obj 0 goes to the player's own room object.
         if packet.obj == 0 {
-            packet.obj = self.open.uid;
+            packet.obj = self.uid;
         }
-        if service.tunnel == TunnelKind::Player && packet.obj != self.open.uid {
+        if service.tunnel == TunnelKind::Player && packet.obj != self.uid {
             tracing::warn!(
                 obj = packet.obj,
                 "refused a player tunnel for another player's object"
@@ -264,7 +347,7 @@ impl Actor {
                 packet.seq,
                 format!("obj {} is not yours", packet.obj),
             );
-            self.edge.deliver(vec![self.session_id], reply).await;
+            self.continuity.deliver(reply).await;
             return None;
         }
         let key = (service.name.clone(), packet.obj);
@@ -273,9 +356,8 @@ impl Actor {
                 let opened = Box::pin(
                     self.state.tunnels.open(
                         &service,
-                        &self.open,
+                        self.continuity.clone(),
                         packet.obj,
-                        self.edge.clone(),
                         self.session_id,
                         TunnelMetrics {
                             round_trip: self
@@ -306,7 +388,7 @@ impl Actor {
                         tracing::warn!(error = %e, "cannot open tunnel");
                         let reply =
                             system::unexpected_error(packet.r#mod, packet.seq, e.client_reason());
-                        self.edge.deliver(vec![self.session_id], reply).await;
+                        self.continuity.deliver(reply).await;
                         return None;
                     }
                 }
@@ -328,16 +410,14 @@ impl Actor {
             }
         }
         let reply = system::unexpected_error(packet.r#mod, packet.seq, "tunnel closed twice");
-        self.edge.deliver(vec![self.session_id], reply).await;
+        self.continuity.deliver(reply).await;
         None
     }
 
     /// Removes the registry entry and the gateway route if they are still this session's.
     async fn release(&self) {
         let state = &self.state;
-        if state
-            .registry
-            .remove_if_current(self.open.uid, &self.edge, self.session_id)
+        if state.registry.remove_if_current(self.uid, &self.continuity)
             && let Err(e) = state.routes.delete_if(&self.key, &state.endpoint).await
         {
             tracing::warn!(error = %e, "could not delete the gateway route; it will expire");
@@ -349,7 +429,29 @@ impl Actor {
         }
     }
 
+    /// Sends `kind` to the session's edge, if it is attached.
     async fn frame(&self, kind: broker_frame::Kind) {
-        let _ = self.edge.tx.send(BrokerFrame { kind: Some(kind) }).await;
+        if let Some(at) = self.continuity.attachment() {
+            let _ = at.edge.tx.send(BrokerFrame { kind: Some(kind) }).await;
+        }
+    }
+}
+
+/// The frame that ends the session attached at `at` with SCServerLogout `code`.
+fn kick(at: &Attachment, code: LogoutCode, reason: String) -> BrokerFrame {
+    BrokerFrame {
+        kind: Some(broker_frame::Kind::Kick(Kick {
+            session_ids: vec![at.session_id],
+            logout_code: code as i32,
+            reason,
+        })),
+    }
+}
+
+/// Sleeps until `deadline`; never, without one.
+async fn sleep_until(deadline: Option<tokio::time::Instant>) {
+    match deadline {
+        Some(deadline) => tokio::time::sleep_until(deadline).await,
+        None => std::future::pending().await,
     }
 }

@@ -30,8 +30,8 @@ use tracing::Instrument;
 
 use crate::balance::SmoothWeighted;
 use crate::config::{ServiceConfig, TunnelKind};
+use crate::continuity::Continuity;
 use crate::error::{Error, Result, unavailable};
-use crate::registry::EdgeHandle;
 use crate::route::{RouteStore, route_key};
 use janus_shared::discovery::{Discovery, Instance};
 
@@ -250,19 +250,20 @@ impl Tunnels {
         Ok(channel)
     }
 
-    /// Opens a tunnel for `session` to the instance owning `obj` of `service`; replies are
-    /// delivered to `session_id` on `edge`. The stream is requested here but not waited for
-    /// (module doc): the tunnel takes requests at once.
+    /// Opens a tunnel for `session` (named `session_id` to the service) to the instance owning
+    /// `obj` of `service`; replies go to the client through the session's continuity, wherever
+    /// it is. The stream is requested here but not waited for (module doc): the tunnel takes
+    /// requests at once.
     #[tracing::instrument(name = "tunnel_open", skip_all, fields(service = %service.name, obj))]
     pub async fn open(
         &self,
         service: &ServiceConfig,
-        session: &SessionOpen,
+        continuity: Arc<Continuity>,
         obj: i64,
-        edge: Arc<EdgeHandle>,
         session_id: u64,
         metrics: TunnelMetrics,
     ) -> Result<Tunnel> {
+        let session = continuity.open();
         let endpoint = self.resolve(&service.name, &session.color, obj).await?;
         let channel = self.channel(&service.name, &endpoint)?;
         let (tx, rx) = mpsc::channel(self.queue);
@@ -289,7 +290,7 @@ impl Tunnels {
                     while let Some(reply) = replies.next().await {
                         let packet = reply?;
                         replied.replied(packet.index);
-                        if !edge.deliver(vec![session_id], packet).await {
+                        if !continuity.deliver(packet).await {
                             break;
                         }
                     }
@@ -304,7 +305,7 @@ impl Tunnels {
                 // The client hears of each request the failure lost, without the endpoint.
                 for lost in replied.unanswered() {
                     let reply = system::unexpected_error(lost.module, lost.seq, unavailable(&name));
-                    if !edge.deliver(vec![session_id], reply).await {
+                    if !continuity.deliver(reply).await {
                         return;
                     }
                 }

@@ -50,8 +50,7 @@ impl Default for StandaloneConfig {
 }
 
 impl StandaloneConfig {
-    /// The edge configuration with the dev keys and the in-process broker filled in, and no
-    /// relay.
+    /// The edge configuration with the dev keys and the in-process broker filled in.
     fn edge(&self) -> EdgeConfig {
         let mut edge = self.edge.clone();
         let dir = Path::new(&self.keys_dir);
@@ -62,9 +61,6 @@ impl StandaloneConfig {
             edge.keys.token_key_file = dir.join(keys::TOKEN_KEY).display().to_string();
         }
         edge.brokers.endpoints = vec![self.broker.endpoint().to_owned()];
-        // One edge: no other edge forwards resuming clients to it.
-        edge.resume.relay_listen.clear();
-        edge.resume.relay_advertise.clear();
         edge
     }
 

@@ -27,7 +27,6 @@ fn write_config(dir: &std::path::Path, extra: &str) -> std::path::PathBuf {
         "admin_listen = \"127.0.0.1:{admin}\"\ndrain_grace_secs = 1\n{extra}\n\
          [tcp]\nenabled = true\nlisten = \"127.0.0.1:0\"\n\
          [websocket]\nlisten = \"127.0.0.1:0\"\n[kcp]\nlisten = \"127.0.0.1:0\"\n[quic]\nlisten = \"127.0.0.1:0\"\n\
-         [resume]\nrelay_listen = \"127.0.0.1:0\"\n\
          [keys]\nsigning_key_file = {key:?}\ntoken_key_file = {token:?}\n\
          [brokers]\nendpoints = [\"127.0.0.1:1\"]\n",
         admin = free_port(),

@@ -281,19 +281,12 @@ impl Default for SessionRules {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct ResumeRules {
-    /// Seconds a session that lost its connection waits for its client to resume it; 0 turns
-    /// resume off (no tickets are issued).
+    /// Seconds a session that lost its connection waits, parked at its broker, for its client
+    /// to resume it; 0 turns resume off (no tickets are issued).
     pub window_secs: u64,
-    /// Server-to-client packets kept per session until the client acknowledges them; a resume
-    /// that needs an older one fails (`resume_gap`).
+    /// Server-to-client packets this edge keeps a copy of per connected session until the
+    /// client acknowledges them (handed to a new broker when the session re-attaches).
     pub retain_packets: usize,
-    /// Where this edge takes clients other edges forward to the sessions it holds
-    /// (PROTOCOL.md §13.5); empty: a ticket is redeemable only here.
-    pub relay_listen: String,
-    /// `host:port` other edges reach `relay_listen` at, written into this edge's tickets;
-    /// empty: `relay_listen` as bound or, when that is `0.0.0.0`, the address the host name
-    /// resolves to.
-    pub relay_advertise: String,
 }
 
 impl Default for ResumeRules {
@@ -301,8 +294,6 @@ impl Default for ResumeRules {
         Self {
             window_secs: 30,
             retain_packets: 1024,
-            relay_listen: "0.0.0.0:17300".into(),
-            relay_advertise: String::new(),
         }
     }
 }
@@ -556,23 +547,6 @@ impl Validate for EdgeConfig {
             "resume.retain_packets",
             "must be positive while resume.window_secs is",
         );
-        let relay = &self.resume;
-        if !relay.relay_listen.is_empty() {
-            problems.check_addr("resume.relay_listen", &relay.relay_listen);
-        }
-        if !relay.relay_advertise.is_empty() {
-            problems.check_host_port("resume.relay_advertise", &relay.relay_advertise);
-            problems.check(
-                !relay.relay_listen.is_empty(),
-                "resume.relay_advertise",
-                "needs resume.relay_listen",
-            );
-            problems.check(
-                relay.relay_advertise.len() <= 128,
-                "resume.relay_advertise",
-                "must be at most 128 bytes (it travels in every ticket)",
-            );
-        }
         problems.check_positive("limits.max_sessions", self.limits.max_sessions);
         problems.check_positive(
             "limits.max_sessions_per_ip",
@@ -652,21 +626,6 @@ mod tests {
         ] {
             assert!(err.contains(field), "{field} missing from {err}");
         }
-    }
-
-    #[test]
-    fn an_advertised_relay_is_a_host_and_port_of_a_relay_that_listens() {
-        let text = format!("{KEYS}[resume]\nrelay_advertise = \"edge-1:17300\"\n");
-        parse::<EdgeConfig>(&text, "t.toml").unwrap();
-        let text = format!("{KEYS}[resume]\nrelay_listen = \"\"\nrelay_advertise = \"edge-1\"\n");
-        let err = parse::<EdgeConfig>(&text, "t.toml")
-            .unwrap_err()
-            .to_string();
-        assert!(
-            err.contains("resume.relay_advertise: \"edge-1\" is not host:port"),
-            "{err}"
-        );
-        assert!(err.contains("resume.relay_advertise: needs"), "{err}");
     }
 
     #[test]

@@ -44,8 +44,8 @@ pub enum Close {
     ClientClosed,
     /// The client said `CSBye`: it is leaving and will not resume.
     Bye,
-    /// The session lost its connection and no resume came within the window.
-    ResumeExpired,
+    /// The session goes on over a connection at another edge (a resume took it).
+    Moved,
     /// The broker kicked the session (another login, admin, broker-side limit).
     Kicked(i32, String),
     /// The broker refused the session.
@@ -67,7 +67,7 @@ impl Close {
             Close::SlowConsumer => "slow_consumer",
             Close::TextMessage => "text_message",
             Close::ClientClosed | Close::Bye => "client_closed",
-            Close::ResumeExpired => "resume_expired",
+            Close::Moved => "resumed_elsewhere",
             Close::Kicked(..) => "kicked",
             Close::Rejected(_) => "rejected",
             Close::NoBroker => "no_broker",

@@ -2,8 +2,8 @@
 //! [`transport`]s), runs the handshake and all crypto per [`session`], enforces [`limits`],
 //! and carries packets to and from the brokers over the multiplexed [`link`]. Holds no routing
 //! state; [`server::Edge`] starts and drains one; [`admin`] serves health, readiness, metrics
-//! and stats. A session outlives a lost connection for its client to [`resume`] it, here or,
-//! through a [`relay`], at another edge.
+//! and stats. A resumable session outlives a lost connection at its broker, and its client
+//! [`resume`]s it at any edge.
 
 pub mod admin;
 pub mod config;
@@ -14,7 +14,6 @@ pub mod link;
 pub mod listener;
 pub mod metrics;
 pub mod outbox;
-pub mod relay;
 pub mod resume;
 pub mod server;
 pub mod session;

@@ -27,11 +27,27 @@ impl TokenBucket {
         }
     }
 
+    fn refill(&mut self, now: Instant) {
+        self.tokens = self.level(now);
+        self.at = now;
+    }
+
+    /// Tokens in the bucket at `now`.
+    pub fn level(&self, now: Instant) -> f64 {
+        let elapsed = now.saturating_duration_since(self.at).as_secs_f64();
+        (self.tokens + elapsed * self.rate).min(self.burst)
+    }
+
+    /// The bucket as it was `since` ago with `tokens` in it (a session's buckets, carried to
+    /// its next connection), refilled for the time between.
+    pub fn set_level(&mut self, tokens: f64, since: Duration, now: Instant) {
+        self.tokens = (tokens.max(0.0) + since.as_secs_f64() * self.rate).min(self.burst);
+        self.at = now;
+    }
+
     /// Takes `n` tokens if there are that many; false (and nothing taken) otherwise.
     pub fn take(&mut self, n: u32, now: Instant) -> bool {
-        let elapsed = now.saturating_duration_since(self.at).as_secs_f64();
-        self.tokens = (self.tokens + elapsed * self.rate).min(self.burst);
-        self.at = now;
+        self.refill(now);
         if self.tokens >= f64::from(n) {
             self.tokens -= f64::from(n);
             true
@@ -165,6 +181,20 @@ impl Admission {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_bucket_carried_to_a_new_connection_keeps_its_level_refilled_for_the_time_between() {
+        let t0 = Instant::now();
+        let mut before = TokenBucket::new(10, 5, t0);
+        assert!(before.take(5, t0), "the client spent its burst");
+        let level = before.level(t0);
+        let mut after = TokenBucket::new(10, 5, t0);
+        after.set_level(level, Duration::from_millis(200), t0);
+        assert!(after.take(2, t0), "two tokens came back in 200 ms");
+        assert!(!after.take(1, t0), "not the whole burst");
+        after.set_level(0.0, Duration::from_secs(60), t0);
+        assert!((after.level(t0) - 5.0).abs() < 1e-9, "never past the burst");
+    }
 
     #[test]
     fn a_bucket_allows_its_burst_then_its_rate() {

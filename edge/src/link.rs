@@ -15,7 +15,7 @@ use std::time::Duration;
 use futures_util::StreamExt;
 use janus_proto::janus::internal::v1::edge_link_client::EdgeLinkClient;
 use janus_proto::janus::internal::v1::{
-    BrokerFrame, EdgeBatch, EdgeFrame, EdgeHello, broker_frame,
+    BrokerFrame, EdgeBatch, EdgeFrame, EdgeHello, ResumeGranted, broker_frame,
 };
 use janus_proto::packet::Packet;
 use tokio::sync::{mpsc, watch};
@@ -40,6 +40,12 @@ pub enum Downlink {
     Kick(Box<(i32, String)>),
     /// The link to the session's broker dropped; the session should re-attach elsewhere.
     LinkLost,
+    /// The broker granted the resume this connection asked for (PROTOCOL.md §13.3).
+    Granted(Box<ResumeGranted>),
+    /// The broker refused it, with a close reason.
+    Refused(Box<String>),
+    /// The session continues over a connection at another edge: close this one quietly.
+    Release,
 }
 
 /// A session's receiving end as the link sees it.
@@ -135,6 +141,17 @@ impl BrokerLink {
                         id,
                         Downlink::Kick(Box::new((k.logout_code, k.reason.clone()))),
                     );
+                }
+            }
+            broker_frame::Kind::Granted(g) => {
+                self.to_session(g.session_id, Downlink::Granted(Box::new(g)))
+            }
+            broker_frame::Kind::Refused(r) => {
+                self.to_session(r.session_id, Downlink::Refused(Box::new(r.reason)))
+            }
+            broker_frame::Kind::Release(r) => {
+                for id in r.session_ids {
+                    self.to_session(id, Downlink::Release);
                 }
             }
         }
@@ -244,6 +261,13 @@ impl Links {
             .into_iter()
             .filter(|l| l.is_up())
             .max_by_key(|l| rendezvous_score(uid, &l.endpoint))
+    }
+
+    /// The link to the broker at `endpoint`, if it is up.
+    pub fn up_at(&self, endpoint: &str) -> Option<Arc<BrokerLink>> {
+        self.snapshot()
+            .into_iter()
+            .find(|l| l.endpoint == endpoint && l.is_up())
     }
 
     /// Whether at least one broker is reachable.

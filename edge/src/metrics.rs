@@ -1,7 +1,7 @@
 //! The edge's Prometheus metrics (`janus_edge_*`), rendered by the admin endpoint.
 
 use janus_shared::metrics::MetricsRegistry;
-use prometheus::{HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec};
+use prometheus::{HistogramVec, IntCounter, IntCounterVec, IntGaugeVec};
 
 /// Every metric of one edge.
 #[derive(Debug, Clone)]
@@ -27,14 +27,8 @@ pub struct Metrics {
     pub handshake_seconds: HistogramVec,
     /// Time to hand a client packet to the broker link, seconds.
     pub forward_seconds: HistogramVec,
-    /// Sessions waiting for their client to resume them.
-    pub parked: IntGauge,
     /// Resume attempts by result (`ok` or a refusal reason).
     pub resumes: IntCounterVec,
-    /// Connections this edge forwards to the edge holding their session.
-    pub relayed: IntGauge,
-    /// Forwarding attempts by result (`ok`, `unreachable`).
-    pub relays: IntCounterVec,
 }
 
 impl Metrics {
@@ -90,28 +84,9 @@ impl Metrics {
                 "Client packet to broker link",
                 &["transport"],
             ),
-            parked: r
-                .gauge(
-                    "janus_edge_sessions_parked",
-                    "Sessions waiting for a resume",
-                    &[],
-                )
-                .with_label_values::<&str>(&[]),
             resumes: r.counter(
                 "janus_edge_resumes_total",
                 "Resume attempts by result",
-                &["result"],
-            ),
-            relayed: r
-                .gauge(
-                    "janus_edge_sessions_relayed",
-                    "Connections forwarded to the edge holding their session",
-                    &[],
-                )
-                .with_label_values::<&str>(&[]),
-            relays: r.counter(
-                "janus_edge_relays_total",
-                "Forwards to another edge by result",
                 &["result"],
             ),
             registry: r,

@@ -1,70 +1,60 @@
-//! Session resume on the edge (PROTOCOL.md §13): the tickets this edge issues and opens, the
-//! server packets a session keeps until its client acknowledges them, and the table through
-//! which a resuming connection reaches the session its ticket names.
+//! Session resume on the edge (PROTOCOL.md §13): the tickets every edge of a deployment issues
+//! and opens, and the copy of a connected session's unacknowledged server packets the edge keeps
+//! (handed to a new broker when the session re-attaches). The session itself, and the decision
+//! on a resume, live at its broker.
 
-use std::collections::{HashMap, VecDeque};
-use std::net::SocketAddr;
-use std::sync::{Arc, Mutex};
+use std::collections::VecDeque;
+use std::sync::Arc;
 
 use aes_gcm::aead::Aead;
 use aes_gcm::{Aes256Gcm, KeyInit, Nonce};
-use bytes::BytesMut;
-use janus_proto::janus::internal::v1::Transport;
 use janus_proto::packet::Packet;
 use janus_shared::keys::SigningKey;
-use janus_shared::session::ServerSession;
-use tokio::sync::{mpsc, oneshot};
-
-use crate::error::Close;
-use crate::session::Slot;
-use crate::transport::FrameIo;
 
 /// What the ticket key is derived under, from the server's signing key.
-const TICKET_KEY_INFO: &[u8] = b"janus edge resume ticket v1";
+const TICKET_KEY_INFO: &[u8] = b"janus edge resume ticket v2";
 const NONCE_LEN: usize = 12;
 const TAG_LEN: usize = 16;
-/// Longer tickets are not ours (a home address is at most a few dozen bytes).
+/// Longer tickets are not ours (a broker endpoint is at most a few dozen bytes).
 const MAX_TICKET: usize = 256;
 
-/// Issues and opens tickets: `nonce(12) || AES-256-GCM(be64(session id) || home)`, where home
-/// is the relay address of the edge holding the session (empty when it relays nothing). The
-/// key is derived from the server's signing key, which every edge of a deployment holds, so any
-/// edge can tell where a ticket's session lives, and a client can neither read nor forge one.
+/// Issues and opens tickets: `nonce(12) || AES-256-GCM(be64(uid) || broker)`, where broker is
+/// the endpoint of the broker that holds the session. The key is derived from the server's
+/// signing key, which every edge of a deployment holds, so any edge can tell where a ticket's
+/// session lives, and a client can neither read nor forge one.
 pub struct Tickets {
     cipher: Aes256Gcm,
-    home: String,
 }
 
 impl std::fmt::Debug for Tickets {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Tickets").field("home", &self.home).finish()
+        f.debug_struct("Tickets").finish_non_exhaustive()
     }
 }
 
 /// What a ticket says.
 #[derive(Debug, PartialEq, Eq)]
 pub struct Named {
-    /// The session, on its edge.
-    pub id: u64,
-    /// The relay address of that edge; empty for an edge that relays nothing.
-    pub home: String,
+    /// The player.
+    pub uid: i64,
+    /// The endpoint of the broker holding the session when the ticket was issued.
+    pub broker: String,
 }
 
 impl Tickets {
-    /// Tickets of an edge reached for relays at `home` (empty: not at all).
-    pub fn new(key: &SigningKey, home: String) -> Self {
+    /// Tickets under the deployment's signing key.
+    pub fn new(key: &SigningKey) -> Self {
         Self {
             cipher: Aes256Gcm::new(&key.derive(TICKET_KEY_INFO).into()),
-            home,
         }
     }
 
-    /// A fresh ticket for session `id` of this edge.
-    pub fn issue(&self, id: u64) -> Vec<u8> {
+    /// A fresh ticket for `uid`'s session at `broker`.
+    pub fn issue(&self, uid: i64, broker: &str) -> Vec<u8> {
         let nonce: [u8; NONCE_LEN] = rand::random();
-        let mut plain = Vec::with_capacity(8 + self.home.len());
-        plain.extend_from_slice(&id.to_be_bytes());
-        plain.extend_from_slice(self.home.as_bytes());
+        let mut plain = Vec::with_capacity(8 + broker.len());
+        plain.extend_from_slice(&uid.to_be_bytes());
+        plain.extend_from_slice(broker.as_bytes());
         let sealed = self
             .cipher
             .encrypt(Nonce::from_slice(&nonce), &plain[..])
@@ -79,22 +69,17 @@ impl Tickets {
         }
         let (nonce, sealed) = ticket.split_at(NONCE_LEN);
         let plain = self.cipher.decrypt(Nonce::from_slice(nonce), sealed).ok()?;
-        let (id, home) = plain.split_at(8);
+        let (uid, broker) = plain.split_at(8);
         Some(Named {
-            id: u64::from_be_bytes(id.try_into().expect("8 bytes")),
-            home: String::from_utf8(home.to_vec()).ok()?,
+            uid: i64::from_be_bytes(uid.try_into().expect("8 bytes")),
+            broker: String::from_utf8(broker.to_vec()).ok()?,
         })
-    }
-
-    /// Whether a session living at `home` lives on this edge.
-    pub fn is_home(&self, home: &str) -> bool {
-        home.is_empty() || home == self.home
     }
 }
 
-/// The server packets of one session, numbered from 1 in the order they were sent (or, while
-/// the client is away, queued), kept until the client acknowledges them. Bounded: past
-/// `capacity` the oldest is forgotten, and a resume that needs it fails.
+/// The server packets of one session, numbered from 1 in the order they were sent, kept until
+/// the client acknowledges them. Bounded: past `capacity` the oldest is forgotten. The broker
+/// keeps the same record; this copy is what a new broker gets when the session re-attaches.
 #[derive(Debug)]
 pub struct Replay {
     sent: u64,
@@ -105,9 +90,19 @@ pub struct Replay {
 impl Replay {
     /// An empty record keeping at most `capacity` packets.
     pub fn new(capacity: usize) -> Self {
+        Self::resumed(capacity, 0, Vec::new())
+    }
+
+    /// The record of a session that has counted `sent` packets, of which `tail` (the last
+    /// ones) are not acknowledged.
+    pub fn resumed(capacity: usize, sent: u64, tail: Vec<Arc<Packet>>) -> Self {
+        let mut kept: VecDeque<Arc<Packet>> = tail.into();
+        while kept.len() > capacity {
+            kept.pop_front();
+        }
         Self {
-            sent: 0,
-            kept: VecDeque::new(),
+            sent: sent.max(kept.len() as u64),
+            kept,
             capacity,
         }
     }
@@ -127,89 +122,25 @@ impl Replay {
 
     /// The client has the first `received` packets: forget them.
     pub fn ack(&mut self, received: u64) {
-        let oldest = self.sent - self.kept.len() as u64;
-        let drop = received.saturating_sub(oldest).min(self.kept.len() as u64);
+        let drop = received
+            .saturating_sub(self.oldest())
+            .min(self.kept.len() as u64);
         self.kept.drain(..drop as usize);
     }
 
-    /// The packets after the first `received`, to send again on a resume; an error when the
-    /// client claims more than was sent or some of them are no longer kept.
-    pub fn since(&mut self, received: u64) -> Result<impl Iterator<Item = &Arc<Packet>>, String> {
-        let oldest = self.sent - self.kept.len() as u64;
-        if received > self.sent {
-            return Err(format!(
-                "the client says it received {received} packets of {}",
-                self.sent
-            ));
-        }
-        if received < oldest {
-            return Err(format!(
-                "the client has {received} packets, the edge keeps them from {} on",
-                oldest + 1
-            ));
-        }
-        self.ack(received);
-        Ok(self.kept.iter())
-    }
-}
-
-/// A connection that asked to resume a session, handed to that session's task.
-pub struct Handoff {
-    /// The new connection.
-    pub io: FrameIo,
-    /// Its protocol state, waiting in [`ServerSession::finish_resume`].
-    pub proto: ServerSession,
-    /// Bytes read after the resume hello.
-    pub input: BytesMut,
-    /// Where it comes from.
-    pub peer: SocketAddr,
-    /// Its transport.
-    pub transport: Transport,
-    /// Its admission and gauge.
-    pub slot: Slot,
-    /// The answer: taken over, or refused with the reason and the connection to close.
-    pub done: oneshot::Sender<Result<(), (Close, FrameIo)>>,
-}
-
-/// Where a session takes the connections that present its ticket.
-pub type Handoffs = mpsc::Sender<Box<Handoff>>;
-
-/// The sessions of this edge that hold a ticket, by session id: the current ticket and where
-/// to hand a connection that presents it.
-#[derive(Debug, Default)]
-pub struct Table {
-    sessions: Mutex<HashMap<u64, (Vec<u8>, Handoffs)>>,
-}
-
-impl Table {
-    /// Session `id` holds `ticket` and takes handoffs on `to`.
-    pub fn insert(&self, id: u64, ticket: Vec<u8>, to: Handoffs) {
-        self.lock().insert(id, (ticket, to));
+    /// Packets counted so far.
+    pub fn sent(&self) -> u64 {
+        self.sent
     }
 
-    /// Session `id` was resumed and now holds `ticket`; the old one is spent.
-    pub fn renew(&self, id: u64, ticket: Vec<u8>) {
-        if let Some(entry) = self.lock().get_mut(&id) {
-            entry.0 = ticket;
-        }
+    /// How many packets were counted before the oldest one kept.
+    pub fn oldest(&self) -> u64 {
+        self.sent - self.kept.len() as u64
     }
 
-    /// Session `id` ended.
-    pub fn remove(&self, id: u64) {
-        self.lock().remove(&id);
-    }
-
-    /// Where to hand a connection presenting `ticket`, naming session `id`, if it is that
-    /// session's current ticket.
-    pub fn find(&self, id: u64, ticket: &[u8]) -> Option<Handoffs> {
-        self.lock()
-            .get(&id)
-            .filter(|(current, _)| current.as_slice() == ticket)
-            .map(|(_, to)| to.clone())
-    }
-
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<u64, (Vec<u8>, Handoffs)>> {
-        self.sessions.lock().unwrap_or_else(|p| p.into_inner())
+    /// The packets kept, oldest first.
+    pub fn tail(&self) -> impl Iterator<Item = &Arc<Packet>> {
+        self.kept.iter()
     }
 }
 
@@ -224,8 +155,13 @@ mod tests {
         })
     }
 
+    /// What a resume after `received` would replay (the broker's rule: §13.3).
     fn seqs(replay: &mut Replay, received: u64) -> Result<Vec<i32>, String> {
-        Ok(replay.since(received)?.map(|p| p.seq).collect())
+        if received > replay.sent() || received < replay.oldest() {
+            return Err(format!("from {} on", replay.oldest() + 1));
+        }
+        replay.ack(received);
+        Ok(replay.tail().map(|p| p.seq).collect())
     }
 
     #[test]
@@ -285,56 +221,40 @@ mod tests {
         assert_eq!(seqs(&mut replay, 1), Ok(vec![2]));
     }
 
-    fn tickets(home: &str) -> Tickets {
-        Tickets::new(&SigningKey::from_seed(&[7; 32]), home.into())
-    }
-
     #[test]
-    fn tickets_name_their_session_and_home_and_only_the_current_one_is_found() {
-        let tickets = tickets("10.0.0.5:7400");
-        let table = Table::default();
-        let (tx, _rx) = mpsc::channel(1);
-        let first = tickets.issue(7);
-        let named = tickets.open(&first).expect("our own ticket");
+    fn a_resumed_record_counts_on_from_where_the_session_was() {
+        let mut replay = Replay::resumed(2, 10, vec![packet(8), packet(9), packet(10)]);
         assert_eq!(
-            named,
-            Named {
-                id: 7,
-                home: "10.0.0.5:7400".into()
-            }
+            (replay.sent(), replay.oldest()),
+            (10, 8),
+            "capacity 2 keeps 9 and 10"
         );
-        assert!(tickets.is_home(&named.home));
-        table.insert(7, first.clone(), tx);
-        assert!(table.find(7, &first).is_some());
-        let second = tickets.issue(7);
-        assert_ne!(first, second, "every ticket is fresh");
-        table.renew(7, second.clone());
-        assert!(
-            table.find(7, &first).is_none(),
-            "a spent ticket is not found"
-        );
-        assert!(table.find(7, &second).is_some());
-        table.remove(7);
-        assert!(table.find(7, &second).is_none());
+        replay.record(packet(11));
+        assert_eq!(seqs(&mut replay, 9), Ok(vec![10, 11]));
     }
 
     #[test]
-    fn another_edge_of_the_deployment_reads_a_ticket_nobody_else_can_forge() {
-        let issued = tickets("10.0.0.5:7400").issue(9);
-        let elsewhere = tickets("10.0.0.6:7400");
-        let named = elsewhere.open(&issued).expect("same deployment key");
-        assert!(!elsewhere.is_home(&named.home));
-        assert_eq!(named.id, 9);
+    fn any_edge_of_the_deployment_reads_a_ticket_nobody_else_can_forge() {
+        let issued = Tickets::new(&SigningKey::from_seed(&[7; 32])).issue(42, "10.0.0.5:17100");
+        let elsewhere = Tickets::new(&SigningKey::from_seed(&[7; 32]));
+        assert_eq!(
+            elsewhere.open(&issued),
+            Some(Named {
+                uid: 42,
+                broker: "10.0.0.5:17100".into()
+            })
+        );
+        assert_ne!(
+            issued,
+            elsewhere.issue(42, "10.0.0.5:17100"),
+            "every ticket is fresh"
+        );
         let mut forged = issued.clone();
         forged[NONCE_LEN + 3] ^= 1;
         assert_eq!(elsewhere.open(&forged), None, "a changed byte is refused");
         assert_eq!(elsewhere.open(&issued[..issued.len() - 1]), None);
         assert_eq!(elsewhere.open(&[0; 24]), None);
-        let stranger = Tickets::new(&SigningKey::from_seed(&[8; 32]), String::new());
+        let stranger = Tickets::new(&SigningKey::from_seed(&[8; 32]));
         assert_eq!(stranger.open(&issued), None, "another deployment's key");
-        assert!(
-            stranger.is_home(&stranger.open(&stranger.issue(1)).unwrap().home),
-            "an edge that relays nothing holds all its tickets"
-        );
     }
 }

@@ -18,7 +18,6 @@ use crate::config::{BrokerDiscovery, BrokersConfig, EdgeConfig};
 use crate::error::{Error, Result};
 use crate::link::Links;
 use crate::listener;
-use crate::relay;
 use crate::session::EdgeState;
 use crate::tls;
 
@@ -35,8 +34,6 @@ pub struct Edge {
     pub quic_addr: Option<SocketAddr>,
     /// The admin endpoint's address.
     pub admin_addr: SocketAddr,
-    /// Where other edges forward clients resuming this edge's sessions, when enabled.
-    pub relay_addr: Option<SocketAddr>,
     state: Arc<EdgeState>,
     accepting: Arc<AtomicBool>,
     sessions: TaskTracker,
@@ -137,23 +134,10 @@ impl Edge {
             false => None,
         };
         let admin_listener = bind(&config.admin_listen).await?;
-        let relay = match config.resume.relay_listen.is_empty() {
-            true => None,
-            false => Some(bind(&config.resume.relay_listen).await?),
-        };
         let local = |l: &TcpListener| l.local_addr().map_err(|e| Error::Config(e.to_string()));
         let tcp_addr = tcp.as_ref().map(local).transpose()?;
         let ws_addr = ws.as_ref().map(|(l, _)| local(l)).transpose()?;
         let admin_addr = local(&admin_listener)?;
-        let relay_addr = relay.as_ref().map(local).transpose()?;
-        let relay_home = match (&config.resume.relay_advertise, relay_addr) {
-            (advertised, _) if !advertised.is_empty() => advertised.clone(),
-            (_, Some(bound)) if bound.ip().is_unspecified() => {
-                janus_shared::discovery::own_address(bound.port()).await
-            }
-            (_, Some(bound)) => bound.to_string(),
-            (_, None) => String::new(),
-        };
         let kcp_addr = kcp
             .as_ref()
             .map(|l| l.local_addr().map_err(|e| Error::Config(e.to_string())))
@@ -163,7 +147,7 @@ impl Edge {
             .map(|e| e.local_addr().map_err(|e| Error::Config(e.to_string())))
             .transpose()?;
 
-        let state = Arc::new(EdgeState::new(config, handshake, links, relay_home));
+        let state = Arc::new(EdgeState::new(config, handshake, links));
         let accepting = Arc::new(AtomicBool::new(true));
         let sessions = TaskTracker::new();
         let accept_stop = CancellationToken::new();
@@ -201,27 +185,18 @@ impl Edge {
                 accept_stop.clone(),
             ));
         }
-        if let Some(listener) = relay {
-            background.spawn(relay::serve(
-                listener,
-                state.clone(),
-                sessions.clone(),
-                accept_stop.clone(),
-            ));
-        }
         let admin = Admin {
             state: state.clone(),
             accepting: accepting.clone(),
         };
         background.spawn(admin::serve(admin_listener, admin, background_stop.clone()));
-        tracing::info!(edge = %state.edge_id, ?tcp_addr, ?ws_addr, ?kcp_addr, ?quic_addr, %admin_addr, ?relay_addr, "edge started");
+        tracing::info!(edge = %state.edge_id, ?tcp_addr, ?ws_addr, ?kcp_addr, ?quic_addr, %admin_addr, "edge started");
         Ok(Self {
             tcp_addr,
             ws_addr,
             kcp_addr,
             quic_addr,
             admin_addr,
-            relay_addr,
             state,
             accepting,
             sessions,

@@ -3,29 +3,32 @@
 //! everything else rate-limited and forwarded to the session's broker) and writes what the
 //! broker sends back. It ends for exactly one [`Close`] reason, which is logged, counted and,
 //! where the protocol allows, told to the client. A session whose client holds a resume ticket
-//! outlives its connection for the resume window (parked), and a connection that presents the
-//! ticket is handed to it (PROTOCOL.md §13).
+//! outlives its connection at its broker, which parks it; a connection that presents the ticket,
+//! at this edge or any other, asks that broker for it (PROTOCOL.md §13). The edge keeps nothing
+//! of a session once its connection is gone.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use bytes::{Bytes, BytesMut};
+use bytes::BytesMut;
 use janus_proto::janus::internal::v1::{
-    ClientPacket, EdgeFrame, SessionClose, SessionOpen, Transport, edge_frame,
+    ClientPacket, Continuity, EdgeFrame, RateState, ResumeGranted, ResumeRequest, SessionClose,
+    SessionOpen, SessionProgress, Transport, edge_frame,
 };
 use janus_proto::message::sc_heartbeat::Code as HeartbeatCode;
 use janus_proto::message::sc_server_logout::Code as LogoutCode;
 use janus_proto::message::{CsHeartbeat, CsResumeAck};
 use janus_proto::packet::Packet;
 use janus_shared::client::unix_now;
-use janus_shared::handshake::{ResumeOffer, ServerHandshakeConfig, SessionIdentity};
+use janus_shared::handshake::{
+    IssueTicket, Mode, ResumeOffer, ServerHandshakeConfig, SessionIdentity,
+};
 use janus_shared::session::{ServerEvent, ServerSession};
 use janus_shared::{system, telemetry};
 use prometheus::{IntCounter, IntGauge};
 use prost::Message;
-use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
@@ -35,8 +38,7 @@ use crate::limits::{Admission, TokenBucket};
 use crate::link::{BrokerLink, Downlink, Links, SessionSlot};
 use crate::metrics::Metrics;
 use crate::outbox;
-use crate::relay;
-use crate::resume::{self, Handoff, Replay};
+use crate::resume::{self, Replay};
 use crate::transport::{FrameIo, Read, label};
 
 /// What every session of one edge shares.
@@ -56,23 +58,17 @@ pub struct EdgeState {
     pub admission: Admission,
     /// Cancelled when sessions must log out now (end of the drain).
     pub logout: CancellationToken,
-    /// Sessions that can be resumed, by ticket.
-    pub resumable: resume::Table,
     /// Issues and opens resume tickets.
     pub tickets: resume::Tickets,
-    /// Other edges, for clients resuming sessions they hold.
-    pub peers: relay::Peers,
     next_session: AtomicU64,
 }
 
 impl EdgeState {
-    /// The shared state of a new edge, reached by other edges for relays at `relay_home`
-    /// (empty: not at all).
+    /// The shared state of a new edge.
     pub fn new(
         config: EdgeConfig,
         handshake: Arc<ServerHandshakeConfig>,
         links: Arc<Links>,
-        relay_home: String,
     ) -> Self {
         let limits = &config.limits;
         let admission = Admission::new(
@@ -82,15 +78,13 @@ impl EdgeState {
         );
         Self {
             edge_id: config.edge_id(),
-            tickets: resume::Tickets::new(&handshake.signing_key, relay_home),
-            peers: relay::Peers::default(),
+            tickets: resume::Tickets::new(&handshake.signing_key),
             config,
             handshake,
             links,
             metrics: Metrics::new(),
             admission,
             logout: CancellationToken::new(),
-            resumable: resume::Table::default(),
             next_session: AtomicU64::new(1),
         }
     }
@@ -115,13 +109,21 @@ pub async fn serve(state: Arc<EdgeState>, io: FrameIo, peer: SocketAddr, transpo
     let id = state.next_session.fetch_add(1, Ordering::Relaxed);
     let span = tracing::info_span!("session", %peer, transport = label(transport), session = id, uid = tracing::field::Empty);
     let mut session = Session::new(state.clone(), io, peer, transport, id, slot);
-    match session.run().instrument(span.clone()).await {
-        Outcome::Ended(close) => session.finish(&close).instrument(span).await,
-        // Cold paths run boxed, so the task every session keeps alive is only as large as its
-        // serve loop.
-        Outcome::Resume(ticket, hello) => {
-            Box::pin(session.redeem(ticket, hello).instrument(span)).await
-        }
+    let close = session.run().instrument(span.clone()).await;
+    session.finish(&close).instrument(span).await;
+}
+
+/// Issues a login's ticket naming the broker its session goes to (the rendezvous pick).
+struct LoginTickets(Arc<EdgeState>);
+
+impl IssueTicket for LoginTickets {
+    fn issue(&self, identity: &SessionIdentity) -> ResumeOffer {
+        let broker = self.0.links.pick(identity.uid);
+        offer(
+            &self.0,
+            identity.uid,
+            broker.as_ref().map_or("", |b| &b.endpoint),
+        )
     }
 }
 
@@ -161,13 +163,6 @@ impl Drop for Slot {
     }
 }
 
-/// How a connection's task ends: its session ended, or it asked to resume another session
-/// (with this ticket and hello).
-enum Outcome {
-    Ended(Close),
-    Resume(Vec<u8>, Bytes),
-}
-
 /// At most this many queued replies and pushes are sealed into one write.
 const COALESCE: usize = 64;
 
@@ -185,13 +180,13 @@ struct Session {
     downlink: Option<outbox::Receiver<Downlink>>,
     overflow: CancellationToken,
     traffic: Traffic,
-    /// `None` while parked.
-    slot: Option<Slot>,
-    /// Server packets kept for a resume, when the client holds a ticket (boxed: most sessions
-    /// have none, and every session's task holds this field).
+    _slot: Slot,
+    /// Server packets not yet acknowledged, when the client holds a ticket (boxed: most
+    /// sessions have none, and every session's task holds this field).
     replay: Option<Box<Replay>>,
-    /// Connections presenting this session's ticket.
-    handoffs: Option<mpsc::Receiver<Box<Handoff>>>,
+    /// The client's packet and byte buckets; they go with the session when it moves.
+    messages: TokenBucket,
+    bytes: TokenBucket,
 }
 
 /// This session's frame and byte counters, looked up once instead of per frame.
@@ -227,10 +222,14 @@ impl Session {
             state.handshake.clone(),
             state.config.session.session_config(),
         );
-        if let Some(offer) = resume_offer(&state, id) {
-            proto = proto.with_resume_offer(offer);
+        if state.config.resume.window_secs > 0 {
+            proto = proto.with_tickets(Arc::new(LoginTickets(state.clone())));
         }
+        let rules = &state.config.session;
+        let now = Instant::now();
         Self {
+            messages: TokenBucket::new(rules.messages_per_sec, rules.message_burst, now),
+            bytes: TokenBucket::new(rules.bytes_per_sec, rules.byte_burst, now),
             traffic: Traffic::new(&state.metrics, transport),
             state,
             io,
@@ -244,29 +243,40 @@ impl Session {
             broker: None,
             downlink: None,
             overflow: CancellationToken::new(),
-            slot: Some(slot),
+            _slot: slot,
             replay: None,
-            handoffs: None,
         }
     }
 
-    async fn run(&mut self) -> Outcome {
+    async fn run(&mut self) -> Close {
         let started = Instant::now();
-        let timeout = Duration::from_secs(self.state.config.handshake.timeout_secs);
-        let identity = match tokio::time::timeout(timeout, self.handshake()).await {
+        let deadline = tokio::time::Instant::now()
+            + Duration::from_secs(self.state.config.handshake.timeout_secs);
+        let hello = match tokio::time::timeout_at(deadline, self.handshake()).await {
             Err(_) => Err(Close::HandshakeTimeout),
             Ok(result) => result,
         };
-        let identity = match identity {
-            Ok(Hello::Login(identity)) => identity,
-            Ok(Hello::Resume(ticket, hello)) => return Outcome::Resume(ticket, hello),
+        let opened = match hello {
+            Ok(Hello::Login(identity)) => Ok(identity),
+            // Cold paths run boxed, so the task every session keeps alive is only as large as
+            // its serve loop.
+            Ok(Hello::Resume(ticket)) => {
+                match tokio::time::timeout_at(deadline, Box::pin(self.resume(ticket))).await {
+                    Err(_) => Err(Close::HandshakeTimeout),
+                    Ok(result) => result,
+                }
+            }
+            Err(close) => Err(close),
+        };
+        let identity = match opened {
+            Ok(identity) => identity,
             Err(close) => {
                 self.state
                     .metrics
                     .handshakes
                     .with_label_values(&[close.kind()])
                     .inc();
-                return Outcome::Ended(close);
+                return close;
             }
         };
         self.state
@@ -281,27 +291,138 @@ impl Session {
             .observe(started.elapsed().as_secs_f64());
         tracing::Span::current().record("uid", identity.uid);
         tracing::debug!(sid = identity.sid, mode = ?identity.mode, "handshake done");
+        let resumed = self.identity.is_some();
         self.identity = Some(identity);
-        if let Err(close) = self.attach(false).await {
-            return Outcome::Ended(close);
+        if !resumed {
+            if self.proto.resume_ticket().is_some() {
+                self.replay = Some(Box::new(Replay::new(
+                    self.state.config.resume.retain_packets,
+                )));
+            }
+            if let Err(close) = self.attach(false).await {
+                return close;
+            }
         }
-        if let Some(ticket) = self.proto.resume_ticket() {
-            let ticket = ticket.to_vec();
-            let (tx, rx) = mpsc::channel(1);
-            self.state.resumable.insert(self.id, ticket, tx);
-            self.handoffs = Some(rx);
-            self.replay = Some(Box::new(Replay::new(
-                self.state.config.resume.retain_packets,
-            )));
+        self.serve().await
+    }
+
+    /// The connection presented `ticket`: ask the broker holding its session (the ticket names
+    /// it; the rendezvous pick when that one is gone) to decide, and go on with the session
+    /// when it grants the resume. The identity is set on success.
+    async fn resume(&mut self, ticket: Vec<u8>) -> Result<SessionIdentity, Close> {
+        let result = self.redeem(ticket).await;
+        let result_label = result.as_ref().map_or_else(Close::kind, |_| "ok");
+        self.state
+            .metrics
+            .resumes
+            .with_label_values(&[result_label])
+            .inc();
+        match &result {
+            Ok(_) => tracing::info!(transport = label(self.transport), "session resumed"),
+            Err(close) => {
+                tracing::info!(reason = close.kind(), detail = %close, "resume refused");
+                if let Some(broker) = self.broker.take() {
+                    broker.detach(self.id);
+                }
+            }
         }
-        let mut close = self.serve().await;
-        while self.replay.is_some() && matches!(close, Close::ClientClosed | Close::Idle) {
-            close = match Box::pin(self.park()).await {
-                Ok(()) => self.serve().await,
-                Err(close) => close,
-            };
+        result
+    }
+
+    async fn redeem(&mut self, ticket: Vec<u8>) -> Result<SessionIdentity, Close> {
+        let unknown = |detail: &str| Close::Protocol("resume_unknown", detail.to_owned());
+        let named = self
+            .state
+            .tickets
+            .open(&ticket)
+            .ok_or_else(|| unknown("not a ticket of this deployment"))?;
+        let broker = self
+            .state
+            .links
+            .up_at(&named.broker)
+            .or_else(|| self.state.links.pick(named.uid))
+            .ok_or_else(|| unknown("no broker is reachable"))?;
+        let next = offer(&self.state, named.uid, &broker.endpoint);
+        let claim = self.proto.pending_resume().expect("a resume hello").claim();
+        let next_resume_key = self.proto.prepare_resume(next.clone())?;
+        let (tx, mut downlink) = outbox::outbox(self.state.config.session.outbound_queue);
+        broker.attach(
+            self.id,
+            SessionSlot {
+                tx,
+                overflow: self.overflow.clone(),
+            },
+        );
+        let request = ResumeRequest {
+            uid: named.uid,
+            ticket: claim.ticket,
+            client_pub: claim.client_pub.to_vec(),
+            timestamp: claim.timestamp,
+            received: claim.received,
+            proof: claim.proof,
+            next_ticket: next.ticket,
+            next_resume_key: next_resume_key.to_vec(),
+            client_ip: self.peer.ip().to_string(),
+            transport: self.transport as i32,
+        };
+        self.broker = Some(broker.clone());
+        let frame = EdgeFrame {
+            session_id: self.id,
+            kind: Some(edge_frame::Kind::Resume(request)),
+        };
+        if !broker.send(frame).await {
+            return Err(unknown("the session's broker is unreachable"));
         }
-        Outcome::Ended(close)
+        let granted = loop {
+            match downlink.recv().await {
+                Some(Downlink::Granted(granted)) => break granted,
+                Some(Downlink::Refused(reason)) => {
+                    return Err(Close::Protocol(
+                        refusal(&reason),
+                        format!("the broker refused the resume: {reason}"),
+                    ));
+                }
+                None | Some(Downlink::LinkLost) => {
+                    return Err(unknown("the session's broker went away"));
+                }
+                Some(_) => {}
+            }
+        };
+        self.downlink = Some(downlink);
+        let ResumeGranted {
+            session,
+            start_index,
+            sent,
+            replay,
+            rate,
+            ..
+        } = *granted;
+        let session = session.unwrap_or_default();
+        let identity = SessionIdentity {
+            uid: session.uid,
+            sid: session.sid,
+            color: session.color,
+            status: session.status,
+            token_expiry: session.token_expiry,
+            mode: Mode::V2,
+        };
+        self.proto
+            .complete_resume(identity.clone(), start_index, &mut self.out)?;
+        let replay = Replay::resumed(
+            self.state.config.resume.retain_packets,
+            sent,
+            replay.into_iter().map(Arc::new).collect(),
+        );
+        for packet in replay.tail() {
+            self.proto.send(packet, &mut self.out)?;
+            self.traffic.frames_out.inc();
+        }
+        self.replay = Some(Box::new(replay));
+        if let Some(rate) = rate {
+            self.restore_rate(&rate);
+        }
+        self.identity = Some(identity.clone());
+        Ok(identity)
     }
 
     async fn handshake(&mut self) -> Result<Hello, Close> {
@@ -326,8 +447,8 @@ impl Session {
                     self.write().await?;
                     return Ok(Hello::Login(identity));
                 }
-                Some(ServerEvent::ResumeRequested { ticket, hello }) => {
-                    return Ok(Hello::Resume(ticket, hello));
+                Some(ServerEvent::ResumeRequested { ticket }) => {
+                    return Ok(Hello::Resume(ticket));
                 }
                 Some(ServerEvent::Packet(_)) => {
                     return Err(Close::Protocol(
@@ -382,6 +503,7 @@ impl Session {
             edge_id: self.state.edge_id.clone(),
             transport: self.transport as i32,
             reattach,
+            continuity: self.continuity(),
             token_expiry: identity.token_expiry,
             trace_context: Some(telemetry::traceparent())
                 .filter(|t| !t.is_empty())
@@ -407,12 +529,40 @@ impl Session {
         Ok(true)
     }
 
-    async fn serve(&mut self) -> Close {
-        let rules = &self.state.config.session;
+    /// What the session's broker needs to resume it, when the client holds a ticket.
+    fn continuity(&self) -> Option<Continuity> {
+        let replay = self.replay.as_ref()?;
+        Some(Continuity {
+            resume_key: self.proto.resume_key()?.to_vec(),
+            ticket: self.proto.resume_ticket()?.to_vec(),
+            window_secs: u32::try_from(self.state.config.resume.window_secs).unwrap_or(u32::MAX),
+            sent: replay.sent(),
+            tail: replay.tail().map(|p| (**p).clone()).collect(),
+            next_index: self.proto.next_index().unwrap_or_default(),
+            rate: Some(self.rate_state()),
+        })
+    }
+
+    /// The client's buckets now, as the broker keeps them.
+    fn rate_state(&self) -> RateState {
         let now = Instant::now();
-        let mut messages = TokenBucket::new(rules.messages_per_sec, rules.message_burst, now);
-        let mut bytes = TokenBucket::new(rules.bytes_per_sec, rules.byte_burst, now);
-        let idle = Duration::from_secs(rules.idle_timeout_secs);
+        RateState {
+            messages: self.messages.level(now),
+            bytes: self.bytes.level(now),
+            at_ms: unix_millis(),
+        }
+    }
+
+    /// The client's buckets as they were when its last connection went, refilled since.
+    fn restore_rate(&mut self, rate: &RateState) {
+        let since = Duration::from_millis(u64::try_from(unix_millis() - rate.at_ms).unwrap_or(0));
+        let now = Instant::now();
+        self.messages.set_level(rate.messages, since, now);
+        self.bytes.set_level(rate.bytes, since, now);
+    }
+
+    async fn serve(&mut self) -> Close {
+        let idle = Duration::from_secs(self.state.config.session.idle_timeout_secs);
         let idle_timer = tokio::time::sleep(idle);
         tokio::pin!(idle_timer);
         // A resumed session starts with its handshake reply and replayed packets to write.
@@ -423,13 +573,9 @@ impl Session {
         }
         loop {
             let mut downlink = self.downlink.take().expect("attached");
-            let mut handoffs = self.handoffs.take();
             let step = tokio::select! {
                 biased;
                 _ = self.state.logout.cancelled() => Err(Close::Shutdown),
-                Some(handoff) = next_handoff(&mut handoffs) => {
-                    Box::pin(self.take_over(handoff)).await.map(|_| Step::Continue)
-                }
                 _ = self.overflow.cancelled() => Err(self.overflowed()),
                 down = downlink.recv() => {
                     // Seal whatever else is already queued too, so one write carries it all.
@@ -443,14 +589,13 @@ impl Session {
                 }
                 read = self.io.read(&mut self.input, self.proto.max_frame()) => {
                     idle_timer.as_mut().reset(tokio::time::Instant::now() + idle);
-                    self.on_read(read, &mut messages, &mut bytes).await
+                    self.on_read(read).await
                 }
                 _ = &mut idle_timer => Err(Close::Idle),
             };
             self.downlink = Some(downlink);
-            self.handoffs = handoffs;
             match step {
-                Ok(Step::Continue | Step::Resumed) => {}
+                Ok(Step::Continue) => {}
                 Ok(Step::Reattach) => {
                     if let Err(close) = self.reattach().await {
                         return close;
@@ -472,10 +617,12 @@ impl Session {
             Some(Downlink::Accepted) => Ok(Step::Continue),
             Some(Downlink::Rejected(reason)) => Err(Close::Rejected(*reason)),
             Some(Downlink::Kick(kick)) => Err(Close::Kicked(kick.0, kick.1)),
+            Some(Downlink::Release) => Err(Close::Moved),
             Some(Downlink::Packet(packet)) => {
                 self.emit(packet)?;
                 Ok(Step::Continue)
             }
+            Some(Downlink::Granted(_) | Downlink::Refused(_)) => Ok(Step::Continue),
         }
     }
 
@@ -489,67 +636,57 @@ impl Session {
         Ok(())
     }
 
-    async fn on_read(
-        &mut self,
-        read: Result<Read, Close>,
-        messages: &mut TokenBucket,
-        bytes: &mut TokenBucket,
-    ) -> Result<Step, Close> {
+    async fn on_read(&mut self, read: Result<Read, Close>) -> Result<Step, Close> {
         let now = Instant::now();
         let wire = match read? {
             Read::Nothing => return Ok(Step::Continue),
             Read::Bytes(n) => n,
             Read::Frame(payload, n) => {
                 self.traffic.bytes_in.inc_by(n as u64);
-                self.take_bytes(bytes, n, now)?;
+                self.take_bytes(n, now)?;
                 let event = self
                     .proto
                     .handle_frame(payload, unix_now(), &mut self.out)?;
                 self.traffic.frames_in.inc();
-                return self.on_event(event, messages, now).await;
+                return self.on_event(event, now).await;
             }
         };
         self.traffic.bytes_in.inc_by(wire as u64);
-        self.take_bytes(bytes, wire, now)?;
+        self.take_bytes(wire, now)?;
         let mut step = Step::Continue;
         while let Some(event) = self
             .proto
             .poll(&mut self.input, unix_now(), &mut self.out)?
         {
             self.traffic.frames_in.inc();
-            if let Step::Reattach = self.on_event(event, messages, now).await? {
+            if let Step::Reattach = self.on_event(event, now).await? {
                 step = Step::Reattach;
             }
         }
         Ok(step)
     }
 
-    fn take_bytes(&self, bucket: &mut TokenBucket, n: usize, now: Instant) -> Result<(), Close> {
-        if bucket.take(u32::try_from(n).unwrap_or(u32::MAX), now) {
+    fn take_bytes(&mut self, n: usize, now: Instant) -> Result<(), Close> {
+        if self.bytes.take(u32::try_from(n).unwrap_or(u32::MAX), now) {
             Ok(())
         } else {
             Err(Close::RateLimited("byte_rate"))
         }
     }
 
-    async fn on_event(
-        &mut self,
-        event: ServerEvent,
-        messages: &mut TokenBucket,
-        now: Instant,
-    ) -> Result<Step, Close> {
+    async fn on_event(&mut self, event: ServerEvent, now: Instant) -> Result<Step, Close> {
         let ServerEvent::Packet(packet) = event else {
             return Err(Close::Protocol(
                 "unexpected_state",
                 "second handshake".into(),
             ));
         };
-        if !messages.take(1, now) {
+        if !self.messages.take(1, now) {
             return Err(Close::RateLimited("message_rate"));
         }
         if packet.r#mod == system::MODULE && !self.forwarded_system(&packet) {
             self.on_system(packet)?;
-            return Ok(Step::Continue);
+            return Ok(self.report_progress().await);
         }
         let started = Instant::now();
         let broker = self.broker.clone().ok_or(Close::NoBroker)?;
@@ -571,6 +708,27 @@ impl Session {
             .with_label_values(&[label(self.transport)])
             .observe(started.elapsed().as_secs_f64());
         Ok(Step::Continue)
+    }
+
+    /// Tells the broker of a resumable session what the edge consumed itself (a heartbeat, an
+    /// acknowledgement): the next client index and what the client acknowledged, so a resume
+    /// elsewhere starts where this connection left off (PROTOCOL.md §13.2).
+    async fn report_progress(&mut self) -> Step {
+        let (Some(replay), Some(broker)) = (&self.replay, &self.broker) else {
+            return Step::Continue;
+        };
+        let frame = EdgeFrame {
+            session_id: self.id,
+            kind: Some(edge_frame::Kind::Progress(SessionProgress {
+                received: replay.oldest(),
+                next_index: self.proto.next_index().unwrap_or_default(),
+            })),
+        };
+        if broker.send(frame).await {
+            Step::Continue
+        } else {
+            Step::Reattach
+        }
     }
 
     /// Whether a System packet goes to the game service: heartbeats in go-pantheon's mode.
@@ -616,190 +774,6 @@ impl Session {
         Ok(())
     }
 
-    /// The connection is gone but the client holds a ticket: close the connection, free its
-    /// admission, and wait up to the resume window for a connection presenting the ticket,
-    /// keeping what the broker sends meanwhile. `Ok` once a resume took over.
-    async fn park(&mut self) -> Result<(), Close> {
-        let _ = tokio::time::timeout(Duration::from_secs(1), self.io.close()).await;
-        self.out.clear();
-        self.input.clear();
-        self.slot = None;
-        tracing::debug!("session parked");
-        let parked = self.state.metrics.parked.clone();
-        parked.inc();
-        let waited = self.wait_for_resume().await;
-        parked.dec();
-        waited
-    }
-
-    async fn wait_for_resume(&mut self) -> Result<(), Close> {
-        let window = Duration::from_secs(self.state.config.resume.window_secs);
-        let deadline = tokio::time::sleep(window);
-        tokio::pin!(deadline);
-        loop {
-            let mut downlink = self.downlink.take().expect("attached");
-            let mut handoffs = self.handoffs.take();
-            let step = tokio::select! {
-                biased;
-                _ = self.state.logout.cancelled() => Err(Close::Shutdown),
-                _ = &mut deadline => Err(Close::ResumeExpired),
-                Some(handoff) = next_handoff(&mut handoffs) => {
-                    self.take_over(handoff).await.map(|resumed| if resumed { Step::Resumed } else { Step::Continue })
-                }
-                down = downlink.recv() => match down {
-                    Some(Downlink::Packet(packet)) => {
-                        self.replay.as_mut().expect("parked sessions replay").record(packet);
-                        Ok(Step::Continue)
-                    }
-                    other => self.on_downlink(other),
-                },
-            };
-            self.downlink = Some(downlink);
-            self.handoffs = handoffs;
-            match step? {
-                Step::Continue => {}
-                Step::Resumed => return Ok(()),
-                Step::Reattach => self.reattach().await?,
-            }
-        }
-    }
-
-    /// A connection presenting this session's ticket: finish its handshake on this session's
-    /// behalf, send it what the client lacks, and go on over it (closing the old connection,
-    /// if any). `Ok(false)`: refused, the session goes on as it was; `Err`: the session cannot
-    /// go on.
-    async fn take_over(&mut self, handoff: Box<Handoff>) -> Result<bool, Close> {
-        let Handoff {
-            io,
-            mut proto,
-            input,
-            peer,
-            transport,
-            slot,
-            done,
-        } = *handoff;
-        let received = proto.pending_resume().map_or(0, |p| p.received());
-        let offer = resume_offer(&self.state, self.id).expect("a resumable session");
-        let mut out = BytesMut::new();
-        let refuse = |close: Close, io: FrameIo, done: oneshot::Sender<_>| {
-            self.state
-                .metrics
-                .resumes
-                .with_label_values(&[close.kind()])
-                .inc();
-            tracing::info!(%peer, reason = close.kind(), detail = %close, "resume refused");
-            let _ = done.send(Err((close, io)));
-        };
-        if let Err(e) = proto.finish_resume(&mut self.proto, &offer, &mut out) {
-            refuse(e.into(), io, done);
-            return Ok(false);
-        }
-        let replay = self.replay.as_mut().expect("a resumable session");
-        let mut replayed = 0;
-        let sealed = match replay.since(received) {
-            Err(detail) => Err(Close::Protocol("resume_gap", detail)),
-            Ok(packets) => packets
-                .inspect(|_| replayed += 1)
-                .try_for_each(|packet| proto.send(packet, &mut out))
-                .map_err(Close::from),
-        };
-        if let Err(close) = sealed {
-            // The ticket is spent and the client cannot be made whole: the session ends.
-            refuse(close.clone(), io, done);
-            return Err(close);
-        }
-        if self.slot.is_some() {
-            let _ = tokio::time::timeout(Duration::from_secs(1), self.io.close()).await;
-        }
-        self.io = io;
-        self.input = input;
-        self.proto = proto;
-        self.peer = peer;
-        self.transport = transport;
-        self.traffic = Traffic::new(&self.state.metrics, transport);
-        self.traffic.frames_out.inc_by(replayed);
-        self.slot = Some(slot);
-        self.out = out;
-        self.state.resumable.renew(self.id, offer.ticket);
-        self.state.metrics.resumes.with_label_values(&["ok"]).inc();
-        tracing::info!(%peer, transport = label(transport), replayed, "session resumed");
-        let _ = done.send(Ok(()));
-        Ok(true)
-    }
-
-    /// This connection asked to resume the session of `ticket` with `hello`: hand it over and
-    /// wait for the answer, or forward it to the edge holding that session; a refused
-    /// connection is closed with the reason.
-    async fn redeem(self, ticket: Vec<u8>, hello: Bytes) {
-        let state = self.state.clone();
-        let timeout = Duration::from_secs(state.config.handshake.timeout_secs);
-        // A forwarded connection is never forwarded again.
-        let forwarded = matches!(self.io, FrameIo::Relay(_));
-        let slot = self.slot.expect("a connection has its slot");
-        let (close, mut io) = match state.tickets.open(&ticket) {
-            Some(named) if !state.tickets.is_home(&named.home) && !forwarded => {
-                let client = relay::Client {
-                    io: self.io,
-                    input: self.input,
-                    peer: self.peer,
-                    transport: self.transport,
-                    slot,
-                };
-                match relay::forward(state.clone(), &named.home, hello, client).await {
-                    None => return,
-                    Some(io) => unknown(&state, io),
-                }
-            }
-            named => {
-                let (done, answer) = oneshot::channel();
-                let handoff = Box::new(Handoff {
-                    io: self.io,
-                    proto: self.proto,
-                    input: self.input,
-                    peer: self.peer,
-                    transport: self.transport,
-                    slot,
-                    done,
-                });
-                match named.and_then(|named| state.resumable.find(named.id, &ticket)) {
-                    None => unknown(&state, handoff.io),
-                    Some(session) => match session.send_timeout(handoff, timeout).await {
-                        Err(e) => unknown(&state, e.into_inner().io),
-                        Ok(()) => match tokio::time::timeout(timeout, answer).await {
-                            Ok(Ok(Ok(()))) => {
-                                state.metrics.handshakes.with_label_values(&["ok"]).inc();
-                                return;
-                            }
-                            Ok(Ok(Err(refused))) => refused,
-                            Ok(Err(_)) | Err(_) => {
-                                // The session ended, or is stuck, with the connection in hand:
-                                // it is dropped there.
-                                state
-                                    .metrics
-                                    .handshakes
-                                    .with_label_values(&["resume_unknown"])
-                                    .inc();
-                                return;
-                            }
-                        },
-                    },
-                }
-            }
-        };
-        tracing::info!(reason = close.kind(), "resume refused; connection closed");
-        state
-            .metrics
-            .handshakes
-            .with_label_values(&[close.kind()])
-            .inc();
-        state
-            .metrics
-            .closes
-            .with_label_values(&[close.kind()])
-            .inc();
-        let _ = tokio::time::timeout(Duration::from_secs(2), io.close()).await;
-    }
-
     /// The session's outbound queue overflowed: counted, and the session ends as a slow
     /// consumer.
     fn overflowed(&self) -> Close {
@@ -833,10 +807,10 @@ impl Session {
         }
     }
 
-    /// Logs and counts `close`, tells the client where possible, tells the broker.
+    /// Logs and counts `close`, tells the client where possible, tells the broker. A client
+    /// that holds a ticket and lost its connection (or whose edge is going away) is not logged
+    /// out: its broker parks the session for a resume at any edge.
     async fn finish(&mut self, close: &Close) {
-        self.state.resumable.remove(self.id);
-        let connected = self.slot.is_some();
         self.state
             .metrics
             .closes
@@ -846,7 +820,9 @@ impl Session {
             Close::ClientClosed => tracing::debug!("session closed by the client"),
             other => tracing::info!(reason = other.kind(), detail = %other, "session closed"),
         }
-        if self.identity.is_some() && connected {
+        let resumable = self.replay.is_some()
+            && matches!(close, Close::ClientClosed | Close::Idle | Close::Shutdown);
+        if self.identity.is_some() && !resumable {
             let logout = match close {
                 Close::Kicked(code, _) => Some(*code),
                 Close::Rejected(_) | Close::NoBroker | Close::Shutdown | Close::Idle => {
@@ -857,7 +833,7 @@ impl Session {
                 }
                 Close::ClientClosed
                 | Close::Bye
-                | Close::ResumeExpired
+                | Close::Moved
                 | Close::HandshakeTimeout
                 | Close::TextMessage => None,
             };
@@ -882,18 +858,22 @@ impl Session {
                 }
             }
         }
-        if connected {
-            let _ = tokio::time::timeout(Duration::from_secs(2), self.io.close()).await;
-        }
+        let _ = tokio::time::timeout(Duration::from_secs(2), self.io.close()).await;
+        let rate = resumable.then(|| self.rate_state());
         if let Some(broker) = self.broker.take() {
             broker.detach(self.id);
-            let frame = EdgeFrame {
-                session_id: self.id,
-                kind: Some(edge_frame::Kind::Close(SessionClose {
-                    reason: close.kind().to_owned(),
-                })),
-            };
-            let _ = tokio::time::timeout(Duration::from_secs(1), broker.send(frame)).await;
+            // A session that moved to another connection goes on there.
+            if *close != Close::Moved {
+                let frame = EdgeFrame {
+                    session_id: self.id,
+                    kind: Some(edge_frame::Kind::Close(SessionClose {
+                        reason: close.kind().to_owned(),
+                        resumable,
+                        rate,
+                    })),
+                };
+                let _ = tokio::time::timeout(Duration::from_secs(1), broker.send(frame)).await;
+            }
         }
     }
 }
@@ -901,40 +881,34 @@ impl Session {
 enum Step {
     Continue,
     Reattach,
-    Resumed,
 }
 
 /// What a connection's handshake asked for.
 enum Hello {
     Login(SessionIdentity),
-    Resume(Vec<u8>, Bytes),
+    Resume(Vec<u8>),
 }
 
-/// The next connection presenting this session's ticket; never, for a session without one.
-async fn next_handoff(handoffs: &mut Option<mpsc::Receiver<Box<Handoff>>>) -> Option<Box<Handoff>> {
-    match handoffs {
-        Some(handoffs) => handoffs.recv().await,
-        None => std::future::pending().await,
+/// A ticket for `uid`'s session at `broker`, with this edge's window.
+fn offer(state: &EdgeState, uid: i64, broker: &str) -> ResumeOffer {
+    ResumeOffer {
+        ticket: state.tickets.issue(uid, broker),
+        window_secs: i32::try_from(state.config.resume.window_secs).unwrap_or(i32::MAX),
     }
 }
 
-/// No session holds the ticket `io` presented (any more), or its edge cannot be reached:
-/// decided and counted here.
-fn unknown(state: &EdgeState, io: FrameIo) -> (Close, FrameIo) {
-    let close = Close::from(janus_shared::Error::ResumeUnknown);
-    state
-        .metrics
-        .resumes
-        .with_label_values(&[close.kind()])
-        .inc();
-    (close, io)
+/// The close reason of a broker's refusal (PROTOCOL.md §9).
+fn refusal(reason: &str) -> &'static str {
+    match reason {
+        "resume_denied" => "resume_denied",
+        "resume_gap" => "resume_gap",
+        _ => "resume_unknown",
+    }
 }
 
-/// A fresh ticket for session `id`, when resume is on.
-fn resume_offer(state: &EdgeState, id: u64) -> Option<ResumeOffer> {
-    let window = state.config.resume.window_secs;
-    (window > 0).then(|| ResumeOffer {
-        ticket: state.tickets.issue(id),
-        window_secs: i32::try_from(window).unwrap_or(i32::MAX),
-    })
+/// Now, in unix milliseconds.
+fn unix_millis() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
 }

@@ -1,7 +1,6 @@
 //! Frames over the transports: a byte stream (TCP, and later KCP and QUIC streams) carries
 //! length-prefixed frames back to back; a WebSocket carries one whole frame, prefix included,
-//! per binary message; a client another edge forwards arrives as whole frames on a relay stream.
-//! Nothing above this module knows which transport it runs on.
+//! per binary message. Nothing above this module knows which transport it runs on.
 
 use bytes::{Buf, BytesMut};
 use futures_util::{SinkExt, StreamExt};
@@ -13,7 +12,6 @@ use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::Message;
 
 use crate::error::Close;
-use crate::relay::Forwarded;
 
 /// A client connection carrying frames.
 pub enum FrameIo {
@@ -21,8 +19,6 @@ pub enum FrameIo {
     Stream(Box<dyn ByteStream>),
     /// One frame per binary WebSocket message.
     WebSocket(Box<WebSocketStream<Box<dyn ByteStream>>>),
-    /// Whole frames of a client another edge forwards (PROTOCOL.md §13.5).
-    Relay(Box<Forwarded>),
 }
 
 impl std::fmt::Debug for FrameIo {
@@ -30,7 +26,6 @@ impl std::fmt::Debug for FrameIo {
         f.write_str(match self {
             FrameIo::Stream(_) => "FrameIo::Stream",
             FrameIo::WebSocket(_) => "FrameIo::WebSocket",
-            FrameIo::Relay(_) => "FrameIo::Relay",
         })
     }
 }
@@ -40,7 +35,7 @@ impl std::fmt::Debug for FrameIo {
 pub enum Read {
     /// `n` bytes were appended to the input buffer (byte streams).
     Bytes(usize),
-    /// One whole frame's payload (WebSocket, relay), `n` bytes on the wire.
+    /// One whole frame's payload (WebSocket), `n` bytes on the wire.
     Frame(BytesMut, usize),
     /// Nothing to hand up (a WebSocket ping or pong).
     Nothing,
@@ -108,7 +103,6 @@ impl FrameIo {
                     Ok(Read::Nothing)
                 }
             },
-            FrameIo::Relay(relay) => relay.read(max_frame).await,
         }
     }
 
@@ -134,7 +128,6 @@ impl FrameIo {
                 out.clear();
                 ws.flush().await.map_err(std::io::Error::other)
             }
-            FrameIo::Relay(relay) => relay.write(out).await,
         }
     }
 
@@ -147,7 +140,6 @@ impl FrameIo {
             FrameIo::WebSocket(ws) => {
                 let _ = SinkExt::close(ws.as_mut()).await;
             }
-            FrameIo::Relay(relay) => relay.close(),
         }
     }
 }

@@ -11,7 +11,7 @@ use std::sync::{Arc, LazyLock};
 
 use bytes::BytesMut;
 use fixture::NOW;
-use janus_shared::handshake::{Mode, ResumeOffer, ServerHandshakeConfig};
+use janus_shared::handshake::{Mode, Redeemable, ResumeOffer, ServerHandshakeConfig};
 use janus_shared::session::{ClientSession, ServerEvent, ServerSession, SessionConfig};
 use libfuzzer_sys::fuzz_target;
 
@@ -37,25 +37,41 @@ fn resumable() -> ServerSession {
     )
     .unwrap();
     let mut server = ServerSession::new(CONFIG.clone(), SessionConfig::default())
-        .with_resume_offer(offer(b"ticket-1"));
+        .with_tickets(Arc::new(offer(b"ticket-1")));
     server.poll(&mut hello, NOW, &mut BytesMut::new()).unwrap();
     assert!(server.resume_key().is_some());
     server
 }
 
 fuzz_target!(|data: &[u8]| {
-    let mut session = resumable();
+    let session = resumable();
+    let mut held = Redeemable {
+        ticket: session.resume_ticket().unwrap().to_vec(),
+        key: *session.resume_key().unwrap(),
+    };
+    let before = held.clone();
     let mut fresh = ServerSession::new(CONFIG.clone(), SessionConfig::default());
     let mut input = BytesMut::from(data);
     let mut out = BytesMut::new();
     while let Ok(Some(event)) = fresh.poll(&mut input, NOW, &mut out) {
         if let ServerEvent::ResumeRequested { .. } = event {
-            let finished = fresh.finish_resume(&mut session, &offer(b"ticket-2"), &mut out);
+            let claim = fresh.pending_resume().unwrap().claim();
+            let key = fresh.prepare_resume(offer(b"ticket-2")).unwrap();
+            let next = Redeemable {
+                ticket: b"ticket-2".to_vec(),
+                key,
+            };
+            let redeemed = held.redeem(&claim, next);
             assert_eq!(
-                finished.is_err(),
-                session.resume_key().is_some(),
-                "only a finished resume spends the ticket"
+                redeemed.is_err(),
+                held == before,
+                "only a redeemed resume spends the ticket"
             );
+            if redeemed.is_ok() {
+                fresh
+                    .complete_resume(session.identity().unwrap().clone(), 1, &mut out)
+                    .unwrap();
+            }
         }
     }
 });

@@ -265,7 +265,6 @@ impl Ground {
         config.websocket.listen = "127.0.0.1:0".into();
         config.kcp.listen = "127.0.0.1:0".into();
         config.quic.listen = "127.0.0.1:0".into();
-        config.resume.relay_listen = "127.0.0.1:0".into();
         config.brokers.endpoints = brokers.iter().map(|b| (*b).to_owned()).collect();
         config.brokers.reconnect_ms = 100;
         // Every test client dials from 127.0.0.1, and a test opens more connections in a

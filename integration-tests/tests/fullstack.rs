@@ -478,8 +478,8 @@ async fn the_split_deployment_in_containers() {
         assert_eq!(packet.data, b"to all", "uid {uid}");
     }
 
-    // A client whose address changed comes back at the other edge: that edge forwards it, at
-    // the relay address the ticket names, to the edge holding the session, which resumes it.
+    // A client whose address changed comes back at the other edge: that edge asks the broker
+    // the ticket names, which holds the session and resumes it there.
     let mut config = cluster.keys.client_config(Mode::V2);
     config.handshake.resumable = true;
     let (to_edge0, to_edge1) = (cluster.endpoints(0).await, cluster.endpoints(1).await);
@@ -493,8 +493,8 @@ async fn the_split_deployment_in_containers() {
         .await
         .unwrap_or_else(|e| panic!("resume at the other edge: {e}\n{}", cluster.diagnostics()));
     round_trip(&mut mover, "after the move").await;
-    let relayed = "sum(janus_edge_relays_total{result=\"ok\"})";
-    assert_eq!(cluster.prometheus_until(relayed, 1.0).await, Some(1.0));
+    let resumed = "sum(janus_broker_resumes_total{result=\"ok\"})";
+    assert_eq!(cluster.prometheus_until(resumed, 1.0).await, Some(1.0));
     mover.close().await.unwrap();
     let settled = Instant::now();
     while cluster.sessions_by_broker().await.iter().sum::<usize>() != players.len() {

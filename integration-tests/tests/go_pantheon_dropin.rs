@@ -137,9 +137,6 @@ fn edge_config(overrides: &[(String, String)]) -> EdgeConfig {
     back.websocket.listen.clone_from(&profile.websocket.listen);
     back.kcp.listen.clone_from(&profile.kcp.listen);
     back.admin_listen.clone_from(&profile.admin_listen);
-    back.resume
-        .relay_listen
-        .clone_from(&profile.resume.relay_listen);
     back.brokers
         .etcd_endpoints
         .clone_from(&profile.brokers.etcd_endpoints);

@@ -198,6 +198,76 @@ pub struct ResumeOffer {
     pub window_secs: i32,
 }
 
+/// Issues the resume ticket of a v2 login that asks for one, once the login's identity is
+/// known (an edge names the broker that will hold the session in it).
+pub trait IssueTicket: Send + Sync {
+    /// The ticket and window for the session of `identity`.
+    fn issue(&self, identity: &SessionIdentity) -> ResumeOffer;
+}
+
+/// A fixed offer: every login that asks gets this ticket.
+impl IssueTicket for ResumeOffer {
+    fn issue(&self, _: &SessionIdentity) -> ResumeOffer {
+        self.clone()
+    }
+}
+
+/// What a resume hello claims: the ticket, and what its proof binds (§13.3).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ResumeClaim {
+    /// The ticket as presented.
+    pub ticket: Vec<u8>,
+    /// The new connection's X25519 public key.
+    pub client_pub: [u8; 32],
+    /// The client's clock.
+    pub timestamp: i64,
+    /// Server packets the client has processed.
+    pub received: u64,
+    /// `HMAC-SHA256(resume_key, ...)`.
+    pub proof: Vec<u8>,
+}
+
+/// What the holder of a resumable session keeps to decide a resume of it: the client's current
+/// ticket and the key its proof must verify under (§13.3). Deciding here, in one place per
+/// session, is what orders two racing resumes: the first spends the ticket.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Redeemable {
+    /// The only ticket that redeems the session.
+    pub ticket: Vec<u8>,
+    /// The resume key of the handshake that issued it.
+    pub key: [u8; 32],
+}
+
+impl std::fmt::Debug for Redeemable {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Redeemable").finish_non_exhaustive()
+    }
+}
+
+impl Redeemable {
+    /// Lets `claim` take the session if it presents the current ticket with a proof under its
+    /// key; the session then waits for `next`. A wrong ticket is `ResumeUnknown` (spent, or
+    /// never this session's), a wrong proof `ResumeDenied`; either leaves the session as it was.
+    pub fn redeem(&mut self, claim: &ResumeClaim, next: Redeemable) -> Result<()> {
+        use hmac::Mac;
+        use subtle::ConstantTimeEq;
+        if !bool::from(claim.ticket.ct_eq(&self.ticket)) {
+            return Err(Error::ResumeUnknown);
+        }
+        resume_mac(
+            &self.key,
+            &claim.ticket,
+            &claim.client_pub,
+            claim.timestamp,
+            claim.received,
+        )
+        .verify_slice(&claim.proof)
+        .map_err(|_| Error::ResumeDenied)?;
+        *self = next;
+        Ok(())
+    }
+}
+
 /// What a client keeps to resume its session: the ticket and the key bound to the keys of the
 /// handshake that issued it.
 #[derive(Clone, PartialEq, Eq)]
@@ -256,8 +326,8 @@ pub(crate) struct Accepted {
     pub(crate) reply: Packet,
     pub(crate) sealer: Sealer,
     pub(crate) opener: Opener,
-    /// Set when the reply carries a resume ticket.
-    pub(crate) resume_key: Option<[u8; 32]>,
+    /// Set when the reply carries a resume ticket: its key and the ticket.
+    pub(crate) resume: Option<([u8; 32], Vec<u8>)>,
 }
 
 /// A client hello: a login, or a resume that only the session it names can finish.
@@ -266,7 +336,8 @@ pub(crate) enum Hello {
     Resume(Box<PendingResume>),
 }
 
-/// A resume hello that passed every check but the proof, which needs the session's key.
+/// A resume hello that passed every check but the proof, which needs the session's key: the
+/// broker holding the session checks it ([`resume_proof_valid`]).
 pub struct PendingResume {
     ticket: Vec<u8>,
     received: u64,
@@ -278,12 +349,14 @@ pub struct PendingResume {
     shared: [u8; 32],
 }
 
-/// What a finished resume produces.
+/// A resume's reply and keys, made before the session's broker has decided; the reply's
+/// `start_index` is the broker's to fill in.
 pub(crate) struct Resumed {
-    pub(crate) reply: Packet,
+    pub(crate) reply: ScHandshake,
     pub(crate) sealer: Sealer,
     pub(crate) opener: Opener,
     pub(crate) resume_key: [u8; 32],
+    pub(crate) ticket: Vec<u8>,
 }
 
 impl PendingResume {
@@ -297,25 +370,20 @@ impl PendingResume {
         self.received
     }
 
-    /// Checks the proof under the session's `key`, then derives the new keys and builds the
-    /// reply: `start_index` continues the session's index, `offer` is the next ticket.
-    pub(crate) fn finish(
-        &self,
-        config: &ServerHandshakeConfig,
-        key: &[u8; 32],
-        start_index: i32,
-        offer: &ResumeOffer,
-    ) -> Result<Resumed> {
-        use hmac::Mac;
-        resume_mac(
-            key,
-            &self.ticket,
-            &self.client_pub,
-            self.client_timestamp,
-            self.received,
-        )
-        .verify_slice(&self.proof)
-        .map_err(|_| Error::ResumeDenied)?;
+    /// What the proof binds, for the holder of the session to decide on.
+    pub fn claim(&self) -> ResumeClaim {
+        ResumeClaim {
+            ticket: self.ticket.clone(),
+            client_pub: self.client_pub,
+            timestamp: self.client_timestamp,
+            received: self.received,
+            proof: self.proof.clone(),
+        }
+    }
+
+    /// Derives the new keys and builds the reply, `offer` being the next ticket; nothing here
+    /// depends on the session's state, so an edge does it before asking the session's broker.
+    pub(crate) fn prepare(&self, config: &ServerHandshakeConfig, offer: ResumeOffer) -> Resumed {
         let th = transcript_hash(
             &self.client_pub,
             &self.server_pub,
@@ -328,31 +396,32 @@ impl PendingResume {
             sign: config.signing_key.sign(&th).to_vec(),
             timestamp: self.server_timestamp,
             cert_version: config.cert_version,
-            start_index,
+            start_index: 0,
             resume_ticket: offer.ticket.clone(),
             resume_window: offer.window_secs,
             resumed: true,
         };
-        Ok(Resumed {
-            reply: system::packet(system::SEQ_HANDSHAKE, 0, reply.encode_to_vec()),
+        Resumed {
+            reply,
             sealer: Sealer::v2(&keys.s2c),
             opener: Opener::v2(&keys.c2s),
             resume_key: derive_resume_key(&self.shared, &th),
-        })
+            ticket: offer.ticket,
+        }
     }
 }
 
 impl ServerHandshakeConfig {
     /// Checks the client's handshake packet and builds the reply, with `ephemeral` as this
     /// session's X25519 secret and `now` the server time in unix seconds. A v2 login that asks
-    /// for it gets `offer` as its resume ticket; a resume is checked as far as it can be without
-    /// the session it names.
+    /// for it gets a resume ticket from `tickets`; a resume is checked as far as it can be
+    /// without the session it names.
     pub(crate) fn accept(
         &self,
         request: &Packet,
         now: i64,
         ephemeral: [u8; 32],
-        offer: Option<&ResumeOffer>,
+        tickets: Option<&dyn IssueTicket>,
     ) -> Result<Hello> {
         let hello = CsHandshake::decode(handshake_data(request)?)
             .map_err(|e| Error::decode("CSHandshake", e))?;
@@ -390,7 +459,7 @@ impl ServerHandshakeConfig {
             start_index: START_INDEX,
             ..Default::default()
         };
-        let mut resume_key = None;
+        let mut resume = None;
         let (sealer, opener) = if mode == Mode::Unencrypted {
             (Sealer::plain(), Opener::plain())
         } else {
@@ -401,10 +470,11 @@ impl ServerHandshakeConfig {
                     hello.r#pub.as_slice().try_into().expect("length checked");
                 let th = transcript_hash(&client_pub, &server_pub, now, &hello.token);
                 reply.sign = self.signing_key.sign(&th).to_vec();
-                if let Some(offer) = offer.filter(|_| hello.resumable) {
+                if let Some(tickets) = tickets.filter(|_| hello.resumable) {
+                    let offer = tickets.issue(&identity);
                     reply.resume_ticket = offer.ticket.clone();
                     reply.resume_window = offer.window_secs;
-                    resume_key = Some(derive_resume_key(&shared, &th));
+                    resume = Some((derive_resume_key(&shared, &th), offer.ticket));
                 }
                 let keys = derive_keys(&shared, &th);
                 (Sealer::v2(&keys.s2c), Opener::v2(&keys.c2s))
@@ -418,7 +488,7 @@ impl ServerHandshakeConfig {
             reply: system::packet(system::SEQ_HANDSHAKE, 0, reply.encode_to_vec()),
             sealer,
             opener,
-            resume_key,
+            resume,
         })))
     }
 

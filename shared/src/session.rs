@@ -7,7 +7,7 @@
 
 use std::sync::Arc;
 
-use bytes::{Bytes, BytesMut};
+use bytes::BytesMut;
 use janus_proto::packet::Packet;
 use prost::Message;
 
@@ -16,8 +16,8 @@ use crate::compress::Compression;
 use crate::error::{Error, Result};
 use crate::frame;
 use crate::handshake::{
-    ClientHandshakeConfig, ClientHello, Hello, PendingResume, ResumeOffer, ResumeTicket,
-    ServerHandshakeConfig, SessionIdentity,
+    ClientHandshakeConfig, ClientHello, Hello, IssueTicket, PendingResume, ResumeOffer,
+    ResumeTicket, Resumed, ServerHandshakeConfig, SessionIdentity,
 };
 use crate::system;
 
@@ -70,14 +70,12 @@ pub enum ServerEvent {
     /// The handshake succeeded; the reply is in the output buffer.
     Established(SessionIdentity),
     /// The client asks to resume the session of `ticket`; nothing has been replied yet. The
-    /// driver hands this session to the one the ticket names, which finishes it with
-    /// [`ServerSession::finish_resume`].
+    /// driver asks whoever holds that session ([`ServerSession::pending_resume`] has what the
+    /// proof binds), then finishes with [`ServerSession::prepare_resume`] and
+    /// [`ServerSession::complete_resume`].
     ResumeRequested {
         /// The ticket as presented.
         ticket: Vec<u8>,
-        /// The hello frame's payload, for an edge that forwards it to the edge holding the
-        /// session (PROTOCOL.md §13.5).
-        hello: Bytes,
     },
     /// A client packet, opened, index-checked and inflated.
     Packet(Packet),
@@ -100,6 +98,8 @@ struct Issued {
 enum ServerState {
     AwaitingHello,
     Resuming(Box<PendingResume>),
+    /// The resume's reply and keys are made; the session's holder has not answered yet.
+    Prepared(Box<Resumed>),
     Open(Box<Open>),
 }
 
@@ -110,8 +110,8 @@ pub struct ServerSession {
     state: ServerState,
     /// The X25519 secret to use instead of a random one (test vectors).
     pinned_ephemeral: Option<[u8; 32]>,
-    /// The resume ticket a login that asks for one gets, until the handshake.
-    offer: Option<Box<ResumeOffer>>,
+    /// Issues the resume ticket of a login that asks for one, until the handshake.
+    tickets: Option<Arc<dyn IssueTicket>>,
 }
 
 impl ServerSession {
@@ -122,13 +122,13 @@ impl ServerSession {
             config,
             state: ServerState::AwaitingHello,
             pinned_ephemeral: None,
-            offer: None,
+            tickets: None,
         }
     }
 
-    /// Offers `offer` as the resume ticket to a v2 login that asks for one.
-    pub fn with_resume_offer(mut self, offer: ResumeOffer) -> Self {
-        self.offer = Some(Box::new(offer));
+    /// Gives a v2 login that asks for one a resume ticket from `tickets`.
+    pub fn with_tickets(mut self, tickets: Arc<dyn IssueTicket>) -> Self {
+        self.tickets = Some(tickets);
         self
     }
 
@@ -143,7 +143,7 @@ impl ServerSession {
     pub fn identity(&self) -> Option<&SessionIdentity> {
         match &self.state {
             ServerState::Open(open) => Some(&open.identity),
-            ServerState::AwaitingHello | ServerState::Resuming(_) => None,
+            _ => None,
         }
     }
 
@@ -151,7 +151,7 @@ impl ServerSession {
     pub fn resume_key(&self) -> Option<&[u8; 32]> {
         match &self.state {
             ServerState::Open(open) => open.issued.as_ref().map(|issued| &issued.key),
-            ServerState::AwaitingHello | ServerState::Resuming(_) => None,
+            _ => None,
         }
     }
 
@@ -159,7 +159,7 @@ impl ServerSession {
     pub fn resume_ticket(&self) -> Option<&[u8]> {
         match &self.state {
             ServerState::Open(open) => open.issued.as_ref().map(|issued| &issued.ticket[..]),
-            ServerState::AwaitingHello | ServerState::Resuming(_) => None,
+            _ => None,
         }
     }
 
@@ -167,38 +167,62 @@ impl ServerSession {
     pub fn pending_resume(&self) -> Option<&PendingResume> {
         match &self.state {
             ServerState::Resuming(pending) => Some(pending),
-            ServerState::AwaitingHello | ServerState::Open(_) => None,
+            _ => None,
         }
     }
 
-    /// Finishes the resume this session was asked for, on behalf of `previous`, the session
-    /// the ticket names: checks the proof under `previous`'s resume key, appends the reply
-    /// (offering `offer` as the next ticket) to `out`, and continues `previous`'s identity and
-    /// index. `previous` is left without a resume key: its ticket is spent.
-    pub fn finish_resume(
-        &mut self,
-        previous: &mut ServerSession,
-        offer: &ResumeOffer,
-        out: &mut BytesMut,
-    ) -> Result<()> {
+    /// The next client index the session expects, once open.
+    pub fn next_index(&self) -> Option<i32> {
+        match &self.state {
+            ServerState::Open(open) => Some(open.next_index),
+            _ => None,
+        }
+    }
+
+    /// Makes the reply and keys of the resume this session was asked for, offering `next` as
+    /// the next ticket; returns the resume key the next resume must prove. Nothing is replied
+    /// until [`ServerSession::complete_resume`].
+    pub fn prepare_resume(&mut self, next: ResumeOffer) -> Result<[u8; 32]> {
         let ServerState::Resuming(pending) = &self.state else {
             return Err(Error::UnexpectedState("no resume requested"));
         };
-        let ServerState::Open(old) = &mut previous.state else {
-            return Err(Error::ResumeUnknown);
+        let resumed = pending.prepare(&self.handshake, next);
+        let key = resumed.resume_key;
+        self.state = ServerState::Prepared(Box::new(resumed));
+        Ok(key)
+    }
+
+    /// The session's holder granted the prepared resume: appends the reply to `out` and goes on
+    /// with `identity`, the client's next packet being `start_index`.
+    pub fn complete_resume(
+        &mut self,
+        identity: SessionIdentity,
+        start_index: i32,
+        out: &mut BytesMut,
+    ) -> Result<()> {
+        let ServerState::Prepared(resumed) =
+            std::mem::replace(&mut self.state, ServerState::AwaitingHello)
+        else {
+            return Err(Error::UnexpectedState("no resume prepared"));
         };
-        let key = old.issued.as_ref().ok_or(Error::ResumeUnknown)?.key;
-        let resumed = pending.finish(&self.handshake, &key, old.next_index, offer)?;
-        old.issued = None;
-        Sealer::plain().seal(&resumed.reply, self.config.max_frame, out)?;
+        let Resumed {
+            mut reply,
+            sealer,
+            opener,
+            resume_key,
+            ticket,
+        } = *resumed;
+        reply.start_index = start_index;
+        let reply = system::packet(system::SEQ_HANDSHAKE, 0, reply.encode_to_vec());
+        Sealer::plain().seal(&reply, self.config.max_frame, out)?;
         self.state = ServerState::Open(Box::new(Open {
-            sealer: resumed.sealer,
-            opener: resumed.opener,
-            identity: old.identity.clone(),
-            next_index: old.next_index,
+            sealer,
+            opener,
+            identity,
+            next_index: start_index,
             issued: Some(Box::new(Issued {
-                key: resumed.resume_key,
-                ticket: offer.ticket.clone(),
+                key: resume_key,
+                ticket,
             })),
         }));
         Ok(())
@@ -234,21 +258,18 @@ impl ServerSession {
             ServerState::AwaitingHello => {
                 let hello = Packet::decode(&payload[..]).map_err(|e| Error::decode("packet", e))?;
                 let ephemeral = self.pinned_ephemeral.unwrap_or_else(rand::random);
-                // The offer is needed once: a session does not keep it.
-                let offer = self.offer.take();
+                // The issuer is needed once: a session does not keep it.
+                let tickets = self.tickets.take();
                 let accepted =
                     match self
                         .handshake
-                        .accept(&hello, now, ephemeral, offer.as_deref())?
+                        .accept(&hello, now, ephemeral, tickets.as_deref())?
                     {
                         Hello::Login(accepted) => accepted,
                         Hello::Resume(pending) => {
                             let ticket = pending.ticket().to_vec();
                             self.state = ServerState::Resuming(pending);
-                            return Ok(ServerEvent::ResumeRequested {
-                                ticket,
-                                hello: payload.freeze(),
-                            });
+                            return Ok(ServerEvent::ResumeRequested { ticket });
                         }
                     };
                 Sealer::plain().seal(&accepted.reply, self.config.max_frame, out)?;
@@ -258,16 +279,15 @@ impl ServerSession {
                     opener: accepted.opener,
                     identity: accepted.identity,
                     next_index: crate::handshake::START_INDEX,
-                    issued: accepted.resume_key.zip(offer).map(|(key, offer)| {
-                        Box::new(Issued {
-                            key,
-                            ticket: offer.ticket,
-                        })
-                    }),
+                    issued: accepted
+                        .resume
+                        .map(|(key, ticket)| Box::new(Issued { key, ticket })),
                 }));
                 Ok(ServerEvent::Established(identity))
             }
-            ServerState::Resuming(_) => Err(Error::UnexpectedState("resume in progress")),
+            ServerState::Resuming(_) | ServerState::Prepared(_) => {
+                Err(Error::UnexpectedState("resume in progress"))
+            }
             ServerState::Open(open) => {
                 let bytes = open.opener.open(payload)?;
                 let packet = self.config.decode_packet(&bytes)?;
@@ -288,9 +308,7 @@ impl ServerSession {
     pub fn send(&mut self, packet: &Packet, out: &mut BytesMut) -> Result<()> {
         match &mut self.state {
             ServerState::Open(open) => self.config.seal_packet(&mut open.sealer, packet, out),
-            ServerState::AwaitingHello | ServerState::Resuming(_) => {
-                Err(Error::UnexpectedState("awaiting handshake"))
-            }
+            _ => Err(Error::UnexpectedState("awaiting handshake")),
         }
     }
 }
@@ -447,10 +465,13 @@ impl ClientSession {
             let bytes = open.opener.open(payload)?;
             let packet = self.config.decode_packet(&bytes)?;
             let resume = &mut self.resume;
-            if !system::is_heartbeat(&packet) {
+            // Only a counted packet shows what the session holds: a heartbeat reply comes from
+            // the edge, which may die before its broker learns of the heartbeat (§13.2).
+            let counted = !system::is_heartbeat(&packet);
+            if counted {
                 resume.received += 1;
             }
-            if packet.index > 0 {
+            if counted && packet.index > 0 {
                 while resume
                     .unacked
                     .front()

@@ -18,7 +18,7 @@ use janus_proto::gate::intra::v1::{AuthToken, OnlineStatus};
 use janus_proto::packet::Packet;
 use janus_shared::cipher::DirectionKeys;
 use janus_shared::handshake::{
-    self, ClientHandshakeConfig, Mode, ResumeOffer, ServerHandshakeConfig,
+    self, ClientHandshakeConfig, Mode, Redeemable, ResumeOffer, ServerHandshakeConfig,
 };
 use janus_shared::keys::{SigningKey, TokenKey, TokenKeyFormat};
 use janus_shared::session::{
@@ -216,10 +216,10 @@ fn resume_vectors() -> Value {
     .unwrap();
     let mut server = ServerSession::new(server_cfg.clone(), SessionConfig::default())
         .with_ephemeral(SERVER_EPHEMERAL)
-        .with_resume_offer(ResumeOffer {
+        .with_tickets(Arc::new(ResumeOffer {
             ticket: first.clone(),
             window_secs: RESUME_WINDOW,
-        });
+        }));
     let mut reply = BytesMut::new();
     server.poll(&mut hello, SERVER_TIME, &mut reply).unwrap();
     client.poll(&mut reply).unwrap();
@@ -258,13 +258,30 @@ fn resume_vectors() -> Value {
         "{event:?}"
     );
     let next = ticket(7, 0xb2);
+    // What the session's broker does: the claim against the current ticket and key.
+    let claim = fresh.pending_resume().unwrap().claim();
+    let next_key = fresh
+        .prepare_resume(ResumeOffer {
+            ticket: next.clone(),
+            window_secs: RESUME_WINDOW,
+        })
+        .unwrap();
+    let mut held = Redeemable {
+        ticket: first.clone(),
+        key: resume_key,
+    };
+    held.redeem(
+        &claim,
+        Redeemable {
+            ticket: next.clone(),
+            key: next_key,
+        },
+    )
+    .unwrap();
     fresh
-        .finish_resume(
-            &mut server,
-            &ResumeOffer {
-                ticket: next.clone(),
-                window_secs: RESUME_WINDOW,
-            },
+        .complete_resume(
+            server.identity().unwrap().clone(),
+            server.next_index().unwrap(),
             &mut out,
         )
         .unwrap();

@@ -185,8 +185,8 @@ const WRAP_BROKER: &str = "JANUS_BENCH_WRAP_BROKER";
 
 /// The configuration of a bench edge: every listener at the given addresses, limits opened wide
 /// (the generator is one address sending as fast as it can), linked to `broker`.
-fn edge_toml(dir: &Scratch, listeners: [SocketAddr; 6], broker: SocketAddr) -> String {
-    let [tcp, ws, kcp, quic, admin, relay] = listeners;
+fn edge_toml(dir: &Scratch, listeners: [SocketAddr; 5], broker: SocketAddr) -> String {
+    let [tcp, ws, kcp, quic, admin] = listeners;
     let file = |name: &str| dir.file(name).display().to_string();
     format!(
         "admin_listen = \"{admin}\"\ndrain_grace_secs = 0\n\
@@ -195,7 +195,6 @@ fn edge_toml(dir: &Scratch, listeners: [SocketAddr; 6], broker: SocketAddr) -> S
          [keys]\nsigning_key_file = \"{}\"\ntoken_key_file = \"{}\"\n\
          [session]\nidle_timeout_secs = 600\nmessages_per_sec = 4000000000\nmessage_burst = 4000000000\n\
          bytes_per_sec = 4000000000\nbyte_burst = 4000000000\n\
-         [resume]\nrelay_listen = \"{relay}\"\n\
          [limits]\nmax_sessions = 10000000\nmax_sessions_per_ip = 10000000\nhandshakes_per_ip_per_sec = 10000000\n\
          [brokers]\nendpoints = [\"{broker}\"]\n",
         file(keys::SERVER_KEY),
@@ -251,13 +250,9 @@ impl Gateway {
     /// Starts a second edge like the first, linked to the same broker, and waits until it is
     /// ready.
     pub(crate) async fn start_forwarder(&self) -> anyhow::Result<Forwarder> {
-        let [tcp, ws, kcp, quic, admin, relay] = free_ports()?;
+        let [tcp, ws, kcp, quic, admin] = free_ports()?;
         let path = self.dir.file("forwarder.toml");
-        let text = edge_toml(
-            &self.dir,
-            [tcp, ws, kcp, quic, admin, relay],
-            self.broker_addr,
-        );
+        let text = edge_toml(&self.dir, [tcp, ws, kcp, quic, admin], self.broker_addr);
         std::fs::write(&path, text)?;
         let mut process = Process::spawn(
             "second edge",
@@ -277,7 +272,7 @@ impl Gateway {
     pub(crate) async fn start() -> anyhow::Result<Self> {
         let dir = Scratch::new("gateway")?;
         keys::write_key_set(&dir.0, true)?;
-        let [tcp, ws, kcp, quic, admin, relay, broker, broker_admin, game] = free_ports()?;
+        let [tcp, ws, kcp, quic, admin, broker, broker_admin, game] = free_ports()?;
         let file = |name: &str| dir.file(name).display().to_string();
 
         let game_toml = format!("listen = \"{game}\"\npush = \"{broker}\"\n");
@@ -286,7 +281,7 @@ impl Gateway {
              [[discovery.instances]]\nname = \"roma.player.service\"\nendpoint = \"{game}\"\n\
              [[discovery.instances]]\nname = \"roma.room.service\"\nendpoint = \"{game}\"\n"
         );
-        let edge_toml = edge_toml(&dir, [tcp, ws, kcp, quic, admin, relay], broker);
+        let edge_toml = edge_toml(&dir, [tcp, ws, kcp, quic, admin], broker);
         for (name, text) in [
             ("game.toml", &game_toml),
             ("broker.toml", &broker_toml),

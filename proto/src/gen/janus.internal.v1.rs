@@ -29,7 +29,7 @@ pub struct EdgeFrame {
     /// sessions by (edge_id, session_id).
     #[prost(uint64, tag = "1")]
     pub session_id: u64,
-    #[prost(oneof = "edge_frame::Kind", tags = "2, 3, 4")]
+    #[prost(oneof = "edge_frame::Kind", tags = "2, 3, 4, 5, 6")]
     pub kind: ::core::option::Option<edge_frame::Kind>,
 }
 /// Nested message and enum types in `EdgeFrame`.
@@ -43,6 +43,10 @@ pub mod edge_frame {
         Packet(super::ClientPacket),
         #[prost(message, tag = "4")]
         Close(super::SessionClose),
+        #[prost(message, tag = "5")]
+        Progress(super::SessionProgress),
+        #[prost(message, tag = "6")]
+        Resume(super::ResumeRequest),
     }
 }
 /// A session handshaken on the edge, or re-attached after its broker went away.
@@ -84,6 +88,88 @@ pub struct SessionOpen {
         ::prost::alloc::string::String,
         ::prost::alloc::string::String,
     >,
+    /// Present when the client holds a resume ticket (PROTOCOL.md §13).
+    #[prost(message, optional, tag = "11")]
+    pub continuity: ::core::option::Option<Continuity>,
+}
+/// What a resume of one session needs, held by its broker session (PROTOCOL.md §13).
+#[allow(clippy::all)]
+#[derive(Clone, PartialEq, ::prost::Message)]
+pub struct Continuity {
+    /// The key the next resume must prove.
+    #[prost(bytes = "vec", tag = "1")]
+    pub resume_key: ::prost::alloc::vec::Vec<u8>,
+    /// The client's current ticket: the only one that redeems the session.
+    #[prost(bytes = "vec", tag = "2")]
+    pub ticket: ::prost::alloc::vec::Vec<u8>,
+    /// Seconds the session waits, parked, for a resume after losing its connection.
+    #[prost(uint32, tag = "3")]
+    pub window_secs: u32,
+    /// Server packets counted in the session so far (§13.2). On a first open, 0.
+    #[prost(uint64, tag = "4")]
+    pub sent: u64,
+    /// The last `tail.len()` of them, not yet acknowledged, oldest first.
+    #[prost(message, repeated, tag = "5")]
+    pub tail: ::prost::alloc::vec::Vec<super::super::super::packet::Packet>,
+    /// The next client index the session expects.
+    #[prost(int32, tag = "6")]
+    pub next_index: i32,
+    /// The client's rate-limit buckets, so a resume does not refill them.
+    #[prost(message, optional, tag = "7")]
+    pub rate: ::core::option::Option<RateState>,
+}
+/// Token-bucket levels (tokens left) at `at_ms` (unix milliseconds).
+#[allow(clippy::all)]
+#[derive(Clone, Copy, PartialEq, ::prost::Message)]
+pub struct RateState {
+    #[prost(double, tag = "1")]
+    pub messages: f64,
+    #[prost(double, tag = "2")]
+    pub bytes: f64,
+    #[prost(int64, tag = "3")]
+    pub at_ms: i64,
+}
+/// The client of a resumable session acknowledged server packets, or the edge consumed client
+/// packets itself (heartbeats, acknowledgements): the broker trims its tail and learns the index.
+#[allow(clippy::all)]
+#[derive(Clone, Copy, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct SessionProgress {
+    /// Server packets the client has processed (CSResumeAck.received).
+    #[prost(uint64, tag = "1")]
+    pub received: u64,
+    /// The next client index the edge expects.
+    #[prost(int32, tag = "2")]
+    pub next_index: i32,
+}
+/// A client presented a ticket at this edge (PROTOCOL.md §13.3). The broker checks that it is the
+/// session's current ticket and the proof under the session's resume key; the first such request
+/// wins, and the session continues at this edge under EdgeFrame.session_id.
+#[allow(clippy::all)]
+#[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct ResumeRequest {
+    /// The player the ticket names.
+    #[prost(int64, tag = "1")]
+    pub uid: i64,
+    #[prost(bytes = "vec", tag = "2")]
+    pub ticket: ::prost::alloc::vec::Vec<u8>,
+    /// From the resume hello: the new X25519 key, its timestamp, `received` and the proof.
+    #[prost(bytes = "vec", tag = "3")]
+    pub client_pub: ::prost::alloc::vec::Vec<u8>,
+    #[prost(int64, tag = "4")]
+    pub timestamp: i64,
+    #[prost(uint64, tag = "5")]
+    pub received: u64,
+    #[prost(bytes = "vec", tag = "6")]
+    pub proof: ::prost::alloc::vec::Vec<u8>,
+    /// What the next resume needs, computed by this edge from the new handshake.
+    #[prost(bytes = "vec", tag = "7")]
+    pub next_ticket: ::prost::alloc::vec::Vec<u8>,
+    #[prost(bytes = "vec", tag = "8")]
+    pub next_resume_key: ::prost::alloc::vec::Vec<u8>,
+    #[prost(string, tag = "9")]
+    pub client_ip: ::prost::alloc::string::String,
+    #[prost(enumeration = "Transport", tag = "10")]
+    pub transport: i32,
 }
 /// One client packet: decrypted, index-checked and inflated by the edge. System packets the edge
 /// answers itself (heartbeats) never come here.
@@ -98,11 +184,17 @@ pub struct ClientPacket {
 }
 /// The client is gone (or the edge closed it).
 #[allow(clippy::all)]
-#[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
+#[derive(Clone, PartialEq, ::prost::Message)]
 pub struct SessionClose {
     /// Close reason label (PROTOCOL.md §9), e.g. "client_closed", "idle_timeout".
     #[prost(string, tag = "1")]
     pub reason: ::prost::alloc::string::String,
+    /// The connection was lost but the client holds a ticket: park the session for its window.
+    #[prost(bool, tag = "2")]
+    pub resumable: bool,
+    /// The client's rate-limit buckets when it left.
+    #[prost(message, optional, tag = "3")]
+    pub rate: ::core::option::Option<RateState>,
 }
 /// Broker → edge: several frames at once.
 #[allow(clippy::all)]
@@ -115,15 +207,15 @@ pub struct BrokerBatch {
     pub draining: bool,
 }
 #[allow(clippy::all)]
-#[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
+#[derive(Clone, PartialEq, ::prost::Message)]
 pub struct BrokerFrame {
-    #[prost(oneof = "broker_frame::Kind", tags = "1, 2, 3, 4")]
+    #[prost(oneof = "broker_frame::Kind", tags = "1, 2, 3, 4, 5, 6, 7")]
     pub kind: ::core::option::Option<broker_frame::Kind>,
 }
 /// Nested message and enum types in `BrokerFrame`.
 pub mod broker_frame {
     #[allow(clippy::all)]
-    #[derive(Clone, PartialEq, Eq, Hash, ::prost::Oneof)]
+    #[derive(Clone, PartialEq, ::prost::Oneof)]
     pub enum Kind {
         #[prost(message, tag = "1")]
         Accepted(super::SessionAccepted),
@@ -133,7 +225,50 @@ pub mod broker_frame {
         Deliver(super::Deliver),
         #[prost(message, tag = "4")]
         Kick(super::Kick),
+        #[prost(message, tag = "5")]
+        Granted(super::ResumeGranted),
+        #[prost(message, tag = "6")]
+        Refused(super::ResumeRefused),
+        #[prost(message, tag = "7")]
+        Release(super::Release),
     }
+}
+/// The resume of ResumeRequest succeeded: the session now lives at this edge under `session_id`.
+#[allow(clippy::all)]
+#[derive(Clone, PartialEq, ::prost::Message)]
+pub struct ResumeGranted {
+    #[prost(uint64, tag = "1")]
+    pub session_id: u64,
+    /// The session's identity, as its SessionOpen said.
+    #[prost(message, optional, tag = "2")]
+    pub session: ::core::option::Option<SessionOpen>,
+    /// The next client index (SCHandshake.start_index).
+    #[prost(int32, tag = "3")]
+    pub start_index: i32,
+    /// Server packets counted so far, and those after the client's `received`, oldest first.
+    #[prost(uint64, tag = "4")]
+    pub sent: u64,
+    #[prost(message, repeated, tag = "5")]
+    pub replay: ::prost::alloc::vec::Vec<super::super::super::packet::Packet>,
+    #[prost(message, optional, tag = "6")]
+    pub rate: ::core::option::Option<RateState>,
+}
+/// The resume of ResumeRequest was refused: `reason` is a close reason of PROTOCOL.md §9
+/// (resume_unknown, resume_denied, resume_gap).
+#[allow(clippy::all)]
+#[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct ResumeRefused {
+    #[prost(uint64, tag = "1")]
+    pub session_id: u64,
+    #[prost(string, tag = "2")]
+    pub reason: ::prost::alloc::string::String,
+}
+/// These sessions continue at another edge: close their connections without a logout.
+#[allow(clippy::all)]
+#[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct Release {
+    #[prost(uint64, repeated, tag = "1")]
+    pub session_ids: ::prost::alloc::vec::Vec<u64>,
 }
 /// The broker took the session (routes written, ready for packets).
 #[allow(clippy::all)]
@@ -528,337 +663,6 @@ pub mod edge_link_server {
     /// Generated gRPC service name
     pub const SERVICE_NAME: &str = "janus.internal.v1.EdgeLink";
     impl<T> tonic::server::NamedService for EdgeLinkServer<T> {
-        const NAME: &'static str = SERVICE_NAME;
-    }
-}
-#[allow(clippy::all)]
-#[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
-pub struct RelayUp {
-    /// Present on the first message only.
-    #[prost(message, optional, tag = "1")]
-    pub open: ::core::option::Option<RelayOpen>,
-    /// One client frame's payload, its length header stripped.
-    #[prost(bytes = "vec", tag = "2")]
-    pub frame: ::prost::alloc::vec::Vec<u8>,
-}
-#[allow(clippy::all)]
-#[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
-pub struct RelayOpen {
-    /// The client's address as the forwarding edge saw it (ip:port).
-    #[prost(string, tag = "1")]
-    pub client_addr: ::prost::alloc::string::String,
-    #[prost(enumeration = "Transport", tag = "2")]
-    pub transport: i32,
-}
-#[allow(clippy::all)]
-#[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
-pub struct RelayDown {
-    /// Frames for the client, length headers included, as the holding edge would write them.
-    #[prost(bytes = "vec", tag = "1")]
-    pub data: ::prost::alloc::vec::Vec<u8>,
-}
-/// Generated client implementations.
-pub mod edge_relay_client {
-    #![allow(
-        unused_variables,
-        dead_code,
-        missing_docs,
-        clippy::wildcard_imports,
-        clippy::let_unit_value,
-    )]
-    use tonic::codegen::*;
-    use tonic::codegen::http::Uri;
-    #[derive(Debug, Clone)]
-    pub struct EdgeRelayClient<T> {
-        inner: tonic::client::Grpc<T>,
-    }
-    impl EdgeRelayClient<tonic::transport::Channel> {
-        /// Attempt to create a new client by connecting to a given endpoint.
-        pub async fn connect<D>(dst: D) -> Result<Self, tonic::transport::Error>
-        where
-            D: TryInto<tonic::transport::Endpoint>,
-            D::Error: Into<StdError>,
-        {
-            let conn = tonic::transport::Endpoint::new(dst)?.connect().await?;
-            Ok(Self::new(conn))
-        }
-    }
-    impl<T> EdgeRelayClient<T>
-    where
-        T: tonic::client::GrpcService<tonic::body::Body>,
-        T::Error: Into<StdError>,
-        T::ResponseBody: Body<Data = Bytes> + std::marker::Send + 'static,
-        <T::ResponseBody as Body>::Error: Into<StdError> + std::marker::Send,
-    {
-        pub fn new(inner: T) -> Self {
-            let inner = tonic::client::Grpc::new(inner);
-            Self { inner }
-        }
-        pub fn with_origin(inner: T, origin: Uri) -> Self {
-            let inner = tonic::client::Grpc::with_origin(inner, origin);
-            Self { inner }
-        }
-        pub fn with_interceptor<F>(
-            inner: T,
-            interceptor: F,
-        ) -> EdgeRelayClient<InterceptedService<T, F>>
-        where
-            F: tonic::service::Interceptor,
-            T::ResponseBody: Default,
-            T: tonic::codegen::Service<
-                http::Request<tonic::body::Body>,
-                Response = http::Response<
-                    <T as tonic::client::GrpcService<tonic::body::Body>>::ResponseBody,
-                >,
-            >,
-            <T as tonic::codegen::Service<
-                http::Request<tonic::body::Body>,
-            >>::Error: Into<StdError> + std::marker::Send + std::marker::Sync,
-        {
-            EdgeRelayClient::new(InterceptedService::new(inner, interceptor))
-        }
-        /// Compress requests with the given encoding.
-        ///
-        /// This requires the server to support it otherwise it might respond with an
-        /// error.
-        #[must_use]
-        pub fn send_compressed(mut self, encoding: CompressionEncoding) -> Self {
-            self.inner = self.inner.send_compressed(encoding);
-            self
-        }
-        /// Enable decompressing responses.
-        #[must_use]
-        pub fn accept_compressed(mut self, encoding: CompressionEncoding) -> Self {
-            self.inner = self.inner.accept_compressed(encoding);
-            self
-        }
-        /// Limits the maximum size of a decoded message.
-        ///
-        /// Default: `4MB`
-        #[must_use]
-        pub fn max_decoding_message_size(mut self, limit: usize) -> Self {
-            self.inner = self.inner.max_decoding_message_size(limit);
-            self
-        }
-        /// Limits the maximum size of an encoded message.
-        ///
-        /// Default: `usize::MAX`
-        #[must_use]
-        pub fn max_encoding_message_size(mut self, limit: usize) -> Self {
-            self.inner = self.inner.max_encoding_message_size(limit);
-            self
-        }
-        /// Opened by the edge the client reached; the first RelayUp carries `open` and the client's
-        /// resume hello. Either end closing the stream closes the client's connection.
-        pub async fn relay(
-            &mut self,
-            request: impl tonic::IntoStreamingRequest<Message = super::RelayUp>,
-        ) -> std::result::Result<
-            tonic::Response<tonic::codec::Streaming<super::RelayDown>>,
-            tonic::Status,
-        > {
-            self.inner
-                .ready()
-                .await
-                .map_err(|e| {
-                    tonic::Status::unknown(
-                        format!("Service was not ready: {}", e.into()),
-                    )
-                })?;
-            let codec = tonic_prost::ProstCodec::default();
-            let path = http::uri::PathAndQuery::from_static(
-                "/janus.internal.v1.EdgeRelay/Relay",
-            );
-            let mut req = request.into_streaming_request();
-            req.extensions_mut()
-                .insert(GrpcMethod::new("janus.internal.v1.EdgeRelay", "Relay"));
-            self.inner.streaming(req, path, codec).await
-        }
-    }
-}
-/// Generated server implementations.
-pub mod edge_relay_server {
-    #![allow(
-        unused_variables,
-        dead_code,
-        missing_docs,
-        clippy::wildcard_imports,
-        clippy::let_unit_value,
-    )]
-    use tonic::codegen::*;
-    /// Generated trait containing gRPC methods that should be implemented for use with EdgeRelayServer.
-    #[async_trait]
-    pub trait EdgeRelay: std::marker::Send + std::marker::Sync + 'static {
-        /// Server streaming response type for the Relay method.
-        type RelayStream: tonic::codegen::tokio_stream::Stream<
-                Item = std::result::Result<super::RelayDown, tonic::Status>,
-            >
-            + std::marker::Send
-            + 'static;
-        /// Opened by the edge the client reached; the first RelayUp carries `open` and the client's
-        /// resume hello. Either end closing the stream closes the client's connection.
-        async fn relay(
-            &self,
-            request: tonic::Request<tonic::Streaming<super::RelayUp>>,
-        ) -> std::result::Result<tonic::Response<Self::RelayStream>, tonic::Status>;
-    }
-    #[derive(Debug)]
-    pub struct EdgeRelayServer<T> {
-        inner: Arc<T>,
-        accept_compression_encodings: EnabledCompressionEncodings,
-        send_compression_encodings: EnabledCompressionEncodings,
-        max_decoding_message_size: Option<usize>,
-        max_encoding_message_size: Option<usize>,
-    }
-    impl<T> EdgeRelayServer<T> {
-        pub fn new(inner: T) -> Self {
-            Self::from_arc(Arc::new(inner))
-        }
-        pub fn from_arc(inner: Arc<T>) -> Self {
-            Self {
-                inner,
-                accept_compression_encodings: Default::default(),
-                send_compression_encodings: Default::default(),
-                max_decoding_message_size: None,
-                max_encoding_message_size: None,
-            }
-        }
-        pub fn with_interceptor<F>(
-            inner: T,
-            interceptor: F,
-        ) -> InterceptedService<Self, F>
-        where
-            F: tonic::service::Interceptor,
-        {
-            InterceptedService::new(Self::new(inner), interceptor)
-        }
-        /// Enable decompressing requests with the given encoding.
-        #[must_use]
-        pub fn accept_compressed(mut self, encoding: CompressionEncoding) -> Self {
-            self.accept_compression_encodings.enable(encoding);
-            self
-        }
-        /// Compress responses with the given encoding, if the client supports it.
-        #[must_use]
-        pub fn send_compressed(mut self, encoding: CompressionEncoding) -> Self {
-            self.send_compression_encodings.enable(encoding);
-            self
-        }
-        /// Limits the maximum size of a decoded message.
-        ///
-        /// Default: `4MB`
-        #[must_use]
-        pub fn max_decoding_message_size(mut self, limit: usize) -> Self {
-            self.max_decoding_message_size = Some(limit);
-            self
-        }
-        /// Limits the maximum size of an encoded message.
-        ///
-        /// Default: `usize::MAX`
-        #[must_use]
-        pub fn max_encoding_message_size(mut self, limit: usize) -> Self {
-            self.max_encoding_message_size = Some(limit);
-            self
-        }
-    }
-    impl<T, B> tonic::codegen::Service<http::Request<B>> for EdgeRelayServer<T>
-    where
-        T: EdgeRelay,
-        B: Body + std::marker::Send + 'static,
-        B::Error: Into<StdError> + std::marker::Send + 'static,
-    {
-        type Response = http::Response<tonic::body::Body>;
-        type Error = std::convert::Infallible;
-        type Future = BoxFuture<Self::Response, Self::Error>;
-        fn poll_ready(
-            &mut self,
-            _cx: &mut Context<'_>,
-        ) -> Poll<std::result::Result<(), Self::Error>> {
-            Poll::Ready(Ok(()))
-        }
-        fn call(&mut self, req: http::Request<B>) -> Self::Future {
-            match req.uri().path() {
-                "/janus.internal.v1.EdgeRelay/Relay" => {
-                    #[allow(non_camel_case_types)]
-                    struct RelaySvc<T: EdgeRelay>(pub Arc<T>);
-                    impl<T: EdgeRelay> tonic::server::StreamingService<super::RelayUp>
-                    for RelaySvc<T> {
-                        type Response = super::RelayDown;
-                        type ResponseStream = T::RelayStream;
-                        type Future = BoxFuture<
-                            tonic::Response<Self::ResponseStream>,
-                            tonic::Status,
-                        >;
-                        fn call(
-                            &mut self,
-                            request: tonic::Request<tonic::Streaming<super::RelayUp>>,
-                        ) -> Self::Future {
-                            let inner = Arc::clone(&self.0);
-                            let fut = async move {
-                                <T as EdgeRelay>::relay(&inner, request).await
-                            };
-                            Box::pin(fut)
-                        }
-                    }
-                    let accept_compression_encodings = self.accept_compression_encodings;
-                    let send_compression_encodings = self.send_compression_encodings;
-                    let max_decoding_message_size = self.max_decoding_message_size;
-                    let max_encoding_message_size = self.max_encoding_message_size;
-                    let inner = self.inner.clone();
-                    let fut = async move {
-                        let method = RelaySvc(inner);
-                        let codec = tonic_prost::ProstCodec::default();
-                        let mut grpc = tonic::server::Grpc::new(codec)
-                            .apply_compression_config(
-                                accept_compression_encodings,
-                                send_compression_encodings,
-                            )
-                            .apply_max_message_size_config(
-                                max_decoding_message_size,
-                                max_encoding_message_size,
-                            );
-                        let res = grpc.streaming(method, req).await;
-                        Ok(res)
-                    };
-                    Box::pin(fut)
-                }
-                _ => {
-                    Box::pin(async move {
-                        let mut response = http::Response::new(
-                            tonic::body::Body::default(),
-                        );
-                        let headers = response.headers_mut();
-                        headers
-                            .insert(
-                                tonic::Status::GRPC_STATUS,
-                                (tonic::Code::Unimplemented as i32).into(),
-                            );
-                        headers
-                            .insert(
-                                http::header::CONTENT_TYPE,
-                                tonic::metadata::GRPC_CONTENT_TYPE,
-                            );
-                        Ok(response)
-                    })
-                }
-            }
-        }
-    }
-    impl<T> Clone for EdgeRelayServer<T> {
-        fn clone(&self) -> Self {
-            let inner = self.inner.clone();
-            Self {
-                inner,
-                accept_compression_encodings: self.accept_compression_encodings,
-                send_compression_encodings: self.send_compression_encodings,
-                max_decoding_message_size: self.max_decoding_message_size,
-                max_encoding_message_size: self.max_encoding_message_size,
-            }
-        }
-    }
-    /// Generated gRPC service name
-    pub const SERVICE_NAME: &str = "janus.internal.v1.EdgeRelay";
-    impl<T> tonic::server::NamedService for EdgeRelayServer<T> {
         const NAME: &'static str = SERVICE_NAME;
     }
 }

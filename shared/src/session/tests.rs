@@ -10,7 +10,7 @@ use janus_proto::packet::Packet;
 use prost::Message;
 
 use super::*;
-use crate::handshake::{ClientHandshakeConfig, Mode, ServerHandshakeConfig};
+use crate::handshake::{ClientHandshakeConfig, Mode, Redeemable, ServerHandshakeConfig};
 use crate::keys::{SigningKey, TokenKey};
 use crate::system;
 use crate::token::TokenCodec;
@@ -532,10 +532,10 @@ fn resumable_pair(f: &mut Fixture, ticket: &[u8]) -> Pair {
     f.client.resumable = true;
     let mut pair = f.start();
     pair.server = ServerSession::new(Arc::new(f.server.clone()), SessionConfig::default())
-        .with_resume_offer(ResumeOffer {
+        .with_tickets(Arc::new(ResumeOffer {
             ticket: ticket.to_vec(),
             window_secs: 30,
-        });
+        }));
     assert!(matches!(
         pair.server_poll().unwrap(),
         Some(ServerEvent::Established(_))
@@ -560,6 +560,39 @@ fn resume_hello(pair: &mut Pair, f: &Fixture) -> ServerSession {
         "nothing is replied before the session decides"
     );
     fresh
+}
+
+/// What a session's holder keeps to decide a resume of `server`'s session.
+fn holder(server: &ServerSession) -> Redeemable {
+    Redeemable {
+        ticket: server.resume_ticket().expect("a ticket").to_vec(),
+        key: *server.resume_key().expect("a key"),
+    }
+}
+
+/// What the holder of `previous`'s session does with the resume `fresh` was asked for: decides
+/// it under `holder`, then `fresh` goes on with `previous`'s identity and index.
+fn redeem(
+    fresh: &mut ServerSession,
+    holder: &mut Redeemable,
+    previous: &ServerSession,
+    next: &ResumeOffer,
+    out: &mut BytesMut,
+) -> Result<()> {
+    let claim = fresh.pending_resume().expect("a resume hello").claim();
+    let key = fresh.prepare_resume(next.clone())?;
+    holder.redeem(
+        &claim,
+        Redeemable {
+            ticket: next.ticket.clone(),
+            key,
+        },
+    )?;
+    fresh.complete_resume(
+        previous.identity().unwrap().clone(),
+        previous.next_index().unwrap(),
+        out,
+    )
 }
 
 #[test]
@@ -600,15 +633,12 @@ fn a_resumed_session_keeps_its_identity_and_indices_under_new_keys() {
         window_secs: 30,
     };
     let mut reply = BytesMut::new();
-    fresh
-        .finish_resume(&mut pair.server, &next, &mut reply)
-        .unwrap();
+    let mut held = holder(&pair.server);
+    redeem(&mut fresh, &mut held, &pair.server, &next, &mut reply).unwrap();
     assert_eq!(fresh.identity().unwrap().uid, 1001);
     assert_eq!(fresh.resume_ticket(), Some(&b"ticket-2"[..]));
-    assert!(
-        pair.server.resume_key().is_none(),
-        "the old session's ticket is spent"
-    );
+    assert_eq!(held.ticket, b"ticket-2", "the old ticket is spent");
+    assert_eq!(Some(&held.key), fresh.resume_key());
     let event = pair.client.poll(&mut reply).unwrap().unwrap();
     assert_eq!(
         event,
@@ -668,34 +698,35 @@ fn a_resume_without_the_session_keys_or_with_a_spent_ticket_is_denied() {
         ticket: b"ticket-2".to_vec(),
         window_secs: 30,
     };
+    let mut held = holder(&pair.server);
+    let before = held.clone();
     assert_eq!(
-        fresh
-            .finish_resume(&mut pair.server, &next, &mut out)
+        redeem(&mut fresh, &mut held, &pair.server, &next, &mut out)
             .unwrap_err()
             .kind(),
         "resume_denied"
     );
     assert!(out.is_empty(), "nothing is replied to a denied resume");
-    assert!(
-        pair.server.resume_key().is_some(),
-        "a denied resume leaves the session's ticket alone"
-    );
+    assert!(held == before, "a denied resume leaves the session alone");
 
-    // The real client resumes once; its old ticket cannot be used again.
+    // The real client resumes once; its old ticket cannot be used again, nor can it be made to
+    // prove the new key.
     let spent = pair.client.resume_ticket().unwrap().clone();
     let mut first = resume_hello(&mut pair, &f);
-    first
-        .finish_resume(&mut pair.server, &next, &mut out)
-        .unwrap();
-    pair.client.resume.ticket = Some(spent);
+    redeem(&mut first, &mut held, &pair.server, &next, &mut out).unwrap();
+    pair.client.resume.ticket = Some(spent.clone());
     let mut again = resume_hello(&mut pair, &f);
-    let refused = again.finish_resume(&mut pair.server, &next, &mut BytesMut::new());
+    let refused = redeem(&mut again, &mut held, &pair.server, &next, &mut out);
     assert_eq!(refused.unwrap_err().kind(), "resume_unknown");
-    let refused = again.finish_resume(&mut first, &next, &mut BytesMut::new());
+    let mut forged = spent;
+    forged.offer.ticket = next.ticket.clone();
+    pair.client.resume.ticket = Some(forged);
+    let mut again = resume_hello(&mut pair, &f);
+    let refused = redeem(&mut again, &mut held, &pair.server, &next, &mut out);
     assert_eq!(
         refused.unwrap_err().kind(),
         "resume_denied",
-        "the spent ticket does not prove the new session's key"
+        "the spent ticket's key does not prove the new one"
     );
 }
 
@@ -704,10 +735,10 @@ fn only_a_v2_client_that_asks_gets_a_ticket() {
     let f = fixture();
     let mut pair = f.start();
     pair.server = ServerSession::new(Arc::new(f.server.clone()), SessionConfig::default())
-        .with_resume_offer(ResumeOffer {
+        .with_tickets(Arc::new(ResumeOffer {
             ticket: b"t".to_vec(),
             window_secs: 30,
-        });
+        }));
     pair.server_poll().unwrap();
     pair.client.poll(&mut pair.s2c).unwrap();
     assert!(pair.server.resume_key().is_none());
@@ -763,9 +794,14 @@ fn a_resume_whose_hello_was_lost_can_be_tried_again() {
         ticket: b"ticket-2".to_vec(),
         window_secs: 30,
     };
-    fresh
-        .finish_resume(&mut pair.server, &next, &mut reply)
-        .unwrap();
+    redeem(
+        &mut fresh,
+        &mut holder(&pair.server),
+        &pair.server,
+        &next,
+        &mut reply,
+    )
+    .unwrap();
     assert!(matches!(
         pair.client.poll(&mut reply).unwrap(),
         Some(ClientEvent::Established { resumed: true, .. })

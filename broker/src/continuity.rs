@@ -1,0 +1,589 @@
+//! What makes a session outlive its connection and its edge (PROTOCOL.md §13): where the session
+//! is attached (an edge and the session's id there, or nowhere: parked), the server packets
+//! counted so far with the unacknowledged tail, the next client index, the ticket and resume key
+//! a resume must present, and the client's rate buckets. One per broker session.
+//!
+//! Every server packet for a session is recorded here and queued for its edge under that edge's
+//! order lock ([`EdgeHandle::order`]), so the edge sees a session's packets in exactly the order
+//! they were counted, whoever sent them (a tunnel, a push, the session itself). A resume is
+//! decided here too, under the same locks: the first request with the current ticket and a
+//! valid proof moves the session to its edge, and the grant with the packets the client lacks
+//! is queued there before anything newer.
+
+use std::collections::VecDeque;
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use janus_proto::janus::internal::v1::{
+    BrokerFrame, Deliver, RateState, Release, ResumeGranted, SessionOpen, broker_frame,
+};
+use janus_proto::packet::Packet;
+use janus_shared::handshake::{Redeemable, ResumeClaim, START_INDEX};
+use janus_shared::system;
+use tokio_util::sync::CancellationToken;
+
+use crate::registry::EdgeHandle;
+
+/// Where a session's connection is: an edge, and the session's id on it.
+#[derive(Debug, Clone)]
+pub struct Attachment {
+    /// The edge holding the connection.
+    pub edge: Arc<EdgeHandle>,
+    /// The session's id on that edge.
+    pub session_id: u64,
+}
+
+impl Attachment {
+    fn is(&self, edge: &EdgeHandle, session_id: u64) -> bool {
+        self.session_id == session_id && std::ptr::eq(Arc::as_ptr(&self.edge), edge)
+    }
+}
+
+/// One session's continuity; see the module doc.
+#[derive(Debug)]
+pub struct Continuity {
+    state: Mutex<State>,
+    /// The session as its edge opened it (its identity, for a resume's grant).
+    open: SessionOpen,
+    /// Cancelled when the client can no longer be made whole and the session must end:
+    /// a packet forgotten while it was parked (`resume_overflow`), or a resume that found
+    /// a gap (`resume_gap`); [`Continuity::lost_reason`] says which.
+    pub lost: CancellationToken,
+}
+
+#[derive(Debug)]
+struct State {
+    at: Option<Attachment>,
+    /// `None` for a session whose client holds no ticket: nothing is counted or kept.
+    redeemable: Option<Redeemable>,
+    window_secs: u32,
+    sent: u64,
+    kept: VecDeque<Arc<Packet>>,
+    capacity: usize,
+    next_index: i32,
+    rate: Option<RateState>,
+    ended: bool,
+    lost: Option<&'static str>,
+}
+
+/// Why a resume was refused (a close reason of PROTOCOL.md §9).
+pub type Refusal = &'static str;
+
+impl Continuity {
+    /// The continuity of a session `open` brings to `at`, keeping at most `capacity` packets.
+    pub fn new(at: Attachment, open: &SessionOpen, capacity: usize) -> Self {
+        let given = open.continuity.clone();
+        let (redeemable, window_secs, sent, kept, next_index, rate) = match given {
+            Some(c) => {
+                let key = <[u8; 32]>::try_from(c.resume_key.as_slice()).ok();
+                let tail: VecDeque<Arc<Packet>> = c.tail.into_iter().map(Arc::new).collect();
+                (
+                    key.map(|key| Redeemable {
+                        ticket: c.ticket,
+                        key,
+                    }),
+                    c.window_secs,
+                    c.sent.max(tail.len() as u64),
+                    tail,
+                    if c.next_index == 0 {
+                        START_INDEX
+                    } else {
+                        c.next_index
+                    },
+                    c.rate,
+                )
+            }
+            None => (None, 0, 0, VecDeque::new(), START_INDEX, None),
+        };
+        Self {
+            state: Mutex::new(State {
+                at: Some(at),
+                redeemable,
+                window_secs,
+                sent,
+                kept,
+                capacity: capacity.max(1),
+                next_index,
+                rate,
+                ended: false,
+                lost: None,
+            }),
+            open: SessionOpen {
+                continuity: None,
+                ..open.clone()
+            },
+            lost: CancellationToken::new(),
+        }
+    }
+
+    /// Why the session was lost, once [`Continuity::lost`] is cancelled.
+    pub fn lost_reason(&self) -> &'static str {
+        self.lock().lost.unwrap_or("resume_overflow")
+    }
+
+    /// The session as its edge opened it.
+    pub fn open(&self) -> &SessionOpen {
+        &self.open
+    }
+
+    fn lock(&self) -> MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Where the session is now; `None` while parked.
+    pub fn attachment(&self) -> Option<Attachment> {
+        self.lock().at.clone()
+    }
+
+    /// Whether the session is attached to `session_id` on `edge`.
+    pub fn is_at(&self, edge: &EdgeHandle, session_id: u64) -> bool {
+        self.lock()
+            .at
+            .as_ref()
+            .is_some_and(|a| a.is(edge, session_id))
+    }
+
+    /// Whether the client holds a ticket.
+    pub fn resumable(&self) -> bool {
+        self.lock().redeemable.is_some()
+    }
+
+    /// Seconds a parked session waits for its client.
+    pub fn window_secs(&self) -> u32 {
+        self.lock().window_secs
+    }
+
+    /// Server packets counted and packets kept, for tests and stats.
+    pub fn counts(&self) -> (u64, usize) {
+        let state = self.lock();
+        (state.sent, state.kept.len())
+    }
+
+    /// The edge forwarded client packet `index` from `session_id`: false when that is not
+    /// where the session is any more (a connection it moved away from), and the packet is
+    /// dropped; the client sends it again after its resume.
+    pub fn took(&self, edge: &EdgeHandle, session_id: u64, index: i32) -> bool {
+        let mut state = self.lock();
+        if !state.at.as_ref().is_some_and(|a| a.is(edge, session_id)) {
+            return false;
+        }
+        state.advance(index.wrapping_add(1));
+        true
+    }
+
+    /// The edge reports the client's acknowledgement and the next index it expects.
+    pub fn progress(&self, edge: &EdgeHandle, session_id: u64, received: u64, next_index: i32) {
+        let mut state = self.lock();
+        if state.at.as_ref().is_some_and(|a| a.is(edge, session_id)) {
+            state.ack(received);
+            state.advance(next_index);
+        }
+    }
+
+    /// The connection at `session_id` on `edge` is gone: the session parks, if it is still
+    /// there and its client holds a ticket. `rate` is the client's buckets, when the edge said.
+    pub fn park(&self, edge: &EdgeHandle, session_id: u64, rate: Option<RateState>) -> bool {
+        let mut state = self.lock();
+        if state.redeemable.is_none() || !state.at.as_ref().is_some_and(|a| a.is(edge, session_id))
+        {
+            return false;
+        }
+        state.at = None;
+        if rate.is_some() {
+            state.rate = rate;
+        }
+        true
+    }
+
+    /// The session has ended: nothing more is queued for it. Returns where it was.
+    pub fn end(&self) -> Option<Attachment> {
+        let mut state = self.lock();
+        state.ended = true;
+        state.at.take()
+    }
+
+    /// Queues `packet` for the client, waiting for room on its edge; recorded while parked.
+    /// False once the session has ended.
+    pub async fn deliver(&self, packet: Packet) -> bool {
+        let packet = Arc::new(packet);
+        loop {
+            let Some(at) = self.attachment() else {
+                let mut state = self.lock();
+                if state.ended {
+                    return false;
+                }
+                if state.at.is_none() {
+                    state.record(&self.lost, &packet);
+                    return true;
+                }
+                continue;
+            };
+            let Ok(permit) = at.edge.tx.reserve().await else {
+                // That edge's link is closed; its reader is about to park or end the session.
+                tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+                continue;
+            };
+            let _order = at.edge.order();
+            let mut state = self.lock();
+            if !state
+                .at
+                .as_ref()
+                .is_some_and(|a| a.is(&at.edge, at.session_id))
+            {
+                continue;
+            }
+            state.record(&self.lost, &packet);
+            permit.send(deliver_frame(vec![at.session_id], &packet));
+            return true;
+        }
+    }
+
+    /// Queues `packet` if the session's edge has room now, or keeps it while parked; false
+    /// if it was dropped (a full edge queue) or the session has ended.
+    pub fn try_deliver(self: &Arc<Self>, packet: &Arc<Packet>) -> bool {
+        match self.attachment() {
+            Some(at) => multicast(&at.edge, std::slice::from_ref(self), packet).delivered == 1,
+            None => {
+                let mut state = self.lock();
+                let parked = state.at.is_none() && !state.ended;
+                if parked {
+                    state.record(&self.lost, packet);
+                }
+                parked
+            }
+        }
+    }
+
+    /// Decides the resume `claim` asks for at `session_id` on `edge` (PROTOCOL.md §13.3): the
+    /// current ticket and a proof under its key (the first such claim wins), then every packet
+    /// after the client's `received` still kept. On success the session is attached there with
+    /// `next` as its ticket, the grant is queued on `edge` before anything newer, and the
+    /// connection it leaves, if any, is told to close.
+    pub fn redeem(
+        &self,
+        claim: &ResumeClaim,
+        next: Redeemable,
+        edge: &Arc<EdgeHandle>,
+        session_id: u64,
+    ) -> Result<(), Refusal> {
+        let permit = edge.tx.try_reserve().map_err(|_| "resume_unknown")?;
+        let _order = edge.order();
+        let mut state = self.lock();
+        if state.ended {
+            return Err("resume_unknown");
+        }
+        let held = state.redeemable.as_mut().ok_or("resume_unknown")?;
+        held.redeem(claim, next).map_err(|e| e.kind())?;
+        // The ticket is spent from here on: a client that lacks packets no longer kept cannot
+        // be made whole, and the session ends.
+        let oldest = state.sent - state.kept.len() as u64;
+        if claim.received > state.sent || claim.received < oldest {
+            state.lost = Some("resume_gap");
+            drop(state);
+            self.lost.cancel();
+            return Err("resume_gap");
+        }
+        state.ack(claim.received);
+        let left = state.at.replace(Attachment {
+            edge: edge.clone(),
+            session_id,
+        });
+        permit.send(BrokerFrame {
+            kind: Some(broker_frame::Kind::Granted(ResumeGranted {
+                session_id,
+                session: Some(self.open.clone()),
+                start_index: state.next_index,
+                sent: state.sent,
+                replay: state.kept.iter().map(|p| (**p).clone()).collect(),
+                rate: state.rate,
+            })),
+        });
+        drop(state);
+        if let Some(left) = left {
+            let release = BrokerFrame {
+                kind: Some(broker_frame::Kind::Release(Release {
+                    session_ids: vec![left.session_id],
+                })),
+            };
+            let _ = left.edge.tx.try_send(release);
+        }
+        Ok(())
+    }
+}
+
+impl State {
+    fn advance(&mut self, next_index: i32) {
+        if next_index > self.next_index {
+            self.next_index = next_index;
+        }
+    }
+
+    fn ack(&mut self, received: u64) {
+        let oldest = self.sent - self.kept.len() as u64;
+        let drop = received.saturating_sub(oldest).min(self.kept.len() as u64);
+        self.kept.drain(..drop as usize);
+    }
+
+    /// Counts and keeps the next packet for the client (heartbeat replies are neither, §13.2).
+    /// Past the capacity the oldest is forgotten; while parked that is a hole no resume could
+    /// fill, so `overflow` is cancelled.
+    fn record(&mut self, lost: &CancellationToken, packet: &Arc<Packet>) {
+        if self.redeemable.is_none() || system::is_heartbeat(packet) {
+            return;
+        }
+        self.sent += 1;
+        if self.kept.len() >= self.capacity {
+            self.kept.pop_front();
+            if self.at.is_none() && self.lost.is_none() {
+                self.lost = Some("resume_overflow");
+                lost.cancel();
+            }
+        }
+        self.kept.push_back(packet.clone());
+    }
+}
+
+/// Queues `packet` for every session of `sessions` attached to `edge`, if there is room now;
+/// parked ones record it. Returns how many got it and whether the edge queue was full (then
+/// none did). Sessions found elsewhere (moved since the grouping) are returned to be sent
+/// on their own.
+pub fn multicast(
+    edge: &Arc<EdgeHandle>,
+    sessions: &[Arc<Continuity>],
+    packet: &Arc<Packet>,
+) -> Multicast {
+    let mut result = Multicast::default();
+    let Ok(permit) = edge.tx.try_reserve() else {
+        result.full = true;
+        return result;
+    };
+    let _order = edge.order();
+    let mut ids = Vec::with_capacity(sessions.len());
+    for session in sessions {
+        let mut state = session.lock();
+        match &state.at {
+            _ if state.ended => {}
+            None => {
+                state.record(&session.lost, packet);
+                result.delivered += 1;
+            }
+            Some(at) if std::ptr::eq(Arc::as_ptr(&at.edge), Arc::as_ptr(edge)) => {
+                let id = at.session_id;
+                state.record(&session.lost, packet);
+                ids.push(id);
+                result.delivered += 1;
+            }
+            Some(_) => result.moved.push(session.clone()),
+        }
+    }
+    if ids.is_empty() {
+        drop(permit);
+    } else {
+        permit.send(deliver_frame(ids, packet));
+    }
+    result
+}
+
+/// What [`multicast`] did.
+#[derive(Debug, Default)]
+pub struct Multicast {
+    /// Sessions that got the packet (queued or, parked, kept).
+    pub delivered: usize,
+    /// The edge queue was full: nobody got it.
+    pub full: bool,
+    /// Sessions now attached elsewhere.
+    pub moved: Vec<Arc<Continuity>>,
+}
+
+fn deliver_frame(session_ids: Vec<u64>, packet: &Packet) -> BrokerFrame {
+    BrokerFrame {
+        kind: Some(broker_frame::Kind::Deliver(Deliver {
+            session_ids,
+            packet: Some(packet.clone()),
+        })),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use janus_proto::janus::internal::v1::{Continuity as Given, broker_frame::Kind};
+    use janus_shared::handshake::resume_proof;
+    use tokio::sync::mpsc;
+
+    use super::*;
+
+    const KEY: [u8; 32] = [3; 32];
+    const PUB: [u8; 32] = [9; 32];
+
+    fn edge(name: &str) -> (Arc<EdgeHandle>, mpsc::Receiver<BrokerFrame>) {
+        let (tx, rx) = mpsc::channel(16);
+        (Arc::new(EdgeHandle::new(name.into(), tx)), rx)
+    }
+
+    /// A resumable session at session 1 of `at`, keeping at most `capacity` packets.
+    fn session(at: &Arc<EdgeHandle>, capacity: usize) -> Arc<Continuity> {
+        let open = SessionOpen {
+            uid: 7,
+            continuity: Some(Given {
+                resume_key: KEY.to_vec(),
+                ticket: b"t1".to_vec(),
+                window_secs: 30,
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        let attachment = Attachment {
+            edge: at.clone(),
+            session_id: 1,
+        };
+        Arc::new(Continuity::new(attachment, &open, capacity))
+    }
+
+    fn push(n: i32) -> Arc<Packet> {
+        Arc::new(Packet {
+            r#mod: 9,
+            seq: n,
+            ..Default::default()
+        })
+    }
+
+    fn claim(ticket: &[u8], received: u64) -> ResumeClaim {
+        ResumeClaim {
+            ticket: ticket.to_vec(),
+            client_pub: PUB,
+            timestamp: 5,
+            received,
+            proof: resume_proof(&KEY, ticket, &PUB, 5, received).to_vec(),
+        }
+    }
+
+    fn next(ticket: &[u8]) -> Redeemable {
+        Redeemable {
+            ticket: ticket.to_vec(),
+            key: [4; 32],
+        }
+    }
+
+    fn delivered(rx: &mut mpsc::Receiver<BrokerFrame>) -> Vec<i32> {
+        let mut seqs = Vec::new();
+        while let Ok(frame) = rx.try_recv() {
+            if let Some(Kind::Deliver(d)) = frame.kind {
+                seqs.push(d.packet.unwrap().seq);
+            }
+        }
+        seqs
+    }
+
+    #[test]
+    fn a_parked_session_keeps_what_comes_and_the_first_resume_gets_it_in_order() {
+        let (a, mut a_rx) = edge("a");
+        let (b, mut b_rx) = edge("b");
+        let s = session(&a, 8);
+        for n in 1..=3 {
+            assert_eq!(
+                multicast(&a, std::slice::from_ref(&s), &push(n)).delivered,
+                1
+            );
+        }
+        assert_eq!(delivered(&mut a_rx), vec![1, 2, 3]);
+        assert!(s.park(&a, 1, None));
+        assert!(s.try_deliver(&push(4)), "kept while parked");
+        assert_eq!(s.counts(), (4, 4));
+
+        // The client had 2 of them; it resumes at edge b as session 5 there.
+        s.redeem(&claim(b"t1", 2), next(b"t2"), &b, 5).unwrap();
+        let Some(Kind::Granted(granted)) = b_rx.try_recv().unwrap().kind else {
+            panic!("the grant first")
+        };
+        let replayed: Vec<i32> = granted.replay.iter().map(|p| p.seq).collect();
+        assert_eq!((granted.session_id, granted.sent), (5, 4));
+        assert_eq!(replayed, vec![3, 4]);
+        assert_eq!(granted.session.unwrap().uid, 7);
+        assert!(s.is_at(&b, 5));
+        assert!(s.try_deliver(&push(5)));
+        assert_eq!(
+            delivered(&mut b_rx),
+            vec![5],
+            "newer packets follow the grant"
+        );
+
+        // The same ticket again (a racing or replayed resume) finds it spent.
+        assert_eq!(
+            s.redeem(&claim(b"t1", 2), next(b"t3"), &a, 9),
+            Err("resume_unknown")
+        );
+        assert!(s.is_at(&b, 5));
+    }
+
+    #[test]
+    fn a_resume_that_moves_a_live_session_releases_its_old_connection_and_ignores_it() {
+        let (a, mut a_rx) = edge("a");
+        let (b, _b_rx) = edge("b");
+        let s = session(&a, 8);
+        s.redeem(&claim(b"t1", 0), next(b"t2"), &b, 2).unwrap();
+        let Some(Kind::Release(release)) = a_rx.try_recv().unwrap().kind else {
+            panic!("the old connection is released")
+        };
+        assert_eq!(release.session_ids, vec![1]);
+        assert!(
+            !s.took(&a, 1, 1),
+            "packets of the old connection are dropped"
+        );
+        assert!(!s.park(&a, 1, None), "its close does not park the session");
+        assert!(s.took(&b, 2, 1));
+    }
+
+    #[test]
+    fn a_wrong_proof_is_denied_and_leaves_the_session_alone() {
+        let (a, _a_rx) = edge("a");
+        let (b, _b_rx) = edge("b");
+        let s = session(&a, 8);
+        let mut forged = claim(b"t1", 0);
+        forged.proof[0] ^= 1;
+        assert_eq!(s.redeem(&forged, next(b"t2"), &b, 2), Err("resume_denied"));
+        assert!(s.is_at(&a, 1));
+        s.redeem(&claim(b"t1", 0), next(b"t2"), &b, 2).unwrap();
+    }
+
+    #[test]
+    fn a_gap_or_an_overflow_while_parked_loses_the_session_with_its_reason() {
+        let (a, _a_rx) = edge("a");
+        let s = session(&a, 2);
+        for n in 1..=3 {
+            multicast(&a, std::slice::from_ref(&s), &push(n));
+        }
+        assert!(
+            !s.lost.is_cancelled(),
+            "a connected client may still have them all"
+        );
+        assert_eq!(
+            s.redeem(&claim(b"t1", 0), next(b"t2"), &a, 2),
+            Err("resume_gap")
+        );
+        assert!(s.lost.is_cancelled());
+        assert_eq!(s.lost_reason(), "resume_gap");
+
+        let parked = session(&a, 2);
+        assert!(parked.park(&a, 1, None));
+        parked.try_deliver(&push(1));
+        parked.try_deliver(&push(2));
+        assert!(!parked.lost.is_cancelled());
+        parked.try_deliver(&push(3));
+        assert!(parked.lost.is_cancelled(), "a hole no resume could fill");
+        assert_eq!(parked.lost_reason(), "resume_overflow");
+    }
+
+    #[test]
+    fn heartbeat_replies_are_not_counted_and_acks_trim() {
+        let (a, _a_rx) = edge("a");
+        let s = session(&a, 8);
+        let beat = Arc::new(system::heartbeat_reply(3, 7, 0, 1));
+        multicast(&a, std::slice::from_ref(&s), &beat);
+        multicast(&a, std::slice::from_ref(&s), &push(1));
+        multicast(&a, std::slice::from_ref(&s), &push(2));
+        s.progress(&a, 1, 1, 4);
+        assert_eq!(s.counts(), (2, 1));
+        assert!(s.took(&a, 1, 9));
+        s.progress(&a, 1, 1, 5);
+        assert_eq!(s.lock().next_index, 10, "the index only moves forward");
+    }
+}
