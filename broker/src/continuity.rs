@@ -204,7 +204,6 @@ impl Continuity {
     /// Queues `packet` for the client, waiting for room on its edge; recorded while parked.
     /// False once the session has ended.
     pub async fn deliver(&self, packet: Packet) -> bool {
-        let packet = Arc::new(packet);
         loop {
             let Some(at) = self.attachment() else {
                 let mut state = self.lock();
@@ -212,7 +211,7 @@ impl Continuity {
                     return false;
                 }
                 if state.at.is_none() {
-                    state.record(&self.lost, &packet);
+                    state.record(&self.lost, &Arc::new(packet));
                     return true;
                 }
                 continue;
@@ -231,8 +230,15 @@ impl Continuity {
             {
                 continue;
             }
-            state.record(&self.lost, &packet);
-            permit.send(deliver_frame(vec![at.session_id], &packet));
+            if state.counts(&packet) {
+                state.record(&self.lost, &Arc::new(packet.clone()));
+            }
+            permit.send(BrokerFrame {
+                kind: Some(broker_frame::Kind::Deliver(Deliver {
+                    session_ids: vec![at.session_id],
+                    packet: Some(packet),
+                })),
+            });
             return true;
         }
     }
@@ -311,6 +317,11 @@ impl Continuity {
 }
 
 impl State {
+    /// Whether `packet` is counted and kept: a resumable session's, not a heartbeat reply.
+    fn counts(&self, packet: &Packet) -> bool {
+        self.redeemable.is_some() && !system::is_heartbeat(packet)
+    }
+
     fn advance(&mut self, next_index: i32) {
         if next_index > self.next_index {
             self.next_index = next_index;
@@ -327,7 +338,7 @@ impl State {
     /// Past the capacity the oldest is forgotten; while parked that is a hole no resume could
     /// fill, so `overflow` is cancelled.
     fn record(&mut self, lost: &CancellationToken, packet: &Arc<Packet>) {
-        if self.redeemable.is_none() || system::is_heartbeat(packet) {
+        if !self.counts(packet) {
             return;
         }
         self.sent += 1;

@@ -84,7 +84,7 @@ impl EdgeLink for LinkService {
             tracing::info!(edge = %reader.edge.edge_id, sessions = reader.sessions.len(), "edge link closed");
             // The edge is gone (or going): resumable sessions wait for their clients, at any edge.
             for (id, member) in std::mem::take(&mut reader.sessions) {
-                reader.detached(id, member, "edge link closed".into(), true, None);
+                reader.detached(id, member, "edge link closed".into(), true, None).await;
             }
             edges.dec();
         });
@@ -166,13 +166,13 @@ impl Reader {
                     match member.inbox.try_send(forwarded) {
                         Ok(()) => {}
                         Err(mpsc::error::TrySendError::Full(_)) => {
+                            // The edge ends the session and its close comes back here.
                             tracing::warn!(session_id = id, "session inbox full; closing it");
                             self.state
                                 .metrics
                                 .packets_refused
                                 .with_label_values(&["inbox_full"])
                                 .inc();
-                            self.sessions.remove(&id);
                             self.kick(id, "too many requests in flight").await;
                         }
                         Err(mpsc::error::TrySendError::Closed(_)) => {
@@ -192,7 +192,8 @@ impl Reader {
                 }
                 Some(edge_frame::Kind::Close(close)) => {
                     if let Some(member) = self.sessions.remove(&id) {
-                        self.detached(id, member, close.reason.into(), close.resumable, close.rate);
+                        self.detached(id, member, close.reason.into(), close.resumable, close.rate)
+                            .await;
                     }
                 }
                 Some(edge_frame::Kind::Resume(request)) => self.resume(id, request),
@@ -203,7 +204,8 @@ impl Reader {
 
     /// The connection of session `id` at this edge is gone, for `reason`: the session parks
     /// if `resumable` and it can, or ends; unless it has moved to another connection already.
-    fn detached(
+    /// Every way a session leaves its edge comes through here: its actor ends only when told.
+    async fn detached(
         &self,
         id: u64,
         member: Member,
@@ -213,9 +215,9 @@ impl Reader {
     ) {
         let continuity = &member.continuity;
         if resumable && continuity.park(&self.edge, id, rate) {
-            let _ = member.inbox.try_send(Inbound::Parked);
+            let _ = member.inbox.send(Inbound::Parked).await;
         } else if continuity.is_at(&self.edge, id) {
-            let _ = member.inbox.try_send(Inbound::Close(reason));
+            let _ = member.inbox.send(Inbound::Close(reason)).await;
         }
     }
 
