@@ -319,7 +319,7 @@ impl Continuity {
 impl State {
     /// Whether `packet` is counted and kept: a resumable session's, not a heartbeat reply.
     fn counts(&self, packet: &Packet) -> bool {
-        self.redeemable.is_some() && !system::is_heartbeat(packet)
+        self.redeemable.is_some() && system::is_counted(packet)
     }
 
     fn advance(&mut self, next_index: i32) {

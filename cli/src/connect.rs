@@ -3,7 +3,9 @@
 //! or reads lines: plain text is echoed by the demo game, `/join R`, `/leave R` and `/say R text`
 //! use its chat rooms, `/quit` leaves. Replies and pushes are printed as they arrive, System
 //! packets as what they say; a heartbeat keeps the session past the edge's idle timeout, and a
-//! logout or a close ends the command with its reason (exit status 1).
+//! logout or a close ends the command with its reason (exit status 1). A v2 session is resumable:
+//! after a lost connection or the edge's reconnect hint (a deploy) it resumes by itself, at the
+//! same edge or one of `--also`, and says so.
 
 use std::collections::VecDeque;
 use std::path::PathBuf;
@@ -15,7 +17,7 @@ use janus_broker::demo;
 use janus_proto::message::sc_server_logout::Code as LogoutCode;
 use janus_proto::message::{ScServerLogout, ScServerUnexpectedErr};
 use janus_proto::packet::Packet;
-use janus_shared::client::{Client, ClientConfig, Endpoint, unix_now};
+use janus_shared::client::{Client, ClientConfig, Endpoint, Reconnect, unix_now};
 use janus_shared::handshake::{ClientHandshakeConfig, Mode};
 use janus_shared::keys::VerifyingKey;
 use janus_shared::session::SessionConfig;
@@ -77,6 +79,13 @@ pub(crate) struct ConnectArgs {
     /// KCP: FEC parity shards per group.
     #[arg(long, default_value_t = KcpSettings::default().fec_parity_shards)]
     kcp_fec_parity_shards: usize,
+    /// Ask for a resume ticket (v2) and resume by itself after a lost connection or the edge's
+    /// reconnect hint (PROTOCOL.md §13.6); `--resumable false` turns it off.
+    #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
+    resumable: bool,
+    /// Other edges (host:port, same transport) to resume at, tried in turn after this one.
+    #[arg(long)]
+    also: Vec<String>,
     /// KCP: run the session on an smux v2 stream (`--kcp-smux false`: straight on the
     /// conversation); the edge must agree.
     #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
@@ -102,6 +111,7 @@ fn server_key(path: &PathBuf) -> anyhow::Result<VerifyingKey> {
     }
 }
 
+/// The edge `--host`/`--port` name.
 fn endpoint(args: &ConnectArgs) -> Endpoint {
     let default_port = match args.transport {
         Transport::Tcp => 17001,
@@ -109,7 +119,14 @@ fn endpoint(args: &ConnectArgs) -> Endpoint {
         Transport::Kcp => 17003,
         Transport::Quic => 17004,
     };
-    let addr = format!("{}:{}", args.host, args.port.unwrap_or(default_port));
+    endpoint_at(
+        args,
+        format!("{}:{}", args.host, args.port.unwrap_or(default_port)),
+    )
+}
+
+/// The edge at `addr` over `--transport`.
+fn endpoint_at(args: &ConnectArgs, addr: String) -> Endpoint {
     match args.transport {
         Transport::Tcp => Endpoint::Tcp(addr),
         Transport::Ws => Endpoint::WebSocket(format!("ws://{addr}/ws")),
@@ -203,6 +220,7 @@ fn system_notice(packet: &Packet) -> Option<Notice> {
     }
     Some(match packet.seq {
         system::SEQ_HEARTBEAT => Notice::Quiet,
+        system::SEQ_RECONNECT => Notice::Say("the edge asks this client to reconnect".into()),
         system::SEQ_LOGOUT => {
             let reason = match ScServerLogout::decode(&packet.data[..]) {
                 Ok(logout) => match LogoutCode::try_from(logout.code) {
@@ -257,7 +275,7 @@ pub(crate) async fn run(args: ConnectArgs) -> anyhow::Result<()> {
             mode: if args.legacy { Mode::Legacy } else { Mode::V2 },
             server_id: 0,
             cert_version: 0,
-            resumable: false,
+            resumable: args.resumable && !args.legacy,
         },
         session: SessionConfig::default(),
         handshake_timeout: Duration::from_secs(10),
@@ -270,6 +288,15 @@ pub(crate) async fn run(args: ConnectArgs) -> anyhow::Result<()> {
         "logged in as player {} over {:?}",
         args.mint.uid, args.transport
     );
+    if client.resume_ticket().is_some() {
+        let mut endpoints = vec![endpoint.clone()];
+        endpoints.extend(
+            args.also
+                .iter()
+                .map(|addr| endpoint_at(&args, addr.clone())),
+        );
+        client.reconnect_with(Reconnect::to(endpoints));
+    }
     let mut to_send = args
         .send
         .iter()
@@ -303,6 +330,12 @@ pub(crate) async fn run(args: ConnectArgs) -> anyhow::Result<()> {
             _ = heartbeat.tick() => { client.send(system::heartbeat(unix_now())).await?; }
             packet = client.recv() => {
                 let packet = packet.context("the gateway closed the session")?;
+                for resumed in client.take_resumed() {
+                    println!(
+                        "resumed the session at {:?} ({}; {} failed attempts before)",
+                        resumed.endpoint, resumed.cause, resumed.failed_attempts
+                    );
+                }
                 if packet.index != 0 && awaiting.is_some_and(|(index, ..)| index == packet.index) {
                     show(&packet);
                     let Some(next) = to_send.pop_front() else { break };

@@ -46,8 +46,8 @@ fn connect_opens_and_holds_every_session_and_measures_both_tiers() {
 
 #[test]
 fn echo_answers_every_request_through_the_gateway_and_the_raw_baseline() {
-    // The last: sessions resumed at a second edge, which forwards them to the first.
-    for (transport, forwarded) in [("tcp", false), ("ws", false), ("ws", true)] {
+    // The last: sessions resumed at a second edge (their broker hands them over).
+    for (transport, moved) in [("tcp", false), ("ws", false), ("ws", true)] {
         let mut args = vec![
             "echo",
             "--transport",
@@ -61,13 +61,13 @@ fn echo_answers_every_request_through_the_gateway_and_the_raw_baseline() {
             "--secs",
             "1",
         ];
-        if forwarded {
-            args.push("--forwarded");
+        if moved {
+            args.push("--moved");
         }
         let report = bench(&args);
-        let scenario = if forwarded { "echo_forwarded" } else { "echo" };
+        let scenario = if moved { "echo_moved" } else { "echo" };
         assert_eq!(report["scenario"], scenario, "{report}");
-        assert_eq!(report["forwarded"], forwarded, "{report}");
+        assert_eq!(report["moved"], moved, "{report}");
         assert_eq!(number(&report, "failures"), 0.0, "{report}");
         assert_eq!(number(&report, "raw_failures"), 0.0, "{report}");
         assert!(number(&report, "msgs_per_sec") > 0.0, "{report}");

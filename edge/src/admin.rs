@@ -3,7 +3,6 @@
 //! at `/stats/connections` (JSON: sessions by transport and by broker; `/stats` as on a broker).
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 
 use axum::Router;
 use axum::extract::State;
@@ -21,8 +20,6 @@ use crate::session::EdgeState;
 pub struct Admin {
     /// The edge's shared state.
     pub state: Arc<EdgeState>,
-    /// False once the edge stops accepting.
-    pub accepting: Arc<AtomicBool>,
 }
 
 /// Serves the admin endpoint on `listener` until `stop`.
@@ -43,7 +40,7 @@ pub async fn serve(listener: TcpListener, admin: Admin, stop: CancellationToken)
 }
 
 async fn ready(State(admin): State<Admin>) -> impl IntoResponse {
-    if !admin.accepting.load(Ordering::Relaxed) {
+    if !admin.state.lifecycle.accepting() {
         (StatusCode::SERVICE_UNAVAILABLE, "draining")
     } else if !admin.state.links.any_up() {
         (StatusCode::SERVICE_UNAVAILABLE, "no broker reachable")

@@ -45,8 +45,13 @@ pub struct EdgeConfig {
     pub limits: Limits,
     /// Brokers to link to.
     pub brokers: BrokersConfig,
-    /// Seconds sessions may go on after SIGTERM before they are logged out.
+    /// Seconds sessions may go on after SIGTERM before they are logged out (a client holding a
+    /// resume ticket is not logged out: its session parks at its broker).
     pub drain_grace_secs: u64,
+    /// Seconds over which a draining edge tells its resumable clients to reconnect elsewhere
+    /// (`SCReconnect`), each at its own moment, so the other edges are not stormed; a spread
+    /// longer than `drain_grace_secs` is cut to it.
+    pub drain_spread_secs: u64,
 }
 
 impl Default for EdgeConfig {
@@ -65,6 +70,7 @@ impl Default for EdgeConfig {
             limits: Limits::default(),
             brokers: BrokersConfig::default(),
             drain_grace_secs: 30,
+            drain_spread_secs: 10,
         }
     }
 }
@@ -460,6 +466,11 @@ impl EdgeConfig {
     /// Drain grace period.
     pub fn drain_grace(&self) -> Duration {
         Duration::from_secs(self.drain_grace_secs)
+    }
+
+    /// Drain spread: how long the reconnect hints take to go out (within the grace).
+    pub fn drain_spread(&self) -> Duration {
+        Duration::from_secs(self.drain_spread_secs.min(self.drain_grace_secs))
     }
 }
 

@@ -7,6 +7,7 @@
 
 pub mod admin;
 pub mod config;
+pub mod drain;
 pub mod error;
 pub mod kcp;
 pub mod limits;

@@ -110,7 +110,7 @@ impl Replay {
     /// Records the next packet for the client. Heartbeat replies are not counted (PROTOCOL.md
     /// §13.2), also when the game service answers them (go-pantheon's heartbeat mode).
     pub fn record(&mut self, packet: Arc<Packet>) {
-        if janus_shared::system::is_heartbeat(&packet) {
+        if !janus_shared::system::is_counted(&packet) {
             return;
         }
         self.sent += 1;

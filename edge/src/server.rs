@@ -3,7 +3,6 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use janus_shared::discovery::{BROKER_SERVICE, Discovery, EtcdDiscovery, Instance};
@@ -15,6 +14,7 @@ use tokio_util::task::TaskTracker;
 
 use crate::admin::{self, Admin};
 use crate::config::{BrokerDiscovery, BrokersConfig, EdgeConfig};
+use crate::drain::Phase;
 use crate::error::{Error, Result};
 use crate::link::Links;
 use crate::listener;
@@ -35,7 +35,6 @@ pub struct Edge {
     /// The admin endpoint's address.
     pub admin_addr: SocketAddr,
     state: Arc<EdgeState>,
-    accepting: Arc<AtomicBool>,
     sessions: TaskTracker,
     accept_stop: CancellationToken,
     background: TaskTracker,
@@ -148,7 +147,6 @@ impl Edge {
             .transpose()?;
 
         let state = Arc::new(EdgeState::new(config, handshake, links));
-        let accepting = Arc::new(AtomicBool::new(true));
         let sessions = TaskTracker::new();
         let accept_stop = CancellationToken::new();
         if let Some(listener) = tcp {
@@ -187,7 +185,6 @@ impl Edge {
         }
         let admin = Admin {
             state: state.clone(),
-            accepting: accepting.clone(),
         };
         background.spawn(admin::serve(admin_listener, admin, background_stop.clone()));
         tracing::info!(edge = %state.edge_id, ?tcp_addr, ?ws_addr, ?kcp_addr, ?quic_addr, %admin_addr, "edge started");
@@ -198,7 +195,6 @@ impl Edge {
             quic_addr,
             admin_addr,
             state,
-            accepting,
             sessions,
             accept_stop,
             background,
@@ -216,10 +212,13 @@ impl Edge {
         self.state.admission.sessions()
     }
 
-    /// Drains: stops accepting, tells the brokers, lets sessions run for `grace`, logs out the
-    /// rest, then stops the links and the admin endpoint.
+    /// Drains: stops accepting, tells the brokers, tells resumable clients to reconnect
+    /// elsewhere over the spread, lets sessions run for `grace`, logs out the rest (parks the
+    /// resumable ones), then stops the links and the admin endpoint.
     pub async fn drain(self, grace: Duration) {
-        self.accepting.store(false, Ordering::Relaxed);
+        self.state.lifecycle.set(Phase::Draining {
+            since: tokio::time::Instant::now(),
+        });
         self.accept_stop.cancel();
         self.state.links.announce_draining().await;
         self.sessions.close();
@@ -232,7 +231,7 @@ impl Edge {
                 sessions = self.sessions(),
                 "grace period over; logging sessions out"
             );
-            self.state.logout.cancel();
+            self.state.lifecycle.set(Phase::LoggingOut);
             let _ = tokio::time::timeout(Duration::from_secs(5), self.sessions.wait()).await;
         }
         self.background_stop.cancel();

@@ -33,6 +33,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
 use crate::config::{EdgeConfig, HeartbeatMode};
+use crate::drain::{self, Lifecycle, Phase};
 use crate::error::Close;
 use crate::limits::{Admission, TokenBucket};
 use crate::link::{BrokerLink, Downlink, Links, SessionSlot};
@@ -56,8 +57,8 @@ pub struct EdgeState {
     pub metrics: Metrics,
     /// Admission limits.
     pub admission: Admission,
-    /// Cancelled when sessions must log out now (end of the drain).
-    pub logout: CancellationToken,
+    /// Serving, draining, logging out.
+    pub lifecycle: Lifecycle,
     /// Issues and opens resume tickets.
     pub tickets: resume::Tickets,
     next_session: AtomicU64,
@@ -70,6 +71,7 @@ impl EdgeState {
         handshake: Arc<ServerHandshakeConfig>,
         links: Arc<Links>,
     ) -> Self {
+        let spread = config.drain_spread();
         let limits = &config.limits;
         let admission = Admission::new(
             limits.max_sessions,
@@ -84,7 +86,7 @@ impl EdgeState {
             links,
             metrics: Metrics::new(),
             admission,
-            logout: CancellationToken::new(),
+            lifecycle: Lifecycle::new(spread),
             next_session: AtomicU64::new(1),
         }
     }
@@ -187,6 +189,10 @@ struct Session {
     /// The client's packet and byte buckets; they go with the session when it moves.
     messages: TokenBucket,
     bytes: TokenBucket,
+    /// The edge's phase, as this session last saw it.
+    phase: tokio::sync::watch::Receiver<Phase>,
+    /// When the client was told to reconnect (the edge drains).
+    hinted: Option<tokio::time::Instant>,
 }
 
 /// This session's frame and byte counters, looked up once instead of per frame.
@@ -227,6 +233,7 @@ impl Session {
         }
         let rules = &state.config.session;
         let now = Instant::now();
+        let phase = state.lifecycle.watch();
         Self {
             messages: TokenBucket::new(rules.messages_per_sec, rules.message_burst, now),
             bytes: TokenBucket::new(rules.bytes_per_sec, rules.byte_burst, now),
@@ -245,6 +252,8 @@ impl Session {
             overflow: CancellationToken::new(),
             _slot: slot,
             replay: None,
+            phase,
+            hinted: None,
         }
     }
 
@@ -573,9 +582,12 @@ impl Session {
         }
         loop {
             let mut downlink = self.downlink.take().expect("attached");
+            let resumable = self.replay.is_some();
             let step = tokio::select! {
                 biased;
-                _ = self.state.logout.cancelled() => Err(Close::Shutdown),
+                drain = self.state.lifecycle.next_step(&mut self.phase, self.id, resumable, self.hinted) => {
+                    self.on_drain(drain)
+                }
                 _ = self.overflow.cancelled() => Err(self.overflowed()),
                 down = downlink.recv() => {
                     // Seal whatever else is already queued too, so one write carries it all.
@@ -708,6 +720,22 @@ impl Session {
             .with_label_values(&[label(self.transport)])
             .observe(started.elapsed().as_secs_f64());
         Ok(Step::Continue)
+    }
+
+    /// The edge drains: tell a resumable client to reconnect elsewhere (not counted, not kept:
+    /// PROTOCOL.md §13.6), or end the session (`Shutdown`: parked when resumable).
+    fn on_drain(&mut self, step: drain::Step) -> Result<Step, Close> {
+        match step {
+            drain::Step::Leave => Err(Close::Shutdown),
+            drain::Step::Hint => {
+                self.proto
+                    .send(&system::reconnect("edge draining"), &mut self.out)?;
+                self.traffic.frames_out.inc();
+                self.hinted = Some(tokio::time::Instant::now());
+                tracing::debug!("told to reconnect");
+                Ok(Step::Continue)
+            }
+        }
     }
 
     /// Tells the broker of a resumable session what the edge consumed itself (a heartbeat, an

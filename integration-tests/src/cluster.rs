@@ -362,11 +362,6 @@ impl Cluster {
                     format!("[\"{etcd_url}\"]"),
                 )
                 .with_env_var("JANUS_EDGE__DRAIN_GRACE_SECS", "1")
-                // Named on the main network, where the other edge reaches it.
-                .with_env_var(
-                    "JANUS_EDGE__RESUME__RELAY_ADVERTISE",
-                    format!("{}:17300", name(&format!("edge-{i}"))),
-                )
                 // Every test client reaches the edges from the one Docker gateway address.
                 .with_env_var("JANUS_EDGE__LIMITS__HANDSHAKES_PER_IP_PER_SEC", "1000")
                 // The chaos steps send echo requests back to back, above the default

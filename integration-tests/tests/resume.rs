@@ -8,12 +8,15 @@
 
 use std::time::Duration;
 
-use janus_integration_tests::stack::{COLOR, Stack, echo, metric, quic, recv, wait_metric, ws};
+use janus_integration_tests::stack::{
+    COLOR, Stack, assert_logout, echo, metric, quic, recv, tcp, wait_metric, ws,
+};
 use janus_proto::broadcaster::service::push::v1::{
     MulticastRequest, PushBody, push_service_client::PushServiceClient,
 };
 use janus_proto::message::CsHeartbeat;
-use janus_shared::client::{Client, Endpoint, unix_now};
+use janus_proto::message::sc_server_logout::Code as LogoutCode;
+use janus_shared::client::{Client, Endpoint, Reconnect, unix_now};
 use janus_shared::handshake::Mode;
 use janus_shared::system;
 use prost::Message;
@@ -289,4 +292,53 @@ async fn a_session_resumes_at_any_edge_and_outlives_the_edge_it_was_at() {
     );
     client.close().await.unwrap();
     wait_metric(broker, BROKER_SESSIONS, |v| v == 0.0).await;
+}
+
+#[tokio::test]
+async fn a_draining_edge_moves_resumable_clients_to_another_edge_and_logs_out_only_the_rest() {
+    let stack = Stack::start(|config| config.drain_spread_secs = 1).await;
+    let config = stack.ground.edge_config(&[stack.broker.endpoint()]);
+    let other = stack.ground.edge(config).await;
+    let broker = stack.broker.admin_addr;
+    let uid = 4545;
+    let mut client = login_resumable(&stack, &stack.tcp(), uid).await;
+    client.reconnect_with(Reconnect::to(vec![stack.tcp(), tcp(&other)]));
+    let mut legacy = stack.client(&stack.tcp(), 4546).await;
+    round_trip(&mut client, "before").await;
+    let pusher = push_numbered(&stack, uid).await;
+    let mut got = Vec::new();
+    collect(&mut client, &mut got, 100).await;
+
+    // The first edge is deployed: it tells the resumable client to reconnect (within the 1 s
+    // spread), and the client resumes at the other edge by itself, missing nothing.
+    let Stack {
+        edge,
+        ground: _ground,
+        broker: _broker,
+        game: _game,
+    } = stack;
+    let draining = tokio::spawn(edge.drain(Duration::from_secs(3)));
+    let parked_at = got.len();
+    all_pushes_once_in_order(&mut client, got, pusher, parked_at).await;
+    let resumed = client.take_resumed();
+    assert_eq!(resumed.len(), 1, "{resumed:?}");
+    assert_eq!(resumed[0].endpoint, tcp(&other));
+    assert!(
+        resumed[0].cause.starts_with("reconnect hint"),
+        "{resumed:?}"
+    );
+    round_trip(&mut client, "after the deploy").await;
+
+    // A client without a ticket cannot move: it is logged out at the end of the grace, as
+    // before.
+    let logout = recv(&mut legacy).await;
+    assert_logout(&logout, LogoutCode::Server);
+    draining.await.unwrap();
+    assert_eq!(
+        metric(broker, "janus_broker_resumes_total{result=\"ok\"}").await,
+        Some(1.0)
+    );
+    // The logged-out session is gone; the moved one is the one from before, tunnel and all.
+    wait_metric(broker, BROKER_SESSIONS, |v| v == 1.0).await;
+    one_broker_session_and_tunnel_all_along(broker).await;
 }

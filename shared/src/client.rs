@@ -3,13 +3,17 @@
 //!
 //! All protocol logic is in [`ClientSession`]; this module only moves bytes. A stream transport
 //! carries frames back to back; a WebSocket carries exactly one frame per binary message, and a
-//! text message is a protocol error. Used by the CLI, the load generator and the tests.
+//! text message is a protocol error. Used by the CLI, the load generator and the tests. A
+//! resumable client given a [`Reconnect`] comes back by itself (PROTOCOL.md §13.6): on a lost
+//! connection and on the edge's `SCReconnect`, it resumes at one of its endpoints, with backoff
+//! and jitter, until the session's window is over.
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use bytes::{Bytes, BytesMut};
 use futures_util::{SinkExt, StreamExt};
 use janus_proto::packet::Packet;
+use prost::Message as _;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio_tungstenite::tungstenite::Message;
@@ -74,12 +78,56 @@ enum Conn {
     Gone,
 }
 
+/// How a resumable client resumes by itself: where, and how patiently.
+#[derive(Debug, Clone)]
+pub struct Reconnect {
+    /// The edges to try, in turn; a client told to reconnect starts with the one after the
+    /// edge that told it, a client that lost its connection with the same one.
+    pub endpoints: Vec<Endpoint>,
+    /// The first wait after a failed attempt, doubled after each failure up to `max_backoff`;
+    /// every wait is drawn between half of it and all of it (jitter), so clients of one edge
+    /// do not come back in step.
+    pub backoff: Duration,
+    /// The longest wait between attempts.
+    pub max_backoff: Duration,
+    /// How long one attempt may take (connect, handshake, replay).
+    pub attempt_timeout: Duration,
+}
+
+impl Reconnect {
+    /// Resumes at `endpoints` with a 100 ms first backoff, at most 2 s, 5 s per attempt.
+    pub fn to(endpoints: Vec<Endpoint>) -> Self {
+        Self {
+            endpoints,
+            backoff: Duration::from_millis(100),
+            max_backoff: Duration::from_secs(2),
+            attempt_timeout: Duration::from_secs(5),
+        }
+    }
+}
+
+/// A resume the client made by itself.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Resumed {
+    /// Where it resumed.
+    pub endpoint: Endpoint,
+    /// Why: `"reconnect hint: <reason>"` or the connection error.
+    pub cause: String,
+    /// Failed attempts before it.
+    pub failed_attempts: u32,
+}
+
 /// A connected, handshaken client.
 pub struct Client {
     conn: Conn,
     session: ClientSession,
     input: BytesMut,
     out: BytesMut,
+    reconnect: Option<Box<Reconnect>>,
+    /// The endpoint of `reconnect` in use.
+    current: usize,
+    /// Resumes made by itself, oldest first, not yet taken.
+    resumed: Vec<Resumed>,
 }
 
 async fn resolve(addr: &str) -> Result<std::net::SocketAddr> {
@@ -152,7 +200,12 @@ impl Client {
             self.out.clear();
             self.session.start_resume(unix_now(), &mut self.out)?;
             self.flush().await?;
-            match self.next_event().await? {
+            // A connection closed on the hello is a refusal: the session is gone (§13.3).
+            let reply = self.next_event().await.map_err(|e| match e {
+                Error::Closed => Error::HandshakeRefused,
+                e => e,
+            })?;
+            match reply {
                 ClientEvent::Established { resumed: true, .. } => {
                     self.session.take_resend(&mut self.out);
                     self.flush().await
@@ -172,6 +225,78 @@ impl Client {
     /// session can then be resumed ([`Client::resume`]) within its window.
     pub fn disconnect(&mut self) {
         self.conn = Conn::Gone;
+    }
+
+    /// From now on, resume by itself at `reconnect`'s endpoints after a lost connection or a
+    /// reconnect hint (a client without a ticket cannot: it gets the error as before).
+    pub fn reconnect_with(&mut self, reconnect: Reconnect) {
+        self.reconnect = Some(Box::new(reconnect));
+        self.current = 0;
+    }
+
+    /// The resumes made by itself since the last call.
+    pub fn take_resumed(&mut self) -> Vec<Resumed> {
+        std::mem::take(&mut self.resumed)
+    }
+
+    /// Whether `error` is a lost connection this client comes back from by itself.
+    fn recovers_from(&self, error: &Error) -> bool {
+        self.reconnect.is_some()
+            && self.session.resume_ticket().is_some()
+            && matches!(
+                error,
+                Error::Closed | Error::Io(_) | Error::WebSocket(_) | Error::Timeout(_)
+            )
+    }
+
+    /// Resumes the session at the next endpoint that takes it: the one after the current on a
+    /// hint (`skip_current`), else the current first; with backoff and jitter between attempts.
+    /// A refused resume (the session is gone: log in again) or a ticket whose window has passed
+    /// ends the tries with the error.
+    async fn come_back(&mut self, cause: String, skip_current: bool) -> Result<()> {
+        let Some(reconnect) = self.reconnect.clone() else {
+            return Err(Error::Closed);
+        };
+        let n = reconnect.endpoints.len().max(1);
+        let window = self
+            .session
+            .resume_ticket()
+            .map(|t| Duration::from_secs(u64::try_from(t.offer.window_secs).unwrap_or(0)))
+            .ok_or(Error::Closed)?;
+        let started = std::time::Instant::now();
+        let mut next = if skip_current {
+            self.current + 1
+        } else {
+            self.current
+        };
+        let mut backoff = reconnect.backoff;
+        let mut failed = 0;
+        loop {
+            let i = next % n;
+            let Some(endpoint) = reconnect.endpoints.get(i) else {
+                return Err(Error::Closed);
+            };
+            match self.resume(endpoint, reconnect.attempt_timeout).await {
+                Ok(()) => {
+                    self.current = i;
+                    self.resumed.push(Resumed {
+                        endpoint: endpoint.clone(),
+                        cause,
+                        failed_attempts: failed,
+                    });
+                    return Ok(());
+                }
+                Err(e @ (Error::HandshakeRefused | Error::ResumeGap(_))) => return Err(e),
+                Err(e) if started.elapsed() + backoff > window => return Err(e),
+                Err(_) => {
+                    failed += 1;
+                    next += 1;
+                    let wait = backoff.mul_f64(0.5 + rand::random::<f64>() / 2.0);
+                    tokio::time::sleep(wait).await;
+                    backoff = (backoff * 2).min(reconnect.max_backoff);
+                }
+            }
+        }
     }
 
     /// The session's resume ticket, when the server issued one.
@@ -228,6 +353,9 @@ impl Client {
             session,
             input: BytesMut::with_capacity(8 * 1024),
             out,
+            reconnect: None,
+            current: 0,
+            resumed: Vec::new(),
         };
         client.flush().await?;
         let reply = client.next_event().await.map_err(|e| match e {
@@ -240,10 +368,17 @@ impl Client {
         }
     }
 
-    /// Sends a request; returns the index the reply will echo.
+    /// Sends a request; returns the index the reply will echo. With [`Client::reconnect_with`],
+    /// a request whose connection is found lost is sent again after the resume.
     pub async fn send(&mut self, packet: Packet) -> Result<i32> {
         let index = self.session.send(packet, &mut self.out)?;
-        self.flush().await?;
+        match self.flush().await {
+            Ok(()) => {}
+            Err(e) if self.recovers_from(&e) => {
+                Box::pin(self.come_back(e.to_string(), false)).await?
+            }
+            Err(e) => return Err(e),
+        }
         Ok(index)
     }
 
@@ -260,18 +395,37 @@ impl Client {
     }
 
     /// The next packet from the server: a reply (index echoed) or a push (index 0).
-    /// Cancel-safe: nothing is lost if the future is dropped. A resumable session's
-    /// acknowledgements are queued here and go out with the next write.
+    /// Cancel-safe, except while it resumes by itself (with [`Client::reconnect_with`]): nothing
+    /// is lost if the future is dropped. A resumable session's acknowledgements are queued here
+    /// and go out with the next write. A reconnect hint is handed up only to a client that does
+    /// not come back by itself.
     pub async fn recv(&mut self) -> Result<Packet> {
-        match self.next_event().await? {
-            ClientEvent::Packet(packet) => {
-                if self.session.ack_due() {
-                    self.session.ack(&mut self.out)?;
+        loop {
+            match self.next_event().await {
+                Ok(ClientEvent::Packet(packet)) => {
+                    if packet.r#mod == crate::system::MODULE
+                        && packet.seq == crate::system::SEQ_RECONNECT
+                        && self.reconnect.is_some()
+                    {
+                        let reason = janus_proto::message::ScReconnect::decode(&packet.data[..])
+                            .map(|r| r.reason)
+                            .unwrap_or_default();
+                        self.disconnect();
+                        Box::pin(self.come_back(format!("reconnect hint: {reason}"), true)).await?;
+                        continue;
+                    }
+                    if self.session.ack_due() {
+                        self.session.ack(&mut self.out)?;
+                    }
+                    return Ok(packet);
                 }
-                Ok(packet)
-            }
-            ClientEvent::Established { .. } => {
-                Err(Error::UnexpectedState("second handshake reply"))
+                Ok(ClientEvent::Established { .. }) => {
+                    return Err(Error::UnexpectedState("second handshake reply"));
+                }
+                Err(e) if self.recovers_from(&e) => {
+                    Box::pin(self.come_back(e.to_string(), false)).await?;
+                }
+                Err(e) => return Err(e),
             }
         }
     }

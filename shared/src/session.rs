@@ -467,7 +467,7 @@ impl ClientSession {
             let resume = &mut self.resume;
             // Only a counted packet shows what the session holds: a heartbeat reply comes from
             // the edge, which may die before its broker learns of the heartbeat (§13.2).
-            let counted = !system::is_heartbeat(&packet);
+            let counted = system::is_counted(&packet);
             if counted {
                 resume.received += 1;
             }

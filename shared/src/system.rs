@@ -3,7 +3,9 @@
 //! Handshake, heartbeat, unexpected-error and logout are answered or pushed by the gateway, not
 //! by a game service. Pushes carry index 0; replies echo the request's index.
 
-use janus_proto::message::{CsHeartbeat, ScHeartbeat, ScServerLogout, ScServerUnexpectedErr};
+use janus_proto::message::{
+    CsHeartbeat, ScHeartbeat, ScReconnect, ScServerLogout, ScServerUnexpectedErr,
+};
 use janus_proto::packet::Packet;
 use prost::Message;
 
@@ -21,6 +23,8 @@ pub const SEQ_LOGOUT: i32 = 4;
 pub const SEQ_RESUME_ACK: i32 = 5;
 /// `CSBye`: the client is leaving; its session is not kept for a resume.
 pub const SEQ_BYE: i32 = 6;
+/// `SCReconnect`: the edge asks a resumable client to resume elsewhere (PROTOCOL.md §13.6).
+pub const SEQ_RECONNECT: i32 = 7;
 
 /// A System packet with the given sequence id, index and body.
 pub fn packet(seq: i32, index: i32, data: Vec<u8>) -> Packet {
@@ -46,6 +50,24 @@ pub fn heartbeat(client_time: i64) -> Packet {
 /// Whether `packet` is a heartbeat (request or reply).
 pub fn is_heartbeat(packet: &Packet) -> bool {
     packet.r#mod == MODULE && packet.seq == SEQ_HEARTBEAT
+}
+
+/// Whether a server packet counts for a resume (PROTOCOL.md §13.2): everything but heartbeat
+/// replies and reconnect hints, which the edge answers or sends itself.
+pub fn is_counted(packet: &Packet) -> bool {
+    !(packet.r#mod == MODULE && matches!(packet.seq, SEQ_HEARTBEAT | SEQ_RECONNECT))
+}
+
+/// The push asking a resumable client to resume its session elsewhere, saying why.
+pub fn reconnect(reason: impl Into<String>) -> Packet {
+    packet(
+        SEQ_RECONNECT,
+        0,
+        ScReconnect {
+            reason: reason.into(),
+        }
+        .encode_to_vec(),
+    )
 }
 
 /// The reply to a heartbeat that carried `index`, from player `uid` (its `obj`, as Roma

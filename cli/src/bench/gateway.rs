@@ -203,7 +203,7 @@ fn edge_toml(dir: &Scratch, listeners: [SocketAddr; 5], broker: SocketAddr) -> S
 }
 
 /// A second edge of the same gateway, for clients that come back at another edge.
-pub(crate) struct Forwarder {
+pub(crate) struct SecondEdge {
     /// Its process.
     pub(crate) process: Process,
     /// Its client listeners: TCP, WebSocket, KCP, QUIC.
@@ -249,9 +249,9 @@ impl Gateway {
 
     /// Starts a second edge like the first, linked to the same broker, and waits until it is
     /// ready.
-    pub(crate) async fn start_forwarder(&self) -> anyhow::Result<Forwarder> {
+    pub(crate) async fn start_second_edge(&self) -> anyhow::Result<SecondEdge> {
         let [tcp, ws, kcp, quic, admin] = free_ports()?;
-        let path = self.dir.file("forwarder.toml");
+        let path = self.dir.file("second-edge.toml");
         let text = edge_toml(&self.dir, [tcp, ws, kcp, quic, admin], self.broker_addr);
         std::fs::write(&path, text)?;
         let mut process = Process::spawn(
@@ -261,7 +261,7 @@ impl Gateway {
             None,
         )?;
         process.wait_ready(async || ready(admin).await).await?;
-        Ok(Forwarder {
+        Ok(SecondEdge {
             process,
             listeners: [tcp, ws, kcp, quic],
         })

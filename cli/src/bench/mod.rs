@@ -100,7 +100,7 @@ async fn all(args: &AllArgs, json: Option<&std::path::Path>) -> anyhow::Result<(
         payload: 64,
         warmup_secs: 2,
         secs: args.secs,
-        forwarded: false,
+        moved: false,
     };
     let throughput = scenarios::echo(&echo).await?;
     throughput.print(json)?;
@@ -112,12 +112,12 @@ async fn all(args: &AllArgs, json: Option<&std::path::Path>) -> anyhow::Result<(
     };
     let latency = scenarios::echo(&at_rate).await?;
     latency.print(json)?;
-    let forwarded = scenarios::echo(&EchoArgs {
-        forwarded: true,
+    let moved = scenarios::echo(&EchoArgs {
+        moved: true,
         ..at_rate
     })
     .await?;
-    forwarded.print(json)?;
+    moved.print(json)?;
     let fanout = FanoutArgs {
         transport: tcp,
         sessions: args.sessions,
@@ -159,10 +159,10 @@ async fn all(args: &AllArgs, json: Option<&std::path::Path>) -> anyhow::Result<(
         n(&latency, "added_p99_ms")
     );
     println!(
-        "| echo p99 at 10k req/s, resumed at a second edge (forwarded) | {:.3} ms | {:.3} ms (raw tokio echo) | +{:.3} ms | — |",
-        n(&forwarded, "p99_ms"),
-        n(&forwarded, "raw_p99_ms"),
-        n(&forwarded, "added_p99_ms")
+        "| echo p99 at 10k req/s, resumed at a second edge | {:.3} ms | {:.3} ms (raw tokio echo) | +{:.3} ms | — |",
+        n(&moved, "p99_ms"),
+        n(&moved, "raw_p99_ms"),
+        n(&moved, "added_p99_ms")
     );
     println!(
         "| edge memory per held session ({} sessions) | {:.0} B | — | — | ≤ 6144 B |",

@@ -121,14 +121,14 @@ pub(crate) struct EchoArgs {
     /// Seconds measured.
     #[arg(long, default_value_t = 10)]
     pub(crate) secs: u64,
-    /// Log in at one edge, then resume at a second edge and echo through it: the path of a
-    /// client that came back at another edge (client → second edge → first edge → broker).
+    /// Log in at one edge, then resume at a second edge and echo through it: a client that
+    /// came back at another edge (its broker hands the session over; nothing is forwarded).
     #[arg(long)]
-    pub(crate) forwarded: bool,
+    pub(crate) moved: bool,
 }
 
-/// Echo through edge → broker → demo game and back (with `forwarded`, through a second edge
-/// first), then the same load against the raw echo baseline.
+/// Echo through edge → broker → demo game and back (with `moved`, every session resumed at a
+/// second edge first), then the same load against the raw echo baseline.
 pub(crate) async fn echo(args: &EchoArgs) -> anyhow::Result<Report> {
     fleet::raise_fd_limit(args.transport, args.sessions)?;
     let plan = Plan {
@@ -139,7 +139,7 @@ pub(crate) async fn echo(args: &EchoArgs) -> anyhow::Result<Report> {
         measure: Duration::from_secs(args.secs),
     };
     let gateway = Gateway::start().await?;
-    let target = Target::new(&gateway, args.transport, args.sessions)?.resumable(args.forwarded);
+    let target = Target::new(&gateway, args.transport, args.sessions)?.resumable(args.moved);
     let (clients, open_failures, _) =
         fleet::open_many(&target, 1..args.sessions as i64 + 1, 64).await;
     anyhow::ensure!(
@@ -147,31 +147,31 @@ pub(crate) async fn echo(args: &EchoArgs) -> anyhow::Result<Report> {
         "sessions failed to open: {open_failures:?}"
     );
     let mut clients: Vec<_> = clients.into_iter().map(|(_, c)| c).collect();
-    let forwarder = match args.forwarded {
+    let second = match args.moved {
         false => None,
         true => {
-            let forwarder = gateway.start_forwarder().await?;
-            let endpoint = target.endpoint_among(forwarder.listeners);
+            let second = gateway.start_second_edge().await?;
+            let endpoint = target.endpoint_among(second.listeners);
             for client in &mut clients {
                 client
                     .resume(&endpoint, Duration::from_secs(10))
                     .await
                     .context("a resume at the second edge")?;
             }
-            Some(forwarder)
+            Some(second)
         }
     };
     let cpu_used = || -> anyhow::Result<f64> {
-        let second = match &forwarder {
-            Some(forwarder) => forwarder.process.cpu_secs()?,
+        let other = match &second {
+            Some(second) => second.process.cpu_secs()?,
             None => 0.0,
         };
-        Ok(gateway.edge.cpu_secs()? + gateway.broker.cpu_secs()? + second)
+        Ok(gateway.edge.cpu_secs()? + gateway.broker.cpu_secs()? + other)
     };
     let cpu0 = cpu_used()?;
     let janus = echo::run(clients, plan).await;
     let cpu = cpu_used()? - cpu0;
-    drop(forwarder);
+    drop(second);
     gateway.stop().await;
 
     let raw_server = RawEcho::start().await?;
@@ -181,16 +181,16 @@ pub(crate) async fn echo(args: &EchoArgs) -> anyhow::Result<Report> {
     }
     let raw = echo::run(conns, plan).await;
 
-    let name = match (args.rate.is_some(), args.forwarded) {
+    let name = match (args.rate.is_some(), args.moved) {
         (false, false) => "echo",
         (true, false) => "echo_rate",
-        (false, true) => "echo_forwarded",
-        (true, true) => "echo_rate_forwarded",
+        (false, true) => "echo_moved",
+        (true, true) => "echo_rate_moved",
     };
     let mut report = Report::new(name);
     let (ours, theirs) = (janus.throughput(&plan), raw.throughput(&plan));
     report.set("transport", format!("{:?}", args.transport).to_lowercase());
-    report.set("forwarded", args.forwarded);
+    report.set("moved", args.moved);
     report.set("sessions", args.sessions as u64);
     report.set("inflight", args.inflight as u64);
     report.set("offered_per_sec", args.rate);

@@ -142,6 +142,16 @@ pub struct CsResumeAck {
 #[allow(clippy::all)]
 #[derive(Clone, Copy, PartialEq, Eq, Hash, ::prost::Message)]
 pub struct CsBye {}
+/// Janus addition, System seq 7, server to client push (index 0), to a client that holds a resume
+/// ticket: this connection is going away (its edge drains); resume the session now, at any edge,
+/// without logging in again (PROTOCOL.md §13.6). Neither counted nor kept for a resume.
+#[allow(clippy::all)]
+#[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct ScReconnect {
+    /// Why, for logs ("edge draining").
+    #[prost(string, tag = "1")]
+    pub reason: ::prost::alloc::string::String,
+}
 #[allow(clippy::all)]
 #[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
 pub struct ScServerUnexpectedErr {
