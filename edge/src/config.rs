@@ -369,6 +369,9 @@ pub struct BrokersConfig {
     /// again marks the link down and its sessions move to another broker (a broker that died
     /// without closing its connections, or a partition, is noticed within about twice this).
     pub keepalive_ms: u64,
+    /// Seconds a session whose broker went away waits for any broker to be up before it ends
+    /// (`no_broker`): brokers replaced all at once (a redeploy) cost no session.
+    pub reattach_grace_secs: u64,
 }
 
 impl Default for BrokersConfig {
@@ -381,6 +384,7 @@ impl Default for BrokersConfig {
             max_batch: 256,
             reconnect_ms: 500,
             keepalive_ms: 2000,
+            reattach_grace_secs: 30,
         }
     }
 }

@@ -1,7 +1,7 @@
 //! The edge's Prometheus metrics (`janus_edge_*`), rendered by the admin endpoint.
 
 use janus_shared::metrics::MetricsRegistry;
-use prometheus::{HistogramVec, IntCounter, IntCounterVec, IntGaugeVec};
+use prometheus::{HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec};
 
 /// Every metric of one edge.
 #[derive(Debug, Clone)]
@@ -29,6 +29,8 @@ pub struct Metrics {
     pub forward_seconds: HistogramVec,
     /// Resume attempts by result (`ok` or a refusal reason).
     pub resumes: IntCounterVec,
+    /// Sessions whose broker went away, waiting for one to be up.
+    pub waiting_for_broker: IntGauge,
 }
 
 impl Metrics {
@@ -84,6 +86,13 @@ impl Metrics {
                 "Client packet to broker link",
                 &["transport"],
             ),
+            waiting_for_broker: r
+                .gauge(
+                    "janus_edge_sessions_waiting_for_broker",
+                    "Sessions waiting for a broker to be up",
+                    &[],
+                )
+                .with_label_values::<&str>(&[]),
             resumes: r.counter(
                 "janus_edge_resumes_total",
                 "Resume attempts by result",

@@ -471,9 +471,23 @@ impl Session {
     }
 
     /// Moves the session to the broker the hash picks now (its link dropped).
+    /// No broker up (all of them replaced at once, say): the session waits for one, up to the
+    /// re-attach grace, instead of ending.
     async fn reattach(&mut self) -> Result<(), Close> {
         if let Some(old) = self.broker.take() {
             old.detach(self.id);
+        }
+        let links = &self.state.links;
+        if !links.any_up() {
+            let grace = Duration::from_secs(self.state.config.brokers.reattach_grace_secs);
+            tracing::info!(?grace, "no broker is up; the session waits for one");
+            let waiting = self.state.metrics.waiting_for_broker.clone();
+            waiting.inc();
+            let up = Box::pin(links.wait_up(grace)).await;
+            waiting.dec();
+            if !up {
+                return Err(Close::NoBroker);
+            }
         }
         self.attach(true).await
     }

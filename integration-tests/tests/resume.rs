@@ -9,7 +9,8 @@
 use std::time::Duration;
 
 use janus_integration_tests::stack::{
-    COLOR, Stack, assert_logout, echo, metric, quic, recv, tcp, wait_metric, ws,
+    COLOR, Game, GameKind, Ground, Stack, assert_logout, echo, metric, quic, recv, tcp,
+    wait_metric, ws,
 };
 use janus_proto::broadcaster::service::push::v1::{
     MulticastRequest, PushBody, push_service_client::PushServiceClient,
@@ -341,4 +342,156 @@ async fn a_draining_edge_moves_resumable_clients_to_another_edge_and_logs_out_on
     // The logged-out session is gone; the moved one is the one from before, tunnel and all.
     wait_metric(broker, BROKER_SESSIONS, |v| v == 1.0).await;
     one_broker_session_and_tunnel_all_along(broker).await;
+}
+
+#[tokio::test]
+async fn sessions_wait_for_a_replaced_broker_and_go_on_with_everything_they_had() {
+    let stack = Stack::start(|_| {}).await;
+    let uid = 4747;
+    let mut client = login_resumable(&stack, &stack.tcp(), uid).await;
+    let mut plain = stack.client(&stack.tcp(), 4748).await;
+    round_trip(&mut client, "before").await;
+    round_trip(&mut plain, "before").await;
+    let pushed = push_numbered(&stack, uid).await;
+    let mut got = Vec::new();
+    collect(&mut client, &mut got, PUSHES as usize).await;
+    pushed.await.unwrap();
+
+    // The only broker is replaced (a redeploy): for a moment no broker is up at all.
+    let Stack {
+        edge,
+        ground,
+        broker,
+        game,
+    } = stack;
+    let endpoint = broker.endpoint().to_owned();
+    broker.shutdown(Duration::ZERO).await;
+    wait_metric(edge.admin_addr, "janus_edge_sessions_waiting_for_broker", |v| {
+        v == 2.0
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let listener = tokio::net::TcpListener::bind(&endpoint).await.unwrap();
+    let config = ground.broker_config(&[&game.endpoint]);
+    let broker = ground.broker_on(config, listener).await;
+    wait_metric(edge.admin_addr, "janus_edge_sessions_waiting_for_broker", |v| {
+        v == 0.0
+    })
+    .await;
+
+    // Both sessions go on at the new broker; the resumable one keeps its count, so a resume
+    // there replays exactly what it missed.
+    round_trip(&mut plain, "after").await;
+    round_trip(&mut client, "after").await;
+    assert_eq!(client.received(), u64::from(PUSHES) + 2);
+    client.disconnect();
+    let pushed_while_away = {
+        let mut push = PushServiceClient::connect(format!("http://{endpoint}"))
+            .await
+            .unwrap();
+        push.multicast(MulticastRequest {
+            bodies: vec![PushBody {
+                data: b"while away".to_vec(),
+                r#mod: 9,
+                ..Default::default()
+            }],
+            uids: vec![uid],
+            color: COLOR.into(),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .pushed_uids
+    };
+    assert_eq!(pushed_while_away, vec![uid], "the parked session took the push");
+    client
+        .resume(&tcp(&edge), Duration::from_secs(5))
+        .await
+        .unwrap();
+    assert_eq!(recv(&mut client).await.data, b"while away");
+    assert_eq!(
+        metric(edge.admin_addr, "janus_edge_closes_total{reason=\"no_broker\"}").await,
+        None,
+        "no session ended"
+    );
+    assert_eq!(
+        metric(broker.admin_addr, BROKER_SESSIONS).await,
+        Some(2.0),
+        "both re-attached"
+    );
+}
+
+#[tokio::test]
+async fn a_resume_does_not_refill_the_rate_buckets() {
+    let stack = Stack::start(|config| {
+        config.session.messages_per_sec = 1;
+        config.session.message_burst = 6;
+    })
+    .await;
+    let mut client = login_resumable(&stack, &stack.tcp(), 4848).await;
+    for n in 0..6 {
+        round_trip(&mut client, &format!("burst {n}")).await;
+    }
+    // The burst is spent; coming back on a new connection does not give it back.
+    client.disconnect();
+    client
+        .resume(&stack.tcp(), Duration::from_secs(5))
+        .await
+        .unwrap();
+    for _ in 0..3 {
+        if client.send(echo(b"more")).await.is_err() {
+            break;
+        }
+    }
+    wait_metric(
+        stack.edge.admin_addr,
+        "janus_edge_closes_total{reason=\"message_rate\"}",
+        |v| v == 1.0,
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn a_broker_parks_at_most_its_limit_and_ends_the_rest_with_a_reason() {
+    let ground = Ground::start().await;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let broker_addr = listener.local_addr().unwrap().to_string();
+    let game = Game::start_kind(GameKind::from_env(), &broker_addr).await;
+    let mut config = ground.broker_config(&[&game.endpoint]);
+    config.resume.max_parked = 1;
+    let broker = ground.broker_on(config, listener).await;
+    let edge = ground.edge(ground.edge_config(&[&broker_addr])).await;
+    let keys = &ground.keys;
+    let mut resumable = keys.client_config(Mode::V2);
+    resumable.handshake.resumable = true;
+    let mut first = Client::connect(&tcp(&edge), &resumable, &keys.token(4901))
+        .await
+        .unwrap();
+    let mut second = Client::connect(&tcp(&edge), &resumable, &keys.token(4902))
+        .await
+        .unwrap();
+    round_trip(&mut first, "first").await;
+    round_trip(&mut second, "second").await;
+    first.disconnect();
+    wait_metric(broker.admin_addr, PARKED, |v| v == 1.0).await;
+    second.disconnect();
+    wait_metric(
+        broker.admin_addr,
+        "janus_broker_sessions_lost_total{reason=\"resume_limit\"}",
+        |v| v == 1.0,
+    )
+    .await;
+    assert_eq!(metric(broker.admin_addr, PARKED).await, Some(1.0));
+    assert!(
+        second
+            .resume(&tcp(&edge), Duration::from_secs(5))
+            .await
+            .is_err(),
+        "the session beyond the limit is gone"
+    );
+    first
+        .resume(&tcp(&edge), Duration::from_secs(5))
+        .await
+        .unwrap();
+    round_trip(&mut first, "back").await;
 }
