@@ -32,6 +32,7 @@ const TRANSCRIPT_LABEL: &[u8] = b"janus-v2";
 const HKDF_INFO: &[u8] = b"janus-v2 session keys";
 const RESUME_KEY_INFO: &[u8] = b"janus-v2 resume key";
 const RESUME_PROOF_LABEL: &[u8] = b"janus-v2 resume";
+const REPLY_LABEL: &[u8] = b"janus-v2 reply";
 
 /// How a session's frames are protected after the handshake.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -119,8 +120,36 @@ pub fn transcript_hash(
         .into()
 }
 
+/// `th_reply = SHA-256(th || "janus-v2 reply" || be32(start_index) || be32(window) ||
+/// be32(len(ticket)) || ticket || u8(resumed))`: what the server signs, and the salt of the
+/// session keys, when its reply carries a ticket or resumes a session (PROTOCOL.md §13.1,
+/// §13.3). It binds what the reply says about the session's continuation, so nobody on the
+/// path can change the next client index, the next ticket, the window or the `resumed` flag.
+/// `th` is the base transcript (the token's, or a resume's `th'`); a login without a ticket
+/// signs `th` itself (§3.1).
+pub fn reply_hash(
+    transcript: &[u8; 32],
+    start_index: i32,
+    window_secs: i32,
+    ticket: &[u8],
+    resumed: bool,
+) -> [u8; 32] {
+    let len = u32::try_from(ticket.len()).expect("a ticket is far shorter than 4 GiB");
+    Sha256::new()
+        .chain_update(transcript)
+        .chain_update(REPLY_LABEL)
+        .chain_update(start_index.to_be_bytes())
+        .chain_update(window_secs.to_be_bytes())
+        .chain_update(len.to_be_bytes())
+        .chain_update(ticket)
+        .chain_update([u8::from(resumed)])
+        .finalize()
+        .into()
+}
+
 /// `HKDF-SHA256(salt = th, ikm = shared, info = "janus-v2 session keys", L = 88)`, split into
-/// keys and IVs.
+/// keys and IVs. `th` is the hash the server signed: the transcript hash, or the reply hash
+/// ([`reply_hash`]) when the reply carries a ticket.
 pub fn derive_keys(shared: &[u8; 32], transcript: &[u8; 32]) -> SessionKeys {
     let mut okm = [0u8; 88];
     hkdf::Hkdf::<Sha256>::new(Some(transcript), shared)
@@ -349,14 +378,56 @@ pub struct PendingResume {
     shared: [u8; 32],
 }
 
-/// A resume's reply and keys, made before the session's broker has decided; the reply's
-/// `start_index` is the broker's to fill in.
+/// A resume made as far as it can be before the session's broker has decided: the base
+/// transcript `th'` and, from it, the next resume key. The reply, its signature and the session
+/// keys bind the broker's `start_index` too, so [`Resumed::finish`] makes them once it is known.
 pub(crate) struct Resumed {
-    pub(crate) reply: ScHandshake,
+    transcript: [u8; 32],
+    shared: [u8; 32],
+    server_pub: [u8; 32],
+    server_timestamp: i64,
+    /// The next ticket and its window.
+    offer: ResumeOffer,
+    /// The key the next resume must prove (from `th'`, so known before the broker answers).
+    pub(crate) resume_key: [u8; 32],
+}
+
+/// A finished resume: the reply to send and the new connection's ciphers.
+pub(crate) struct ResumeReply {
+    pub(crate) reply: Packet,
     pub(crate) sealer: Sealer,
     pub(crate) opener: Opener,
-    pub(crate) resume_key: [u8; 32],
     pub(crate) ticket: Vec<u8>,
+}
+
+impl Resumed {
+    /// The reply naming `start_index`, signed over the reply hash, and the keys derived from it.
+    pub(crate) fn finish(self, config: &ServerHandshakeConfig, start_index: i32) -> ResumeReply {
+        let th_reply = reply_hash(
+            &self.transcript,
+            start_index,
+            self.offer.window_secs,
+            &self.offer.ticket,
+            true,
+        );
+        let keys = derive_keys(&self.shared, &th_reply);
+        let reply = ScHandshake {
+            r#pub: self.server_pub.to_vec(),
+            sign: config.signing_key.sign(&th_reply).to_vec(),
+            timestamp: self.server_timestamp,
+            cert_version: config.cert_version,
+            start_index,
+            resume_ticket: self.offer.ticket.clone(),
+            resume_window: self.offer.window_secs,
+            resumed: true,
+        };
+        ResumeReply {
+            reply: system::packet(system::SEQ_HANDSHAKE, 0, reply.encode_to_vec()),
+            sealer: Sealer::v2(&keys.s2c),
+            opener: Opener::v2(&keys.c2s),
+            ticket: self.offer.ticket,
+        }
+    }
 }
 
 impl PendingResume {
@@ -381,32 +452,22 @@ impl PendingResume {
         }
     }
 
-    /// Derives the new keys and builds the reply, `offer` being the next ticket; nothing here
+    /// Derives `th'` and the next resume key, `offer` being the next ticket; nothing here
     /// depends on the session's state, so an edge does it before asking the session's broker.
-    pub(crate) fn prepare(&self, config: &ServerHandshakeConfig, offer: ResumeOffer) -> Resumed {
+    pub(crate) fn prepare(&self, offer: ResumeOffer) -> Resumed {
         let th = transcript_hash(
             &self.client_pub,
             &self.server_pub,
             self.server_timestamp,
             &resume_credential(&self.ticket),
         );
-        let keys = derive_keys(&self.shared, &th);
-        let reply = ScHandshake {
-            r#pub: self.server_pub.to_vec(),
-            sign: config.signing_key.sign(&th).to_vec(),
-            timestamp: self.server_timestamp,
-            cert_version: config.cert_version,
-            start_index: 0,
-            resume_ticket: offer.ticket.clone(),
-            resume_window: offer.window_secs,
-            resumed: true,
-        };
         Resumed {
-            reply,
-            sealer: Sealer::v2(&keys.s2c),
-            opener: Opener::v2(&keys.c2s),
+            transcript: th,
+            shared: self.shared,
+            server_pub: self.server_pub,
+            server_timestamp: self.server_timestamp,
+            offer,
             resume_key: derive_resume_key(&self.shared, &th),
-            ticket: offer.ticket,
         }
     }
 }
@@ -469,14 +530,21 @@ impl ServerHandshakeConfig {
                 let client_pub: [u8; 32] =
                     hello.r#pub.as_slice().try_into().expect("length checked");
                 let th = transcript_hash(&client_pub, &server_pub, now, &hello.token);
-                reply.sign = self.signing_key.sign(&th).to_vec();
+                // A login with a ticket signs the reply hash, binding the ticket and window; one
+                // without signs `th` as go-pantheon-era v2 clients expect (§3.1, §13.1).
+                let mut signed = th;
                 if let Some(tickets) = tickets.filter(|_| hello.resumable) {
                     let offer = tickets.issue(&identity);
-                    reply.resume_ticket = offer.ticket.clone();
-                    reply.resume_window = offer.window_secs;
-                    resume = Some((derive_resume_key(&shared, &th), offer.ticket));
+                    if !offer.ticket.is_empty() {
+                        signed =
+                            reply_hash(&th, START_INDEX, offer.window_secs, &offer.ticket, false);
+                        reply.resume_ticket = offer.ticket.clone();
+                        reply.resume_window = offer.window_secs;
+                        resume = Some((derive_resume_key(&shared, &th), offer.ticket));
+                    }
                 }
-                let keys = derive_keys(&shared, &th);
+                reply.sign = self.signing_key.sign(&signed).to_vec();
+                let keys = derive_keys(&shared, &signed);
                 (Sealer::v2(&keys.s2c), Opener::v2(&keys.c2s))
             } else {
                 reply.sign = self.signing_key.sign(&server_pub).to_vec();
@@ -682,7 +750,21 @@ impl ClientHandshakeConfig {
                         reply.timestamp,
                         &hello.credential,
                     );
-                    if !self.server_key.verifies(&th, &reply.sign) {
+                    // A reply that carries a ticket or resumes is signed over the reply hash,
+                    // which binds what it says about the session's continuation (§13).
+                    let continues = !reply.resume_ticket.is_empty() || reply.resumed;
+                    let signed = if continues {
+                        reply_hash(
+                            &th,
+                            reply.start_index,
+                            reply.resume_window,
+                            &reply.resume_ticket,
+                            reply.resumed,
+                        )
+                    } else {
+                        th
+                    };
+                    if !self.server_key.verifies(&signed, &reply.sign) {
                         return Err(Error::BadServerSignature);
                     }
                     if !reply.resume_ticket.is_empty() {
@@ -694,7 +776,7 @@ impl ClientHandshakeConfig {
                             key: derive_resume_key(&shared, &th),
                         });
                     }
-                    let keys = derive_keys(&shared, &th);
+                    let keys = derive_keys(&shared, &signed);
                     (Sealer::v2(&keys.c2s), Opener::v2(&keys.s2c))
                 } else {
                     if !self.server_key.verifies(&server_pub, &reply.sign) {

@@ -17,7 +17,7 @@ use crate::error::{Error, Result};
 use crate::frame;
 use crate::handshake::{
     ClientHandshakeConfig, ClientHello, Hello, IssueTicket, PendingResume, ResumeOffer,
-    ResumeTicket, Resumed, ServerHandshakeConfig, SessionIdentity,
+    ResumeReply, ResumeTicket, Resumed, ServerHandshakeConfig, SessionIdentity,
 };
 use crate::system;
 
@@ -179,21 +179,24 @@ impl ServerSession {
         }
     }
 
-    /// Makes the reply and keys of the resume this session was asked for, offering `next` as
-    /// the next ticket; returns the resume key the next resume must prove. Nothing is replied
-    /// until [`ServerSession::complete_resume`].
+    /// Prepares the resume this session was asked for, offering `next` as the next ticket;
+    /// returns the resume key the next resume must prove (it depends only on the new handshake,
+    /// so the session's holder can swap it in with the ticket). The reply, its signature and the
+    /// session keys also bind the client's next index, so they are made by
+    /// [`ServerSession::complete_resume`]; nothing is replied until then.
     pub fn prepare_resume(&mut self, next: ResumeOffer) -> Result<[u8; 32]> {
         let ServerState::Resuming(pending) = &self.state else {
             return Err(Error::UnexpectedState("no resume requested"));
         };
-        let resumed = pending.prepare(&self.handshake, next);
+        let resumed = pending.prepare(next);
         let key = resumed.resume_key;
         self.state = ServerState::Prepared(Box::new(resumed));
         Ok(key)
     }
 
-    /// The session's holder granted the prepared resume: appends the reply to `out` and goes on
-    /// with `identity`, the client's next packet being `start_index`.
+    /// The session's holder granted the prepared resume: signs the reply naming `start_index`,
+    /// appends it to `out`, and goes on with `identity` under keys derived from that reply, the
+    /// client's next packet being `start_index`.
     pub fn complete_resume(
         &mut self,
         identity: SessionIdentity,
@@ -205,15 +208,13 @@ impl ServerSession {
         else {
             return Err(Error::UnexpectedState("no resume prepared"));
         };
-        let Resumed {
-            mut reply,
+        let resume_key = resumed.resume_key;
+        let ResumeReply {
+            reply,
             sealer,
             opener,
-            resume_key,
             ticket,
-        } = *resumed;
-        reply.start_index = start_index;
-        let reply = system::packet(system::SEQ_HANDSHAKE, 0, reply.encode_to_vec());
+        } = resumed.finish(&self.handshake, start_index);
         Sealer::plain().seal(&reply, self.config.max_frame, out)?;
         self.state = ServerState::Open(Box::new(Open {
             sealer,

@@ -24,6 +24,7 @@ use janus_shared::keys::{SigningKey, TokenKey, TokenKeyFormat};
 use janus_shared::session::{
     ClientEvent, ClientSession, ServerEvent, ServerSession, SessionConfig,
 };
+use janus_shared::system;
 use janus_shared::token::TokenCodec;
 use prost::Message;
 use serde_json::{Value, json};
@@ -42,6 +43,10 @@ const RESUME_SERVER_EPHEMERAL: [u8; 32] = [0x99; 32];
 const RESUME_CLIENT_TIME: i64 = CLIENT_TIME + 20;
 const RESUME_SERVER_TIME: i64 = SERVER_TIME + 20;
 const RESUME_WINDOW: i32 = 30;
+const TICKET_KEY_INFO: &[u8] = b"janus edge resume ticket v2";
+const TICKET_BROKER: &str = "127.0.0.1:17100";
+const TICKET_NONCE: [u8; 12] = [0xa1; 12];
+const NEXT_TICKET_NONCE: [u8; 12] = [0xb2; 12];
 
 fn claims() -> AuthToken {
     AuthToken {
@@ -76,8 +81,15 @@ fn packets() -> (Packet, Packet) {
     (request, reply)
 }
 
+/// A packet's fields; `data_utf8` only when the data is printable text.
 fn packet_json(p: &Packet) -> Value {
-    json!({ "mod": p.r#mod, "seq": p.seq, "obj": p.obj, "index": p.index, "data_utf8": String::from_utf8_lossy(&p.data) })
+    let mut value = json!({ "mod": p.r#mod, "seq": p.seq, "obj": p.obj, "index": p.index, "data": hex::encode(&p.data) });
+    if let Ok(text) = std::str::from_utf8(&p.data)
+        && !text.chars().any(char::is_control)
+    {
+        value["data_utf8"] = text.into();
+    }
+    value
 }
 
 fn configs(mode: Mode) -> (ServerHandshakeConfig, ClientHandshakeConfig, String) {
@@ -190,20 +202,68 @@ fn v2_vectors() -> Value {
     })
 }
 
-/// A ticket as an edge makes them: `be64(session id) || 16 random bytes`.
-fn ticket(id: u64, fill: u8) -> Vec<u8> {
-    let mut ticket = id.to_be_bytes().to_vec();
-    ticket.extend_from_slice(&[fill; 16]);
-    ticket
+/// The ticket key every edge of a deployment derives from the server's signing seed
+/// (PROTOCOL.md §13.1): `HKDF-SHA256(ikm = seed, info = "janus edge resume ticket v2", L = 32)`.
+/// Written here from the spec, apart from the edge's own code, so the vectors pin the form.
+fn ticket_key() -> [u8; 32] {
+    let mut key = [0u8; 32];
+    hkdf::Hkdf::<sha2::Sha256>::new(None, &SERVER_SEED)
+        .expand(TICKET_KEY_INFO, &mut key)
+        .unwrap();
+    key
 }
 
-/// The v2 login again, asking for a ticket (same secrets, so the same `shared` and `th`), one
-/// request and its reply, then a resume over a new connection.
-fn resume_vectors() -> Value {
+/// A ticket as an edge makes them: `nonce(12) || AES-256-GCM(ticket_key, nonce, be64(uid) ||
+/// broker endpoint)`, here with a chosen nonce.
+fn ticket(nonce: [u8; 12]) -> Vec<u8> {
+    let mut plain = claims().account_id.to_be_bytes().to_vec();
+    plain.extend_from_slice(TICKET_BROKER.as_bytes());
+    let sealed = Aes256Gcm::new(&ticket_key().into())
+        .encrypt(Nonce::from_slice(&nonce), &plain[..])
+        .unwrap();
+    [&nonce[..], &sealed].concat()
+}
+
+/// One recorded frame: which way, its counter under its connection's keys, the packet and the
+/// sealed frame, and why it is there.
+fn frame_json(direction: &str, counter: u64, packet: &Packet, frame: &[u8], note: &str) -> Value {
+    json!({
+        "direction": direction,
+        "counter": counter,
+        "packet": packet_json(packet),
+        "packet_bytes": hex::encode(packet.encode_to_vec()),
+        "frame": hex::encode(frame),
+        "note": note,
+    })
+}
+
+/// The server's next event on `wire`, which must be a client packet.
+fn server_packet(server: &mut ServerSession, wire: &mut BytesMut, now: i64) -> Packet {
+    match server.poll(wire, now, &mut BytesMut::new()).unwrap() {
+        Some(ServerEvent::Packet(packet)) => packet,
+        other => panic!("expected a client packet, got {other:?}"),
+    }
+}
+
+/// The client's next event on `wire`, which must be a server packet.
+fn client_packet(client: &mut ClientSession, wire: &mut BytesMut) -> Packet {
+    match client.poll(wire).unwrap() {
+        Some(ClientEvent::Packet(packet)) => packet,
+        other => panic!("expected a server packet, got {other:?}"),
+    }
+}
+
+/// The v2 login again, asking for a ticket (same secrets, so the same `shared` and `th`): the
+/// reply carries the sealed ticket and is signed over the reply hash. Then request 1 and its
+/// reply, a `CSResumeAck` (index 2) and request 3, which is lost with the connection. Then a
+/// resume over a new connection: the reply names `start_index` 3 and the next ticket, the two
+/// server packets the client missed are replayed under the new keys (counters 0 and 1), the
+/// client sends request 3 again with its original index, and leaves with `CSBye` (index 4).
+fn resume_vectors() -> (Value, Value) {
     let (server_cfg, mut client_cfg, token) = configs(Mode::V2);
     client_cfg.resumable = true;
     let server_cfg = Arc::new(server_cfg);
-    let first = ticket(7, 0xa1);
+    let first = ticket(TICKET_NONCE);
     let mut hello = BytesMut::new();
     let mut client = ClientSession::start_with_ephemeral(
         client_cfg,
@@ -214,6 +274,7 @@ fn resume_vectors() -> Value {
         &mut hello,
     )
     .unwrap();
+    let login_hello = hex::encode(&hello);
     let mut server = ServerSession::new(server_cfg.clone(), SessionConfig::default())
         .with_ephemeral(SERVER_EPHEMERAL)
         .with_tickets(Arc::new(ResumeOffer {
@@ -222,21 +283,48 @@ fn resume_vectors() -> Value {
         }));
     let mut reply = BytesMut::new();
     server.poll(&mut hello, SERVER_TIME, &mut reply).unwrap();
-    client.poll(&mut reply).unwrap();
+    let login_reply = hex::encode(&reply);
+    assert_eq!(
+        client.poll(&mut reply).unwrap(),
+        Some(ClientEvent::Established {
+            start_index: 1,
+            server_time: SERVER_TIME,
+            resumed: false
+        })
+    );
     let (client_pub, server_pub, shared) = publics();
     let th = handshake::transcript_hash(&client_pub, &server_pub, SERVER_TIME, &token);
+    let login_th = handshake::reply_hash(&th, 1, RESUME_WINDOW, &first, false);
+    let login_keys = handshake::derive_keys(&shared, &login_th);
     let resume_key = handshake::derive_resume_key(&shared, &th);
     assert_eq!(client.resume_ticket().unwrap().key, resume_key);
     assert_eq!(server.resume_key(), Some(&resume_key));
+
     let (request, response) = packets();
-    let mut wire = BytesMut::new();
-    client.send(request, &mut wire).unwrap();
-    server
-        .poll(&mut wire, SERVER_TIME, &mut BytesMut::new())
-        .unwrap();
-    server.send(&response, &mut wire).unwrap();
-    client.poll(&mut wire).unwrap();
+    let mut c2s = BytesMut::new();
+    client.send(request.clone(), &mut c2s).unwrap();
+    let request_frame = c2s.clone();
+    assert_eq!(server_packet(&mut server, &mut c2s, SERVER_TIME), request);
+    let mut s2c = BytesMut::new();
+    server.send(&response, &mut s2c).unwrap();
+    let response_frame = s2c.clone();
+    assert_eq!(client_packet(&mut client, &mut s2c), response);
     assert_eq!(client.received(), 1);
+    client.ack(&mut c2s).unwrap();
+    let ack_frame = c2s.clone();
+    let ack = server_packet(&mut server, &mut c2s, SERVER_TIME);
+    assert_eq!((ack.r#mod, ack.seq, ack.index), (1, 5, 2));
+    let lost = Packet {
+        data: b"are you there".to_vec(),
+        r#mod: 3,
+        seq: 8,
+        obj: 10_001,
+        ..Default::default()
+    };
+    assert_eq!(client.send(lost.clone(), &mut c2s).unwrap(), 3);
+    let lost = Packet { index: 3, ..lost };
+    let lost_frame = c2s.split();
+    assert_eq!(server.next_index(), Some(3));
 
     let mut resume_hello = BytesMut::new();
     client
@@ -257,7 +345,7 @@ fn resume_vectors() -> Value {
         matches!(&event, Some(ServerEvent::ResumeRequested { ticket, .. }) if *ticket == first),
         "{event:?}"
     );
-    let next = ticket(7, 0xb2);
+    let next = ticket(NEXT_TICKET_NONCE);
     // What the session's broker does: the claim against the current ticket and key.
     let claim = fresh.pending_resume().unwrap().claim();
     let next_key = fresh
@@ -289,7 +377,7 @@ fn resume_vectors() -> Value {
     assert_eq!(
         client.poll(&mut out).unwrap(),
         Some(ClientEvent::Established {
-            start_index: 2,
+            start_index: 3,
             server_time: RESUME_SERVER_TIME,
             resumed: true
         })
@@ -308,28 +396,77 @@ fn resume_vectors() -> Value {
         RESUME_SERVER_TIME,
         &hex::encode(&first),
     );
-    let keys = handshake::derive_keys(&new_shared, &new_th);
+    let new_reply_th = handshake::reply_hash(&new_th, 3, RESUME_WINDOW, &next, true);
+    let keys = handshake::derive_keys(&new_shared, &new_reply_th);
+    let next_resume_key = handshake::derive_resume_key(&new_shared, &new_th);
+    assert_eq!(next_key, next_resume_key);
     let proof =
         handshake::resume_proof(&resume_key, &first, &new_client_pub, RESUME_CLIENT_TIME, 1);
 
-    // The first packet after the resume, sealed under the new keys with counter 0.
-    let push = Packet {
-        data: b"while you were away".to_vec(),
-        r#mod: 9,
-        seq: 1,
-        ..Default::default()
-    };
-    let mut s2c = BytesMut::new();
-    fresh.send(&push, &mut s2c).unwrap();
-    let s2c_frame = hex::encode(&s2c);
+    // The two server packets the client lacks (the session's 2nd and 3rd), replayed in order
+    // under the new keys with counters 0 and 1.
+    let replay = [
+        Packet {
+            data: b"while you were away".to_vec(),
+            r#mod: 9,
+            seq: 1,
+            ..Default::default()
+        },
+        Packet {
+            data: b"and this too".to_vec(),
+            r#mod: 9,
+            seq: 2,
+            ..Default::default()
+        },
+    ];
+    let mut replay_frames = Vec::new();
+    for packet in &replay {
+        let mut s2c = BytesMut::new();
+        fresh.send(packet, &mut s2c).unwrap();
+        replay_frames.push(s2c.clone());
+        assert_eq!(&client_packet(&mut client, &mut s2c), packet);
+    }
+    assert_eq!(client.received(), 3);
+    // Request 3 again, under the new keys (counter 0), with its original index.
+    let mut resend = BytesMut::new();
+    client.take_resend(&mut resend);
+    let resend_frame = resend.clone();
     assert_eq!(
-        client.poll(&mut s2c).unwrap(),
-        Some(ClientEvent::Packet(push.clone()))
+        server_packet(&mut fresh, &mut resend, RESUME_SERVER_TIME),
+        lost
     );
+    let bye = system::packet(system::SEQ_BYE, 0, Vec::new());
+    let mut c2s = BytesMut::new();
+    assert_eq!(client.send(bye.clone(), &mut c2s).unwrap(), 4);
+    let bye_frame = c2s.clone();
+    let bye = server_packet(&mut fresh, &mut c2s, RESUME_SERVER_TIME);
+    assert_eq!((bye.r#mod, bye.seq, bye.index), (1, 6, 4));
 
-    json!({
+    let signing_key = SigningKey::from_seed(&SERVER_SEED);
+    let login = json!({
+        "ticket_key": hex::encode(ticket_key()),
+        "ticket_nonce": hex::encode(TICKET_NONCE),
+        "ticket_uid": claims().account_id,
+        "ticket_broker": TICKET_BROKER,
         "ticket": hex::encode(&first),
         "window_secs": RESUME_WINDOW,
+        "client_hello_frame": login_hello,
+        "transcript_hash": hex::encode(th),
+        "reply_hash": hex::encode(login_th),
+        "server_signature": hex::encode(signing_key.sign(&login_th)),
+        "server_reply_frame": login_reply,
+        "c2s": dir_json(&login_keys.c2s),
+        "s2c": dir_json(&login_keys.s2c),
+        "resume_key": hex::encode(resume_key),
+        "frames": [
+            frame_json("c2s", 0, &request, &request_frame, "request 1"),
+            frame_json("s2c", 0, &response, &response_frame, "its reply: the session's first server packet"),
+            frame_json("c2s", 1, &ack, &ack_frame, "CSResumeAck{received = 1}, taking index 2"),
+            frame_json("c2s", 2, &lost, &lost_frame, "request 3, lost with the connection"),
+        ],
+    });
+    let resume = json!({
+        "ticket": hex::encode(&first),
         "resume_key": hex::encode(resume_key),
         "received": 1,
         "client_ephemeral_secret": hex::encode(RESUME_CLIENT_EPHEMERAL),
@@ -339,16 +476,24 @@ fn resume_vectors() -> Value {
         "proof": hex::encode(proof),
         "client_hello_frame": hello_frame,
         "transcript_hash": hex::encode(new_th),
-        "server_reply_frame": reply_frame,
+        "next_ticket_nonce": hex::encode(NEXT_TICKET_NONCE),
         "next_ticket": hex::encode(&next),
-        "start_index": 2,
+        "window_secs": RESUME_WINDOW,
+        "start_index": 3,
+        "reply_hash": hex::encode(new_reply_th),
+        "server_signature": hex::encode(signing_key.sign(&new_reply_th)),
+        "server_reply_frame": reply_frame,
         "c2s": dir_json(&keys.c2s),
         "s2c": dir_json(&keys.s2c),
-        "next_resume_key": hex::encode(handshake::derive_resume_key(&new_shared, &new_th)),
+        "next_resume_key": hex::encode(next_resume_key),
         "frames": [
-            { "direction": "s2c", "counter": 0, "packet": packet_json(&push), "packet_bytes": hex::encode(push.encode_to_vec()), "frame": s2c_frame },
+            frame_json("s2c", 0, &replay[0], &replay_frames[0], "replayed: the session's 2nd server packet"),
+            frame_json("s2c", 1, &replay[1], &replay_frames[1], "replayed: the session's 3rd server packet"),
+            frame_json("c2s", 0, &lost, &resend_frame, "request 3 sent again, with its original index"),
+            frame_json("c2s", 1, &bye, &bye_frame, "CSBye, taking index 4"),
         ],
-    })
+    });
+    (login, resume)
 }
 
 /// A legacy frame sealed with a chosen nonce, following the spec directly (the implementation
@@ -436,6 +581,7 @@ fn token_key_vectors() -> Value {
 
 fn vectors() -> Value {
     let (_, _, token) = configs(Mode::V2);
+    let (resumable_login, resume) = resume_vectors();
     let c = claims();
     json!({
         "description": "Janus handshake and session test vectors; see PROTOCOL.md. All byte strings are hex except the token.",
@@ -457,7 +603,8 @@ fn vectors() -> Value {
         },
         "v2": v2_vectors(),
         "legacy": legacy_vectors(),
-        "resume": resume_vectors(),
+        "resumable_login": resumable_login,
+        "resume": resume,
         "token_keys": token_key_vectors(),
         "key_files": {
             "server_signing_key_pkcs8_pem": SigningKey::from_seed(&SERVER_SEED).to_pkcs8_pem().unwrap(),

@@ -807,3 +807,179 @@ fn a_resume_whose_hello_was_lost_can_be_tried_again() {
         Some(ClientEvent::Established { resumed: true, .. })
     ));
 }
+
+/// `frame` (a plaintext handshake reply) with its `SCHandshake` rewritten by `edit`.
+fn edited_reply(frame: &[u8], edit: impl FnOnce(&mut ScHandshake)) -> BytesMut {
+    let mut frame = BytesMut::from(frame);
+    let payload = frame::decode(&mut frame, frame::DEFAULT_MAX_FRAME)
+        .unwrap()
+        .unwrap();
+    let mut packet = Packet::decode(&payload[..]).unwrap();
+    let mut reply = ScHandshake::decode(&packet.data[..]).unwrap();
+    edit(&mut reply);
+    packet.data = reply.encode_to_vec();
+    let mut out = BytesMut::new();
+    Sealer::plain()
+        .seal(&packet, frame::DEFAULT_MAX_FRAME, &mut out)
+        .unwrap();
+    out
+}
+
+/// A named change to a handshake reply on the path.
+type ReplyEdit = (&'static str, Box<dyn Fn(&mut ScHandshake)>);
+
+/// Every field a reply says about the session's continuation, changed on the path.
+fn continuation_edits() -> Vec<ReplyEdit> {
+    vec![
+        ("start_index", Box::new(|r| r.start_index += 1)),
+        ("resume_ticket", Box::new(|r| r.resume_ticket[0] ^= 1)),
+        ("resume_window", Box::new(|r| r.resume_window = 3600)),
+        ("resumed", Box::new(|r| r.resumed = !r.resumed)),
+        (
+            "no ticket",
+            Box::new(|r| {
+                r.resume_ticket.clear();
+                r.resume_window = 0;
+            }),
+        ),
+    ]
+}
+
+#[test]
+fn a_login_reply_binds_its_ticket_and_window() {
+    let mut f = fixture();
+    f.client.resumable = true;
+    let token = f.token();
+    const EPHEMERAL: [u8; 32] = [7; 32];
+    let start = || {
+        let mut hello = BytesMut::new();
+        let client = ClientSession::start_with_ephemeral(
+            f.client.clone(),
+            SessionConfig::default(),
+            &token,
+            NOW,
+            EPHEMERAL,
+            &mut hello,
+        )
+        .unwrap();
+        (client, hello)
+    };
+    let (_, mut hello) = start();
+    let mut server = ServerSession::new(Arc::new(f.server.clone()), SessionConfig::default())
+        .with_tickets(Arc::new(ResumeOffer {
+            ticket: b"ticket-1".to_vec(),
+            window_secs: 30,
+        }));
+    let mut reply = BytesMut::new();
+    server.poll(&mut hello, NOW, &mut reply).unwrap().unwrap();
+    for (field, edit) in continuation_edits() {
+        let (mut client, _) = start();
+        let mut edited = edited_reply(&reply, edit);
+        assert!(
+            matches!(client.poll(&mut edited), Err(Error::BadServerSignature)),
+            "a login reply whose {field} was changed must not verify"
+        );
+    }
+    let (mut client, _) = start();
+    assert!(matches!(
+        client.poll(&mut reply).unwrap(),
+        Some(ClientEvent::Established {
+            start_index: 1,
+            resumed: false,
+            ..
+        })
+    ));
+    assert_eq!(client.resume_ticket().unwrap().offer.window_secs, 30);
+}
+
+#[test]
+fn a_resume_reply_binds_its_index_ticket_window_and_flag() {
+    let mut f = fixture();
+    let mut pair = resumable_pair(&mut f, b"ticket-1");
+    pair.request(b"one");
+    pair.server_poll().unwrap().unwrap();
+    const EPHEMERAL: [u8; 32] = [8; 32];
+    let mut hello = BytesMut::new();
+    pair.client
+        .start_resume_with_ephemeral(NOW, EPHEMERAL, &mut hello)
+        .unwrap();
+    let mut fresh = ServerSession::new(Arc::new(f.server.clone()), SessionConfig::default());
+    fresh.poll(&mut hello, NOW, &mut BytesMut::new()).unwrap();
+    let next = ResumeOffer {
+        ticket: b"ticket-2".to_vec(),
+        window_secs: 30,
+    };
+    let mut reply = BytesMut::new();
+    let mut held = holder(&pair.server);
+    redeem(&mut fresh, &mut held, &pair.server, &next, &mut reply).unwrap();
+    for (field, edit) in continuation_edits() {
+        // The same hello again (same secret and clock), so the reply answers it.
+        pair.client
+            .start_resume_with_ephemeral(NOW, EPHEMERAL, &mut BytesMut::new())
+            .unwrap();
+        let mut edited = edited_reply(&reply, edit);
+        assert!(
+            matches!(
+                pair.client.poll(&mut edited),
+                Err(Error::BadServerSignature)
+            ),
+            "a resume reply whose {field} was changed must not verify"
+        );
+    }
+    pair.client
+        .start_resume_with_ephemeral(NOW, EPHEMERAL, &mut BytesMut::new())
+        .unwrap();
+    assert_eq!(
+        pair.client.poll(&mut reply).unwrap(),
+        Some(ClientEvent::Established {
+            start_index: 2,
+            server_time: NOW,
+            resumed: true
+        })
+    );
+    // Both ends derived their keys from the same reply hash: the session goes on.
+    pair.server = fresh;
+    let mut resend = BytesMut::new();
+    pair.client.take_resend(&mut resend);
+    assert!(resend.is_empty(), "request 1 reached the server");
+    assert_eq!(pair.request(b"two"), 2);
+    let Some(ServerEvent::Packet(two)) = pair.server_poll().unwrap() else {
+        panic!("a packet")
+    };
+    assert_eq!(two.data, b"two");
+}
+
+#[test]
+fn a_login_without_a_ticket_signs_the_transcript_alone() {
+    let f = fixture();
+    let token = f.token();
+    let mut hello = BytesMut::new();
+    let client_secret = [9u8; 32];
+    let mut client = ClientSession::start_with_ephemeral(
+        f.client.clone(),
+        SessionConfig::default(),
+        &token,
+        NOW,
+        client_secret,
+        &mut hello,
+    )
+    .unwrap();
+    let mut server = ServerSession::new(Arc::new(f.server.clone()), SessionConfig::default());
+    let mut reply = BytesMut::new();
+    server.poll(&mut hello, NOW, &mut reply).unwrap().unwrap();
+    let payload = frame::decode(&mut reply.clone(), frame::DEFAULT_MAX_FRAME)
+        .unwrap()
+        .unwrap();
+    let sc = ScHandshake::decode(&Packet::decode(&payload[..]).unwrap().data[..]).unwrap();
+    let client_pub =
+        x25519_dalek::PublicKey::from(&x25519_dalek::StaticSecret::from(client_secret));
+    let th = crate::handshake::transcript_hash(
+        client_pub.as_bytes(),
+        sc.r#pub.as_slice().try_into().unwrap(),
+        sc.timestamp,
+        &token,
+    );
+    assert!(f.server.signing_key.verifying_key().verifies(&th, &sc.sign));
+    assert!(sc.resume_ticket.is_empty() && !sc.resumed);
+    client.poll(&mut reply).unwrap().unwrap();
+}
