@@ -69,7 +69,6 @@ fn edge_overrides(etcd_url: &str, keys: &Path) -> Vec<(String, String)> {
         ("JANUS_EDGE__WEBSOCKET__LISTEN", loopback.clone()),
         ("JANUS_EDGE__KCP__LISTEN", loopback.clone()),
         ("JANUS_EDGE__ADMIN_LISTEN", loopback.clone()),
-        ("JANUS_EDGE__RESUME__RELAY_LISTEN", loopback),
         (
             "JANUS_EDGE__BROKERS__ETCD_ENDPOINTS",
             format!("[\"{etcd_url}\"]"),

@@ -366,17 +366,21 @@ async fn sessions_wait_for_a_replaced_broker_and_go_on_with_everything_they_had(
     } = stack;
     let endpoint = broker.endpoint().to_owned();
     broker.shutdown(Duration::ZERO).await;
-    wait_metric(edge.admin_addr, "janus_edge_sessions_waiting_for_broker", |v| {
-        v == 2.0
-    })
+    wait_metric(
+        edge.admin_addr,
+        "janus_edge_sessions_waiting_for_broker",
+        |v| v == 2.0,
+    )
     .await;
     tokio::time::sleep(Duration::from_millis(500)).await;
     let listener = tokio::net::TcpListener::bind(&endpoint).await.unwrap();
     let config = ground.broker_config(&[&game.endpoint]);
     let broker = ground.broker_on(config, listener).await;
-    wait_metric(edge.admin_addr, "janus_edge_sessions_waiting_for_broker", |v| {
-        v == 0.0
-    })
+    wait_metric(
+        edge.admin_addr,
+        "janus_edge_sessions_waiting_for_broker",
+        |v| v == 0.0,
+    )
     .await;
 
     // Both sessions go on at the new broker; the resumable one keeps its count, so a resume
@@ -403,14 +407,22 @@ async fn sessions_wait_for_a_replaced_broker_and_go_on_with_everything_they_had(
         .into_inner()
         .pushed_uids
     };
-    assert_eq!(pushed_while_away, vec![uid], "the parked session took the push");
+    assert_eq!(
+        pushed_while_away,
+        vec![uid],
+        "the parked session took the push"
+    );
     client
         .resume(&tcp(&edge), Duration::from_secs(5))
         .await
         .unwrap();
     assert_eq!(recv(&mut client).await.data, b"while away");
     assert_eq!(
-        metric(edge.admin_addr, "janus_edge_closes_total{reason=\"no_broker\"}").await,
+        metric(
+            edge.admin_addr,
+            "janus_edge_closes_total{reason=\"no_broker\"}"
+        )
+        .await,
         None,
         "no session ended"
     );
