@@ -546,6 +546,7 @@ async fn no_single_process_death_loses_a_push_or_a_player() {
     let kill = Instant::now();
     let kill_wall = std::time::SystemTime::now();
     cluster.sigkill(&cluster.edges[killed_edge]).await;
+    let kill_took = kill.elapsed();
     until(Duration::from_secs(30), || {
         phase.resumed.load(Ordering::Relaxed) >= on_killed.len()
     })
@@ -616,12 +617,13 @@ async fn no_single_process_death_loses_a_push_or_a_player() {
     );
     eprintln!(
         "chaos: edge kill: {} sessions resumed at the other edge, last resume {} ms after the \
-         kill (resume done: {}; attempts per session: max {}, {} needed more than one); \
+         kill (`docker kill` took {} ms; resume done: {}; attempts per session: max {}, {} needed more than one); \
          {} sessions on the surviving edge kept their connection; {pushes} numbered pushes to \
          {} sessions in order and none twice, {} owed and never received (push calls took \
          {calls}, {failed_calls} failed); logged out: none",
         resume_done.len(),
         resume_done.iter().max().unwrap().as_millis(),
+        kill_took.as_millis(),
         spread(resume_done.clone()),
         attempts.iter().max().unwrap(),
         attempts.iter().filter(|n| **n > 1).count(),
@@ -741,10 +743,10 @@ async fn no_single_process_death_loses_a_push_or_a_player() {
                     "broker kill: uid {uid} on the surviving broker lost pushes {lost:?}"
                 ));
             }
-            calm.push(first_after.1 - kill);
+            calm.push(longest_gap_from(s, kill));
             continue;
         }
-        flowing_again.push(first_after.1 - kill);
+        flowing_again.push(longest_gap_from(s, kill));
         for n in lost {
             let r = round(n);
             if r.via == victim && r.ended + IN_FLIGHT < kill {
@@ -766,17 +768,34 @@ async fn no_single_process_death_loses_a_push_or_a_player() {
         );
     }
     let failed_calls = streams[victim].iter().filter(|r| r.pushed.is_err()).count();
+    // How long the surviving broker took to answer push calls while the sessions moved in.
+    let survivor_calls = spread(
+        streams
+            .iter()
+            .flatten()
+            .filter(|r| {
+                r.via == survivor
+                    && r.started > killed
+                    && r.started < killed + Duration::from_secs(3)
+            })
+            .map(|r| r.ended - r.started)
+            .collect(),
+    );
     let after: Vec<usize> = cluster.sessions_by_broker().await;
     let affected = flowing_again.len();
     eprintln!(
         "chaos: broker kill: {affected} sessions on the killed broker were re-attached by their \
-         edges to broker {survivor} ({}); pushes to them flowed again after the kill: {}; to the \
-         {} sessions of the surviving broker: {} (first push sent after the kill); lost by \
+         edges to broker {survivor} ({}); `docker kill` took {} ms; pushes to them stopped for \
+         (longest wait between two pushes from the kill on, pushed every {} ms): {}; to the \
+         {} sessions of the surviving broker: {} (its push calls in the 3 s after the kill \
+         took {survivor_calls}); lost by \
          design: {in_flight} confirmed by the dying broker within {} ms of the kill, {} pushed \
          through the survivor before the session was re-attached, {failed_calls} calls that \
          failed; lost otherwise: {}; repeated or out of order: none; logged out: none; sessions \
          per broker after: {after:?}",
         endpoints[survivor],
+        (killed - kill).as_millis(),
+        PUSH_PAUSE.as_millis(),
         spread(flowing_again.clone()),
         calm.len(),
         spread(calm),
@@ -807,6 +826,19 @@ async fn no_single_process_death_loses_a_push_or_a_player() {
         test_started.elapsed().as_millis()
     );
     assert!(failures.is_empty(), "{}", failures.join("\n\n"));
+}
+
+/// The longest wait between two consecutive pushes `seen` received, from the last one before
+/// `t` on.
+fn longest_gap_from(seen: &Seen, t: Instant) -> Duration {
+    let start = seen.got.partition_point(|(_, at)| *at <= t);
+    let mut previous = start.checked_sub(1).map_or(t, |i| seen.got[i].1);
+    let mut gap = Duration::ZERO;
+    for (_, at) in &seen.got[start..] {
+        gap = gap.max(*at - previous);
+        previous = *at;
+    }
+    gap
 }
 
 /// A moment as the time of day (UTC) the containers' logs use, `HH:MM:SS.mmm`.
