@@ -1,9 +1,10 @@
 //! The whole split deployment in containers on a private network, as compose runs it: Redis,
 //! NATS, etcd, a game service (the demo game, or the Go peer written like Roma in a small image
-//! of its own, registered in etcd as a kratos app registers Roma), three brokers and two edges,
+//! of its own, registered in etcd as a kratos app registers Roma), three brokers (or as many as
+//! asked) and two edges,
 //! every Janus process from the project's own image, and Prometheus scraping them. The full-stack suite drives it and breaks
 //! parts of it; this module only starts it, cuts and restores the path between one edge and one
-//! broker, and reads what its parts report (broker `/stats`, edge `/stats/connections`,
+//! broker, SIGKILLs and restarts its processes, and reads what its parts report (broker `/stats`, edge `/stats/connections`,
 //! Prometheus queries, the registrations in etcd).
 //!
 //! Links between edges and brokers have networks of their own, so that one edge can be
@@ -23,7 +24,7 @@ use testcontainers::{ContainerAsync, GenericImage, ImageExt};
 
 use crate::gopeer;
 use crate::infra::{HOW_TO_FIX, infra_image, janus_image};
-use crate::stack::{COLOR, GameKind, Keys, http_get};
+use crate::stack::{COLOR, GameKind, Keys, http_get, try_http_get};
 
 /// A started container.
 pub type Container = ContainerAsync<GenericImage>;
@@ -40,7 +41,7 @@ pub struct Cluster {
     pub etcd: Container,
     /// The game service: the demo game, or the Go Roma peer under `gopeers/kratosapp`.
     pub game: Container,
-    /// Three brokers.
+    /// The brokers (three unless started with [`Cluster::start_sized`]).
     pub brokers: Vec<Container>,
     /// Two edges.
     pub edges: Vec<Container>,
@@ -211,11 +212,17 @@ impl Cluster {
 
     /// [`Cluster::start`] with the game service `game`.
     pub async fn start_with(game: GameKind) -> Self {
+        Self::start_sized(game, 3).await
+    }
+
+    /// [`Cluster::start_with`] with `brokers` brokers instead of three.
+    pub async fn start_sized(game: GameKind, brokers: usize) -> Self {
+        let broker_count = brokers;
         let id = format!("{}-{}", std::process::id(), rand_suffix());
         let net = format!("janus-fs-{id}");
         let name = |role: &str| format!("{role}-{id}");
         // Made first, so that a failed start drops it after the containers started so far.
-        let link_networks = Networks::create((0..3).map(|k| format!("{net}-b{k}")));
+        let link_networks = Networks::create((0..broker_count).map(|k| format!("{net}-b{k}")));
         let on_net = |image: GenericImage, role: &str| {
             image
                 .with_network(net.clone())
@@ -293,7 +300,7 @@ impl Cluster {
         };
 
         let mut brokers = Vec::new();
-        for i in 0..3 {
+        for i in 0..broker_count {
             let broker = janus_image()
                 .with_wait_for(WaitFor::message_on_stdout("broker started"))
                 .with_exposed_port(17100.tcp())
@@ -362,8 +369,11 @@ impl Cluster {
                     format!("[\"{etcd_url}\"]"),
                 )
                 .with_env_var("JANUS_EDGE__DRAIN_GRACE_SECS", "1")
-                // Every test client reaches the edges from the one Docker gateway address.
+                // Every test client reaches the edges from the one Docker gateway address: the
+                // continuity suite logs 500 players in, and all of them resume at one edge at
+                // once when the other is killed.
                 .with_env_var("JANUS_EDGE__LIMITS__HANDSHAKES_PER_IP_PER_SEC", "1000")
+                .with_env_var("JANUS_EDGE__LIMITS__MAX_SESSIONS_PER_IP", "2000")
                 // The chaos steps send echo requests back to back, above the default
                 // per-session message rate.
                 .with_env_var("JANUS_EDGE__SESSION__MESSAGES_PER_SEC", "10000");
@@ -383,7 +393,7 @@ impl Cluster {
         };
         let config = shipped
             .replace("names: [edge]", &names("edge", 2))
-            .replace("names: [broker]", &names("broker", 3));
+            .replace("names: [broker]", &names("broker", broker_count));
         assert_ne!(
             config, shipped,
             "the scrape configuration names the edge and broker services"
@@ -445,14 +455,51 @@ impl Cluster {
             .unwrap_or_else(|e| panic!("{e}"));
     }
 
+    /// `docker kill` (SIGKILL) of `container`: the process dies at once, nothing of it runs a
+    /// shutdown path (`stop_with_timeout(Some(0))` sends SIGTERM first, which an edge takes as
+    /// a drain).
+    pub async fn sigkill(&self, container: &Container) {
+        docker(&["kill", "--signal", "KILL", container.id()])
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+    }
+
+    /// Starts edge `edge` again after it stopped (its networks stay attached; its published
+    /// ports change, so [`Cluster::endpoints`] must be asked again) and waits until it links
+    /// every running broker.
+    pub async fn restart_edge(&self, edge: usize) {
+        self.edges[edge]
+            .start()
+            .await
+            .unwrap_or_else(|e| panic!("cannot start edge {edge} again: {e}"));
+        let mut running = 0;
+        for broker in &self.brokers {
+            running += usize::from(broker.is_running().await.unwrap_or(false));
+        }
+        let mut links = Vec::new();
+        for _ in 0..120 {
+            links = self.edge_links(edge).await;
+            if links.iter().filter(|l| l.up).count() == running {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        }
+        panic!(
+            "edge {edge} restarted but links {running} brokers: {links:?}\n{}",
+            self.diagnostics()
+        );
+    }
+
     /// Edge `edge`'s `/stats/connections` (JSON null if it does not answer).
     async fn edge_connections(&self, edge: usize) -> serde_json::Value {
         let Ok(port) = self.edges[edge].get_host_port_ipv4(18100.tcp()).await else {
             return serde_json::Value::Null;
         };
         let addr = format!("127.0.0.1:{port}").parse().unwrap();
-        let (_, stats) = http_get(addr, "/stats/connections").await;
-        serde_json::from_str(&stats).unwrap_or_default()
+        let stats = try_http_get(addr, "/stats/connections").await;
+        stats
+            .and_then(|s| serde_json::from_str(&s).ok())
+            .unwrap_or_default()
     }
 
     /// The id edge `edge` goes by, from its `/stats/connections` (empty if it does not answer).

@@ -454,12 +454,9 @@ pub async fn http_get(addr: std::net::SocketAddr, path: &str) -> (u16, String) {
 
 /// `method path` on `addr` over HTTP/1.0 with an empty body: the status code and the body.
 pub async fn http(addr: std::net::SocketAddr, method: &str, path: &str) -> (u16, String) {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
-    let request = format!("{method} {path} HTTP/1.0\r\nHost: {addr}\r\nContent-Length: 0\r\n\r\n");
-    stream.write_all(request.as_bytes()).await.unwrap();
-    let mut response = String::new();
-    stream.read_to_string(&mut response).await.unwrap();
+    let response = try_http(addr, method, path)
+        .await
+        .unwrap_or_else(|e| panic!("{method} {path} on {addr}: {e}"));
     let status = response
         .split_whitespace()
         .nth(1)
@@ -470,6 +467,23 @@ pub async fn http(addr: std::net::SocketAddr, method: &str, path: &str) -> (u16,
         .map(|(_, b)| b.to_owned())
         .unwrap_or_default();
     (status, body)
+}
+
+/// The body of `GET path` on `addr` over HTTP/1.0, `None` if the server does not answer (a
+/// container that is starting, say: its published port may accept and reset).
+pub async fn try_http_get(addr: std::net::SocketAddr, path: &str) -> Option<String> {
+    let response = try_http(addr, "GET", path).await.ok()?;
+    response.split_once("\r\n\r\n").map(|(_, b)| b.to_owned())
+}
+
+async fn try_http(addr: std::net::SocketAddr, method: &str, path: &str) -> std::io::Result<String> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::TcpStream::connect(addr).await?;
+    let request = format!("{method} {path} HTTP/1.0\r\nHost: {addr}\r\nContent-Length: 0\r\n\r\n");
+    stream.write_all(request.as_bytes()).await?;
+    let mut response = String::new();
+    stream.read_to_string(&mut response).await?;
+    Ok(response)
 }
 
 /// A packet for the game service: module `module`, `seq`, object `obj`, body `data`.
