@@ -48,6 +48,8 @@ pub struct Continuity {
     /// a packet forgotten while it was parked (`resume_overflow`), or a resume that found
     /// a gap (`resume_gap`); [`Continuity::lost_reason`] says which.
     pub lost: CancellationToken,
+    /// Notified when the broker parked the session itself (its edge's queue was full).
+    pub parked: tokio::sync::Notify,
 }
 
 #[derive(Debug)]
@@ -112,6 +114,7 @@ impl Continuity {
                 ..open.clone()
             },
             lost: CancellationToken::new(),
+            parked: tokio::sync::Notify::new(),
         }
     }
 
@@ -364,7 +367,7 @@ pub fn multicast(
 ) -> Multicast {
     let mut result = Multicast::default();
     let Ok(permit) = edge.tx.try_reserve() else {
-        result.full = true;
+        full(edge, sessions, packet, &mut result);
         return result;
     };
     let _order = edge.order();
@@ -394,13 +397,50 @@ pub fn multicast(
     result
 }
 
+/// `edge`'s queue is full (the edge is slow, or dead and not yet known to be): a resumable
+/// session there is parked with the packet kept, and its connection is released as soon as the
+/// queue moves (the client resumes and gets it); for any other session the packet is dropped.
+/// A counted packet is never left out of a resumable session's record.
+fn full(
+    edge: &Arc<EdgeHandle>,
+    sessions: &[Arc<Continuity>],
+    packet: &Arc<Packet>,
+    result: &mut Multicast,
+) {
+    for session in sessions {
+        let mut state = session.lock();
+        let here = state
+            .at
+            .as_ref()
+            .filter(|at| std::ptr::eq(Arc::as_ptr(&at.edge), Arc::as_ptr(edge)))
+            .map(|at| at.session_id);
+        match here {
+            _ if state.ended => {}
+            Some(id) if state.counts(packet) => {
+                state.at = None;
+                state.record(&session.lost, packet);
+                drop(state);
+                edge.release_later(id);
+                session.parked.notify_one();
+                result.delivered += 1;
+            }
+            Some(_) => result.dropped += 1,
+            None if state.at.is_none() => {
+                state.record(&session.lost, packet);
+                result.delivered += 1;
+            }
+            None => result.moved.push(session.clone()),
+        }
+    }
+}
+
 /// What [`multicast`] did.
 #[derive(Debug, Default)]
 pub struct Multicast {
     /// Sessions that got the packet (queued or, parked, kept).
     pub delivered: usize,
-    /// The edge queue was full: nobody got it.
-    pub full: bool,
+    /// Sessions that did not: the edge queue was full and they cannot resume.
+    pub dropped: usize,
     /// Sessions now attached elsewhere.
     pub moved: Vec<Arc<Continuity>>,
 }
@@ -581,6 +621,33 @@ mod tests {
         parked.try_deliver(&push(3));
         assert!(parked.lost.is_cancelled(), "a hole no resume could fill");
         assert_eq!(parked.lost_reason(), "resume_overflow");
+    }
+
+    #[test]
+    fn a_full_edge_queue_parks_a_resumable_session_with_the_packet_kept_and_drops_it_for_others() {
+        let (tx, mut rx) = mpsc::channel(1);
+        let a = Arc::new(EdgeHandle::new("a".into(), tx));
+        let resumable = session(&a, 8);
+        let plain = Arc::new(Continuity::new(
+            Attachment {
+                edge: a.clone(),
+                session_id: 2,
+            },
+            &SessionOpen::default(),
+            8,
+        ));
+        let both = [resumable.clone(), plain.clone()];
+        assert_eq!(multicast(&a, &both, &push(1)).delivered, 2);
+        let sent = multicast(&a, &both, &push(2));
+        assert_eq!((sent.delivered, sent.dropped), (1, 1), "the queue is full");
+        assert_eq!(resumable.attachment().map(|a| a.session_id), None, "parked");
+        assert_eq!(resumable.counts(), (2, 2), "push 2 is kept for its resume");
+        assert_eq!(a.take_released(), vec![1], "its connection is released");
+        assert!(
+            plain.is_at(&a, 2),
+            "a session without a ticket stays and misses it"
+        );
+        assert_eq!(delivered(&mut rx), vec![1]);
     }
 
     #[test]

@@ -11,7 +11,7 @@ use std::sync::Arc;
 use futures_util::{Stream, StreamExt};
 use janus_proto::janus::internal::v1::edge_link_server::EdgeLink;
 use janus_proto::janus::internal::v1::{
-    BrokerBatch, BrokerFrame, EdgeBatch, Kick, ResumeRefused, ResumeRequest, broker_frame,
+    BrokerBatch, BrokerFrame, EdgeBatch, Kick, Release, ResumeRefused, ResumeRequest, broker_frame,
     edge_frame,
 };
 use janus_proto::message::sc_server_logout::Code as LogoutCode;
@@ -60,6 +60,7 @@ impl EdgeLink for LinkService {
             .ok_or_else(|| Status::invalid_argument("the first batch must carry the hello"))?;
         let (tx, rx) = mpsc::channel(EDGE_QUEUE);
         let edge = Arc::new(EdgeHandle::new(hello.edge_id.clone(), tx));
+        let released = Arc::downgrade(&edge);
         tracing::info!(edge = %hello.edge_id, version = %hello.version, "edge linked");
         let state = self.state.clone();
         let edges = state.metrics.live.with_label_values(&["edges"]);
@@ -88,19 +89,26 @@ impl EdgeLink for LinkService {
             }
             edges.dec();
         });
-        Ok(Response::new(batches(rx, self.state.shutdown.clone())))
+        Ok(Response::new(batches(
+            rx,
+            released,
+            self.state.shutdown.clone(),
+        )))
     }
 }
 
 /// Batches what is queued for an edge: waits for one frame, then takes what else is ready. When
 /// the broker shuts down, the last batch says `draining` and the stream ends: the edge then
-/// moves this broker's sessions to another broker.
+/// moves this broker's sessions to another broker. Sessions the broker parked because this
+/// queue was full are released (their connections closed quietly) with the next batch.
 fn batches(
     rx: mpsc::Receiver<BrokerFrame>,
+    edge: std::sync::Weak<EdgeHandle>,
     shutdown: tokio_util::sync::CancellationToken,
 ) -> BatchStream {
     futures_util::stream::unfold(Some(rx), move |rx| {
         let shutdown = shutdown.clone();
+        let edge = edge.clone();
         async move {
             let mut rx = rx?;
             let first = tokio::select! {
@@ -118,6 +126,17 @@ fn batches(
                     Ok(frame) => frames.push(frame),
                     Err(_) => break,
                 }
+            }
+            let released = edge
+                .upgrade()
+                .map(|e| e.take_released())
+                .unwrap_or_default();
+            if !released.is_empty() {
+                frames.push(BrokerFrame {
+                    kind: Some(broker_frame::Kind::Release(Release {
+                        session_ids: released,
+                    })),
+                });
             }
             let batch = BrokerBatch {
                 frames,

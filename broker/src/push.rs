@@ -164,9 +164,9 @@ impl Pusher {
             let packet = Arc::new(to_packet(body));
             for (edge, sessions) in &groups.edges {
                 let sent = continuity::multicast(edge, sessions, &packet);
-                if sent.full {
+                if sent.dropped > 0 {
                     dropped();
-                    tracing::warn!(edge = %edge.edge_id, sessions = sessions.len(), "edge queue full; push dropped");
+                    tracing::warn!(edge = %edge.edge_id, sessions = sent.dropped, "edge queue full; push dropped");
                 }
                 for moved in sent.moved {
                     if !moved.try_deliver(&packet) {

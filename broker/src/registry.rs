@@ -25,6 +25,9 @@ pub struct EdgeHandle {
     /// Held while a server packet is counted and queued for a session on this edge, so the
     /// edge sees each session's packets in the order they were counted (see `continuity`).
     order: Mutex<()>,
+    /// Sessions parked because this edge's queue was full, whose connections the link's
+    /// writer releases with its next batch.
+    released: Mutex<Vec<u64>>,
 }
 
 impl EdgeHandle {
@@ -34,7 +37,21 @@ impl EdgeHandle {
             edge_id,
             tx,
             order: Mutex::new(()),
+            released: Mutex::new(Vec::new()),
         }
+    }
+
+    /// Session `id` here was parked by the broker: release its connection with the next batch.
+    pub fn release_later(&self, id: u64) {
+        self.released
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push(id);
+    }
+
+    /// The sessions to release now.
+    pub fn take_released(&self) -> Vec<u64> {
+        std::mem::take(&mut *self.released.lock().unwrap_or_else(|p| p.into_inner()))
     }
 
     /// The order lock (see [`EdgeHandle::order`]'s field).

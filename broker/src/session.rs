@@ -187,6 +187,15 @@ impl Actor {
                     self.unpark();
                 }
                 _ = self.continuity.lost.cancelled() => break End::Lost(self.continuity.lost_reason()),
+                // Parked by the broker: its edge's queue was full.
+                () = self.continuity.parked.notified() => {
+                    if self.parked.is_none()
+                        && self.continuity.attachment().is_none()
+                        && let Some(end) = self.park()
+                    {
+                        break end;
+                    }
+                }
                 // The edge learns of the shutdown on the link and moves the session elsewhere.
                 _ = self.state.shutdown.cancelled() => break End::Closed,
             }
