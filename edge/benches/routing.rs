@@ -7,7 +7,7 @@
 use std::hint::black_box;
 
 use criterion::{Criterion, criterion_group, criterion_main};
-use janus_edge::link::rendezvous_score;
+use janus_edge::rendezvous_score;
 
 fn rendezvous(c: &mut Criterion) {
     let brokers: Vec<String> = (0..8).map(|i| format!("10.0.1.{i}:17100")).collect();

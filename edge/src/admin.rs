@@ -11,19 +11,19 @@ use axum::response::{IntoResponse, Json};
 use axum::routing::get;
 use serde_json::json;
 use tokio::net::TcpListener;
-use tokio_util::sync::CancellationToken;
 
-use crate::session::EdgeState;
+use crate::context::EdgeState;
 
 /// What the admin handlers read.
 #[derive(Debug, Clone)]
-pub struct Admin {
+pub(crate) struct Admin {
     /// The edge's shared state.
-    pub state: Arc<EdgeState>,
+    pub(crate) state: Arc<EdgeState>,
 }
 
-/// Serves the admin endpoint on `listener` until `stop`.
-pub async fn serve(listener: TcpListener, admin: Admin, stop: CancellationToken) {
+/// Serves the admin endpoint on `listener` until the edge has stopped.
+pub(crate) async fn serve(listener: TcpListener, admin: Admin) {
+    let state = admin.state.clone();
     let app = Router::new()
         .route("/health", get(|| async { "ok" }))
         .route("/ready", get(ready))
@@ -32,7 +32,7 @@ pub async fn serve(listener: TcpListener, admin: Admin, stop: CancellationToken)
         .route("/stats/connections", get(connections))
         .with_state(admin);
     if let Err(e) = axum::serve(listener, app)
-        .with_graceful_shutdown(stop.cancelled_owned())
+        .with_graceful_shutdown(async move { state.lifecycle.stopped().await })
         .await
     {
         tracing::error!(error = %e, "admin endpoint failed");

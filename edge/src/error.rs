@@ -27,7 +27,7 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 /// Why a session ended: logged, counted (`janus_edge_closes_total{reason}`) and, where the
 /// protocol allows, told to the client as SCServerLogout.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Close {
+pub(crate) enum Close {
     /// The protocol core refused input (its [`janus_shared::Error::kind`] is the label).
     Protocol(&'static str, String),
     /// No handshake within the handshake timeout.
@@ -58,7 +58,7 @@ pub enum Close {
 
 impl Close {
     /// The metric label.
-    pub fn kind(&self) -> &'static str {
+    pub(crate) fn kind(&self) -> &'static str {
         match self {
             Close::Protocol(kind, _) => kind,
             Close::HandshakeTimeout => "handshake_timeout",

@@ -11,8 +11,8 @@
 //! conversation id from a known address replaces that address's conversation (the client
 //! restarted), as in kcp-go. Conversations are bounded by `limits.max_sessions` and, per client
 //! IP, by `limits.max_sessions_per_ip`; past them a new one is refused (`kcp_conversations`,
-//! `kcp_conversations_per_ip`). After `stop` no conversation opens and no new smux
-//! stream is served; the socket keeps carrying the open ones until `release`.
+//! `kcp_conversations_per_ip`). Once the edge stops accepting no conversation opens and no new
+//! smux stream is served; the socket keeps carrying the open ones until the edge has stopped.
 
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
@@ -25,10 +25,10 @@ use janus_shared::kcp::conv::{Datagram, classify};
 use janus_shared::kcp::driver::{self, KcpStream, ServerHooks};
 use tokio::net::UdpSocket;
 use tokio::sync::mpsc;
-use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::session::{EdgeState, serve};
+use crate::context::EdgeState;
+use crate::session::serve;
 use crate::transport::FrameIo;
 
 /// The largest datagram read; longer ones are cut and then fail the checks.
@@ -75,23 +75,19 @@ impl Drop for Held {
     }
 }
 
-/// Serves KCP clients on `socket` until `stop`, then keeps the socket (which carries every
-/// KCP session) until `release`, so draining sessions are not cut off.
-pub async fn serve_kcp(
-    socket: UdpSocket,
-    state: Arc<EdgeState>,
-    sessions: TaskTracker,
-    stop: CancellationToken,
-    release: CancellationToken,
-) {
+/// Serves KCP clients on `socket` while the edge accepts, then keeps the socket (which carries
+/// every KCP session) until the edge has stopped, so draining sessions are not cut off.
+pub(crate) async fn serve_kcp(socket: UdpSocket, state: Arc<EdgeState>, sessions: TaskTracker) {
     let socket = Arc::new(socket);
     let conversations = TaskTracker::new();
     let per_ip = PerIp::default();
     let mut peers: HashMap<SocketAddr, Peer> = HashMap::new();
     let mut buf = vec![0; MAX_DATAGRAM];
+    let stopped = state.lifecycle.stopped();
+    tokio::pin!(stopped);
     loop {
         let (n, from) = tokio::select! {
-            _ = release.cancelled() => break,
+            () = &mut stopped => break,
             received = socket.recv_from(&mut buf) => match received {
                 Ok(received) => received,
                 Err(e) => {
@@ -133,7 +129,7 @@ pub async fn serve_kcp(
                 continue;
             }
         };
-        if stop.is_cancelled() {
+        if !state.lifecycle.accepting() {
             continue;
         }
         if peers.len() >= state.config.limits.max_sessions {
@@ -149,10 +145,10 @@ pub async fn serve_kcp(
             continue;
         }
         let on_stream = {
-            let (state, sessions, stop) = (state.clone(), sessions.clone(), stop.clone());
+            let (state, sessions) = (state.clone(), sessions.clone());
             Box::new(move |stream: KcpStream| {
                 // Streams opened while draining are dropped, which closes them.
-                if !stop.is_cancelled() {
+                if state.lifecycle.accepting() {
                     let io = FrameIo::Stream(Box::new(stream));
                     sessions.spawn(serve(state.clone(), io, from, Transport::Kcp));
                 }

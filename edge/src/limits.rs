@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 /// A token bucket: `rate` tokens per second up to `burst`.
 #[derive(Debug, Clone)]
-pub struct TokenBucket {
+pub(crate) struct TokenBucket {
     rate: f64,
     burst: f64,
     tokens: f64,
@@ -18,7 +18,7 @@ pub struct TokenBucket {
 
 impl TokenBucket {
     /// A full bucket.
-    pub fn new(rate: u32, burst: u32, now: Instant) -> Self {
+    pub(crate) fn new(rate: u32, burst: u32, now: Instant) -> Self {
         Self {
             rate: f64::from(rate),
             burst: f64::from(burst),
@@ -33,20 +33,20 @@ impl TokenBucket {
     }
 
     /// Tokens in the bucket at `now`.
-    pub fn level(&self, now: Instant) -> f64 {
+    pub(crate) fn level(&self, now: Instant) -> f64 {
         let elapsed = now.saturating_duration_since(self.at).as_secs_f64();
         (self.tokens + elapsed * self.rate).min(self.burst)
     }
 
     /// The bucket as it was `since` ago with `tokens` in it (a session's buckets, carried to
     /// its next connection), refilled for the time between.
-    pub fn set_level(&mut self, tokens: f64, since: Duration, now: Instant) {
+    pub(crate) fn set_level(&mut self, tokens: f64, since: Duration, now: Instant) {
         self.tokens = (tokens.max(0.0) + since.as_secs_f64() * self.rate).min(self.burst);
         self.at = now;
     }
 
     /// Takes `n` tokens if there are that many; false (and nothing taken) otherwise.
-    pub fn take(&mut self, n: u32, now: Instant) -> bool {
+    pub(crate) fn take(&mut self, n: u32, now: Instant) -> bool {
         self.refill(now);
         if self.tokens >= f64::from(n) {
             self.tokens -= f64::from(n);
@@ -59,7 +59,7 @@ impl TokenBucket {
 
 /// Why a connection was not admitted.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Refusal {
+pub(crate) enum Refusal {
     /// The edge holds `limits.max_sessions`.
     EdgeFull,
     /// The IP holds `limits.max_sessions_per_ip`.
@@ -70,7 +70,7 @@ pub enum Refusal {
 
 impl Refusal {
     /// The metric label.
-    pub fn kind(self) -> &'static str {
+    pub(crate) fn kind(self) -> &'static str {
         match self {
             Refusal::EdgeFull => "max_sessions",
             Refusal::IpFull => "max_sessions_per_ip",
@@ -88,7 +88,7 @@ struct PerIp {
 
 /// Live sessions and connection attempts, edge-wide and per IP.
 #[derive(Debug)]
-pub struct Admission {
+pub(crate) struct Admission {
     max_sessions: usize,
     max_per_ip: usize,
     attempts_per_sec: u32,
@@ -109,7 +109,7 @@ fn stale(entry: &PerIp, now: Instant) -> bool {
 
 impl Admission {
     /// Admission with these limits.
-    pub fn new(max_sessions: usize, max_per_ip: usize, attempts_per_sec: u32) -> Self {
+    pub(crate) fn new(max_sessions: usize, max_per_ip: usize, attempts_per_sec: u32) -> Self {
         Self {
             max_sessions,
             max_per_ip,
@@ -120,7 +120,7 @@ impl Admission {
     }
 
     /// Admits a connection from `ip`; the caller must [`Admission::release`] it when it ends.
-    pub fn admit(&self, ip: IpAddr, now: Instant) -> Result<(), Refusal> {
+    pub(crate) fn admit(&self, ip: IpAddr, now: Instant) -> Result<(), Refusal> {
         let mut guard = self.state.lock().unwrap_or_else(|p| p.into_inner());
         let (total, per_ip) = &mut *guard;
         if self
@@ -160,7 +160,7 @@ impl Admission {
 
     /// Releases a connection admitted for `ip`. Its entry outlives the session while its
     /// attempt window is recent, so closing connections does not reset the attempt rate.
-    pub fn release(&self, ip: IpAddr, now: Instant) {
+    pub(crate) fn release(&self, ip: IpAddr, now: Instant) {
         let mut guard = self.state.lock().unwrap_or_else(|p| p.into_inner());
         let (total, per_ip) = &mut *guard;
         *total = total.saturating_sub(1);
@@ -173,7 +173,7 @@ impl Admission {
     }
 
     /// Sessions admitted and not yet released.
-    pub fn sessions(&self) -> usize {
+    pub(crate) fn sessions(&self) -> usize {
         self.state.lock().unwrap_or_else(|p| p.into_inner()).0
     }
 }

@@ -24,12 +24,13 @@ use tokio_util::task::TaskTracker;
 use tonic::transport::Endpoint;
 
 use crate::config::BrokersConfig;
+use crate::drain::{self, Phase};
 use crate::outbox;
 
 /// What a broker tells one session. Every variant is at most a pointer wide: queued items are
 /// memory held by the session's queue.
 #[derive(Debug)]
-pub enum Downlink {
+pub(crate) enum Downlink {
     /// The broker took the session.
     Accepted,
     /// The broker refused the session, saying why.
@@ -50,7 +51,7 @@ pub enum Downlink {
 
 /// A session's receiving end as the link sees it.
 #[derive(Debug)]
-pub struct SessionSlot {
+pub(crate) struct SessionSlot {
     /// Downlink queue of the session.
     pub tx: outbox::Sender<Downlink>,
     /// Cancelled when the downlink queue overflowed: the session must close as a slow consumer.
@@ -59,7 +60,7 @@ pub struct SessionSlot {
 
 /// The link to one broker.
 #[derive(Debug)]
-pub struct BrokerLink {
+pub(crate) struct BrokerLink {
     /// The broker's gRPC endpoint.
     pub endpoint: String,
     up: watch::Sender<bool>,
@@ -71,22 +72,22 @@ pub struct BrokerLink {
 
 impl BrokerLink {
     /// Whether the link is up.
-    pub fn is_up(&self) -> bool {
+    pub(crate) fn is_up(&self) -> bool {
         *self.up.borrow()
     }
 
     /// Routes frames for `session_id` to `slot`.
-    pub fn attach(&self, session_id: u64, slot: SessionSlot) {
+    pub(crate) fn attach(&self, session_id: u64, slot: SessionSlot) {
         lock(&self.sessions).insert(session_id, slot);
     }
 
     /// Stops routing frames for `session_id`.
-    pub fn detach(&self, session_id: u64) {
+    pub(crate) fn detach(&self, session_id: u64) {
         lock(&self.sessions).remove(&session_id);
     }
 
     /// Sessions attached to this link.
-    pub fn sessions(&self) -> usize {
+    pub(crate) fn sessions(&self) -> usize {
         lock(&self.sessions).len()
     }
 
@@ -95,7 +96,7 @@ impl BrokerLink {
     /// session's task, so its size is memory per session.
     /// A closed queue means the link's stream is gone even if its task has not noticed yet: the
     /// link is marked down at once, so the session's re-attach does not pick it again.
-    pub async fn send(&self, frame: EdgeFrame) -> bool {
+    pub(crate) async fn send(&self, frame: EdgeFrame) -> bool {
         let sender = lock(&self.sender).clone();
         let Some(tx) = sender else { return false };
         let sent = match tx.try_send(frame) {
@@ -194,30 +195,43 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 /// The links to every known broker. The set follows discovery: brokers that appear get a link,
 /// brokers that leave lose theirs and their sessions re-attach.
 #[derive(Debug)]
-pub struct Links {
+pub(crate) struct Links {
     links: RwLock<Vec<Arc<BrokerLink>>>,
     config: BrokersConfig,
     edge_id: String,
     tasks: TaskTracker,
+    /// Cancelled once the edge has stopped; each link's `removed` is a child.
     stop: CancellationToken,
+    /// The edge's phase: the batches say `draining` once it drains.
+    phase: watch::Receiver<Phase>,
     /// Bumped whenever a link comes up, so waiters can re-check.
     changed: watch::Sender<u64>,
 }
 
 impl Links {
-    /// Links to the configured endpoints; link tasks run until `stop` is cancelled.
-    pub fn start(
+    /// Links to the configured endpoints, run on `tasks` until the edge whose `phase` they
+    /// follow has stopped; every link tells its broker once the edge drains.
+    pub(crate) fn start(
         config: &BrokersConfig,
         edge_id: &str,
         tasks: &TaskTracker,
-        stop: CancellationToken,
+        phase: watch::Receiver<Phase>,
     ) -> Arc<Self> {
+        let stop = CancellationToken::new();
+        tasks.spawn({
+            let (stop, phase) = (stop.clone(), phase.clone());
+            async move {
+                drain::stopped(phase).await;
+                stop.cancel();
+            }
+        });
         let links = Arc::new(Self {
             links: RwLock::new(Vec::new()),
             config: config.clone(),
             edge_id: edge_id.to_owned(),
             tasks: tasks.clone(),
             stop,
+            phase,
             changed: watch::channel(0).0,
         });
         links.set_endpoints(&config.endpoints);
@@ -225,7 +239,7 @@ impl Links {
     }
 
     /// Makes the set of brokers exactly `endpoints`.
-    pub fn set_endpoints(self: &Arc<Self>, endpoints: &[String]) {
+    pub(crate) fn set_endpoints(self: &Arc<Self>, endpoints: &[String]) {
         let mut links = self.links.write().unwrap_or_else(|p| p.into_inner());
         links.retain(|link| {
             let keep = endpoints.contains(&link.endpoint);
@@ -256,7 +270,7 @@ impl Links {
     }
 
     /// The broker for `uid`: the live one with the highest rendezvous score.
-    pub fn pick(&self, uid: i64) -> Option<Arc<BrokerLink>> {
+    pub(crate) fn pick(&self, uid: i64) -> Option<Arc<BrokerLink>> {
         self.snapshot()
             .into_iter()
             .filter(|l| l.is_up())
@@ -264,19 +278,19 @@ impl Links {
     }
 
     /// The link to the broker at `endpoint`, if it is up.
-    pub fn up_at(&self, endpoint: &str) -> Option<Arc<BrokerLink>> {
+    pub(crate) fn up_at(&self, endpoint: &str) -> Option<Arc<BrokerLink>> {
         self.snapshot()
             .into_iter()
             .find(|l| l.endpoint == endpoint && l.is_up())
     }
 
     /// Whether at least one broker is reachable.
-    pub fn any_up(&self) -> bool {
+    pub(crate) fn any_up(&self) -> bool {
         self.snapshot().iter().any(|l| l.is_up())
     }
 
     /// Waits until at least one broker is reachable or `timeout` passes.
-    pub async fn wait_up(&self, timeout: Duration) -> bool {
+    pub(crate) async fn wait_up(&self, timeout: Duration) -> bool {
         let mut changed = self.changed.subscribe();
         tokio::time::timeout(timeout, async {
             while !self.any_up() {
@@ -291,18 +305,8 @@ impl Links {
     }
 
     /// Every link, for stats.
-    pub fn all(&self) -> Vec<Arc<BrokerLink>> {
+    pub(crate) fn all(&self) -> Vec<Arc<BrokerLink>> {
         self.snapshot()
-    }
-
-    /// Tells every broker this edge is draining.
-    pub async fn announce_draining(&self) {
-        for link in self.snapshot() {
-            let sender = lock(&link.sender).clone();
-            if let Some(tx) = sender {
-                let _ = tx.send(EdgeFrame::default()).await;
-            }
-        }
     }
 }
 
@@ -324,7 +328,7 @@ async fn maintain(link: Arc<BrokerLink>, links: Arc<Links>) {
     let retry = Duration::from_millis(links.config.reconnect_ms);
     let stop = link.removed.clone();
     while !stop.is_cancelled() {
-        match connect(&link, &links.config, &links.edge_id).await {
+        match connect(&link, &links).await {
             Ok(mut inbound) => {
                 tracing::info!(broker = %link.endpoint, "broker link up");
                 links.changed.send_modify(|n| *n += 1);
@@ -363,9 +367,9 @@ async fn maintain(link: Arc<BrokerLink>, links: Arc<Links>) {
 
 async fn connect(
     link: &BrokerLink,
-    config: &BrokersConfig,
-    edge_id: &str,
+    links: &Links,
 ) -> Result<tonic::Streaming<janus_proto::janus::internal::v1::BrokerBatch>, String> {
+    let (config, edge_id) = (&links.config, &links.edge_id);
     let channel = Endpoint::from_shared(format!("http://{}", link.endpoint))
         .map_err(|e| e.to_string())?
         .connect_timeout(Duration::from_secs(2))
@@ -384,7 +388,11 @@ async fn connect(
         frames: Vec::new(),
         draining: false,
     };
-    let outbound = futures_util::stream::once(async { hello }).chain(batches(rx, config.max_batch));
+    let outbound = futures_util::stream::once(async { hello }).chain(batches(
+        rx,
+        config.max_batch,
+        links.phase.clone(),
+    ));
     let inbound = EdgeLinkClient::new(channel)
         .link(outbound)
         .await
@@ -395,30 +403,38 @@ async fn connect(
     Ok(inbound)
 }
 
-/// Batches queued frames: waits for one, then takes whatever else is ready. An empty frame is
-/// the drain announcement (see [`Links::announce_draining`]).
+/// Batches queued frames: waits for one, then takes whatever else is ready. The first batch
+/// once the edge drains says so (`draining`), with or without frames; the later ones do not
+/// repeat it.
 fn batches(
     rx: mpsc::Receiver<EdgeFrame>,
     max: usize,
+    phase: watch::Receiver<Phase>,
 ) -> impl futures_util::Stream<Item = EdgeBatch> {
-    futures_util::stream::unfold(rx, move |mut rx| async move {
+    futures_util::stream::unfold((rx, Some(phase)), move |(mut rx, mut phase)| async move {
         let mut batch = EdgeBatch::default();
-        let first = rx.recv().await?;
-        let push = |frame: EdgeFrame, batch: &mut EdgeBatch| {
-            if frame.kind.is_none() {
-                batch.draining = true;
-            } else {
-                batch.frames.push(frame);
+        let drains = async {
+            match &mut phase {
+                // An error means the edge is gone, which is as good as draining.
+                Some(phase) => drop(phase.wait_for(|p| *p != Phase::Serving).await),
+                None => std::future::pending().await,
             }
         };
-        push(first, &mut batch);
+        tokio::select! {
+            biased;
+            () = drains => batch.draining = true,
+            frame = rx.recv() => batch.frames.push(frame?),
+        }
+        if batch.draining {
+            phase = None;
+        }
         while batch.frames.len() < max {
             match rx.try_recv() {
-                Ok(frame) => push(frame, &mut batch),
+                Ok(frame) => batch.frames.push(frame),
                 Err(_) => break,
             }
         }
-        Some((batch, rx))
+        Some((batch, (rx, phase)))
     })
 }
 

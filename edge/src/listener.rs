@@ -1,7 +1,7 @@
 //! Accept loops: TCP (frames straight on the stream), WebSocket (path and Origin checked at the
 //! upgrade) and QUIC (the first client-opened bidirectional stream); KCP has its own module
 //! (`crate::kcp`). Each accepted connection becomes a session task; the loops stop when
-//! the edge stops accepting.
+//! the edge's lifecycle leaves serving.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -13,11 +13,11 @@ use janus_shared::transport::QuicStream;
 use tokio::net::{TcpListener, TcpStream};
 use tokio_tungstenite::tungstenite::handshake::server::{ErrorResponse, Request, Response};
 use tokio_tungstenite::tungstenite::http::StatusCode;
-use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::config::WebSocketConfig;
-use crate::session::{EdgeState, serve};
+use crate::context::EdgeState;
+use crate::session::serve;
 use crate::transport::FrameIo;
 
 /// How long a WebSocket upgrade may take (it counts towards no session yet).
@@ -34,12 +34,12 @@ fn tune(stream: &TcpStream) {
 
 async fn accept_loop(
     listener: TcpListener,
-    stop: CancellationToken,
+    state: &EdgeState,
     mut on_conn: impl FnMut(TcpStream, SocketAddr),
 ) {
     loop {
         tokio::select! {
-            _ = stop.cancelled() => return,
+            () = state.lifecycle.stopped_accepting() => return,
             accepted = listener.accept() => match accepted {
                 Ok((stream, peer)) => {
                     tune(&stream);
@@ -55,34 +55,28 @@ async fn accept_loop(
     }
 }
 
-/// Serves TCP clients from `listener` until `stop`.
-pub async fn tcp(
-    listener: TcpListener,
-    state: Arc<EdgeState>,
-    tasks: TaskTracker,
-    stop: CancellationToken,
-) {
-    accept_loop(listener, stop, |stream, peer| {
+/// Serves TCP clients from `listener` while the edge accepts.
+pub(crate) async fn tcp(listener: TcpListener, state: Arc<EdgeState>, tasks: TaskTracker) {
+    accept_loop(listener, &state.clone(), |stream, peer| {
         let io = FrameIo::Stream(Box::new(stream));
         tasks.spawn(serve(state.clone(), io, peer, Transport::Tcp));
     })
     .await;
 }
 
-/// Serves WebSocket clients from `listener` until `stop`.
+/// Serves WebSocket clients from `listener` while the edge accepts.
 #[expect(
     clippy::result_large_err,
     reason = "the upgrade callback's type is tungstenite's"
 )]
-pub async fn websocket(
+pub(crate) async fn websocket(
     listener: TcpListener,
     tls: Option<tokio_rustls::TlsAcceptor>,
     state: Arc<EdgeState>,
     tasks: TaskTracker,
-    stop: CancellationToken,
 ) {
     let config = Arc::new(state.config.websocket.clone());
-    accept_loop(listener, stop, |stream, peer| {
+    accept_loop(listener, &state.clone(), |stream, peer| {
         let (state, config, tls) = (state.clone(), config.clone(), tls.clone());
         tasks.spawn(async move {
             let upgrade = async {
@@ -130,18 +124,13 @@ pub async fn websocket(
     .await;
 }
 
-/// Serves QUIC clients from `endpoint` until `stop`; each connection's first bidirectional
-/// stream carries the frames.
-pub async fn quic(
-    endpoint: quinn::Endpoint,
-    state: Arc<EdgeState>,
-    tasks: TaskTracker,
-    stop: CancellationToken,
-) {
+/// Serves QUIC clients from `endpoint` while the edge accepts; each connection's first
+/// bidirectional stream carries the frames.
+pub(crate) async fn quic(endpoint: quinn::Endpoint, state: Arc<EdgeState>, tasks: TaskTracker) {
     let open_timeout = Duration::from_secs(state.config.handshake.timeout_secs);
     loop {
         let incoming = tokio::select! {
-            _ = stop.cancelled() => break,
+            () = state.lifecycle.stopped_accepting() => break,
             incoming = endpoint.accept() => match incoming {
                 Some(incoming) => incoming,
                 None => break,

@@ -34,7 +34,7 @@ impl<T> Shared<T> {
 }
 
 /// A queue holding at most `capacity` items.
-pub fn outbox<T>(capacity: usize) -> (Sender<T>, Receiver<T>) {
+pub(crate) fn outbox<T>(capacity: usize) -> (Sender<T>, Receiver<T>) {
     let shared = Arc::new(Shared {
         state: Mutex::new(State {
             queue: VecDeque::new(),
@@ -48,11 +48,11 @@ pub fn outbox<T>(capacity: usize) -> (Sender<T>, Receiver<T>) {
 }
 
 /// The link's end.
-pub struct Sender<T>(Arc<Shared<T>>);
+pub(crate) struct Sender<T>(Arc<Shared<T>>);
 
 impl<T> Sender<T> {
     /// Queues `item`, or gives it back: `Full` at capacity, `Closed` once the session is gone.
-    pub fn try_send(&self, item: T) -> Result<(), TrySendError<T>> {
+    pub(crate) fn try_send(&self, item: T) -> Result<(), TrySendError<T>> {
         {
             let mut state = self.0.lock();
             if state.receiver_gone {
@@ -82,12 +82,12 @@ impl<T> std::fmt::Debug for Sender<T> {
 }
 
 /// The session's end.
-pub struct Receiver<T>(Arc<Shared<T>>);
+pub(crate) struct Receiver<T>(Arc<Shared<T>>);
 
 impl<T> Receiver<T> {
     /// The next item; `None` once the sender is gone and everything it queued was taken.
     /// Cancel-safe: an item is taken only when this returns it.
-    pub async fn recv(&mut self) -> Option<T> {
+    pub(crate) async fn recv(&mut self) -> Option<T> {
         loop {
             {
                 let mut state = self.0.lock();
@@ -104,7 +104,7 @@ impl<T> Receiver<T> {
     }
 
     /// The next item if one is queued.
-    pub fn try_recv(&mut self) -> Option<T> {
+    pub(crate) fn try_recv(&mut self) -> Option<T> {
         take(&mut self.0.lock())
     }
 }

@@ -22,7 +22,7 @@ const MAX_TICKET: usize = 256;
 /// the endpoint of the broker that holds the session. The key is derived from the server's
 /// signing key, which every edge of a deployment holds, so any edge can tell where a ticket's
 /// session lives, and a client can neither read nor forge one.
-pub struct Tickets {
+pub(crate) struct Tickets {
     cipher: Aes256Gcm,
 }
 
@@ -34,7 +34,7 @@ impl std::fmt::Debug for Tickets {
 
 /// What a ticket says.
 #[derive(Debug, PartialEq, Eq)]
-pub struct Named {
+pub(crate) struct Named {
     /// The player.
     pub uid: i64,
     /// The endpoint of the broker holding the session when the ticket was issued.
@@ -43,14 +43,14 @@ pub struct Named {
 
 impl Tickets {
     /// Tickets under the deployment's signing key.
-    pub fn new(key: &SigningKey) -> Self {
+    pub(crate) fn new(key: &SigningKey) -> Self {
         Self {
             cipher: Aes256Gcm::new(&key.derive(TICKET_KEY_INFO).into()),
         }
     }
 
     /// A fresh ticket for `uid`'s session at `broker`.
-    pub fn issue(&self, uid: i64, broker: &str) -> Vec<u8> {
+    pub(crate) fn issue(&self, uid: i64, broker: &str) -> Vec<u8> {
         let nonce: [u8; NONCE_LEN] = rand::random();
         let mut plain = Vec::with_capacity(8 + broker.len());
         plain.extend_from_slice(&uid.to_be_bytes());
@@ -63,7 +63,7 @@ impl Tickets {
     }
 
     /// What `ticket` says, if an edge of this deployment issued it.
-    pub fn open(&self, ticket: &[u8]) -> Option<Named> {
+    pub(crate) fn open(&self, ticket: &[u8]) -> Option<Named> {
         if !(NONCE_LEN + 8 + TAG_LEN..=MAX_TICKET).contains(&ticket.len()) {
             return None;
         }
@@ -81,7 +81,7 @@ impl Tickets {
 /// the client acknowledges them. Bounded: past `capacity` the oldest is forgotten. The broker
 /// keeps the same record; this copy is what a new broker gets when the session re-attaches.
 #[derive(Debug)]
-pub struct Replay {
+pub(crate) struct Replay {
     sent: u64,
     kept: VecDeque<Arc<Packet>>,
     capacity: usize,
@@ -89,13 +89,13 @@ pub struct Replay {
 
 impl Replay {
     /// An empty record keeping at most `capacity` packets.
-    pub fn new(capacity: usize) -> Self {
+    pub(crate) fn new(capacity: usize) -> Self {
         Self::resumed(capacity, 0, Vec::new())
     }
 
     /// The record of a session that has counted `sent` packets, of which `tail` (the last
     /// ones) are not acknowledged.
-    pub fn resumed(capacity: usize, sent: u64, tail: Vec<Arc<Packet>>) -> Self {
+    pub(crate) fn resumed(capacity: usize, sent: u64, tail: Vec<Arc<Packet>>) -> Self {
         let mut kept: VecDeque<Arc<Packet>> = tail.into();
         while kept.len() > capacity {
             kept.pop_front();
@@ -109,7 +109,7 @@ impl Replay {
 
     /// Records the next packet for the client. Heartbeat replies are not counted (PROTOCOL.md
     /// §13.2), also when the game service answers them (go-pantheon's heartbeat mode).
-    pub fn record(&mut self, packet: Arc<Packet>) {
+    pub(crate) fn record(&mut self, packet: Arc<Packet>) {
         if !janus_shared::system::is_counted(&packet) {
             return;
         }
@@ -121,7 +121,7 @@ impl Replay {
     }
 
     /// The client has the first `received` packets: forget them.
-    pub fn ack(&mut self, received: u64) {
+    pub(crate) fn ack(&mut self, received: u64) {
         let drop = received
             .saturating_sub(self.oldest())
             .min(self.kept.len() as u64);
@@ -129,17 +129,17 @@ impl Replay {
     }
 
     /// Packets counted so far.
-    pub fn sent(&self) -> u64 {
+    pub(crate) fn sent(&self) -> u64 {
         self.sent
     }
 
     /// How many packets were counted before the oldest one kept.
-    pub fn oldest(&self) -> u64 {
+    pub(crate) fn oldest(&self) -> u64 {
         self.sent - self.kept.len() as u64
     }
 
     /// The packets kept, oldest first.
-    pub fn tail(&self) -> impl Iterator<Item = &Arc<Packet>> {
+    pub(crate) fn tail(&self) -> impl Iterator<Item = &Arc<Packet>> {
         self.kept.iter()
     }
 }

@@ -1,24 +1,25 @@
-//! Starting and draining an edge. The order on shutdown: not ready → stop accepting → tell the
-//! brokers → sessions go on for the grace period → the rest are logged out → links close.
+//! Starting and draining an edge. The order on shutdown, all of it steps of the one lifecycle
+//! (`crate::drain`): draining (not ready, the listeners stop accepting, the links tell the
+//! brokers) → sessions go on for the grace period → logging out (the rest are logged out, or
+//! parked) → stopped (the links, the KCP socket and the admin endpoint close).
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use janus_shared::discovery::{BROKER_SERVICE, Discovery, EtcdDiscovery, Instance};
 use janus_shared::handshake::ServerHandshakeConfig;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
-use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::admin::{self, Admin};
 use crate::config::{BrokerDiscovery, BrokersConfig, EdgeConfig};
-use crate::drain::Phase;
+use crate::context::EdgeState;
+use crate::drain::{self, Lifecycle, Phase};
 use crate::error::{Error, Result};
 use crate::link::Links;
 use crate::listener;
-use crate::session::EdgeState;
 use crate::tls;
 
 /// A running edge.
@@ -36,9 +37,7 @@ pub struct Edge {
     pub admin_addr: SocketAddr,
     state: Arc<EdgeState>,
     sessions: TaskTracker,
-    accept_stop: CancellationToken,
     background: TaskTracker,
-    background_stop: CancellationToken,
 }
 
 async fn bind(addr: &str) -> Result<TcpListener> {
@@ -48,12 +47,15 @@ async fn bind(addr: &str) -> Result<TcpListener> {
     })
 }
 
-/// Keeps the broker set equal to what discovery reports, until `stop`.
+/// Keeps the broker set equal to what discovery reports, until the edge whose `phase` this
+/// follows has stopped.
 async fn follow_brokers(
     mut found: watch::Receiver<Vec<Instance>>,
     links: Arc<Links>,
-    stop: CancellationToken,
+    phase: watch::Receiver<Phase>,
 ) {
+    let stopped = drain::stopped(phase);
+    tokio::pin!(stopped);
     loop {
         let endpoints: Vec<String> = found
             .borrow_and_update()
@@ -64,7 +66,7 @@ async fn follow_brokers(
         links.set_endpoints(&endpoints);
         tokio::select! {
             changed = found.changed() => if changed.is_err() { return },
-            _ = stop.cancelled() => return,
+            () = &mut stopped => return,
         }
     }
 }
@@ -73,33 +75,21 @@ impl Edge {
     /// Binds every enabled listener and starts the broker links.
     pub async fn start(config: EdgeConfig, handshake: Arc<ServerHandshakeConfig>) -> Result<Self> {
         let background = TaskTracker::new();
-        let background_stop = CancellationToken::new();
+        let lifecycle = Lifecycle::new();
         let brokers = &config.brokers;
         let links = match brokers.discovery {
-            BrokerDiscovery::Static => Links::start(
-                brokers,
-                &config.edge_id(),
-                &background,
-                background_stop.clone(),
-            ),
+            BrokerDiscovery::Static => {
+                Links::start(brokers, &config.edge_id(), &background, lifecycle.watch())
+            }
             BrokerDiscovery::Etcd => {
                 let empty = BrokersConfig {
                     endpoints: Vec::new(),
                     ..brokers.clone()
                 };
-                let links = Links::start(
-                    &empty,
-                    &config.edge_id(),
-                    &background,
-                    background_stop.clone(),
-                );
+                let links = Links::start(&empty, &config.edge_id(), &background, lifecycle.watch());
                 let etcd = EtcdDiscovery::connect(&brokers.etcd_endpoints).await?;
                 let found = etcd.watch(BROKER_SERVICE).await?;
-                background.spawn(follow_brokers(
-                    found,
-                    links.clone(),
-                    background_stop.clone(),
-                ));
+                background.spawn(follow_brokers(found, links.clone(), lifecycle.watch()));
                 links
             }
         };
@@ -146,16 +136,10 @@ impl Edge {
             .map(|e| e.local_addr().map_err(|e| Error::Config(e.to_string())))
             .transpose()?;
 
-        let state = Arc::new(EdgeState::new(config, handshake, links));
+        let state = Arc::new(EdgeState::new(config, handshake, links, lifecycle));
         let sessions = TaskTracker::new();
-        let accept_stop = CancellationToken::new();
         if let Some(listener) = tcp {
-            background.spawn(listener::tcp(
-                listener,
-                state.clone(),
-                sessions.clone(),
-                accept_stop.clone(),
-            ));
+            background.spawn(listener::tcp(listener, state.clone(), sessions.clone()));
         }
         if let Some((listener, tls)) = ws {
             background.spawn(listener::websocket(
@@ -163,7 +147,6 @@ impl Edge {
                 tls,
                 state.clone(),
                 sessions.clone(),
-                accept_stop.clone(),
             ));
         }
         if let Some(socket) = kcp {
@@ -171,22 +154,15 @@ impl Edge {
                 socket,
                 state.clone(),
                 sessions.clone(),
-                accept_stop.clone(),
-                background_stop.clone(),
             ));
         }
         if let Some(endpoint) = quic {
-            background.spawn(listener::quic(
-                endpoint,
-                state.clone(),
-                sessions.clone(),
-                accept_stop.clone(),
-            ));
+            background.spawn(listener::quic(endpoint, state.clone(), sessions.clone()));
         }
         let admin = Admin {
             state: state.clone(),
         };
-        background.spawn(admin::serve(admin_listener, admin, background_stop.clone()));
+        background.spawn(admin::serve(admin_listener, admin));
         tracing::info!(edge = %state.edge_id, ?tcp_addr, ?ws_addr, ?kcp_addr, ?quic_addr, %admin_addr, "edge started");
         Ok(Self {
             tcp_addr,
@@ -196,9 +172,7 @@ impl Edge {
             admin_addr,
             state,
             sessions,
-            accept_stop,
             background,
-            background_stop,
         })
     }
 
@@ -216,11 +190,10 @@ impl Edge {
     /// elsewhere over the spread, lets sessions run for `grace`, logs out the rest (parks the
     /// resumable ones), then stops the links and the admin endpoint.
     pub async fn drain(self, grace: Duration) {
-        self.state.lifecycle.set(Phase::Draining {
-            since: tokio::time::Instant::now(),
+        let lifecycle = &self.state.lifecycle;
+        lifecycle.set(Phase::Draining {
+            since: Instant::now(),
         });
-        self.accept_stop.cancel();
-        self.state.links.announce_draining().await;
         self.sessions.close();
         tracing::info!(sessions = self.sessions(), ?grace, "draining");
         if tokio::time::timeout(grace, self.sessions.wait())
@@ -231,10 +204,14 @@ impl Edge {
                 sessions = self.sessions(),
                 "grace period over; logging sessions out"
             );
-            self.state.lifecycle.set(Phase::LoggingOut);
+            lifecycle.set(Phase::LoggingOut {
+                since: Instant::now(),
+            });
             let _ = tokio::time::timeout(Duration::from_secs(5), self.sessions.wait()).await;
         }
-        self.background_stop.cancel();
+        lifecycle.set(Phase::Stopped {
+            since: Instant::now(),
+        });
         self.background.close();
         let _ = tokio::time::timeout(Duration::from_secs(5), self.background.wait()).await;
         tracing::info!("edge stopped");

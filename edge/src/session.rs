@@ -1,99 +1,43 @@
-//! One client session on the edge, whatever its transport: the handshake under its timeout,
-//! then a loop that feeds client frames through the sans-IO session (heartbeats answered here,
-//! everything else rate-limited and forwarded to the session's broker) and writes what the
-//! broker sends back. It ends for exactly one [`Close`] reason, which is logged, counted and,
-//! where the protocol allows, told to the client. A session whose client holds a resume ticket
-//! outlives its connection at its broker, which parks it; a connection that presents the ticket,
-//! at this edge or any other, asks that broker for it (PROTOCOL.md §13). The edge keeps nothing
-//! of a session once its connection is gone.
+//! One client session on the edge, whatever its transport: the thin tokio driver around the
+//! sans-IO [`machine`]. One loop feeds the machine what happened (a read from the client, an
+//! item of the broker's downlink, the edge's phase, its deadline), does what it asks (write to
+//! the client, send to the broker, attach or re-attach the session, redeem a resume ticket) and
+//! sleeps until its next deadline. The session ends for exactly one [`Close`] reason, which is
+//! logged, counted and, where the protocol allows, told to the client. A session whose client
+//! holds a resume ticket outlives its connection at its broker, which parks it; a connection
+//! that presents the ticket, at this edge or any other, asks that broker for it (PROTOCOL.md
+//! §13). The edge keeps nothing of a session once its connection is gone.
+
+mod machine;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use bytes::BytesMut;
-use janus_proto::janus::internal::v1::{
-    ClientPacket, Continuity, EdgeFrame, RateState, ResumeGranted, ResumeRequest, SessionClose,
-    SessionOpen, SessionProgress, Transport, edge_frame,
-};
-use janus_proto::message::sc_heartbeat::Code as HeartbeatCode;
-use janus_proto::message::sc_server_logout::Code as LogoutCode;
-use janus_proto::message::{CsHeartbeat, CsResumeAck};
-use janus_proto::packet::Packet;
-use janus_shared::client::unix_now;
-use janus_shared::handshake::{
-    IssueTicket, Mode, ResumeOffer, ServerHandshakeConfig, SessionIdentity,
-};
-use janus_shared::session::{ServerEvent, ServerSession};
-use janus_shared::{system, telemetry};
-use prometheus::{IntCounter, IntGauge};
-use prost::Message;
+use janus_proto::janus::internal::v1::Transport;
+use janus_shared::handshake::{IssueTicket, ResumeOffer, SessionIdentity};
+use janus_shared::session::ServerSession;
+use prometheus::IntGauge;
+use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
-use crate::config::{EdgeConfig, HeartbeatMode};
-use crate::drain::{self, Lifecycle, Phase};
+use crate::context::EdgeState;
+use crate::drain::Phase;
 use crate::error::Close;
-use crate::limits::{Admission, TokenBucket};
-use crate::link::{BrokerLink, Downlink, Links, SessionSlot};
-use crate::metrics::Metrics;
+use crate::link::{BrokerLink, Downlink, SessionSlot};
 use crate::outbox;
-use crate::resume::{self, Replay};
 use crate::transport::{FrameIo, Read, label};
-
-/// What every session of one edge shares.
-#[derive(Debug)]
-pub struct EdgeState {
-    /// The validated configuration.
-    pub config: EdgeConfig,
-    /// This edge's id.
-    pub edge_id: String,
-    /// Keys and rules of the handshake.
-    pub handshake: Arc<ServerHandshakeConfig>,
-    /// Broker links.
-    pub links: Arc<Links>,
-    /// Metrics.
-    pub metrics: Metrics,
-    /// Admission limits.
-    pub admission: Admission,
-    /// Serving, draining, logging out.
-    pub lifecycle: Lifecycle,
-    /// Issues and opens resume tickets.
-    pub tickets: resume::Tickets,
-    next_session: AtomicU64,
-}
-
-impl EdgeState {
-    /// The shared state of a new edge.
-    pub fn new(
-        config: EdgeConfig,
-        handshake: Arc<ServerHandshakeConfig>,
-        links: Arc<Links>,
-    ) -> Self {
-        let spread = config.drain_spread();
-        let limits = &config.limits;
-        let admission = Admission::new(
-            limits.max_sessions,
-            limits.max_sessions_per_ip,
-            limits.handshakes_per_ip_per_sec,
-        );
-        Self {
-            edge_id: config.edge_id(),
-            tickets: resume::Tickets::new(&handshake.signing_key),
-            config,
-            handshake,
-            links,
-            metrics: Metrics::new(),
-            admission,
-            lifecycle: Lifecycle::new(spread),
-            next_session: AtomicU64::new(1),
-        }
-    }
-}
+use machine::{Action, Machine, Now, Traffic};
 
 /// Runs a freshly accepted connection from `peer` to its end.
-pub async fn serve(state: Arc<EdgeState>, io: FrameIo, peer: SocketAddr, transport: Transport) {
+pub(crate) async fn serve(
+    state: Arc<EdgeState>,
+    io: FrameIo,
+    peer: SocketAddr,
+    transport: Transport,
+) {
     let slot = match Slot::admit(&state, peer, transport) {
         Ok(slot) => slot,
         Err(refusal) => {
@@ -108,9 +52,9 @@ pub async fn serve(state: Arc<EdgeState>, io: FrameIo, peer: SocketAddr, transpo
             return;
         }
     };
-    let id = state.next_session.fetch_add(1, Ordering::Relaxed);
+    let id = state.next_session_id();
     let span = tracing::info_span!("session", %peer, transport = label(transport), session = id, uid = tracing::field::Empty);
-    let mut session = Session::new(state.clone(), io, peer, transport, id, slot);
+    let mut session = Session::new(state, io, (id, peer, transport), slot);
     let close = session.run().instrument(span.clone()).await;
     session.finish(&close).instrument(span).await;
 }
@@ -121,18 +65,15 @@ struct LoginTickets(Arc<EdgeState>);
 impl IssueTicket for LoginTickets {
     fn issue(&self, identity: &SessionIdentity) -> ResumeOffer {
         let broker = self.0.links.pick(identity.uid);
-        offer(
-            &self.0,
-            identity.uid,
-            broker.as_ref().map_or("", |b| &b.endpoint),
-        )
+        self.0
+            .offer(identity.uid, broker.as_ref().map_or("", |b| &b.endpoint))
     }
 }
 
 /// A connection's place on the edge: admitted for its IP and counted in the session gauge of
 /// its transport until dropped.
 #[derive(Debug)]
-pub struct Slot {
+struct Slot {
     state: Arc<EdgeState>,
     ip: std::net::IpAddr,
     gauge: IntGauge,
@@ -168,306 +109,234 @@ impl Drop for Slot {
 /// At most this many queued replies and pushes are sealed into one write.
 const COALESCE: usize = 64;
 
+/// The I/O half of a session: the connection, the broker link and the timer.
 struct Session {
     state: Arc<EdgeState>,
     io: FrameIo,
-    peer: SocketAddr,
-    transport: Transport,
-    id: u64,
-    proto: ServerSession,
     input: BytesMut,
-    out: BytesMut,
-    identity: Option<SessionIdentity>,
+    machine: Machine,
     broker: Option<Arc<BrokerLink>>,
     downlink: Option<outbox::Receiver<Downlink>>,
+    /// Cancelled by the link when the downlink queue overflowed.
     overflow: CancellationToken,
-    traffic: Traffic,
+    /// The edge's phase.
+    phase: watch::Receiver<Phase>,
     _slot: Slot,
-    /// Server packets not yet acknowledged, when the client holds a ticket (boxed: most
-    /// sessions have none, and every session's task holds this field).
-    replay: Option<Box<Replay>>,
-    /// The client's packet and byte buckets; they go with the session when it moves.
-    messages: TokenBucket,
-    bytes: TokenBucket,
-    /// The edge's phase, as this session last saw it.
-    phase: tokio::sync::watch::Receiver<Phase>,
-    /// When the client was told to reconnect (the edge drains).
-    hinted: Option<tokio::time::Instant>,
 }
 
-/// This session's frame and byte counters, looked up once instead of per frame.
-struct Traffic {
-    frames_in: IntCounter,
-    frames_out: IntCounter,
-    bytes_in: IntCounter,
-    bytes_out: IntCounter,
-}
-
-impl Traffic {
-    fn new(metrics: &crate::metrics::Metrics, transport: Transport) -> Self {
-        let t = label(transport);
-        Self {
-            frames_in: metrics.frames.with_label_values(&[t, "in"]),
-            frames_out: metrics.frames.with_label_values(&[t, "out"]),
-            bytes_in: metrics.bytes.with_label_values(&[t, "in"]),
-            bytes_out: metrics.bytes.with_label_values(&[t, "out"]),
-        }
-    }
+/// What woke the driver.
+enum Wake {
+    Phase,
+    Overflow,
+    Down(Option<Downlink>),
+    Read(Result<Read, Close>),
+    Timer,
 }
 
 impl Session {
     fn new(
         state: Arc<EdgeState>,
         io: FrameIo,
-        peer: SocketAddr,
-        transport: Transport,
-        id: u64,
+        (id, peer, transport): (u64, SocketAddr, Transport),
         slot: Slot,
     ) -> Self {
-        let mut proto = ServerSession::new(
+        let proto = ServerSession::new(
             state.handshake.clone(),
             state.config.session.session_config(),
         );
-        if state.config.resume.window_secs > 0 {
-            proto = proto.with_tickets(Arc::new(LoginTickets(state.clone())));
-        }
-        let rules = &state.config.session;
-        let now = Instant::now();
-        let phase = state.lifecycle.watch();
+        let tickets: Arc<dyn IssueTicket> = Arc::new(LoginTickets(state.clone()));
+        let mut machine = Machine::new(
+            state.config.clone(),
+            proto,
+            Some(tickets),
+            (id, peer, transport),
+            Traffic::new(&state.metrics, transport),
+            Instant::now(),
+        );
+        let mut phase = state.lifecycle.watch();
+        machine.on_phase(*phase.borrow_and_update());
         Self {
-            messages: TokenBucket::new(rules.messages_per_sec, rules.message_burst, now),
-            bytes: TokenBucket::new(rules.bytes_per_sec, rules.byte_burst, now),
-            traffic: Traffic::new(&state.metrics, transport),
             state,
             io,
-            peer,
-            transport,
-            id,
-            proto,
             input: BytesMut::new(),
-            out: BytesMut::new(),
-            identity: None,
+            machine,
             broker: None,
             downlink: None,
             overflow: CancellationToken::new(),
-            _slot: slot,
-            replay: None,
             phase,
-            hinted: None,
+            _slot: slot,
         }
     }
 
+    /// The one loop: write what the machine has for the client, wait for whatever comes first,
+    /// hand it to the machine and do what it asks.
     async fn run(&mut self) -> Close {
-        let started = Instant::now();
-        let deadline = tokio::time::Instant::now()
-            + Duration::from_secs(self.state.config.handshake.timeout_secs);
-        let hello = match tokio::time::timeout_at(deadline, self.handshake()).await {
-            Err(_) => Err(Close::HandshakeTimeout),
-            Ok(result) => result,
-        };
-        let opened = match hello {
-            Ok(Hello::Login(identity)) => Ok(identity),
-            // Cold paths run boxed, so the task every session keeps alive is only as large as
-            // its serve loop.
-            Ok(Hello::Resume(ticket)) => {
-                match tokio::time::timeout_at(deadline, Box::pin(self.resume(ticket))).await {
-                    Err(_) => Err(Close::HandshakeTimeout),
-                    Ok(result) => result,
-                }
-            }
-            Err(close) => Err(close),
-        };
-        let identity = match opened {
-            Ok(identity) => identity,
-            Err(close) => {
-                self.state
-                    .metrics
-                    .handshakes
-                    .with_label_values(&[close.kind()])
-                    .inc();
+        let timer = tokio::time::sleep(Duration::ZERO);
+        tokio::pin!(timer);
+        loop {
+            if !self.machine.transmit().is_empty()
+                && let Err(close) = self.write().await
+            {
                 return close;
             }
-        };
-        self.state
-            .metrics
-            .handshakes
-            .with_label_values(&["ok"])
-            .inc();
-        self.state
-            .metrics
-            .handshake_seconds
-            .with_label_values(&[label(self.transport)])
-            .observe(started.elapsed().as_secs_f64());
-        tracing::Span::current().record("uid", identity.uid);
-        tracing::debug!(sid = identity.sid, mode = ?identity.mode, "handshake done");
-        let resumed = self.identity.is_some();
-        self.identity = Some(identity);
-        if !resumed {
-            if self.proto.resume_ticket().is_some() {
-                self.replay = Some(Box::new(Replay::new(
-                    self.state.config.resume.retain_packets,
-                )));
-            }
-            if let Err(close) = self.attach(false).await {
+            let armed = match self.machine.deadline() {
+                Some(at) => {
+                    let at = tokio::time::Instant::from_std(at);
+                    if timer.deadline() != at {
+                        timer.as_mut().reset(at);
+                    }
+                    true
+                }
+                None => false,
+            };
+            let reading = self.machine.reading();
+            let max_frame = self.machine.max_frame();
+            let wake = tokio::select! {
+                biased;
+                changed = self.phase.changed() => match changed {
+                    Ok(()) => Wake::Phase,
+                    // The edge is gone.
+                    Err(_) => return Close::Shutdown,
+                },
+                _ = self.overflow.cancelled() => Wake::Overflow,
+                down = next(&mut self.downlink) => Wake::Down(down),
+                read = self.io.read(&mut self.input, max_frame), if reading => Wake::Read(read),
+                () = &mut timer, if armed => Wake::Timer,
+            };
+            if let Err(close) = self.on_wake(wake).await {
                 return close;
             }
         }
-        self.serve().await
+    }
+
+    async fn on_wake(&mut self, wake: Wake) -> Result<(), Close> {
+        let now = Now::system();
+        match wake {
+            Wake::Phase => {
+                let phase = *self.phase.borrow_and_update();
+                self.machine.on_phase(phase);
+                Ok(())
+            }
+            Wake::Overflow => Err(self.overflowed()),
+            Wake::Timer => self.machine.on_timeout(&now),
+            Wake::Down(down) => {
+                // Seal whatever else is already queued too, so one write carries it all.
+                let mut action = self.machine.on_downlink(down, &now)?;
+                for _ in 1..COALESCE {
+                    if action.is_some() {
+                        break;
+                    }
+                    let Some(down) = self.downlink.as_mut().and_then(outbox::Receiver::try_recv)
+                    else {
+                        break;
+                    };
+                    action = self.machine.on_downlink(Some(down), &now)?;
+                }
+                match action {
+                    Some(action) => self.act(action).await,
+                    None => Ok(()),
+                }
+            }
+            Wake::Read(read) => match read? {
+                Read::Nothing => self.machine.on_read(0, &now),
+                Read::Bytes(n) => {
+                    self.machine.on_read(n, &now)?;
+                    while let Some(action) = self.machine.poll_input(&mut self.input, &now)? {
+                        self.act(action).await?;
+                    }
+                    Ok(())
+                }
+                Read::Frame(payload, n) => {
+                    self.machine.on_read(n, &now)?;
+                    match self.machine.handle_frame(payload, &now)? {
+                        Some(action) => self.act(action).await,
+                        None => Ok(()),
+                    }
+                }
+            },
+        }
+    }
+
+    /// Does what the machine asked.
+    async fn act(&mut self, action: Action) -> Result<(), Close> {
+        match action {
+            Action::Forward(frame) => {
+                let started = Instant::now();
+                let broker = self.broker.clone().ok_or(Close::NoBroker)?;
+                if !broker.send(frame).await {
+                    // The link dropped: the session re-attaches. The packet is lost with the
+                    // link, like any in flight on it.
+                    return Box::pin(self.reattach()).await;
+                }
+                let transport = label(self.machine.transport());
+                self.state
+                    .metrics
+                    .forward_seconds
+                    .with_label_values(&[transport])
+                    .observe(started.elapsed().as_secs_f64());
+                Ok(())
+            }
+            Action::Report(frame) => match self.broker.clone() {
+                Some(broker) if !broker.send(frame).await => Box::pin(self.reattach()).await,
+                _ => Ok(()),
+            },
+            Action::Reattach => Box::pin(self.reattach()).await,
+            Action::Redeem(ticket) => Box::pin(self.redeem(ticket)).await,
+            Action::Opened { resumed, took } => {
+                let metrics = &self.state.metrics;
+                let transport = label(self.machine.transport());
+                metrics.handshakes.with_label_values(&["ok"]).inc();
+                metrics
+                    .handshake_seconds
+                    .with_label_values(&[transport])
+                    .observe(took.as_secs_f64());
+                if resumed {
+                    metrics.resumes.with_label_values(&["ok"]).inc();
+                    tracing::info!(transport, "session resumed");
+                    return Ok(());
+                }
+                self.write().await?;
+                Box::pin(self.attach(false)).await
+            }
+        }
     }
 
     /// The connection presented `ticket`: ask the broker holding its session (the ticket names
-    /// it; the rendezvous pick when that one is gone) to decide, and go on with the session
-    /// when it grants the resume. The identity is set on success.
-    async fn resume(&mut self, ticket: Vec<u8>) -> Result<SessionIdentity, Close> {
-        let result = self.redeem(ticket).await;
-        let result_label = result.as_ref().map_or_else(Close::kind, |_| "ok");
-        self.state
-            .metrics
-            .resumes
-            .with_label_values(&[result_label])
-            .inc();
-        match &result {
-            Ok(_) => tracing::info!(transport = label(self.transport), "session resumed"),
-            Err(close) => {
-                tracing::info!(reason = close.kind(), detail = %close, "resume refused");
-                if let Some(broker) = self.broker.take() {
-                    broker.detach(self.id);
-                }
-            }
-        }
-        result
-    }
-
-    async fn redeem(&mut self, ticket: Vec<u8>) -> Result<SessionIdentity, Close> {
+    /// it; the rendezvous pick when that one is gone) to decide. Its verdict comes on the
+    /// downlink.
+    async fn redeem(&mut self, ticket: Vec<u8>) -> Result<(), Close> {
         let unknown = |detail: &str| Close::Protocol("resume_unknown", detail.to_owned());
+        let links = &self.state.links;
         let named = self
             .state
             .tickets
             .open(&ticket)
             .ok_or_else(|| unknown("not a ticket of this deployment"))?;
-        let broker = self
-            .state
-            .links
+        let broker = links
             .up_at(&named.broker)
-            .or_else(|| self.state.links.pick(named.uid))
+            .or_else(|| links.pick(named.uid))
             .ok_or_else(|| unknown("no broker is reachable"))?;
-        let next = offer(&self.state, named.uid, &broker.endpoint);
-        let claim = self.proto.pending_resume().expect("a resume hello").claim();
-        let next_resume_key = self.proto.prepare_resume(next.clone())?;
-        let (tx, mut downlink) = outbox::outbox(self.state.config.session.outbound_queue);
+        let next = self.state.offer(named.uid, &broker.endpoint);
+        let frame = self.machine.resume_request(named.uid, next)?;
+        self.attach_to(broker.clone());
+        if !broker.send(frame).await {
+            return Err(unknown("the session's broker is unreachable"));
+        }
+        Ok(())
+    }
+
+    /// Routes `broker`'s frames for this session to a fresh downlink.
+    fn attach_to(&mut self, broker: Arc<BrokerLink>) {
+        let (tx, rx) = outbox::outbox(self.state.config.session.outbound_queue);
         broker.attach(
-            self.id,
+            self.machine.id(),
             SessionSlot {
                 tx,
                 overflow: self.overflow.clone(),
             },
         );
-        let request = ResumeRequest {
-            uid: named.uid,
-            ticket: claim.ticket,
-            client_pub: claim.client_pub.to_vec(),
-            timestamp: claim.timestamp,
-            received: claim.received,
-            proof: claim.proof,
-            next_ticket: next.ticket,
-            next_resume_key: next_resume_key.to_vec(),
-            client_ip: self.peer.ip().to_string(),
-            transport: self.transport as i32,
-        };
-        self.broker = Some(broker.clone());
-        let frame = EdgeFrame {
-            session_id: self.id,
-            kind: Some(edge_frame::Kind::Resume(request)),
-        };
-        if !broker.send(frame).await {
-            return Err(unknown("the session's broker is unreachable"));
-        }
-        let granted = loop {
-            match downlink.recv().await {
-                Some(Downlink::Granted(granted)) => break granted,
-                Some(Downlink::Refused(reason)) => {
-                    return Err(Close::Protocol(
-                        refusal(&reason),
-                        format!("the broker refused the resume: {reason}"),
-                    ));
-                }
-                None | Some(Downlink::LinkLost) => {
-                    return Err(unknown("the session's broker went away"));
-                }
-                Some(_) => {}
-            }
-        };
-        self.downlink = Some(downlink);
-        let ResumeGranted {
-            session,
-            start_index,
-            sent,
-            replay,
-            rate,
-            ..
-        } = *granted;
-        let session = session.unwrap_or_default();
-        let identity = SessionIdentity {
-            uid: session.uid,
-            sid: session.sid,
-            color: session.color,
-            status: session.status,
-            token_expiry: session.token_expiry,
-            mode: Mode::V2,
-        };
-        self.proto
-            .complete_resume(identity.clone(), start_index, &mut self.out)?;
-        let replay = Replay::resumed(
-            self.state.config.resume.retain_packets,
-            sent,
-            replay.into_iter().map(Arc::new).collect(),
-        );
-        for packet in replay.tail() {
-            self.proto.send(packet, &mut self.out)?;
-            self.traffic.frames_out.inc();
-        }
-        self.replay = Some(Box::new(replay));
-        if let Some(rate) = rate {
-            self.restore_rate(&rate);
-        }
-        self.identity = Some(identity.clone());
-        Ok(identity)
-    }
-
-    async fn handshake(&mut self) -> Result<Hello, Close> {
-        loop {
-            let event = match self
-                .io
-                .read(&mut self.input, self.proto.max_frame())
-                .await?
-            {
-                Read::Bytes(_) => self
-                    .proto
-                    .poll(&mut self.input, unix_now(), &mut self.out)?,
-                Read::Frame(payload, _) => Some(self.proto.handle_frame(
-                    payload,
-                    unix_now(),
-                    &mut self.out,
-                )?),
-                Read::Nothing => None,
-            };
-            match event {
-                Some(ServerEvent::Established(identity)) => {
-                    self.write().await?;
-                    return Ok(Hello::Login(identity));
-                }
-                Some(ServerEvent::ResumeRequested { ticket }) => {
-                    return Ok(Hello::Resume(ticket));
-                }
-                Some(ServerEvent::Packet(_)) => {
-                    return Err(Close::Protocol(
-                        "unexpected_state",
-                        "packet before the handshake".into(),
-                    ));
-                }
-                None => {}
-            }
-        }
+        self.broker = Some(broker);
+        self.downlink = Some(rx);
     }
 
     /// Moves the session to the broker the hash picks now (its link dropped).
@@ -475,7 +344,7 @@ impl Session {
     /// re-attach grace, instead of ending.
     async fn reattach(&mut self) -> Result<(), Close> {
         if let Some(old) = self.broker.take() {
-            old.detach(self.id);
+            old.detach(self.machine.id());
         }
         let links = &self.state.links;
         if !links.any_up() {
@@ -483,7 +352,7 @@ impl Session {
             tracing::info!(?grace, "no broker is up; the session waits for one");
             let waiting = self.state.metrics.waiting_for_broker.clone();
             waiting.inc();
-            let up = Box::pin(links.wait_up(grace)).await;
+            let up = links.wait_up(grace).await;
             waiting.dec();
             if !up {
                 return Err(Close::NoBroker);
@@ -496,324 +365,26 @@ impl Session {
     /// down by the failed send, so the next pick is another broker.
     async fn attach(&mut self, reattach: bool) -> Result<(), Close> {
         for _ in 0..self.state.links.all().len().max(1) {
-            if self.try_attach(reattach).await? {
+            let broker = self
+                .state
+                .links
+                .pick(self.machine.identity().map_or(0, |i| i.uid))
+                .ok_or(Close::NoBroker)?;
+            let frame = self
+                .machine
+                .open(reattach, &self.state.edge_id, &Now::system())?;
+            self.attach_to(broker.clone());
+            if broker.send(frame).await {
+                if reattach {
+                    tracing::info!(broker = %broker.endpoint, "session re-attached");
+                }
                 return Ok(());
             }
+            broker.detach(self.machine.id());
+            self.broker = None;
+            self.downlink = None;
         }
         Err(Close::NoBroker)
-    }
-
-    async fn try_attach(&mut self, reattach: bool) -> Result<bool, Close> {
-        let identity = self
-            .identity
-            .as_ref()
-            .expect("attached after the handshake");
-        let broker = self.state.links.pick(identity.uid).ok_or(Close::NoBroker)?;
-        let (tx, rx) = outbox::outbox(self.state.config.session.outbound_queue);
-        broker.attach(
-            self.id,
-            SessionSlot {
-                tx,
-                overflow: self.overflow.clone(),
-            },
-        );
-        let open = SessionOpen {
-            uid: identity.uid,
-            sid: identity.sid,
-            color: identity.color.clone(),
-            status: identity.status,
-            client_ip: self.peer.ip().to_string(),
-            edge_id: self.state.edge_id.clone(),
-            transport: self.transport as i32,
-            reattach,
-            continuity: self.continuity(),
-            token_expiry: identity.token_expiry,
-            trace_context: Some(telemetry::traceparent())
-                .filter(|t| !t.is_empty())
-                .map(|t| ("traceparent".to_owned(), t))
-                .into_iter()
-                .collect(),
-        };
-        let sent = broker
-            .send(EdgeFrame {
-                session_id: self.id,
-                kind: Some(edge_frame::Kind::Open(open)),
-            })
-            .await;
-        if !sent {
-            broker.detach(self.id);
-            return Ok(false);
-        }
-        if reattach {
-            tracing::info!(broker = %broker.endpoint, "session re-attached");
-        }
-        self.broker = Some(broker);
-        self.downlink = Some(rx);
-        Ok(true)
-    }
-
-    /// What the session's broker needs to resume it, when the client holds a ticket.
-    fn continuity(&self) -> Option<Continuity> {
-        let replay = self.replay.as_ref()?;
-        Some(Continuity {
-            resume_key: self.proto.resume_key()?.to_vec(),
-            ticket: self.proto.resume_ticket()?.to_vec(),
-            window_secs: u32::try_from(self.state.config.resume.window_secs).unwrap_or(u32::MAX),
-            sent: replay.sent(),
-            tail: replay.tail().map(|p| (**p).clone()).collect(),
-            next_index: self.proto.next_index().unwrap_or_default(),
-            rate: Some(self.rate_state()),
-        })
-    }
-
-    /// The client's buckets now, as the broker keeps them.
-    fn rate_state(&self) -> RateState {
-        let now = Instant::now();
-        RateState {
-            messages: self.messages.level(now),
-            bytes: self.bytes.level(now),
-            at_ms: unix_millis(),
-        }
-    }
-
-    /// The client's buckets as they were when its last connection went, refilled since.
-    fn restore_rate(&mut self, rate: &RateState) {
-        let since = Duration::from_millis(u64::try_from(unix_millis() - rate.at_ms).unwrap_or(0));
-        let now = Instant::now();
-        self.messages.set_level(rate.messages, since, now);
-        self.bytes.set_level(rate.bytes, since, now);
-    }
-
-    async fn serve(&mut self) -> Close {
-        let idle = Duration::from_secs(self.state.config.session.idle_timeout_secs);
-        let idle_timer = tokio::time::sleep(idle);
-        tokio::pin!(idle_timer);
-        // A resumed session starts with its handshake reply and replayed packets to write.
-        if !self.out.is_empty()
-            && let Err(close) = self.write().await
-        {
-            return close;
-        }
-        loop {
-            let mut downlink = self.downlink.take().expect("attached");
-            let resumable = self.replay.is_some();
-            let step = tokio::select! {
-                biased;
-                drain = self.state.lifecycle.next_step(&mut self.phase, self.id, resumable, self.hinted) => {
-                    self.on_drain(drain)
-                }
-                _ = self.overflow.cancelled() => Err(self.overflowed()),
-                down = downlink.recv() => {
-                    // Seal whatever else is already queued too, so one write carries it all.
-                    let mut step = self.on_downlink(down);
-                    for _ in 1..COALESCE {
-                        let Ok(Step::Continue) = step else { break };
-                        let Some(down) = downlink.try_recv() else { break };
-                        step = self.on_downlink(Some(down));
-                    }
-                    step
-                }
-                read = self.io.read(&mut self.input, self.proto.max_frame()) => {
-                    idle_timer.as_mut().reset(tokio::time::Instant::now() + idle);
-                    self.on_read(read).await
-                }
-                _ = &mut idle_timer => Err(Close::Idle),
-            };
-            self.downlink = Some(downlink);
-            match step {
-                Ok(Step::Continue) => {}
-                Ok(Step::Reattach) => {
-                    if let Err(close) = self.reattach().await {
-                        return close;
-                    }
-                }
-                Err(close) => return close,
-            }
-            if !self.out.is_empty()
-                && let Err(close) = self.write().await
-            {
-                return close;
-            }
-        }
-    }
-
-    fn on_downlink(&mut self, down: Option<Downlink>) -> Result<Step, Close> {
-        match down {
-            None | Some(Downlink::LinkLost) => Ok(Step::Reattach),
-            Some(Downlink::Accepted) => Ok(Step::Continue),
-            Some(Downlink::Rejected(reason)) => Err(Close::Rejected(*reason)),
-            Some(Downlink::Kick(kick)) => Err(Close::Kicked(kick.0, kick.1)),
-            Some(Downlink::Release) => Err(Close::Moved),
-            Some(Downlink::Packet(packet)) => {
-                self.emit(packet)?;
-                Ok(Step::Continue)
-            }
-            Some(Downlink::Granted(_) | Downlink::Refused(_)) => Ok(Step::Continue),
-        }
-    }
-
-    /// Seals `packet` for the client and keeps it for a resume until acknowledged.
-    fn emit(&mut self, packet: Arc<Packet>) -> Result<(), Close> {
-        self.proto.send(&packet, &mut self.out)?;
-        self.traffic.frames_out.inc();
-        if let Some(replay) = &mut self.replay {
-            replay.record(packet);
-        }
-        Ok(())
-    }
-
-    async fn on_read(&mut self, read: Result<Read, Close>) -> Result<Step, Close> {
-        let now = Instant::now();
-        let wire = match read? {
-            Read::Nothing => return Ok(Step::Continue),
-            Read::Bytes(n) => n,
-            Read::Frame(payload, n) => {
-                self.traffic.bytes_in.inc_by(n as u64);
-                self.take_bytes(n, now)?;
-                let event = self
-                    .proto
-                    .handle_frame(payload, unix_now(), &mut self.out)?;
-                self.traffic.frames_in.inc();
-                return self.on_event(event, now).await;
-            }
-        };
-        self.traffic.bytes_in.inc_by(wire as u64);
-        self.take_bytes(wire, now)?;
-        let mut step = Step::Continue;
-        while let Some(event) = self
-            .proto
-            .poll(&mut self.input, unix_now(), &mut self.out)?
-        {
-            self.traffic.frames_in.inc();
-            if let Step::Reattach = self.on_event(event, now).await? {
-                step = Step::Reattach;
-            }
-        }
-        Ok(step)
-    }
-
-    fn take_bytes(&mut self, n: usize, now: Instant) -> Result<(), Close> {
-        if self.bytes.take(u32::try_from(n).unwrap_or(u32::MAX), now) {
-            Ok(())
-        } else {
-            Err(Close::RateLimited("byte_rate"))
-        }
-    }
-
-    async fn on_event(&mut self, event: ServerEvent, now: Instant) -> Result<Step, Close> {
-        let ServerEvent::Packet(packet) = event else {
-            return Err(Close::Protocol(
-                "unexpected_state",
-                "second handshake".into(),
-            ));
-        };
-        if !self.messages.take(1, now) {
-            return Err(Close::RateLimited("message_rate"));
-        }
-        if packet.r#mod == system::MODULE && !self.forwarded_system(&packet) {
-            self.on_system(packet)?;
-            return Ok(self.report_progress().await);
-        }
-        let started = Instant::now();
-        let broker = self.broker.clone().ok_or(Close::NoBroker)?;
-        let frame = EdgeFrame {
-            session_id: self.id,
-            kind: Some(edge_frame::Kind::Packet(ClientPacket {
-                packet: Some(packet),
-                traceparent: telemetry::traceparent(),
-            })),
-        };
-        if !broker.send(frame).await {
-            // The link dropped; the downlink will say so and the session re-attaches. The
-            // packet is lost with the link, like any in flight on it.
-            return Ok(Step::Reattach);
-        }
-        self.state
-            .metrics
-            .forward_seconds
-            .with_label_values(&[label(self.transport)])
-            .observe(started.elapsed().as_secs_f64());
-        Ok(Step::Continue)
-    }
-
-    /// The edge drains: tell a resumable client to reconnect elsewhere (not counted, not kept:
-    /// PROTOCOL.md §13.6), or end the session (`Shutdown`: parked when resumable).
-    fn on_drain(&mut self, step: drain::Step) -> Result<Step, Close> {
-        match step {
-            drain::Step::Leave => Err(Close::Shutdown),
-            drain::Step::Hint => {
-                self.proto
-                    .send(&system::reconnect("edge draining"), &mut self.out)?;
-                self.traffic.frames_out.inc();
-                self.hinted = Some(tokio::time::Instant::now());
-                tracing::debug!("told to reconnect");
-                Ok(Step::Continue)
-            }
-        }
-    }
-
-    /// Tells the broker of a resumable session what the edge consumed itself (a heartbeat, an
-    /// acknowledgement): the next client index and what the client acknowledged, so a resume
-    /// elsewhere starts where this connection left off (PROTOCOL.md §13.2).
-    async fn report_progress(&mut self) -> Step {
-        let (Some(replay), Some(broker)) = (&self.replay, &self.broker) else {
-            return Step::Continue;
-        };
-        let frame = EdgeFrame {
-            session_id: self.id,
-            kind: Some(edge_frame::Kind::Progress(SessionProgress {
-                received: replay.oldest(),
-                next_index: self.proto.next_index().unwrap_or_default(),
-            })),
-        };
-        if broker.send(frame).await {
-            Step::Continue
-        } else {
-            Step::Reattach
-        }
-    }
-
-    /// Whether a System packet goes to the game service: heartbeats in go-pantheon's mode.
-    fn forwarded_system(&self, packet: &Packet) -> bool {
-        packet.seq == system::SEQ_HEARTBEAT
-            && self.state.config.session.heartbeats == HeartbeatMode::Game
-    }
-
-    /// System packets the edge handles itself: the heartbeat (answered), the resume
-    /// acknowledgement and the client's goodbye.
-    fn on_system(&mut self, packet: Packet) -> Result<(), Close> {
-        match packet.seq {
-            system::SEQ_HEARTBEAT => {}
-            system::SEQ_RESUME_ACK => {
-                let ack = CsResumeAck::decode(&packet.data[..]).map_err(|e| {
-                    Close::Protocol("malformed_packet", format!("malformed resume ack: {e}"))
-                })?;
-                if let Some(replay) = &mut self.replay {
-                    replay.ack(ack.received);
-                }
-                return Ok(());
-            }
-            system::SEQ_BYE => return Err(Close::Bye),
-            seq => {
-                tracing::debug!(seq, "ignored a System packet");
-                return Ok(());
-            }
-        }
-        let beat = CsHeartbeat::decode(&packet.data[..]).map_err(|e| {
-            Close::Protocol("malformed_packet", format!("malformed heartbeat: {e}"))
-        })?;
-        let now = unix_now();
-        let code = if (beat.client_time - now).abs() > self.state.config.handshake.max_skew_secs {
-            HeartbeatCode::ErrTime
-        } else {
-            HeartbeatCode::Succeeded
-        };
-        // Not kept for a resume: heartbeat replies are not counted (PROTOCOL.md §13.2).
-        let uid = self.identity.as_ref().map_or(0, |i| i.uid);
-        let reply = system::heartbeat_reply(packet.index, uid, now, code as i32);
-        self.proto.send(&reply, &mut self.out)?;
-        self.traffic.frames_out.inc();
-        Ok(())
     }
 
     /// The session's outbound queue overflowed: counted, and the session ends as a slow
@@ -828,13 +399,14 @@ impl Session {
     }
 
     async fn write(&mut self) -> Result<(), Close> {
-        let n = self.out.len();
+        let out = self.machine.transmit();
+        let n = out.len();
         let timeout = Duration::from_secs(self.state.config.session.write_timeout_secs);
         // A client that stopped reading overflows its queue while a write waits for room: it
         // is cut off then, not only at the write timeout.
         let written = tokio::select! {
             _ = self.overflow.cancelled() => None,
-            written = tokio::time::timeout(timeout, self.io.write(&mut self.out)) => Some(written),
+            written = tokio::time::timeout(timeout, self.io.write(out)) => Some(written),
         };
         let Some(written) = written else {
             return Err(self.overflowed());
@@ -843,114 +415,46 @@ impl Session {
             Err(_) => Err(Close::SlowConsumer),
             Ok(Err(_)) => Err(Close::ClientClosed),
             Ok(Ok(())) => {
-                self.traffic.bytes_out.inc_by(n as u64);
+                self.machine.wrote(n);
                 Ok(())
             }
         }
     }
 
-    /// Logs and counts `close`, tells the client where possible, tells the broker. A client
-    /// that holds a ticket and lost its connection (or whose edge is going away) is not logged
-    /// out: its broker parks the session for a resume at any edge.
+    /// Logs and counts `close`, tells the client and the broker what the machine decides.
     async fn finish(&mut self, close: &Close) {
-        self.state
-            .metrics
-            .closes
-            .with_label_values(&[close.kind()])
-            .inc();
+        let metrics = &self.state.metrics;
+        if !self.machine.opened() {
+            metrics.handshakes.with_label_values(&[close.kind()]).inc();
+            if self.machine.redeeming() {
+                metrics.resumes.with_label_values(&[close.kind()]).inc();
+                tracing::info!(reason = close.kind(), detail = %close, "resume refused");
+            }
+        }
+        metrics.closes.with_label_values(&[close.kind()]).inc();
         match close {
             Close::ClientClosed => tracing::debug!("session closed by the client"),
             other => tracing::info!(reason = other.kind(), detail = %other, "session closed"),
         }
-        let resumable = self.replay.is_some()
-            && matches!(close, Close::ClientClosed | Close::Idle | Close::Shutdown);
-        if self.identity.is_some() && !resumable {
-            let logout = match close {
-                Close::Kicked(code, _) => Some(*code),
-                Close::Rejected(_) | Close::NoBroker | Close::Shutdown | Close::Idle => {
-                    Some(LogoutCode::Server as i32)
-                }
-                Close::RateLimited(_) | Close::SlowConsumer | Close::Protocol(..) => {
-                    Some(LogoutCode::Server as i32)
-                }
-                Close::ClientClosed
-                | Close::Bye
-                | Close::Moved
-                | Close::HandshakeTimeout
-                | Close::TextMessage => None,
-            };
-            if let Some(code) = logout {
-                self.out.clear();
-                let explained = match close {
-                    Close::Kicked(..) | Close::Shutdown => Ok(()),
-                    other => self.proto.send(
-                        &system::unexpected_error(system::MODULE, 0, other.to_string()),
-                        &mut self.out,
-                    ),
-                };
-                if explained.is_ok()
-                    && self
-                        .proto
-                        .send(&system::logout(code), &mut self.out)
-                        .is_ok()
-                {
-                    let _ =
-                        tokio::time::timeout(Duration::from_secs(1), self.io.write(&mut self.out))
-                            .await;
-                }
-            }
+        let farewell = self.machine.close(close, &Now::system());
+        if farewell.logout {
+            let out = self.machine.transmit();
+            let _ = tokio::time::timeout(Duration::from_secs(1), self.io.write(out)).await;
         }
         let _ = tokio::time::timeout(Duration::from_secs(2), self.io.close()).await;
-        let rate = resumable.then(|| self.rate_state());
         if let Some(broker) = self.broker.take() {
-            broker.detach(self.id);
-            // A session that moved to another connection goes on there.
-            if *close != Close::Moved {
-                let frame = EdgeFrame {
-                    session_id: self.id,
-                    kind: Some(edge_frame::Kind::Close(SessionClose {
-                        reason: close.kind().to_owned(),
-                        resumable,
-                        rate,
-                    })),
-                };
+            broker.detach(self.machine.id());
+            if let Some(frame) = farewell.to_broker {
                 let _ = tokio::time::timeout(Duration::from_secs(1), broker.send(frame)).await;
             }
         }
     }
 }
 
-enum Step {
-    Continue,
-    Reattach,
-}
-
-/// What a connection's handshake asked for.
-enum Hello {
-    Login(SessionIdentity),
-    Resume(Vec<u8>),
-}
-
-/// A ticket for `uid`'s session at `broker`, with this edge's window.
-fn offer(state: &EdgeState, uid: i64, broker: &str) -> ResumeOffer {
-    ResumeOffer {
-        ticket: state.tickets.issue(uid, broker),
-        window_secs: i32::try_from(state.config.resume.window_secs).unwrap_or(i32::MAX),
+/// The next item of `downlink`; pending while the session has none.
+async fn next(downlink: &mut Option<outbox::Receiver<Downlink>>) -> Option<Downlink> {
+    match downlink {
+        Some(rx) => rx.recv().await,
+        None => std::future::pending().await,
     }
-}
-
-/// The close reason of a broker's refusal (PROTOCOL.md §9).
-fn refusal(reason: &str) -> &'static str {
-    match reason {
-        "resume_denied" => "resume_denied",
-        "resume_gap" => "resume_gap",
-        _ => "resume_unknown",
-    }
-}
-
-/// Now, in unix milliseconds.
-fn unix_millis() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
 }

@@ -46,7 +46,10 @@ fn identity(cert_file: Option<&str>, key_file: Option<&str>, field: &str) -> Res
 }
 
 /// The QUIC endpoint of `config`, bound and ready to accept.
-pub fn quic_endpoint(config: &QuicConfig, session_idle: Duration) -> Result<quinn::Endpoint> {
+pub(crate) fn quic_endpoint(
+    config: &QuicConfig,
+    session_idle: Duration,
+) -> Result<quinn::Endpoint> {
     install_crypto_provider();
     let (certs, key) = identity(
         config.tls_cert_file.as_deref(),
@@ -79,7 +82,9 @@ pub fn quic_endpoint(config: &QuicConfig, session_idle: Duration) -> Result<quin
 }
 
 /// The wss acceptor when `config` names a certificate and key; `None` means plain ws.
-pub fn websocket_acceptor(config: &WebSocketConfig) -> Result<Option<tokio_rustls::TlsAcceptor>> {
+pub(crate) fn websocket_acceptor(
+    config: &WebSocketConfig,
+) -> Result<Option<tokio_rustls::TlsAcceptor>> {
     let (Some(cert), Some(key)) = (
         config.tls_cert_file.as_deref(),
         config.tls_key_file.as_deref(),

@@ -14,7 +14,7 @@ use tokio_tungstenite::tungstenite::Message;
 use crate::error::Close;
 
 /// A client connection carrying frames.
-pub enum FrameIo {
+pub(crate) enum FrameIo {
     /// Frames back to back on a byte stream.
     Stream(Box<dyn ByteStream>),
     /// One frame per binary WebSocket message.
@@ -32,7 +32,7 @@ impl std::fmt::Debug for FrameIo {
 
 /// What one read produced.
 #[derive(Debug)]
-pub enum Read {
+pub(crate) enum Read {
     /// `n` bytes were appended to the input buffer (byte streams).
     Bytes(usize),
     /// One whole frame's payload (WebSocket), `n` bytes on the wire.
@@ -42,7 +42,7 @@ pub enum Read {
 }
 
 /// The metric label of a transport.
-pub fn label(transport: Transport) -> &'static str {
+pub(crate) fn label(transport: Transport) -> &'static str {
     match transport {
         Transport::Tcp => "tcp",
         Transport::Websocket => "websocket",
@@ -81,7 +81,11 @@ fn make_room(input: &mut BytesMut, max_frame: usize) {
 
 impl FrameIo {
     /// Reads more from the client. Cancel-safe: nothing read is lost if the future is dropped.
-    pub async fn read(&mut self, input: &mut BytesMut, max_frame: usize) -> Result<Read, Close> {
+    pub(crate) async fn read(
+        &mut self,
+        input: &mut BytesMut,
+        max_frame: usize,
+    ) -> Result<Read, Close> {
         match self {
             FrameIo::Stream(stream) => {
                 make_room(input, max_frame);
@@ -107,7 +111,7 @@ impl FrameIo {
     }
 
     /// Writes every whole frame in `out` and empties it.
-    pub async fn write(&mut self, out: &mut BytesMut) -> std::io::Result<()> {
+    pub(crate) async fn write(&mut self, out: &mut BytesMut) -> std::io::Result<()> {
         match self {
             FrameIo::Stream(stream) => {
                 stream.write_all(out).await?;
@@ -132,7 +136,7 @@ impl FrameIo {
     }
 
     /// Closes the connection politely (best effort).
-    pub async fn close(&mut self) {
+    pub(crate) async fn close(&mut self) {
         match self {
             FrameIo::Stream(stream) => {
                 let _ = stream.shutdown().await;

@@ -29,7 +29,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use futures_util::StreamExt;
-use janus_edge::link::rendezvous_score;
+use janus_edge::rendezvous_score;
 use janus_integration_tests::cluster::Cluster;
 use janus_integration_tests::stack::{COLOR, GameKind};
 use janus_proto::broadcaster::service::push::v1 as bc;

@@ -19,7 +19,7 @@ use janus_broker::Broker;
 use janus_broker::config::BrokerConfig;
 use janus_edge::Edge;
 use janus_edge::config::EdgeConfig;
-use janus_edge::link::rendezvous_score;
+use janus_edge::rendezvous_score;
 use janus_integration_tests::gopeer::{self, GoProcess};
 use janus_integration_tests::roma::{PUSH_MOD, PUSH_SEQ, Pusher};
 use janus_integration_tests::stack::http_get;
