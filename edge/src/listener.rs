@@ -57,7 +57,7 @@ async fn accept_loop(
 
 /// Serves TCP clients from `listener` while the edge accepts.
 pub(crate) async fn tcp(listener: TcpListener, state: Arc<EdgeState>, tasks: TaskTracker) {
-    accept_loop(listener, &state.clone(), |stream, peer| {
+    accept_loop(listener, &state, |stream, peer| {
         let io = FrameIo::Stream(Box::new(stream));
         tasks.spawn(serve(state.clone(), io, peer, Transport::Tcp));
     })
@@ -76,7 +76,7 @@ pub(crate) async fn websocket(
     tasks: TaskTracker,
 ) {
     let config = Arc::new(state.config.websocket.clone());
-    accept_loop(listener, &state.clone(), |stream, peer| {
+    accept_loop(listener, &state, |stream, peer| {
         let (state, config, tls) = (state.clone(), config.clone(), tls.clone());
         tasks.spawn(async move {
             let upgrade = async {

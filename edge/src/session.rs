@@ -182,7 +182,7 @@ impl Session {
             let armed = match self.machine.deadline() {
                 Some(at) => {
                     let at = tokio::time::Instant::from_std(at);
-                    if timer.deadline() != at {
+                    if timer.deadline() != at || timer.is_elapsed() {
                         timer.as_mut().reset(at);
                     }
                     true

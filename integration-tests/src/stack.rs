@@ -1,6 +1,7 @@
-//! A gateway stack for tests: a game service (the demo game, or the Go Roma peer), brokers on real Redis and NATS, edges in
-//! front of them, and clients with valid (or deliberately bad) tokens. Every part is the real
-//! one; only the addresses are ephemeral.
+//! A gateway stack for tests: a game service (the demo game, or the Go Roma peer), brokers on
+//! real Redis and NATS (or, for the suites about the edge's behaviour, on the in-memory route
+//! store and bus of standalone mode), edges in front of them, and clients with valid (or
+//! deliberately bad) tokens. Every part is the real one; only the addresses are ephemeral.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -181,10 +182,11 @@ impl Drop for Game {
     }
 }
 
-/// Real Redis and NATS plus the keys: the shared ground of a stack.
+/// Real Redis and NATS (or neither: the brokers' in-memory backends) plus the keys: the shared
+/// ground of a stack.
 pub struct Ground {
-    /// Redis.
-    pub redis: Service,
+    /// Redis; without it, the brokers keep their routes and run their bus in memory.
+    pub redis: Option<Service>,
     /// NATS, the brokers' bus; without it, the brokers' bus runs on Redis.
     pub nats: Option<Service>,
     /// Keys.
@@ -196,7 +198,7 @@ impl Ground {
     pub async fn start() -> Self {
         let (redis, nats) = tokio::join!(infra::redis(), infra::nats());
         Self {
-            redis,
+            redis: Some(redis),
             nats: Some(nats),
             keys: Arc::new(Keys::generate()),
         }
@@ -206,16 +208,33 @@ impl Ground {
     /// (`[bus] backend = "redis"`), as a deployment without NATS does.
     pub async fn start_without_nats() -> Self {
         Self {
-            redis: infra::redis().await,
+            redis: Some(infra::redis().await),
             nats: None,
             keys: Arc::new(Keys::generate()),
         }
     }
 
+    /// No container at all: brokers keep their routes and run their bus in memory, as in
+    /// standalone mode (each broker its own; for suites about the edge, not about Redis or NATS).
+    pub fn in_memory() -> Self {
+        Self {
+            redis: None,
+            nats: None,
+            keys: Arc::new(Keys::generate()),
+        }
+    }
+
+    /// Redis, for suites about it.
+    pub fn redis(&self) -> &Service {
+        self.redis
+            .as_ref()
+            .expect("a ground with Redis (Ground::start)")
+    }
+
     /// A direct client of the route store, to look at what brokers wrote.
     pub fn routes(&self) -> RedisRoutes {
         RedisRoutes::standalone(
-            &format!("redis://{}", self.redis.addr),
+            &format!("redis://{}", self.redis().addr),
             Duration::from_secs(2),
         )
         .unwrap()
@@ -228,14 +247,22 @@ impl Ground {
             admin_listen: "127.0.0.1:0".into(),
             ..BrokerConfig::default()
         };
-        config.routes.backend = RoutesBackend::Redis;
-        config.routes.redis_urls = vec![format!("redis://{}", self.redis.addr)];
-        match &self.nats {
-            Some(nats) => {
-                config.bus.backend = BusBackend::Nats;
-                config.bus.nats_url = format!("nats://{}", nats.addr);
+        match (&self.redis, &self.nats) {
+            (None, _) => {
+                config.routes.backend = RoutesBackend::Memory;
+                config.bus.backend = BusBackend::Memory;
             }
-            None => config.bus.backend = BusBackend::Redis,
+            (Some(redis), nats) => {
+                config.routes.backend = RoutesBackend::Redis;
+                config.routes.redis_urls = vec![format!("redis://{}", redis.addr)];
+                match nats {
+                    Some(nats) => {
+                        config.bus.backend = BusBackend::Nats;
+                        config.bus.nats_url = format!("nats://{}", nats.addr);
+                    }
+                    None => config.bus.backend = BusBackend::Redis,
+                }
+            }
         }
         for game in games {
             for name in ["roma.player.service", "roma.room.service"] {
@@ -321,6 +348,13 @@ impl Stack {
     /// default, see [`GameKind::from_env`]); `tune` may change the edge configuration first.
     pub async fn start(tune: impl FnOnce(&mut EdgeConfig)) -> Self {
         Self::start_with_game(GameKind::from_env(), tune).await
+    }
+
+    /// Starts everything without a container: the broker's routes and bus in memory
+    /// ([`Ground::in_memory`]), the game service `JANUS_TEST_GAME` names; `tune` may change the
+    /// edge configuration first. For the suites about the edge's behaviour.
+    pub async fn in_memory(tune: impl FnOnce(&mut EdgeConfig)) -> Self {
+        Self::start_on(Ground::in_memory(), GameKind::from_env(), tune).await
     }
 
     /// Starts everything with a game service of `kind`; `tune` may change the edge

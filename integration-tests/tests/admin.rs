@@ -65,11 +65,11 @@ async fn health_readiness_metrics_and_stats_reflect_the_sessions() {
     let (_, stats) = http_get(broker, "/stats").await;
     assert!(stats.contains("\"sessions\":1"), "{stats}");
 
-    stack.ground.redis.container.pause().await.unwrap();
+    stack.ground.redis().container.pause().await.unwrap();
     let (status, why) = http_get(broker, "/ready").await;
     assert_eq!(status, 503, "not ready without a route store");
     assert!(why.contains("route store"), "{why}");
-    stack.ground.redis.container.unpause().await.unwrap();
+    stack.ground.redis().container.unpause().await.unwrap();
 
     client.close().await.unwrap();
     let mut closed = false;

@@ -39,7 +39,7 @@ async fn sessions_back_to(stack: &Stack, n: u64) {
 
 #[tokio::test]
 async fn every_handshake_failure_closes_only_that_connection_with_its_reason() {
-    let stack = Stack::start(limits).await;
+    let stack = Stack::in_memory(limits).await;
     let keys = stack.ground.keys.clone();
     let mut neighbour = stack.client(&stack.tcp(), 1).await;
     let config = keys.client_config(Mode::V2);
@@ -173,7 +173,7 @@ async fn every_handshake_failure_closes_only_that_connection_with_its_reason() {
 
 #[tokio::test]
 async fn every_session_limit_closes_only_the_offender_and_says_why() {
-    let stack = Stack::start(limits).await;
+    let stack = Stack::in_memory(limits).await;
     let mut neighbour = stack.client(&stack.tcp(), 1).await;
 
     let mut flooder = stack.client(&stack.tcp(), 20).await;
@@ -282,7 +282,7 @@ async fn every_session_limit_closes_only_the_offender_and_says_why() {
 
 #[tokio::test]
 async fn a_client_that_does_not_read_is_disconnected_not_buffered() {
-    let stack = Stack::start(limits).await;
+    let stack = Stack::in_memory(limits).await;
     let mut neighbour = stack.client(&stack.tcp(), 1).await;
     let mut sleeper = stack.client(&stack.tcp(), 30).await;
     // One round trip: the broker holds the session before the pushes start.
@@ -330,7 +330,7 @@ async fn a_client_that_does_not_read_is_disconnected_not_buffered() {
 // The outbound queue overflowing (rather than a write timing out) is counted on its own.
 #[tokio::test]
 async fn an_outbound_queue_overflow_is_counted() {
-    let stack = Stack::start(|config| {
+    let stack = Stack::in_memory(|config| {
         limits(config);
         config.session.write_timeout_secs = 30;
     })
@@ -378,7 +378,7 @@ async fn an_outbound_queue_overflow_is_counted() {
 
 #[tokio::test]
 async fn an_idle_session_is_closed_and_told_while_an_active_one_stays() {
-    let stack = Stack::start(|config| config.session.idle_timeout_secs = 1).await;
+    let stack = Stack::in_memory(|config| config.session.idle_timeout_secs = 1).await;
     let mut idle = stack.client(&stack.tcp(), 40).await;
     let mut active = stack.client(&stack.tcp(), 41).await;
     for _ in 0..6 {
@@ -391,7 +391,7 @@ async fn an_idle_session_is_closed_and_told_while_an_active_one_stays() {
 
 #[tokio::test]
 async fn connection_limits_refuse_before_the_handshake() {
-    let stack = Stack::start(|config| config.limits.max_sessions_per_ip = 2).await;
+    let stack = Stack::in_memory(|config| config.limits.max_sessions_per_ip = 2).await;
     let mut first = stack.client(&stack.tcp(), 50).await;
     let _second = stack.client(&stack.ws(), 51).await;
     let keys = &stack.ground.keys;
@@ -404,7 +404,7 @@ async fn connection_limits_refuse_before_the_handshake() {
     .await;
     neighbour_ok(&mut first).await;
 
-    let stack = Stack::start(|config| config.limits.max_sessions = 1).await;
+    let stack = Stack::in_memory(|config| config.limits.max_sessions = 1).await;
     let mut only = stack.client(&stack.tcp(), 60).await;
     let keys = &stack.ground.keys;
     assert!(
@@ -415,7 +415,7 @@ async fn connection_limits_refuse_before_the_handshake() {
     counted(&stack, "janus_edge_refused_total{reason=\"max_sessions\"}").await;
     neighbour_ok(&mut only).await;
 
-    let stack = Stack::start(|config| config.limits.handshakes_per_ip_per_sec = 2).await;
+    let stack = Stack::in_memory(|config| config.limits.handshakes_per_ip_per_sec = 2).await;
     let keys = &stack.ground.keys;
     let mut refused = 0;
     for uid in 70..75 {
@@ -443,7 +443,7 @@ async fn connection_limits_refuse_before_the_handshake() {
 
 #[tokio::test]
 async fn client_certificates_and_unencrypted_sessions_are_enforced() {
-    let ground = janus_integration_tests::stack::Ground::start().await;
+    let ground = janus_integration_tests::stack::Ground::in_memory();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap().to_string();
     let game = janus_integration_tests::stack::Game::start(&addr).await;
@@ -607,7 +607,7 @@ impl RawSession {
 
 #[tokio::test]
 async fn replayed_reordered_and_mislabelled_frames_close_only_that_session() {
-    let stack = Stack::start(limits).await;
+    let stack = Stack::in_memory(limits).await;
     let mut neighbour = stack.client(&stack.tcp(), 1).await;
 
     // A frame sent twice: the copy's counter nonce is already spent.
@@ -649,7 +649,7 @@ async fn replayed_reordered_and_mislabelled_frames_close_only_that_session() {
 
 #[tokio::test]
 async fn half_a_frame_then_silence_ends_at_the_idle_timeout_while_a_busy_neighbour_goes_on() {
-    let stack = Stack::start(|config| {
+    let stack = Stack::in_memory(|config| {
         limits(config);
         config.session.idle_timeout_secs = 2;
     })

@@ -189,7 +189,7 @@ async fn pushes_reach_exactly_the_named_sessions(pair: Pair) {
         ),
         None => Box::new(
             RedisBus::connect(
-                &[format!("redis://{}", pair.ground.redis.addr)],
+                &[format!("redis://{}", pair.ground.redis().addr)],
                 false,
                 Duration::from_secs(2),
                 (&TaskTracker::new(), stop_bus.clone()),

@@ -80,7 +80,7 @@ async fn without_redis_new_sessions_are_refused_and_open_ones_go_on() {
     let mut open = stack.client(&stack.tcp(), 501).await;
     assert_eq!(open.request(echo(b"a"), |_| {}).await.unwrap().data, b"a");
 
-    stack.ground.redis.container.pause().await.unwrap();
+    stack.ground.redis().container.pause().await.unwrap();
 
     assert_eq!(
         open.request(echo(b"b"), |_| {}).await.unwrap().data,
@@ -112,7 +112,7 @@ async fn without_redis_new_sessions_are_refused_and_open_ones_go_on() {
     let logout = recv(&mut newcomer).await;
     assert_logout(&logout, LogoutCode::Server);
 
-    stack.ground.redis.container.unpause().await.unwrap();
+    stack.ground.redis().container.unpause().await.unwrap();
     let mut later = None;
     for _ in 0..20 {
         let mut client = stack.client(&stack.tcp(), 503).await;

@@ -1,5 +1,6 @@
-//! The whole path with real parts: client library → edge (TCP or WebSocket) → broker (routes in
-//! a real Redis, pushes over a real NATS) → demo game service, and back.
+//! The whole path with real parts: client library → edge (TCP or WebSocket) → broker (routes
+//! and bus in memory, as in standalone mode; the route's test keeps it in a real Redis) → demo
+//! game service, and back.
 
 use std::time::Duration;
 
@@ -60,7 +61,7 @@ async fn echo_round_trip(stack: &Stack, endpoint: Endpoint, uid: i64, mode: Mode
 
 #[tokio::test]
 async fn every_transport_and_handshake_mode_carries_echo_heartbeat_pushes_and_kicks() {
-    let stack = Stack::start(|config| config.handshake.allow_legacy = true).await;
+    let stack = Stack::in_memory(|config| config.handshake.allow_legacy = true).await;
     let mut push = janus_proto::broadcaster::service::push::v1::push_service_client::PushServiceClient::connect(
         format!("http://{}", stack.broker.endpoint()),
     )
@@ -126,7 +127,7 @@ async fn every_transport_and_handshake_mode_carries_echo_heartbeat_pushes_and_ki
 
 #[tokio::test]
 async fn a_heartbeat_with_a_skewed_clock_gets_err_time() {
-    let stack = Stack::start(|_| {}).await;
+    let stack = Stack::in_memory(|_| {}).await;
     let mut client = stack.client(&stack.tcp(), 1010).await;
     let beat = CsHeartbeat {
         client_time: unix_now() - 3600,
@@ -144,6 +145,7 @@ async fn a_heartbeat_with_a_skewed_clock_gets_err_time() {
 
 #[tokio::test]
 async fn the_gateway_route_lives_in_redis_while_the_session_does() {
+    // About Redis itself: the one suite of this file on containers.
     let stack = Stack::start(|_| {}).await;
     let routes = stack.ground.routes();
     let key = gate_route_key(COLOR, 1020);
@@ -170,7 +172,7 @@ async fn the_gateway_route_lives_in_redis_while_the_session_does() {
 
 #[tokio::test]
 async fn a_second_login_kicks_the_first_with_conflicting_login() {
-    let stack = Stack::start(|_| {}).await;
+    let stack = Stack::in_memory(|_| {}).await;
     let mut first = stack.client(&stack.tcp(), 1030).await;
     first.request(request(2, 1, 0, b"a"), |_| {}).await.unwrap();
     let mut second = stack.client(&stack.ws(), 1030).await;
@@ -185,7 +187,7 @@ async fn a_second_login_kicks_the_first_with_conflicting_login() {
 
 #[tokio::test]
 async fn another_players_object_is_refused_and_the_session_goes_on() {
-    let stack = Stack::start(|_| {}).await;
+    let stack = Stack::in_memory(|_| {}).await;
     let mut client = stack.client(&stack.tcp(), 1040).await;
     client.send(request(2, 5, 999, b"steal")).await.unwrap();
     let refused = recv(&mut client).await;
@@ -209,7 +211,7 @@ async fn another_players_object_is_refused_and_the_session_goes_on() {
 
 #[tokio::test]
 async fn room_chat_is_multicast_to_the_other_members_only() {
-    let stack = Stack::start(|_| {}).await;
+    let stack = Stack::in_memory(|_| {}).await;
     let room = 77;
     let mut alice = stack.client(&stack.tcp(), 2001).await;
     let mut bob = stack.client(&stack.ws(), 2002).await;
@@ -240,7 +242,7 @@ async fn room_chat_is_multicast_to_the_other_members_only() {
 async fn a_room_request_with_obj_0_goes_to_the_players_own_room_object() {
     // go-pantheon's rule: obj 0 is the player's uid in every module (PROTOCOL.md §14.4), so two
     // players asking for room object 0 reach two rooms, not one shared room 0.
-    let stack = Stack::start(|_| {}).await;
+    let stack = Stack::in_memory(|_| {}).await;
     let mut alice = stack.client(&stack.tcp(), 2101).await;
     let mut bob = stack.client(&stack.tcp(), 2102).await;
     for (client, uid) in [(&mut alice, 2101), (&mut bob, 2102)] {
@@ -261,7 +263,7 @@ async fn a_room_request_with_obj_0_goes_to_the_players_own_room_object() {
 
 #[tokio::test]
 async fn a_push_on_a_tunnel_reaches_the_client_after_the_reply() {
-    let stack = Stack::start(|_| {}).await;
+    let stack = Stack::in_memory(|_| {}).await;
     let mut client = stack.client(&stack.tcp(), 1050).await;
     let reply = client
         .request(request(2, demo::ECHO_AND_PUSH, 0, b"hello"), |p| {
@@ -280,7 +282,7 @@ async fn a_push_on_a_tunnel_reaches_the_client_after_the_reply() {
 
 #[tokio::test]
 async fn a_drain_keeps_sessions_for_the_grace_period_then_logs_them_out() {
-    let stack = Stack::start(|_| {}).await;
+    let stack = Stack::in_memory(|_| {}).await;
     let Stack {
         edge,
         ground,
@@ -329,7 +331,7 @@ async fn websocket_over_tls_when_a_certificate_is_configured() {
     let (cert, key) = (dir.join("ws.crt"), dir.join("ws.key"));
     std::fs::write(&cert, generated.cert.pem()).unwrap();
     std::fs::write(&key, generated.signing_key.serialize_pem()).unwrap();
-    let stack = Stack::start(|config| {
+    let stack = Stack::in_memory(|config| {
         config.websocket.tls_cert_file = Some(cert.display().to_string());
         config.websocket.tls_key_file = Some(key.display().to_string());
     })
@@ -372,7 +374,7 @@ async fn websocket_over_tls_when_a_certificate_is_configured() {
 
 #[tokio::test]
 async fn a_client_that_closes_ends_its_session_at_once_on_every_transport() {
-    let stack = Stack::start(|_| {}).await;
+    let stack = Stack::in_memory(|_| {}).await;
     for (uid, (name, endpoint)) in (1300..).zip(all_transports(&stack.edge)) {
         let client = stack.client(&endpoint, uid).await;
         client.close().await.unwrap();

@@ -152,7 +152,7 @@ async fn the_heap_returns_to_its_baseline_after_every_kind_of_bad_input() {
         limits(config);
         config.resume.window_secs = 1;
     };
-    let stack = Stack::start(tune).await;
+    let stack = Stack::in_memory(tune).await;
     let mut config = stack.ground.edge_config(&[stack.broker.endpoint()]);
     tune(&mut config);
     let other = stack.ground.edge(config).await;

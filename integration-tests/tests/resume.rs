@@ -1,4 +1,4 @@
-//! Session resume against a running edge, broker (routes in Redis) and demo game: a client loses
+//! Session resume against a running edge, broker (routes and bus in memory) and demo game: a client loses
 //! its TCP connection while a game service pushes, comes back over WebSocket, then moves to QUIC
 //! while still connected; every push arrives exactly once and in order, and the broker session
 //! and its tunnel are the ones from before. The same holds when the client comes back at another
@@ -125,7 +125,7 @@ async fn collect(client: &mut Client, got: &mut Vec<u32>, until: usize) {
 
 #[tokio::test]
 async fn a_session_resumes_over_other_transports_without_losing_or_repeating_a_push() {
-    let stack = Stack::start(|_| {}).await;
+    let stack = Stack::in_memory(|_| {}).await;
     let (edge, broker) = (stack.edge.admin_addr, stack.broker.admin_addr);
     let uid = 4242;
     let mut client = login_resumable(&stack, &stack.tcp(), uid).await;
@@ -218,7 +218,7 @@ async fn a_session_resumes_over_other_transports_without_losing_or_repeating_a_p
 
 #[tokio::test]
 async fn a_session_nobody_resumes_ends_with_its_window_and_its_ticket_is_refused() {
-    let stack = Stack::start(|config| config.resume.window_secs = 1).await;
+    let stack = Stack::in_memory(|config| config.resume.window_secs = 1).await;
     let (edge, broker) = (stack.edge.admin_addr, stack.broker.admin_addr);
     let mut neighbour = stack.client(&stack.tcp(), 11).await;
     let mut client = login_resumable(&stack, &stack.tcp(), 12).await;
@@ -247,7 +247,7 @@ async fn a_session_nobody_resumes_ends_with_its_window_and_its_ticket_is_refused
 
 #[tokio::test]
 async fn a_session_resumes_at_any_edge_and_outlives_the_edge_it_was_at() {
-    let stack = Stack::start(|_| {}).await;
+    let stack = Stack::in_memory(|_| {}).await;
     let config = stack.ground.edge_config(&[stack.broker.endpoint()]);
     let other = stack.ground.edge(config).await;
     let broker = stack.broker.admin_addr;
@@ -297,7 +297,7 @@ async fn a_session_resumes_at_any_edge_and_outlives_the_edge_it_was_at() {
 
 #[tokio::test]
 async fn a_draining_edge_moves_resumable_clients_to_another_edge_and_logs_out_only_the_rest() {
-    let stack = Stack::start(|config| config.drain_spread_secs = 1).await;
+    let stack = Stack::in_memory(|config| config.drain_spread_secs = 1).await;
     let config = stack.ground.edge_config(&[stack.broker.endpoint()]);
     let other = stack.ground.edge(config).await;
     let broker = stack.broker.admin_addr;
@@ -346,7 +346,7 @@ async fn a_draining_edge_moves_resumable_clients_to_another_edge_and_logs_out_on
 
 #[tokio::test]
 async fn sessions_wait_for_a_replaced_broker_and_go_on_with_everything_they_had() {
-    let stack = Stack::start(|_| {}).await;
+    let stack = Stack::in_memory(|_| {}).await;
     let uid = 4747;
     let mut client = login_resumable(&stack, &stack.tcp(), uid).await;
     let mut plain = stack.client(&stack.tcp(), 4748).await;
@@ -435,7 +435,7 @@ async fn sessions_wait_for_a_replaced_broker_and_go_on_with_everything_they_had(
 
 #[tokio::test]
 async fn a_resume_does_not_refill_the_rate_buckets() {
-    let stack = Stack::start(|config| {
+    let stack = Stack::in_memory(|config| {
         config.session.messages_per_sec = 1;
         config.session.message_burst = 6;
     })
@@ -465,7 +465,7 @@ async fn a_resume_does_not_refill_the_rate_buckets() {
 
 #[tokio::test]
 async fn a_broker_parks_at_most_its_limit_and_ends_the_rest_with_a_reason() {
-    let ground = Ground::start().await;
+    let ground = Ground::in_memory();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let broker_addr = listener.local_addr().unwrap().to_string();
     let game = Game::start_kind(GameKind::from_env(), &broker_addr).await;

@@ -187,7 +187,7 @@ async fn roma_pushes_reach_exactly_the_right_sessions_by_grpc_and_by_redis() {
     let [b1, b2] = &deployment.brokers;
     let mut roma = Pusher::connect(
         &deployment.etcd_url,
-        &deployment.ground.redis,
+        &deployment.ground.redis(),
         deployment.brokers.len(),
     )
     .await;
@@ -383,7 +383,7 @@ async fn without_redis_pushes_a_broker_subscribes_to_nothing() {
     let broker = ground
         .broker_on(config, TcpListener::bind("127.0.0.1:0").await.unwrap())
         .await;
-    let mut redis = ground.redis.redis_connection().await;
+    let mut redis = ground.redis().redis_connection().await;
     tokio::time::sleep(Duration::from_millis(500)).await;
     let (_, own, _, broadcast): (String, i64, String, i64) = redis::cmd("PUBSUB")
         .arg("NUMSUB")
@@ -419,7 +419,7 @@ async fn a_quiet_subscription_stays_and_a_silent_redis_loss_is_noticed() {
             TcpListener::bind("127.0.0.1:0").await.unwrap(),
         )
         .await;
-    let mut redis = ground.redis.redis_connection().await;
+    let mut redis = ground.redis().redis_connection().await;
     let endpoint = broker.endpoint().to_owned();
     wait_subscribers(&mut redis, &endpoint, 1).await;
     let first = subscriber_ids(&mut redis).await;
@@ -431,9 +431,9 @@ async fn a_quiet_subscription_stays_and_a_silent_redis_loss_is_noticed() {
 
     // Redis frozen: no FIN, no RST, just silence. The unanswered PING ends the subscription,
     // and once Redis answers again the broker subscribes on a new connection.
-    ground.redis.container.pause().await.unwrap();
+    ground.redis().container.pause().await.unwrap();
     tokio::time::sleep(Duration::from_secs(7)).await;
-    ground.redis.container.unpause().await.unwrap();
+    ground.redis().container.unpause().await.unwrap();
     let mut renewed = Vec::new();
     for _ in 0..100 {
         renewed = subscriber_ids(&mut redis).await;
