@@ -30,6 +30,10 @@ use crate::outbox;
 /// What a broker tells one session. Every variant is at most a pointer wide: queued items are
 /// memory held by the session's queue.
 #[derive(Debug)]
+#[expect(
+    clippy::box_collection,
+    reason = "a boxed string keeps the variant pointer-wide, and every queued item is memory"
+)]
 pub(crate) enum Downlink {
     /// The broker took the session.
     Accepted,

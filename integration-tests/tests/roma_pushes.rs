@@ -187,7 +187,7 @@ async fn roma_pushes_reach_exactly_the_right_sessions_by_grpc_and_by_redis() {
     let [b1, b2] = &deployment.brokers;
     let mut roma = Pusher::connect(
         &deployment.etcd_url,
-        &deployment.ground.redis(),
+        deployment.ground.redis(),
         deployment.brokers.len(),
     )
     .await;
