@@ -1,7 +1,7 @@
 //! What every session of one edge shares: the configuration, the keys, the broker links, the
 //! metrics, the admission limits, the lifecycle and the resume tickets. Built once by
-//! [`crate::server::Edge::start`] and read by the listeners, the sessions and the admin
-//! endpoint; it owns no task and no socket.
+//! `Edge::start` and read by the listeners, the sessions and the admin endpoint; it owns no
+//! task and no socket, and uses no module that uses it.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};

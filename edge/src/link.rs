@@ -95,15 +95,15 @@ impl BrokerLink {
         lock(&self.sessions).len()
     }
 
-    /// Queues `frame` for the broker, waiting for room; false if the link is down. The wait
-    /// (a full link queue) is the rare path and runs boxed: this future lives inside every
-    /// session's task, so its size is memory per session.
+    /// Queues `frame` for the broker, waiting for room; false if the link is down. The frame
+    /// comes boxed and the wait (a full link queue) is the rare path and runs boxed: this future
+    /// lives inside every session's task, so its size is memory per session.
     /// A closed queue means the link's stream is gone even if its task has not noticed yet: the
     /// link is marked down at once, so the session's re-attach does not pick it again.
-    pub(crate) async fn send(&self, frame: EdgeFrame) -> bool {
+    pub(crate) async fn send(&self, frame: Box<EdgeFrame>) -> bool {
         let sender = lock(&self.sender).clone();
         let Some(tx) = sender else { return false };
-        let sent = match tx.try_send(frame) {
+        let sent = match tx.try_send(*frame) {
             Ok(()) => true,
             Err(mpsc::error::TrySendError::Closed(_)) => false,
             Err(mpsc::error::TrySendError::Full(frame)) => Box::pin(tx.send(frame)).await.is_ok(),
@@ -497,9 +497,9 @@ mod tests {
                 overflow: overflow.clone(),
             },
         );
-        assert!(link.send(EdgeFrame::default()).await);
+        assert!(link.send(Box::default()).await);
         drop(rx);
-        assert!(!link.send(EdgeFrame::default()).await);
+        assert!(!link.send(Box::default()).await);
         assert!(!link.is_up(), "picked no more");
         assert!(matches!(down.recv().await, Some(Downlink::LinkLost)));
         assert!(!overflow.is_cancelled());
@@ -514,7 +514,7 @@ mod tests {
         *lock(&link.sender) = Some(fresh);
         link.closed(&stale);
         assert!(link.is_up());
-        assert!(link.send(EdgeFrame::default()).await);
+        assert!(link.send(Box::default()).await);
     }
 
     #[test]

@@ -282,23 +282,26 @@ impl Session {
             },
             Action::Reattach => Box::pin(self.reattach()).await,
             Action::Redeem(ticket) => Box::pin(self.redeem(ticket)).await,
-            Action::Opened { resumed, took } => {
-                let metrics = &self.state.metrics;
-                let transport = label(self.machine.transport());
-                metrics.handshakes.with_label_values(&["ok"]).inc();
-                metrics
-                    .handshake_seconds
-                    .with_label_values(&[transport])
-                    .observe(took.as_secs_f64());
-                if resumed {
-                    metrics.resumes.with_label_values(&["ok"]).inc();
-                    tracing::info!(transport, "session resumed");
-                    return Ok(());
-                }
-                self.write().await?;
-                Box::pin(self.attach(false)).await
-            }
+            Action::Opened { resumed, took } => Box::pin(self.opened(resumed, took)).await,
         }
+    }
+
+    /// The handshake is done: counted; a login's reply is written and the session attached.
+    async fn opened(&mut self, resumed: bool, took: Duration) -> Result<(), Close> {
+        let metrics = &self.state.metrics;
+        let transport = label(self.machine.transport());
+        metrics.handshakes.with_label_values(&["ok"]).inc();
+        metrics
+            .handshake_seconds
+            .with_label_values(&[transport])
+            .observe(took.as_secs_f64());
+        if resumed {
+            metrics.resumes.with_label_values(&["ok"]).inc();
+            tracing::info!(transport, "session resumed");
+            return Ok(());
+        }
+        self.write().await?;
+        self.attach(false).await
     }
 
     /// The connection presented `ticket`: ask the broker holding its session (the ticket names

@@ -84,9 +84,9 @@ pub(crate) enum Action {
     /// The session's link dropped: the driver opens it at the broker the hash picks now.
     Reattach,
     /// A client packet for the session's broker.
-    Forward(EdgeFrame),
+    Forward(Box<EdgeFrame>),
     /// What the edge consumed itself, for the session's broker (PROTOCOL.md §13.2).
-    Report(EdgeFrame),
+    Report(Box<EdgeFrame>),
 }
 
 /// What ending the session takes, as [`Machine::close`] decides it.
@@ -95,7 +95,7 @@ pub(crate) struct Farewell {
     /// Whether [`Machine::transmit`] holds a logout to write before closing the connection.
     pub(crate) logout: bool,
     /// What to tell the session's broker, if it holds the session.
-    pub(crate) to_broker: Option<EdgeFrame>,
+    pub(crate) to_broker: Option<Box<EdgeFrame>>,
 }
 
 /// This session's frame and byte counters, looked up once instead of per frame.
@@ -480,7 +480,7 @@ impl Machine {
     /// What a resumable session's broker is told of what the edge consumed itself (a heartbeat,
     /// an acknowledgement): the next client index and what the client acknowledged, so a
     /// resume elsewhere starts where this connection left off (PROTOCOL.md §13.2).
-    fn progress(&self) -> Option<EdgeFrame> {
+    fn progress(&self) -> Option<Box<EdgeFrame>> {
         let replay = self.replay.as_ref()?;
         Some(self.frame(edge_frame::Kind::Progress(SessionProgress {
             received: replay.oldest(),
@@ -546,7 +546,7 @@ impl Machine {
         &mut self,
         uid: i64,
         next: ResumeOffer,
-    ) -> Result<EdgeFrame, Close> {
+    ) -> Result<Box<EdgeFrame>, Close> {
         let claim = self
             .proto
             .pending_resume()
@@ -617,7 +617,7 @@ impl Machine {
         reattach: bool,
         edge_id: &str,
         now: &Now,
-    ) -> Result<EdgeFrame, Close> {
+    ) -> Result<Box<EdgeFrame>, Close> {
         let identity = self.identity().ok_or_else(|| {
             Close::Protocol("unexpected_state", "attached before the handshake".into())
         })?;
@@ -714,11 +714,13 @@ impl Machine {
         Farewell { logout, to_broker }
     }
 
-    fn frame(&self, kind: edge_frame::Kind) -> EdgeFrame {
-        EdgeFrame {
+    /// A frame of this session for its broker, boxed: frames are large, and the driver's
+    /// futures that carry one live in every session's task.
+    fn frame(&self, kind: edge_frame::Kind) -> Box<EdgeFrame> {
+        Box::new(EdgeFrame {
             session_id: self.id,
             kind: Some(kind),
-        }
+        })
     }
 }
 
