@@ -14,7 +14,7 @@ use std::collections::VecDeque;
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use janus_proto::janus::internal::v1::{
-    BrokerFrame, Deliver, RateState, Release, ResumeGranted, SessionOpen, broker_frame,
+    BrokerFrame, Deliver, HandedOver, RateState, Release, ResumeGranted, SessionOpen, broker_frame,
 };
 use janus_proto::packet::Packet;
 use janus_shared::handshake::{Redeemable, ResumeClaim, START_INDEX};
@@ -65,6 +65,11 @@ struct State {
     rate: Option<RateState>,
     ended: bool,
     lost: Option<&'static str>,
+    /// Handed over to another broker (PROTOCOL.md §13.5): packets are counted and kept from
+    /// then on even without a ticket, for the adopter.
+    moving: bool,
+    /// The last packet already forwarded to the adopter.
+    forwarded: u64,
 }
 
 /// Why a resume was refused (a close reason of PROTOCOL.md §9).
@@ -108,6 +113,8 @@ impl Continuity {
                 rate,
                 ended: false,
                 lost: None,
+                moving: false,
+                forwarded: 0,
             }),
             open: SessionOpen {
                 continuity: None,
@@ -195,6 +202,48 @@ impl Continuity {
             state.rate = rate;
         }
         true
+    }
+
+    /// The edge moves the connection at `session_id` on `edge` to another broker: nothing more
+    /// is queued there, and `HandedOver` is queued after the last packet that was, so the edge
+    /// holds every packet counted so far when it opens the session elsewhere. What arrives from
+    /// now on is kept for the adopter. False when the session is not there.
+    pub async fn hand_over(&self, edge: &EdgeHandle, session_id: u64) -> bool {
+        let Ok(permit) = edge.tx.reserve().await else {
+            return false;
+        };
+        let _order = edge.order();
+        let mut state = self.lock();
+        if !state.at.as_ref().is_some_and(|a| a.is(edge, session_id)) {
+            return false;
+        }
+        state.at = None;
+        state.moving = true;
+        state.forwarded = state.sent;
+        permit.send(BrokerFrame {
+            kind: Some(broker_frame::Kind::HandedOver(HandedOver { session_id })),
+        });
+        true
+    }
+
+    /// The packets kept after server packet `after` (the adopter's starting point) not yet
+    /// taken, oldest first; the next call returns only newer ones. Nothing while attached.
+    pub fn take_after(&self, after: u64) -> Vec<Packet> {
+        let mut state = self.lock();
+        if state.at.is_some() {
+            return Vec::new();
+        }
+        let from = after.max(state.forwarded);
+        let oldest = state.sent - state.kept.len() as u64;
+        let skip = usize::try_from(from.saturating_sub(oldest)).unwrap_or(usize::MAX);
+        let taken: Vec<Packet> = state
+            .kept
+            .iter()
+            .skip(skip)
+            .map(|p| (**p).clone())
+            .collect();
+        state.forwarded = state.sent;
+        taken
     }
 
     /// The session has ended: nothing more is queued for it. Returns where it was.
@@ -292,6 +341,7 @@ impl Continuity {
             return Err("resume_gap");
         }
         state.ack(claim.received);
+        state.moving = false;
         let left = state.at.replace(Attachment {
             edge: edge.clone(),
             session_id,
@@ -322,7 +372,7 @@ impl Continuity {
 impl State {
     /// Whether `packet` is counted and kept: a resumable session's, not a heartbeat reply.
     fn counts(&self, packet: &Packet) -> bool {
-        self.redeemable.is_some() && system::is_counted(packet)
+        (self.redeemable.is_some() || self.moving) && system::is_counted(packet)
     }
 
     fn advance(&mut self, next_index: i32) {
@@ -581,6 +631,62 @@ mod tests {
         );
         assert!(!s.park(&a, 1, None), "its close does not park the session");
         assert!(s.took(&b, 2, 1));
+    }
+
+    #[tokio::test]
+    async fn a_handover_answers_after_the_last_packet_and_keeps_later_ones_for_the_adopter() {
+        let (a, mut a_rx) = edge("a");
+        let s = session(&a, 8);
+        for n in 1..=2 {
+            assert!(s.try_deliver(&push(n)));
+        }
+        assert!(s.hand_over(&a, 1).await);
+        let kinds: Vec<Option<Kind>> = std::iter::from_fn(|| a_rx.try_recv().ok())
+            .map(|f| f.kind)
+            .collect();
+        assert!(
+            matches!(kinds[..], [Some(Kind::Deliver(_)), Some(Kind::Deliver(_)), Some(Kind::HandedOver(ref h))] if h.session_id == 1)
+        );
+        assert!(!s.hand_over(&a, 1).await, "once only");
+        assert!(!s.took(&a, 1, 1), "its client packets no longer count here");
+        for n in 3..=4 {
+            assert!(s.try_deliver(&push(n)), "kept for the adopter");
+        }
+        assert!(
+            delivered(&mut a_rx).is_empty(),
+            "nothing more goes to the edge"
+        );
+        // The adopter started from the edge's count, 2: it gets 3 and 4, and then only newer.
+        let seqs = |packets: Vec<Packet>| packets.iter().map(|p| p.seq).collect::<Vec<_>>();
+        assert_eq!(seqs(s.take_after(2)), vec![3, 4]);
+        assert!(s.try_deliver(&push(5)));
+        assert_eq!(seqs(s.take_after(2)), vec![5]);
+        assert!(s.take_after(2).is_empty());
+    }
+
+    #[tokio::test]
+    async fn a_session_without_a_ticket_keeps_packets_only_once_handed_over() {
+        let (a, mut a_rx) = edge("a");
+        let open = SessionOpen {
+            uid: 8,
+            ..Default::default()
+        };
+        let attachment = Attachment {
+            edge: a.clone(),
+            session_id: 1,
+        };
+        let s = Arc::new(Continuity::new(attachment, &open, 8));
+        assert!(s.try_deliver(&push(1)));
+        assert_eq!(s.counts(), (0, 0), "nothing counted while attached");
+        assert!(s.hand_over(&a, 1).await);
+        assert!(s.try_deliver(&push(2)));
+        assert_eq!(delivered(&mut a_rx), vec![1]);
+        let taken: Vec<i32> = s.take_after(0).iter().map(|p| p.seq).collect();
+        assert_eq!(
+            taken,
+            vec![2],
+            "what came after the handover goes to the adopter"
+        );
     }
 
     #[test]

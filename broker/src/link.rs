@@ -209,6 +209,18 @@ impl Reader {
                         );
                     }
                 }
+                Some(edge_frame::Kind::Close(close)) if close.handover => {
+                    if let Some(member) = self.sessions.remove(&id)
+                        && member.continuity.hand_over(&self.edge, id).await
+                    {
+                        self.state
+                            .metrics
+                            .handovers
+                            .with_label_values(&["handed_over"])
+                            .inc();
+                        let _ = member.inbox.send(Inbound::HandedOver).await;
+                    }
+                }
                 Some(edge_frame::Kind::Close(close)) => {
                     if let Some(member) = self.sessions.remove(&id) {
                         self.detached(id, member, close.reason.into(), close.resumable, close.rate)

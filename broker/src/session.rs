@@ -46,7 +46,16 @@ pub enum Inbound {
     Parked,
     /// A resume took the parked session to an edge.
     Resumed,
+    /// The edge is moving the connection to another broker (PROTOCOL.md §13.5): the session
+    /// waits, as if parked, for that broker to adopt it.
+    HandedOver,
 }
+
+/// How long a handed-over session waits to be adopted before it ends (or, resumable, waits
+/// out its window), and how long an adopted one goes on forwarding late packets (tunnel replies
+/// to requests sent before the move) to its adopter.
+const HANDOVER_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
+const ADOPTED_LINGER: std::time::Duration = std::time::Duration::from_secs(2);
 
 /// A session as the edge link that brought it sees it.
 #[derive(Debug, Clone)]
@@ -80,6 +89,7 @@ pub fn spawn(
         inbox: tx.clone(),
         tunnels: HashMap::new(),
         parked: None,
+        leaving: None,
     };
     state
         .tasks
@@ -101,6 +111,8 @@ struct Actor {
     tunnels: HashMap<(String, i64), Tunnel>,
     /// While parked: until when.
     parked: Option<tokio::time::Instant>,
+    /// Adopted by another broker: its endpoint, where it started, and when this copy ends.
+    leaving: Option<(String, u64, tokio::time::Instant)>,
 }
 
 /// How a session's actor ended.
@@ -148,6 +160,7 @@ impl Actor {
             tokio::time::interval_at(tokio::time::Instant::now() + renew_every, renew_every);
         let end = loop {
             let parked_until = self.parked;
+            let leave_at = self.leaving.as_ref().map(|l| l.2);
             tokio::select! {
                 inbound = inbox.recv() => match inbound {
                     Some(Inbound::Packet(forwarded)) => {
@@ -167,22 +180,38 @@ impl Actor {
                             break end;
                         }
                     }
-                    Some(Inbound::Resumed) => self.unpark(),
+                    Some(Inbound::Resumed) => {
+                        self.unpark();
+                        self.leaving = None;
+                    }
+                    Some(Inbound::HandedOver) => {
+                        if let Some(end) = self.park() {
+                            break end;
+                        }
+                        self.parked = self.parked.map(|until| until.max(tokio::time::Instant::now() + HANDOVER_WAIT));
+                    }
                     None => break End::Closed,
                 },
-                Some(command) = command_rx.recv() => {
-                    let Command::Kick { code, reason } = *command;
-                    break End::Kick(LogoutCode::try_from(code).unwrap_or(LogoutCode::Server), reason);
+                Some(command) = command_rx.recv() => match *command {
+                    Command::Kick { code, reason } => {
+                        break End::Kick(LogoutCode::try_from(code).unwrap_or(LogoutCode::Server), reason);
+                    }
+                    Command::Adopted { by, after } => self.adopted(by, after).await,
+                },
+                () = sleep_until(leave_at) => {
+                    self.forward_kept().await;
+                    break End::Closed;
                 }
                 _ = renew.tick() => {
                     if let Some(end) = Box::pin(self.renew()).await {
                         break end;
                     }
                 }
-                () = sleep_until(parked_until) => {
+                () = sleep_until(parked_until), if self.leaving.is_none() => {
                     // A resume may have taken the session just now; its Resumed is on the way.
                     if self.continuity.attachment().is_none() {
-                        break End::Lost("resume_expired");
+                        let reason = if self.continuity.resumable() { "resume_expired" } else { "handover_expired" };
+                        break End::Lost(reason);
                     }
                     self.unpark();
                 }
@@ -245,6 +274,56 @@ impl Actor {
         None
     }
 
+    /// Another broker took the session, from its packet `after` on. A copy still attached here
+    /// is a login that went on here (a resume won the race): it stays, and route renewal
+    /// settles which one remains. A detached copy forwards what it kept and ends after
+    /// [`ADOPTED_LINGER`], forwarding what arrives meanwhile too.
+    async fn adopted(&mut self, by: String, after: u64) {
+        if self.continuity.attachment().is_some() || self.leaving.is_some() {
+            return;
+        }
+        tracing::info!(adopter = %by, after, "session adopted by another broker");
+        self.state
+            .metrics
+            .handovers
+            .with_label_values(&["adopted"])
+            .inc();
+        self.leaving = Some((by, after, tokio::time::Instant::now() + ADOPTED_LINGER));
+        self.forward_kept().await;
+    }
+
+    /// Sends the adopter the packets kept for it since the last call.
+    async fn forward_kept(&self) {
+        let Some((by, after, _)) = &self.leaving else {
+            return;
+        };
+        let forwarded = self.continuity.take_after(*after);
+        if forwarded.is_empty() {
+            return;
+        }
+        self.state
+            .metrics
+            .handovers
+            .with_label_values(&["forwarded_packets"])
+            .inc_by(forwarded.len() as u64);
+        let control = BrokerControl {
+            uid: self.uid,
+            forwarded,
+            ..BrokerControl::default()
+        };
+        let published = self
+            .state
+            .bus
+            .publish(
+                &subject::control(&broker_id(by)),
+                Bytes::from(control.encode_to_vec()),
+            )
+            .await;
+        if let Err(e) = published {
+            tracing::warn!(adopter = %by, error = %e, "could not forward packets to the adopting broker");
+        }
+    }
+
     fn unpark(&mut self) {
         if self.parked.take().is_some() {
             self.state.metrics.parked.dec();
@@ -276,12 +355,23 @@ impl Actor {
                 code: LogoutCode::ConflictingLogin as i32,
                 reason,
             }));
-        } else if let Some(owner) = previous.filter(|p| *p != state.endpoint && !open.reattach) {
-            // A re-attached session is the same login moving here, not a second one.
-            let control = BrokerControl {
-                uid: open.uid,
-                logout_code: LogoutCode::ConflictingLogin as i32,
-                reason,
+        } else if let Some(owner) = previous.filter(|p| *p != state.endpoint) {
+            // A re-attached session is the same login moving here, not a second one: its old
+            // broker, if alive, ends its copy quietly and hands on what it kept since.
+            let control = if open.reattach {
+                BrokerControl {
+                    uid: open.uid,
+                    adopted_by: state.endpoint.clone(),
+                    adopted_after: self.continuity.counts().0,
+                    ..BrokerControl::default()
+                }
+            } else {
+                BrokerControl {
+                    uid: open.uid,
+                    logout_code: LogoutCode::ConflictingLogin as i32,
+                    reason,
+                    ..BrokerControl::default()
+                }
             };
             let published = state
                 .bus
@@ -291,7 +381,7 @@ impl Actor {
                 )
                 .await;
             if let Err(e) = published {
-                tracing::warn!(%owner, error = %e, "could not ask the older session's broker to kick it");
+                tracing::warn!(%owner, error = %e, "could not tell the older session's broker");
             }
         }
         Ok(())
@@ -306,6 +396,9 @@ impl Actor {
             .await
         {
             Ok(Some(owner)) if owner == state.endpoint => None,
+            // Detached (parked, or handed over): the session went on elsewhere, and that broker's
+            // adoption (or a kick for a new login) ends this copy.
+            Ok(Some(_)) if self.continuity.attachment().is_none() => None,
             Ok(Some(owner)) => Some(End::Kick(
                 LogoutCode::ConflictingLogin,
                 format!("route now held by {owner}"),

@@ -354,14 +354,6 @@ impl Session {
         let next = offer(&self.state, named.uid, &broker.endpoint);
         let claim = self.proto.pending_resume().expect("a resume hello").claim();
         let next_resume_key = self.proto.prepare_resume(next.clone())?;
-        let (tx, mut downlink) = outbox::outbox(self.state.config.session.outbound_queue);
-        broker.attach(
-            self.id,
-            SessionSlot {
-                tx,
-                overflow: self.overflow.clone(),
-            },
-        );
         let request = ResumeRequest {
             uid: named.uid,
             ticket: claim.ticket,
@@ -374,30 +366,32 @@ impl Session {
             client_ip: self.peer.ip().to_string(),
             transport: self.transport as i32,
         };
-        self.broker = Some(broker.clone());
-        let frame = EdgeFrame {
-            session_id: self.id,
-            kind: Some(edge_frame::Kind::Resume(request)),
-        };
-        if !broker.send(frame).await {
-            return Err(unknown("the session's broker is unreachable"));
+        // The ticket's broker first; the hash's pick next, where a session that moved after
+        // its ticket was issued (a scale-out, PROTOCOL.md §13.5) or whose broker died is now.
+        let mut brokers = vec![broker];
+        if let Some(pick) = self.state.links.pick(named.uid)
+            && !Arc::ptr_eq(&pick, &brokers[0])
+        {
+            brokers.push(pick);
         }
-        let granted = loop {
-            match downlink.recv().await {
-                Some(Downlink::Granted(granted)) => break granted,
-                Some(Downlink::Refused(reason)) => {
-                    return Err(Close::Protocol(
-                        refusal(&reason),
-                        format!("the broker refused the resume: {reason}"),
-                    ));
-                }
-                None | Some(Downlink::LinkLost) => {
-                    return Err(unknown("the session's broker went away"));
-                }
-                Some(_) => {}
+        let mut refused = unknown("the session's broker is unreachable");
+        let mut granted = None;
+        for broker in brokers {
+            if let Some(old) = self.broker.take() {
+                old.detach(self.id);
             }
-        };
-        self.downlink = Some(downlink);
+            match self.ask(&broker, named.uid, &request).await {
+                Ok(grant) => {
+                    granted = Some(grant);
+                    break;
+                }
+                Err(close) => refused = close,
+            }
+            if refused.kind() != "resume_unknown" {
+                break;
+            }
+        }
+        let granted = granted.ok_or(refused)?;
         let ResumeGranted {
             session,
             start_index,
@@ -432,6 +426,52 @@ impl Session {
         }
         self.identity = Some(identity.clone());
         Ok(identity)
+    }
+
+    /// Sends the resume `request` to `broker` and waits for its decision; the session is
+    /// attached there meanwhile, and stays so when granted.
+    async fn ask(
+        &mut self,
+        broker: &Arc<BrokerLink>,
+        uid: i64,
+        request: &ResumeRequest,
+    ) -> Result<Box<ResumeGranted>, Close> {
+        let unknown = |detail: &str| Close::Protocol("resume_unknown", detail.to_owned());
+        let (tx, mut downlink) = outbox::outbox(self.state.config.session.outbound_queue);
+        broker.attach(
+            self.id,
+            SessionSlot {
+                tx,
+                overflow: self.overflow.clone(),
+                uid,
+            },
+        );
+        self.broker = Some(broker.clone());
+        let frame = EdgeFrame {
+            session_id: self.id,
+            kind: Some(edge_frame::Kind::Resume(request.clone())),
+        };
+        if !broker.send(frame).await {
+            return Err(unknown("the session's broker is unreachable"));
+        }
+        loop {
+            match downlink.recv().await {
+                Some(Downlink::Granted(granted)) => {
+                    self.downlink = Some(downlink);
+                    return Ok(granted);
+                }
+                Some(Downlink::Refused(reason)) => {
+                    return Err(Close::Protocol(
+                        refusal(&reason),
+                        format!("the broker refused the resume: {reason}"),
+                    ));
+                }
+                None | Some(Downlink::LinkLost) => {
+                    return Err(unknown("the session's broker went away"));
+                }
+                Some(_) => {}
+            }
+        }
     }
 
     async fn handshake(&mut self) -> Result<Hello, Close> {
@@ -492,6 +532,51 @@ impl Session {
         self.attach(true).await
     }
 
+    /// Moves the session to the broker the hash picks now (PROTOCOL.md §13.5): the old broker
+    /// stops delivering and says so after its last packet (those before it are written to the
+    /// client as usual), then the session opens at the new broker with everything it had. The
+    /// client is not read meanwhile, so none of its packets goes to a broker that let go.
+    async fn move_broker(&mut self) -> Result<(), Close> {
+        let uid = self.identity.as_ref().map_or(0, |i| i.uid);
+        let (Some(old), Some(new)) = (self.broker.clone(), self.state.links.pick(uid)) else {
+            return Ok(());
+        };
+        if Arc::ptr_eq(&old, &new) {
+            return Ok(());
+        }
+        let handover = EdgeFrame {
+            session_id: self.id,
+            kind: Some(edge_frame::Kind::Close(SessionClose {
+                reason: "moved".into(),
+                handover: true,
+                ..SessionClose::default()
+            })),
+        };
+        if old.send(handover).await {
+            let mut downlink = self.downlink.take().expect("attached");
+            let last = tokio::time::timeout(HANDOVER_TIMEOUT, async {
+                loop {
+                    match downlink.recv().await {
+                        Some(Downlink::HandedOver) | None | Some(Downlink::LinkLost) => {
+                            return Ok(());
+                        }
+                        down => {
+                            self.on_downlink(down)?;
+                        }
+                    }
+                }
+            })
+            .await;
+            self.downlink = Some(downlink);
+            if let Ok(Err(close)) = last {
+                return Err(close);
+            }
+        }
+        tracing::debug!(from = %old.endpoint, to = %new.endpoint, "moving the session");
+        self.state.metrics.moves.inc();
+        self.reattach().await
+    }
+
     /// Opens the session on the broker the hash picks; a link found dead on the way is marked
     /// down by the failed send, so the next pick is another broker.
     async fn attach(&mut self, reattach: bool) -> Result<(), Close> {
@@ -515,6 +600,7 @@ impl Session {
             SessionSlot {
                 tx,
                 overflow: self.overflow.clone(),
+                uid: identity.uid,
             },
         );
         let open = SessionOpen {
@@ -627,6 +713,11 @@ impl Session {
                         return close;
                     }
                 }
+                Ok(Step::Move) => {
+                    if let Err(close) = Box::pin(self.move_broker()).await {
+                        return close;
+                    }
+                }
                 Err(close) => return close,
             }
             if !self.out.is_empty()
@@ -644,6 +735,8 @@ impl Session {
             Some(Downlink::Rejected(reason)) => Err(Close::Rejected(*reason)),
             Some(Downlink::Kick(kick)) => Err(Close::Kicked(kick.0, kick.1)),
             Some(Downlink::Release) => Err(Close::Moved),
+            Some(Downlink::Move) => Ok(Step::Move),
+            Some(Downlink::HandedOver) => Ok(Step::Continue),
             Some(Downlink::Packet(packet)) => {
                 self.emit(packet)?;
                 Ok(Step::Continue)
@@ -912,6 +1005,7 @@ impl Session {
                         reason: close.kind().to_owned(),
                         resumable,
                         rate,
+                        handover: false,
                     })),
                 };
                 let _ = tokio::time::timeout(Duration::from_secs(1), broker.send(frame)).await;
@@ -923,7 +1017,13 @@ impl Session {
 enum Step {
     Continue,
     Reattach,
+    /// The hash picks another broker now: hand the session over to it.
+    Move,
 }
+
+/// How long a move waits for the old broker's `HandedOver` before it opens the session at the
+/// new one anyway (what the old broker queued after that is forwarded by it on adoption).
+const HANDOVER_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// What a connection's handshake asked for.
 enum Hello {
