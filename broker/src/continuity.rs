@@ -57,6 +57,11 @@ struct State {
     at: Option<Attachment>,
     /// `None` for a session whose client holds no ticket: nothing is counted or kept.
     redeemable: Option<Redeemable>,
+    /// The ticket the last resume spent, until the client shows it got the grant's reply (a
+    /// packet or a progress report over its new connection): a reply lost on the way leaves
+    /// the client with that ticket, and its retry, once that connection is gone, must still
+    /// find the session (§13.3).
+    unconfirmed: Option<Redeemable>,
     window_secs: u32,
     sent: u64,
     kept: VecDeque<Arc<Packet>>,
@@ -105,6 +110,7 @@ impl Continuity {
             state: Mutex::new(State {
                 at: Some(at),
                 redeemable,
+                unconfirmed: None,
                 window_secs,
                 sent,
                 kept,
@@ -176,6 +182,7 @@ impl Continuity {
         if !state.at.as_ref().is_some_and(|a| a.is(edge, session_id)) {
             return false;
         }
+        state.unconfirmed = None;
         state.advance(index.wrapping_add(1));
         true
     }
@@ -184,6 +191,7 @@ impl Continuity {
     pub fn progress(&self, edge: &EdgeHandle, session_id: u64, received: u64, next_index: i32) {
         let mut state = self.lock();
         if state.at.as_ref().is_some_and(|a| a.is(edge, session_id)) {
+            state.unconfirmed = None;
             state.ack(received);
             state.advance(next_index);
         }
@@ -330,7 +338,18 @@ impl Continuity {
             return Err("resume_unknown");
         }
         let held = state.redeemable.as_mut().ok_or("resume_unknown")?;
-        held.redeem(claim, next).map_err(|e| e.kind())?;
+        let spent = held.clone();
+        match held.redeem(claim, next.clone()) {
+            Ok(()) => state.unconfirmed = Some(spent),
+            // The retry of a client whose last grant never reached it: that connection went
+            // without a word from the client. While it is up, the first resume still wins.
+            Err(refused) => {
+                let unconfirmed = state.unconfirmed.clone().filter(|_| state.at.is_none());
+                let mut retried = unconfirmed.ok_or(refused.kind())?;
+                retried.redeem(claim, next).map_err(|_| refused.kind())?;
+                state.redeemable = Some(retried);
+            }
+        }
         // The ticket is spent from here on: a client that lacks packets no longer kept cannot
         // be made whole, and the session ends.
         let oldest = state.sent - state.kept.len() as u64;
@@ -687,6 +706,43 @@ mod tests {
             vec![2],
             "what came after the handover goes to the adopter"
         );
+    }
+
+    #[test]
+    fn a_grant_whose_reply_was_lost_can_be_retried_with_the_same_ticket_until_confirmed() {
+        let (a, _a_rx) = edge("a");
+        let (b, _b_rx) = edge("b");
+        let (c, mut c_rx) = edge("c");
+        let s = session(&a, 8);
+        assert!(s.park(&a, 1, None));
+        s.redeem(&claim(b"t1", 0), next(b"t2"), &b, 2).unwrap();
+        assert_eq!(
+            s.redeem(&claim(b"t1", 0), next(b"t3"), &c, 3),
+            Err("resume_unknown"),
+            "while the granted connection is up, the first resume wins"
+        );
+        // The reply was lost with that connection, which went without a word from the client:
+        // it comes back with t1.
+        assert!(s.park(&b, 2, None));
+        s.redeem(&claim(b"t1", 0), next(b"t3"), &c, 3).unwrap();
+        assert!(s.is_at(&c, 3));
+        assert!(matches!(
+            c_rx.try_recv().unwrap().kind,
+            Some(Kind::Granted(_))
+        ));
+        assert_eq!(
+            s.redeem(&claim(b"t2", 0), next(b"t4"), &b, 4),
+            Err("resume_unknown"),
+            "the ticket of the grant nobody got is void"
+        );
+        // A packet over the new connection shows the client has its new ticket: t1 is spent.
+        assert!(s.took(&c, 3, 1));
+        assert!(s.park(&c, 3, None));
+        assert_eq!(
+            s.redeem(&claim(b"t1", 0), next(b"t5"), &b, 5),
+            Err("resume_unknown")
+        );
+        assert!(s.attachment().is_none(), "still parked for its client's t3");
     }
 
     #[test]
