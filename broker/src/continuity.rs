@@ -14,7 +14,8 @@ use std::collections::VecDeque;
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use janus_proto::janus::internal::v1::{
-    BrokerFrame, Deliver, HandedOver, RateState, Release, ResumeGranted, SessionOpen, broker_frame,
+    BrokerFrame, Continuity as Given, Deliver, HandedOver, RateState, Release, ResumeGranted,
+    SessionOpen, broker_frame,
 };
 use janus_proto::packet::Packet;
 use janus_shared::handshake::{Redeemable, ResumeClaim, START_INDEX};
@@ -50,6 +51,9 @@ pub struct Continuity {
     pub lost: CancellationToken,
     /// Notified when the broker parked the session itself (its edge's queue was full).
     pub parked: tokio::sync::Notify,
+    /// Notified when a packet is kept while detached: the parked copy in the route store is
+    /// out of date.
+    pub changed: tokio::sync::Notify,
 }
 
 #[derive(Debug)]
@@ -81,8 +85,9 @@ struct State {
 pub type Refusal = &'static str;
 
 impl Continuity {
-    /// The continuity of a session `open` brings to `at`, keeping at most `capacity` packets.
-    pub fn new(at: Attachment, open: &SessionOpen, capacity: usize) -> Self {
+    /// The continuity of a session `open` brings to `at` (or, restored from its parked copy,
+    /// to nowhere yet), keeping at most `capacity` packets.
+    pub fn new(at: Option<Attachment>, open: &SessionOpen, capacity: usize) -> Self {
         let given = open.continuity.clone();
         let (redeemable, window_secs, sent, kept, next_index, rate) = match given {
             Some(c) => {
@@ -108,7 +113,7 @@ impl Continuity {
         };
         Self {
             state: Mutex::new(State {
-                at: Some(at),
+                at,
                 redeemable,
                 unconfirmed: None,
                 window_secs,
@@ -128,7 +133,31 @@ impl Continuity {
             },
             lost: CancellationToken::new(),
             parked: tokio::sync::Notify::new(),
+            changed: tokio::sync::Notify::new(),
         }
+    }
+
+    /// What another broker needs to take the session over while it is parked (PROTOCOL.md
+    /// §13.5): its opening with the whole continuity. `None` unless parked with a ticket.
+    pub fn snapshot(&self) -> Option<SessionOpen> {
+        let state = self.lock();
+        let redeemable = state.redeemable.as_ref()?;
+        if state.at.is_some() || state.ended {
+            return None;
+        }
+        Some(SessionOpen {
+            reattach: true,
+            continuity: Some(Given {
+                resume_key: redeemable.key.to_vec(),
+                ticket: redeemable.ticket.clone(),
+                window_secs: state.window_secs,
+                sent: state.sent,
+                tail: state.kept.iter().map(|p| (**p).clone()).collect(),
+                next_index: state.next_index,
+                rate: state.rate,
+            }),
+            ..self.open.clone()
+        })
     }
 
     /// Why the session was lost, once [`Continuity::lost`] is cancelled.
@@ -271,7 +300,7 @@ impl Continuity {
                     return false;
                 }
                 if state.at.is_none() {
-                    state.record(&self.lost, &Arc::new(packet));
+                    state.record(self, &Arc::new(packet));
                     return true;
                 }
                 continue;
@@ -291,7 +320,7 @@ impl Continuity {
                 continue;
             }
             if state.counts(&packet) {
-                state.record(&self.lost, &Arc::new(packet.clone()));
+                state.record(self, &Arc::new(packet.clone()));
             }
             permit.send(BrokerFrame {
                 kind: Some(broker_frame::Kind::Deliver(Deliver {
@@ -312,7 +341,7 @@ impl Continuity {
                 let mut state = self.lock();
                 let parked = state.at.is_none() && !state.ended;
                 if parked {
-                    state.record(&self.lost, packet);
+                    state.record(self, packet);
                 }
                 parked
             }
@@ -409,7 +438,7 @@ impl State {
     /// Counts and keeps the next packet for the client (heartbeat replies are neither, §13.2).
     /// Past the capacity the oldest is forgotten; while parked that is a hole no resume could
     /// fill, so `overflow` is cancelled.
-    fn record(&mut self, lost: &CancellationToken, packet: &Arc<Packet>) {
+    fn record(&mut self, session: &Continuity, packet: &Arc<Packet>) {
         if !self.counts(packet) {
             return;
         }
@@ -418,10 +447,13 @@ impl State {
             self.kept.pop_front();
             if self.at.is_none() && self.lost.is_none() {
                 self.lost = Some("resume_overflow");
-                lost.cancel();
+                session.lost.cancel();
             }
         }
         self.kept.push_back(packet.clone());
+        if self.at.is_none() {
+            session.changed.notify_one();
+        }
     }
 }
 
@@ -446,12 +478,12 @@ pub fn multicast(
         match &state.at {
             _ if state.ended => {}
             None => {
-                state.record(&session.lost, packet);
+                state.record(session, packet);
                 result.delivered += 1;
             }
             Some(at) if std::ptr::eq(Arc::as_ptr(&at.edge), Arc::as_ptr(edge)) => {
                 let id = at.session_id;
-                state.record(&session.lost, packet);
+                state.record(session, packet);
                 ids.push(id);
                 result.delivered += 1;
             }
@@ -487,7 +519,7 @@ fn full(
             _ if state.ended => {}
             Some(id) if state.counts(packet) => {
                 state.at = None;
-                state.record(&session.lost, packet);
+                state.record(session, packet);
                 drop(state);
                 edge.release_later(id);
                 session.parked.notify_one();
@@ -495,7 +527,7 @@ fn full(
             }
             Some(_) => result.dropped += 1,
             None if state.at.is_none() => {
-                state.record(&session.lost, packet);
+                state.record(session, packet);
                 result.delivered += 1;
             }
             None => result.moved.push(session.clone()),
@@ -525,7 +557,7 @@ fn deliver_frame(session_ids: Vec<u64>, packet: &Packet) -> BrokerFrame {
 
 #[cfg(test)]
 mod tests {
-    use janus_proto::janus::internal::v1::{Continuity as Given, broker_frame::Kind};
+    use janus_proto::janus::internal::v1::broker_frame::Kind;
     use janus_shared::handshake::resume_proof;
     use tokio::sync::mpsc;
 
@@ -555,7 +587,7 @@ mod tests {
             edge: at.clone(),
             session_id: 1,
         };
-        Arc::new(Continuity::new(attachment, &open, capacity))
+        Arc::new(Continuity::new(Some(attachment), &open, capacity))
     }
 
     fn push(n: i32) -> Arc<Packet> {
@@ -694,7 +726,7 @@ mod tests {
             edge: a.clone(),
             session_id: 1,
         };
-        let s = Arc::new(Continuity::new(attachment, &open, 8));
+        let s = Arc::new(Continuity::new(Some(attachment), &open, 8));
         assert!(s.try_deliver(&push(1)));
         assert_eq!(s.counts(), (0, 0), "nothing counted while attached");
         assert!(s.hand_over(&a, 1).await);
@@ -791,10 +823,10 @@ mod tests {
         let a = Arc::new(EdgeHandle::new("a".into(), tx));
         let resumable = session(&a, 8);
         let plain = Arc::new(Continuity::new(
-            Attachment {
+            Some(Attachment {
                 edge: a.clone(),
                 session_id: 2,
-            },
+            }),
             &SessionOpen::default(),
             8,
         ));

@@ -201,7 +201,7 @@ mod tests {
             session_id,
         };
         Entry {
-            continuity: Arc::new(Continuity::new(at, &SessionOpen::default(), 8)),
+            continuity: Arc::new(Continuity::new(Some(at), &SessionOpen::default(), 8)),
             inbox: mpsc::channel(1).0,
             color: color.into(),
             sid,

@@ -23,7 +23,7 @@ use crate::bus::subject;
 use crate::config::TunnelKind;
 use crate::continuity::{Attachment, Continuity};
 use crate::registry::{Command, EdgeHandle, Entry};
-use crate::route::gate_route_key;
+use crate::route::{gate_route_key, parked_key};
 use crate::state::{BrokerState, broker_id};
 use crate::tunnel::{SendError, Tunnel, TunnelMetrics};
 
@@ -57,6 +57,10 @@ pub enum Inbound {
 const HANDOVER_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
 const ADOPTED_LINGER: std::time::Duration = std::time::Duration::from_secs(2);
 
+/// The most often a parked session's copy in the route store is rewritten as packets are kept
+/// for it: a broker death loses at most the packets of this last stretch (PROTOCOL.md §13.5).
+const COPY_INTERVAL: std::time::Duration = std::time::Duration::from_millis(200);
+
 /// A session as the edge link that brought it sees it.
 #[derive(Debug, Clone)]
 pub struct Member {
@@ -73,13 +77,24 @@ pub fn spawn(
     session_id: u64,
     open: SessionOpen,
 ) -> Member {
-    let (tx, rx) = mpsc::channel(INBOX);
-    let span = tracing::info_span!("session", edge = %edge.edge_id, session_id, uid = open.uid);
     let continuity = Arc::new(Continuity::new(
-        Attachment { edge, session_id },
+        Some(Attachment { edge, session_id }),
         &open,
         state.config.resume.retain_packets,
     ));
+    start(state, session_id, continuity)
+}
+
+/// Starts the actor of a session whose `continuity` is ready: a new one, or one restored from
+/// its parked copy that a resume has just taken (PROTOCOL.md §13.5).
+pub fn start(state: &Arc<BrokerState>, session_id: u64, continuity: Arc<Continuity>) -> Member {
+    let (tx, rx) = mpsc::channel(INBOX);
+    let open = continuity.open();
+    let edge = continuity
+        .attachment()
+        .map(|a| a.edge.edge_id.clone())
+        .unwrap_or_default();
+    let span = tracing::info_span!("session", %edge, session_id, uid = open.uid);
     let actor = Actor {
         state: state.clone(),
         session_id,
@@ -90,6 +105,9 @@ pub fn spawn(
         tunnels: HashMap::new(),
         parked: None,
         leaving: None,
+        replica: None,
+        copied_at: None,
+        copy_due: None,
     };
     state
         .tasks
@@ -113,13 +131,20 @@ struct Actor {
     parked: Option<tokio::time::Instant>,
     /// Adopted by another broker: its endpoint, where it started, and when this copy ends.
     leaving: Option<(String, u64, tokio::time::Instant)>,
+    /// The parked copy last written to the route store, while there is one, when it was
+    /// written, and when the next write is due (packets kept since).
+    replica: Option<String>,
+    copied_at: Option<tokio::time::Instant>,
+    copy_due: Option<tokio::time::Instant>,
 }
 
 /// How a session's actor ended.
 enum End {
-    /// The edge closed it, or the broker is shutting down (the edge moves it); nothing to
-    /// tell the edge.
+    /// The edge closed it; nothing to tell the edge.
     Closed,
+    /// The broker is shutting down: the edge moves an attached session elsewhere, and a parked
+    /// one's copy stays in the route store for a resume at another broker.
+    Shutdown,
     /// Tell the edge to log the client out with `code`.
     Kick(LogoutCode, String),
     /// The client can no longer resume it (a close reason of PROTOCOL.md §9).
@@ -161,6 +186,7 @@ impl Actor {
         let end = loop {
             let parked_until = self.parked;
             let leave_at = self.leaving.as_ref().map(|l| l.2);
+            let copy_due = self.copy_due;
             tokio::select! {
                 inbound = inbox.recv() => match inbound {
                     Some(Inbound::Packet(forwarded)) => {
@@ -179,16 +205,19 @@ impl Actor {
                         if let Some(end) = self.park() {
                             break end;
                         }
+                        self.replicate().await;
                     }
                     Some(Inbound::Resumed) => {
                         self.unpark();
                         self.leaving = None;
+                        self.drop_replica().await;
                     }
                     Some(Inbound::HandedOver) => {
                         if let Some(end) = self.park() {
                             break end;
                         }
                         self.parked = self.parked.map(|until| until.max(tokio::time::Instant::now() + HANDOVER_WAIT));
+                        self.replicate().await;
                     }
                     None => break End::Closed,
                 },
@@ -218,17 +247,31 @@ impl Actor {
                 _ = self.continuity.lost.cancelled() => break End::Lost(self.continuity.lost_reason()),
                 // Parked by the broker: its edge's queue was full.
                 () = self.continuity.parked.notified() => {
-                    if self.parked.is_none()
-                        && self.continuity.attachment().is_none()
-                        && let Some(end) = self.park()
-                    {
-                        break end;
+                    if self.parked.is_none() && self.continuity.attachment().is_none() {
+                        if let Some(end) = self.park() {
+                            break end;
+                        }
+                        self.replicate().await;
                     }
                 }
+                // A packet kept while parked: the parked copy is brought up to date, at most
+                // every COPY_INTERVAL.
+                () = self.continuity.changed.notified() => {
+                    if self.parked.is_some() && self.leaving.is_none() && self.copy_due.is_none() {
+                        let earliest = self.copied_at.map_or_else(tokio::time::Instant::now, |at| at + COPY_INTERVAL);
+                        self.copy_due = Some(earliest);
+                    }
+                }
+                () = sleep_until(copy_due) => self.replicate().await,
                 // The edge learns of the shutdown on the link and moves the session elsewhere.
-                _ = self.state.shutdown.cancelled() => break End::Closed,
+                _ = self.state.shutdown.cancelled() => break End::Shutdown,
             }
         };
+        let shutdown = matches!(end, End::Shutdown);
+        if shutdown && self.copy_due.is_some() && self.leaving.is_none() {
+            // Going away with packets the parked copy lacks: it gets them first.
+            self.replicate().await;
+        }
         // Nothing is queued for the session from here on; the edge it was at hears why.
         let at = self.continuity.end();
         let told = match end {
@@ -246,8 +289,11 @@ impl Actor {
                 self.state.metrics.lost.with_label_values(&[reason]).inc();
                 Some((LogoutCode::Server, reason.to_owned()))
             }
-            End::Closed => None,
+            End::Closed | End::Shutdown => None,
         };
+        if !shutdown || self.leaving.is_some() {
+            self.drop_replica().await;
+        }
         if let (Some(at), Some((code, reason))) = (at, told) {
             let _ = at.edge.tx.send(kick(&at, code, reason)).await;
         }
@@ -321,6 +367,49 @@ impl Actor {
             .await;
         if let Err(e) = published {
             tracing::warn!(adopter = %by, error = %e, "could not forward packets to the adopting broker");
+        }
+    }
+
+    /// Writes the parked session's copy to the route store, where any broker finds it for a
+    /// resume if this one goes away (PROTOCOL.md §13.5), for the rest of its window.
+    async fn replicate(&mut self) {
+        use base64::Engine;
+        self.copy_due = None;
+        self.copied_at = Some(tokio::time::Instant::now());
+        let (Some(snapshot), Some(until)) = (self.continuity.snapshot(), self.parked) else {
+            return;
+        };
+        let encoded = base64::engine::general_purpose::STANDARD.encode(snapshot.encode_to_vec());
+        let ttl = until
+            .saturating_duration_since(tokio::time::Instant::now())
+            .max(std::time::Duration::from_secs(1));
+        match self
+            .state
+            .routes
+            .swap(&parked_key(self.uid), &encoded, ttl)
+            .await
+        {
+            Ok(_) => self.replica = Some(encoded),
+            Err(e) => {
+                tracing::warn!(error = %e, "could not write the parked session's copy");
+                self.state
+                    .metrics
+                    .route_errors
+                    .with_label_values(&["park"])
+                    .inc();
+            }
+        }
+    }
+
+    /// Removes the parked copy this actor wrote, unless another broker has taken it since.
+    async fn drop_replica(&mut self) {
+        self.copy_due = None;
+        if let Some(written) = self.replica.take() {
+            let _ = self
+                .state
+                .routes
+                .delete_if(&parked_key(self.uid), &written)
+                .await;
         }
     }
 

@@ -13,7 +13,7 @@ use janus_broker::bus::{NatsBus, PushBus, RedisBus, subject};
 use janus_broker::route::{RouteStore, gate_route_key};
 use janus_edge::Edge;
 use janus_integration_tests::stack::{
-    COLOR, Game, Ground, assert_logout, echo, metric, recv, tcp, wait_metric, ws,
+    COLOR, Game, Ground, assert_logout, echo, http_get, metric, recv, tcp, wait_metric, ws,
 };
 use janus_proto::broadcaster::service::push::v1 as bc;
 use janus_proto::gate::service::push::v1 as gate;
@@ -500,4 +500,129 @@ async fn sessions_move_to_a_broker_added_later_with_nothing_lost_or_repeated() {
             "uid {uid}'s gateway route names its new broker"
         );
     }
+}
+
+/// A parked session outlives its broker: the broker keeps a copy of it in the route store
+/// while the client is away (kept pushes included), so when that broker is redeployed, the
+/// client's resume at the other broker restores the session there with every push, exactly
+/// once and in order, and no new login (PROTOCOL.md §13.5).
+#[tokio::test]
+async fn a_parked_session_resumes_at_another_broker_after_its_own_went_away() {
+    let ground = Ground::start().await;
+    let l1 = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let l2 = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let (a1, a2) = (
+        l1.local_addr().unwrap().to_string(),
+        l2.local_addr().unwrap().to_string(),
+    );
+    let game = Game::start(&a2).await;
+    let b1 = ground
+        .broker_on(ground.broker_config(&[&game.endpoint]), l1)
+        .await;
+    let b2 = ground
+        .broker_on(ground.broker_config(&[&game.endpoint]), l2)
+        .await;
+    let edge = ground.edge(ground.edge_config(&[&a1, &a2])).await;
+    links_up(&edge, 2).await;
+    // A player the hash gives to the first broker.
+    let uid = (900..)
+        .find(|uid| {
+            janus_edge::link::rendezvous_score(*uid, &a1)
+                > janus_edge::link::rendezvous_score(*uid, &a2)
+        })
+        .unwrap();
+    let keys = &ground.keys;
+    let mut config = keys.client_config(janus_shared::handshake::Mode::V2);
+    config.handshake.resumable = true;
+    let mut client = Client::connect(&tcp(&edge), &config, &keys.token(uid))
+        .await
+        .unwrap();
+    let reply = client.request(echo(b"hi"), |_| {}).await.unwrap();
+    assert_eq!(reply.data, b"hi");
+    assert_eq!((b1.sessions(), b2.sessions()), (1, 0));
+
+    let mut push =
+        bc::push_service_client::PushServiceClient::connect(format!("http://{}", b2.endpoint()))
+            .await
+            .unwrap();
+    let mut send = async |n: usize| {
+        push.push(bc::PushRequest {
+            bodies: vec![body(&n.to_string())],
+            color: COLOR.into(),
+            sid: 1,
+            uid,
+        })
+        .await
+        .unwrap();
+    };
+    let mut got = Vec::new();
+    for n in 0..10 {
+        send(n).await;
+        got.push(String::from_utf8(recv(&mut client).await.data).unwrap());
+    }
+    client.disconnect();
+    wait_metric(b1.admin_addr, "janus_broker_sessions_parked", |n| n == 1.0).await;
+    for n in 10..20 {
+        send(n).await;
+    }
+    // The copy is in the route store while the broker is still up, not written on the way out.
+    let routes = ground.routes();
+    let key = janus_broker::route::parked_key(uid);
+    let mut copied = false;
+    for _ in 0..50 {
+        copied = routes.get(&key).await.unwrap().is_some();
+        if copied {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(copied, "the parked session has a copy in the route store");
+
+    b1.shutdown(Duration::from_secs(2)).await;
+    links_up(&edge, 1).await;
+    client
+        .resume(&tcp(&edge), Duration::from_secs(5))
+        .await
+        .expect("the session resumes at the other broker");
+    while got.len() < 20 {
+        got.push(String::from_utf8(recv(&mut client).await.data).unwrap());
+    }
+    send(20).await;
+    got.push(String::from_utf8(recv(&mut client).await.data).unwrap());
+    let want: Vec<String> = (0..21).map(|n| n.to_string()).collect();
+    assert_eq!(
+        got, want,
+        "every push once, in order, across the broker's end"
+    );
+    let reply = client.request(echo(b"after"), |_| {}).await.unwrap();
+    assert_eq!(reply.data, b"after");
+    assert_eq!(b2.sessions(), 1);
+    assert_eq!(
+        routes.get(&gate_route_key(COLOR, uid)).await.unwrap(),
+        Some(b2.endpoint().to_owned())
+    );
+    assert_eq!(
+        routes.get(&key).await.unwrap(),
+        None,
+        "the copy is gone once the session is back"
+    );
+}
+
+/// Waits until `edge` has exactly `n` broker links up (its `/stats/connections`).
+async fn links_up(edge: &Edge, n: usize) {
+    for _ in 0..200 {
+        let (_, body) = http_get(edge.admin_addr, "/stats/connections").await;
+        let stats: serde_json::Value = serde_json::from_str(&body).unwrap();
+        let up = stats["by_broker"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|b| b["up"] == true)
+            .count();
+        if up == n {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("the edge never had {n} broker links up");
 }
