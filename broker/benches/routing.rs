@@ -37,10 +37,10 @@ fn registry() -> Registry {
             uid,
             Entry {
                 continuity: Arc::new(Continuity::new(
-                    Attachment {
+                    Some(Attachment {
                         edge: edges[uid as usize % edges.len()].clone(),
                         session_id: uid as u64,
-                    },
+                    }),
                     &SessionOpen::default(),
                     1024,
                 )),

@@ -97,6 +97,7 @@ async fn kick(
         uid: q.uid,
         logout_code: code,
         reason,
+        ..BrokerControl::default()
     };
     let subject = subject::control(&broker_id(&owner));
     match state

@@ -14,7 +14,8 @@ use std::collections::VecDeque;
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use janus_proto::janus::internal::v1::{
-    BrokerFrame, Deliver, RateState, Release, ResumeGranted, SessionOpen, broker_frame,
+    BrokerFrame, Continuity as Given, Deliver, HandedOver, RateState, Release, ResumeGranted,
+    SessionOpen, broker_frame,
 };
 use janus_proto::packet::Packet;
 use janus_shared::handshake::{Redeemable, ResumeClaim, START_INDEX};
@@ -50,6 +51,9 @@ pub struct Continuity {
     pub lost: CancellationToken,
     /// Notified when the broker parked the session itself (its edge's queue was full).
     pub parked: tokio::sync::Notify,
+    /// Notified when a packet is kept while detached: the parked copy in the route store is
+    /// out of date.
+    pub changed: tokio::sync::Notify,
 }
 
 #[derive(Debug)]
@@ -57,6 +61,11 @@ struct State {
     at: Option<Attachment>,
     /// `None` for a session whose client holds no ticket: nothing is counted or kept.
     redeemable: Option<Redeemable>,
+    /// The ticket the last resume spent, until the client shows it got the grant's reply (a
+    /// packet or a progress report over its new connection): a reply lost on the way leaves
+    /// the client with that ticket, and its retry, once that connection is gone, must still
+    /// find the session (§13.3).
+    unconfirmed: Option<Redeemable>,
     window_secs: u32,
     sent: u64,
     kept: VecDeque<Arc<Packet>>,
@@ -65,14 +74,20 @@ struct State {
     rate: Option<RateState>,
     ended: bool,
     lost: Option<&'static str>,
+    /// Handed over to another broker (PROTOCOL.md §13.5): packets are counted and kept from
+    /// then on even without a ticket, for the adopter.
+    moving: bool,
+    /// The last packet already forwarded to the adopter.
+    forwarded: u64,
 }
 
 /// Why a resume was refused (a close reason of PROTOCOL.md §9).
 pub type Refusal = &'static str;
 
 impl Continuity {
-    /// The continuity of a session `open` brings to `at`, keeping at most `capacity` packets.
-    pub fn new(at: Attachment, open: &SessionOpen, capacity: usize) -> Self {
+    /// The continuity of a session `open` brings to `at` (or, restored from its parked copy,
+    /// to nowhere yet), keeping at most `capacity` packets.
+    pub fn new(at: Option<Attachment>, open: &SessionOpen, capacity: usize) -> Self {
         let given = open.continuity.clone();
         let (redeemable, window_secs, sent, kept, next_index, rate) = match given {
             Some(c) => {
@@ -98,8 +113,9 @@ impl Continuity {
         };
         Self {
             state: Mutex::new(State {
-                at: Some(at),
+                at,
                 redeemable,
+                unconfirmed: None,
                 window_secs,
                 sent,
                 kept,
@@ -108,6 +124,8 @@ impl Continuity {
                 rate,
                 ended: false,
                 lost: None,
+                moving: false,
+                forwarded: 0,
             }),
             open: SessionOpen {
                 continuity: None,
@@ -115,7 +133,31 @@ impl Continuity {
             },
             lost: CancellationToken::new(),
             parked: tokio::sync::Notify::new(),
+            changed: tokio::sync::Notify::new(),
         }
+    }
+
+    /// What another broker needs to take the session over while it is parked (PROTOCOL.md
+    /// §13.5): its opening with the whole continuity. `None` unless parked with a ticket.
+    pub fn snapshot(&self) -> Option<SessionOpen> {
+        let state = self.lock();
+        let redeemable = state.redeemable.as_ref()?;
+        if state.at.is_some() || state.ended {
+            return None;
+        }
+        Some(SessionOpen {
+            reattach: true,
+            continuity: Some(Given {
+                resume_key: redeemable.key.to_vec(),
+                ticket: redeemable.ticket.clone(),
+                window_secs: state.window_secs,
+                sent: state.sent,
+                tail: state.kept.iter().map(|p| (**p).clone()).collect(),
+                next_index: state.next_index,
+                rate: state.rate,
+            }),
+            ..self.open.clone()
+        })
     }
 
     /// Why the session was lost, once [`Continuity::lost`] is cancelled.
@@ -169,6 +211,7 @@ impl Continuity {
         if !state.at.as_ref().is_some_and(|a| a.is(edge, session_id)) {
             return false;
         }
+        state.unconfirmed = None;
         state.advance(index.wrapping_add(1));
         true
     }
@@ -177,6 +220,7 @@ impl Continuity {
     pub fn progress(&self, edge: &EdgeHandle, session_id: u64, received: u64, next_index: i32) {
         let mut state = self.lock();
         if state.at.as_ref().is_some_and(|a| a.is(edge, session_id)) {
+            state.unconfirmed = None;
             state.ack(received);
             state.advance(next_index);
         }
@@ -197,6 +241,48 @@ impl Continuity {
         true
     }
 
+    /// The edge moves the connection at `session_id` on `edge` to another broker: nothing more
+    /// is queued there, and `HandedOver` is queued after the last packet that was, so the edge
+    /// holds every packet counted so far when it opens the session elsewhere. What arrives from
+    /// now on is kept for the adopter. False when the session is not there.
+    pub async fn hand_over(&self, edge: &EdgeHandle, session_id: u64) -> bool {
+        let Ok(permit) = edge.tx.reserve().await else {
+            return false;
+        };
+        let _order = edge.order();
+        let mut state = self.lock();
+        if !state.at.as_ref().is_some_and(|a| a.is(edge, session_id)) {
+            return false;
+        }
+        state.at = None;
+        state.moving = true;
+        state.forwarded = state.sent;
+        permit.send(BrokerFrame {
+            kind: Some(broker_frame::Kind::HandedOver(HandedOver { session_id })),
+        });
+        true
+    }
+
+    /// The packets kept after server packet `after` (the adopter's starting point) not yet
+    /// taken, oldest first; the next call returns only newer ones. Nothing while attached.
+    pub fn take_after(&self, after: u64) -> Vec<Packet> {
+        let mut state = self.lock();
+        if state.at.is_some() {
+            return Vec::new();
+        }
+        let from = after.max(state.forwarded);
+        let oldest = state.sent - state.kept.len() as u64;
+        let skip = usize::try_from(from.saturating_sub(oldest)).unwrap_or(usize::MAX);
+        let taken: Vec<Packet> = state
+            .kept
+            .iter()
+            .skip(skip)
+            .map(|p| (**p).clone())
+            .collect();
+        state.forwarded = state.sent;
+        taken
+    }
+
     /// The session has ended: nothing more is queued for it. Returns where it was.
     pub fn end(&self) -> Option<Attachment> {
         let mut state = self.lock();
@@ -214,7 +300,7 @@ impl Continuity {
                     return false;
                 }
                 if state.at.is_none() {
-                    state.record(&self.lost, &Arc::new(packet));
+                    state.record(self, &Arc::new(packet));
                     return true;
                 }
                 continue;
@@ -234,7 +320,7 @@ impl Continuity {
                 continue;
             }
             if state.counts(&packet) {
-                state.record(&self.lost, &Arc::new(packet.clone()));
+                state.record(self, &Arc::new(packet.clone()));
             }
             permit.send(BrokerFrame {
                 kind: Some(broker_frame::Kind::Deliver(Deliver {
@@ -255,7 +341,7 @@ impl Continuity {
                 let mut state = self.lock();
                 let parked = state.at.is_none() && !state.ended;
                 if parked {
-                    state.record(&self.lost, packet);
+                    state.record(self, packet);
                 }
                 parked
             }
@@ -281,7 +367,18 @@ impl Continuity {
             return Err("resume_unknown");
         }
         let held = state.redeemable.as_mut().ok_or("resume_unknown")?;
-        held.redeem(claim, next).map_err(|e| e.kind())?;
+        let spent = held.clone();
+        match held.redeem(claim, next.clone()) {
+            Ok(()) => state.unconfirmed = Some(spent),
+            // The retry of a client whose last grant never reached it: that connection went
+            // without a word from the client. While it is up, the first resume still wins.
+            Err(refused) => {
+                let unconfirmed = state.unconfirmed.clone().filter(|_| state.at.is_none());
+                let mut retried = unconfirmed.ok_or(refused.kind())?;
+                retried.redeem(claim, next).map_err(|_| refused.kind())?;
+                state.redeemable = Some(retried);
+            }
+        }
         // The ticket is spent from here on: a client that lacks packets no longer kept cannot
         // be made whole, and the session ends.
         let oldest = state.sent - state.kept.len() as u64;
@@ -292,6 +389,7 @@ impl Continuity {
             return Err("resume_gap");
         }
         state.ack(claim.received);
+        state.moving = false;
         let left = state.at.replace(Attachment {
             edge: edge.clone(),
             session_id,
@@ -322,7 +420,7 @@ impl Continuity {
 impl State {
     /// Whether `packet` is counted and kept: a resumable session's, not a heartbeat reply.
     fn counts(&self, packet: &Packet) -> bool {
-        self.redeemable.is_some() && system::is_counted(packet)
+        (self.redeemable.is_some() || self.moving) && system::is_counted(packet)
     }
 
     fn advance(&mut self, next_index: i32) {
@@ -340,7 +438,7 @@ impl State {
     /// Counts and keeps the next packet for the client (heartbeat replies are neither, §13.2).
     /// Past the capacity the oldest is forgotten; while parked that is a hole no resume could
     /// fill, so `overflow` is cancelled.
-    fn record(&mut self, lost: &CancellationToken, packet: &Arc<Packet>) {
+    fn record(&mut self, session: &Continuity, packet: &Arc<Packet>) {
         if !self.counts(packet) {
             return;
         }
@@ -349,10 +447,13 @@ impl State {
             self.kept.pop_front();
             if self.at.is_none() && self.lost.is_none() {
                 self.lost = Some("resume_overflow");
-                lost.cancel();
+                session.lost.cancel();
             }
         }
         self.kept.push_back(packet.clone());
+        if self.at.is_none() {
+            session.changed.notify_one();
+        }
     }
 }
 
@@ -377,12 +478,12 @@ pub fn multicast(
         match &state.at {
             _ if state.ended => {}
             None => {
-                state.record(&session.lost, packet);
+                state.record(session, packet);
                 result.delivered += 1;
             }
             Some(at) if std::ptr::eq(Arc::as_ptr(&at.edge), Arc::as_ptr(edge)) => {
                 let id = at.session_id;
-                state.record(&session.lost, packet);
+                state.record(session, packet);
                 ids.push(id);
                 result.delivered += 1;
             }
@@ -418,7 +519,7 @@ fn full(
             _ if state.ended => {}
             Some(id) if state.counts(packet) => {
                 state.at = None;
-                state.record(&session.lost, packet);
+                state.record(session, packet);
                 drop(state);
                 edge.release_later(id);
                 session.parked.notify_one();
@@ -426,7 +527,7 @@ fn full(
             }
             Some(_) => result.dropped += 1,
             None if state.at.is_none() => {
-                state.record(&session.lost, packet);
+                state.record(session, packet);
                 result.delivered += 1;
             }
             None => result.moved.push(session.clone()),
@@ -456,7 +557,7 @@ fn deliver_frame(session_ids: Vec<u64>, packet: &Packet) -> BrokerFrame {
 
 #[cfg(test)]
 mod tests {
-    use janus_proto::janus::internal::v1::{Continuity as Given, broker_frame::Kind};
+    use janus_proto::janus::internal::v1::broker_frame::Kind;
     use janus_shared::handshake::resume_proof;
     use tokio::sync::mpsc;
 
@@ -486,7 +587,7 @@ mod tests {
             edge: at.clone(),
             session_id: 1,
         };
-        Arc::new(Continuity::new(attachment, &open, capacity))
+        Arc::new(Continuity::new(Some(attachment), &open, capacity))
     }
 
     fn push(n: i32) -> Arc<Packet> {
@@ -583,6 +684,99 @@ mod tests {
         assert!(s.took(&b, 2, 1));
     }
 
+    #[tokio::test]
+    async fn a_handover_answers_after_the_last_packet_and_keeps_later_ones_for_the_adopter() {
+        let (a, mut a_rx) = edge("a");
+        let s = session(&a, 8);
+        for n in 1..=2 {
+            assert!(s.try_deliver(&push(n)));
+        }
+        assert!(s.hand_over(&a, 1).await);
+        let kinds: Vec<Option<Kind>> = std::iter::from_fn(|| a_rx.try_recv().ok())
+            .map(|f| f.kind)
+            .collect();
+        assert!(
+            matches!(kinds[..], [Some(Kind::Deliver(_)), Some(Kind::Deliver(_)), Some(Kind::HandedOver(ref h))] if h.session_id == 1)
+        );
+        assert!(!s.hand_over(&a, 1).await, "once only");
+        assert!(!s.took(&a, 1, 1), "its client packets no longer count here");
+        for n in 3..=4 {
+            assert!(s.try_deliver(&push(n)), "kept for the adopter");
+        }
+        assert!(
+            delivered(&mut a_rx).is_empty(),
+            "nothing more goes to the edge"
+        );
+        // The adopter started from the edge's count, 2: it gets 3 and 4, and then only newer.
+        let seqs = |packets: Vec<Packet>| packets.iter().map(|p| p.seq).collect::<Vec<_>>();
+        assert_eq!(seqs(s.take_after(2)), vec![3, 4]);
+        assert!(s.try_deliver(&push(5)));
+        assert_eq!(seqs(s.take_after(2)), vec![5]);
+        assert!(s.take_after(2).is_empty());
+    }
+
+    #[tokio::test]
+    async fn a_session_without_a_ticket_keeps_packets_only_once_handed_over() {
+        let (a, mut a_rx) = edge("a");
+        let open = SessionOpen {
+            uid: 8,
+            ..Default::default()
+        };
+        let attachment = Attachment {
+            edge: a.clone(),
+            session_id: 1,
+        };
+        let s = Arc::new(Continuity::new(Some(attachment), &open, 8));
+        assert!(s.try_deliver(&push(1)));
+        assert_eq!(s.counts(), (0, 0), "nothing counted while attached");
+        assert!(s.hand_over(&a, 1).await);
+        assert!(s.try_deliver(&push(2)));
+        assert_eq!(delivered(&mut a_rx), vec![1]);
+        let taken: Vec<i32> = s.take_after(0).iter().map(|p| p.seq).collect();
+        assert_eq!(
+            taken,
+            vec![2],
+            "what came after the handover goes to the adopter"
+        );
+    }
+
+    #[test]
+    fn a_grant_whose_reply_was_lost_can_be_retried_with_the_same_ticket_until_confirmed() {
+        let (a, _a_rx) = edge("a");
+        let (b, _b_rx) = edge("b");
+        let (c, mut c_rx) = edge("c");
+        let s = session(&a, 8);
+        assert!(s.park(&a, 1, None));
+        s.redeem(&claim(b"t1", 0), next(b"t2"), &b, 2).unwrap();
+        assert_eq!(
+            s.redeem(&claim(b"t1", 0), next(b"t3"), &c, 3),
+            Err("resume_unknown"),
+            "while the granted connection is up, the first resume wins"
+        );
+        // The reply was lost with that connection, which went without a word from the client:
+        // it comes back with t1.
+        assert!(s.park(&b, 2, None));
+        s.redeem(&claim(b"t1", 0), next(b"t3"), &c, 3).unwrap();
+        assert!(s.is_at(&c, 3));
+        assert!(matches!(
+            c_rx.try_recv().unwrap().kind,
+            Some(Kind::Granted(_))
+        ));
+        assert_eq!(
+            s.redeem(&claim(b"t2", 0), next(b"t4"), &b, 4),
+            Err("resume_unknown"),
+            "the ticket of the grant nobody got is void"
+        );
+        // A packet over the new connection shows the client has its new ticket: t1 is spent.
+        assert!(s.took(&c, 3, 1));
+        assert!(s.park(&c, 3, None));
+        assert_eq!(
+            s.redeem(&claim(b"t1", 0), next(b"t5"), &b, 5),
+            Err("resume_unknown")
+        );
+        assert!(s.attachment().is_none(), "still parked for its client's t3");
+    }
+
     #[test]
     fn a_wrong_proof_is_denied_and_leaves_the_session_alone() {
         let (a, _a_rx) = edge("a");
@@ -629,10 +823,10 @@ mod tests {
         let a = Arc::new(EdgeHandle::new("a".into(), tx));
         let resumable = session(&a, 8);
         let plain = Arc::new(Continuity::new(
-            Attachment {
+            Some(Attachment {
                 edge: a.clone(),
                 session_id: 2,
-            },
+            }),
             &SessionOpen::default(),
             8,
         ));

@@ -11,15 +11,18 @@ use std::sync::Arc;
 use futures_util::{Stream, StreamExt};
 use janus_proto::janus::internal::v1::edge_link_server::EdgeLink;
 use janus_proto::janus::internal::v1::{
-    BrokerBatch, BrokerFrame, EdgeBatch, Kick, Release, ResumeRefused, ResumeRequest, broker_frame,
-    edge_frame,
+    BrokerBatch, BrokerFrame, EdgeBatch, Kick, Release, ResumeRefused, ResumeRequest, SessionOpen,
+    broker_frame, edge_frame,
 };
 use janus_proto::message::sc_server_logout::Code as LogoutCode;
 use janus_shared::handshake::{Redeemable, ResumeClaim};
+use prost::Message;
 use tokio::sync::mpsc;
 use tonic::{Request, Response, Status, Streaming};
 
+use crate::continuity::Continuity;
 use crate::registry::{EDGE_QUEUE, EdgeHandle};
+use crate::route::parked_key;
 use crate::session::{self, Inbound, Member};
 use crate::state::BrokerState;
 
@@ -209,13 +212,25 @@ impl Reader {
                         );
                     }
                 }
+                Some(edge_frame::Kind::Close(close)) if close.handover => {
+                    if let Some(member) = self.sessions.remove(&id)
+                        && member.continuity.hand_over(&self.edge, id).await
+                    {
+                        self.state
+                            .metrics
+                            .handovers
+                            .with_label_values(&["handed_over"])
+                            .inc();
+                        let _ = member.inbox.send(Inbound::HandedOver).await;
+                    }
+                }
                 Some(edge_frame::Kind::Close(close)) => {
                     if let Some(member) = self.sessions.remove(&id) {
                         self.detached(id, member, close.reason.into(), close.resumable, close.rate)
                             .await;
                     }
                 }
-                Some(edge_frame::Kind::Resume(request)) => self.resume(id, request),
+                Some(edge_frame::Kind::Resume(request)) => self.resume(id, request).await,
                 None => {}
             }
         }
@@ -241,51 +256,32 @@ impl Reader {
     }
 
     /// A client presented a ticket at this edge, now session `id` here: the first resume
-    /// with the current ticket and a valid proof takes the session, wherever it was.
-    fn resume(&mut self, id: u64, request: ResumeRequest) {
+    /// with the current ticket and a valid proof takes the session, wherever it was. A session
+    /// this broker does not hold may be parked in the route store by a broker that went away
+    /// (PROTOCOL.md §13.5): the resume restores it here.
+    async fn resume(&mut self, id: u64, request: ResumeRequest) {
         let metrics = &self.state.metrics;
-        let decided = self
-            .state
-            .registry
-            .get(request.uid)
-            .ok_or("resume_unknown")
-            .and_then(|entry| {
-                let claim = ResumeClaim {
-                    client_pub: request
-                        .client_pub
-                        .as_slice()
-                        .try_into()
-                        .map_err(|_| "resume_denied")?,
-                    ticket: request.ticket,
-                    timestamp: request.timestamp,
-                    received: request.received,
-                    proof: request.proof,
-                };
-                let next = Redeemable {
-                    ticket: request.next_ticket,
-                    key: request
-                        .next_resume_key
-                        .as_slice()
-                        .try_into()
-                        .map_err(|_| "resume_denied")?,
-                };
-                entry
+        let decided = match claim_of(&request) {
+            Err(refusal) => Err(refusal),
+            Ok((claim, next)) => match self.state.registry.get(request.uid) {
+                Some(entry) => entry
                     .continuity
                     .redeem(&claim, next, &self.edge, id)
-                    .map(|()| entry)
-            });
+                    .map(|()| {
+                        let _ = entry.inbox.try_send(Inbound::Resumed);
+                        Member {
+                            inbox: entry.inbox,
+                            continuity: entry.continuity,
+                        }
+                    }),
+                None => self.restore(id, request.uid, &claim, next).await,
+            },
+        };
         match decided {
-            Ok(entry) => {
+            Ok(member) => {
                 metrics.resumes.with_label_values(&["ok"]).inc();
                 tracing::info!(edge = %self.edge.edge_id, session_id = id, uid = request.uid, "session resumed");
-                let _ = entry.inbox.try_send(Inbound::Resumed);
-                self.sessions.insert(
-                    id,
-                    Member {
-                        inbox: entry.inbox,
-                        continuity: entry.continuity,
-                    },
-                );
+                self.sessions.insert(id, member);
             }
             Err(reason) => {
                 metrics.resumes.with_label_values(&[reason]).inc();
@@ -301,6 +297,59 @@ impl Reader {
         }
     }
 
+    /// Takes `uid`'s parked copy from the route store (only one broker can: the copy is
+    /// deleted if it is still the one read) and decides the resume against it; a refused claim
+    /// puts the copy back for the real client, unless the session is lost (a gap).
+    async fn restore(
+        &self,
+        id: u64,
+        uid: i64,
+        claim: &ResumeClaim,
+        next: Redeemable,
+    ) -> Result<Member, &'static str> {
+        use base64::Engine;
+        let routes = &self.state.routes;
+        let key = parked_key(uid);
+        let encoded = routes
+            .get(&key)
+            .await
+            .ok()
+            .flatten()
+            .ok_or("resume_unknown")?;
+        let open = base64::engine::general_purpose::STANDARD
+            .decode(&encoded)
+            .ok()
+            .and_then(|bytes| SessionOpen::decode(bytes.as_slice()).ok())
+            .ok_or("resume_unknown")?;
+        if !routes.delete_if(&key, &encoded).await.unwrap_or(false) {
+            return Err("resume_unknown");
+        }
+        let window = std::time::Duration::from_secs(u64::from(
+            open.continuity.as_ref().map_or(0, |c| c.window_secs),
+        ));
+        let continuity = Arc::new(Continuity::new(
+            None,
+            &open,
+            self.state.config.resume.retain_packets,
+        ));
+        match continuity.redeem(claim, next, &self.edge, id) {
+            Ok(()) => {
+                tracing::info!(uid, "parked session restored from the route store");
+                self.state
+                    .metrics
+                    .handovers
+                    .with_label_values(&["restored"])
+                    .inc();
+                Ok(session::start(&self.state, id, continuity))
+            }
+            Err("resume_gap") => Err("resume_gap"),
+            Err(refusal) => {
+                let _ = routes.swap(&key, &encoded, window).await;
+                Err(refusal)
+            }
+        }
+    }
+
     async fn kick(&self, session_id: u64, reason: &str) {
         let frame = BrokerFrame {
             kind: Some(broker_frame::Kind::Kick(Kick {
@@ -311,4 +360,28 @@ impl Reader {
         };
         let _ = self.edge.tx.send(frame).await;
     }
+}
+
+/// The claim a resume request makes and the ticket and key it offers next.
+fn claim_of(request: &ResumeRequest) -> Result<(ResumeClaim, Redeemable), &'static str> {
+    let claim = ResumeClaim {
+        client_pub: request
+            .client_pub
+            .as_slice()
+            .try_into()
+            .map_err(|_| "resume_denied")?,
+        ticket: request.ticket.clone(),
+        timestamp: request.timestamp,
+        received: request.received,
+        proof: request.proof.clone(),
+    };
+    let next = Redeemable {
+        ticket: request.next_ticket.clone(),
+        key: request
+            .next_resume_key
+            .as_slice()
+            .try_into()
+            .map_err(|_| "resume_denied")?,
+    };
+    Ok((claim, next))
 }

@@ -32,8 +32,12 @@ pub struct Metrics {
     /// Resumes decided here, by result (`ok` or the refusal's close reason).
     pub resumes: IntCounterVec,
     /// Resumable sessions that ended without their client, by reason (`resume_expired`,
-    /// `resume_overflow`, `resume_gap`, `resume_limit`).
+    /// `resume_overflow`, `resume_gap`, `resume_limit`, `handover_expired`).
     pub lost: IntCounterVec,
+    /// Sessions moved between brokers (PROTOCOL.md §13.5): `handed_over` (an edge moved one
+    /// away from here), `adopted` (its new broker took it), `forwarded_packets` (packets that
+    /// reached this broker after the handover and were sent on to the new one).
+    pub handovers: IntCounterVec,
 }
 
 impl Metrics {
@@ -103,6 +107,11 @@ impl Metrics {
                 "janus_broker_sessions_lost_total",
                 "Resumable sessions ended without their client",
                 &["reason"],
+            ),
+            handovers: r.counter(
+                "janus_broker_handovers_total",
+                "Sessions moved to another broker, and packets forwarded after them",
+                &["result"],
             ),
             registry: r,
         }

@@ -242,12 +242,32 @@ impl Pusher {
 
     fn on_control(&self, bytes: &[u8]) -> Result<()> {
         let control = decode::<BrokerControl>(bytes, "broker control")?;
-        if let Some(entry) = self.state.registry.get(control.uid) {
-            let _ = entry.commands.try_send(Box::new(Command::Kick {
+        let Some(entry) = self.state.registry.get(control.uid) else {
+            return Ok(());
+        };
+        if !control.forwarded.is_empty() {
+            // What the session's previous broker got after it moved here (PROTOCOL.md §13.5),
+            // delivered as this broker's own, in order.
+            let continuity = entry.continuity;
+            self.state.tasks.spawn(async move {
+                for packet in control.forwarded {
+                    continuity.deliver(packet).await;
+                }
+            });
+            return Ok(());
+        }
+        let command = if control.adopted_by.is_empty() {
+            Command::Kick {
                 code: control.logout_code,
                 reason: control.reason,
-            }));
-        }
+            }
+        } else {
+            Command::Adopted {
+                by: control.adopted_by,
+                after: control.adopted_after,
+            }
+        };
+        let _ = entry.commands.try_send(Box::new(command));
         Ok(())
     }
 }

@@ -70,6 +70,14 @@ pub enum Command {
         /// Why, for logs.
         reason: String,
     },
+    /// The broker at `by` now holds the session, from server packet `after` on: end this copy
+    /// without a logout, forwarding what it kept after that (PROTOCOL.md §13.5).
+    Adopted {
+        /// The adopting broker's endpoint.
+        by: String,
+        /// The adopter's packet count when it took the session.
+        after: u64,
+    },
 }
 
 /// One live session as the rest of the broker sees it.
@@ -193,7 +201,7 @@ mod tests {
             session_id,
         };
         Entry {
-            continuity: Arc::new(Continuity::new(at, &SessionOpen::default(), 8)),
+            continuity: Arc::new(Continuity::new(Some(at), &SessionOpen::default(), 8)),
             inbox: mpsc::channel(1).0,
             color: color.into(),
             sid,

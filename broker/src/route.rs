@@ -31,6 +31,12 @@ pub fn gate_route_key(color: &str, uid: i64) -> String {
     route_key(GATE_SERVICE, color, uid)
 }
 
+/// Where a parked session's copy waits for a resume at another broker (PROTOCOL.md §13.5):
+/// `janus.gate.parked_{<uid>}`, a base64 `SessionOpen` with its continuity.
+pub fn parked_key(uid: i64) -> String {
+    format!("janus.gate.parked_{{{uid}}}")
+}
+
 /// A store of routes with expiry. Every method is one atomic operation on the store.
 #[async_trait]
 pub trait RouteStore: Send + Sync + 'static {

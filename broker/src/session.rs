@@ -23,7 +23,7 @@ use crate::bus::subject;
 use crate::config::TunnelKind;
 use crate::continuity::{Attachment, Continuity};
 use crate::registry::{Command, EdgeHandle, Entry};
-use crate::route::gate_route_key;
+use crate::route::{gate_route_key, parked_key};
 use crate::state::{BrokerState, broker_id};
 use crate::tunnel::{SendError, Tunnel, TunnelMetrics};
 
@@ -46,7 +46,20 @@ pub enum Inbound {
     Parked,
     /// A resume took the parked session to an edge.
     Resumed,
+    /// The edge is moving the connection to another broker (PROTOCOL.md §13.5): the session
+    /// waits, as if parked, for that broker to adopt it.
+    HandedOver,
 }
+
+/// How long a handed-over session waits to be adopted before it ends (or, resumable, waits
+/// out its window), and how long an adopted one goes on forwarding late packets (tunnel replies
+/// to requests sent before the move) to its adopter.
+const HANDOVER_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
+const ADOPTED_LINGER: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// The most often a parked session's copy in the route store is rewritten as packets are kept
+/// for it: a broker death loses at most the packets of this last stretch (PROTOCOL.md §13.5).
+const COPY_INTERVAL: std::time::Duration = std::time::Duration::from_millis(200);
 
 /// A session as the edge link that brought it sees it.
 #[derive(Debug, Clone)]
@@ -64,13 +77,24 @@ pub fn spawn(
     session_id: u64,
     open: SessionOpen,
 ) -> Member {
-    let (tx, rx) = mpsc::channel(INBOX);
-    let span = tracing::info_span!("session", edge = %edge.edge_id, session_id, uid = open.uid);
     let continuity = Arc::new(Continuity::new(
-        Attachment { edge, session_id },
+        Some(Attachment { edge, session_id }),
         &open,
         state.config.resume.retain_packets,
     ));
+    start(state, session_id, continuity)
+}
+
+/// Starts the actor of a session whose `continuity` is ready: a new one, or one restored from
+/// its parked copy that a resume has just taken (PROTOCOL.md §13.5).
+pub fn start(state: &Arc<BrokerState>, session_id: u64, continuity: Arc<Continuity>) -> Member {
+    let (tx, rx) = mpsc::channel(INBOX);
+    let open = continuity.open();
+    let edge = continuity
+        .attachment()
+        .map(|a| a.edge.edge_id.clone())
+        .unwrap_or_default();
+    let span = tracing::info_span!("session", %edge, session_id, uid = open.uid);
     let actor = Actor {
         state: state.clone(),
         session_id,
@@ -80,6 +104,10 @@ pub fn spawn(
         inbox: tx.clone(),
         tunnels: HashMap::new(),
         parked: None,
+        leaving: None,
+        replica: None,
+        copied_at: None,
+        copy_due: None,
     };
     state
         .tasks
@@ -101,13 +129,22 @@ struct Actor {
     tunnels: HashMap<(String, i64), Tunnel>,
     /// While parked: until when.
     parked: Option<tokio::time::Instant>,
+    /// Adopted by another broker: its endpoint, where it started, and when this copy ends.
+    leaving: Option<(String, u64, tokio::time::Instant)>,
+    /// The parked copy last written to the route store, while there is one, when it was
+    /// written, and when the next write is due (packets kept since).
+    replica: Option<String>,
+    copied_at: Option<tokio::time::Instant>,
+    copy_due: Option<tokio::time::Instant>,
 }
 
 /// How a session's actor ended.
 enum End {
-    /// The edge closed it, or the broker is shutting down (the edge moves it); nothing to
-    /// tell the edge.
+    /// The edge closed it; nothing to tell the edge.
     Closed,
+    /// The broker is shutting down: the edge moves an attached session elsewhere, and a parked
+    /// one's copy stays in the route store for a resume at another broker.
+    Shutdown,
     /// Tell the edge to log the client out with `code`.
     Kick(LogoutCode, String),
     /// The client can no longer resume it (a close reason of PROTOCOL.md §9).
@@ -148,6 +185,8 @@ impl Actor {
             tokio::time::interval_at(tokio::time::Instant::now() + renew_every, renew_every);
         let end = loop {
             let parked_until = self.parked;
+            let leave_at = self.leaving.as_ref().map(|l| l.2);
+            let copy_due = self.copy_due;
             tokio::select! {
                 inbound = inbox.recv() => match inbound {
                     Some(Inbound::Packet(forwarded)) => {
@@ -166,40 +205,73 @@ impl Actor {
                         if let Some(end) = self.park() {
                             break end;
                         }
+                        self.replicate().await;
                     }
-                    Some(Inbound::Resumed) => self.unpark(),
+                    Some(Inbound::Resumed) => {
+                        self.unpark();
+                        self.leaving = None;
+                        self.drop_replica().await;
+                    }
+                    Some(Inbound::HandedOver) => {
+                        if let Some(end) = self.park() {
+                            break end;
+                        }
+                        self.parked = self.parked.map(|until| until.max(tokio::time::Instant::now() + HANDOVER_WAIT));
+                        self.replicate().await;
+                    }
                     None => break End::Closed,
                 },
-                Some(command) = command_rx.recv() => {
-                    let Command::Kick { code, reason } = *command;
-                    break End::Kick(LogoutCode::try_from(code).unwrap_or(LogoutCode::Server), reason);
+                Some(command) = command_rx.recv() => match *command {
+                    Command::Kick { code, reason } => {
+                        break End::Kick(LogoutCode::try_from(code).unwrap_or(LogoutCode::Server), reason);
+                    }
+                    Command::Adopted { by, after } => self.adopted(by, after).await,
+                },
+                () = sleep_until(leave_at) => {
+                    self.forward_kept().await;
+                    break End::Closed;
                 }
                 _ = renew.tick() => {
                     if let Some(end) = Box::pin(self.renew()).await {
                         break end;
                     }
                 }
-                () = sleep_until(parked_until) => {
+                () = sleep_until(parked_until), if self.leaving.is_none() => {
                     // A resume may have taken the session just now; its Resumed is on the way.
                     if self.continuity.attachment().is_none() {
-                        break End::Lost("resume_expired");
+                        let reason = if self.continuity.resumable() { "resume_expired" } else { "handover_expired" };
+                        break End::Lost(reason);
                     }
                     self.unpark();
                 }
                 _ = self.continuity.lost.cancelled() => break End::Lost(self.continuity.lost_reason()),
                 // Parked by the broker: its edge's queue was full.
                 () = self.continuity.parked.notified() => {
-                    if self.parked.is_none()
-                        && self.continuity.attachment().is_none()
-                        && let Some(end) = self.park()
-                    {
-                        break end;
+                    if self.parked.is_none() && self.continuity.attachment().is_none() {
+                        if let Some(end) = self.park() {
+                            break end;
+                        }
+                        self.replicate().await;
                     }
                 }
+                // A packet kept while parked: the parked copy is brought up to date, at most
+                // every COPY_INTERVAL.
+                () = self.continuity.changed.notified() => {
+                    if self.parked.is_some() && self.leaving.is_none() && self.copy_due.is_none() {
+                        let earliest = self.copied_at.map_or_else(tokio::time::Instant::now, |at| at + COPY_INTERVAL);
+                        self.copy_due = Some(earliest);
+                    }
+                }
+                () = sleep_until(copy_due) => self.replicate().await,
                 // The edge learns of the shutdown on the link and moves the session elsewhere.
-                _ = self.state.shutdown.cancelled() => break End::Closed,
+                _ = self.state.shutdown.cancelled() => break End::Shutdown,
             }
         };
+        let shutdown = matches!(end, End::Shutdown);
+        if shutdown && self.copy_due.is_some() && self.leaving.is_none() {
+            // Going away with packets the parked copy lacks: it gets them first.
+            self.replicate().await;
+        }
         // Nothing is queued for the session from here on; the edge it was at hears why.
         let at = self.continuity.end();
         let told = match end {
@@ -217,8 +289,11 @@ impl Actor {
                 self.state.metrics.lost.with_label_values(&[reason]).inc();
                 Some((LogoutCode::Server, reason.to_owned()))
             }
-            End::Closed => None,
+            End::Closed | End::Shutdown => None,
         };
+        if !shutdown || self.leaving.is_some() {
+            self.drop_replica().await;
+        }
         if let (Some(at), Some((code, reason))) = (at, told) {
             let _ = at.edge.tx.send(kick(&at, code, reason)).await;
         }
@@ -243,6 +318,99 @@ impl Actor {
         self.parked = Some(tokio::time::Instant::now() + window);
         tracing::debug!(?window, "session parked");
         None
+    }
+
+    /// Another broker took the session, from its packet `after` on. A copy still attached here
+    /// is a login that went on here (a resume won the race): it stays, and route renewal
+    /// settles which one remains. A detached copy forwards what it kept and ends after
+    /// [`ADOPTED_LINGER`], forwarding what arrives meanwhile too.
+    async fn adopted(&mut self, by: String, after: u64) {
+        if self.continuity.attachment().is_some() || self.leaving.is_some() {
+            return;
+        }
+        tracing::info!(adopter = %by, after, "session adopted by another broker");
+        self.state
+            .metrics
+            .handovers
+            .with_label_values(&["adopted"])
+            .inc();
+        self.leaving = Some((by, after, tokio::time::Instant::now() + ADOPTED_LINGER));
+        self.forward_kept().await;
+    }
+
+    /// Sends the adopter the packets kept for it since the last call.
+    async fn forward_kept(&self) {
+        let Some((by, after, _)) = &self.leaving else {
+            return;
+        };
+        let forwarded = self.continuity.take_after(*after);
+        if forwarded.is_empty() {
+            return;
+        }
+        self.state
+            .metrics
+            .handovers
+            .with_label_values(&["forwarded_packets"])
+            .inc_by(forwarded.len() as u64);
+        let control = BrokerControl {
+            uid: self.uid,
+            forwarded,
+            ..BrokerControl::default()
+        };
+        let published = self
+            .state
+            .bus
+            .publish(
+                &subject::control(&broker_id(by)),
+                Bytes::from(control.encode_to_vec()),
+            )
+            .await;
+        if let Err(e) = published {
+            tracing::warn!(adopter = %by, error = %e, "could not forward packets to the adopting broker");
+        }
+    }
+
+    /// Writes the parked session's copy to the route store, where any broker finds it for a
+    /// resume if this one goes away (PROTOCOL.md §13.5), for the rest of its window.
+    async fn replicate(&mut self) {
+        use base64::Engine;
+        self.copy_due = None;
+        self.copied_at = Some(tokio::time::Instant::now());
+        let (Some(snapshot), Some(until)) = (self.continuity.snapshot(), self.parked) else {
+            return;
+        };
+        let encoded = base64::engine::general_purpose::STANDARD.encode(snapshot.encode_to_vec());
+        let ttl = until
+            .saturating_duration_since(tokio::time::Instant::now())
+            .max(std::time::Duration::from_secs(1));
+        match self
+            .state
+            .routes
+            .swap(&parked_key(self.uid), &encoded, ttl)
+            .await
+        {
+            Ok(_) => self.replica = Some(encoded),
+            Err(e) => {
+                tracing::warn!(error = %e, "could not write the parked session's copy");
+                self.state
+                    .metrics
+                    .route_errors
+                    .with_label_values(&["park"])
+                    .inc();
+            }
+        }
+    }
+
+    /// Removes the parked copy this actor wrote, unless another broker has taken it since.
+    async fn drop_replica(&mut self) {
+        self.copy_due = None;
+        if let Some(written) = self.replica.take() {
+            let _ = self
+                .state
+                .routes
+                .delete_if(&parked_key(self.uid), &written)
+                .await;
+        }
     }
 
     fn unpark(&mut self) {
@@ -276,12 +444,23 @@ impl Actor {
                 code: LogoutCode::ConflictingLogin as i32,
                 reason,
             }));
-        } else if let Some(owner) = previous.filter(|p| *p != state.endpoint && !open.reattach) {
-            // A re-attached session is the same login moving here, not a second one.
-            let control = BrokerControl {
-                uid: open.uid,
-                logout_code: LogoutCode::ConflictingLogin as i32,
-                reason,
+        } else if let Some(owner) = previous.filter(|p| *p != state.endpoint) {
+            // A re-attached session is the same login moving here, not a second one: its old
+            // broker, if alive, ends its copy quietly and hands on what it kept since.
+            let control = if open.reattach {
+                BrokerControl {
+                    uid: open.uid,
+                    adopted_by: state.endpoint.clone(),
+                    adopted_after: self.continuity.counts().0,
+                    ..BrokerControl::default()
+                }
+            } else {
+                BrokerControl {
+                    uid: open.uid,
+                    logout_code: LogoutCode::ConflictingLogin as i32,
+                    reason,
+                    ..BrokerControl::default()
+                }
             };
             let published = state
                 .bus
@@ -291,7 +470,7 @@ impl Actor {
                 )
                 .await;
             if let Err(e) = published {
-                tracing::warn!(%owner, error = %e, "could not ask the older session's broker to kick it");
+                tracing::warn!(%owner, error = %e, "could not tell the older session's broker");
             }
         }
         Ok(())
@@ -306,6 +485,9 @@ impl Actor {
             .await
         {
             Ok(Some(owner)) if owner == state.endpoint => None,
+            // Detached (parked, or handed over): the session went on elsewhere, and that broker's
+            // adoption (or a kick for a new login) ends this copy.
+            Ok(Some(_)) if self.continuity.attachment().is_none() => None,
             Ok(Some(owner)) => Some(End::Kick(
                 LogoutCode::ConflictingLogin,
                 format!("route now held by {owner}"),

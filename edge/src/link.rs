@@ -51,6 +51,10 @@ pub(crate) enum Downlink {
     Refused(Box<String>),
     /// The session continues over a connection at another edge: close this one quietly.
     Release,
+    /// The rendezvous hash picks another broker for the session now: move it there.
+    Move,
+    /// The broker the session is moving away from has queued its last packet for it.
+    HandedOver,
 }
 
 /// A session's receiving end as the link sees it.
@@ -60,6 +64,8 @@ pub(crate) struct SessionSlot {
     pub tx: outbox::Sender<Downlink>,
     /// Cancelled when the downlink queue overflowed: the session must close as a slow consumer.
     pub overflow: CancellationToken,
+    /// The session's player, whose rendezvous pick says which broker it belongs at.
+    pub uid: i64,
 }
 
 /// The link to one broker.
@@ -159,6 +165,9 @@ impl BrokerLink {
                     self.to_session(id, Downlink::Release);
                 }
             }
+            broker_frame::Kind::HandedOver(h) => {
+                self.to_session(h.session_id, Downlink::HandedOver)
+            }
         }
     }
 
@@ -176,6 +185,14 @@ impl BrokerLink {
             Err(mpsc::error::TrySendError::Closed(_)) => {
                 sessions.remove(&session_id);
             }
+        }
+    }
+
+    /// Tells session `id` to move to the broker the hash picks now, if it is still here and its
+    /// queue has room (a full one is a slow consumer the move can wait for).
+    fn nudge(&self, session_id: u64) {
+        if let Some(slot) = lock(&self.sessions).get(&session_id) {
+            let _ = slot.tx.try_send(Downlink::Move);
         }
     }
 
@@ -239,7 +256,28 @@ impl Links {
             changed: watch::channel(0).0,
         });
         links.set_endpoints(&config.endpoints);
+        if config.rebalance_spread_secs > 0 {
+            tasks.spawn(rebalance(links.clone()));
+        }
         links
+    }
+
+    /// Sessions attached to a broker other than the one the hash picks for them now.
+    fn misplaced(&self) -> Vec<(Arc<BrokerLink>, u64)> {
+        let all = self.snapshot();
+        let up: Vec<&Arc<BrokerLink>> = all.iter().filter(|l| l.is_up()).collect();
+        let mut moves = Vec::new();
+        for link in &up {
+            for (id, slot) in lock(&link.sessions).iter() {
+                let pick = up
+                    .iter()
+                    .max_by_key(|l| rendezvous_score(slot.uid, &l.endpoint));
+                if pick.is_some_and(|p| !Arc::ptr_eq(p, link)) {
+                    moves.push(((*link).clone(), *id));
+                }
+            }
+        }
+        moves
     }
 
     /// Makes the set of brokers exactly `endpoints`.
@@ -326,6 +364,56 @@ pub fn rendezvous_score(uid: i64, endpoint: &str) -> u64 {
     z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
     z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
     z ^ (z >> 31)
+}
+
+/// How long the set of live brokers must stay unchanged before sessions move: brokers of one
+/// scale-out come up together, and a session should move once, not once per broker.
+const REBALANCE_SETTLE: Duration = Duration::from_secs(1);
+
+/// Moves sessions, after a broker came up, to the broker the hash picks now (PROTOCOL.md
+/// §13.5): each misplaced session is told to move at its own moment of the spread, so the new
+/// broker takes its share gradually. A change of the set meanwhile starts a new plan.
+async fn rebalance(links: Arc<Links>) {
+    let spread = Duration::from_secs(links.config.rebalance_spread_secs);
+    let mut changed = links.changed.subscribe();
+    'plans: loop {
+        tokio::select! {
+            up = changed.changed() => if up.is_err() { return },
+            () = links.stop.cancelled() => return,
+        }
+        loop {
+            tokio::select! {
+                () = tokio::time::sleep(REBALANCE_SETTLE) => {}
+                () = links.stop.cancelled() => return,
+            }
+            if !changed.has_changed().unwrap_or(false) {
+                break;
+            }
+            changed.borrow_and_update();
+        }
+        let moves = links.misplaced();
+        if moves.is_empty() {
+            continue;
+        }
+        tracing::info!(
+            sessions = moves.len(),
+            ?spread,
+            "moving sessions to the brokers the hash picks now"
+        );
+        let gap = spread / u32::try_from(moves.len()).unwrap_or(u32::MAX);
+        let mut next = tokio::time::Instant::now();
+        for (link, id) in moves {
+            if changed.has_changed().unwrap_or(false) {
+                continue 'plans;
+            }
+            link.nudge(id);
+            next += gap;
+            tokio::select! {
+                () = tokio::time::sleep_until(next) => {}
+                () = links.stop.cancelled() => return,
+            }
+        }
+    }
 }
 
 async fn maintain(link: Arc<BrokerLink>, links: Arc<Links>) {
@@ -495,6 +583,7 @@ mod tests {
             SessionSlot {
                 tx,
                 overflow: overflow.clone(),
+                uid: 1,
             },
         );
         assert!(link.send(Box::default()).await);
@@ -527,6 +616,7 @@ mod tests {
             SessionSlot {
                 tx,
                 overflow: overflow.clone(),
+                uid: 1,
             },
         );
         drop(down);

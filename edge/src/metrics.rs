@@ -31,6 +31,8 @@ pub struct Metrics {
     pub resumes: IntCounterVec,
     /// Sessions whose broker went away, waiting for one to be up.
     pub waiting_for_broker: IntGauge,
+    /// Sessions moved to the broker the hash picks now, after a broker came up.
+    pub moves: IntCounter,
 }
 
 impl Metrics {
@@ -90,6 +92,13 @@ impl Metrics {
                 .gauge(
                     "janus_edge_sessions_waiting_for_broker",
                     "Sessions waiting for a broker to be up",
+                    &[],
+                )
+                .with_label_values::<&str>(&[]),
+            moves: r
+                .counter(
+                    "janus_edge_session_moves_total",
+                    "Sessions moved to the broker the rendezvous hash picks now",
                     &[],
                 )
                 .with_label_values::<&str>(&[]),

@@ -15,7 +15,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::BytesMut;
-use janus_proto::janus::internal::v1::Transport;
+use janus_proto::janus::internal::v1::{EdgeFrame, Transport};
 use janus_shared::handshake::{IssueTicket, ResumeOffer, SessionIdentity};
 use janus_shared::session::ServerSession;
 use prometheus::IntGauge;
@@ -109,6 +109,10 @@ impl Drop for Slot {
 /// At most this many queued replies and pushes are sealed into one write.
 const COALESCE: usize = 64;
 
+/// How long a move waits for the old broker's `HandedOver` before it opens the session at the
+/// new one anyway (what the old broker kept after the edge's count is forwarded on adoption).
+const HANDOVER_TIMEOUT: Duration = Duration::from_secs(5);
+
 /// The I/O half of a session: the connection, the broker link and the timer.
 struct Session {
     state: Arc<EdgeState>,
@@ -117,6 +121,11 @@ struct Session {
     machine: Machine,
     broker: Option<Arc<BrokerLink>>,
     downlink: Option<outbox::Receiver<Downlink>>,
+    /// The player of the slot the session holds on its broker link.
+    slot_uid: i64,
+    /// While a resume waits for the ticket's broker: the rendezvous pick and the request, to
+    /// ask there if that broker does not know the session.
+    fallback: Option<(Arc<BrokerLink>, Box<EdgeFrame>)>,
     /// Cancelled by the link when the downlink queue overflowed.
     overflow: CancellationToken,
     /// The edge's phase.
@@ -162,6 +171,8 @@ impl Session {
             machine,
             broker: None,
             downlink: None,
+            slot_uid: 0,
+            fallback: None,
             overflow: CancellationToken::new(),
             phase,
             _slot: slot,
@@ -219,6 +230,13 @@ impl Session {
             }
             Wake::Overflow => Err(self.overflowed()),
             Wake::Timer => self.machine.on_timeout(&now),
+            Wake::Down(Some(Downlink::Refused(reason)))
+                if *reason == "resume_unknown"
+                    && self.machine.redeeming()
+                    && self.redeem_elsewhere().await =>
+            {
+                Ok(())
+            }
             Wake::Down(down) => {
                 // Seal whatever else is already queued too, so one write carries it all.
                 let mut action = self.machine.on_downlink(down, &now)?;
@@ -281,6 +299,7 @@ impl Session {
                 _ => Ok(()),
             },
             Action::Reattach => Box::pin(self.reattach()).await,
+            Action::Move => Box::pin(self.move_broker()).await,
             Action::Redeem(ticket) => Box::pin(self.redeem(ticket)).await,
             Action::Opened { resumed, took } => Box::pin(self.opened(resumed, took)).await,
         }
@@ -321,25 +340,77 @@ impl Session {
             .ok_or_else(|| unknown("no broker is reachable"))?;
         let next = self.state.offer(named.uid, &broker.endpoint);
         let frame = self.machine.resume_request(named.uid, next)?;
-        self.attach_to(broker.clone());
+        // The hash's pick is asked next if the ticket's broker does not know the session: one
+        // that moved after its ticket was issued (PROTOCOL.md §13.5) is there.
+        self.fallback = links
+            .pick(named.uid)
+            .filter(|pick| !Arc::ptr_eq(pick, &broker))
+            .map(|pick| (pick, frame.clone()));
+        self.attach_to(broker.clone(), named.uid);
         if !broker.send(frame).await {
             return Err(unknown("the session's broker is unreachable"));
         }
         Ok(())
     }
 
-    /// Routes `broker`'s frames for this session to a fresh downlink.
-    fn attach_to(&mut self, broker: Arc<BrokerLink>) {
+    /// The ticket's broker refused the resume as `resume_unknown`: asks the rendezvous pick,
+    /// if it is another broker, with the same request. False when there is none to ask.
+    async fn redeem_elsewhere(&mut self) -> bool {
+        let Some((pick, frame)) = self.fallback.take() else {
+            return false;
+        };
+        if let Some(old) = self.broker.take() {
+            old.detach(self.machine.id());
+        }
+        let uid = self.slot_uid;
+        self.attach_to(pick.clone(), uid);
+        pick.send(frame).await
+    }
+
+    /// Routes `broker`'s frames for this session (of player `uid`) to a fresh downlink.
+    fn attach_to(&mut self, broker: Arc<BrokerLink>, uid: i64) {
         let (tx, rx) = outbox::outbox(self.state.config.session.outbound_queue);
         broker.attach(
             self.machine.id(),
             SessionSlot {
                 tx,
                 overflow: self.overflow.clone(),
+                uid,
             },
         );
+        self.slot_uid = uid;
         self.broker = Some(broker);
         self.downlink = Some(rx);
+    }
+
+    /// Moves the session to the broker the hash picks now (PROTOCOL.md §13.5): the old broker
+    /// stops delivering and says so after its last packet (those before it go to the client as
+    /// usual), then the session opens at the new broker with everything it had. The client is
+    /// not read meanwhile, so none of its packets goes to a broker that let go.
+    async fn move_broker(&mut self) -> Result<(), Close> {
+        let uid = self.machine.identity().map_or(0, |i| i.uid);
+        let (Some(old), Some(new)) = (self.broker.clone(), self.state.links.pick(uid)) else {
+            return Ok(());
+        };
+        if Arc::ptr_eq(&old, &new) {
+            return Ok(());
+        }
+        if old.send(self.machine.handover()).await {
+            let deadline = tokio::time::Instant::now() + HANDOVER_TIMEOUT;
+            loop {
+                let down = match tokio::time::timeout_at(deadline, next(&mut self.downlink)).await {
+                    Ok(Some(Downlink::HandedOver)) | Err(_) => break,
+                    Ok(down) => down,
+                };
+                // A packet is written to the client as usual; a lost link ends the wait.
+                if let Some(Action::Reattach) = self.machine.on_downlink(down, &Now::system())? {
+                    break;
+                }
+            }
+        }
+        tracing::debug!(from = %old.endpoint, to = %new.endpoint, "moving the session");
+        self.state.metrics.moves.inc();
+        self.reattach().await
     }
 
     /// Moves the session to the broker the hash picks now (its link dropped).
@@ -376,7 +447,8 @@ impl Session {
             let frame = self
                 .machine
                 .open(reattach, &self.state.edge_id, &Now::system())?;
-            self.attach_to(broker.clone());
+            let uid = self.machine.identity().map_or(0, |i| i.uid);
+            self.attach_to(broker.clone(), uid);
             if broker.send(frame).await {
                 if reattach {
                     tracing::info!(broker = %broker.endpoint, "session re-attached");

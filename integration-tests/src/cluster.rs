@@ -376,7 +376,9 @@ impl Cluster {
                 .with_env_var("JANUS_EDGE__LIMITS__MAX_SESSIONS_PER_IP", "2000")
                 // The chaos steps send echo requests back to back, above the default
                 // per-session message rate.
-                .with_env_var("JANUS_EDGE__SESSION__MESSAGES_PER_SEC", "10000");
+                .with_env_var("JANUS_EDGE__SESSION__MESSAGES_PER_SEC", "10000")
+                // Sessions move to a broker that comes (back) up within seconds, not a minute.
+                .with_env_var("JANUS_EDGE__BROKERS__REBALANCE_SPREAD_SECS", "3");
             let edge = start(edge, "edge").await;
             for network in &link_networks.0 {
                 docker(&["network", "connect", network, edge.id()])
@@ -486,6 +488,32 @@ impl Cluster {
         }
         panic!(
             "edge {edge} restarted but links {running} brokers: {links:?}\n{}",
+            self.diagnostics()
+        );
+    }
+
+    /// Starts broker `broker` again after it stopped (its link-network name stays, so it comes
+    /// back at the endpoint it had) and waits until every edge links it.
+    pub async fn restart_broker(&self, broker: usize) {
+        self.brokers[broker]
+            .start()
+            .await
+            .unwrap_or_else(|e| panic!("cannot start broker {broker} again: {e}"));
+        for _ in 0..120 {
+            let mut linked = 0;
+            for edge in 0..self.edges.len() {
+                let links = self.edge_links(edge).await;
+                if links.len() == self.brokers.len() && links.iter().all(|l| l.up) {
+                    linked += 1;
+                }
+            }
+            if linked == self.edges.len() {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        }
+        panic!(
+            "broker {broker} restarted but not every edge links it\n{}",
             self.diagnostics()
         );
     }

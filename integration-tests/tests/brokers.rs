@@ -12,7 +12,9 @@ use janus_broker::Broker;
 use janus_broker::bus::{NatsBus, PushBus, RedisBus, subject};
 use janus_broker::route::{RouteStore, gate_route_key};
 use janus_edge::Edge;
-use janus_integration_tests::stack::{COLOR, Game, Ground, assert_logout, echo, recv, tcp, ws};
+use janus_integration_tests::stack::{
+    COLOR, Game, Ground, assert_logout, echo, http_get, metric, recv, tcp, wait_metric, ws,
+};
 use janus_proto::broadcaster::service::push::v1 as bc;
 use janus_proto::gate::service::push::v1 as gate;
 use janus_proto::message::sc_server_logout::Code as LogoutCode;
@@ -367,4 +369,258 @@ async fn an_administrator_kicks_a_player_through_any_broker() {
         janus_integration_tests::stack::http(pair.brokers[0].admin_addr, "POST", "/kick?uid=4242")
             .await;
     assert_eq!(status, 404, "no session, nothing to kick");
+}
+
+/// A broker added to a running deployment takes its share of the existing sessions: after it
+/// comes up, every session the rendezvous hash now gives it moves there (paced over the edge's
+/// `rebalance_spread_secs`), resumable or not, while numbered pushes flow to all of them. No
+/// client notices: nobody is logged out or reconnects, every push arrives exactly once and in
+/// order, and each session answers requests at its new broker (PROTOCOL.md §13.5).
+#[tokio::test]
+async fn sessions_move_to_a_broker_added_later_with_nothing_lost_or_repeated() {
+    const PLAYERS: i64 = 40;
+    const PUSHES: usize = 150;
+    let ground = Ground::start().await;
+    let l1 = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let a1 = l1.local_addr().unwrap().to_string();
+    // The second broker's address, known to the edge from the start; nothing listens there yet.
+    let a2 = {
+        let l2 = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        l2.local_addr().unwrap().to_string()
+    };
+    let game = Game::start(&a1).await;
+    let b1 = ground
+        .broker_on(ground.broker_config(&[&game.endpoint]), l1)
+        .await;
+    let mut config = ground.edge_config(&[&a1, &a2]);
+    config.brokers.rebalance_spread_secs = 2;
+    let edge = ground.edge(config).await;
+
+    let moving: Vec<i64> = (1..=PLAYERS)
+        .map(|i| 700 + i)
+        .filter(|uid| {
+            janus_edge::rendezvous_score(*uid, &a2) > janus_edge::rendezvous_score(*uid, &a1)
+        })
+        .collect();
+    assert!(
+        !moving.is_empty() && moving.len() < PLAYERS as usize,
+        "the hash gives the new broker a share: {moving:?}"
+    );
+
+    let mut readers = Vec::new();
+    for i in 1..=PLAYERS {
+        let uid = 700 + i;
+        let keys = &ground.keys;
+        let mut client_config = keys.client_config(janus_shared::handshake::Mode::V2);
+        // Half hold a resume ticket, half are go-pantheon-style sessions without one.
+        client_config.handshake.resumable = i % 2 == 0;
+        let mut client = Client::connect(&tcp(&edge), &client_config, &keys.token(uid))
+            .await
+            .unwrap();
+        let reply = client.request(echo(b"hi"), |_| {}).await.unwrap();
+        assert_eq!(reply.data, b"hi");
+        readers.push(tokio::spawn(async move {
+            let got = pushes_until_end(&mut client).await;
+            let reply = client.request(echo(b"after"), |_| {}).await.unwrap();
+            assert_eq!(reply.data, b"after", "uid {uid} answers at its new broker");
+            assert!(
+                client.take_resumed().is_empty(),
+                "uid {uid} never reconnected"
+            );
+            (uid, got, client)
+        }));
+    }
+    assert_eq!(b1.sessions(), PLAYERS as usize);
+
+    let uids: Vec<i64> = (1..=PLAYERS).map(|i| 700 + i).collect();
+    let mut push = {
+        let url = format!("http://{}", b1.endpoint());
+        bc::push_service_client::PushServiceClient::connect(url)
+            .await
+            .unwrap()
+    };
+    let mut b2 = None;
+    for n in 0..PUSHES {
+        if n == 20 {
+            let l2 = TcpListener::bind(&a2).await.unwrap();
+            b2 = Some(
+                ground
+                    .broker_on(ground.broker_config(&[&game.endpoint]), l2)
+                    .await,
+            );
+        }
+        let pushed = push
+            .multicast(bc::MulticastRequest {
+                bodies: vec![body(&n.to_string())],
+                uids: uids.clone(),
+                color: COLOR.into(),
+            })
+            .await
+            .unwrap()
+            .into_inner()
+            .pushed_uids;
+        assert_eq!(pushed.len(), uids.len(), "push {n} found every session");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let b2 = b2.unwrap();
+    let moves = "janus_edge_session_moves_total";
+    let admin = edge.admin_addr;
+    wait_metric(admin, moves, |n| n >= moving.len() as f64).await;
+    let pushed = push
+        .multicast(bc::MulticastRequest {
+            bodies: vec![body("end")],
+            uids: uids.clone(),
+            color: COLOR.into(),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .pushed_uids;
+    assert_eq!(pushed.len(), uids.len());
+
+    let want: Vec<String> = (0..PUSHES).map(|n| n.to_string()).collect();
+    let mut clients = Vec::new();
+    for reader in readers {
+        let (uid, got, client) = reader.await.unwrap();
+        assert_eq!(got, want, "uid {uid}: every push once, in order, no logout");
+        clients.push(client);
+    }
+    assert_eq!(
+        metric(admin, moves).await,
+        Some(moving.len() as f64),
+        "exactly the sessions the hash gives the new broker moved, once each"
+    );
+    assert_eq!(b2.sessions(), moving.len());
+    let routes = ground.routes();
+    for uid in &moving {
+        assert_eq!(
+            routes.get(&gate_route_key(COLOR, *uid)).await.unwrap(),
+            Some(b2.endpoint().to_owned()),
+            "uid {uid}'s gateway route names its new broker"
+        );
+    }
+}
+
+/// A parked session outlives its broker: the broker keeps a copy of it in the route store
+/// while the client is away (kept pushes included), so when that broker is redeployed, the
+/// client's resume at the other broker restores the session there with every push, exactly
+/// once and in order, and no new login (PROTOCOL.md §13.5).
+#[tokio::test]
+async fn a_parked_session_resumes_at_another_broker_after_its_own_went_away() {
+    let ground = Ground::start().await;
+    let l1 = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let l2 = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let (a1, a2) = (
+        l1.local_addr().unwrap().to_string(),
+        l2.local_addr().unwrap().to_string(),
+    );
+    let game = Game::start(&a2).await;
+    let b1 = ground
+        .broker_on(ground.broker_config(&[&game.endpoint]), l1)
+        .await;
+    let b2 = ground
+        .broker_on(ground.broker_config(&[&game.endpoint]), l2)
+        .await;
+    let edge = ground.edge(ground.edge_config(&[&a1, &a2])).await;
+    links_up(&edge, 2).await;
+    // A player the hash gives to the first broker.
+    let uid = (900..)
+        .find(|uid| {
+            janus_edge::rendezvous_score(*uid, &a1) > janus_edge::rendezvous_score(*uid, &a2)
+        })
+        .unwrap();
+    let keys = &ground.keys;
+    let mut config = keys.client_config(janus_shared::handshake::Mode::V2);
+    config.handshake.resumable = true;
+    let mut client = Client::connect(&tcp(&edge), &config, &keys.token(uid))
+        .await
+        .unwrap();
+    let reply = client.request(echo(b"hi"), |_| {}).await.unwrap();
+    assert_eq!(reply.data, b"hi");
+    assert_eq!((b1.sessions(), b2.sessions()), (1, 0));
+
+    let mut push =
+        bc::push_service_client::PushServiceClient::connect(format!("http://{}", b2.endpoint()))
+            .await
+            .unwrap();
+    let mut send = async |n: usize| {
+        push.push(bc::PushRequest {
+            bodies: vec![body(&n.to_string())],
+            color: COLOR.into(),
+            sid: 1,
+            uid,
+        })
+        .await
+        .unwrap();
+    };
+    let mut got = Vec::new();
+    for n in 0..10 {
+        send(n).await;
+        got.push(String::from_utf8(recv(&mut client).await.data).unwrap());
+    }
+    client.disconnect();
+    wait_metric(b1.admin_addr, "janus_broker_sessions_parked", |n| n == 1.0).await;
+    for n in 10..20 {
+        send(n).await;
+    }
+    // The copy is in the route store while the broker is still up, not written on the way out.
+    let routes = ground.routes();
+    let key = janus_broker::route::parked_key(uid);
+    let mut copied = false;
+    for _ in 0..50 {
+        copied = routes.get(&key).await.unwrap().is_some();
+        if copied {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(copied, "the parked session has a copy in the route store");
+
+    b1.shutdown(Duration::from_secs(2)).await;
+    links_up(&edge, 1).await;
+    client
+        .resume(&tcp(&edge), Duration::from_secs(5))
+        .await
+        .expect("the session resumes at the other broker");
+    while got.len() < 20 {
+        got.push(String::from_utf8(recv(&mut client).await.data).unwrap());
+    }
+    send(20).await;
+    got.push(String::from_utf8(recv(&mut client).await.data).unwrap());
+    let want: Vec<String> = (0..21).map(|n| n.to_string()).collect();
+    assert_eq!(
+        got, want,
+        "every push once, in order, across the broker's end"
+    );
+    let reply = client.request(echo(b"after"), |_| {}).await.unwrap();
+    assert_eq!(reply.data, b"after");
+    assert_eq!(b2.sessions(), 1);
+    assert_eq!(
+        routes.get(&gate_route_key(COLOR, uid)).await.unwrap(),
+        Some(b2.endpoint().to_owned())
+    );
+    assert_eq!(
+        routes.get(&key).await.unwrap(),
+        None,
+        "the copy is gone once the session is back"
+    );
+}
+
+/// Waits until `edge` has exactly `n` broker links up (its `/stats/connections`).
+async fn links_up(edge: &Edge, n: usize) {
+    for _ in 0..200 {
+        let (_, body) = http_get(edge.admin_addr, "/stats/connections").await;
+        let stats: serde_json::Value = serde_json::from_str(&body).unwrap();
+        let up = stats["by_broker"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|b| b["up"] == true)
+            .count();
+        if up == n {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("the edge never had {n} broker links up");
 }

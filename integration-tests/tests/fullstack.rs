@@ -567,6 +567,7 @@ async fn the_split_deployment_in_containers() {
         Duration::from_millis(100),
     );
     tokio::time::sleep(Duration::from_secs(2)).await;
+    let home_before = cut_link(&cluster.edge_links(0).await).sessions;
     let cut_at = Instant::now();
     cluster.partition(0, cut).await;
     let (mut noticed, mut edge1_up) = (None, true);
@@ -604,14 +605,27 @@ async fn the_split_deployment_in_containers() {
             cluster.diagnostics()
         )
     });
-    tokio::time::sleep(Duration::from_secs(1)).await;
-    let after_heal = cluster.edge_links(0).await;
+    // Once the link is back, edge 0 moves the sessions it had moved away back to their broker
+    // (paced over `rebalance_spread_secs`, 3 s in this cluster), under the same echo load.
+    let mut after_heal = cluster.edge_links(0).await;
+    while cut_link(&after_heal).sessions < home_before && healed.elapsed() < Duration::from_secs(30)
+    {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        after_heal = cluster.edge_links(0).await;
+    }
+    let moved_back = healed.elapsed();
     let (records, _) = load.finish().await;
     assert!(
         !cut_link(&during).up,
         "edge 0's link to broker {cut} stays down while partitioned: {during:?}"
     );
     assert!(edge1_up, "edge 1's link to broker {cut} stayed up");
+    assert_eq!(
+        cut_link(&after_heal).sessions,
+        home_before,
+        "after the heal, edge 0's sessions of broker {cut} are back there\n{}",
+        cluster.diagnostics()
+    );
     assert_all_answered_since(&cluster, &records, noticed, "partition");
     let (moved, unmoved): (Vec<&Record>, Vec<&Record>) = records
         .iter()
@@ -696,17 +710,18 @@ async fn the_split_deployment_in_containers() {
     );
     eprintln!(
         "chaos: partition healed: edge 0's link to broker {cut} up again {} ms after `docker \
-         network connect`; edge 0's sessions on it 1 s later: {} (moved sessions stay where they \
-         are); broker {cut}'s /stats counts {broker_view} sessions, as many as the edges have on \
-         it",
+         network connect`; edge 0 moved its {} sessions back there, without a reconnect or a lost \
+         request, {} ms after the heal (1 s settle, 3 s spread); broker {cut}'s /stats counts \
+         {broker_view} sessions, as many as the edges have on it",
         relinked.as_millis(),
         cut_link(&after_heal).sessions,
+        moved_back.as_millis(),
     );
     let moved_uids: Vec<i64> = moved.iter().map(|r| r.uid).collect();
     give_back(records, &mut players, &mut extra);
 
-    // A push for a moved session through the broker it left.
-    let port = cluster.brokers[cut]
+    // A push for the moved sessions through the broker they left when they moved back.
+    let port = cluster.brokers[next_home(moved_uids[0])]
         .get_host_port_ipv4(17100.tcp())
         .await
         .unwrap();
@@ -747,19 +762,12 @@ async fn the_split_deployment_in_containers() {
     assert_eq!(
         arrived,
         moved_uids.len(),
-        "a push through the broker a session left reaches it where it is"
+        "a push through the broker a session left reaches it where it is now"
     );
 
     // Every session echoes back to back; the broker holding the most sessions is SIGKILLed.
-    // Edge 0's moved sessions stay where they moved, so where sessions are is what the edges
-    // say.
-    let placed = |uid: i64| {
-        if moved_uids.contains(&uid) {
-            next_home(uid)
-        } else {
-            home(uid)
-        }
-    };
+    // Edge 0's moved sessions are back home, so every session is where the hash says.
+    let placed = home;
     let mut predicted = vec![0; stats.len()];
     for uid in players.keys().chain(extra.keys()) {
         predicted[placed(*uid)] += 1;

@@ -83,6 +83,8 @@ pub(crate) enum Action {
     Redeem(Vec<u8>),
     /// The session's link dropped: the driver opens it at the broker the hash picks now.
     Reattach,
+    /// The hash picks another broker for the session now: the driver hands it over there.
+    Move,
     /// A client packet for the session's broker.
     Forward(Box<EdgeFrame>),
     /// What the edge consumed itself, for the session's broker (PROTOCOL.md §13.2).
@@ -521,6 +523,8 @@ impl Machine {
                 Some(Downlink::Rejected(reason)) => Err(Close::Rejected(*reason)),
                 Some(Downlink::Kick(kick)) => Err(Close::Kicked(kick.0, kick.1)),
                 Some(Downlink::Release) => Err(Close::Moved),
+                Some(Downlink::Move) => Ok(Some(Action::Move)),
+                Some(Downlink::HandedOver) => Ok(None),
                 Some(Downlink::Packet(packet)) => {
                     self.emit(packet)?;
                     Ok(None)
@@ -709,6 +713,7 @@ impl Machine {
                 reason: close.kind().to_owned(),
                 resumable,
                 rate: resumable.then(|| self.rate_state(now)),
+                handover: false,
             }))
         });
         Farewell { logout, to_broker }
@@ -716,6 +721,16 @@ impl Machine {
 
     /// A frame of this session for its broker, boxed: frames are large, and the driver's
     /// futures that carry one live in every session's task.
+    /// What asks the session's broker to hand the session over: it stops delivering and
+    /// answers `HandedOver` after its last packet (PROTOCOL.md §13.5).
+    pub(crate) fn handover(&self) -> Box<EdgeFrame> {
+        self.frame(edge_frame::Kind::Close(SessionClose {
+            reason: "moved".into(),
+            handover: true,
+            ..SessionClose::default()
+        }))
+    }
+
     fn frame(&self, kind: edge_frame::Kind) -> Box<EdgeFrame> {
         Box::new(EdgeFrame {
             session_id: self.id,

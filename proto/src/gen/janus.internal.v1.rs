@@ -195,6 +195,12 @@ pub struct SessionClose {
     /// The client's rate-limit buckets when it left.
     #[prost(message, optional, tag = "3")]
     pub rate: ::core::option::Option<RateState>,
+    /// Not a close: the edge moves the connection to another broker (the rendezvous pick after a
+    /// scale-out, PROTOCOL.md §13.5). The broker stops delivering to the edge, answers HandedOver
+    /// after the last packet it queued, and keeps what arrives later until the new broker adopts
+    /// the session (BrokerControl.adopted_by) or a short wait ends.
+    #[prost(bool, tag = "4")]
+    pub handover: bool,
 }
 /// Broker → edge: several frames at once.
 #[allow(clippy::all)]
@@ -209,7 +215,7 @@ pub struct BrokerBatch {
 #[allow(clippy::all)]
 #[derive(Clone, PartialEq, ::prost::Message)]
 pub struct BrokerFrame {
-    #[prost(oneof = "broker_frame::Kind", tags = "1, 2, 3, 4, 5, 6, 7")]
+    #[prost(oneof = "broker_frame::Kind", tags = "1, 2, 3, 4, 5, 6, 7, 8")]
     pub kind: ::core::option::Option<broker_frame::Kind>,
 }
 /// Nested message and enum types in `BrokerFrame`.
@@ -231,7 +237,17 @@ pub mod broker_frame {
         Refused(super::ResumeRefused),
         #[prost(message, tag = "7")]
         Release(super::Release),
+        #[prost(message, tag = "8")]
+        HandedOver(super::HandedOver),
     }
+}
+/// The answer to SessionClose{handover}: nothing more for `session_id` follows from this broker;
+/// the edge opens the session (reattach, with its continuity) at the broker it moves to.
+#[allow(clippy::all)]
+#[derive(Clone, Copy, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct HandedOver {
+    #[prost(uint64, tag = "1")]
+    pub session_id: u64,
 }
 /// The resume of ResumeRequest succeeded: the session now lives at this edge under `session_id`.
 #[allow(clippy::all)]
@@ -314,7 +330,7 @@ pub struct Kick {
 /// Broker-to-broker control, published on the NATS subject `janus.ctl.broker.<broker id>` of the
 /// broker that holds the session concerned (see PROTOCOL.md, "Push fan-out").
 #[allow(clippy::all)]
-#[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
+#[derive(Clone, PartialEq, ::prost::Message)]
 pub struct BrokerControl {
     /// The player whose session on the receiving broker must end.
     #[prost(int64, tag = "1")]
@@ -325,6 +341,17 @@ pub struct BrokerControl {
     /// Human-readable reason, logged on both brokers.
     #[prost(string, tag = "3")]
     pub reason: ::prost::alloc::string::String,
+    /// Not a kick: the broker at this endpoint now holds the session (it was re-attached or moved
+    /// there, starting after server packet `adopted_after`). The receiving broker ends its copy
+    /// without a logout and sends the adopter what it kept after that packet (`forwarded`).
+    #[prost(string, tag = "4")]
+    pub adopted_by: ::prost::alloc::string::String,
+    #[prost(uint64, tag = "5")]
+    pub adopted_after: u64,
+    /// Server packets of the uid's session that reached the broker it moved away from after the
+    /// adopter's starting point, oldest first: the adopter delivers them as its own.
+    #[prost(message, repeated, tag = "6")]
+    pub forwarded: ::prost::alloc::vec::Vec<super::super::super::packet::Packet>,
 }
 /// The transport a client came in on.
 #[allow(clippy::all)]
