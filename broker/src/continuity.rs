@@ -77,7 +77,8 @@ struct State {
     /// Handed over to another broker (PROTOCOL.md §13.5): packets are counted and kept from
     /// then on even without a ticket, for the adopter.
     moving: bool,
-    /// The last packet already forwarded to the adopter.
+    /// The count up to which packets were forwarded to the adopter (0: none yet, so the first
+    /// forward starts from the adopter's own count).
     forwarded: u64,
 }
 
@@ -256,7 +257,6 @@ impl Continuity {
         }
         state.at = None;
         state.moving = true;
-        state.forwarded = state.sent;
         permit.send(BrokerFrame {
             kind: Some(broker_frame::Kind::HandedOver(HandedOver { session_id })),
         });
@@ -266,20 +266,16 @@ impl Continuity {
     /// The packets kept after server packet `after` (the adopter's starting point) not yet
     /// taken, oldest first; the next call returns only newer ones. Nothing while attached.
     pub fn take_after(&self, after: u64) -> Vec<Packet> {
+        self.lock().take_after(after)
+    }
+
+    /// Ends a copy another broker adopted from its packet `after` on: nothing more is kept for
+    /// it, and what was kept since the last [`Continuity::take_after`] is returned in the same
+    /// step, so no packet falls between the last forward and the end.
+    pub fn leave(&self, after: u64) -> Vec<Packet> {
         let mut state = self.lock();
-        if state.at.is_some() {
-            return Vec::new();
-        }
-        let from = after.max(state.forwarded);
-        let oldest = state.sent - state.kept.len() as u64;
-        let skip = usize::try_from(from.saturating_sub(oldest)).unwrap_or(usize::MAX);
-        let taken: Vec<Packet> = state
-            .kept
-            .iter()
-            .skip(skip)
-            .map(|p| (**p).clone())
-            .collect();
-        state.forwarded = state.sent;
+        let taken = state.take_after(after);
+        state.ended = true;
         taken
     }
 
@@ -418,6 +414,18 @@ impl Continuity {
 }
 
 impl State {
+    fn take_after(&mut self, after: u64) -> Vec<Packet> {
+        if self.at.is_some() {
+            return Vec::new();
+        }
+        let from = after.max(self.forwarded);
+        let oldest = self.sent - self.kept.len() as u64;
+        let skip = usize::try_from(from.saturating_sub(oldest)).unwrap_or(usize::MAX);
+        let taken: Vec<Packet> = self.kept.iter().skip(skip).map(|p| (**p).clone()).collect();
+        self.forwarded = self.sent;
+        taken
+    }
+
     /// Whether `packet` is counted and kept: a resumable session's, not a heartbeat reply.
     fn counts(&self, packet: &Packet) -> bool {
         (self.redeemable.is_some() || self.moving) && system::is_counted(packet)

@@ -108,6 +108,7 @@ pub fn start(state: &Arc<BrokerState>, session_id: u64, continuity: Arc<Continui
         replica: None,
         copied_at: None,
         copy_due: None,
+        moving: false,
     };
     state
         .tasks
@@ -136,6 +137,8 @@ struct Actor {
     replica: Option<String>,
     copied_at: Option<tokio::time::Instant>,
     copy_due: Option<tokio::time::Instant>,
+    /// Handed over to another broker by its edge, waiting to be adopted.
+    moving: bool,
 }
 
 /// How a session's actor ended.
@@ -210,14 +213,17 @@ impl Actor {
                     Some(Inbound::Resumed) => {
                         self.unpark();
                         self.leaving = None;
+                        self.moving = false;
                         self.drop_replica().await;
                     }
                     Some(Inbound::HandedOver) => {
                         if let Some(end) = self.park() {
                             break end;
                         }
+                        // Not copied to the route store: the edge holds the session, and the
+                        // broker it moves to gets everything from it and from here.
+                        self.moving = true;
                         self.parked = self.parked.map(|until| until.max(tokio::time::Instant::now() + HANDOVER_WAIT));
-                        self.replicate().await;
                     }
                     None => break End::Closed,
                 },
@@ -228,7 +234,9 @@ impl Actor {
                     Command::Adopted { by, after } => self.adopted(by, after).await,
                 },
                 () = sleep_until(leave_at) => {
-                    self.forward_kept().await;
+                    let (by, after, _) = self.leaving.take().expect("leaving");
+                    let last = self.continuity.leave(after);
+                    self.send_adopter(&by, last).await;
                     break End::Closed;
                 }
                 _ = renew.tick() => {
@@ -254,10 +262,12 @@ impl Actor {
                         self.replicate().await;
                     }
                 }
-                // A packet kept while parked: the parked copy is brought up to date, at most
-                // every COPY_INTERVAL.
+                // A packet kept while detached: sent on to the adopter, or the parked copy is
+                // brought up to date, at most every COPY_INTERVAL.
                 () = self.continuity.changed.notified() => {
-                    if self.parked.is_some() && self.leaving.is_none() && self.copy_due.is_none() {
+                    if self.leaving.is_some() {
+                        self.forward_kept().await;
+                    } else if self.parked.is_some() && !self.moving && self.copy_due.is_none() {
                         let earliest = self.copied_at.map_or_else(tokio::time::Instant::now, |at| at + COPY_INTERVAL);
                         self.copy_due = Some(earliest);
                     }
@@ -335,6 +345,11 @@ impl Actor {
             .with_label_values(&["adopted"])
             .inc();
         self.leaving = Some((by, after, tokio::time::Instant::now() + ADOPTED_LINGER));
+        // Pushes resolve through the route (the adopter's) from here on; what still reaches
+        // this copy (a tunnel reply in flight) is sent on as it comes.
+        self.state
+            .registry
+            .remove_if_current(self.uid, &self.continuity);
         self.forward_kept().await;
     }
 
@@ -343,7 +358,12 @@ impl Actor {
         let Some((by, after, _)) = &self.leaving else {
             return;
         };
-        let forwarded = self.continuity.take_after(*after);
+        self.send_adopter(by, self.continuity.take_after(*after))
+            .await;
+    }
+
+    /// Sends the adopting broker at `by` packets of the session that reached this copy.
+    async fn send_adopter(&self, by: &str, forwarded: Vec<Packet>) {
         if forwarded.is_empty() {
             return;
         }
