@@ -283,6 +283,25 @@ fn the_brokers_downlink_is_sealed_for_the_client_and_its_verdicts_end_or_move_th
         pair.machine.on_downlink(None, &pair.now),
         Ok(Some(Action::Reattach))
     ));
+    // A broker added later: the session is handed over (PROTOCOL.md §13.5).
+    assert!(matches!(
+        pair.machine.on_downlink(Some(Downlink::Move), &pair.now),
+        Ok(Some(Action::Move))
+    ));
+    let handover = pair.machine.handover();
+    let Some(edge_frame::Kind::Close(close)) = handover.kind else {
+        panic!("a close frame")
+    };
+    assert!(
+        close.handover && !close.resumable,
+        "a handover, not a park: {close:?}"
+    );
+    assert!(
+        pair.machine
+            .on_downlink(Some(Downlink::HandedOver), &pair.now)
+            .unwrap()
+            .is_none()
+    );
     let kick = Downlink::Kick(Box::new((3, "another login".into())));
     assert_eq!(
         pair.machine.on_downlink(Some(kick), &pair.now).unwrap_err(),
