@@ -123,8 +123,8 @@ struct Session {
     downlink: Option<outbox::Receiver<Downlink>>,
     /// The player of the slot the session holds on its broker link.
     slot_uid: i64,
-    /// While a resume waits for the ticket's broker: the rendezvous pick and the request, to
-    /// ask there if that broker does not know the session.
+    /// While a resume waits for the rendezvous pick's verdict: the ticket's broker and the
+    /// request, to ask there if the pick does not know the session.
     fallback: Option<(Arc<BrokerLink>, Box<EdgeFrame>)>,
     /// Cancelled by the link when the downlink queue overflowed.
     overflow: CancellationToken,
@@ -323,9 +323,8 @@ impl Session {
         self.attach(false).await
     }
 
-    /// The connection presented `ticket`: ask the broker holding its session (the ticket names
-    /// it; the rendezvous pick when that one is gone) to decide. Its verdict comes on the
-    /// downlink.
+    /// The connection presented `ticket`: ask the broker holding its session to decide. Its
+    /// verdict comes on the downlink.
     async fn redeem(&mut self, ticket: Vec<u8>) -> Result<(), Close> {
         let unknown = |detail: &str| Close::Protocol("resume_unknown", detail.to_owned());
         let links = &self.state.links;
@@ -334,18 +333,19 @@ impl Session {
             .tickets
             .open(&ticket)
             .ok_or_else(|| unknown("not a ticket of this deployment"))?;
+        // The broker the hash picks now first: where a session is once moved (PROTOCOL.md
+        // §13.5), and where a parked one whose broker died is restored. The ticket's broker
+        // next, if that one does not know the session.
+        let named_up = links.up_at(&named.broker);
         let broker = links
-            .up_at(&named.broker)
-            .or_else(|| links.pick(named.uid))
+            .pick(named.uid)
+            .or_else(|| named_up.clone())
             .ok_or_else(|| unknown("no broker is reachable"))?;
         let next = self.state.offer(named.uid, &broker.endpoint);
         let frame = self.machine.resume_request(named.uid, next)?;
-        // The hash's pick is asked next if the ticket's broker does not know the session: one
-        // that moved after its ticket was issued (PROTOCOL.md §13.5) is there.
-        self.fallback = links
-            .pick(named.uid)
-            .filter(|pick| !Arc::ptr_eq(pick, &broker))
-            .map(|pick| (pick, frame.clone()));
+        self.fallback = named_up
+            .filter(|named| !Arc::ptr_eq(named, &broker))
+            .map(|named| (named, frame.clone()));
         self.attach_to(broker.clone(), named.uid);
         if !broker.send(frame).await {
             return Err(unknown("the session's broker is unreachable"));
@@ -353,8 +353,8 @@ impl Session {
         Ok(())
     }
 
-    /// The ticket's broker refused the resume as `resume_unknown`: asks the rendezvous pick,
-    /// if it is another broker, with the same request. False when there is none to ask.
+    /// The broker asked first refused the resume as `resume_unknown`: asks the ticket's broker,
+    /// if it is another one, with the same request. False when there is none to ask.
     async fn redeem_elsewhere(&mut self) -> bool {
         let Some((pick, frame)) = self.fallback.take() else {
             return false;
