@@ -493,9 +493,12 @@ async fn sessions_move_to_a_broker_added_later_with_nothing_lost_or_repeated() {
     assert_eq!(b2.sessions(), moving.len());
     let routes = ground.routes();
 
-    // A moved player's ticket still names the first broker: its resume is refused there as
-    // unknown and the edge asks the broker the hash picks, where the session now is.
-    let uid = *moving.iter().find(|uid| *uid % 2 == 0).expect("a resumable mover");
+    // A moved player's ticket still names the first broker: its resume goes to the broker the
+    // hash picks, where the session now is.
+    let uid = *moving
+        .iter()
+        .find(|uid| *uid % 2 == 0)
+        .expect("a resumable mover");
     let client = &mut clients[usize::try_from(uid - 701).unwrap()];
     client.disconnect();
     wait_metric(b2.admin_addr, "janus_broker_sessions_parked", |n| n == 1.0).await;
@@ -503,9 +506,7 @@ async fn sessions_move_to_a_broker_added_later_with_nothing_lost_or_repeated() {
         .resume(&tcp(&edge), Duration::from_secs(5))
         .await
         .expect("the moved session resumes");
-    let resumed = |result: &str| {
-        format!("janus_edge_resumes_total{{result=\"{result}\"}}")
-    };
+    let resumed = |result: &str| format!("janus_edge_resumes_total{{result=\"{result}\"}}");
     assert_eq!(metric(admin, &resumed("ok")).await, Some(1.0));
     let reply = client.request(echo(b"resumed"), |_| {}).await.unwrap();
     assert_eq!(reply.data, b"resumed");
