@@ -64,7 +64,7 @@ fn fanout(c: &mut Criterion) {
     let uids: Vec<i64> = (0..1000).map(|i| i * 7).collect();
     group.throughput(Throughput::Elements(uids.len() as u64));
     group.bench_function("multicast_1000_uids", |b| {
-        b.iter(|| black_box(registry.group_by_edge(black_box(&uids))));
+        b.iter(|| black_box(registry.split(black_box(&uids))));
     });
     group.finish();
 }

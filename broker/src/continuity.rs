@@ -45,6 +45,8 @@ pub struct Continuity {
     state: Mutex<State>,
     /// The session as its edge opened it (its identity, for a resume's grant).
     open: SessionOpen,
+    /// The server packets counted when it came here (what an edge's continuity said).
+    started: u64,
     /// Cancelled when the client can no longer be made whole and the session must end:
     /// a packet forgotten while it was parked (`resume_overflow`), or a resume that found
     /// a gap (`resume_gap`); [`Continuity::lost_reason`] says which.
@@ -113,6 +115,7 @@ impl Continuity {
             None => (None, 0, 0, VecDeque::new(), START_INDEX, None),
         };
         Self {
+            started: sent,
             state: Mutex::new(State {
                 at,
                 redeemable,
@@ -169,6 +172,12 @@ impl Continuity {
     /// The session as its edge opened it.
     pub fn open(&self) -> &SessionOpen {
         &self.open
+    }
+
+    /// The server packets counted when the session came here: where an adopter starts
+    /// (PROTOCOL.md §13.5), whatever it counted since.
+    pub fn started(&self) -> u64 {
+        self.started
     }
 
     fn lock(&self) -> MutexGuard<'_, State> {

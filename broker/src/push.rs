@@ -80,11 +80,8 @@ impl Pusher {
         uids: &[i64],
         bodies: &[bc::PushBody],
     ) -> Result<Vec<i64>> {
-        let (mut pushed, mut elsewhere): (Vec<i64>, Vec<i64>) = {
-            let registry = &self.state.registry;
-            uids.iter().partition(|uid| registry.get(**uid).is_some())
-        };
-        self.deliver_local(&pushed, bodies);
+        let (groups, mut pushed, mut elsewhere) = self.state.registry.split(uids);
+        self.deliver(groups, bodies);
         // Uids not here, by the broker their route names under the first colour that has one.
         let mut by_broker: BTreeMap<(String, &str), Vec<i64>> = BTreeMap::new();
         for color in colors {
@@ -148,10 +145,6 @@ impl Pusher {
             .await
     }
 
-    fn deliver_local(&self, uids: &[i64], bodies: &[bc::PushBody]) {
-        self.deliver(self.state.registry.group_by_edge(uids), bodies);
-    }
-
     fn deliver(&self, groups: crate::registry::Groups, bodies: &[bc::PushBody]) {
         let dropped = || {
             self.state
@@ -194,7 +187,7 @@ impl Pusher {
         self.state.tasks.spawn(async move {
             loop {
                 let handled = tokio::select! {
-                    Some(bytes) = own.next() => pusher.on_own(&bytes),
+                    Some(bytes) = own.next() => pusher.on_own(&bytes).await,
                     Some(bytes) = broadcasts.next() => pusher.on_broadcast(&bytes),
                     Some(bytes) = ingress.next() => pusher.on_ingress(&bytes).await,
                     Some(bytes) = control.next() => pusher.on_control(&bytes),
@@ -209,10 +202,18 @@ impl Pusher {
         Ok(())
     }
 
-    fn on_own(&self, bytes: &[u8]) -> Result<()> {
+    async fn on_own(&self, bytes: &[u8]) -> Result<()> {
         let started = std::time::Instant::now();
         let message = decode::<bc::PushMessage>(bytes, "push message")?;
-        self.deliver_local(&message.uids, &message.bodies);
+        let (groups, _, elsewhere) = self.state.registry.split(&message.uids);
+        self.deliver(groups, &message.bodies);
+        if !elsewhere.is_empty() {
+            // Sessions that left since the sender read their routes (moved to another broker,
+            // PROTOCOL.md §13.5): sent on to where their routes name now.
+            let colors = lookup_colors(&message.color, &self.state.config.discovery.colors);
+            self.resolve_and_send(&colors, &elsewhere, &message.bodies)
+                .await?;
+        }
         self.observe("bus_unicast", started);
         Ok(())
     }

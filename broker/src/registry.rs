@@ -131,10 +131,15 @@ impl Registry {
         self.map().get(&uid).cloned()
     }
 
-    /// The sessions of `uids` that are here, grouped by edge: one delivery per edge.
-    pub fn group_by_edge(&self, uids: &[i64]) -> Groups {
+    /// The sessions of `uids` that are here, grouped by edge (one delivery per edge), with the
+    /// uids found here and those not, in one look: a session that leaves meanwhile (adopted by
+    /// another broker) is either delivered here or resolved elsewhere, never neither.
+    pub fn split(&self, uids: &[i64]) -> (Groups, Vec<i64>, Vec<i64>) {
         let map = self.map();
-        group(uids.iter().filter_map(|uid| map.get(uid)))
+        let (here, elsewhere): (Vec<i64>, Vec<i64>) =
+            uids.iter().partition(|uid| map.contains_key(uid));
+        let groups = group(here.iter().filter_map(|uid| map.get(uid)));
+        (groups, here, elsewhere)
     }
 
     /// Every session whose colour and sid match, grouped by edge.
@@ -253,7 +258,7 @@ mod tests {
         registry.insert(3, entry(&b, 12, "blue", 1));
         registry.insert(4, entry(&b, 13, "red", 1));
         assert_eq!(
-            ids(registry.group_by_edge(&[1, 2, 3, 99])),
+            ids(registry.split(&[1, 2, 3, 99]).0),
             vec![("a".into(), vec![10, 11]), ("b".into(), vec![12])]
         );
         assert_eq!(

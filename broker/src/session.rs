@@ -471,7 +471,7 @@ impl Actor {
                 BrokerControl {
                     uid: open.uid,
                     adopted_by: state.endpoint.clone(),
-                    adopted_after: self.continuity.counts().0,
+                    adopted_after: self.continuity.started(),
                     ..BrokerControl::default()
                 }
             } else {

@@ -582,18 +582,31 @@ async fn a_parked_session_resumes_at_another_broker_after_its_own_went_away() {
     for n in 10..20 {
         send(n).await;
     }
-    // The copy is in the route store while the broker is still up, not written on the way out.
+    // The copy is in the route store while the broker is still up, not written on the way
+    // out, and it is brought up to date as pushes are kept: it soon counts the echo reply and
+    // all 20 pushes.
     let routes = ground.routes();
     let key = janus_broker::route::parked_key(uid);
-    let mut copied = false;
+    let mut counted = None;
     for _ in 0..50 {
-        copied = routes.get(&key).await.unwrap().is_some();
-        if copied {
+        counted = routes.get(&key).await.unwrap().map(|encoded| {
+            use base64::Engine;
+            let bytes = base64::engine::general_purpose::STANDARD
+                .decode(encoded)
+                .unwrap();
+            let open = janus_proto::janus::internal::v1::SessionOpen::decode(&bytes[..]).unwrap();
+            open.continuity.unwrap().sent
+        });
+        if counted == Some(21) {
             break;
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    assert!(copied, "the parked session has a copy in the route store");
+    assert_eq!(
+        counted,
+        Some(21),
+        "the parked session's copy holds every push"
+    );
 
     b1.shutdown(Duration::from_secs(2)).await;
     links_up(&edge, 1).await;
