@@ -190,7 +190,7 @@ impl Pusher {
                     Some(bytes) = own.next() => pusher.on_own(&bytes).await,
                     Some(bytes) = broadcasts.next() => pusher.on_broadcast(&bytes),
                     Some(bytes) = ingress.next() => pusher.on_ingress(&bytes).await,
-                    Some(bytes) = control.next() => pusher.on_control(&bytes),
+                    Some(bytes) = control.next() => pusher.on_control(&bytes).await,
                     _ = pusher.state.shutdown.cancelled() => return,
                     else => return,
                 };
@@ -241,20 +241,17 @@ impl Pusher {
         }
     }
 
-    fn on_control(&self, bytes: &[u8]) -> Result<()> {
+    async fn on_control(&self, bytes: &[u8]) -> Result<()> {
         let control = decode::<BrokerControl>(bytes, "broker control")?;
         let Some(entry) = self.state.registry.get(control.uid) else {
             return Ok(());
         };
         if !control.forwarded.is_empty() {
             // What the session's previous broker got after it moved here (PROTOCOL.md §13.5),
-            // delivered as this broker's own, in order.
-            let continuity = entry.continuity;
-            self.state.tasks.spawn(async move {
-                for packet in control.forwarded {
-                    continuity.deliver(packet).await;
-                }
-            });
+            // delivered as this broker's own, in the order it was sent.
+            for packet in control.forwarded {
+                entry.continuity.deliver(packet).await;
+            }
             return Ok(());
         }
         let command = if control.adopted_by.is_empty() {

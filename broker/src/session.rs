@@ -234,6 +234,10 @@ impl Actor {
                     Command::Adopted { by, after } => self.adopted(by, after).await,
                 },
                 () = sleep_until(leave_at) => {
+                    // Pushes resolve through the route (the adopter's) from here on; what
+                    // reached this copy until then goes to the adopter with its end.
+                    self.forward_kept().await;
+                    self.state.registry.remove_if_current(self.uid, &self.continuity);
                     let (by, after, _) = self.leaving.take().expect("leaving");
                     let last = self.continuity.leave(after);
                     self.send_adopter(&by, last).await;
@@ -345,11 +349,8 @@ impl Actor {
             .with_label_values(&["adopted"])
             .inc();
         self.leaving = Some((by, after, tokio::time::Instant::now() + ADOPTED_LINGER));
-        // Pushes resolve through the route (the adopter's) from here on; what still reaches
-        // this copy (a tunnel reply in flight) is sent on as it comes.
-        self.state
-            .registry
-            .remove_if_current(self.uid, &self.continuity);
+        // What reaches this copy until it ends (pushes resolved here, a tunnel reply in
+        // flight) is sent on as it comes, in order, over the adopter's control subject.
         self.forward_kept().await;
     }
 
