@@ -56,6 +56,9 @@ pub struct Continuity {
     /// Notified when a packet is kept while detached: the parked copy in the route store is
     /// out of date.
     pub changed: tokio::sync::Notify,
+    /// Notified when packets wait in line for the session's actor to deliver them
+    /// ([`Continuity::drain`]).
+    pub waiting: tokio::sync::Notify,
 }
 
 #[derive(Debug)]
@@ -82,7 +85,21 @@ struct State {
     /// The count up to which packets were forwarded to the adopter (0: none yet, so the first
     /// forward starts from the adopter's own count).
     forwarded: u64,
+    /// The count when the session was handed over: what the edge holds.
+    moved_at: u64,
+    /// Moved here from a live broker: the session's own packets wait in `line` until that
+    /// broker's adoption reply puts what it kept in front of them (PROTOCOL.md §13.5).
+    holding: bool,
+    /// Packets waiting, in order, to be delivered by the session's actor: held behind the
+    /// adoption reply, and everything after them until the line is empty, so nothing
+    /// overtakes them. At most [`LINE`].
+    line: VecDeque<Arc<Packet>>,
 }
+
+/// How many packets may wait in a session's line ([`State::line`]). When it is full a
+/// resumable session is lost (`resume_overflow`: never a silent hole); another session's
+/// packet is dropped and counted as for a full edge queue.
+const LINE: usize = 1024;
 
 /// Why a resume was refused (a close reason of PROTOCOL.md §9).
 pub type Refusal = &'static str;
@@ -130,6 +147,9 @@ impl Continuity {
                 lost: None,
                 moving: false,
                 forwarded: 0,
+                moved_at: 0,
+                holding: open.reattach && open.handed_over,
+                line: VecDeque::new(),
             }),
             open: SessionOpen {
                 continuity: None,
@@ -138,6 +158,7 @@ impl Continuity {
             lost: CancellationToken::new(),
             parked: tokio::sync::Notify::new(),
             changed: tokio::sync::Notify::new(),
+            waiting: tokio::sync::Notify::new(),
         }
     }
 
@@ -266,6 +287,7 @@ impl Continuity {
         }
         state.at = None;
         state.moving = true;
+        state.moved_at = state.sent;
         permit.send(BrokerFrame {
             kind: Some(broker_frame::Kind::HandedOver(HandedOver { session_id })),
         });
@@ -295,14 +317,23 @@ impl Continuity {
         state.at.take()
     }
 
-    /// Queues `packet` for the client, waiting for room on its edge; recorded while parked.
-    /// False once the session has ended.
+    /// Queues `packet` for the client, waiting for room on its edge; recorded while parked,
+    /// and behind the packets waiting in line, if any. False once the session has ended.
     pub async fn deliver(&self, packet: Packet) -> bool {
+        self.put(packet, false).await
+    }
+
+    /// [`Continuity::deliver`]; `first` for the packet at the head of the line, which goes
+    /// out now.
+    async fn put(&self, packet: Packet, first: bool) -> bool {
         loop {
             let Some(at) = self.attachment() else {
                 let mut state = self.lock();
                 if state.ended {
                     return false;
+                }
+                if !first && state.wait_in_line(self, &packet) {
+                    return true;
                 }
                 if state.at.is_none() {
                     state.record(self, &Arc::new(packet));
@@ -323,6 +354,9 @@ impl Continuity {
                 .is_some_and(|a| a.is(&at.edge, at.session_id))
             {
                 continue;
+            }
+            if !first && state.wait_in_line(self, &packet) {
+                return true;
             }
             if state.counts(&packet) {
                 state.record(self, &Arc::new(packet.clone()));
@@ -345,11 +379,74 @@ impl Continuity {
             None => {
                 let mut state = self.lock();
                 let parked = state.at.is_none() && !state.ended;
-                if parked {
+                if parked && !state.wait_in_line(self, packet) {
                     state.record(self, packet);
                 }
                 parked
             }
+        }
+    }
+
+    /// Packets for the session from its previous broker (PROTOCOL.md §13.5), oldest first:
+    /// with `reply`, what that broker kept until the adoption, which goes before the packets
+    /// held for it; otherwise ones that reached it later, after everything else. The session's
+    /// actor delivers them ([`Continuity::drain`]).
+    pub fn forwarded(&self, packets: Vec<Packet>, reply: bool) {
+        let mut state = self.lock();
+        if state.ended {
+            return;
+        }
+        let packets = packets.into_iter().map(Arc::new);
+        if reply && state.holding {
+            state.holding = false;
+            let held = std::mem::take(&mut state.line);
+            state.line = packets.chain(held).collect();
+        } else {
+            state.line.extend(packets);
+        }
+        if !state.holding && !state.line.is_empty() {
+            self.waiting.notify_one();
+        }
+    }
+
+    /// Whether the session's own packets wait for its previous broker's adoption reply.
+    pub fn holding(&self) -> bool {
+        self.lock().holding
+    }
+
+    /// Stops waiting for the adoption reply (none is coming: no broker had the session, or it
+    /// did not answer in time); what was held goes out in order.
+    pub fn stop_holding(&self) {
+        let mut state = self.lock();
+        state.holding = false;
+        if !state.line.is_empty() {
+            self.waiting.notify_one();
+        }
+    }
+
+    /// Delivers the packets waiting in line, oldest first, until the line is empty (new ones
+    /// join it meanwhile, behind). The session's actor calls this when [`Continuity::waiting`]
+    /// is notified.
+    pub async fn drain(&self) {
+        loop {
+            let head = {
+                let state = self.lock();
+                if state.holding {
+                    return;
+                }
+                match state.line.front() {
+                    Some(head) => (**head).clone(),
+                    None => return,
+                }
+            };
+            // The head stays in line while it goes out, so nothing overtakes it.
+            let delivered = self.put(head, true).await;
+            let mut state = self.lock();
+            if !delivered {
+                state.line.clear();
+                return;
+            }
+            state.line.pop_front();
         }
     }
 
@@ -435,6 +532,26 @@ impl State {
         taken
     }
 
+    /// Puts `packet` at the back of the line if packets wait there (or are held): true when
+    /// it was taken so (or, the line full, lost or dropped; see [`LINE`]).
+    fn wait_in_line(&mut self, session: &Continuity, packet: &Packet) -> bool {
+        if !self.holding && self.line.is_empty() {
+            return false;
+        }
+        if self.line.len() >= LINE {
+            if self.counts(packet) && self.lost.is_none() {
+                self.lost = Some("resume_overflow");
+                session.lost.cancel();
+            }
+            return true;
+        }
+        self.line.push_back(Arc::new(packet.clone()));
+        if !self.holding {
+            session.waiting.notify_one();
+        }
+        true
+    }
+
     /// Whether `packet` is counted and kept: a resumable session's, not a heartbeat reply.
     fn counts(&self, packet: &Packet) -> bool {
         (self.redeemable.is_some() || self.moving) && system::is_counted(packet)
@@ -454,19 +571,22 @@ impl State {
 
     /// Counts and keeps the next packet for the client (heartbeat replies are neither, §13.2).
     /// Past the capacity the oldest is forgotten; while parked that is a hole no resume could
-    /// fill, so `overflow` is cancelled.
+    /// fill, so `overflow` is cancelled. A handed-over copy forgets freely what its edge holds
+    /// and what went to the adopter.
     fn record(&mut self, session: &Continuity, packet: &Arc<Packet>) {
         if !self.counts(packet) {
             return;
         }
-        self.sent += 1;
         if self.kept.len() >= self.capacity {
+            let oldest = self.sent - self.kept.len() as u64;
             self.kept.pop_front();
-            if self.at.is_none() && self.lost.is_none() {
+            let needed = !self.moving || oldest >= self.moved_at.max(self.forwarded);
+            if self.at.is_none() && needed && self.lost.is_none() {
                 self.lost = Some("resume_overflow");
                 session.lost.cancel();
             }
         }
+        self.sent += 1;
         self.kept.push_back(packet.clone());
         if self.at.is_none() {
             session.changed.notify_one();
@@ -492,6 +612,10 @@ pub fn multicast(
     let mut ids = Vec::with_capacity(sessions.len());
     for session in sessions {
         let mut state = session.lock();
+        if !state.ended && state.wait_in_line(session, packet) {
+            result.delivered += 1;
+            continue;
+        }
         match &state.at {
             _ if state.ended => {}
             None => {
@@ -534,6 +658,7 @@ fn full(
             .map(|at| at.session_id);
         match here {
             _ if state.ended => {}
+            _ if state.wait_in_line(session, packet) => result.delivered += 1,
             Some(id) if state.counts(packet) => {
                 state.at = None;
                 state.record(session, packet);
@@ -755,6 +880,115 @@ mod tests {
             vec![2],
             "what came after the handover goes to the adopter"
         );
+    }
+
+    /// A resumable session moved to `at` from a live broker (handed over), as the adopter
+    /// opens it: the edge had counted `sent` packets.
+    fn moved_in(at: &Arc<EdgeHandle>, sent: u64) -> Arc<Continuity> {
+        let open = SessionOpen {
+            uid: 7,
+            reattach: true,
+            handed_over: true,
+            continuity: Some(Given {
+                resume_key: KEY.to_vec(),
+                ticket: b"t1".to_vec(),
+                window_secs: 30,
+                sent,
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        let attachment = Attachment {
+            edge: at.clone(),
+            session_id: 1,
+        };
+        Arc::new(Continuity::new(Some(attachment), &open, 8))
+    }
+
+    fn packets(seqs: &[i32]) -> Vec<Packet> {
+        seqs.iter().map(|n| (*push(*n)).clone()).collect()
+    }
+
+    #[tokio::test]
+    async fn an_adopter_delivers_what_the_old_broker_kept_before_its_own_and_later_forwards_after()
+    {
+        let (b, mut b_rx) = edge("b");
+        let s = moved_in(&b, 2);
+        assert!(s.holding());
+        // Pushes resolved here, and a tunnel reply, while the old broker's reply is on its way.
+        assert!(s.try_deliver(&push(5)));
+        assert!(s.deliver((*push(6)).clone()).await);
+        assert!(delivered(&mut b_rx).is_empty(), "held for the reply");
+        s.drain().await;
+        assert!(delivered(&mut b_rx).is_empty(), "still held");
+        // The old broker kept 3 and 4 after the edge left it.
+        s.forwarded(packets(&[3, 4]), true);
+        assert!(!s.holding());
+        // More arrives before the actor drains: it waits behind the line.
+        assert!(s.try_deliver(&push(7)));
+        s.drain().await;
+        assert_eq!(delivered(&mut b_rx), vec![3, 4, 5, 6, 7]);
+        // A packet that reached the old broker later (a reply in flight) comes after.
+        s.forwarded(packets(&[8]), false);
+        s.drain().await;
+        assert!(s.try_deliver(&push(9)));
+        assert_eq!(
+            delivered(&mut b_rx),
+            vec![8, 9],
+            "then straight through again"
+        );
+        assert_eq!(s.counts().0, 2 + 7, "all counted from the edge's count on");
+    }
+
+    #[tokio::test]
+    async fn an_adopter_with_no_reply_in_time_delivers_what_it_held_in_order() {
+        let (b, mut b_rx) = edge("b");
+        let s = moved_in(&b, 0);
+        assert!(s.try_deliver(&push(1)));
+        assert!(s.try_deliver(&push(2)));
+        s.stop_holding();
+        assert!(s.try_deliver(&push(3)), "behind what was held");
+        s.drain().await;
+        assert_eq!(delivered(&mut b_rx), vec![1, 2, 3]);
+        // A reply that comes late is delivered after, not before.
+        s.forwarded(packets(&[4]), true);
+        s.drain().await;
+        assert_eq!(delivered(&mut b_rx), vec![4]);
+    }
+
+    #[test]
+    fn a_session_that_did_not_move_from_a_live_broker_holds_nothing() {
+        let (a, mut a_rx) = edge("a");
+        let s = session(&a, 8);
+        assert!(!s.holding());
+        assert!(s.try_deliver(&push(1)));
+        assert_eq!(delivered(&mut a_rx), vec![1]);
+    }
+
+    #[tokio::test]
+    async fn a_handed_over_copy_forgets_what_its_edge_and_its_adopter_hold_without_being_lost() {
+        let (a, _a_rx) = edge("a");
+        let s = session(&a, 4);
+        for n in 1..=4 {
+            assert!(s.try_deliver(&push(n)));
+        }
+        assert!(s.hand_over(&a, 1).await);
+        // Four more than the edge holds: the copy forgets 1–4 (the edge has them).
+        for n in 5..=8 {
+            assert!(s.try_deliver(&push(n)));
+        }
+        assert!(!s.lost.is_cancelled());
+        let seqs: Vec<i32> = s.take_after(4).iter().map(|p| p.seq).collect();
+        assert_eq!(seqs, vec![5, 6, 7, 8]);
+        // 5–8 went to the adopter: forgetting them loses nothing either.
+        assert!(s.try_deliver(&push(9)));
+        assert!(!s.lost.is_cancelled());
+        // Past that, a packet the adopter never got would be forgotten: the copy is lost.
+        for n in 10..=13 {
+            assert!(s.try_deliver(&push(n)));
+        }
+        assert!(s.lost.is_cancelled());
+        assert_eq!(s.lost_reason(), "resume_overflow");
     }
 
     #[test]

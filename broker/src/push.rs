@@ -24,6 +24,7 @@ use crate::continuity;
 use crate::error::{Error, Result};
 use crate::registry::Command;
 use crate::route::gate_route_key;
+use crate::session;
 use crate::state::{BrokerState, broker_id};
 
 /// Pushes on behalf of one broker.
@@ -84,6 +85,9 @@ impl Pusher {
         self.deliver(groups, bodies);
         // Uids not here, by the broker their route names under the first colour that has one.
         let mut by_broker: BTreeMap<(String, &str), Vec<i64>> = BTreeMap::new();
+        // Routes naming this broker for sessions not here a moment ago: registered since (a
+        // session registers before it writes its route), or gone.
+        let mut arrived = Vec::new();
         for color in colors {
             if elsewhere.is_empty() {
                 break;
@@ -99,11 +103,16 @@ impl Pusher {
                     Some(owner) if owner != self.state.endpoint => {
                         by_broker.entry((owner, color)).or_default().push(uid)
                     }
-                    Some(_) => {}
+                    Some(_) => arrived.push(uid),
                     None => unrouted.push(uid),
                 }
             }
             elsewhere = unrouted;
+        }
+        if !arrived.is_empty() {
+            let (groups, here, _) = self.state.registry.split(&arrived);
+            self.deliver(groups, bodies);
+            pushed.extend(here);
         }
         for ((owner, color), uids) in by_broker {
             let message = bc::PushMessage {
@@ -243,29 +252,50 @@ impl Pusher {
 
     async fn on_control(&self, bytes: &[u8]) -> Result<()> {
         let control = decode::<BrokerControl>(bytes, "broker control")?;
-        let Some(entry) = self.state.registry.get(control.uid) else {
-            return Ok(());
-        };
-        if !control.forwarded.is_empty() {
-            // What the session's previous broker got after it moved here (PROTOCOL.md §13.5),
-            // delivered as this broker's own, in the order it was sent.
-            for packet in control.forwarded {
-                entry.continuity.deliver(packet).await;
+        let entry = self.state.registry.get(control.uid);
+        if control.adoption_reply || !control.forwarded.is_empty() {
+            // What the session's previous broker got after it moved here (PROTOCOL.md §13.5):
+            // the session's actor delivers it as this broker's own, in the order it was sent.
+            if let Some(entry) = entry {
+                entry
+                    .continuity
+                    .forwarded(control.forwarded, control.adoption_reply);
             }
             return Ok(());
         }
-        let command = if control.adopted_by.is_empty() {
-            Command::Kick {
-                code: control.logout_code,
-                reason: control.reason,
-            }
-        } else {
-            Command::Adopted {
+        if !control.adopted_by.is_empty() {
+            let Some(entry) = entry else {
+                // No copy here any more: the adopter need not wait for one.
+                session::forward(
+                    &self.state,
+                    &control.adopted_by,
+                    control.uid,
+                    Vec::new(),
+                    true,
+                )
+                .await;
+                return Ok(());
+            };
+            let (state, by, uid) = (self.state.clone(), control.adopted_by.clone(), control.uid);
+            let command = Command::Adopted {
                 by: control.adopted_by,
                 after: control.adopted_after,
-            }
-        };
-        let _ = entry.commands.try_send(Box::new(command));
+            };
+            // Waits for room in the actor's inbox without holding up the bus; a copy that has
+            // just ended answers nothing, so the adopter is told here.
+            self.state.tasks.spawn(async move {
+                if entry.commands.send(Box::new(command)).await.is_err() {
+                    session::forward(&state, &by, uid, Vec::new(), true).await;
+                }
+            });
+            return Ok(());
+        }
+        if let Some(entry) = entry {
+            let _ = entry.commands.try_send(Box::new(Command::Kick {
+                code: control.logout_code,
+                reason: control.reason,
+            }));
+        }
         Ok(())
     }
 }

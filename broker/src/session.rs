@@ -57,9 +57,42 @@ pub enum Inbound {
 const HANDOVER_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
 const ADOPTED_LINGER: std::time::Duration = std::time::Duration::from_secs(2);
 
+/// How long a session moved here from a live broker holds its own packets for that broker's
+/// adoption reply (PROTOCOL.md §13.5) before it delivers them without it.
+const ADOPTION_REPLY_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
+
 /// The most often a parked session's copy in the route store is rewritten as packets are kept
 /// for it: a broker death loses at most the packets of this last stretch (PROTOCOL.md §13.5).
 const COPY_INTERVAL: std::time::Duration = std::time::Duration::from_millis(200);
+
+/// Sends the broker at `by`, which adopted `uid`'s session, packets that reached this broker's
+/// copy (PROTOCOL.md §13.5); `reply` for the answer to the adoption, sent even when empty.
+pub async fn forward(state: &BrokerState, by: &str, uid: i64, forwarded: Vec<Packet>, reply: bool) {
+    if forwarded.is_empty() && !reply {
+        return;
+    }
+    state
+        .metrics
+        .handovers
+        .with_label_values(&["forwarded_packets"])
+        .inc_by(forwarded.len() as u64);
+    let control = BrokerControl {
+        uid,
+        forwarded,
+        adoption_reply: reply,
+        ..BrokerControl::default()
+    };
+    let published = state
+        .bus
+        .publish(
+            &subject::control(&broker_id(by)),
+            Bytes::from(control.encode_to_vec()),
+        )
+        .await;
+    if let Err(e) = published {
+        tracing::warn!(adopter = %by, error = %e, "could not forward packets to the adopting broker");
+    }
+}
 
 /// A session as the edge link that brought it sees it.
 #[derive(Debug, Clone)]
@@ -159,7 +192,17 @@ impl Actor {
         let (commands, mut command_rx) = mpsc::channel(4);
         // Cold steps (claim, renew, tunnel open, release) run boxed, so the task every session
         // keeps alive is only as large as its loop.
-        if let Err(reason) = Box::pin(self.claim(commands)).await {
+        let claimed = Box::pin(self.claim(commands)).await;
+        let mut reply_due = match &claimed {
+            Ok(true) if self.continuity.holding() => {
+                Some(tokio::time::Instant::now() + ADOPTION_REPLY_WAIT)
+            }
+            _ => {
+                self.continuity.stop_holding();
+                None
+            }
+        };
+        if let Err(reason) = claimed {
             tracing::warn!(%reason, "session refused");
             self.state
                 .metrics
@@ -191,6 +234,15 @@ impl Actor {
             let leave_at = self.leaving.as_ref().map(|l| l.2);
             let copy_due = self.copy_due;
             tokio::select! {
+                () = self.continuity.waiting.notified() => {
+                    reply_due = None;
+                    self.continuity.drain().await;
+                }
+                () = sleep_until(reply_due) => {
+                    tracing::warn!("no adoption reply from the previous broker; delivering without it");
+                    reply_due = None;
+                    self.continuity.stop_holding();
+                }
                 inbound = inbox.recv() => match inbound {
                     Some(Inbound::Packet(forwarded)) => {
                         let (packet, traceparent) = *forwarded;
@@ -233,16 +285,8 @@ impl Actor {
                     }
                     Command::Adopted { by, after } => self.adopted(by, after).await,
                 },
-                () = sleep_until(leave_at) => {
-                    // Pushes resolve through the route (the adopter's) from here on; what
-                    // reached this copy until then goes to the adopter with its end.
-                    self.forward_kept().await;
-                    self.state.registry.remove_if_current(self.uid, &self.continuity);
-                    let (by, after, _) = self.leaving.take().expect("leaving");
-                    let last = self.continuity.leave(after);
-                    self.send_adopter(&by, last).await;
-                    break End::Closed;
-                }
+                // What reached this copy until now goes to the adopter with its end.
+                () = sleep_until(leave_at) => break End::Closed,
                 _ = renew.tick() => {
                     if let Some(end) = Box::pin(self.renew()).await {
                         break end;
@@ -282,7 +326,13 @@ impl Actor {
             }
         };
         let shutdown = matches!(end, End::Shutdown);
-        if shutdown && self.copy_due.is_some() && self.leaving.is_none() {
+        let adopted = self.leaving.take();
+        if let Some((by, after, _)) = &adopted {
+            // An adopted copy, however it ends: its last packets go to the adopter in the same
+            // step as the end, so none falls between.
+            let last = self.continuity.leave(*after);
+            forward(&self.state, by, self.uid, last, false).await;
+        } else if shutdown && self.copy_due.is_some() {
             // Going away with packets the parked copy lacks: it gets them first.
             self.replicate().await;
         }
@@ -305,7 +355,7 @@ impl Actor {
             }
             End::Closed | End::Shutdown => None,
         };
-        if !shutdown || self.leaving.is_some() {
+        if !shutdown || adopted.is_some() {
             self.drop_replica().await;
         }
         if let (Some(at), Some((code, reason))) = (at, told) {
@@ -334,12 +384,15 @@ impl Actor {
         None
     }
 
-    /// Another broker took the session, from its packet `after` on. A copy still attached here
-    /// is a login that went on here (a resume won the race): it stays, and route renewal
-    /// settles which one remains. A detached copy forwards what it kept and ends after
-    /// [`ADOPTED_LINGER`], forwarding what arrives meanwhile too.
+    /// Another broker took the session, from its packet `after` on (PROTOCOL.md §13.5). A copy
+    /// still attached here is a login that went on here (a resume won the race): it stays, and
+    /// route renewal settles which one remains. A detached copy leaves the registry (pushes
+    /// follow the route to the adopter from now on), answers with what it kept, and ends after
+    /// [`ADOPTED_LINGER`], forwarding what still reaches it meanwhile (a tunnel reply in
+    /// flight). The adopter hears back either way, so it holds its own packets no longer.
     async fn adopted(&mut self, by: String, after: u64) {
         if self.continuity.attachment().is_some() || self.leaving.is_some() {
+            forward(&self.state, &by, self.uid, Vec::new(), true).await;
             return;
         }
         tracing::info!(adopter = %by, after, "session adopted by another broker");
@@ -348,10 +401,12 @@ impl Actor {
             .handovers
             .with_label_values(&["adopted"])
             .inc();
+        self.state
+            .registry
+            .remove_if_current(self.uid, &self.continuity);
+        let kept = self.continuity.take_after(after);
+        forward(&self.state, &by, self.uid, kept, true).await;
         self.leaving = Some((by, after, tokio::time::Instant::now() + ADOPTED_LINGER));
-        // What reaches this copy until it ends (pushes resolved here, a tunnel reply in
-        // flight) is sent on as it comes, in order, over the adopter's control subject.
-        self.forward_kept().await;
     }
 
     /// Sends the adopter the packets kept for it since the last call.
@@ -359,36 +414,8 @@ impl Actor {
         let Some((by, after, _)) = &self.leaving else {
             return;
         };
-        self.send_adopter(by, self.continuity.take_after(*after))
-            .await;
-    }
-
-    /// Sends the adopting broker at `by` packets of the session that reached this copy.
-    async fn send_adopter(&self, by: &str, forwarded: Vec<Packet>) {
-        if forwarded.is_empty() {
-            return;
-        }
-        self.state
-            .metrics
-            .handovers
-            .with_label_values(&["forwarded_packets"])
-            .inc_by(forwarded.len() as u64);
-        let control = BrokerControl {
-            uid: self.uid,
-            forwarded,
-            ..BrokerControl::default()
-        };
-        let published = self
-            .state
-            .bus
-            .publish(
-                &subject::control(&broker_id(by)),
-                Bytes::from(control.encode_to_vec()),
-            )
-            .await;
-        if let Err(e) = published {
-            tracing::warn!(adopter = %by, error = %e, "could not forward packets to the adopting broker");
-        }
+        let kept = self.continuity.take_after(*after);
+        forward(&self.state, by, self.uid, kept, false).await;
     }
 
     /// Writes the parked session's copy to the route store, where any broker finds it for a
@@ -440,14 +467,12 @@ impl Actor {
         }
     }
 
-    /// Writes the gateway route and registers the session; an older login is kicked.
-    async fn claim(&self, commands: mpsc::Sender<Box<Command>>) -> Result<(), String> {
+    /// Registers the session and writes the gateway route (in that order: a push that reads
+    /// the route finds the session here); an older login is kicked. True when the route named
+    /// another broker and this is the same session re-attached from there: that broker was
+    /// asked to hand on what it kept (its adoption reply).
+    async fn claim(&self, commands: mpsc::Sender<Box<Command>>) -> Result<bool, String> {
         let state = &self.state;
-        let previous = state
-            .routes
-            .swap(&self.key, &state.endpoint, state.gate_ttl())
-            .await
-            .map_err(|e| format!("route store unavailable: {e}"))?;
         let open = self.continuity.open();
         let replaced = state.registry.insert(
             open.uid,
@@ -459,13 +484,33 @@ impl Actor {
                 commands,
             },
         );
+        let previous = match state
+            .routes
+            .swap(&self.key, &state.endpoint, state.gate_ttl())
+            .await
+        {
+            Ok(previous) => previous,
+            Err(e) => {
+                if state.registry.remove_if_current(open.uid, &self.continuity)
+                    && let Some(older) = replaced
+                {
+                    state.registry.insert(open.uid, older);
+                }
+                return Err(format!("route store unavailable: {e}"));
+            }
+        };
         let reason = "logged in elsewhere".to_owned();
         if let Some(older) = replaced {
             let _ = older.commands.try_send(Box::new(Command::Kick {
                 code: LogoutCode::ConflictingLogin as i32,
                 reason,
             }));
-        } else if let Some(owner) = previous.filter(|p| *p != state.endpoint) {
+            return Ok(false);
+        }
+        let Some(owner) = previous.filter(|p| *p != state.endpoint) else {
+            return Ok(false);
+        };
+        {
             // A re-attached session is the same login moving here, not a second one: its old
             // broker, if alive, ends its copy quietly and hands on what it kept since.
             let control = if open.reattach {
@@ -492,9 +537,10 @@ impl Actor {
                 .await;
             if let Err(e) = published {
                 tracing::warn!(%owner, error = %e, "could not tell the older session's broker");
+                return Ok(false);
             }
+            Ok(open.reattach)
         }
-        Ok(())
     }
 
     /// Renews the gateway route; another owner means this login was superseded elsewhere.

@@ -373,8 +373,8 @@ pub struct BrokersConfig {
     /// (`no_broker`): brokers replaced all at once (a redeploy) cost no session.
     pub reattach_grace_secs: u64,
     /// Seconds over which sessions move, after a broker came up (a scale-out, or one back from
-    /// a restart), to the broker the rendezvous hash picks now (PROTOCOL.md §13.5); 0 (the
-    /// default, while a rare loss under full push load is open) leaves them where they are.
+    /// a restart), to the broker the rendezvous hash picks now (PROTOCOL.md §13.5); 0 leaves
+    /// them where they are.
     pub rebalance_spread_secs: u64,
 }
 
@@ -389,7 +389,7 @@ impl Default for BrokersConfig {
             reconnect_ms: 500,
             keepalive_ms: 2000,
             reattach_grace_secs: 30,
-            rebalance_spread_secs: 0,
+            rebalance_spread_secs: 60,
         }
     }
 }

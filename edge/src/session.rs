@@ -29,7 +29,7 @@ use crate::error::Close;
 use crate::link::{BrokerLink, Downlink, SessionSlot};
 use crate::outbox;
 use crate::transport::{FrameIo, Read, label};
-use machine::{Action, Machine, Now, Traffic};
+use machine::{Action, Machine, Now, Opening, Traffic};
 
 /// Runs a freshly accepted connection from `peer` to its end.
 pub(crate) async fn serve(
@@ -284,7 +284,7 @@ impl Session {
                 if !broker.send(frame).await {
                     // The link dropped: the session re-attaches. The packet is lost with the
                     // link, like any in flight on it.
-                    return Box::pin(self.reattach()).await;
+                    return Box::pin(self.reattach(Opening::Reattach)).await;
                 }
                 let transport = label(self.machine.transport());
                 self.state
@@ -295,10 +295,12 @@ impl Session {
                 Ok(())
             }
             Action::Report(frame) => match self.broker.clone() {
-                Some(broker) if !broker.send(frame).await => Box::pin(self.reattach()).await,
+                Some(broker) if !broker.send(frame).await => {
+                    Box::pin(self.reattach(Opening::Reattach)).await
+                }
                 _ => Ok(()),
             },
-            Action::Reattach => Box::pin(self.reattach()).await,
+            Action::Reattach => Box::pin(self.reattach(Opening::Reattach)).await,
             Action::Move => Box::pin(self.move_broker()).await,
             Action::Redeem(ticket) => Box::pin(self.redeem(ticket)).await,
             Action::Opened { resumed, took } => Box::pin(self.opened(resumed, took)).await,
@@ -320,7 +322,7 @@ impl Session {
             return Ok(());
         }
         self.write().await?;
-        self.attach(false).await
+        self.attach(Opening::New).await
     }
 
     /// The connection presented `ticket`: ask the broker holding its session to decide. Its
@@ -395,11 +397,16 @@ impl Session {
         if Arc::ptr_eq(&old, &new) {
             return Ok(());
         }
+        let mut opening = Opening::Reattach;
         if old.send(self.machine.handover()).await {
             let deadline = tokio::time::Instant::now() + HANDOVER_TIMEOUT;
             loop {
                 let down = match tokio::time::timeout_at(deadline, next(&mut self.downlink)).await {
-                    Ok(Some(Downlink::HandedOver)) | Err(_) => break,
+                    Ok(Some(Downlink::HandedOver)) => {
+                        opening = Opening::HandedOver;
+                        break;
+                    }
+                    Err(_) => break,
                     Ok(down) => down,
                 };
                 // A packet is written to the client as usual; a lost link ends the wait.
@@ -410,13 +417,13 @@ impl Session {
         }
         tracing::debug!(from = %old.endpoint, to = %new.endpoint, "moving the session");
         self.state.metrics.moves.inc();
-        self.reattach().await
+        self.reattach(opening).await
     }
 
     /// Moves the session to the broker the hash picks now (its link dropped).
     /// No broker up (all of them replaced at once, say): the session waits for one, up to the
     /// re-attach grace, instead of ending.
-    async fn reattach(&mut self) -> Result<(), Close> {
+    async fn reattach(&mut self, opening: Opening) -> Result<(), Close> {
         if let Some(old) = self.broker.take() {
             old.detach(self.machine.id());
         }
@@ -432,12 +439,12 @@ impl Session {
                 return Err(Close::NoBroker);
             }
         }
-        self.attach(true).await
+        self.attach(opening).await
     }
 
     /// Opens the session on the broker the hash picks; a link found dead on the way is marked
     /// down by the failed send, so the next pick is another broker.
-    async fn attach(&mut self, reattach: bool) -> Result<(), Close> {
+    async fn attach(&mut self, opening: Opening) -> Result<(), Close> {
         for _ in 0..self.state.links.all().len().max(1) {
             let broker = self
                 .state
@@ -446,11 +453,11 @@ impl Session {
                 .ok_or(Close::NoBroker)?;
             let frame = self
                 .machine
-                .open(reattach, &self.state.edge_id, &Now::system())?;
+                .open(opening, &self.state.edge_id, &Now::system())?;
             let uid = self.machine.identity().map_or(0, |i| i.uid);
             self.attach_to(broker.clone(), uid);
             if broker.send(frame).await {
-                if reattach {
+                if opening != Opening::New {
                     tracing::info!(broker = %broker.endpoint, "session re-attached");
                 }
                 return Ok(());

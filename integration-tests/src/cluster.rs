@@ -492,6 +492,32 @@ impl Cluster {
         );
     }
 
+    /// Starts broker `broker` again after it stopped (its link-network name stays, so it comes
+    /// back at the endpoint it had) and waits until every edge links it.
+    pub async fn restart_broker(&self, broker: usize) {
+        self.brokers[broker]
+            .start()
+            .await
+            .unwrap_or_else(|e| panic!("cannot start broker {broker} again: {e}"));
+        for _ in 0..120 {
+            let mut linked = 0;
+            for edge in 0..self.edges.len() {
+                let links = self.edge_links(edge).await;
+                if links.len() == self.brokers.len() && links.iter().all(|l| l.up) {
+                    linked += 1;
+                }
+            }
+            if linked == self.edges.len() {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        }
+        panic!(
+            "broker {broker} restarted but not every edge links it\n{}",
+            self.diagnostics()
+        );
+    }
+
     /// Edge `edge`'s `/stats/connections` (JSON null if it does not answer).
     async fn edge_connections(&self, edge: usize) -> serde_json::Value {
         let Ok(port) = self.edges[edge].get_host_port_ipv4(18100.tcp()).await else {

@@ -17,6 +17,10 @@
 //!    one before the session was re-attached. A push broker 1 confirmed well before the kill
 //!    and then lost, or any push lost once the session was re-attached, fails the test.
 //!
+//! 3. broker 1 is started again: the edges move the sessions the hash gives it back there,
+//!    paced, while pushes flow (PROTOCOL.md §13.5). Nobody reconnects or is logged out, and
+//!    every push arrives exactly once and in order.
+//!
 //! Players acknowledge what they received (the client library's `CSResumeAck`, carried by a
 //! heartbeat every second). UDP transports (KCP, QUIC) are left out: they have no close that
 //! tells a client its edge died, only a heartbeat timeout, which would make the resume time a
@@ -817,6 +821,79 @@ async fn no_single_process_death_loses_a_push_or_a_player() {
         after,
         vec![seen.len(), 0],
         "every session on the surviving broker"
+    );
+
+    // 3. Broker 1 starts again: the edges move the sessions the hash gives it back there (one
+    // second after it is up, paced over their `rebalance_spread_secs`, 3 s here) while pushes
+    // flow. Nobody notices: no reconnect, no logout, every push once and in order.
+    let players: Vec<Player> = seen.into_iter().map(|s| s.player).collect();
+    let want: Vec<usize> = (0..endpoints.len())
+        .map(|b| {
+            players
+                .iter()
+                .filter(|p| {
+                    (0..endpoints.len()).max_by_key(|e| rendezvous_score(p.uid, &endpoints[*e]))
+                        == Some(b)
+                })
+                .count()
+        })
+        .collect();
+    let restarting = Instant::now();
+    cluster.restart_broker(victim).await;
+    let linked = restarting.elapsed();
+    // The moves begin a second after the edges linked it (their settle time): the phase, with
+    // the restarted broker's new published port, starts before that.
+    let targets = endpoints_of(&cluster).await;
+    let phase = Phase::start(&cluster, "rebalance", players, |_| survivor, targets).await;
+    let pushing = Instant::now();
+    let mut split = Vec::new();
+    for _ in 0..120 {
+        split = cluster.sessions_by_broker().await;
+        if split == want {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    let settled = restarting.elapsed();
+    // Pacing, not an assertion: pushes go on past the moves before the phase ends.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let tag = phase.tag;
+    let (streams, seen) = phase.finish().await;
+    assert_nobody_lost(&cluster, &seen, "rebalance");
+    let mut gaps = Vec::new();
+    for s in &seen {
+        let uid = s.player.uid;
+        assert!(
+            s.resumes.is_empty(),
+            "{tag}: uid {uid} lost its connection: {:?}",
+            s.resumes.iter().map(|r| &r.3).collect::<Vec<_>>()
+        );
+        let lost = missing(s, &streams[survivor]);
+        if !lost.is_empty() {
+            failures.push(format!(
+                "rebalance: uid {uid} never got pushes {lost:?} the API confirmed"
+            ));
+        }
+        gaps.push(longest_gap_from(s, pushing));
+    }
+    assert_eq!(
+        split,
+        want,
+        "sessions per broker after the rebalance are the hash's\n{}",
+        cluster.diagnostics()
+    );
+    let pushes: usize = seen.iter().map(|s| s.got.len()).sum();
+    eprintln!(
+        "chaos: broker restart: broker {victim} linked by both edges {} ms after `docker start`; \
+         {} sessions moved to it without reconnecting, the split matching the hash {} ms after \
+         the start (1 s settle, 3 s spread, adopted copies ending 2 s later); {pushes} numbered \
+         pushes to {} sessions in order, none twice, none missing; longest wait between two \
+         pushes while they moved: {}; logged out: none; sessions per broker after: {split:?}",
+        linked.as_millis(),
+        want[victim],
+        settled.as_millis(),
+        seen.len(),
+        spread(gaps),
     );
     eprintln!(
         "chaos: continuity suite: cluster up in {} ms, {PLAYERS} resumable logins in {} ms, the \

@@ -67,6 +67,18 @@ impl Now {
     }
 }
 
+/// How a session is opened at a broker.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Opening {
+    /// After the handshake.
+    New,
+    /// Again, elsewhere: its broker's link dropped (PROTOCOL.md §13.5).
+    Reattach,
+    /// Again, elsewhere: moved from a broker that answered the handover, and that will hand
+    /// on what it kept (§13.5).
+    HandedOver,
+}
+
 /// What the machine asks its driver to do, besides writing [`Machine::transmit`].
 #[derive(Debug)]
 pub(crate) enum Action {
@@ -614,11 +626,11 @@ impl Machine {
         Ok(())
     }
 
-    /// The frame that opens the session at a broker (`reattach`: after its link dropped), from
-    /// edge `edge_id`; a resumable session's broker gets what it needs to resume it.
+    /// The frame that opens the session at a broker, from edge `edge_id`; a resumable
+    /// session's broker gets what it needs to resume it.
     pub(crate) fn open(
         &self,
-        reattach: bool,
+        opening: Opening,
         edge_id: &str,
         now: &Now,
     ) -> Result<Box<EdgeFrame>, Close> {
@@ -633,7 +645,8 @@ impl Machine {
             client_ip: self.peer.ip().to_string(),
             edge_id: edge_id.to_owned(),
             transport: self.transport as i32,
-            reattach,
+            reattach: opening != Opening::New,
+            handed_over: opening == Opening::HandedOver,
             continuity: self.continuity(now),
             token_expiry: identity.token_expiry,
             trace_context: Some(telemetry::traceparent())

@@ -91,6 +91,12 @@ pub struct SessionOpen {
     /// Present when the client holds a resume ticket (PROTOCOL.md §13).
     #[prost(message, optional, tag = "11")]
     pub continuity: ::core::option::Option<Continuity>,
+    /// With `reattach`: the session moves here from a live broker that answered its handover
+    /// (`HandedOver`). That broker answers the adoption with what it kept meanwhile
+    /// (`BrokerControl.adoption_reply`), and the receiving broker holds the session's own packets
+    /// until then so the client gets them in order (PROTOCOL.md §13.5).
+    #[prost(bool, tag = "12")]
+    pub handed_over: bool,
 }
 /// What a resume of one session needs, held by its broker session (PROTOCOL.md §13).
 #[allow(clippy::all)]
@@ -352,6 +358,10 @@ pub struct BrokerControl {
     /// adopter's starting point, oldest first: the adopter delivers them as its own.
     #[prost(message, repeated, tag = "6")]
     pub forwarded: ::prost::alloc::vec::Vec<super::super::super::packet::Packet>,
+    /// This message answers `adopted_by`: `forwarded` is everything the old copy kept until the
+    /// adoption (possibly nothing). Later forwards (a tunnel reply in flight) come as they arrive.
+    #[prost(bool, tag = "7")]
+    pub adoption_reply: bool,
 }
 /// The transport a client came in on.
 #[allow(clippy::all)]

@@ -162,7 +162,10 @@ fn heartbeat_code(packet: &Packet) -> i32 {
 #[test]
 fn a_login_opens_the_session_at_a_broker_with_the_player_and_its_continuity() {
     let pair = Pair::logged_in(EdgeConfig::default(), true);
-    let frame = pair.machine.open(false, "edge-1", &pair.now).unwrap();
+    let frame = pair
+        .machine
+        .open(Opening::New, "edge-1", &pair.now)
+        .unwrap();
     assert_eq!(frame.session_id, 7);
     let Some(edge_frame::Kind::Open(open)) = frame.kind else {
         panic!("an open frame");
@@ -333,10 +336,25 @@ fn acknowledgements_and_heartbeats_of_a_resumable_session_are_reported_to_its_br
         panic!("a progress frame");
     };
     assert_eq!((progress.received, progress.next_index), (3, 2));
-    let frame = pair.machine.open(true, "edge-1", &pair.now).unwrap();
+    let frame = pair
+        .machine
+        .open(Opening::Reattach, "edge-1", &pair.now)
+        .unwrap();
     let Some(edge_frame::Kind::Open(open)) = frame.kind else {
         panic!("an open frame");
     };
+    assert!(open.reattach && !open.handed_over);
+    let frame = pair
+        .machine
+        .open(Opening::HandedOver, "edge-1", &pair.now)
+        .unwrap();
+    let Some(edge_frame::Kind::Open(moved)) = frame.kind else {
+        panic!("an open frame");
+    };
+    assert!(
+        moved.reattach && moved.handed_over,
+        "a move from a broker that answered its handover says so"
+    );
     let continuity = open.continuity.unwrap();
     assert_eq!(
         (continuity.sent, continuity.tail.len()),
