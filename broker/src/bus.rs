@@ -58,11 +58,30 @@ pub mod subject {
     }
 }
 
+/// What [`PushBus::send`] found on the subject.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Sent {
+    /// A subscriber took the message (or the bus cannot tell).
+    Taken,
+    /// Nobody subscribes to the subject: a broker's own subject, that broker is gone.
+    NoSubscriber,
+}
+
 /// A publish/subscribe bus carrying encoded protobuf messages.
 #[async_trait]
 pub trait PushBus: Send + Sync + 'static {
     /// Publishes `payload` on `subject` (fire and forget; delivery is at most once).
     async fn publish(&self, subject: &str, payload: Bytes) -> Result<()>;
+
+    /// Publishes `payload` on `subject` and says whether a subscriber took it, so a push for a
+    /// broker that has gone away is not lost unnoticed (PROTOCOL.md §13.5). NATS tells (the
+    /// message is a request that the receiving client answers as it takes it, and the server
+    /// answers "no responders" when nobody subscribes) and so does the in-process bus; on the
+    /// Redis bus this is [`PushBus::publish`] and always [`Sent::Taken`] (a cluster's `PUBLISH`
+    /// counts the subscribers of one node only).
+    async fn send(&self, subject: &str, payload: Bytes) -> Result<Sent> {
+        self.publish(subject, payload).await.map(|()| Sent::Taken)
+    }
 
     /// Subscribes to `subject`; with `queue_group`, each message goes to one member of the group.
     async fn subscribe(
@@ -80,7 +99,38 @@ pub mod conformance {
     use bytes::Bytes;
     use futures_util::StreamExt;
 
-    use super::PushBus;
+    use super::{PushBus, Sent};
+
+    /// Checks that `bus` tells a send whether anybody took it (NATS and the in-process bus;
+    /// the Redis bus cannot, see [`PushBus::send`]).
+    pub async fn send_tells(bus: &dyn PushBus) {
+        let subject = format!("conformance.send.{}", std::process::id());
+        assert_eq!(
+            bus.send(&subject, Bytes::from_static(b"x")).await.unwrap(),
+            Sent::NoSubscriber,
+            "nobody subscribes"
+        );
+        let mut taker = bus.subscribe(&subject, None).await.unwrap();
+        let receiving = tokio::spawn(async move { taker.next().await });
+        assert_eq!(
+            bus.send(&subject, Bytes::from_static(b"y")).await.unwrap(),
+            Sent::Taken
+        );
+        let got = tokio::time::timeout(Duration::from_secs(5), receiving).await;
+        assert_eq!(
+            got.ok().and_then(Result::ok).flatten().as_deref(),
+            Some(&b"y"[..]),
+            "the subscriber gets what it took"
+        );
+        // Its subscription gone (a broker that died), sends find nobody again.
+        for _ in 0..50 {
+            if bus.send(&subject, Bytes::from_static(b"z")).await.unwrap() == Sent::NoSubscriber {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        panic!("a send still counts as taken after its only subscriber went away");
+    }
 
     /// Runs every check on `bus` with subjects unique to this call; panics on a mismatch.
     pub async fn run(bus: &dyn PushBus) {

@@ -21,8 +21,12 @@ pub struct Metrics {
     pub route_errors: IntCounterVec,
     /// Pushes by kind (`multicast`, `broadcast`, `ingress`, `bus`).
     pub pushes: IntCounterVec,
-    /// Push deliveries dropped because an edge queue was full.
+    /// Push deliveries dropped, by why: `edge_queue_full`, `owner_gone` (a push for a session
+    /// whose broker went away that waited in vain, PROTOCOL.md §13.5).
     pub push_dropped: IntCounterVec,
+    /// Pushes for sessions whose broker went away, by `result`: `waited` (held for the
+    /// session's new route), `sent` (sent on to where it is now).
+    pub stray_pushes: IntCounterVec,
     /// Time to resolve and fan out one push, seconds.
     pub push_fanout_seconds: HistogramVec,
     /// Time from a request entering a tunnel to its reply coming back, seconds.
@@ -78,8 +82,13 @@ impl Metrics {
             pushes: r.counter("janus_broker_pushes_total", "Pushes handled", &["kind"]),
             push_dropped: r.counter(
                 "janus_broker_push_dropped_total",
-                "Push deliveries dropped on a full edge queue",
+                "Push deliveries dropped (a full edge queue, a broker gone for good)",
                 &["kind"],
+            ),
+            stray_pushes: r.counter(
+                "janus_broker_stray_pushes_total",
+                "Pushes for sessions whose broker went away, held and sent on",
+                &["result"],
             ),
             push_fanout_seconds: r.latency(
                 "janus_broker_push_fanout_seconds",

@@ -6,6 +6,7 @@
 //! Delivery is at most once; what counts as pushed is in PROTOCOL.md.
 
 mod pubsub;
+mod stray;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -19,7 +20,7 @@ use janus_proto::packet::Packet;
 use prost::Message;
 use tonic::{Request, Response, Status};
 
-use crate::bus::subject;
+use crate::bus::{Sent, subject};
 use crate::continuity;
 use crate::error::{Error, Result};
 use crate::registry::Command;
@@ -27,10 +28,14 @@ use crate::route::gate_route_key;
 use crate::session;
 use crate::state::{BrokerState, broker_id};
 
+/// How often pushes waiting for their session's new route look at it ([`stray`]).
+const STRAY_LOOK: std::time::Duration = std::time::Duration::from_millis(100);
+
 /// Pushes on behalf of one broker.
 #[derive(Debug, Clone)]
 pub struct Pusher {
     state: Arc<BrokerState>,
+    strays: Arc<stray::Strays>,
 }
 
 fn to_packet(body: &bc::PushBody) -> Packet {
@@ -47,7 +52,10 @@ fn to_packet(body: &bc::PushBody) -> Packet {
 impl Pusher {
     /// A pusher for the broker of `state`.
     pub fn new(state: Arc<BrokerState>) -> Self {
-        Self { state }
+        Self {
+            state,
+            strays: Arc::default(),
+        }
     }
 
     /// Pushes `bodies` to `uids` of `color` wherever their sessions are. Returns the uids that
@@ -81,7 +89,11 @@ impl Pusher {
         uids: &[i64],
         bodies: &[bc::PushBody],
     ) -> Result<Vec<i64>> {
-        let (groups, mut pushed, mut elsewhere) = self.state.registry.split(uids);
+        // Uids with pushes waiting for their session's new route: behind those.
+        let (behind, uids) = self.strays.behind(uids, bodies);
+        self.count_waiting(&behind.queued);
+        let (groups, mut pushed, mut elsewhere) = self.state.registry.split(&uids);
+        pushed.extend(behind.uids);
         self.deliver(groups, bodies);
         // Uids not here, by the broker their route names under the first colour that has one.
         let mut by_broker: BTreeMap<(String, &str), Vec<i64>> = BTreeMap::new();
@@ -122,16 +134,155 @@ impl Pusher {
                 color: color.to_owned(),
                 sid: 0,
             };
-            self.state
+            let sent = self
+                .state
                 .bus
-                .publish(
+                .send(
                     &subject::broker(&broker_id(&owner)),
                     Bytes::from(message.encode_to_vec()),
                 )
                 .await?;
+            if sent == Sent::NoSubscriber {
+                // That broker is gone; its sessions are being re-attached elsewhere.
+                let queued = self.strays.wait(&owner, color, &uids, bodies);
+                self.count_waiting(&queued);
+                if queued.watch {
+                    self.state.tasks.spawn(self.clone().watch_strays());
+                }
+            }
             pushed.extend(uids);
         }
         Ok(pushed)
+    }
+
+    fn count_waiting(&self, queued: &stray::Queued) {
+        let metrics = &self.state.metrics;
+        if queued.waiting > 0 {
+            metrics
+                .stray_pushes
+                .with_label_values(&["waited"])
+                .inc_by(queued.waiting as u64);
+        }
+        if queued.dropped > 0 {
+            tracing::warn!(
+                pushes = queued.dropped,
+                "too many pushes wait for a session whose broker went away; dropped"
+            );
+            metrics
+                .push_dropped
+                .with_label_values(&["owner_gone"])
+                .inc_by(queued.dropped as u64);
+        }
+    }
+
+    /// Sends pushes waiting for their sessions' new routes on as the routes appear, every
+    /// [`STRAY_LOOK`], until none waits.
+    async fn watch_strays(self) {
+        let mut tick = tokio::time::interval(STRAY_LOOK);
+        let (mut sent, mut uids) = (0, 0);
+        loop {
+            tokio::select! {
+                _ = tick.tick() => {}
+                () = self.state.shutdown.cancelled() => return,
+            }
+            let strays = self.strays.look();
+            if strays.is_empty() {
+                tracing::info!(
+                    pushes = sent,
+                    uids,
+                    "pushes that waited for their sessions' new routes were sent on"
+                );
+                return;
+            }
+            for stray in strays {
+                match self.settle(&stray).await {
+                    Ok(0) => {}
+                    Ok(n) => (sent, uids) = (sent + n, uids + 1),
+                    Err(e) => {
+                        tracing::warn!(uid = stray.uid, error = %e, "pushes for a session whose broker went away still wait");
+                    }
+                }
+            }
+        }
+    }
+
+    /// Sends `stray`'s pushes where its session is now, if it is anywhere yet (returns how
+    /// many); gives up on them past [`stray::STRAY_WAIT`].
+    async fn settle(&self, stray: &stray::Stray) -> Result<usize> {
+        let mut sent = 0;
+        let uid = stray.uid;
+        let owner = if self.state.registry.get(uid).is_some() {
+            Some(self.state.endpoint.clone())
+        } else {
+            let key = gate_route_key(&stray.color, uid);
+            self.state.routes.get_many(&[key]).await?.pop().flatten()
+        };
+        match owner {
+            Some(owner) if owner == self.state.endpoint => {
+                // Registered here (a session registers before it writes its route).
+                loop {
+                    let pushes = self.strays.take(uid);
+                    if pushes.is_empty() {
+                        return Ok(sent);
+                    }
+                    self.count_sent(pushes.len());
+                    sent += pushes.len();
+                    for bodies in &pushes {
+                        self.deliver(self.state.registry.split(&[uid]).0, bodies);
+                    }
+                }
+            }
+            Some(owner) if owner != stray.gone => loop {
+                let pushes = self.strays.take(uid);
+                if pushes.is_empty() {
+                    return Ok(sent);
+                }
+                for (n, bodies) in pushes.iter().enumerate() {
+                    let message = bc::PushMessage {
+                        bodies: bodies.clone(),
+                        uids: vec![uid],
+                        color: stray.color.clone(),
+                        ..bc::PushMessage::default()
+                    };
+                    let result = self
+                        .state
+                        .bus
+                        .send(
+                            &subject::broker(&broker_id(&owner)),
+                            Bytes::from(message.encode_to_vec()),
+                        )
+                        .await;
+                    if !matches!(result, Ok(Sent::Taken)) {
+                        // That broker is gone too, or the bus failed: they wait again.
+                        let gone = if result.is_ok() { &owner } else { &stray.gone };
+                        self.strays.again(uid, gone, pushes[n..].to_vec());
+                        return result.map(|_| sent);
+                    }
+                    self.count_sent(1);
+                    sent += 1;
+                }
+            },
+            // Not re-attached yet (the route names the broker that is gone, or has expired).
+            _ if stray.expired => {
+                let dropped = self.strays.forget(uid);
+                tracing::warn!(uid, pushes = dropped, gone = %stray.gone, "no broker took the session of pushes that waited for it; dropped");
+                self.state
+                    .metrics
+                    .push_dropped
+                    .with_label_values(&["owner_gone"])
+                    .inc_by(dropped as u64);
+                Ok(0)
+            }
+            _ => Ok(0),
+        }
+    }
+
+    fn count_sent(&self, pushes: usize) {
+        self.state
+            .metrics
+            .stray_pushes
+            .with_label_values(&["sent"])
+            .inc_by(pushes as u64);
     }
 
     /// Broadcasts `bodies` to every session of (`color`, `sid`) on every broker.

@@ -12,6 +12,7 @@ async fn nats_bus_meets_the_push_bus_contract() {
         .await
         .unwrap();
     conformance::run(&bus).await;
+    conformance::send_tells(&bus).await;
 }
 
 /// `janus push --nats`, run as an operator runs it, reaches a player on a broker whose bus is

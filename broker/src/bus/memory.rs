@@ -11,7 +11,7 @@ use futures_util::stream::BoxStream;
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 
-use super::{PushBus, SUBSCRIBER_QUEUE, offer};
+use super::{PushBus, SUBSCRIBER_QUEUE, Sent, offer};
 use crate::error::Result;
 
 struct Subscriber {
@@ -65,6 +65,20 @@ impl PushBus for MemoryBus {
         Ok(())
     }
 
+    async fn send(&self, subject: &str, payload: Bytes) -> Result<Sent> {
+        let listened = {
+            let mut subjects = self.subjects.lock().unwrap_or_else(|p| p.into_inner());
+            subjects.get_mut(subject).is_some_and(|(subs, _)| {
+                subs.retain(|s| !s.tx.is_closed());
+                !subs.is_empty()
+            })
+        };
+        if !listened {
+            return Ok(Sent::NoSubscriber);
+        }
+        self.publish(subject, payload).await.map(|()| Sent::Taken)
+    }
+
     async fn subscribe(
         &self,
         subject: &str,
@@ -92,5 +106,6 @@ mod tests {
     #[tokio::test]
     async fn behaves_like_nats() {
         conformance::run(&MemoryBus::new()).await;
+        conformance::send_tells(&MemoryBus::new()).await;
     }
 }

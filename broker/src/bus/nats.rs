@@ -1,13 +1,20 @@
 //! The NATS push bus (async-nats). Publishing is fire-and-forget like every NATS publish; the
-//! client reconnects by itself and buffers a bounded amount while it does.
+//! client reconnects by itself and buffers a bounded amount while it does. A
+//! [`PushBus::send`] is a request: every subscription of this bus answers a message that asks
+//! for an answer as soon as it takes it, and the server answers "no responders" for a subject
+//! nobody subscribes to.
 
 use async_trait::async_trait;
 use bytes::Bytes;
 use futures_util::StreamExt;
 use futures_util::stream::BoxStream;
 
-use super::PushBus;
+use super::{PushBus, Sent};
 use crate::error::{Error, Result};
+
+/// How long a [`PushBus::send`] waits for the subscriber's answer. Past it the message counts
+/// as taken (the subscriber may have it: at most once, never twice).
+const SEND_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// A connected NATS client.
 #[derive(Debug, Clone)]
@@ -63,6 +70,26 @@ impl PushBus for NatsBus {
             .map_err(bus_err)
     }
 
+    async fn send(&self, subject: &str, payload: Bytes) -> Result<Sent> {
+        let request = async_nats::Request::new()
+            .payload(payload)
+            .timeout(Some(SEND_TIMEOUT));
+        match self.client.send_request(subject.to_owned(), request).await {
+            Ok(_) => Ok(Sent::Taken),
+            Err(e) => match e.kind() {
+                async_nats::RequestErrorKind::NoResponders => Ok(Sent::NoSubscriber),
+                async_nats::RequestErrorKind::TimedOut => {
+                    tracing::warn!(
+                        subject,
+                        "no answer from the subscriber in time; counted as taken"
+                    );
+                    Ok(Sent::Taken)
+                }
+                _ => Err(bus_err(e)),
+            },
+        }
+    }
+
     async fn subscribe(
         &self,
         subject: &str,
@@ -79,6 +106,18 @@ impl PushBus for NatsBus {
         .map_err(bus_err)?;
         // Make sure the server has the interest before the caller relies on it.
         self.client.flush().await.map_err(bus_err)?;
-        Ok(subscriber.map(|message| message.payload).boxed())
+        let client = self.client.clone();
+        Ok(subscriber
+            .then(move |message| {
+                let client = client.clone();
+                async move {
+                    if let Some(reply) = message.reply {
+                        // A send: the sender learns the message was taken.
+                        let _ = client.publish(reply, Bytes::new()).await;
+                    }
+                    message.payload
+                }
+            })
+            .boxed())
     }
 }
