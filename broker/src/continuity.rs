@@ -277,7 +277,7 @@ impl Continuity {
     /// holds every packet counted so far when it opens the session elsewhere. What arrives from
     /// now on is kept for the adopter. False when the session is not there.
     pub async fn hand_over(&self, edge: &EdgeHandle, session_id: u64) -> bool {
-        let Ok(permit) = edge.tx.reserve().await else {
+        let Some(permit) = edge.reserve().await else {
             return false;
         };
         let _order = edge.order();
@@ -341,7 +341,7 @@ impl Continuity {
                 }
                 continue;
             };
-            let Ok(permit) = at.edge.tx.reserve().await else {
+            let Some(permit) = at.edge.reserve().await else {
                 // That edge's link is closed; its reader is about to park or end the session.
                 tokio::time::sleep(std::time::Duration::from_millis(5)).await;
                 continue;
@@ -462,7 +462,7 @@ impl Continuity {
         edge: &Arc<EdgeHandle>,
         session_id: u64,
     ) -> Result<(), Refusal> {
-        let permit = edge.tx.try_reserve().map_err(|_| "resume_unknown")?;
+        let permit = edge.try_reserve().ok_or("resume_unknown")?;
         let _order = edge.order();
         let mut state = self.lock();
         if state.ended {
@@ -513,7 +513,7 @@ impl Continuity {
                     session_ids: vec![left.session_id],
                 })),
             };
-            let _ = left.edge.tx.try_send(release);
+            left.edge.try_send(release);
         }
         Ok(())
     }
@@ -604,7 +604,7 @@ pub fn multicast(
     packet: &Arc<Packet>,
 ) -> Multicast {
     let mut result = Multicast::default();
-    let Ok(permit) = edge.tx.try_reserve() else {
+    let Some(permit) = edge.try_reserve() else {
         full(edge, sessions, packet, &mut result);
         return result;
     };

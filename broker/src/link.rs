@@ -11,7 +11,7 @@ use std::sync::Arc;
 use futures_util::{Stream, StreamExt};
 use janus_proto::janus::internal::v1::edge_link_server::EdgeLink;
 use janus_proto::janus::internal::v1::{
-    BrokerBatch, BrokerFrame, EdgeBatch, Kick, Release, ResumeRefused, ResumeRequest, SessionOpen,
+    BrokerBatch, BrokerFrame, EdgeBatch, Kick, ResumeRefused, ResumeRequest, SessionOpen,
     broker_frame, edge_frame,
 };
 use janus_proto::message::sc_server_logout::Code as LogoutCode;
@@ -117,7 +117,7 @@ fn batches(
             let first = tokio::select! {
                 biased;
                 _ = shutdown.cancelled() => {
-                    let last = BrokerBatch { frames: Vec::new(), draining: true };
+                    let last = BrokerBatch { draining: true, ..BrokerBatch::default() };
                     return Some((Ok(last), None));
                 }
                 first = rx.recv() => first?,
@@ -134,16 +134,10 @@ fn batches(
                 .upgrade()
                 .map(|e| e.take_released())
                 .unwrap_or_default();
-            if !released.is_empty() {
-                frames.push(BrokerFrame {
-                    kind: Some(broker_frame::Kind::Release(Release {
-                        session_ids: released,
-                    })),
-                });
-            }
             let batch = BrokerBatch {
                 frames,
                 draining: false,
+                released,
             };
             Some((Ok(batch), Some(rx)))
         }
@@ -159,6 +153,7 @@ struct Reader {
 
 impl Reader {
     async fn batch(&mut self, batch: EdgeBatch) {
+        self.edge.edge_received(batch.received_frames);
         if batch.draining {
             tracing::info!(edge = %self.edge.edge_id, "edge is draining");
         }
@@ -292,7 +287,7 @@ impl Reader {
                         reason: reason.to_owned(),
                     })),
                 };
-                let _ = self.edge.tx.try_send(refused);
+                self.edge.try_send(refused);
             }
         }
     }
@@ -358,7 +353,7 @@ impl Reader {
                 reason: reason.to_owned(),
             })),
         };
-        let _ = self.edge.tx.send(frame).await;
+        self.edge.send(frame).await;
     }
 }
 

@@ -27,6 +27,9 @@ pub struct Metrics {
     /// Pushes for sessions whose broker went away, by `result`: `waited` (held for the
     /// session's new route), `sent` (sent on to where it is now).
     pub stray_pushes: IntCounterVec,
+    /// Push calls answered before the sessions' edge said it held the push (it did not within
+    /// the wait), by edge.
+    pub push_unheld: IntCounterVec,
     /// Time to resolve and fan out one push, seconds.
     pub push_fanout_seconds: HistogramVec,
     /// Time from a request entering a tunnel to its reply coming back, seconds.
@@ -84,6 +87,11 @@ impl Metrics {
                 "janus_broker_push_dropped_total",
                 "Push deliveries dropped (a full edge queue, a broker gone for good)",
                 &["kind"],
+            ),
+            push_unheld: r.counter(
+                "janus_broker_push_unheld_total",
+                "Push calls answered before the edge confirmed it held the push",
+                &["edge"],
             ),
             stray_pushes: r.counter(
                 "janus_broker_stray_pushes_total",

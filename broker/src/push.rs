@@ -23,10 +23,17 @@ use tonic::{Request, Response, Status};
 use crate::bus::{Sent, subject};
 use crate::continuity;
 use crate::error::{Error, Result};
-use crate::registry::Command;
+use crate::registry::{Command, EdgeHandle};
 use crate::route::gate_route_key;
 use crate::session;
 use crate::state::{BrokerState, broker_id};
+
+/// How long a push call waits for the edges of the sessions it reached to say they hold it
+/// (PROTOCOL.md §13.5). Past it the call is answered anyway: the broker still holds the push.
+const HELD_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// An edge that was queued a push, and the count of its link's frames that covers it.
+type Queued = (Arc<EdgeHandle>, u64);
 
 /// How often pushes waiting for their session's new route look at it ([`stray`]).
 const STRAY_LOOK: std::time::Duration = std::time::Duration::from_millis(100);
@@ -69,9 +76,26 @@ impl Pusher {
     ) -> Result<Vec<i64>> {
         let colors = lookup_colors(color, &self.state.config.discovery.colors);
         let started = std::time::Instant::now();
-        let pushed = self.resolve_and_send(&colors, uids, bodies).await;
+        let (pushed, queued) = self.resolve_and_send(&colors, uids, bodies).await?;
+        self.held(queued).await;
         self.observe("multicast", started);
-        pushed
+        Ok(pushed)
+    }
+
+    /// Waits until every edge in `queued` holds what was queued for it, so a push the call
+    /// confirms outlives this broker's death (the edge hands it to the next broker with the
+    /// session's tail); an edge that does not say so within [`HELD_WAIT`] is counted.
+    async fn held(&self, queued: Vec<Queued>) {
+        let waits = queued.into_iter().map(|(edge, frames)| async move {
+            if !edge.edge_holds(frames, HELD_WAIT).await {
+                self.state
+                    .metrics
+                    .push_unheld
+                    .with_label_values(&[&edge.edge_id])
+                    .inc();
+            }
+        });
+        futures_util::future::join_all(waits).await;
     }
 
     fn observe(&self, kind: &str, started: std::time::Instant) {
@@ -83,18 +107,20 @@ impl Pusher {
             .observe(started.elapsed().as_secs_f64());
     }
 
+    /// Delivers `bodies` to the sessions of `uids` here and sends them to the brokers of the
+    /// others; returns the uids pushed and the edges queued here.
     async fn resolve_and_send(
         &self,
         colors: &[&str],
         uids: &[i64],
         bodies: &[bc::PushBody],
-    ) -> Result<Vec<i64>> {
+    ) -> Result<(Vec<i64>, Vec<Queued>)> {
         // Uids with pushes waiting for their session's new route: behind those.
         let (behind, uids) = self.strays.behind(uids, bodies);
         self.count_waiting(&behind.queued);
         let (groups, mut pushed, mut elsewhere) = self.state.registry.split(&uids);
         pushed.extend(behind.uids);
-        self.deliver(groups, bodies);
+        let mut queued = self.deliver(groups, bodies);
         // Uids not here, by the broker their route names under the first colour that has one.
         let mut by_broker: BTreeMap<(String, &str), Vec<i64>> = BTreeMap::new();
         // Routes naming this broker for sessions not here a moment ago: registered since (a
@@ -123,7 +149,7 @@ impl Pusher {
         }
         if !arrived.is_empty() {
             let (groups, here, _) = self.state.registry.split(&arrived);
-            self.deliver(groups, bodies);
+            queued.extend(self.deliver(groups, bodies));
             pushed.extend(here);
         }
         for ((owner, color), uids) in by_broker {
@@ -152,7 +178,7 @@ impl Pusher {
             }
             pushed.extend(uids);
         }
-        Ok(pushed)
+        Ok((pushed, queued))
     }
 
     fn count_waiting(&self, queued: &stray::Queued) {
@@ -305,7 +331,8 @@ impl Pusher {
             .await
     }
 
-    fn deliver(&self, groups: crate::registry::Groups, bodies: &[bc::PushBody]) {
+    /// Queues `bodies` for `groups`; returns each edge queued with its link's frame count then.
+    fn deliver(&self, groups: crate::registry::Groups, bodies: &[bc::PushBody]) -> Vec<Queued> {
         let dropped = || {
             self.state
                 .metrics
@@ -331,6 +358,14 @@ impl Pusher {
                 parked.try_deliver(&packet);
             }
         }
+        groups
+            .edges
+            .into_iter()
+            .map(|(edge, _)| {
+                let frames = edge.queued();
+                (edge, frames)
+            })
+            .collect()
     }
 
     /// Subscribes to this broker's subjects and serves them until shutdown.
@@ -395,9 +430,14 @@ impl Pusher {
             self.broadcast(&message.color, message.sid, &message.bodies)
                 .await
         } else {
-            self.multicast(&message.color, &message.uids, &message.bodies)
-                .await
-                .map(drop)
+            // Nobody waits for an ingress push: it is not held up for its edges (the bus loop
+            // goes on with the next message).
+            let started = std::time::Instant::now();
+            let colors = lookup_colors(&message.color, &self.state.config.discovery.colors);
+            self.resolve_and_send(&colors, &message.uids, &message.bodies)
+                .await?;
+            self.observe("multicast", started);
+            Ok(())
         }
     }
 

@@ -6,7 +6,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
 use janus_proto::janus::internal::v1::BrokerFrame;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, watch};
 
 use crate::continuity::Continuity;
 use crate::session::Inbound;
@@ -20,8 +20,14 @@ pub const EDGE_QUEUE: usize = 8192;
 pub struct EdgeHandle {
     /// The edge's id, from its hello.
     pub edge_id: String,
-    /// Frames to that edge, batched by the link's writer.
-    pub tx: mpsc::Sender<BrokerFrame>,
+    /// Frames to that edge, batched by the link's writer; every send goes through
+    /// [`EdgeHandle::queued`]'s count.
+    tx: mpsc::Sender<BrokerFrame>,
+    /// Frames queued so far (taken and bumped in the same step as the send, so a frame's
+    /// count is its place on the link).
+    queued: Mutex<u64>,
+    /// Frames the edge says it has read (`EdgeBatch.received_frames`).
+    received: watch::Sender<u64>,
     /// Held while a server packet is counted and queued for a session on this edge, so the
     /// edge sees each session's packets in the order they were counted (see `continuity`).
     order: Mutex<()>,
@@ -36,11 +42,75 @@ impl EdgeHandle {
         Self {
             edge_id,
             tx,
+            queued: Mutex::new(0),
+            received: watch::channel(0).0,
             order: Mutex::new(()),
             released: Mutex::new(Vec::new()),
         }
     }
 
+    fn queue(&self, send: impl FnOnce()) {
+        let mut queued = self.queued.lock().unwrap_or_else(|p| p.into_inner());
+        send();
+        *queued += 1;
+    }
+
+    /// Queues `frame`, waiting for room; false when the link is gone.
+    pub async fn send(&self, frame: BrokerFrame) -> bool {
+        match self.reserve().await {
+            Some(permit) => {
+                permit.send(frame);
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Queues `frame` if there is room now; false when full or gone.
+    pub fn try_send(&self, frame: BrokerFrame) -> bool {
+        self.try_reserve().is_some_and(|permit| {
+            permit.send(frame);
+            true
+        })
+    }
+
+    /// Room for one frame, waiting for it; `None` when the link is gone.
+    pub async fn reserve(&self) -> Option<Permit<'_>> {
+        let permit = self.tx.reserve().await.ok()?;
+        Some(Permit { edge: self, permit })
+    }
+
+    /// Room for one frame if there is some now.
+    pub fn try_reserve(&self) -> Option<Permit<'_>> {
+        let permit = self.tx.try_reserve().ok()?;
+        Some(Permit { edge: self, permit })
+    }
+
+    /// How many frames were queued so far: a frame queued before this call is among them.
+    pub fn queued(&self) -> u64 {
+        *self.queued.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The edge read `frames` frames of this link so far.
+    pub fn edge_received(&self, frames: u64) {
+        self.received.send_if_modified(|n| {
+            let more = frames > *n;
+            *n = (*n).max(frames);
+            more
+        });
+    }
+
+    /// Waits until the edge has read the first `frames` frames of this link (so it holds every
+    /// packet among them), for at most `wait`: false when it did not, or the link went away.
+    pub async fn edge_holds(&self, frames: u64, wait: std::time::Duration) -> bool {
+        let mut received = self.received.subscribe();
+        let read = async { received.wait_for(|n| *n >= frames).await.is_ok() };
+        let held = tokio::select! {
+            read = tokio::time::timeout(wait, read) => read.unwrap_or(false),
+            () = self.tx.closed() => false,
+        };
+        held || *self.received.borrow() >= frames
+    }
     /// Session `id` here was parked by the broker: release its connection with the next batch.
     pub fn release_later(&self, id: u64) {
         self.released
@@ -57,6 +127,21 @@ impl EdgeHandle {
     /// The order lock (see [`EdgeHandle::order`]'s field).
     pub fn order(&self) -> std::sync::MutexGuard<'_, ()> {
         self.order.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+/// Room for one frame on an edge link; sending through it counts the frame.
+#[derive(Debug)]
+pub struct Permit<'a> {
+    edge: &'a EdgeHandle,
+    permit: mpsc::Permit<'a, BrokerFrame>,
+}
+
+impl Permit<'_> {
+    /// Queues `frame`.
+    pub fn send(self, frame: BrokerFrame) {
+        let Self { edge, permit } = self;
+        edge.queue(|| permit.send(frame));
     }
 }
 
@@ -216,6 +301,39 @@ mod tests {
 
     fn id(entry: &Entry) -> u64 {
         entry.continuity.attachment().unwrap().session_id
+    }
+
+    #[tokio::test]
+    async fn an_edge_holds_a_frame_once_it_has_read_as_many_as_were_queued_with_it() {
+        let (tx, mut rx) = mpsc::channel(8);
+        let edge = EdgeHandle::new("a".into(), tx);
+        let frame = || BrokerFrame::default();
+        assert!(edge.send(frame()).await);
+        assert!(edge.try_send(frame()));
+        edge.reserve().await.unwrap().send(frame());
+        edge.try_reserve().unwrap().send(frame());
+        drop(edge.try_reserve()); // room taken and given back: no frame, nothing counted
+        assert_eq!(edge.queued(), 4, "every send is counted, nothing else");
+        let short = std::time::Duration::from_millis(50);
+        assert!(edge.edge_holds(0, short).await);
+        edge.edge_received(3);
+        assert!(
+            !edge.edge_holds(4, short).await,
+            "the fourth is not read yet"
+        );
+        edge.edge_received(2);
+        assert!(!edge.edge_holds(4, short).await, "a count never goes back");
+        edge.edge_received(4);
+        assert!(edge.edge_holds(4, short).await);
+        // The link goes away with frames unread: the wait ends at once, unheld.
+        for _ in 0..4 {
+            rx.recv().await.unwrap();
+        }
+        assert!(edge.send(frame()).await);
+        drop(rx);
+        let long = std::time::Duration::from_secs(60);
+        assert!(!edge.edge_holds(5, long).await);
+        assert!(!edge.send(frame()).await, "a gone link takes nothing");
     }
 
     #[test]

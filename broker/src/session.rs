@@ -359,7 +359,7 @@ impl Actor {
             self.drop_replica().await;
         }
         if let (Some(at), Some((code, reason))) = (at, told) {
-            let _ = at.edge.tx.send(kick(&at, code, reason)).await;
+            at.edge.send(kick(&at, code, reason)).await;
         }
         self.unpark();
         Box::pin(self.release()).await;
@@ -690,7 +690,7 @@ impl Actor {
     /// Sends `kind` to the session's edge, if it is attached.
     async fn frame(&self, kind: broker_frame::Kind) {
         if let Some(at) = self.continuity.attachment() {
-            let _ = at.edge.tx.send(BrokerFrame { kind: Some(kind) }).await;
+            at.edge.send(BrokerFrame { kind: Some(kind) }).await;
         }
     }
 }

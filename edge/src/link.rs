@@ -421,14 +421,20 @@ async fn maintain(link: Arc<BrokerLink>, links: Arc<Links>) {
     let stop = link.removed.clone();
     while !stop.is_cancelled() {
         match connect(&link, &links).await {
-            Ok(mut inbound) => {
+            Ok((mut inbound, received)) => {
                 tracing::info!(broker = %link.endpoint, "broker link up");
                 links.changed.send_modify(|n| *n += 1);
                 loop {
                     tokio::select! {
                         message = inbound.message() => match message {
                             Ok(Some(batch)) => {
+                                let frames = batch.frames.len() as u64;
                                 batch.frames.into_iter().for_each(|f| link.dispatch(f));
+                                for id in batch.released {
+                                    link.to_session(id, Downlink::Release);
+                                }
+                                // Told to the broker with the next batch (PROTOCOL.md §13.5).
+                                received.send_modify(|n| *n += frames);
                                 if batch.draining {
                                     tracing::info!(broker = %link.endpoint, "broker is draining; moving its sessions");
                                     break;
@@ -457,10 +463,14 @@ async fn maintain(link: Arc<BrokerLink>, links: Arc<Links>) {
     }
 }
 
-async fn connect(
-    link: &BrokerLink,
-    links: &Links,
-) -> Result<tonic::Streaming<janus_proto::janus::internal::v1::BrokerBatch>, String> {
+/// The broker's half of a link, and the count of its frames read so far (what the edge's
+/// batches tell it, `received_frames`).
+type Inbound = (
+    tonic::Streaming<janus_proto::janus::internal::v1::BrokerBatch>,
+    watch::Sender<u64>,
+);
+
+async fn connect(link: &BrokerLink, links: &Links) -> Result<Inbound, String> {
     let (config, edge_id) = (&links.config, &links.edge_id);
     let channel = Endpoint::from_shared(format!("http://{}", link.endpoint))
         .map_err(|e| e.to_string())?
@@ -479,11 +489,14 @@ async fn connect(
         }),
         frames: Vec::new(),
         draining: false,
+        received_frames: 0,
     };
+    let (received, read) = watch::channel(0);
     let outbound = futures_util::stream::once(async { hello }).chain(batches(
         rx,
         config.max_batch,
         links.phase.clone(),
+        read,
     ));
     let inbound = EdgeLinkClient::new(channel)
         .link(outbound)
@@ -492,18 +505,21 @@ async fn connect(
         .into_inner();
     *lock(&link.sender) = Some(tx);
     link.up.send_replace(true);
-    Ok(inbound)
+    Ok((inbound, received))
 }
 
 /// Batches queued frames: waits for one, then takes whatever else is ready. The first batch
 /// once the edge drains says so (`draining`), with or without frames; the later ones do not
-/// repeat it.
+/// repeat it. Every batch says how many broker frames were read so far, and a batch goes out
+/// for that alone when the count grows and no frame is waiting.
 fn batches(
     rx: mpsc::Receiver<EdgeFrame>,
     max: usize,
     phase: watch::Receiver<Phase>,
+    read: watch::Receiver<u64>,
 ) -> impl futures_util::Stream<Item = EdgeBatch> {
-    futures_util::stream::unfold((rx, Some(phase)), move |(mut rx, mut phase)| async move {
+    let state = (rx, Some(phase), read);
+    futures_util::stream::unfold(state, move |(mut rx, mut phase, mut read)| async move {
         let mut batch = EdgeBatch::default();
         let drains = async {
             match &mut phase {
@@ -516,6 +532,7 @@ fn batches(
             biased;
             () = drains => batch.draining = true,
             frame = rx.recv() => batch.frames.push(frame?),
+            changed = read.changed() => changed.ok()?,
         }
         if batch.draining {
             phase = None;
@@ -526,7 +543,8 @@ fn batches(
                 Err(_) => break,
             }
         }
-        Some((batch, (rx, phase)))
+        batch.received_frames = *read.borrow_and_update();
+        Some((batch, (rx, phase, read)))
     })
 }
 
@@ -571,6 +589,28 @@ mod tests {
             removed: CancellationToken::new(),
         };
         (link, rx)
+    }
+
+    #[tokio::test]
+    async fn every_batch_tells_the_broker_how_many_of_its_frames_were_read() {
+        let (tx, rx) = mpsc::channel(8);
+        let (_phase_tx, phase) = watch::channel(Phase::Serving);
+        let (read_tx, read) = watch::channel(0);
+        let mut out = Box::pin(batches(rx, 8, phase, read));
+        tx.send(EdgeFrame::default()).await.unwrap();
+        let first = out.next().await.unwrap();
+        assert_eq!((first.frames.len(), first.received_frames), (1, 0));
+        // Frames read from the broker and nothing to send: a batch goes out for the count.
+        read_tx.send_modify(|n| *n += 3);
+        let ack = out.next().await.unwrap();
+        assert_eq!((ack.frames.len(), ack.received_frames), (0, 3));
+        read_tx.send_modify(|n| *n += 2);
+        tx.send(EdgeFrame::default()).await.unwrap();
+        let next = out.next().await.unwrap();
+        assert_eq!(
+            next.received_frames, 5,
+            "the latest count rides with frames too"
+        );
     }
 
     #[tokio::test]

@@ -11,6 +11,11 @@ pub struct EdgeBatch {
     /// The edge is draining: it accepts no new sessions; existing ones finish within its grace.
     #[prost(bool, tag = "3")]
     pub draining: bool,
+    /// Broker frames the edge has read on this link so far (cumulative; 0 until the first). A push
+    /// the broker queued for a session here is confirmed to its caller once this covers it: the
+    /// edge then holds it (PROTOCOL.md §13.5).
+    #[prost(uint64, tag = "4")]
+    pub received_frames: u64,
 }
 #[allow(clippy::all)]
 #[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
@@ -212,11 +217,17 @@ pub struct SessionClose {
 #[allow(clippy::all)]
 #[derive(Clone, PartialEq, ::prost::Message)]
 pub struct BrokerBatch {
+    /// Frames in the order the broker queued them; the edge counts them for
+    /// `EdgeBatch.received_frames`.
     #[prost(message, repeated, tag = "1")]
     pub frames: ::prost::alloc::vec::Vec<BrokerFrame>,
     /// The broker is draining: the edge should re-attach its sessions to other brokers.
     #[prost(bool, tag = "2")]
     pub draining: bool,
+    /// Sessions the broker parked because this link's queue was full: the edge closes their
+    /// connections quietly, as for a `Release` (not counted among the frames).
+    #[prost(uint64, repeated, tag = "3")]
+    pub released: ::prost::alloc::vec::Vec<u64>,
 }
 #[allow(clippy::all)]
 #[derive(Clone, PartialEq, ::prost::Message)]
