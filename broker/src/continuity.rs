@@ -59,6 +59,8 @@ pub struct Continuity {
     /// Notified when packets wait in line for the session's actor to deliver them
     /// ([`Continuity::drain`]).
     pub waiting: tokio::sync::Notify,
+    /// The server-packet count the parked copy in the route store holds (PROTOCOL.md §13.5).
+    copied: tokio::sync::watch::Sender<u64>,
 }
 
 #[derive(Debug)]
@@ -159,7 +161,39 @@ impl Continuity {
             parked: tokio::sync::Notify::new(),
             changed: tokio::sync::Notify::new(),
             waiting: tokio::sync::Notify::new(),
+            copied: tokio::sync::watch::channel(0).0,
         }
+    }
+
+    /// The parked copy now in the route store holds the first `sent` server packets.
+    pub fn copied(&self, sent: u64) {
+        self.copied.send_if_modified(|n| {
+            let more = sent > *n;
+            *n = (*n).max(sent);
+            more
+        });
+    }
+
+    /// The count a parked copy must reach to hold every packet kept so far, while the session
+    /// is parked with a ticket (then its copy is what outlives this broker); `None` otherwise
+    /// (attached: its edge holds the tail; handed over: the adopter gets what is kept).
+    pub fn copy_due(&self) -> Option<u64> {
+        let state = self.lock();
+        let protects = state.at.is_none() && state.redeemable.is_some();
+        (protects && !state.moving && !state.ended).then_some(state.sent)
+    }
+
+    /// Whether the parked copy lacks packets kept since it was written.
+    pub fn copy_behind(&self) -> bool {
+        self.copy_due()
+            .is_some_and(|sent| sent > *self.copied.borrow())
+    }
+
+    /// Waits until the parked copy holds the first `sent` packets, for at most `wait`.
+    pub async fn copy_holds(&self, sent: u64, wait: std::time::Duration) -> bool {
+        let mut copied = self.copied.subscribe();
+        let read = async { copied.wait_for(|n| *n >= sent).await.is_ok() };
+        tokio::time::timeout(wait, read).await.unwrap_or(false)
     }
 
     /// What another broker needs to take the session over while it is parked (PROTOCOL.md
@@ -954,6 +988,25 @@ mod tests {
         s.forwarded(packets(&[4]), true);
         s.drain().await;
         assert_eq!(delivered(&mut b_rx), vec![4]);
+    }
+
+    #[tokio::test]
+    async fn a_parked_sessions_copy_must_hold_what_was_kept_and_an_attached_ones_need_not() {
+        let (a, _a_rx) = edge("a");
+        let s = session(&a, 8);
+        assert!(s.try_deliver(&push(1)));
+        assert_eq!(s.copy_due(), None, "attached: its edge holds the tail");
+        assert!(s.park(&a, 1, None));
+        assert!(s.try_deliver(&push(2)));
+        assert_eq!(s.copy_due(), Some(2));
+        assert!(s.copy_behind());
+        let short = std::time::Duration::from_millis(50);
+        assert!(!s.copy_holds(2, short).await, "not written yet");
+        s.copied(2);
+        assert!(s.copy_holds(2, short).await);
+        assert!(!s.copy_behind());
+        s.copied(1);
+        assert!(s.copy_holds(2, short).await, "a count never goes back");
     }
 
     #[test]

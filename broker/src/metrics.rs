@@ -27,8 +27,9 @@ pub struct Metrics {
     /// Pushes for sessions whose broker went away, by `result`: `waited` (held for the
     /// session's new route), `sent` (sent on to where it is now).
     pub stray_pushes: IntCounterVec,
-    /// Push calls answered before the sessions' edge said it held the push (it did not within
-    /// the wait), by edge.
+    /// Push calls answered before a session's edge said it held the push, or before a parked
+    /// session's copy in the route store held it (not within the wait), `by` edge id or
+    /// `parked_copy`.
     pub push_unheld: IntCounterVec,
     /// Time to resolve and fan out one push, seconds.
     pub push_fanout_seconds: HistogramVec,
@@ -90,8 +91,8 @@ impl Metrics {
             ),
             push_unheld: r.counter(
                 "janus_broker_push_unheld_total",
-                "Push calls answered before the edge confirmed it held the push",
-                &["edge"],
+                "Push calls answered before an edge or a parked copy confirmed it held the push",
+                &["by"],
             ),
             stray_pushes: r.counter(
                 "janus_broker_stray_pushes_total",

@@ -21,7 +21,7 @@ use prost::Message;
 use tonic::{Request, Response, Status};
 
 use crate::bus::{Sent, subject};
-use crate::continuity;
+use crate::continuity::{self, Continuity};
 use crate::error::{Error, Result};
 use crate::registry::{Command, EdgeHandle};
 use crate::route::gate_route_key;
@@ -32,8 +32,13 @@ use crate::state::{BrokerState, broker_id};
 /// (PROTOCOL.md §13.5). Past it the call is answered anyway: the broker still holds the push.
 const HELD_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
 
-/// An edge that was queued a push, and the count of its link's frames that covers it.
-type Queued = (Arc<EdgeHandle>, u64);
+/// Where a push went that must say it holds it before the push call is answered.
+enum Queued {
+    /// An edge, and the count of its link's frames that covers the push.
+    Edge(Arc<EdgeHandle>, u64),
+    /// A parked session, and the count its copy in the route store must reach.
+    Copy(Arc<Continuity>, u64),
+}
 
 /// How often pushes waiting for their session's new route look at it ([`stray`]).
 const STRAY_LOOK: std::time::Duration = std::time::Duration::from_millis(100);
@@ -82,16 +87,26 @@ impl Pusher {
         Ok(pushed)
     }
 
-    /// Waits until every edge in `queued` holds what was queued for it, so a push the call
+    /// Waits until every edge in `queued` holds what was queued for it, and every parked
+    /// session's copy in the route store holds what was kept for it, so a push the call
     /// confirms outlives this broker's death (the edge hands it to the next broker with the
-    /// session's tail); an edge that does not say so within [`HELD_WAIT`] is counted.
+    /// session's tail; the copy is what a resume elsewhere takes); one that does not within
+    /// [`HELD_WAIT`] is counted.
     async fn held(&self, queued: Vec<Queued>) {
-        let waits = queued.into_iter().map(|(edge, frames)| async move {
-            if !edge.edge_holds(frames, HELD_WAIT).await {
+        let waits = queued.into_iter().map(|queued| async move {
+            let (held, by) = match &queued {
+                Queued::Edge(edge, frames) => {
+                    (edge.edge_holds(*frames, HELD_WAIT).await, &*edge.edge_id)
+                }
+                Queued::Copy(session, sent) => {
+                    (session.copy_holds(*sent, HELD_WAIT).await, "parked_copy")
+                }
+            };
+            if !held {
                 self.state
                     .metrics
                     .push_unheld
-                    .with_label_values(&[&edge.edge_id])
+                    .with_label_values(&[by])
                     .inc();
             }
         });
@@ -358,13 +373,18 @@ impl Pusher {
                 parked.try_deliver(&packet);
             }
         }
+        let copies = groups
+            .parked
+            .into_iter()
+            .filter_map(|session| Some(Queued::Copy(session.clone(), session.copy_due()?)));
         groups
             .edges
             .into_iter()
             .map(|(edge, _)| {
                 let frames = edge.queued();
-                (edge, frames)
+                Queued::Edge(edge, frames)
             })
+            .chain(copies)
             .collect()
     }
 

@@ -61,10 +61,6 @@ const ADOPTED_LINGER: std::time::Duration = std::time::Duration::from_secs(2);
 /// adoption reply (PROTOCOL.md §13.5) before it delivers them without it.
 const ADOPTION_REPLY_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
 
-/// The most often a parked session's copy in the route store is rewritten as packets are kept
-/// for it: a broker death loses at most the packets of this last stretch (PROTOCOL.md §13.5).
-const COPY_INTERVAL: std::time::Duration = std::time::Duration::from_millis(200);
-
 /// Sends the broker at `by`, which adopted `uid`'s session, packets that reached this broker's
 /// copy (PROTOCOL.md §13.5); `reply` for the answer to the adoption, sent even when empty.
 pub async fn forward(state: &BrokerState, by: &str, uid: i64, forwarded: Vec<Packet>, reply: bool) {
@@ -139,8 +135,6 @@ pub fn start(state: &Arc<BrokerState>, session_id: u64, continuity: Arc<Continui
         parked: None,
         leaving: None,
         replica: None,
-        copied_at: None,
-        copy_due: None,
         moving: false,
     };
     state
@@ -168,8 +162,6 @@ struct Actor {
     /// The parked copy last written to the route store, while there is one, when it was
     /// written, and when the next write is due (packets kept since).
     replica: Option<String>,
-    copied_at: Option<tokio::time::Instant>,
-    copy_due: Option<tokio::time::Instant>,
     /// Handed over to another broker by its edge, waiting to be adopted.
     moving: bool,
 }
@@ -232,7 +224,6 @@ impl Actor {
         let end = loop {
             let parked_until = self.parked;
             let leave_at = self.leaving.as_ref().map(|l| l.2);
-            let copy_due = self.copy_due;
             tokio::select! {
                 () = self.continuity.waiting.notified() => {
                     reply_due = None;
@@ -311,16 +302,15 @@ impl Actor {
                     }
                 }
                 // A packet kept while detached: sent on to the adopter, or the parked copy is
-                // brought up to date, at most every COPY_INTERVAL.
+                // brought up to date (one write at a time: what is kept meanwhile goes in the
+                // next one, right after).
                 () = self.continuity.changed.notified() => {
                     if self.leaving.is_some() {
                         self.forward_kept().await;
-                    } else if self.parked.is_some() && !self.moving && self.copy_due.is_none() {
-                        let earliest = self.copied_at.map_or_else(tokio::time::Instant::now, |at| at + COPY_INTERVAL);
-                        self.copy_due = Some(earliest);
+                    } else if self.parked.is_some() && !self.moving {
+                        self.replicate().await;
                     }
                 }
-                () = sleep_until(copy_due) => self.replicate().await,
                 // The edge learns of the shutdown on the link and moves the session elsewhere.
                 _ = self.state.shutdown.cancelled() => break End::Shutdown,
             }
@@ -332,7 +322,7 @@ impl Actor {
             // step as the end, so none falls between.
             let last = self.continuity.leave(*after);
             forward(&self.state, by, self.uid, last, false).await;
-        } else if shutdown && self.copy_due.is_some() {
+        } else if shutdown && self.continuity.copy_behind() {
             // Going away with packets the parked copy lacks: it gets them first.
             self.replicate().await;
         }
@@ -422,11 +412,10 @@ impl Actor {
     /// resume if this one goes away (PROTOCOL.md §13.5), for the rest of its window.
     async fn replicate(&mut self) {
         use base64::Engine;
-        self.copy_due = None;
-        self.copied_at = Some(tokio::time::Instant::now());
         let (Some(snapshot), Some(until)) = (self.continuity.snapshot(), self.parked) else {
             return;
         };
+        let sent = snapshot.continuity.as_ref().map_or(0, |c| c.sent);
         let encoded = base64::engine::general_purpose::STANDARD.encode(snapshot.encode_to_vec());
         let ttl = until
             .saturating_duration_since(tokio::time::Instant::now())
@@ -437,7 +426,10 @@ impl Actor {
             .swap(&parked_key(self.uid), &encoded, ttl)
             .await
         {
-            Ok(_) => self.replica = Some(encoded),
+            Ok(_) => {
+                self.replica = Some(encoded);
+                self.continuity.copied(sent);
+            }
             Err(e) => {
                 tracing::warn!(error = %e, "could not write the parked session's copy");
                 self.state
@@ -451,7 +443,6 @@ impl Actor {
 
     /// Removes the parked copy this actor wrote, unless another broker has taken it since.
     async fn drop_replica(&mut self) {
-        self.copy_due = None;
         if let Some(written) = self.replica.take() {
             let _ = self
                 .state
