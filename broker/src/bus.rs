@@ -58,6 +58,25 @@ pub mod subject {
     }
 }
 
+/// When the subscriber of a [`PushBus::send`] answers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Confirm {
+    /// As it takes the message.
+    Taken,
+    /// Once it has handled it: a broker, once the edges (or parked copies) of the sessions
+    /// it delivered the push to hold it (PROTOCOL.md §13.5). Only subscriptions made with
+    /// [`PushBus::subscribe_answering`] wait; others answer as they take it.
+    Held,
+}
+
+/// A message from [`PushBus::subscribe_answering`], with the answer its sender waits for.
+pub struct Incoming {
+    /// The message.
+    pub payload: Bytes,
+    /// Sends the answer; `None` when nobody waits for one (or it was sent on receipt).
+    pub reply: Option<futures_util::future::BoxFuture<'static, ()>>,
+}
+
 /// What [`PushBus::send`] found on the subject.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Sent {
@@ -79,8 +98,23 @@ pub trait PushBus: Send + Sync + 'static {
     /// answers "no responders" when nobody subscribes) and so does the in-process bus; on the
     /// Redis bus this is [`PushBus::publish`] and always [`Sent::Taken`] (a cluster's `PUBLISH`
     /// counts the subscribers of one node only).
-    async fn send(&self, subject: &str, payload: Bytes) -> Result<Sent> {
+    /// `confirm` says when the subscriber answers (and so when this returns).
+    async fn send(&self, subject: &str, payload: Bytes, confirm: Confirm) -> Result<Sent> {
+        let _ = confirm;
         self.publish(subject, payload).await.map(|()| Sent::Taken)
+    }
+
+    /// Subscribes to `subject` (no queue group), answering a [`PushBus::send`] with
+    /// [`Confirm::Held`] only when the caller awaits [`Incoming::reply`].
+    async fn subscribe_answering(&self, subject: &str) -> Result<BoxStream<'static, Incoming>> {
+        use futures_util::StreamExt;
+        let stream = self.subscribe(subject, None).await?;
+        Ok(stream
+            .map(|payload| Incoming {
+                payload,
+                reply: None,
+            })
+            .boxed())
     }
 
     /// Subscribes to `subject`; with `queue_group`, each message goes to one member of the group.
@@ -99,21 +133,25 @@ pub mod conformance {
     use bytes::Bytes;
     use futures_util::StreamExt;
 
-    use super::{PushBus, Sent};
+    use super::{Confirm, PushBus, Sent};
 
     /// Checks that `bus` tells a send whether anybody took it (NATS and the in-process bus;
     /// the Redis bus cannot, see [`PushBus::send`]).
     pub async fn send_tells(bus: &dyn PushBus) {
         let subject = format!("conformance.send.{}", std::process::id());
         assert_eq!(
-            bus.send(&subject, Bytes::from_static(b"x")).await.unwrap(),
+            bus.send(&subject, Bytes::from_static(b"x"), Confirm::Taken)
+                .await
+                .unwrap(),
             Sent::NoSubscriber,
             "nobody subscribes"
         );
         let mut taker = bus.subscribe(&subject, None).await.unwrap();
         let receiving = tokio::spawn(async move { taker.next().await });
         assert_eq!(
-            bus.send(&subject, Bytes::from_static(b"y")).await.unwrap(),
+            bus.send(&subject, Bytes::from_static(b"y"), Confirm::Taken)
+                .await
+                .unwrap(),
             Sent::Taken
         );
         let got = tokio::time::timeout(Duration::from_secs(5), receiving).await;
@@ -124,12 +162,44 @@ pub mod conformance {
         );
         // Its subscription gone (a broker that died), sends find nobody again.
         for _ in 0..50 {
-            if bus.send(&subject, Bytes::from_static(b"z")).await.unwrap() == Sent::NoSubscriber {
+            let sent = bus.send(&subject, Bytes::from_static(b"z"), Confirm::Taken);
+            if sent.await.unwrap() == Sent::NoSubscriber {
                 return;
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
         panic!("a send still counts as taken after its only subscriber went away");
+    }
+
+    /// Checks that a [`Confirm::Held`] send to a subscription made with
+    /// [`PushBus::subscribe_answering`] returns only once the subscriber answers, and that a
+    /// [`Confirm::Taken`] one is answered on receipt (NATS).
+    pub async fn answers_when_held(bus: &dyn PushBus) {
+        let subject = format!("conformance.held.{}", std::process::id());
+        let mut subscription = bus.subscribe_answering(&subject).await.unwrap();
+        let mut sent = bus.send(&subject, Bytes::from_static(b"h"), Confirm::Held);
+        let incoming = tokio::select! {
+            incoming = subscription.next() => incoming.unwrap(),
+            _ = &mut sent => panic!("a held send returned before the subscriber answered"),
+        };
+        assert_eq!(&incoming.payload[..], b"h");
+        let reply = incoming.reply.expect("the sender waits for an answer");
+        assert!(
+            tokio::time::timeout(Duration::from_millis(300), &mut sent)
+                .await
+                .is_err(),
+            "no answer yet"
+        );
+        reply.await;
+        assert_eq!(sent.await.unwrap(), Sent::Taken);
+
+        let sent = bus.send(&subject, Bytes::from_static(b"t"), Confirm::Taken);
+        let (sent, incoming) = tokio::join!(sent, subscription.next());
+        assert_eq!(sent.unwrap(), Sent::Taken);
+        assert!(
+            incoming.unwrap().reply.is_none(),
+            "answered as it was taken"
+        );
     }
 
     /// Runs every check on `bus` with subjects unique to this call; panics on a mismatch.

@@ -20,7 +20,7 @@ use janus_proto::packet::Packet;
 use prost::Message;
 use tonic::{Request, Response, Status};
 
-use crate::bus::{Sent, subject};
+use crate::bus::{Confirm, Incoming, Sent, subject};
 use crate::continuity::{self, Continuity};
 use crate::error::{Error, Result};
 use crate::registry::{Command, EdgeHandle};
@@ -81,7 +81,9 @@ impl Pusher {
     ) -> Result<Vec<i64>> {
         let colors = lookup_colors(color, &self.state.config.discovery.colors);
         let started = std::time::Instant::now();
-        let (pushed, queued) = self.resolve_and_send(&colors, uids, bodies).await?;
+        let (pushed, queued) = self
+            .resolve_and_send(&colors, uids, bodies, Confirm::Held)
+            .await?;
         self.held(queued).await;
         self.observe("multicast", started);
         Ok(pushed)
@@ -123,12 +125,14 @@ impl Pusher {
     }
 
     /// Delivers `bodies` to the sessions of `uids` here and sends them to the brokers of the
-    /// others; returns the uids pushed and the edges queued here.
+    /// others, which answer as `confirm` says; returns the uids pushed and where they went
+    /// here.
     async fn resolve_and_send(
         &self,
         colors: &[&str],
         uids: &[i64],
         bodies: &[bc::PushBody],
+        confirm: Confirm,
     ) -> Result<(Vec<i64>, Vec<Queued>)> {
         // Uids with pushes waiting for their session's new route: behind those.
         let (behind, uids) = self.strays.behind(uids, bodies);
@@ -181,6 +185,7 @@ impl Pusher {
                 .send(
                     &subject::broker(&broker_id(&owner)),
                     Bytes::from(message.encode_to_vec()),
+                    confirm,
                 )
                 .await?;
             if sent == Sent::NoSubscriber {
@@ -291,6 +296,7 @@ impl Pusher {
                         .send(
                             &subject::broker(&broker_id(&owner)),
                             Bytes::from(message.encode_to_vec()),
+                            Confirm::Taken,
                         )
                         .await;
                     if !matches!(result, Ok(Sent::Taken)) {
@@ -392,7 +398,7 @@ impl Pusher {
     pub async fn serve_bus(&self) -> Result<()> {
         let bus = &self.state.bus;
         let id = broker_id(&self.state.endpoint);
-        let mut own = bus.subscribe(&subject::broker(&id), None).await?;
+        let mut own = bus.subscribe_answering(&subject::broker(&id)).await?;
         let mut broadcasts = bus.subscribe(subject::BROADCAST, None).await?;
         let mut ingress = bus
             .subscribe(subject::INGRESS, Some(subject::INGRESS_GROUP))
@@ -402,7 +408,7 @@ impl Pusher {
         self.state.tasks.spawn(async move {
             loop {
                 let handled = tokio::select! {
-                    Some(bytes) = own.next() => pusher.on_own(&bytes).await,
+                    Some(incoming) = own.next() => pusher.on_own(incoming).await,
                     Some(bytes) = broadcasts.next() => pusher.on_broadcast(&bytes),
                     Some(bytes) = ingress.next() => pusher.on_ingress(&bytes).await,
                     Some(bytes) = control.next() => pusher.on_control(&bytes).await,
@@ -417,19 +423,36 @@ impl Pusher {
         Ok(())
     }
 
-    async fn on_own(&self, bytes: &[u8]) -> Result<()> {
+    /// A push another broker resolved to sessions here. A sender that waits for it (a push
+    /// call, PROTOCOL.md §13.5) is answered once the edges and parked copies it went to hold
+    /// it, without holding up the bus meanwhile.
+    async fn on_own(&self, incoming: Incoming) -> Result<()> {
         let started = std::time::Instant::now();
-        let message = decode::<bc::PushMessage>(bytes, "push message")?;
+        let message = decode::<bc::PushMessage>(&incoming.payload, "push message")?;
         let (groups, _, elsewhere) = self.state.registry.split(&message.uids);
-        self.deliver(groups, &message.bodies);
+        let mut queued = self.deliver(groups, &message.bodies);
         if !elsewhere.is_empty() {
             // Sessions that left since the sender read their routes (moved to another broker,
             // PROTOCOL.md §13.5): sent on to where their routes name now.
             let colors = lookup_colors(&message.color, &self.state.config.discovery.colors);
-            self.resolve_and_send(&colors, &elsewhere, &message.bodies)
+            let confirm = if incoming.reply.is_some() {
+                Confirm::Held
+            } else {
+                Confirm::Taken
+            };
+            let (_, further) = self
+                .resolve_and_send(&colors, &elsewhere, &message.bodies, confirm)
                 .await?;
+            queued.extend(further);
         }
         self.observe("bus_unicast", started);
+        if let Some(reply) = incoming.reply {
+            let pusher = self.clone();
+            self.state.tasks.spawn(async move {
+                pusher.held(queued).await;
+                reply.await;
+            });
+        }
         Ok(())
     }
 
@@ -454,7 +477,7 @@ impl Pusher {
             // goes on with the next message).
             let started = std::time::Instant::now();
             let colors = lookup_colors(&message.color, &self.state.config.discovery.colors);
-            self.resolve_and_send(&colors, &message.uids, &message.bodies)
+            self.resolve_and_send(&colors, &message.uids, &message.bodies, Confirm::Taken)
                 .await?;
             self.observe("multicast", started);
             Ok(())

@@ -13,6 +13,7 @@ async fn nats_bus_meets_the_push_bus_contract() {
         .unwrap();
     conformance::run(&bus).await;
     conformance::send_tells(&bus).await;
+    conformance::answers_when_held(&bus).await;
 }
 
 /// `janus push --nats`, run as an operator runs it, reaches a player on a broker whose bus is

@@ -11,7 +11,7 @@ use futures_util::stream::BoxStream;
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 
-use super::{PushBus, SUBSCRIBER_QUEUE, Sent, offer};
+use super::{Confirm, PushBus, SUBSCRIBER_QUEUE, Sent, offer};
 use crate::error::Result;
 
 struct Subscriber {
@@ -65,7 +65,7 @@ impl PushBus for MemoryBus {
         Ok(())
     }
 
-    async fn send(&self, subject: &str, payload: Bytes) -> Result<Sent> {
+    async fn send(&self, subject: &str, payload: Bytes, _: Confirm) -> Result<Sent> {
         let listened = {
             let mut subjects = self.subjects.lock().unwrap_or_else(|p| p.into_inner());
             subjects.get_mut(subject).is_some_and(|(subs, _)| {

@@ -6,15 +6,20 @@
 
 use async_trait::async_trait;
 use bytes::Bytes;
-use futures_util::StreamExt;
 use futures_util::stream::BoxStream;
+use futures_util::{FutureExt, StreamExt};
 
-use super::{PushBus, Sent};
+use super::{Confirm, Incoming, PushBus, Sent};
 use crate::error::{Error, Result};
 
-/// How long a [`PushBus::send`] waits for the subscriber's answer. Past it the message counts
-/// as taken (the subscriber may have it: at most once, never twice).
-const SEND_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(1);
+/// How long a [`PushBus::send`] waits for the subscriber's answer (one that waits for its
+/// edges waits up to two seconds). Past it the message counts as taken (the subscriber may
+/// have it: at most once, never twice).
+const SEND_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(3);
+
+/// The header of a [`PushBus::send`] whose sender waits for [`Confirm::Held`].
+const CONFIRM_HEADER: &str = "Janus-Confirm";
+const CONFIRM_HELD: &str = "held";
 
 /// A connected NATS client.
 #[derive(Debug, Clone)]
@@ -70,10 +75,15 @@ impl PushBus for NatsBus {
             .map_err(bus_err)
     }
 
-    async fn send(&self, subject: &str, payload: Bytes) -> Result<Sent> {
-        let request = async_nats::Request::new()
+    async fn send(&self, subject: &str, payload: Bytes, confirm: Confirm) -> Result<Sent> {
+        let mut request = async_nats::Request::new()
             .payload(payload)
             .timeout(Some(SEND_TIMEOUT));
+        if confirm == Confirm::Held {
+            let mut headers = async_nats::HeaderMap::new();
+            headers.insert(CONFIRM_HEADER, CONFIRM_HELD);
+            request = request.headers(headers);
+        }
         match self.client.send_request(subject.to_owned(), request).await {
             Ok(_) => Ok(Sent::Taken),
             Err(e) => match e.kind() {
@@ -88,6 +98,45 @@ impl PushBus for NatsBus {
                 _ => Err(bus_err(e)),
             },
         }
+    }
+
+    async fn subscribe_answering(&self, subject: &str) -> Result<BoxStream<'static, Incoming>> {
+        let subscriber = self
+            .client
+            .subscribe(subject.to_owned())
+            .await
+            .map_err(bus_err)?;
+        self.client.flush().await.map_err(bus_err)?;
+        let client = self.client.clone();
+        Ok(subscriber
+            .then(move |message| {
+                let client = client.clone();
+                async move {
+                    let held = message
+                        .headers
+                        .as_ref()
+                        .and_then(|h| h.get(CONFIRM_HEADER))
+                        .is_some_and(|v| v.as_str() == CONFIRM_HELD);
+                    let reply = match message.reply {
+                        Some(reply) if held => {
+                            let answer = async move {
+                                let _ = client.publish(reply, Bytes::new()).await;
+                            };
+                            Some(answer.boxed())
+                        }
+                        Some(reply) => {
+                            let _ = client.publish(reply, Bytes::new()).await;
+                            None
+                        }
+                        None => None,
+                    };
+                    Incoming {
+                        payload: message.payload,
+                        reply,
+                    }
+                }
+            })
+            .boxed())
     }
 
     async fn subscribe(
