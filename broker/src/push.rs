@@ -84,8 +84,8 @@ impl Pusher {
         let (pushed, queued) = self
             .resolve_and_send(&colors, uids, bodies, Confirm::Held)
             .await?;
-        self.held(queued).await;
         self.observe("multicast", started);
+        self.held(queued).await;
         Ok(pushed)
     }
 
@@ -171,24 +171,26 @@ impl Pusher {
             queued.extend(self.deliver(groups, bodies));
             pushed.extend(here);
         }
-        for ((owner, color), uids) in by_broker {
+        // One message per broker, all at once (each may wait for that broker's edges).
+        let sends = by_broker.iter().map(|((owner, color), uids)| {
             let message = bc::PushMessage {
                 bodies: bodies.to_vec(),
                 uids: uids.clone(),
                 broadcast: false,
-                color: color.to_owned(),
+                color: (*color).to_owned(),
                 sid: 0,
             };
-            let sent = self
-                .state
-                .bus
-                .send(
-                    &subject::broker(&broker_id(&owner)),
-                    Bytes::from(message.encode_to_vec()),
-                    confirm,
-                )
-                .await?;
-            if sent == Sent::NoSubscriber {
+            let to = subject::broker(&broker_id(owner));
+            async move {
+                self.state
+                    .bus
+                    .send(&to, Bytes::from(message.encode_to_vec()), confirm)
+                    .await
+            }
+        });
+        let sent = futures_util::future::join_all(sends).await;
+        for (((owner, color), uids), sent) in by_broker.into_iter().zip(sent) {
+            if sent? == Sent::NoSubscriber {
                 // That broker is gone; its sessions are being re-attached elsewhere.
                 let queued = self.strays.wait(&owner, color, &uids, bodies);
                 self.count_waiting(&queued);
