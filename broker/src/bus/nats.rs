@@ -55,6 +55,66 @@ impl NatsBus {
         Ok(Self { client })
     }
 
+    /// Subscribes to `subject` (in `queue_group`, if any), the server having the interest
+    /// before this returns.
+    async fn listen(
+        &self,
+        subject: &str,
+        queue_group: Option<&str>,
+    ) -> Result<async_nats::Subscriber> {
+        let subscriber = match queue_group {
+            Some(group) => {
+                self.client
+                    .queue_subscribe(subject.to_owned(), group.to_owned())
+                    .await
+            }
+            None => self.client.subscribe(subject.to_owned()).await,
+        }
+        .map_err(bus_err)?;
+        self.client.flush().await.map_err(bus_err)?;
+        Ok(subscriber)
+    }
+
+    /// The messages of `subscriber`, a [`PushBus::send`] answered on receipt, or, with
+    /// `held_later` and a sender waiting for [`Confirm::Held`], left to the receiver.
+    fn answering(
+        &self,
+        subscriber: async_nats::Subscriber,
+        held_later: bool,
+    ) -> BoxStream<'static, Incoming> {
+        let client = self.client.clone();
+        subscriber
+            .then(move |message| {
+                let client = client.clone();
+                async move {
+                    let held = held_later
+                        && message
+                            .headers
+                            .as_ref()
+                            .and_then(|h| h.get(CONFIRM_HEADER))
+                            .is_some_and(|v| v.as_str() == CONFIRM_HELD);
+                    let reply = match message.reply {
+                        Some(reply) if held => {
+                            let answer = async move {
+                                let _ = client.publish(reply, Bytes::new()).await;
+                            };
+                            Some(answer.boxed())
+                        }
+                        Some(reply) => {
+                            let _ = client.publish(reply, Bytes::new()).await;
+                            None
+                        }
+                        None => None,
+                    };
+                    Incoming {
+                        payload: message.payload,
+                        reply,
+                    }
+                }
+            })
+            .boxed()
+    }
+
     /// Waits until the server has every message published so far, for at most `timeout`.
     pub async fn flush(&self, timeout: std::time::Duration) -> Result<()> {
         match tokio::time::timeout(timeout, self.client.flush()).await {
@@ -101,42 +161,7 @@ impl PushBus for NatsBus {
     }
 
     async fn subscribe_answering(&self, subject: &str) -> Result<BoxStream<'static, Incoming>> {
-        let subscriber = self
-            .client
-            .subscribe(subject.to_owned())
-            .await
-            .map_err(bus_err)?;
-        self.client.flush().await.map_err(bus_err)?;
-        let client = self.client.clone();
-        Ok(subscriber
-            .then(move |message| {
-                let client = client.clone();
-                async move {
-                    let held = message
-                        .headers
-                        .as_ref()
-                        .and_then(|h| h.get(CONFIRM_HEADER))
-                        .is_some_and(|v| v.as_str() == CONFIRM_HELD);
-                    let reply = match message.reply {
-                        Some(reply) if held => {
-                            let answer = async move {
-                                let _ = client.publish(reply, Bytes::new()).await;
-                            };
-                            Some(answer.boxed())
-                        }
-                        Some(reply) => {
-                            let _ = client.publish(reply, Bytes::new()).await;
-                            None
-                        }
-                        None => None,
-                    };
-                    Incoming {
-                        payload: message.payload,
-                        reply,
-                    }
-                }
-            })
-            .boxed())
+        Ok(self.answering(self.listen(subject, None).await?, true))
     }
 
     async fn subscribe(
@@ -144,29 +169,10 @@ impl PushBus for NatsBus {
         subject: &str,
         queue_group: Option<&str>,
     ) -> Result<BoxStream<'static, Bytes>> {
-        let subscriber = match queue_group {
-            Some(group) => {
-                self.client
-                    .queue_subscribe(subject.to_owned(), group.to_owned())
-                    .await
-            }
-            None => self.client.subscribe(subject.to_owned()).await,
-        }
-        .map_err(bus_err)?;
-        // Make sure the server has the interest before the caller relies on it.
-        self.client.flush().await.map_err(bus_err)?;
-        let client = self.client.clone();
-        Ok(subscriber
-            .then(move |message| {
-                let client = client.clone();
-                async move {
-                    if let Some(reply) = message.reply {
-                        // A send: the sender learns the message was taken.
-                        let _ = client.publish(reply, Bytes::new()).await;
-                    }
-                    message.payload
-                }
-            })
+        let subscriber = self.listen(subject, queue_group).await?;
+        Ok(self
+            .answering(subscriber, false)
+            .map(|incoming| incoming.payload)
             .boxed())
     }
 }
