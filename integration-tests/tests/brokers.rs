@@ -38,19 +38,7 @@ impl Pair {
     }
 
     async fn start_on(ground: Ground) -> Self {
-        let l1 = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let l2 = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let (a1, a2) = (
-            l1.local_addr().unwrap().to_string(),
-            l2.local_addr().unwrap().to_string(),
-        );
-        let game = Game::start(&a1).await;
-        let b1 = ground
-            .broker_on(ground.broker_config(&[&game.endpoint]), l1)
-            .await;
-        let b2 = ground
-            .broker_on(ground.broker_config(&[&game.endpoint]), l2)
-            .await;
+        let (game, [b1, b2], [a1, a2]) = two_brokers(&ground, 0).await;
         // Each edge knows one broker, so the test decides where every session lives.
         let e1 = ground.edge(ground.edge_config(&[&a1])).await;
         let e2 = ground.edge(ground.edge_config(&[&a2])).await;
@@ -88,6 +76,25 @@ fn body(text: &str) -> bc::PushBody {
         seq: 1,
         ..Default::default()
     }
+}
+
+/// Two brokers on fresh loopback ports, and a game service both reach that pushes through
+/// broker `game_via`; with the brokers' addresses.
+async fn two_brokers(ground: &Ground, game_via: usize) -> (Game, [Broker; 2], [String; 2]) {
+    let l1 = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let l2 = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addrs = [
+        l1.local_addr().unwrap().to_string(),
+        l2.local_addr().unwrap().to_string(),
+    ];
+    let game = Game::start(&addrs[game_via]).await;
+    let b1 = ground
+        .broker_on(ground.broker_config(&[&game.endpoint]), l1)
+        .await;
+    let b2 = ground
+        .broker_on(ground.broker_config(&[&game.endpoint]), l2)
+        .await;
+    (game, [b1, b2], addrs)
 }
 
 /// Every push `client` receives up to and including the `end` marker.
@@ -439,6 +446,16 @@ async fn sessions_move_to_a_broker_added_later_with_nothing_lost_or_repeated() {
             .await
             .unwrap()
     };
+    // Pushes `text` to every player; the uids it found.
+    let mut multicast = async |text: &str| {
+        let request = bc::MulticastRequest {
+            bodies: vec![body(text)],
+            uids: uids.clone(),
+            color: COLOR.into(),
+        };
+        let pushed = push.multicast(request).await.unwrap();
+        pushed.into_inner().pushed_uids
+    };
     let mut b2 = None;
     for n in 0..PUSHES {
         if n == 20 {
@@ -449,16 +466,7 @@ async fn sessions_move_to_a_broker_added_later_with_nothing_lost_or_repeated() {
                     .await,
             );
         }
-        let pushed = push
-            .multicast(bc::MulticastRequest {
-                bodies: vec![body(&n.to_string())],
-                uids: uids.clone(),
-                color: COLOR.into(),
-            })
-            .await
-            .unwrap()
-            .into_inner()
-            .pushed_uids;
+        let pushed = multicast(&n.to_string()).await;
         assert_eq!(pushed.len(), uids.len(), "push {n} found every session");
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
@@ -466,16 +474,7 @@ async fn sessions_move_to_a_broker_added_later_with_nothing_lost_or_repeated() {
     let moves = "janus_edge_session_moves_total";
     let admin = edge.admin_addr;
     wait_metric(admin, moves, |n| n >= moving.len() as f64).await;
-    let pushed = push
-        .multicast(bc::MulticastRequest {
-            bodies: vec![body("end")],
-            uids: uids.clone(),
-            color: COLOR.into(),
-        })
-        .await
-        .unwrap()
-        .into_inner()
-        .pushed_uids;
+    let pushed = multicast("end").await;
     assert_eq!(pushed.len(), uids.len());
 
     let want: Vec<String> = (0..PUSHES).map(|n| n.to_string()).collect();
@@ -527,19 +526,8 @@ async fn sessions_move_to_a_broker_added_later_with_nothing_lost_or_repeated() {
 #[tokio::test]
 async fn a_parked_session_resumes_at_another_broker_after_its_own_went_away() {
     let ground = Ground::start().await;
-    let l1 = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let l2 = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let (a1, a2) = (
-        l1.local_addr().unwrap().to_string(),
-        l2.local_addr().unwrap().to_string(),
-    );
-    let game = Game::start(&a2).await;
-    let b1 = ground
-        .broker_on(ground.broker_config(&[&game.endpoint]), l1)
-        .await;
-    let b2 = ground
-        .broker_on(ground.broker_config(&[&game.endpoint]), l2)
-        .await;
+    // The game service pushes through the broker that stays.
+    let (_game, [b1, b2], [a1, a2]) = two_brokers(&ground, 1).await;
     let edge = ground.edge(ground.edge_config(&[&a1, &a2])).await;
     links_up(&edge, 2).await;
     // A player the hash gives to the first broker.
@@ -558,11 +546,12 @@ async fn a_parked_session_resumes_at_another_broker_after_its_own_went_away() {
     assert_eq!(reply.data, b"hi");
     assert_eq!((b1.sessions(), b2.sessions()), (1, 0));
 
-    let mut push =
-        bc::push_service_client::PushServiceClient::connect(format!("http://{}", b2.endpoint()))
+    // Push number `n` to the player through the broker at `via`.
+    let send = async |via: &Broker, n: usize| {
+        let api = format!("http://{}", via.endpoint());
+        let mut push = bc::push_service_client::PushServiceClient::connect(api)
             .await
             .unwrap();
-    let mut send = async |n: usize| {
         push.push(bc::PushRequest {
             bodies: vec![body(&n.to_string())],
             color: COLOR.into(),
@@ -574,26 +563,15 @@ async fn a_parked_session_resumes_at_another_broker_after_its_own_went_away() {
     };
     let mut got = Vec::new();
     for n in 0..10 {
-        send(n).await;
+        send(&b2, n).await;
         got.push(String::from_utf8(recv(&mut client).await.data).unwrap());
     }
     client.disconnect();
     wait_metric(b1.admin_addr, "janus_broker_sessions_parked", |n| n == 1.0).await;
     // Now through the broker holding the session: a push call is answered once the parked
     // session's copy in the route store holds the push (PROTOCOL.md §13.5).
-    let mut own =
-        bc::push_service_client::PushServiceClient::connect(format!("http://{}", b1.endpoint()))
-            .await
-            .unwrap();
     for n in 10..20 {
-        own.push(bc::PushRequest {
-            bodies: vec![body(&n.to_string())],
-            color: COLOR.into(),
-            sid: 1,
-            uid,
-        })
-        .await
-        .unwrap();
+        send(&b1, n).await;
     }
     // The copy is in the route store while the broker is still up, not written on the way
     // out: as the last call returned, it counted the echo reply and all 20 pushes.
@@ -622,7 +600,7 @@ async fn a_parked_session_resumes_at_another_broker_after_its_own_went_away() {
     while got.len() < 20 {
         got.push(String::from_utf8(recv(&mut client).await.data).unwrap());
     }
-    send(20).await;
+    send(&b2, 20).await;
     got.push(String::from_utf8(recv(&mut client).await.data).unwrap());
     let want: Vec<String> = (0..21).map(|n| n.to_string()).collect();
     assert_eq!(
