@@ -230,13 +230,6 @@ impl Session {
             }
             Wake::Overflow => Err(self.overflowed()),
             Wake::Timer => self.machine.on_timeout(&now),
-            Wake::Down(Some(Downlink::Refused(reason)))
-                if *reason == "resume_unknown"
-                    && self.machine.redeeming()
-                    && self.redeem_elsewhere().await =>
-            {
-                Ok(())
-            }
             Wake::Down(down) => {
                 // Seal whatever else is already queued too, so one write carries it all.
                 let mut action = self.machine.on_downlink(down, &now)?;
@@ -303,6 +296,7 @@ impl Session {
             Action::Reattach => Box::pin(self.reattach(Opening::Reattach)).await,
             Action::Move => Box::pin(self.move_broker()).await,
             Action::Redeem(ticket) => Box::pin(self.redeem(ticket)).await,
+            Action::RedeemElsewhere => Box::pin(self.redeem_elsewhere()).await,
             Action::Opened { resumed, took } => Box::pin(self.opened(resumed, took)).await,
         }
     }
@@ -348,6 +342,9 @@ impl Session {
         self.fallback = named_up
             .filter(|named| !Arc::ptr_eq(named, &broker))
             .map(|named| (named, frame.clone()));
+        if self.fallback.is_some() {
+            self.machine.ask_again_if_unknown();
+        }
         self.attach_to(broker.clone(), named.uid);
         if !broker.send(frame).await {
             return Err(unknown("the session's broker is unreachable"));
@@ -355,18 +352,26 @@ impl Session {
         Ok(())
     }
 
-    /// The broker asked first refused the resume as `resume_unknown`: asks the ticket's broker,
-    /// if it is another one, with the same request. False when there is none to ask.
-    async fn redeem_elsewhere(&mut self) -> bool {
-        let Some((pick, frame)) = self.fallback.take() else {
-            return false;
+    /// The broker asked first refused the resume as `resume_unknown`: asks the ticket's broker
+    /// with the same request.
+    async fn redeem_elsewhere(&mut self) -> Result<(), Close> {
+        let unreachable = || {
+            Close::Protocol(
+                "resume_unknown",
+                "the ticket's broker is unreachable".into(),
+            )
         };
+        let (pick, frame) = self.fallback.take().ok_or_else(unreachable)?;
         if let Some(old) = self.broker.take() {
             old.detach(self.machine.id());
         }
         let uid = self.slot_uid;
         self.attach_to(pick.clone(), uid);
-        pick.send(frame).await
+        if pick.send(frame).await {
+            Ok(())
+        } else {
+            Err(unreachable())
+        }
     }
 
     /// Routes `broker`'s frames for this session (of player `uid`) to a fresh downlink.

@@ -93,6 +93,9 @@ pub(crate) enum Action {
     /// The client presented this resume ticket: the driver finds the broker it names and
     /// sends what [`Machine::resume_request`] makes.
     Redeem(Vec<u8>),
+    /// The broker asked first does not know the session: the driver asks the second one
+    /// ([`Machine::ask_again_if_unknown`]) with the same request.
+    RedeemElsewhere,
     /// The session's link dropped: the driver opens it at the broker the hash picks now.
     Reattach,
     /// The hash picks another broker for the session now: the driver hands it over there.
@@ -140,7 +143,9 @@ enum Stage {
     /// Waiting for the client's hello, until the handshake deadline.
     Handshaking { until: Instant },
     /// Waiting for the broker's verdict on a resume, until the same deadline.
-    Redeeming { until: Instant },
+    /// `ask_again`: a second broker may be asked after `resume_unknown` (the ticket's own,
+    /// when the hash picked another first, PROTOCOL.md §13.5).
+    Redeeming { until: Instant, ask_again: bool },
     /// Carrying packets; closed when nothing comes from the client by `idle`. `hinted` is when
     /// the drain told the client to reconnect.
     Serving {
@@ -240,6 +245,14 @@ impl Machine {
         matches!(self.stage, Stage::Redeeming { .. })
     }
 
+    /// The resume being decided has a second broker to ask if the first answers
+    /// `resume_unknown` (once).
+    pub(crate) fn ask_again_if_unknown(&mut self) {
+        if let Stage::Redeeming { ask_again, .. } = &mut self.stage {
+            *ask_again = true;
+        }
+    }
+
     /// Whether the driver should read from the client now (not while a resume is decided).
     pub(crate) fn reading(&self) -> bool {
         matches!(
@@ -266,7 +279,7 @@ impl Machine {
     /// The next moment [`Machine::on_timeout`] has something to do.
     pub(crate) fn deadline(&self) -> Option<Instant> {
         match self.stage {
-            Stage::Handshaking { until } | Stage::Redeeming { until } => Some(until),
+            Stage::Handshaking { until } | Stage::Redeeming { until, .. } => Some(until),
             Stage::Serving { idle, hinted } => Some(match self.drain_step(hinted) {
                 Some((at, _)) => at.min(idle),
                 None => idle,
@@ -285,7 +298,7 @@ impl Machine {
     /// drain is done with (`Shutdown`).
     pub(crate) fn on_timeout(&mut self, now: &Now) -> Result<(), Close> {
         match self.stage {
-            Stage::Handshaking { until } | Stage::Redeeming { until } if now.at >= until => {
+            Stage::Handshaking { until } | Stage::Redeeming { until, .. } if now.at >= until => {
                 Err(Close::HandshakeTimeout)
             }
             Stage::Serving { idle, hinted } => {
@@ -393,7 +406,10 @@ impl Machine {
                 }))
             }
             (Stage::Handshaking { until }, ServerEvent::ResumeRequested { ticket }) => {
-                self.stage = Stage::Redeeming { until: *until };
+                self.stage = Stage::Redeeming {
+                    until: *until,
+                    ask_again: false,
+                };
                 Ok(Some(Action::Redeem(ticket)))
             }
             (Stage::Handshaking { .. }, ServerEvent::Packet(_)) => Err(Close::Protocol(
@@ -418,7 +434,7 @@ impl Machine {
     /// How long the handshake has taken so far (its deadline is the timeout after its start).
     fn handshake_took(&self, now: &Now) -> Duration {
         match self.stage {
-            Stage::Handshaking { until } | Stage::Redeeming { until } => {
+            Stage::Handshaking { until } | Stage::Redeeming { until, .. } => {
                 let timeout = Duration::from_secs(self.config.handshake.timeout_secs);
                 timeout.saturating_sub(until.saturating_duration_since(now.at))
             }
@@ -510,7 +526,14 @@ impl Machine {
         now: &Now,
     ) -> Result<Option<Action>, Close> {
         match self.stage {
-            Stage::Redeeming { .. } => match down {
+            Stage::Redeeming {
+                ref mut ask_again, ..
+            } => match down {
+                Some(Downlink::Refused(reason))
+                    if *reason == "resume_unknown" && std::mem::take(ask_again) =>
+                {
+                    Ok(Some(Action::RedeemElsewhere))
+                }
                 Some(Downlink::Granted(granted)) => {
                     let took = self.handshake_took(now);
                     self.resumed(*granted, now)?;

@@ -466,3 +466,50 @@ fn a_close_logs_out_what_cannot_resume_and_parks_what_can() {
     assert!(!farewell.logout && farewell.to_broker.is_none());
     assert!(early.machine.deadline().is_none());
 }
+
+/// A resumable client back on a new connection, its resume request made for the driver.
+fn resuming() -> Pair {
+    let first = Pair::logged_in(config(|_| {}), true);
+    let mut pair = start(config(|_| {}), true);
+    pair.client = first.client;
+    pair.c2s.clear();
+    pair.client.start_resume(UNIX, &mut pair.c2s).unwrap();
+    assert!(
+        matches!(pair.input(), Ok(Some(Action::Redeem(_)))),
+        "the ticket goes to the driver"
+    );
+    let next = ResumeOffer {
+        ticket: b"next".to_vec(),
+        window_secs: 30,
+    };
+    pair.machine.resume_request(UID, next).unwrap();
+    pair
+}
+
+fn unknown() -> Option<Downlink> {
+    Some(Downlink::Refused(Box::new("resume_unknown".to_owned())))
+}
+
+#[test]
+fn a_resume_unknown_to_the_first_broker_asks_the_second_once_then_closes() {
+    let mut pair = resuming();
+    pair.machine.ask_again_if_unknown();
+    assert!(matches!(
+        pair.machine.on_downlink(unknown(), &pair.now),
+        Ok(Some(Action::RedeemElsewhere))
+    ));
+    assert!(pair.machine.redeeming(), "still deciding");
+    assert!(matches!(
+        pair.machine.on_downlink(unknown(), &pair.now),
+        Err(Close::Protocol("resume_unknown", _))
+    ));
+}
+
+#[test]
+fn a_resume_with_no_second_broker_closes_at_the_first_refusal() {
+    let mut pair = resuming();
+    assert!(matches!(
+        pair.machine.on_downlink(unknown(), &pair.now),
+        Err(Close::Protocol("resume_unknown", _))
+    ));
+}
