@@ -7,8 +7,8 @@
 //!   share it as a queue group, so exactly one broker resolves each push to the brokers holding
 //!   its players and forwards it.
 //! - [`subject::broker`] — pushes for the sessions of one broker (uids already resolved).
-//! - [`subject::BROADCAST`] — broadcasts; every broker subscribes, so a broadcast to N sessions
-//!   costs one message per broker, not per player.
+//! - [`subject::PRESENCE`] — every broker announces itself here, so each knows which brokers
+//!   to send a broadcast to (one message per broker, not per player).
 //! - [`subject::control`] — control for one broker (kick a uid after a login elsewhere).
 
 mod memory;
@@ -44,8 +44,8 @@ pub mod subject {
     pub const INGRESS: &str = "janus.push.in";
     /// The queue group brokers use on [`INGRESS`].
     pub const INGRESS_GROUP: &str = "janus-brokers";
-    /// Broadcasts by (color, sid).
-    pub const BROADCAST: &str = "janus.push.broadcast";
+    /// Broker presence: every broker publishes its endpoint here every second.
+    pub const PRESENCE: &str = "janus.brokers";
 
     /// Pushes for the sessions held by broker `broker_id`.
     pub fn broker(broker_id: &str) -> String {
@@ -69,21 +69,28 @@ pub enum Confirm {
     Held,
 }
 
+/// Sends the answer to a message whose sender waits for one: its payload (empty for a
+/// [`PushBus::send`]).
+pub type Reply = Box<dyn FnOnce(Bytes) -> futures_util::future::BoxFuture<'static, ()> + Send>;
+
 /// A message from [`PushBus::subscribe_answering`], with the answer its sender waits for.
 pub struct Incoming {
     /// The message.
     pub payload: Bytes,
     /// Sends the answer; `None` when nobody waits for one (or it was sent on receipt).
-    pub reply: Option<futures_util::future::BoxFuture<'static, ()>>,
+    pub reply: Option<Reply>,
 }
 
 /// What [`PushBus::send`] found on the subject.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Sent {
-    /// A subscriber took the message (or the bus cannot tell).
+    /// A subscriber took the message and answered (or the bus cannot tell).
     Taken,
     /// Nobody subscribes to the subject: a broker's own subject, that broker is gone.
     NoSubscriber,
+    /// A subscriber took it but did not answer in time (it died or is stuck): with
+    /// [`Confirm::Held`], the message is not known to be held.
+    Unanswered,
 }
 
 /// A publish/subscribe bus carrying encoded protobuf messages.
@@ -104,11 +111,15 @@ pub trait PushBus: Send + Sync + 'static {
         self.publish(subject, payload).await.map(|()| Sent::Taken)
     }
 
-    /// Subscribes to `subject` (no queue group), answering a [`PushBus::send`] with
-    /// [`Confirm::Held`] only when the caller awaits [`Incoming::reply`].
-    async fn subscribe_answering(&self, subject: &str) -> Result<BoxStream<'static, Incoming>> {
+    /// Subscribes to `subject` (in `queue_group`, if any), answering a message whose sender
+    /// waits for [`Confirm::Held`] only when the caller sends [`Incoming::reply`].
+    async fn subscribe_answering(
+        &self,
+        subject: &str,
+        queue_group: Option<&str>,
+    ) -> Result<BoxStream<'static, Incoming>> {
         use futures_util::StreamExt;
-        let stream = self.subscribe(subject, None).await?;
+        let stream = self.subscribe(subject, queue_group).await?;
         Ok(stream
             .map(|payload| Incoming {
                 payload,
@@ -176,7 +187,7 @@ pub mod conformance {
     /// [`Confirm::Taken`] one is answered on receipt (NATS).
     pub async fn answers_when_held(bus: &dyn PushBus) {
         let subject = format!("conformance.held.{}", std::process::id());
-        let mut subscription = bus.subscribe_answering(&subject).await.unwrap();
+        let mut subscription = bus.subscribe_answering(&subject, None).await.unwrap();
         let mut sent = bus.send(&subject, Bytes::from_static(b"h"), Confirm::Held);
         let incoming = tokio::select! {
             incoming = subscription.next() => incoming.unwrap(),
@@ -190,7 +201,7 @@ pub mod conformance {
                 .is_err(),
             "no answer yet"
         );
-        reply.await;
+        reply(Bytes::new()).await;
         assert_eq!(sent.await.unwrap(), Sent::Taken);
 
         let sent = bus.send(&subject, Bytes::from_static(b"t"), Confirm::Taken);

@@ -150,7 +150,9 @@ impl Continuity {
                 moving: false,
                 forwarded: 0,
                 moved_at: 0,
-                holding: open.reattach && open.handed_over,
+                // A re-attached session's own packets wait until its claim decides what goes
+                // before them (PROTOCOL.md §13.5).
+                holding: open.reattach,
                 line: VecDeque::new(),
             }),
             open: SessionOpen {
@@ -206,6 +208,8 @@ impl Continuity {
         }
         Some(SessionOpen {
             reattach: true,
+            // Taken from a copy, not handed over by a live broker.
+            handed_over: false,
             continuity: Some(Given {
                 resume_key: redeemable.key.to_vec(),
                 ticket: redeemable.ticket.clone(),

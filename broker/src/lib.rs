@@ -20,6 +20,7 @@ pub mod demo;
 pub mod error;
 pub mod link;
 pub mod metrics;
+mod missed;
 pub mod push;
 mod redis_conn;
 pub mod registration;

@@ -27,6 +27,10 @@ pub struct Metrics {
     /// Pushes for sessions whose broker went away, by `result`: `waited` (held for the
     /// session's new route), `sent` (sent on to where it is now).
     pub stray_pushes: IntCounterVec,
+    /// Broadcasts that found a broker gone (PROTOCOL.md §13.5), by `result`: `noticed` (once
+    /// per broadcast and gone broker), `delivered` (to a session adopted from it, once per
+    /// session), `forgotten` (a notice forgotten for room).
+    pub missed_broadcasts: IntCounterVec,
     /// Push calls answered before a session's edge said it held the push, or before a parked
     /// session's copy in the route store held it (not within the wait), `by` edge id or
     /// `parked_copy`.
@@ -97,6 +101,11 @@ impl Metrics {
             stray_pushes: r.counter(
                 "janus_broker_stray_pushes_total",
                 "Pushes for sessions whose broker went away, held and sent on",
+                &["result"],
+            ),
+            missed_broadcasts: r.counter(
+                "janus_broker_missed_broadcasts_total",
+                "Broadcasts that found a broker gone, delivered to its sessions where they went",
                 &["result"],
             ),
             push_fanout_seconds: r.latency(

@@ -1,29 +1,36 @@
 //! Push fan-out. A push to uids is resolved through the gateway routes to the brokers holding
 //! them: local sessions get it directly, each other broker gets one message on its own bus
-//! subject carrying all of its uids. A broadcast is one message on the broadcast subject that
-//! every broker delivers to its matching sessions. Both push gRPC APIs and the bus ingress
-//! subject end up here, and so do the Redis channels of go-pantheon's broadcaster ([`pubsub`]).
-//! Delivery is at most once; what counts as pushed is in PROTOCOL.md.
+//! subject carrying all of its uids. A broadcast is one message on the subject of every broker
+//! heard on the bus ([`peers`]), which delivers it to its matching sessions; one that finds a
+//! broker gone becomes a notice for that broker's sessions where they are re-attached
+//! ([`crate::missed`]). Both push gRPC APIs and the bus ingress subject end up here, and so do
+//! the Redis channels of go-pantheon's broadcaster ([`pubsub`]). Delivery is at most once;
+//! what counts as pushed is in PROTOCOL.md.
 
+mod peers;
 mod pubsub;
 mod stray;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Instant;
 
 use bytes::Bytes;
 use futures_util::StreamExt;
 use janus_proto::broadcaster::service::push::v1 as bc;
 use janus_proto::gate::service::push::v1 as gate;
-use janus_proto::janus::internal::v1::BrokerControl;
+use janus_proto::janus::internal::v1::{BrokerControl, BrokerPresence, BrokerPush};
 use janus_proto::packet::Packet;
 use prost::Message;
+use tokio::sync::Semaphore;
 use tonic::{Request, Response, Status};
 
 use crate::bus::{Confirm, Incoming, Sent, subject};
 use crate::continuity::{self, Continuity};
 use crate::error::{Error, Result};
-use crate::registry::{Command, EdgeHandle};
+use crate::missed::Notice;
+use crate::registry::{Command, EdgeHandle, Groups};
 use crate::route::gate_route_key;
 use crate::session;
 use crate::state::{BrokerState, broker_id};
@@ -43,22 +50,35 @@ enum Queued {
 /// How often pushes waiting for their session's new route look at it ([`stray`]).
 const STRAY_LOOK: std::time::Duration = std::time::Duration::from_millis(100);
 
+/// Ingress pushes being handled at once; when all are taken the bus loop waits for one to
+/// finish (the bus then queues, and past its queue drops, as for any slow subscriber).
+const INGRESS_IN_FLIGHT: usize = 64;
+
 /// Pushes on behalf of one broker.
 #[derive(Debug, Clone)]
 pub struct Pusher {
     state: Arc<BrokerState>,
     strays: Arc<stray::Strays>,
+    peers: Arc<peers::Peers>,
+    /// Broadcasts sent from here, for their ids.
+    broadcasts: Arc<AtomicU64>,
+    ingress: Arc<Semaphore>,
 }
 
-fn to_packet(body: &bc::PushBody) -> Packet {
-    Packet {
-        data: body.data.clone(),
-        data_version: body.data_version,
-        obj: body.obj,
-        r#mod: body.r#mod,
-        seq: body.seq,
-        ..Packet::default()
-    }
+fn to_packets(bodies: &[bc::PushBody]) -> Vec<Arc<Packet>> {
+    bodies
+        .iter()
+        .map(|body| {
+            Arc::new(Packet {
+                data: body.data.clone(),
+                data_version: body.data_version,
+                obj: body.obj,
+                r#mod: body.r#mod,
+                seq: body.seq,
+                ..Packet::default()
+            })
+        })
+        .collect()
 }
 
 impl Pusher {
@@ -67,6 +87,9 @@ impl Pusher {
         Self {
             state,
             strays: Arc::default(),
+            peers: Arc::default(),
+            broadcasts: Arc::default(),
+            ingress: Arc::new(Semaphore::new(INGRESS_IN_FLIGHT)),
         }
     }
 
@@ -173,12 +196,11 @@ impl Pusher {
         }
         // One message per broker, all at once (each may wait for that broker's edges).
         let sends = by_broker.iter().map(|((owner, color), uids)| {
-            let message = bc::PushMessage {
+            let message = BrokerPush {
                 bodies: bodies.to_vec(),
                 uids: uids.clone(),
-                broadcast: false,
                 color: (*color).to_owned(),
-                sid: 0,
+                ..BrokerPush::default()
             };
             let to = subject::broker(&broker_id(owner));
             async move {
@@ -190,17 +212,40 @@ impl Pusher {
         });
         let sent = futures_util::future::join_all(sends).await;
         for (((owner, color), uids), sent) in by_broker.into_iter().zip(sent) {
-            if sent? == Sent::NoSubscriber {
-                // That broker is gone; its sessions are being re-attached elsewhere.
-                let queued = self.strays.wait(&owner, color, &uids, bodies);
-                self.count_waiting(&queued);
-                if queued.watch {
-                    self.state.tasks.spawn(self.clone().watch_strays());
+            match sent? {
+                Sent::Taken => {}
+                Sent::NoSubscriber => {
+                    // That broker is gone; its sessions are being re-attached elsewhere.
+                    let queued = self.strays.wait(&owner, color, &uids, bodies);
+                    self.count_waiting(&queued);
+                    if queued.watch {
+                        self.state.tasks.spawn(self.clone().watch_strays());
+                    }
                 }
+                Sent::Unanswered if confirm == Confirm::Held => {
+                    // Taken by a broker that did not say it holds the push (it died with it,
+                    // or is stuck): not pushed, for the caller to send again.
+                    self.unconfirmed(&owner);
+                    continue;
+                }
+                Sent::Unanswered => {}
             }
             pushed.extend(uids);
         }
         Ok((pushed, queued))
+    }
+
+    /// A push sent to the broker at `owner` that it did not confirm in time.
+    fn unconfirmed(&self, owner: &str) {
+        tracing::warn!(
+            broker = %broker_id(owner),
+            "a broker took a push and did not say it holds it in time; not counted as pushed"
+        );
+        self.state
+            .metrics
+            .push_unheld
+            .with_label_values(&[&broker_id(owner)])
+            .inc();
     }
 
     fn count_waiting(&self, queued: &stray::Queued) {
@@ -286,11 +331,11 @@ impl Pusher {
                     return Ok(sent);
                 }
                 for (n, bodies) in pushes.iter().enumerate() {
-                    let message = bc::PushMessage {
+                    let message = BrokerPush {
                         bodies: bodies.clone(),
                         uids: vec![uid],
                         color: stray.color.clone(),
-                        ..bc::PushMessage::default()
+                        ..BrokerPush::default()
                     };
                     let result = self
                         .state
@@ -301,7 +346,7 @@ impl Pusher {
                             Confirm::Taken,
                         )
                         .await;
-                    if !matches!(result, Ok(Sent::Taken)) {
+                    if !matches!(result, Ok(Sent::Taken | Sent::Unanswered)) {
                         // That broker is gone too, or the bus failed: they wait again.
                         let gone = if result.is_ok() { &owner } else { &stray.gone };
                         self.strays.again(uid, gone, pushes[n..].to_vec());
@@ -334,28 +379,139 @@ impl Pusher {
             .inc_by(pushes as u64);
     }
 
-    /// Broadcasts `bodies` to every session of (`color`, `sid`) on every broker.
+    /// Broadcasts `bodies` to every session of (`color`, `sid`) on every broker: here, and on
+    /// the subject of every broker heard on the bus, each answering once its edges and parked
+    /// copies hold it. The broadcast names the brokers found gone lately, and one that finds
+    /// another gone is followed by a notice naming it, so their sessions get the broadcast
+    /// where they are re-attached (PROTOCOL.md §13.5). Fails when a broker took it without
+    /// confirming in time.
     pub async fn broadcast(&self, color: &str, sid: i64, bodies: &[bc::PushBody]) -> Result<()> {
-        self.state
-            .metrics
-            .pushes
-            .with_label_values(&["broadcast"])
-            .inc();
-        let message = bc::PushMessage {
+        let started = Instant::now();
+        let n = self.broadcasts.fetch_add(1, Ordering::Relaxed);
+        let (peers, gone) = self.peers.known(started);
+        let peers: Vec<String> = peers
+            .into_iter()
+            .filter(|peer| *peer != self.state.endpoint)
+            .collect();
+        let push = BrokerPush {
             bodies: bodies.to_vec(),
-            uids: Vec::new(),
             broadcast: true,
             color: color.to_owned(),
             sid,
+            broadcast_id: format!("{}/{n}", broker_id(&self.state.endpoint)),
+            missed_by: gone,
+            ..BrokerPush::default()
         };
-        self.state
-            .bus
-            .publish(subject::BROADCAST, Bytes::from(message.encode_to_vec()))
-            .await
+        let packets = to_packets(bodies);
+        let mut queued = self.deliver_broadcast(&push, &packets);
+        if !push.missed_by.is_empty() {
+            queued.extend(self.on_notice(&push, packets.clone()));
+        }
+        let sent = self.send_to(&peers, &push).await;
+        let (mut missed_by, mut unanswered, mut failed) = (Vec::new(), 0, None);
+        let mut takers = Vec::new();
+        for (peer, sent) in peers.into_iter().zip(sent) {
+            match sent {
+                Ok(Sent::Taken) => takers.push(peer),
+                Ok(Sent::NoSubscriber) => {
+                    self.peers.gone(&peer, Instant::now());
+                    missed_by.push(peer);
+                }
+                Ok(Sent::Unanswered) => {
+                    self.unconfirmed(&peer);
+                    unanswered += 1;
+                    takers.push(peer);
+                }
+                Err(e) => failed = Some(e),
+            }
+        }
+        if !missed_by.is_empty() {
+            tracing::info!(
+                brokers = missed_by.len(),
+                "a broadcast found brokers gone; their sessions get it where they are re-attached"
+            );
+            self.state
+                .metrics
+                .missed_broadcasts
+                .with_label_values(&["noticed"])
+                .inc_by(missed_by.len() as u64);
+            let notice = BrokerPush {
+                broadcast: false,
+                missed_by,
+                ..push
+            };
+            queued.extend(self.on_notice(&notice, packets));
+            for sent in self.send_to(&takers, &notice).await {
+                if let Err(e) = sent {
+                    failed = Some(e);
+                }
+            }
+        }
+        self.observe("broadcast", started);
+        self.held(queued).await;
+        if let Some(e) = failed {
+            return Err(e);
+        }
+        if unanswered > 0 {
+            return Err(Error::Bus(format!(
+                "{unanswered} broker(s) took the broadcast without confirming it in time; \
+                 their sessions may or may not have it"
+            )));
+        }
+        Ok(())
+    }
+
+    /// Sends `push` to the brokers at `peers`, all at once, each answering once it holds it.
+    async fn send_to(&self, peers: &[String], push: &BrokerPush) -> Vec<Result<Sent>> {
+        let payload = Bytes::from(push.encode_to_vec());
+        let sends = peers.iter().map(|peer| {
+            let to = subject::broker(&broker_id(peer));
+            let payload = payload.clone();
+            async move { self.state.bus.send(&to, payload, Confirm::Held).await }
+        });
+        futures_util::future::join_all(sends).await
+    }
+
+    /// Delivers broadcast `push` to the matching sessions here, noting that it did.
+    fn deliver_broadcast(&self, push: &BrokerPush, packets: &[Arc<Packet>]) -> Vec<Queued> {
+        let (groups, count) = self.state.registry.matching(&push.color, push.sid);
+        if !push.broadcast_id.is_empty() {
+            self.state
+                .missed
+                .handled(&push.broadcast_id, count, Instant::now());
+        }
+        self.deliver_packets(groups, packets)
+    }
+
+    /// A notice (PROTOCOL.md §13.5): delivers the broadcast to the sessions adopted here from
+    /// the brokers it names that did not get it, and keeps it for those adopted later.
+    fn on_notice(&self, push: &BrokerPush, packets: Vec<Arc<Packet>>) -> Vec<Queued> {
+        let notice = Notice {
+            id: push.broadcast_id.clone(),
+            packets,
+            color: push.color.clone(),
+            sid: push.sid,
+            missed_by: push.missed_by.clone(),
+        };
+        let (notice, uids, forgot) = self.state.missed.notice(notice, Instant::now());
+        let metrics = &self.state.metrics.missed_broadcasts;
+        if forgot {
+            metrics.with_label_values(&["forgotten"]).inc();
+        }
+        let (groups, here, _) = self.state.registry.split(&uids);
+        metrics
+            .with_label_values(&["delivered"])
+            .inc_by(here.len() as u64);
+        self.deliver_packets(groups, &notice.packets)
     }
 
     /// Queues `bodies` for `groups`; returns each edge queued with its link's frame count then.
-    fn deliver(&self, groups: crate::registry::Groups, bodies: &[bc::PushBody]) -> Vec<Queued> {
+    fn deliver(&self, groups: Groups, bodies: &[bc::PushBody]) -> Vec<Queued> {
+        self.deliver_packets(groups, &to_packets(bodies))
+    }
+
+    /// [`Pusher::deliver`] for packets.
+    fn deliver_packets(&self, groups: Groups, packets: &[Arc<Packet>]) -> Vec<Queued> {
         let dropped = || {
             self.state
                 .metrics
@@ -363,22 +519,21 @@ impl Pusher {
                 .with_label_values(&["edge_queue_full"])
                 .inc();
         };
-        for body in bodies {
-            let packet = Arc::new(to_packet(body));
+        for packet in packets {
             for (edge, sessions) in &groups.edges {
-                let sent = continuity::multicast(edge, sessions, &packet);
+                let sent = continuity::multicast(edge, sessions, packet);
                 if sent.dropped > 0 {
                     dropped();
                     tracing::warn!(edge = %edge.edge_id, sessions = sent.dropped, "edge queue full; push dropped");
                 }
                 for moved in sent.moved {
-                    if !moved.try_deliver(&packet) {
+                    if !moved.try_deliver(packet) {
                         dropped();
                     }
                 }
             }
             for parked in &groups.parked {
-                parked.try_deliver(&packet);
+                parked.try_deliver(packet);
             }
         }
         let copies = groups
@@ -396,23 +551,25 @@ impl Pusher {
             .collect()
     }
 
-    /// Subscribes to this broker's subjects and serves them until shutdown.
+    /// Subscribes to this broker's subjects, announces it on the presence subject, and serves
+    /// them until shutdown.
     pub async fn serve_bus(&self) -> Result<()> {
         let bus = &self.state.bus;
         let id = broker_id(&self.state.endpoint);
-        let mut own = bus.subscribe_answering(&subject::broker(&id)).await?;
-        let mut broadcasts = bus.subscribe(subject::BROADCAST, None).await?;
+        let mut own = bus.subscribe_answering(&subject::broker(&id), None).await?;
+        let mut presence = bus.subscribe(subject::PRESENCE, None).await?;
         let mut ingress = bus
-            .subscribe(subject::INGRESS, Some(subject::INGRESS_GROUP))
+            .subscribe_answering(subject::INGRESS, Some(subject::INGRESS_GROUP))
             .await?;
         let mut control = bus.subscribe(&subject::control(&id), None).await?;
+        self.state.tasks.spawn(self.clone().announce());
         let pusher = self.clone();
         self.state.tasks.spawn(async move {
             loop {
                 let handled = tokio::select! {
                     Some(incoming) = own.next() => pusher.on_own(incoming).await,
-                    Some(bytes) = broadcasts.next() => pusher.on_broadcast(&bytes),
-                    Some(bytes) = ingress.next() => pusher.on_ingress(&bytes).await,
+                    Some(bytes) = presence.next() => pusher.on_presence(&bytes).await,
+                    Some(incoming) = ingress.next() => pusher.on_ingress(incoming).await,
                     Some(bytes) = control.next() => pusher.on_control(&bytes).await,
                     _ = pusher.state.shutdown.cancelled() => return,
                     else => return,
@@ -425,65 +582,155 @@ impl Pusher {
         Ok(())
     }
 
-    /// A push another broker resolved to sessions here. A sender that waits for it (a push
-    /// call, PROTOCOL.md §13.5) is answered once the edges and parked copies it went to hold
-    /// it, without holding up the bus meanwhile.
+    /// Publishes this broker's presence every [`peers::ANNOUNCE_EVERY`] until shutdown.
+    async fn announce(self) {
+        let presence = BrokerPresence {
+            endpoint: self.state.endpoint.clone(),
+        };
+        let payload = Bytes::from(presence.encode_to_vec());
+        let mut tick = tokio::time::interval(peers::ANNOUNCE_EVERY);
+        loop {
+            tokio::select! {
+                _ = tick.tick() => {}
+                () = self.state.shutdown.cancelled() => return,
+            }
+            if let Err(e) = self
+                .state
+                .bus
+                .publish(subject::PRESENCE, payload.clone())
+                .await
+            {
+                tracing::debug!(error = %e, "could not announce this broker");
+            }
+        }
+    }
+
+    /// Another broker's presence; one not known yet (a broker that just started) is answered
+    /// with this broker's at once, so it knows its peers before its first broadcast.
+    async fn on_presence(&self, bytes: &[u8]) -> Result<()> {
+        let presence = decode::<BrokerPresence>(bytes, "broker presence")?;
+        if presence.endpoint == self.state.endpoint
+            || !self.peers.heard(&presence.endpoint, Instant::now())
+        {
+            return Ok(());
+        }
+        let own = BrokerPresence {
+            endpoint: self.state.endpoint.clone(),
+        };
+        self.state
+            .bus
+            .publish(subject::PRESENCE, Bytes::from(own.encode_to_vec()))
+            .await
+    }
+
+    /// A push another broker sent here: pushes resolved to sessions here, a broadcast, or a
+    /// broadcast's notice. A sender that waits for it (a push call, PROTOCOL.md §13.5) is
+    /// answered once the edges and parked copies it went to hold it, without holding up the
+    /// bus meanwhile.
     async fn on_own(&self, incoming: Incoming) -> Result<()> {
         let started = std::time::Instant::now();
-        let message = decode::<bc::PushMessage>(&incoming.payload, "push message")?;
-        let (groups, _, elsewhere) = self.state.registry.split(&message.uids);
-        let mut queued = self.deliver(groups, &message.bodies);
-        if !elsewhere.is_empty() {
-            // Sessions that left since the sender read their routes (moved to another broker,
-            // PROTOCOL.md §13.5): sent on to where their routes name now.
-            let colors = lookup_colors(&message.color, &self.state.config.discovery.colors);
-            let confirm = if incoming.reply.is_some() {
-                Confirm::Held
-            } else {
-                Confirm::Taken
-            };
-            let (_, further) = self
-                .resolve_and_send(&colors, &elsewhere, &message.bodies, confirm)
-                .await?;
-            queued.extend(further);
+        let message = decode::<BrokerPush>(&incoming.payload, "push message")?;
+        let mut queued = if message.broadcast {
+            let queued = self.deliver_broadcast(&message, &to_packets(&message.bodies));
+            self.observe("bus_broadcast", started);
+            queued
+        } else if !message.missed_by.is_empty() {
+            Vec::new()
+        } else {
+            let (groups, _, elsewhere) = self.state.registry.split(&message.uids);
+            let mut queued = self.deliver(groups, &message.bodies);
+            if !elsewhere.is_empty() {
+                // Sessions that left since the sender read their routes (moved to another
+                // broker, PROTOCOL.md §13.5): sent on to where their routes name now.
+                let colors = lookup_colors(&message.color, &self.state.config.discovery.colors);
+                let confirm = if incoming.reply.is_some() {
+                    Confirm::Held
+                } else {
+                    Confirm::Taken
+                };
+                let (_, further) = self
+                    .resolve_and_send(&colors, &elsewhere, &message.bodies, confirm)
+                    .await?;
+                queued.extend(further);
+            }
+            self.observe("bus_unicast", started);
+            queued
+        };
+        if !message.missed_by.is_empty() {
+            // A broadcast naming brokers gone, or the notice after one (PROTOCOL.md §13.5).
+            queued.extend(self.on_notice(&message, to_packets(&message.bodies)));
         }
-        self.observe("bus_unicast", started);
         if let Some(reply) = incoming.reply {
             let pusher = self.clone();
             self.state.tasks.spawn(async move {
                 pusher.held(queued).await;
-                reply.await;
+                reply(Bytes::new()).await;
             });
         }
         Ok(())
     }
 
-    fn on_broadcast(&self, bytes: &[u8]) -> Result<()> {
+    /// A broadcast go-pantheon's broadcaster published on Redis, which every broker receives:
+    /// to the matching sessions here only.
+    fn on_redis_broadcast(&self, bytes: &[u8]) -> Result<()> {
         let started = std::time::Instant::now();
         let message = decode::<bc::PushMessage>(bytes, "broadcast")?;
         self.deliver(
-            self.state.registry.matching(&message.color, message.sid),
+            self.state.registry.matching(&message.color, message.sid).0,
             &message.bodies,
         );
         self.observe("bus_broadcast", started);
         Ok(())
     }
 
-    async fn on_ingress(&self, bytes: &[u8]) -> Result<()> {
-        let message = decode::<bc::PushMessage>(bytes, "ingress push")?;
-        if message.broadcast {
-            self.broadcast(&message.color, message.sid, &message.bodies)
-                .await
-        } else {
-            // Nobody waits for an ingress push: it is not held up for its edges (the bus loop
-            // goes on with the next message).
-            let started = std::time::Instant::now();
-            let colors = lookup_colors(&message.color, &self.state.config.discovery.colors);
-            self.resolve_and_send(&colors, &message.uids, &message.bodies, Confirm::Taken)
-                .await?;
-            self.observe("multicast", started);
-            Ok(())
-        }
+    /// A push from the ingress subject (PROTOCOL.md §12), handled beside the bus loop (at most
+    /// [`INGRESS_IN_FLIGHT`] at once). A publisher that asked for `Janus-Confirm: held` is
+    /// answered as a push call would be: once the push is held, with the uids pushed
+    /// (`MulticastResponse`; empty for a broadcast), and not at all if it failed.
+    async fn on_ingress(&self, incoming: Incoming) -> Result<()> {
+        let message = decode::<bc::PushMessage>(&incoming.payload, "ingress push")?;
+        let Ok(permit) = self.ingress.clone().acquire_owned().await else {
+            return Ok(());
+        };
+        let pusher = self.clone();
+        self.state.tasks.spawn(async move {
+            let _permit = permit;
+            let answer = if message.broadcast {
+                pusher
+                    .broadcast(&message.color, message.sid, &message.bodies)
+                    .await
+                    .map(|()| Bytes::new())
+            } else if incoming.reply.is_some() {
+                pusher
+                    .multicast(&message.color, &message.uids, &message.bodies)
+                    .await
+                    .map(|pushed_uids| {
+                        Bytes::from(bc::MulticastResponse { pushed_uids }.encode_to_vec())
+                    })
+            } else {
+                pusher
+                    .push_unanswered(&message)
+                    .await
+                    .map(|()| Bytes::new())
+            };
+            match (answer, incoming.reply) {
+                (Ok(answer), Some(reply)) => reply(answer).await,
+                (Ok(_), None) => {}
+                (Err(e), _) => tracing::warn!(error = %e, "ingress push failed"),
+            }
+        });
+        Ok(())
+    }
+
+    /// A push nobody waits for (an ingress publish, go-pantheon's Redis channel for this
+    /// gateway): sent on to other brokers without waiting for their edges.
+    async fn push_unanswered(&self, message: &bc::PushMessage) -> Result<()> {
+        let started = std::time::Instant::now();
+        let colors = lookup_colors(&message.color, &self.state.config.discovery.colors);
+        self.resolve_and_send(&colors, &message.uids, &message.bodies, Confirm::Taken)
+            .await?;
+        self.observe("multicast", started);
+        Ok(())
     }
 
     async fn on_control(&self, bytes: &[u8]) -> Result<()> {

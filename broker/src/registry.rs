@@ -3,6 +3,7 @@
 //! edge handle it stores is how frames reach a session's edge.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use janus_proto::janus::internal::v1::BrokerFrame;
@@ -184,6 +185,8 @@ pub struct Entry {
 #[derive(Debug, Default)]
 pub struct Registry {
     by_uid: Mutex<HashMap<i64, Entry>>,
+    /// Broadcasts delivered ([`Registry::matching`]), counted under the lock of `by_uid`.
+    broadcasts: AtomicU64,
 }
 
 impl Registry {
@@ -191,9 +194,15 @@ impl Registry {
         self.by_uid.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Makes `entry` the session of `uid`; returns the one it replaced.
-    pub fn insert(&self, uid: i64, entry: Entry) -> Option<Entry> {
-        self.map().insert(uid, entry)
+    /// Makes `entry` the session of `uid`; returns the one it replaced, and the count of
+    /// broadcasts delivered before it was there (a broadcast [`Registry::matching`] counts
+    /// higher reached it).
+    pub fn insert(&self, uid: i64, entry: Entry) -> (Option<Entry>, u64) {
+        let mut map = self.map();
+        (
+            map.insert(uid, entry),
+            self.broadcasts.load(Ordering::Relaxed),
+        )
     }
 
     /// Removes `uid`'s session if it is still `session`; returns whether it was (a replaced
@@ -227,10 +236,15 @@ impl Registry {
         (groups, here, elsewhere)
     }
 
-    /// Every session whose colour and sid match, grouped by edge.
-    pub fn matching(&self, color: &str, sid: i64) -> Groups {
+    /// Every session whose colour and sid match, grouped by edge, for a broadcast; with the
+    /// count of broadcasts with this one (see [`Registry::insert`]).
+    pub fn matching(&self, color: &str, sid: i64) -> (Groups, u64) {
         let map = self.map();
-        group(map.values().filter(|e| e.color == color && e.sid == sid))
+        let count = self.broadcasts.fetch_add(1, Ordering::Relaxed) + 1;
+        (
+            group(map.values().filter(|e| e.color == color && e.sid == sid)),
+            count,
+        )
     }
 
     /// How many sessions are here.
@@ -340,8 +354,8 @@ mod tests {
     fn a_replaced_session_cannot_remove_its_successor() {
         let registry = Registry::default();
         let a = edge("a");
-        assert!(registry.insert(7, entry(&a, 1, "", 1)).is_none());
-        let old = registry.insert(7, entry(&a, 2, "", 1)).unwrap();
+        assert!(registry.insert(7, entry(&a, 1, "", 1)).0.is_none());
+        let old = registry.insert(7, entry(&a, 2, "", 1)).0.unwrap();
         assert_eq!(id(&old), 1);
         assert!(!registry.remove_if_current(7, &old.continuity));
         let current = registry.get(7).unwrap();
@@ -379,9 +393,18 @@ mod tests {
             ids(registry.split(&[1, 2, 3, 99]).0),
             vec![("a".into(), vec![10, 11]), ("b".into(), vec![12])]
         );
+        let (matching, count) = registry.matching("blue", 1);
         assert_eq!(
-            ids(registry.matching("blue", 1)),
+            ids(matching),
             vec![("a".into(), vec![10]), ("b".into(), vec![12])]
+        );
+        assert_eq!(count, 1);
+        let (_, registered) = registry.insert(5, entry(&b, 14, "blue", 1));
+        assert_eq!(registered, 1, "registered after the first broadcast");
+        assert_eq!(
+            registry.matching("blue", 1).1,
+            2,
+            "which the second counts past"
         );
     }
 }

@@ -117,6 +117,7 @@ impl Broker {
             routes,
             bus,
             registry: Registry::default(),
+            missed: Default::default(),
             metrics: Metrics::default(),
             tunnels,
             tasks,

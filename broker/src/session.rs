@@ -352,7 +352,17 @@ impl Actor {
             at.edge.send(kick(&at, code, reason)).await;
         }
         self.unpark();
-        Box::pin(self.release()).await;
+        if shutdown && adopted.is_none() {
+            // The session goes on at another broker (its edge re-attaches it, or a resume takes
+            // the parked copy): the route keeps naming this one until that broker takes it, so
+            // pushes meanwhile wait for it and it learns where the session came from
+            // (PROTOCOL.md §13.5).
+            self.state
+                .registry
+                .remove_if_current(self.uid, &self.continuity);
+        } else {
+            Box::pin(self.release()).await;
+        }
         live.dec();
     }
 
@@ -465,7 +475,7 @@ impl Actor {
     async fn claim(&self, commands: mpsc::Sender<Box<Command>>) -> Result<bool, String> {
         let state = &self.state;
         let open = self.continuity.open();
-        let replaced = state.registry.insert(
+        let (replaced, registered) = state.registry.insert(
             open.uid,
             Entry {
                 continuity: self.continuity.clone(),
@@ -501,6 +511,28 @@ impl Actor {
         let Some(owner) = previous.filter(|p| *p != state.endpoint) else {
             return Ok(false);
         };
+        if open.reattach && !open.handed_over {
+            // Re-attached after its broker's link was lost, or taken from its parked copy: if
+            // that broker is dead, broadcasts may have missed the session meanwhile. They go
+            // out first, before its own packets held in line since it registered.
+            let missed = state.missed.adopted(
+                open.uid,
+                &owner,
+                (&open.color, open.sid),
+                registered,
+                std::time::Instant::now(),
+            );
+            if !missed.is_empty() {
+                state
+                    .metrics
+                    .missed_broadcasts
+                    .with_label_values(&["delivered"])
+                    .inc_by(missed.len() as u64);
+            }
+            let packets = missed.iter().flat_map(|n| n.packets.iter());
+            self.continuity
+                .forwarded(packets.map(|p| (**p).clone()).collect(), true);
+        }
         {
             // A re-attached session is the same login moving here, not a second one: its old
             // broker, if alive, ends its copy quietly and hands on what it kept since.

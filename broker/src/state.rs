@@ -11,6 +11,7 @@ use tokio_util::task::TaskTracker;
 use crate::bus::PushBus;
 use crate::config::BrokerConfig;
 use crate::metrics::Metrics;
+use crate::missed::Missed;
 use crate::registry::Registry;
 use crate::route::RouteStore;
 use crate::tunnel::Tunnels;
@@ -27,6 +28,8 @@ pub struct BrokerState {
     pub bus: Arc<dyn PushBus>,
     /// Live sessions here.
     pub registry: Registry,
+    /// Broadcasts the sessions of dead brokers missed, for the ones adopted here.
+    pub(crate) missed: Missed,
     /// Tunnels to game services.
     pub tunnels: Tunnels,
     /// Metrics.

@@ -4,13 +4,16 @@
 use anyhow::{Context, bail};
 use bytes::Bytes;
 use clap::Args;
-use janus_broker::bus::{NatsBus, PushBus, subject};
+use janus_broker::bus::{Confirm, NatsBus, Sent, subject};
 use janus_proto::broadcaster::service::push::v1 as bc;
 use prost::Message;
 use std::time::Duration;
 
-/// How long `--nats` waits to connect and for the server to acknowledge the publish.
+/// How long `--nats` waits to connect.
 const NATS_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long `--nats` waits for a broker to say it holds the push (a broker waits up to two
+/// seconds for each edge, and three for each other broker).
+const CONFIRM_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// `janus push`.
 #[derive(Debug, Args)]
@@ -64,12 +67,31 @@ pub(crate) async fn run(args: PushArgs) -> anyhow::Result<()> {
             color: args.color.clone(),
             sid: args.sid,
         };
-        bus.publish(subject::INGRESS, Bytes::from(message.encode_to_vec()))
+        // A request asking for `Janus-Confirm: held`: the broker that takes it answers once the
+        // push is held (PROTOCOL.md §12), with the uids pushed.
+        let answer = bus
+            .request(
+                subject::INGRESS,
+                Bytes::from(message.encode_to_vec()),
+                Confirm::Held,
+                CONFIRM_TIMEOUT,
+            )
             .await?;
-        bus.flush(NATS_TIMEOUT)
-            .await
-            .with_context(|| format!("the push was not delivered to NATS at {url}"))?;
-        println!("published on {} ({})", subject::INGRESS, url);
+        match answer {
+            Ok(_) if args.broadcast => println!("broadcast held ({url})"),
+            Ok(answer) => {
+                let response = bc::MulticastResponse::decode(answer)
+                    .context("the broker's answer is not a MulticastResponse")?;
+                println!("pushed to {:?} ({url})", response.pushed_uids);
+            }
+            Err(Sent::NoSubscriber) => bail!(
+                "no broker listens on {} at {url}: start one with the same [bus] nats_url",
+                subject::INGRESS
+            ),
+            Err(_) => bail!(
+                "no broker confirmed the push within {CONFIRM_TIMEOUT:?}: it may or may not have been delivered"
+            ),
+        }
         return Ok(());
     }
     let mut client =

@@ -521,8 +521,9 @@ async fn sessions_move_to_a_broker_added_later_with_nothing_lost_or_repeated() {
 
 /// A parked session outlives its broker: the broker keeps a copy of it in the route store
 /// while the client is away (kept pushes included), so when that broker is redeployed, the
-/// client's resume at the other broker restores the session there with every push, exactly
-/// once and in order, and no new login (PROTOCOL.md §13.5).
+/// client's resume at the other broker restores the session there with every push, and the
+/// broadcasts sent while it was nowhere, exactly once and in order, and no new login
+/// (PROTOCOL.md §13.5).
 #[tokio::test]
 async fn a_parked_session_resumes_at_another_broker_after_its_own_went_away() {
     let ground = Ground::start().await;
@@ -593,19 +594,56 @@ async fn a_parked_session_resumes_at_another_broker_after_its_own_went_away() {
 
     b1.shutdown(Duration::from_secs(2)).await;
     links_up(&edge, 1).await;
+    // Broadcasts while the session's broker is gone and the session nowhere: the first finds
+    // the broker gone and is followed by a notice naming it, the second names it itself; the
+    // broker that takes the session delivers both (PROTOCOL.md §13.5).
+    let mut broadcaster =
+        bc::push_service_client::PushServiceClient::connect(format!("http://{}", b2.endpoint()))
+            .await
+            .unwrap();
+    for n in 0..2 {
+        broadcaster
+            .broadcast(bc::BroadcastRequest {
+                bodies: vec![body(&format!("broadcast {n}"))],
+                color: COLOR.into(),
+                sid: 1,
+            })
+            .await
+            .unwrap();
+    }
+    assert_eq!(
+        metric(
+            b2.admin_addr,
+            "janus_broker_missed_broadcasts_total{result=\"noticed\"}"
+        )
+        .await,
+        Some(1.0),
+        "the first broadcast found the broker gone"
+    );
     client
         .resume(&tcp(&edge), Duration::from_secs(5))
         .await
         .expect("the session resumes at the other broker");
-    while got.len() < 20 {
+    while got.len() < 22 {
         got.push(String::from_utf8(recv(&mut client).await.data).unwrap());
     }
     send(&b2, 20).await;
     got.push(String::from_utf8(recv(&mut client).await.data).unwrap());
-    let want: Vec<String> = (0..21).map(|n| n.to_string()).collect();
+    let want: Vec<String> = (0..20)
+        .map(|n| n.to_string())
+        .chain(["broadcast 0".into(), "broadcast 1".into(), "20".into()])
+        .collect();
     assert_eq!(
         got, want,
-        "every push once, in order, across the broker's end"
+        "every push and broadcast once, in order, across the broker's end"
+    );
+    assert_eq!(
+        metric(
+            b2.admin_addr,
+            "janus_broker_missed_broadcasts_total{result=\"delivered\"}"
+        )
+        .await,
+        Some(2.0)
     );
     let reply = client.request(echo(b"after"), |_| {}).await.unwrap();
     assert_eq!(reply.data, b"after");

@@ -15,7 +15,9 @@
 //!    lost but pushes whose call failed (a push call is answered once the edge holds the push,
 //!    §13.5). A push through the surviving broker while the route still named the dead one
 //!    waits for the session's new route and arrives in order. Any push whose call succeeded
-//!    and that never arrived fails the test.
+//!    and that never arrived fails the test. Broadcasts through broker 0 meanwhile reach every
+//!    player exactly once and in order, those sent while the victim's sessions were between
+//!    brokers included.
 //!
 //! 3. broker 1 is started again: the edges move the sessions the hash gives it back there,
 //!    paced, while pushes flow (PROTOCOL.md §13.5). Nobody reconnects or is logged out, and
@@ -35,7 +37,7 @@ use std::time::Duration;
 use futures_util::StreamExt;
 use janus_edge::rendezvous_score;
 use janus_integration_tests::cluster::Cluster;
-use janus_integration_tests::stack::{COLOR, GameKind};
+use janus_integration_tests::stack::{COLOR, GameKind, http_get};
 use janus_proto::broadcaster::service::push::v1 as bc;
 use janus_proto::message::{ScServerLogout, ScServerUnexpectedErr};
 use janus_proto::packet::Packet;
@@ -53,6 +55,10 @@ const PLAYERS: i64 = 500;
 const FIRST_UID: i64 = 20_000;
 /// The module of the numbered pushes.
 const PUSH_MODULE: i32 = 9;
+/// The module of the numbered broadcasts (the broker-kill phase).
+const BROADCAST_MODULE: i32 = 10;
+/// Pause between two broadcasts (each waited for).
+const BROADCAST_PAUSE: Duration = Duration::from_millis(250);
 /// Pause between two pushes of one stream (one `Multicast` per broker, each waited for).
 const PUSH_PAUSE: Duration = Duration::from_millis(100);
 /// How long a push call may take before it counts as failed (the stream then goes on through
@@ -104,6 +110,8 @@ struct Seen {
     player: Player,
     /// The numbered pushes of the phase, in arrival order, and when each arrived.
     got: Vec<(u32, Instant)>,
+    /// The numbered broadcasts of the phase, in arrival order.
+    broadcasts: Vec<u32>,
     /// The code of the SCServerLogout that ended the session, if one came.
     logout: Option<i32>,
     /// Other packets (SCServerUnexpectedErr and anything unexpected), described.
@@ -130,12 +138,13 @@ impl Seen {
                 "SCServerUnexpectedErr {:?}",
                 ScServerUnexpectedErr::decode(&packet.data[..]).map(|e| e.msg)
             )),
-            (PUSH_MODULE, _) => {
+            (module @ (PUSH_MODULE | BROADCAST_MODULE), _) => {
                 let text = String::from_utf8_lossy(&packet.data);
-                match text.split_once('/') {
-                    Some((t, n)) if t == tag && n.parse::<u32>().is_ok() => {
-                        self.got.push((n.parse().unwrap(), Instant::now()));
+                match text.split_once('/').map(|(t, n)| (t, n.parse::<u32>())) {
+                    Some((t, Ok(n))) if t == tag && module == PUSH_MODULE => {
+                        self.got.push((n, Instant::now()));
                     }
+                    Some((t, Ok(n))) if t == tag => self.broadcasts.push(n),
                     _ => self
                         .other
                         .push(format!("push {text:?} outside phase {tag}")),
@@ -190,6 +199,7 @@ async fn play(
     let mut seen = Seen {
         player,
         got: Vec::new(),
+        broadcasts: Vec::new(),
         logout: None,
         other: Vec::new(),
         resumes: Vec::new(),
@@ -302,6 +312,57 @@ async fn push_stream(
         }
     }
     rounds
+}
+
+/// Numbered broadcasts `"{tag}/{n}"` to every player (all on sid 1) through `api`, each
+/// waited for, until `stop`: whether each call succeeded.
+async fn broadcast_stream(
+    tag: &'static str,
+    mut api: PushApi,
+    stop: CancellationToken,
+) -> Vec<Result<(), String>> {
+    let mut calls = Vec::new();
+    while !stop.is_cancelled() {
+        let request = bc::BroadcastRequest {
+            bodies: vec![bc::PushBody {
+                data: format!("{tag}/{}", calls.len()).into_bytes(),
+                r#mod: BROADCAST_MODULE,
+                ..Default::default()
+            }],
+            color: COLOR.into(),
+            sid: 1,
+        };
+        calls.push(
+            match tokio::time::timeout(PUSH_TIMEOUT, api.broadcast(request)).await {
+                Ok(Ok(_)) => Ok(()),
+                Ok(Err(status)) => Err(status.to_string()),
+                Err(_) => Err(format!("no answer within {PUSH_TIMEOUT:?}")),
+            },
+        );
+        tokio::time::sleep(BROADCAST_PAUSE).await;
+    }
+    calls
+}
+
+/// Checks that every player got the broadcasts exactly once and in order, and every one whose
+/// call succeeded; the uids that missed some, with the broadcasts they missed.
+fn missed_broadcasts(seen: &[Seen], calls: &[Result<(), String>]) -> Vec<(i64, Vec<usize>)> {
+    let mut missed = Vec::new();
+    for s in seen {
+        let uid = s.player.uid;
+        assert!(
+            s.broadcasts.windows(2).all(|w| w[0] < w[1]),
+            "uid {uid}: broadcasts repeated or out of order: {:?}",
+            s.broadcasts
+        );
+        let lost: Vec<usize> = (0..calls.len())
+            .filter(|n| calls[*n].is_ok() && !s.broadcasts.contains(&(*n as u32)))
+            .collect();
+        if !lost.is_empty() {
+            missed.push((uid, lost));
+        }
+    }
+    missed
 }
 
 /// A phase: every player listening, one push stream per broker.
@@ -704,6 +765,14 @@ async fn no_single_process_death_loses_a_push_or_a_player() {
     let victim = 1;
     let survivor = 0;
     let phase = Phase::start(&cluster, "broker", players, |uid| home[&uid], targets).await;
+    // Broadcasts through the survivor too: those that find the victim gone reach its sessions
+    // where they are re-attached (PROTOCOL.md §13.5).
+    let stop_broadcasts = CancellationToken::new();
+    let broadcasts = tokio::spawn(broadcast_stream(
+        phase.tag,
+        push_apis(&cluster).await.swap_remove(survivor),
+        stop_broadcasts.clone(),
+    ));
     tokio::time::sleep(Duration::from_secs(3)).await;
     let kill = Instant::now();
     let kill_wall = std::time::SystemTime::now();
@@ -713,8 +782,40 @@ async fn no_single_process_death_loses_a_push_or_a_player() {
     // re-attached and receive again; what follows checks that they did.
     tokio::time::sleep(Duration::from_secs(8)).await;
     let tag = phase.tag;
+    stop_broadcasts.cancel();
+    let broadcasts = broadcasts.await.unwrap();
     let (streams, seen) = phase.finish().await;
     assert_nobody_lost(&cluster, &seen, "broker kill");
+    let lost_broadcasts = missed_broadcasts(&seen, &broadcasts);
+    let admin = cluster.brokers[survivor]
+        .get_host_port_ipv4(18101.tcp())
+        .await
+        .unwrap();
+    let (_, metrics) = http_get(([127, 0, 0, 1], admin).into(), "/metrics").await;
+    let noticed: Vec<&str> = metrics
+        .lines()
+        .filter(|l| l.starts_with("janus_broker_missed_broadcasts_total"))
+        .collect();
+    eprintln!(
+        "chaos: broker kill: {} broadcasts through the survivor to all {} players, one every {} \
+         ms; {} calls failed (the caller's to repeat); confirmed and missed by a player: {}; \
+         repeated or out of order: none; the survivor's {noticed:?}; {}",
+        broadcasts.len(),
+        seen.len(),
+        BROADCAST_PAUSE.as_millis(),
+        broadcasts.iter().filter(|c| c.is_err()).count(),
+        lost_broadcasts.len(),
+        logged(&cluster, "a broadcast found brokers gone")
+            .await
+            .trim_end()
+    );
+    if !lost_broadcasts.is_empty() {
+        failures.push(format!(
+            "broker kill: broadcasts whose call succeeded never reached these players (uid, \
+             broadcasts): {:?}",
+            &lost_broadcasts[..lost_broadcasts.len().min(20)]
+        ));
+    }
     let mut lost_early = Vec::new();
     let mut flowing_again = Vec::new();
     let mut calm = Vec::new();

@@ -1,20 +1,21 @@
 //! The NATS push bus (async-nats). Publishing is fire-and-forget like every NATS publish; the
 //! client reconnects by itself and buffers a bounded amount while it does. A
 //! [`PushBus::send`] is a request: every subscription of this bus answers a message that asks
-//! for an answer as soon as it takes it, and the server answers "no responders" for a subject
-//! nobody subscribes to.
+//! for an answer as soon as it takes it (or, made with [`PushBus::subscribe_answering`] and
+//! asked for [`Confirm::Held`], when its receiver says so), and the server answers "no
+//! responders" for a subject nobody subscribes to.
 
 use async_trait::async_trait;
 use bytes::Bytes;
 use futures_util::stream::BoxStream;
 use futures_util::{FutureExt, StreamExt};
 
-use super::{Confirm, Incoming, PushBus, Sent};
+use super::{Confirm, Incoming, PushBus, Reply, Sent};
 use crate::error::{Error, Result};
 
 /// How long a [`PushBus::send`] waits for the subscriber's answer (one that waits for its
-/// edges waits up to two seconds). Past it the message counts as taken (the subscriber may
-/// have it: at most once, never twice).
+/// edges waits up to two seconds). Past it the message is [`Sent::Unanswered`]: the subscriber
+/// may have it, or may have died with it.
 const SEND_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(3);
 
 /// The header of a [`PushBus::send`] whose sender waits for [`Confirm::Held`].
@@ -75,8 +76,8 @@ impl NatsBus {
         Ok(subscriber)
     }
 
-    /// The messages of `subscriber`, a [`PushBus::send`] answered on receipt, or, with
-    /// `held_later` and a sender waiting for [`Confirm::Held`], left to the receiver.
+    /// The messages of `subscriber`, a request answered on receipt, or, with `held_later` and
+    /// a sender waiting for [`Confirm::Held`], left to the receiver.
     fn answering(
         &self,
         subscriber: async_nats::Subscriber,
@@ -95,10 +96,13 @@ impl NatsBus {
                             .is_some_and(|v| v.as_str() == CONFIRM_HELD);
                     let reply = match message.reply {
                         Some(reply) if held => {
-                            let answer = async move {
-                                let _ = client.publish(reply, Bytes::new()).await;
-                            };
-                            Some(answer.boxed())
+                            let answer: Reply = Box::new(move |payload| {
+                                async move {
+                                    let _ = client.publish(reply, payload).await;
+                                }
+                                .boxed()
+                            });
+                            Some(answer)
                         }
                         Some(reply) => {
                             let _ = client.publish(reply, Bytes::new()).await;
@@ -113,6 +117,34 @@ impl NatsBus {
                 }
             })
             .boxed()
+    }
+
+    /// Sends `payload` on `subject` as a request answered as `confirm` says, waiting up to
+    /// `timeout`: the answer's payload, or what was found instead ([`Sent::NoSubscriber`],
+    /// [`Sent::Unanswered`]).
+    pub async fn request(
+        &self,
+        subject: &str,
+        payload: Bytes,
+        confirm: Confirm,
+        timeout: std::time::Duration,
+    ) -> Result<std::result::Result<Bytes, Sent>> {
+        let mut request = async_nats::Request::new()
+            .payload(payload)
+            .timeout(Some(timeout));
+        if confirm == Confirm::Held {
+            let mut headers = async_nats::HeaderMap::new();
+            headers.insert(CONFIRM_HEADER, CONFIRM_HELD);
+            request = request.headers(headers);
+        }
+        match self.client.send_request(subject.to_owned(), request).await {
+            Ok(answer) => Ok(Ok(answer.payload)),
+            Err(e) => match e.kind() {
+                async_nats::RequestErrorKind::NoResponders => Ok(Err(Sent::NoSubscriber)),
+                async_nats::RequestErrorKind::TimedOut => Ok(Err(Sent::Unanswered)),
+                _ => Err(bus_err(e)),
+            },
+        }
     }
 
     /// Waits until the server has every message published so far, for at most `timeout`.
@@ -136,32 +168,21 @@ impl PushBus for NatsBus {
     }
 
     async fn send(&self, subject: &str, payload: Bytes, confirm: Confirm) -> Result<Sent> {
-        let mut request = async_nats::Request::new()
-            .payload(payload)
-            .timeout(Some(SEND_TIMEOUT));
-        if confirm == Confirm::Held {
-            let mut headers = async_nats::HeaderMap::new();
-            headers.insert(CONFIRM_HEADER, CONFIRM_HELD);
-            request = request.headers(headers);
+        let answer = self
+            .request(subject, payload, confirm, SEND_TIMEOUT)
+            .await?;
+        if answer == Err(Sent::Unanswered) {
+            tracing::warn!(subject, "no answer from the subscriber in time");
         }
-        match self.client.send_request(subject.to_owned(), request).await {
-            Ok(_) => Ok(Sent::Taken),
-            Err(e) => match e.kind() {
-                async_nats::RequestErrorKind::NoResponders => Ok(Sent::NoSubscriber),
-                async_nats::RequestErrorKind::TimedOut => {
-                    tracing::warn!(
-                        subject,
-                        "no answer from the subscriber in time; counted as taken"
-                    );
-                    Ok(Sent::Taken)
-                }
-                _ => Err(bus_err(e)),
-            },
-        }
+        Ok(answer.err().unwrap_or(Sent::Taken))
     }
 
-    async fn subscribe_answering(&self, subject: &str) -> Result<BoxStream<'static, Incoming>> {
-        Ok(self.answering(self.listen(subject, None).await?, true))
+    async fn subscribe_answering(
+        &self,
+        subject: &str,
+        queue_group: Option<&str>,
+    ) -> Result<BoxStream<'static, Incoming>> {
+        Ok(self.answering(self.listen(subject, queue_group).await?, true))
     }
 
     async fn subscribe(

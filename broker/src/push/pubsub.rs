@@ -2,17 +2,19 @@
 //! publishes (PROTOCOL.md §12.2). A broker subscribes to its own channel, named by its
 //! gateway-route value (its advertised `host:port`), where the broadcaster publishes pushes for
 //! the players whose routes name this broker, and to [`BROADCAST_CHANNEL`], which every gateway
-//! receives. Messages are the bus's own `broadcaster.service.push.v1.PushMessage` and go through the bus handlers of
-//! the same meaning: the own channel through the ingress path (players that moved are re-resolved
-//! and forwarded), the broadcast channel through the broadcast-subject path (each broker
-//! delivers to its matching sessions). The connection is the shared
+//! receives. Messages are the bus's own `broadcaster.service.push.v1.PushMessage`: the own
+//! channel's go the way of an ingress push nobody waits for (players that moved are re-resolved
+//! and forwarded), the broadcast channel's to the matching sessions here only (every broker
+//! receives it). The connection is the shared
 //! [`Subscription`], re-made and re-subscribed after a loss until shutdown.
 
 use std::time::Duration;
 
 use tokio::sync::mpsc;
 
-use super::Pusher;
+use janus_proto::broadcaster::service::push::v1 as bc;
+
+use super::{Pusher, decode};
 use crate::error::Result;
 use crate::redis_conn::Subscription;
 
@@ -73,9 +75,10 @@ impl Pusher {
     /// the channel says it) to the matching sessions here, anything else as an ingress push.
     async fn on_redis(&self, message: &Received) -> Result<()> {
         if message.broadcast {
-            self.on_broadcast(&message.payload)
+            self.on_redis_broadcast(&message.payload)
         } else {
-            self.on_ingress(&message.payload).await
+            let push = decode::<bc::PushMessage>(&message.payload, "Redis push")?;
+            self.push_unanswered(&push).await
         }
     }
 }

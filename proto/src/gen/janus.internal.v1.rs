@@ -344,6 +344,44 @@ pub struct Kick {
     #[prost(string, tag = "3")]
     pub reason: ::prost::alloc::string::String,
 }
+/// A push from one broker to another, on the subject `janus.push.broker.<broker id>` of the
+/// receiving broker (PROTOCOL.md §12): the fields of broadcaster.service.push.v1.PushMessage
+/// under the same numbers (either decodes as the other), and what only brokers send.
+#[allow(clippy::all)]
+#[derive(Clone, PartialEq, ::prost::Message)]
+pub struct BrokerPush {
+    #[prost(message, repeated, tag = "1")]
+    pub bodies: ::prost::alloc::vec::Vec<
+        super::super::super::broadcaster::service::push::v1::PushBody,
+    >,
+    /// The players, already resolved to the receiving broker (empty for a broadcast).
+    #[prost(int64, repeated, tag = "2")]
+    pub uids: ::prost::alloc::vec::Vec<i64>,
+    /// To every session whose `color` and `sid` match.
+    #[prost(bool, tag = "3")]
+    pub broadcast: bool,
+    #[prost(string, tag = "4")]
+    pub color: ::prost::alloc::string::String,
+    #[prost(int64, tag = "5")]
+    pub sid: i64,
+    /// A broadcast's id: the sending broker's id, `/`, and its count of broadcasts.
+    #[prost(string, tag = "16")]
+    pub broadcast_id: ::prost::alloc::string::String,
+    /// Not a broadcast to deliver but a notice (PROTOCOL.md §13.5): the broadcast `broadcast_id`
+    /// (bodies, colour and sid as here) found nobody on the subjects of the brokers at these
+    /// endpoints (they are gone), so their sessions get it where they are re-attached.
+    #[prost(string, repeated, tag = "17")]
+    pub missed_by: ::prost::alloc::vec::Vec<::prost::alloc::string::String>,
+}
+/// Broker presence on `janus.brokers` (PROTOCOL.md §12): every broker publishes its endpoint
+/// every second, so each knows which others to send a broadcast to.
+#[allow(clippy::all)]
+#[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct BrokerPresence {
+    /// The broker's advertised `host:port` (the value of its gateway routes).
+    #[prost(string, tag = "1")]
+    pub endpoint: ::prost::alloc::string::String,
+}
 /// Broker-to-broker control, published on the NATS subject `janus.ctl.broker.<broker id>` of the
 /// broker that holds the session concerned (see PROTOCOL.md, "Push fan-out").
 #[allow(clippy::all)]
