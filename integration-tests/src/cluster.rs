@@ -217,6 +217,12 @@ impl Cluster {
 
     /// [`Cluster::start_with`] with `brokers` brokers instead of three.
     pub async fn start_sized(game: GameKind, brokers: usize) -> Self {
+        Self::start_on_bus(game, brokers, "nats").await
+    }
+
+    /// [`Cluster::start_sized`] with the brokers' `[bus] backend` `bus` (`nats`, or `redis`:
+    /// the route store's Redis, as a go-pantheon deployment has no NATS).
+    pub async fn start_on_bus(game: GameKind, brokers: usize, bus: &str) -> Self {
         let broker_count = brokers;
         let id = format!("{}-{}", std::process::id(), rand_suffix());
         let net = format!("janus-fs-{id}");
@@ -313,7 +319,7 @@ impl Cluster {
                     format!("[\"redis://{}:6379\"]", name("redis")),
                 )
                 .with_env_var("JANUS_BROKER__ROUTES__TIMEOUT_MS", "1000")
-                .with_env_var("JANUS_BROKER__BUS__BACKEND", "nats")
+                .with_env_var("JANUS_BROKER__BUS__BACKEND", bus)
                 .with_env_var(
                     "JANUS_BROKER__BUS__NATS_URL",
                     format!("nats://{}:4222", name("nats")),

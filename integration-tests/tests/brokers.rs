@@ -526,7 +526,15 @@ async fn sessions_move_to_a_broker_added_later_with_nothing_lost_or_repeated() {
 /// (PROTOCOL.md §13.5).
 #[tokio::test]
 async fn a_parked_session_resumes_at_another_broker_after_its_own_went_away() {
-    let ground = Ground::start().await;
+    parked_session_outlives_its_broker(Ground::start().await).await;
+}
+
+#[tokio::test]
+async fn a_parked_session_resumes_at_another_broker_after_its_own_went_away_on_a_redis_bus() {
+    parked_session_outlives_its_broker(Ground::start_without_nats().await).await;
+}
+
+async fn parked_session_outlives_its_broker(ground: Ground) {
     // The game service pushes through the broker that stays.
     let (_game, [b1, b2], [a1, a2]) = two_brokers(&ground, 1).await;
     let edge = ground.edge(ground.edge_config(&[&a1, &a2])).await;

@@ -1,6 +1,7 @@
 //! The Redis push bus against a real Redis: the conformance checks the in-process and NATS
 //! buses pass, on a standalone Redis and on a Redis Cluster, each on Redis 7 and on the older
-//! Redis go-pantheon deployments may run (6.0); a queue group's list stays bounded and expires
+//! Redis go-pantheon deployments may run (6.0), requests answered on receipt or once held, and
+//! on a standalone Redis a send telling whether anybody took it; a queue group's list stays bounded and expires
 //! with nobody draining it; the subscription and the group members come back after Redis cuts
 //! their connections.
 
@@ -9,7 +10,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use futures_util::StreamExt;
 use futures_util::stream::BoxStream;
-use janus_broker::bus::{PushBus, RedisBus, conformance};
+use janus_broker::bus::{Confirm, PushBus, RedisBus, Sent, conformance};
 use janus_integration_tests::Service;
 use janus_integration_tests::infra::{REDIS, REDIS_OLD, RedisImage, redis_cluster_ready, redis_on};
 use tokio_util::sync::CancellationToken;
@@ -83,6 +84,32 @@ async fn standalone_conformance(image: RedisImage) {
     let redis = redis_on(image).await;
     let bus = Bus::standalone(&redis).await;
     conformance::run(&bus.bus).await;
+    conformance::answers_when_held(&bus.bus).await;
+    // A send tells whether anybody took it; the subscriber is another bus (another broker):
+    // one bus keeps its Redis subscriptions while it runs.
+    let subscriber = Bus::standalone(&redis).await;
+    let sent = async |payload: &'static [u8]| {
+        bus.bus
+            .send("tells", Bytes::from_static(payload), Confirm::Taken)
+            .await
+            .unwrap()
+    };
+    assert_eq!(sent(b"x").await, Sent::NoSubscriber, "nobody subscribes");
+    let mut taker = subscriber.bus.subscribe("tells", None).await.unwrap();
+    let receiving = tokio::spawn(async move { taker.next().await });
+    assert_eq!(sent(b"y").await, Sent::Taken);
+    let got = tokio::time::timeout(Duration::from_secs(5), receiving).await;
+    assert_eq!(
+        got.ok().and_then(Result::ok).flatten().as_deref(),
+        Some(&b"y"[..])
+    );
+    // Its broker gone, sends find nobody again.
+    subscriber.stop().await;
+    assert_eq!(
+        sent(b"z").await,
+        Sent::NoSubscriber,
+        "the subscriber went away"
+    );
     bus.stop().await;
 }
 
@@ -90,6 +117,7 @@ async fn cluster_conformance(image: RedisImage) {
     let node = redis_cluster_ready(image).await;
     let bus = Bus::on(&[format!("redis://{}", node.addr)], true).await;
     conformance::run(&bus.bus).await;
+    conformance::answers_when_held(&bus.bus).await;
     bus.stop().await;
 }
 

@@ -1,6 +1,6 @@
 //! No single process death loses a push or a player (PROTOCOL.md §13.5), on the whole split
 //! deployment in containers (see [`janus_integration_tests::cluster`]: two edges, here two
-//! brokers, Redis, NATS, etcd, the demo game). 500 resumable players, half on each edge, over
+//! brokers, Redis, NATS, etcd, the demo game), with the brokers' bus on NATS and then on Redis. 500 resumable players, half on each edge, over
 //! TCP and WebSocket, receive numbered pushes that a game service sends through the broadcaster
 //! push API (`Multicast`, one stream per broker for the players whose session it holds), paced
 //! so that the stream spans each death:
@@ -585,10 +585,18 @@ async fn until(cap: Duration, mut done: impl FnMut() -> bool) {
     }
 }
 
+/// The suite on the NATS bus, then on the Redis bus (a go-pantheon deployment's, with no NATS),
+/// one after the other.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn no_single_process_death_loses_a_push_or_a_player() {
+    suite("nats").await;
+    suite("redis").await;
+}
+
+async fn suite(bus: &'static str) {
+    eprintln!("chaos: continuity suite on the {bus} bus");
     let test_started = Instant::now();
-    let cluster = Cluster::start_sized(GameKind::Demo, 2).await;
+    let cluster = Cluster::start_on_bus(GameKind::Demo, 2, bus).await;
     let cluster_up = test_started.elapsed();
     let targets = endpoints_of(&cluster).await;
     let login_started = Instant::now();
@@ -986,13 +994,17 @@ async fn no_single_process_death_loses_a_push_or_a_player() {
         spread(gaps),
     );
     eprintln!(
-        "chaos: continuity suite: cluster up in {} ms, {PLAYERS} resumable logins in {} ms, the \
-         whole test {} ms",
+        "chaos: continuity suite on the {bus} bus: cluster up in {} ms, {PLAYERS} resumable \
+         logins in {} ms, the whole suite {} ms",
         cluster_up.as_millis(),
         login_took.as_millis(),
         test_started.elapsed().as_millis()
     );
-    assert!(failures.is_empty(), "{}", failures.join("\n\n"));
+    assert!(
+        failures.is_empty(),
+        "on the {bus} bus: {}",
+        failures.join("\n\n")
+    );
 }
 
 /// The longest wait between two consecutive pushes `seen` received, from the last one before

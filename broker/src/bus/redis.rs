@@ -33,22 +33,35 @@
 //! Every key a publish touches carries the subject as its hash tag, so on a cluster they share
 //! the slot of the one key the script declares (the group set) and the script runs on one node;
 //! `PUBLISH` reaches subscribers on every node of a cluster.
+//!
+//! - **Requests** ([`PushBus::send`]): a `janus.internal.v1.BusRequest` on the channel
+//!   [`request_channel`] of the subject, which every plain subscription of the subject also
+//!   subscribes to, naming the sender's own answer channel (`janus.answer.<random>`, on the
+//!   shared subscription) and a number; the receiver publishes a `BusAnswer` there as it takes
+//!   the request, or, asked for [`Confirm::Held`] on a subscription made with
+//!   [`PushBus::subscribe_answering`], when its caller says so. On a standalone Redis `PUBLISH`
+//!   counts the clients that got the request, so none means nobody listens
+//!   ([`Sent::NoSubscriber`]); a cluster's counts one node's, so there the sender can only wait
+//!   ([`Sent::Unanswered`] after [`SEND_TIMEOUT`]).
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use bytes::Bytes;
-use futures_util::StreamExt;
 use futures_util::stream::BoxStream;
+use futures_util::{FutureExt, StreamExt};
+use janus_proto::janus::internal::v1::{BusAnswer, BusRequest};
+use prost::Message;
 use redis::Script;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, oneshot};
 use tokio_stream::wrappers::ReceiverStream;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use super::{PushBus, SUBSCRIBER_QUEUE, offer};
+use super::{Confirm, Incoming, PushBus, Reply, SUBSCRIBER_QUEUE, Sent, offer};
 use crate::error::{Error, Result};
 use crate::redis_conn::{Commands, Resend, Subscription};
 
@@ -65,6 +78,17 @@ const POP_WAIT_SECS: u64 = 1;
 const MEMBER_QUEUE: usize = 64;
 /// Pause after a failed pop before the next.
 const RETRY: Duration = Duration::from_secs(1);
+/// How long a [`PushBus::send`] waits for its answer (one that waits for the receiver's edges
+/// waits up to two seconds), as on NATS.
+const SEND_TIMEOUT: Duration = Duration::from_secs(3);
+
+/// The channel requests for `subject` go to.
+fn request_channel(subject: &str) -> String {
+    format!("janus.request.{subject}")
+}
+
+/// Requests sent and not answered yet, by number.
+type Pending = Arc<Mutex<HashMap<u64, oneshot::Sender<()>>>>;
 
 /// Publishes `ARGV[2]` on channel `ARGV[1]` and onto the list of every live group of the
 /// subject whose group set is `KEYS[1]` (lists `KEYS[1]:<group>`, at most `ARGV[3]` long, set to
@@ -124,6 +148,10 @@ pub struct RedisBus {
     locals: Locals,
     publish: Script,
     join: Arc<Script>,
+    /// This bus's answer channel.
+    answers: String,
+    pending: Pending,
+    next_request: AtomicU64,
     tasks: TaskTracker,
     shutdown: CancellationToken,
 }
@@ -150,13 +178,26 @@ impl RedisBus {
         let commands = Commands::connect(urls, cluster, timeout, bus_err).await?;
         let locals: Locals = Arc::default();
         let delivering = locals.clone();
+        let pending: Pending = Arc::default();
+        let answered = pending.clone();
+        let answers = format!("janus.answer.{:016x}", rand::random::<u64>());
+        let own = answers.clone();
         let subscription = Subscription::spawn(
             "push bus",
             urls.to_vec(),
             timeout,
-            [],
+            [answers.clone()],
             (tasks, shutdown.clone()),
             move |channel, payload| {
+                if channel == own {
+                    if let Ok(answer) = BusAnswer::decode(payload) {
+                        let waiting = answered.lock().unwrap_or_else(|p| p.into_inner());
+                        if let Some(tx) = { waiting }.remove(&answer.id) {
+                            let _ = tx.send(());
+                        }
+                    }
+                    return;
+                }
                 let mut locals = delivering.lock().unwrap_or_else(|p| p.into_inner());
                 if let Some(subscribers) = locals.get_mut(channel) {
                     subscribers.retain(|tx| !tx.is_closed());
@@ -176,9 +217,63 @@ impl RedisBus {
             locals,
             publish: Script::new(PUBLISH),
             join: Arc::new(Script::new(JOIN)),
+            answers,
+            pending,
+            next_request: AtomicU64::new(0),
             tasks: tasks.clone(),
             shutdown,
         })
+    }
+
+    /// Hands the messages of `channel` to the returned stream.
+    async fn local(&self, channel: &str) -> BoxStream<'static, Bytes> {
+        let (tx, rx) = mpsc::channel(SUBSCRIBER_QUEUE);
+        self.locals
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .entry(channel.to_owned())
+            .or_default()
+            .push(tx);
+        if !self.subscription.subscribe(channel).await {
+            tracing::warn!(
+                channel,
+                "Redis has not confirmed the subscription yet; it is made when Redis answers"
+            );
+        }
+        ReceiverStream::new(rx).boxed()
+    }
+
+    /// The messages of `subject` and the requests on it: a request answered as it is taken,
+    /// or, with `held_later` and a sender waiting for [`Confirm::Held`], left to the receiver.
+    async fn answering(&self, subject: &str, held_later: bool) -> BoxStream<'static, Incoming> {
+        let published = self.local(subject).await.map(|payload| Incoming {
+            payload,
+            reply: None,
+        });
+        let commands = self.commands.clone();
+        let requests = self
+            .local(&request_channel(subject))
+            .await
+            .filter_map(move |bytes| {
+                let commands = commands.clone();
+                async move {
+                    let request = BusRequest::decode(bytes).ok()?;
+                    let (id, to) = (request.id, request.reply);
+                    let reply = if held_later && request.held {
+                        let reply: Reply =
+                            Box::new(move |payload| answer(commands, to, id, payload).boxed());
+                        Some(reply)
+                    } else {
+                        answer(commands, to, id, Bytes::new()).await;
+                        None
+                    };
+                    Some(Incoming {
+                        payload: Bytes::from(request.payload),
+                        reply,
+                    })
+                }
+            });
+        futures_util::stream::select(published, requests).boxed()
     }
 
     /// Adds a member to `group` on `subject`: the group joins the subject before this returns
@@ -216,6 +311,19 @@ impl RedisBus {
             }
         });
         Ok(ReceiverStream::new(rx).boxed())
+    }
+}
+
+/// Answers request `id` with `payload` on the sender's channel `to`.
+async fn answer(commands: Commands, to: String, id: u64, payload: Bytes) {
+    let answer = BusAnswer {
+        id,
+        payload: payload.to_vec(),
+    };
+    let mut publish = redis::cmd("PUBLISH");
+    publish.arg(&to).arg(answer.encode_to_vec());
+    if let Err(e) = commands.query::<i64>(&publish, Resend::Never).await {
+        tracing::warn!(error = %e, "could not answer a bus request");
     }
 }
 
@@ -306,20 +414,70 @@ impl PushBus for RedisBus {
         if let Some(group) = queue_group {
             return self.join_group(subject, group).await;
         }
-        let (tx, rx) = mpsc::channel(SUBSCRIBER_QUEUE);
-        self.locals
+        Ok(self
+            .answering(subject, false)
+            .await
+            .map(|incoming| incoming.payload)
+            .boxed())
+    }
+
+    async fn subscribe_answering(
+        &self,
+        subject: &str,
+        queue_group: Option<&str>,
+    ) -> Result<BoxStream<'static, Incoming>> {
+        if let Some(group) = queue_group {
+            let members = self.join_group(subject, group).await?;
+            return Ok(members
+                .map(|payload| Incoming {
+                    payload,
+                    reply: None,
+                })
+                .boxed());
+        }
+        Ok(self.answering(subject, true).await)
+    }
+
+    async fn send(&self, subject: &str, payload: Bytes, confirm: Confirm) -> Result<Sent> {
+        let id = self.next_request.fetch_add(1, Ordering::Relaxed);
+        let (tx, answered) = oneshot::channel();
+        self.pending
             .lock()
             .unwrap_or_else(|p| p.into_inner())
-            .entry(subject.to_owned())
-            .or_default()
-            .push(tx);
-        if !self.subscription.subscribe(subject).await {
-            tracing::warn!(
-                subject,
-                "Redis has not confirmed the subscription yet; it is made when Redis answers"
-            );
+            .insert(id, tx);
+        let forget = || {
+            self.pending
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .remove(&id);
+        };
+        let request = BusRequest {
+            reply: self.answers.clone(),
+            id,
+            held: confirm == Confirm::Held,
+            payload: payload.to_vec(),
+        };
+        let mut publish = redis::cmd("PUBLISH");
+        publish
+            .arg(request_channel(subject))
+            .arg(request.encode_to_vec());
+        let receivers = match self.commands.query::<i64>(&publish, Resend::Never).await {
+            Ok(receivers) => receivers,
+            Err(e) => {
+                forget();
+                return Err(e);
+            }
+        };
+        if receivers == 0 && !self.cluster {
+            forget();
+            return Ok(Sent::NoSubscriber);
         }
-        Ok(ReceiverStream::new(rx).boxed())
+        if let Ok(Ok(())) = tokio::time::timeout(SEND_TIMEOUT, answered).await {
+            return Ok(Sent::Taken);
+        }
+        forget();
+        tracing::warn!(subject, "no answer from the subscriber in time");
+        Ok(Sent::Unanswered)
     }
 }
 

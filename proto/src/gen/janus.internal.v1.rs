@@ -373,6 +373,33 @@ pub struct BrokerPush {
     #[prost(string, repeated, tag = "17")]
     pub missed_by: ::prost::alloc::vec::Vec<::prost::alloc::string::String>,
 }
+/// A request on the Redis bus (PROTOCOL.md §12, "The carrier"), published on the channel
+/// `janus.request.<subject>`: what NATS carries as a request with a reply subject and headers.
+#[allow(clippy::all)]
+#[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct BusRequest {
+    /// The sender's answer channel.
+    #[prost(string, tag = "1")]
+    pub reply: ::prost::alloc::string::String,
+    /// The sender's number for this request, repeated in the answer.
+    #[prost(uint64, tag = "2")]
+    pub id: u64,
+    /// Answer once the receiver holds what it carries (`Janus-Confirm: held` on NATS), not as it
+    /// takes it.
+    #[prost(bool, tag = "3")]
+    pub held: bool,
+    #[prost(bytes = "vec", tag = "4")]
+    pub payload: ::prost::alloc::vec::Vec<u8>,
+}
+/// The answer to a BusRequest, published on its `reply` channel.
+#[allow(clippy::all)]
+#[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct BusAnswer {
+    #[prost(uint64, tag = "1")]
+    pub id: u64,
+    #[prost(bytes = "vec", tag = "2")]
+    pub payload: ::prost::alloc::vec::Vec<u8>,
+}
 /// Broker presence on `janus.brokers` (PROTOCOL.md §12): every broker publishes its endpoint
 /// every second, so each knows which others to send a broadcast to.
 #[allow(clippy::all)]
