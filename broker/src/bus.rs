@@ -31,6 +31,11 @@ pub use self::redis::RedisBus;
 /// logged ([`offer`]).
 const SUBSCRIBER_QUEUE: usize = 4096;
 
+/// How long a [`PushBus::send`] waits for the subscriber's answer (one that waits for its
+/// edges waits up to two seconds), on every bus. Past it the message is [`Sent::Unanswered`]:
+/// the subscriber may have it, or may have died with it.
+const SEND_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(3);
+
 /// Hands `payload` of `subject` to a subscriber's queue, or drops it when the queue is full.
 fn offer(subject: &str, tx: &mpsc::Sender<Bytes>, payload: &Bytes) {
     if tx.try_send(payload.clone()).is_err() && !tx.is_closed() {

@@ -94,8 +94,46 @@ struct State {
     holding: bool,
     /// Packets waiting, in order, to be delivered by the session's actor: held behind the
     /// adoption reply, and everything after them until the line is empty, so nothing
-    /// overtakes them. At most [`LINE`].
-    line: VecDeque<Arc<Packet>>,
+    /// overtakes them; each with the broadcast it belongs to, if it does. At most [`LINE`].
+    line: VecDeque<(Arc<Packet>, Option<Arc<str>>)>,
+    /// The broadcast packets kept while detached, by their count, with their broadcast's id:
+    /// what an adopter is told with them ([`Forwarded::broadcasts`]).
+    tagged: VecDeque<(u64, Arc<str>)>,
+    /// Re-attached from another broker: the broadcasts the session got here or from that
+    /// broker, so that it takes each once ([`ONCE_FOR`]); `None` after that.
+    once: Option<Once>,
+}
+
+/// The broadcasts a re-attached session got (PROTOCOL.md §13.5): for the instant of its
+/// adoption both its brokers may deliver the same broadcast to it, the new one itself and the
+/// old one in what it forwards.
+#[derive(Debug)]
+struct Once {
+    until: tokio::time::Instant,
+    /// Broadcast ids, oldest first; at most [`LINE`].
+    ids: VecDeque<Arc<str>>,
+}
+
+/// How long a re-attached session takes each broadcast only once: its previous broker's
+/// adoption reply may take two seconds, the old copy forwards for two more, and a broadcast's
+/// request to either broker may take three (the bus's send timeout).
+const ONCE_FOR: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// Packets for an adopter (PROTOCOL.md §13.5), oldest first, with the id of the broadcast each
+/// belongs to: `BrokerControl.forwarded` and `forwarded_broadcasts`.
+#[derive(Debug, Default, PartialEq)]
+pub struct Forwarded {
+    /// The packets.
+    pub packets: Vec<Packet>,
+    /// One id per packet, empty for one that is not a broadcast's; empty when none is.
+    pub broadcasts: Vec<String>,
+}
+
+impl Forwarded {
+    /// Whether there is no packet.
+    pub fn is_empty(&self) -> bool {
+        self.packets.is_empty()
+    }
 }
 
 /// How many packets may wait in a session's line ([`State::line`]). When it is full a
@@ -154,6 +192,11 @@ impl Continuity {
                 // before them (PROTOCOL.md §13.5).
                 holding: open.reattach,
                 line: VecDeque::new(),
+                tagged: VecDeque::new(),
+                once: open.reattach.then(|| Once {
+                    until: tokio::time::Instant::now() + ONCE_FOR,
+                    ids: VecDeque::new(),
+                }),
             }),
             open: SessionOpen {
                 continuity: None,
@@ -334,14 +377,14 @@ impl Continuity {
 
     /// The packets kept after server packet `after` (the adopter's starting point) not yet
     /// taken, oldest first; the next call returns only newer ones. Nothing while attached.
-    pub fn take_after(&self, after: u64) -> Vec<Packet> {
+    pub fn take_after(&self, after: u64) -> Forwarded {
         self.lock().take_after(after)
     }
 
     /// Ends a copy another broker adopted from its packet `after` on: nothing more is kept for
     /// it, and what was kept since the last [`Continuity::take_after`] is returned in the same
     /// step, so no packet falls between the last forward and the end.
-    pub fn leave(&self, after: u64) -> Vec<Packet> {
+    pub fn leave(&self, after: u64) -> Forwarded {
         let mut state = self.lock();
         let taken = state.take_after(after);
         state.ended = true;
@@ -358,23 +401,23 @@ impl Continuity {
     /// Queues `packet` for the client, waiting for room on its edge; recorded while parked,
     /// and behind the packets waiting in line, if any. False once the session has ended.
     pub async fn deliver(&self, packet: Packet) -> bool {
-        self.put(packet, false).await
+        self.put(packet, None, false).await
     }
 
-    /// [`Continuity::deliver`]; `first` for the packet at the head of the line, which goes
-    /// out now.
-    async fn put(&self, packet: Packet, first: bool) -> bool {
+    /// [`Continuity::deliver`] for a packet of `broadcast`, if it is a broadcast's; `first` for
+    /// the packet at the head of the line, which goes out now.
+    async fn put(&self, packet: Packet, broadcast: Option<Arc<str>>, first: bool) -> bool {
         loop {
             let Some(at) = self.attachment() else {
                 let mut state = self.lock();
                 if state.ended {
                     return false;
                 }
-                if !first && state.wait_in_line(self, &packet) {
+                if !first && state.wait_in_line(self, &packet, broadcast.as_ref()) {
                     return true;
                 }
                 if state.at.is_none() {
-                    state.record(self, &Arc::new(packet));
+                    state.record(self, &Arc::new(packet), broadcast.as_ref());
                     return true;
                 }
                 continue;
@@ -393,11 +436,11 @@ impl Continuity {
             {
                 continue;
             }
-            if !first && state.wait_in_line(self, &packet) {
+            if !first && state.wait_in_line(self, &packet, broadcast.as_ref()) {
                 return true;
             }
             if state.counts(&packet) {
-                state.record(self, &Arc::new(packet.clone()));
+                state.record(self, &Arc::new(packet.clone()), broadcast.as_ref());
             }
             permit.send(BrokerFrame {
                 kind: Some(broker_frame::Kind::Deliver(Deliver {
@@ -409,16 +452,22 @@ impl Continuity {
         }
     }
 
-    /// Queues `packet` if the session's edge has room now, or keeps it while parked; false
-    /// if it was dropped (a full edge queue) or the session has ended.
-    pub fn try_deliver(self: &Arc<Self>, packet: &Arc<Packet>) -> bool {
+    /// Queues `packet` (of `broadcast`, if it is a broadcast's) if the session's edge has room
+    /// now, or keeps it while parked; false if it was dropped (a full edge queue) or the
+    /// session has ended.
+    pub fn try_deliver(self: &Arc<Self>, packet: &Arc<Packet>, broadcast: Broadcast<'_>) -> bool {
         match self.attachment() {
-            Some(at) => multicast(&at.edge, std::slice::from_ref(self), packet).delivered == 1,
+            Some(at) => {
+                multicast(&at.edge, std::slice::from_ref(self), packet, broadcast).delivered == 1
+            }
             None => {
                 let mut state = self.lock();
                 let parked = state.at.is_none() && !state.ended;
-                if parked && !state.wait_in_line(self, packet) {
-                    state.record(self, packet);
+                if parked
+                    && state.first_time(broadcast)
+                    && !state.wait_in_line(self, packet, broadcast)
+                {
+                    state.record(self, packet, broadcast);
                 }
                 parked
             }
@@ -428,17 +477,39 @@ impl Continuity {
     /// Packets for the session from its previous broker (PROTOCOL.md §13.5), oldest first:
     /// with `reply`, what that broker kept until the adoption, which goes before the packets
     /// held for it; otherwise ones that reached it later, after everything else. The session's
-    /// actor delivers them ([`Continuity::drain`]).
-    pub fn forwarded(&self, packets: Vec<Packet>, reply: bool) {
+    /// actor delivers them ([`Continuity::drain`]). A broadcast the session got here as well
+    /// is taken once: in the previous broker's place when this broker's copy still waits
+    /// behind the reply, else where it already is.
+    pub fn forwarded(&self, forwarded: Forwarded, reply: bool) {
         let mut state = self.lock();
         if state.ended {
             return;
         }
-        let packets = packets.into_iter().map(Arc::new);
-        if reply && state.holding {
+        let front = reply && state.holding;
+        let ids = forwarded.broadcasts.into_iter().map(Some);
+        let mut packets = VecDeque::with_capacity(forwarded.packets.len());
+        for (packet, id) in forwarded
+            .packets
+            .into_iter()
+            .zip(ids.chain(std::iter::repeat(None)))
+        {
+            let id: Option<Arc<str>> = id.filter(|id| !id.is_empty()).map(Arc::from);
+            if !state.first_time(id.as_ref()) {
+                let held = state
+                    .line
+                    .iter()
+                    .position(|(_, b)| b.is_some() && *b == id)
+                    .filter(|_| front);
+                let Some(held) = held else { continue };
+                state.line.remove(held);
+            }
+            packets.push_back((Arc::new(packet), id));
+        }
+        if front {
             state.holding = false;
             let held = std::mem::take(&mut state.line);
-            state.line = packets.chain(held).collect();
+            packets.extend(held);
+            state.line = packets;
         } else {
             state.line.extend(packets);
         }
@@ -473,12 +544,12 @@ impl Continuity {
                     return;
                 }
                 match state.line.front() {
-                    Some(head) => (**head).clone(),
+                    Some((head, broadcast)) => ((**head).clone(), broadcast.clone()),
                     None => return,
                 }
             };
             // The head stays in line while it goes out, so nothing overtakes it.
-            let delivered = self.put(head, true).await;
+            let delivered = self.put(head.0, head.1, true).await;
             let mut state = self.lock();
             if !delivered {
                 state.line.clear();
@@ -558,21 +629,66 @@ impl Continuity {
 }
 
 impl State {
-    fn take_after(&mut self, after: u64) -> Vec<Packet> {
+    fn take_after(&mut self, after: u64) -> Forwarded {
         if self.at.is_some() {
-            return Vec::new();
+            return Forwarded::default();
         }
         let from = after.max(self.forwarded);
         let oldest = self.sent - self.kept.len() as u64;
         let skip = usize::try_from(from.saturating_sub(oldest)).unwrap_or(usize::MAX);
-        let taken: Vec<Packet> = self.kept.iter().skip(skip).map(|p| (**p).clone()).collect();
+        let packets: Vec<Packet> = self.kept.iter().skip(skip).map(|p| (**p).clone()).collect();
+        // Packet `n` (counted from 1) is at `n - start - 1` of those taken.
+        let start = from.max(oldest);
+        let mut broadcasts = Vec::new();
+        if self.tagged.iter().any(|(n, _)| *n > start) {
+            broadcasts = vec![String::new(); packets.len()];
+            for (n, id) in self.tagged.iter().filter(|(n, _)| *n > start) {
+                if let Some(slot) = usize::try_from(n - start - 1)
+                    .ok()
+                    .and_then(|i| broadcasts.get_mut(i))
+                {
+                    *slot = id.to_string();
+                }
+            }
+        }
+        self.tagged.clear();
         self.forwarded = self.sent;
-        taken
+        // The copy is the adopter's from now on: what reaches it is kept for the adopter.
+        self.moving = true;
+        Forwarded {
+            packets,
+            broadcasts,
+        }
+    }
+
+    /// Whether the session is to take (a packet of) `broadcast`: always, but for a re-attached
+    /// one that already got it (see [`Once`]), which takes it as delivered.
+    fn first_time(&mut self, broadcast: Broadcast<'_>) -> bool {
+        let (Some(id), Some(once)) = (broadcast, self.once.as_mut()) else {
+            return true;
+        };
+        if tokio::time::Instant::now() >= once.until {
+            self.once = None;
+            return true;
+        }
+        if once.ids.contains(id) {
+            return false;
+        }
+        if once.ids.len() >= LINE {
+            once.ids.pop_front();
+        }
+        once.ids.push_back(id.clone());
+        true
     }
 
     /// Puts `packet` at the back of the line if packets wait there (or are held): true when
     /// it was taken so (or, the line full, lost or dropped; see [`LINE`]).
-    fn wait_in_line(&mut self, session: &Continuity, packet: &Packet) -> bool {
+    fn wait_in_line(
+        &mut self,
+        session: &Continuity,
+        packet: &Packet,
+        broadcast: Broadcast<'_>,
+    ) -> bool {
         if !self.holding && self.line.is_empty() {
             return false;
         }
@@ -583,7 +699,8 @@ impl State {
             }
             return true;
         }
-        self.line.push_back(Arc::new(packet.clone()));
+        self.line
+            .push_back((Arc::new(packet.clone()), broadcast.cloned()));
         if !self.holding {
             session.waiting.notify_one();
         }
@@ -607,11 +724,12 @@ impl State {
         self.kept.drain(..drop as usize);
     }
 
-    /// Counts and keeps the next packet for the client (heartbeat replies are neither, §13.2).
+    /// Counts and keeps the next packet for the client (heartbeat replies are neither, §13.2),
+    /// tagged with its `broadcast` while detached (an adopter may be sent it).
     /// Past the capacity the oldest is forgotten; while parked that is a hole no resume could
     /// fill, so `overflow` is cancelled. A handed-over copy forgets freely what its edge holds
     /// and what went to the adopter.
-    fn record(&mut self, session: &Continuity, packet: &Arc<Packet>) {
+    fn record(&mut self, session: &Continuity, packet: &Arc<Packet>, broadcast: Broadcast<'_>) {
         if !self.counts(packet) {
             return;
         }
@@ -626,43 +744,56 @@ impl State {
         }
         self.sent += 1;
         self.kept.push_back(packet.clone());
+        let oldest = self.sent - self.kept.len() as u64;
+        while self.tagged.front().is_some_and(|(n, _)| *n <= oldest) {
+            self.tagged.pop_front();
+        }
         if self.at.is_none() {
+            if let Some(id) = broadcast {
+                self.tagged.push_back((self.sent, id.clone()));
+            }
             session.changed.notify_one();
         }
     }
 }
 
-/// Queues `packet` for every session of `sessions` attached to `edge`, if there is room now;
-/// parked ones record it. Returns how many got it and whether the edge queue was full (then
-/// none did). Sessions found elsewhere (moved since the grouping) are returned to be sent
-/// on their own.
+/// The id of the broadcast a packet belongs to (`BrokerPush.broadcast_id`), for one that does.
+pub type Broadcast<'a> = Option<&'a Arc<str>>;
+
+/// Queues `packet` (of `broadcast`, if it is a broadcast's) for every session of `sessions`
+/// attached to `edge`, if there is room now; parked ones record it. Returns how many got it
+/// and whether the edge queue was full (then none did). Sessions found elsewhere (moved since
+/// the grouping) are returned to be sent on their own.
 pub fn multicast(
     edge: &Arc<EdgeHandle>,
     sessions: &[Arc<Continuity>],
     packet: &Arc<Packet>,
+    broadcast: Broadcast<'_>,
 ) -> Multicast {
     let mut result = Multicast::default();
     let Some(permit) = edge.try_reserve() else {
-        full(edge, sessions, packet, &mut result);
+        full(edge, sessions, packet, broadcast, &mut result);
         return result;
     };
     let _order = edge.order();
     let mut ids = Vec::with_capacity(sessions.len());
     for session in sessions {
         let mut state = session.lock();
-        if !state.ended && state.wait_in_line(session, packet) {
+        if !state.ended
+            && (!state.first_time(broadcast) || state.wait_in_line(session, packet, broadcast))
+        {
             result.delivered += 1;
             continue;
         }
         match &state.at {
             _ if state.ended => {}
             None => {
-                state.record(session, packet);
+                state.record(session, packet, broadcast);
                 result.delivered += 1;
             }
             Some(at) if std::ptr::eq(Arc::as_ptr(&at.edge), Arc::as_ptr(edge)) => {
                 let id = at.session_id;
-                state.record(session, packet);
+                state.record(session, packet, broadcast);
                 ids.push(id);
                 result.delivered += 1;
             }
@@ -685,6 +816,7 @@ fn full(
     edge: &Arc<EdgeHandle>,
     sessions: &[Arc<Continuity>],
     packet: &Arc<Packet>,
+    broadcast: Broadcast<'_>,
     result: &mut Multicast,
 ) {
     for session in sessions {
@@ -696,10 +828,11 @@ fn full(
             .map(|at| at.session_id);
         match here {
             _ if state.ended => {}
-            _ if state.wait_in_line(session, packet) => result.delivered += 1,
+            _ if !state.first_time(broadcast) => result.delivered += 1,
+            _ if state.wait_in_line(session, packet, broadcast) => result.delivered += 1,
             Some(id) if state.counts(packet) => {
                 state.at = None;
-                state.record(session, packet);
+                state.record(session, packet, broadcast);
                 drop(state);
                 edge.release_later(id);
                 session.parked.notify_one();
@@ -707,7 +840,7 @@ fn full(
             }
             Some(_) => result.dropped += 1,
             None if state.at.is_none() => {
-                state.record(session, packet);
+                state.record(session, packet, broadcast);
                 result.delivered += 1;
             }
             None => result.moved.push(session.clone()),
@@ -812,13 +945,13 @@ mod tests {
         let s = session(&a, 8);
         for n in 1..=3 {
             assert_eq!(
-                multicast(&a, std::slice::from_ref(&s), &push(n)).delivered,
+                multicast(&a, std::slice::from_ref(&s), &push(n), None).delivered,
                 1
             );
         }
         assert_eq!(delivered(&mut a_rx), vec![1, 2, 3]);
         assert!(s.park(&a, 1, None));
-        assert!(s.try_deliver(&push(4)), "kept while parked");
+        assert!(s.try_deliver(&push(4), None), "kept while parked");
         assert_eq!(s.counts(), (4, 4));
 
         // The client had 2 of them; it resumes at edge b as session 5 there.
@@ -831,7 +964,7 @@ mod tests {
         assert_eq!(replayed, vec![3, 4]);
         assert_eq!(granted.session.unwrap().uid, 7);
         assert!(s.is_at(&b, 5));
-        assert!(s.try_deliver(&push(5)));
+        assert!(s.try_deliver(&push(5), None));
         assert_eq!(
             delivered(&mut b_rx),
             vec![5],
@@ -869,7 +1002,7 @@ mod tests {
         let (a, mut a_rx) = edge("a");
         let s = session(&a, 8);
         for n in 1..=2 {
-            assert!(s.try_deliver(&push(n)));
+            assert!(s.try_deliver(&push(n), None));
         }
         assert!(s.hand_over(&a, 1).await);
         let kinds: Vec<Option<Kind>> = std::iter::from_fn(|| a_rx.try_recv().ok())
@@ -881,7 +1014,7 @@ mod tests {
         assert!(!s.hand_over(&a, 1).await, "once only");
         assert!(!s.took(&a, 1, 1), "its client packets no longer count here");
         for n in 3..=4 {
-            assert!(s.try_deliver(&push(n)), "kept for the adopter");
+            assert!(s.try_deliver(&push(n), None), "kept for the adopter");
         }
         assert!(
             delivered(&mut a_rx).is_empty(),
@@ -889,9 +1022,9 @@ mod tests {
         );
         // The adopter started from the edge's count, 2: it gets 3 and 4, and then only newer.
         let seqs = |packets: Vec<Packet>| packets.iter().map(|p| p.seq).collect::<Vec<_>>();
-        assert_eq!(seqs(s.take_after(2)), vec![3, 4]);
-        assert!(s.try_deliver(&push(5)));
-        assert_eq!(seqs(s.take_after(2)), vec![5]);
+        assert_eq!(seqs(s.take_after(2).packets), vec![3, 4]);
+        assert!(s.try_deliver(&push(5), None));
+        assert_eq!(seqs(s.take_after(2).packets), vec![5]);
         assert!(s.take_after(2).is_empty());
     }
 
@@ -907,12 +1040,12 @@ mod tests {
             session_id: 1,
         };
         let s = Arc::new(Continuity::new(Some(attachment), &open, 8));
-        assert!(s.try_deliver(&push(1)));
+        assert!(s.try_deliver(&push(1), None));
         assert_eq!(s.counts(), (0, 0), "nothing counted while attached");
         assert!(s.hand_over(&a, 1).await);
-        assert!(s.try_deliver(&push(2)));
+        assert!(s.try_deliver(&push(2), None));
         assert_eq!(delivered(&mut a_rx), vec![1]);
-        let taken: Vec<i32> = s.take_after(0).iter().map(|p| p.seq).collect();
+        let taken: Vec<i32> = s.take_after(0).packets.iter().map(|p| p.seq).collect();
         assert_eq!(
             taken,
             vec![2],
@@ -943,8 +1076,84 @@ mod tests {
         Arc::new(Continuity::new(Some(attachment), &open, 8))
     }
 
-    fn packets(seqs: &[i32]) -> Vec<Packet> {
-        seqs.iter().map(|n| (*push(*n)).clone()).collect()
+    fn packets(seqs: &[i32]) -> Forwarded {
+        Forwarded {
+            packets: seqs.iter().map(|n| (*push(*n)).clone()).collect(),
+            broadcasts: Vec::new(),
+        }
+    }
+
+    /// Packets `seqs` forwarded with their broadcast ids (`""`: not a broadcast's).
+    fn tagged(seqs: &[(i32, &str)]) -> Forwarded {
+        Forwarded {
+            packets: seqs.iter().map(|(n, _)| (*push(*n)).clone()).collect(),
+            broadcasts: seqs.iter().map(|(_, id)| (*id).to_owned()).collect(),
+        }
+    }
+
+    fn id(id: &str) -> Arc<str> {
+        Arc::from(id)
+    }
+
+    #[tokio::test]
+    async fn a_handed_over_copy_tells_the_adopter_which_packets_are_broadcasts() {
+        let (a, _a_rx) = edge("a");
+        let s = session(&a, 8);
+        assert!(s.try_deliver(&push(1), Some(&id("x/0"))));
+        assert!(s.hand_over(&a, 1).await);
+        assert!(s.try_deliver(&push(2), Some(&id("x/1"))));
+        assert!(s.try_deliver(&push(3), None));
+        assert_eq!(s.take_after(1), tagged(&[(2, "x/1"), (3, "")]));
+        assert!(s.try_deliver(&push(4), None));
+        assert_eq!(s.take_after(1), packets(&[4]), "no broadcast among them");
+        assert!(s.try_deliver(&push(5), Some(&id("x/2"))));
+        assert_eq!(s.leave(1), tagged(&[(5, "x/2")]));
+    }
+
+    #[tokio::test]
+    async fn an_adopter_takes_a_broadcast_both_brokers_delivered_once_in_the_old_brokers_order() {
+        let (b, mut b_rx) = edge("b");
+        let s = moved_in(&b, 2);
+        // Broadcast x/1 reaches the session here while held, then a push.
+        assert!(s.try_deliver(&push(11), Some(&id("x/1"))));
+        assert!(s.try_deliver(&push(5), None));
+        // The old broker delivered x/1 and x/2 to its copy after the edge left it; x/2 has
+        // not reached this broker yet.
+        s.forwarded(tagged(&[(3, ""), (11, "x/1"), (12, "x/2")]), true);
+        s.drain().await;
+        assert_eq!(
+            delivered(&mut b_rx),
+            vec![3, 11, 12, 5],
+            "x/1 once, in the old broker's place, before x/2"
+        );
+        // x/2 reaches this broker now: the session has it.
+        assert!(s.try_deliver(&push(12), Some(&id("x/2"))), "taken as had");
+        // x/3 here first, then from the old copy (which got it after the adoption).
+        assert!(s.try_deliver(&push(13), Some(&id("x/3"))));
+        s.forwarded(tagged(&[(13, "x/3"), (6, "")]), false);
+        s.drain().await;
+        assert_eq!(delivered(&mut b_rx), vec![13, 6]);
+        assert_eq!(s.counts().0, 2 + 6, "each counted once");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_session_takes_broadcasts_once_only_for_the_instant_of_its_adoption() {
+        let (b, mut b_rx) = edge("b");
+        let s = moved_in(&b, 0);
+        s.forwarded(packets(&[]), true);
+        assert!(s.try_deliver(&push(1), Some(&id("x/1"))));
+        assert!(s.try_deliver(&push(1), Some(&id("x/1"))));
+        assert_eq!(delivered(&mut b_rx), vec![1]);
+        tokio::time::advance(ONCE_FOR).await;
+        // Long after: a broadcast id is no longer looked at (ids are unique per broadcast).
+        assert!(s.try_deliver(&push(1), Some(&id("x/1"))));
+        assert_eq!(delivered(&mut b_rx), vec![1]);
+        // A session that was not re-attached never looks.
+        let (a, mut a_rx) = edge("a");
+        let t = session(&a, 8);
+        assert!(t.try_deliver(&push(2), Some(&id("x/2"))));
+        assert!(t.try_deliver(&push(2), Some(&id("x/2"))));
+        assert_eq!(delivered(&mut a_rx), vec![2, 2]);
     }
 
     #[tokio::test]
@@ -954,7 +1163,7 @@ mod tests {
         let s = moved_in(&b, 2);
         assert!(s.holding());
         // Pushes resolved here, and a tunnel reply, while the old broker's reply is on its way.
-        assert!(s.try_deliver(&push(5)));
+        assert!(s.try_deliver(&push(5), None));
         assert!(s.deliver((*push(6)).clone()).await);
         assert!(delivered(&mut b_rx).is_empty(), "held for the reply");
         s.drain().await;
@@ -963,13 +1172,13 @@ mod tests {
         s.forwarded(packets(&[3, 4]), true);
         assert!(!s.holding());
         // More arrives before the actor drains: it waits behind the line.
-        assert!(s.try_deliver(&push(7)));
+        assert!(s.try_deliver(&push(7), None));
         s.drain().await;
         assert_eq!(delivered(&mut b_rx), vec![3, 4, 5, 6, 7]);
         // A packet that reached the old broker later (a reply in flight) comes after.
         s.forwarded(packets(&[8]), false);
         s.drain().await;
-        assert!(s.try_deliver(&push(9)));
+        assert!(s.try_deliver(&push(9), None));
         assert_eq!(
             delivered(&mut b_rx),
             vec![8, 9],
@@ -982,10 +1191,10 @@ mod tests {
     async fn an_adopter_with_no_reply_in_time_delivers_what_it_held_in_order() {
         let (b, mut b_rx) = edge("b");
         let s = moved_in(&b, 0);
-        assert!(s.try_deliver(&push(1)));
-        assert!(s.try_deliver(&push(2)));
+        assert!(s.try_deliver(&push(1), None));
+        assert!(s.try_deliver(&push(2), None));
         s.stop_holding();
-        assert!(s.try_deliver(&push(3)), "behind what was held");
+        assert!(s.try_deliver(&push(3), None), "behind what was held");
         s.drain().await;
         assert_eq!(delivered(&mut b_rx), vec![1, 2, 3]);
         // A reply that comes late is delivered after, not before.
@@ -998,10 +1207,10 @@ mod tests {
     async fn a_parked_sessions_copy_must_hold_what_was_kept_and_an_attached_ones_need_not() {
         let (a, _a_rx) = edge("a");
         let s = session(&a, 8);
-        assert!(s.try_deliver(&push(1)));
+        assert!(s.try_deliver(&push(1), None));
         assert_eq!(s.copy_due(), None, "attached: its edge holds the tail");
         assert!(s.park(&a, 1, None));
-        assert!(s.try_deliver(&push(2)));
+        assert!(s.try_deliver(&push(2), None));
         assert_eq!(s.copy_due(), Some(2));
         assert!(s.copy_behind());
         let short = std::time::Duration::from_millis(50);
@@ -1018,7 +1227,7 @@ mod tests {
         let (a, mut a_rx) = edge("a");
         let s = session(&a, 8);
         assert!(!s.holding());
-        assert!(s.try_deliver(&push(1)));
+        assert!(s.try_deliver(&push(1), None));
         assert_eq!(delivered(&mut a_rx), vec![1]);
     }
 
@@ -1027,22 +1236,22 @@ mod tests {
         let (a, _a_rx) = edge("a");
         let s = session(&a, 4);
         for n in 1..=4 {
-            assert!(s.try_deliver(&push(n)));
+            assert!(s.try_deliver(&push(n), None));
         }
         assert!(s.hand_over(&a, 1).await);
         // Four more than the edge holds: the copy forgets 1–4 (the edge has them).
         for n in 5..=8 {
-            assert!(s.try_deliver(&push(n)));
+            assert!(s.try_deliver(&push(n), None));
         }
         assert!(!s.lost.is_cancelled());
-        let seqs: Vec<i32> = s.take_after(4).iter().map(|p| p.seq).collect();
+        let seqs: Vec<i32> = s.take_after(4).packets.iter().map(|p| p.seq).collect();
         assert_eq!(seqs, vec![5, 6, 7, 8]);
         // 5–8 went to the adopter: forgetting them loses nothing either.
-        assert!(s.try_deliver(&push(9)));
+        assert!(s.try_deliver(&push(9), None));
         assert!(!s.lost.is_cancelled());
         // Past that, a packet the adopter never got would be forgotten: the copy is lost.
         for n in 10..=13 {
-            assert!(s.try_deliver(&push(n)));
+            assert!(s.try_deliver(&push(n), None));
         }
         assert!(s.lost.is_cancelled());
         assert_eq!(s.lost_reason(), "resume_overflow");
@@ -1102,7 +1311,7 @@ mod tests {
         let (a, _a_rx) = edge("a");
         let s = session(&a, 2);
         for n in 1..=3 {
-            multicast(&a, std::slice::from_ref(&s), &push(n));
+            multicast(&a, std::slice::from_ref(&s), &push(n), None);
         }
         assert!(
             !s.lost.is_cancelled(),
@@ -1117,10 +1326,10 @@ mod tests {
 
         let parked = session(&a, 2);
         assert!(parked.park(&a, 1, None));
-        parked.try_deliver(&push(1));
-        parked.try_deliver(&push(2));
+        parked.try_deliver(&push(1), None);
+        parked.try_deliver(&push(2), None);
         assert!(!parked.lost.is_cancelled());
-        parked.try_deliver(&push(3));
+        parked.try_deliver(&push(3), None);
         assert!(parked.lost.is_cancelled(), "a hole no resume could fill");
         assert_eq!(parked.lost_reason(), "resume_overflow");
     }
@@ -1139,8 +1348,8 @@ mod tests {
             8,
         ));
         let both = [resumable.clone(), plain.clone()];
-        assert_eq!(multicast(&a, &both, &push(1)).delivered, 2);
-        let sent = multicast(&a, &both, &push(2));
+        assert_eq!(multicast(&a, &both, &push(1), None).delivered, 2);
+        let sent = multicast(&a, &both, &push(2), None);
         assert_eq!((sent.delivered, sent.dropped), (1, 1), "the queue is full");
         assert_eq!(resumable.attachment().map(|a| a.session_id), None, "parked");
         assert_eq!(resumable.counts(), (2, 2), "push 2 is kept for its resume");
@@ -1157,9 +1366,9 @@ mod tests {
         let (a, _a_rx) = edge("a");
         let s = session(&a, 8);
         let beat = Arc::new(system::heartbeat_reply(3, 7, 0, 1));
-        multicast(&a, std::slice::from_ref(&s), &beat);
-        multicast(&a, std::slice::from_ref(&s), &push(1));
-        multicast(&a, std::slice::from_ref(&s), &push(2));
+        multicast(&a, std::slice::from_ref(&s), &beat, None);
+        multicast(&a, std::slice::from_ref(&s), &push(1), None);
+        multicast(&a, std::slice::from_ref(&s), &push(2), None);
         s.progress(&a, 1, 1, 4);
         assert_eq!(s.counts(), (2, 1));
         assert!(s.took(&a, 1, 9));

@@ -27,7 +27,7 @@ use tokio::sync::Semaphore;
 use tonic::{Request, Response, Status};
 
 use crate::bus::{Confirm, Incoming, Sent, subject};
-use crate::continuity::{self, Continuity};
+use crate::continuity::{self, Broadcast, Continuity, Forwarded};
 use crate::error::{Error, Result};
 use crate::missed::Notice;
 use crate::registry::{Command, EdgeHandle, Groups};
@@ -475,12 +475,17 @@ impl Pusher {
     /// Delivers broadcast `push` to the matching sessions here, noting that it did.
     fn deliver_broadcast(&self, push: &BrokerPush, packets: &[Arc<Packet>]) -> Vec<Queued> {
         let (groups, count) = self.state.registry.matching(&push.color, push.sid);
-        if !push.broadcast_id.is_empty() {
-            self.state
-                .missed
-                .handled(&push.broadcast_id, count, Instant::now());
+        if push.broadcast_id.is_empty() {
+            return self.deliver_packets(groups, packets, None);
         }
-        self.deliver_packets(groups, packets)
+        self.state
+            .missed
+            .handled(&push.broadcast_id, count, Instant::now());
+        self.deliver_packets(
+            groups,
+            packets,
+            Some(&Arc::from(push.broadcast_id.as_str())),
+        )
     }
 
     /// A notice (PROTOCOL.md §13.5): delivers the broadcast to the sessions adopted here from
@@ -502,16 +507,26 @@ impl Pusher {
         metrics
             .with_label_values(&["delivered"])
             .inc_by(here.len() as u64);
-        self.deliver_packets(groups, &notice.packets)
+        self.deliver_packets(
+            groups,
+            &notice.packets,
+            Some(&Arc::from(notice.id.as_str())),
+        )
     }
 
     /// Queues `bodies` for `groups`; returns each edge queued with its link's frame count then.
     fn deliver(&self, groups: Groups, bodies: &[bc::PushBody]) -> Vec<Queued> {
-        self.deliver_packets(groups, &to_packets(bodies))
+        self.deliver_packets(groups, &to_packets(bodies), None)
     }
 
-    /// [`Pusher::deliver`] for packets.
-    fn deliver_packets(&self, groups: Groups, packets: &[Arc<Packet>]) -> Vec<Queued> {
+    /// [`Pusher::deliver`] for packets, of `broadcast` if they are a broadcast's (a session
+    /// moving between brokers takes each broadcast once, PROTOCOL.md §13.5).
+    fn deliver_packets(
+        &self,
+        groups: Groups,
+        packets: &[Arc<Packet>],
+        broadcast: Broadcast<'_>,
+    ) -> Vec<Queued> {
         let dropped = || {
             self.state
                 .metrics
@@ -521,19 +536,19 @@ impl Pusher {
         };
         for packet in packets {
             for (edge, sessions) in &groups.edges {
-                let sent = continuity::multicast(edge, sessions, packet);
+                let sent = continuity::multicast(edge, sessions, packet, broadcast);
                 if sent.dropped > 0 {
                     dropped();
                     tracing::warn!(edge = %edge.edge_id, sessions = sent.dropped, "edge queue full; push dropped");
                 }
                 for moved in sent.moved {
-                    if !moved.try_deliver(packet) {
+                    if !moved.try_deliver(packet, broadcast) {
                         dropped();
                     }
                 }
             }
             for parked in &groups.parked {
-                parked.try_deliver(packet);
+                parked.try_deliver(packet, broadcast);
             }
         }
         let copies = groups
@@ -630,11 +645,17 @@ impl Pusher {
     async fn on_own(&self, incoming: Incoming) -> Result<()> {
         let started = std::time::Instant::now();
         let message = decode::<BrokerPush>(&incoming.payload, "push message")?;
+        let noticed = !message.missed_by.is_empty();
+        let broadcast_packets = if message.broadcast || noticed {
+            to_packets(&message.bodies)
+        } else {
+            Vec::new()
+        };
         let mut queued = if message.broadcast {
-            let queued = self.deliver_broadcast(&message, &to_packets(&message.bodies));
+            let queued = self.deliver_broadcast(&message, &broadcast_packets);
             self.observe("bus_broadcast", started);
             queued
-        } else if !message.missed_by.is_empty() {
+        } else if noticed {
             Vec::new()
         } else {
             let (groups, _, elsewhere) = self.state.registry.split(&message.uids);
@@ -656,9 +677,9 @@ impl Pusher {
             self.observe("bus_unicast", started);
             queued
         };
-        if !message.missed_by.is_empty() {
+        if noticed {
             // A broadcast naming brokers gone, or the notice after one (PROTOCOL.md §13.5).
-            queued.extend(self.on_notice(&message, to_packets(&message.bodies)));
+            queued.extend(self.on_notice(&message, broadcast_packets));
         }
         if let Some(reply) = incoming.reply {
             let pusher = self.clone();
@@ -740,9 +761,13 @@ impl Pusher {
             // What the session's previous broker got after it moved here (PROTOCOL.md §13.5):
             // the session's actor delivers it as this broker's own, in the order it was sent.
             if let Some(entry) = entry {
+                let forwarded = Forwarded {
+                    packets: control.forwarded,
+                    broadcasts: control.forwarded_broadcasts,
+                };
                 entry
                     .continuity
-                    .forwarded(control.forwarded, control.adoption_reply);
+                    .forwarded(forwarded, control.adoption_reply);
             }
             return Ok(());
         }
@@ -753,7 +778,7 @@ impl Pusher {
                     &self.state,
                     &control.adopted_by,
                     control.uid,
-                    Vec::new(),
+                    Forwarded::default(),
                     true,
                 )
                 .await;
@@ -768,7 +793,7 @@ impl Pusher {
             // just ended answers nothing, so the adopter is told here.
             self.state.tasks.spawn(async move {
                 if entry.commands.send(Box::new(command)).await.is_err() {
-                    session::forward(&state, &by, uid, Vec::new(), true).await;
+                    session::forward(&state, &by, uid, Forwarded::default(), true).await;
                 }
             });
             return Ok(());

@@ -184,14 +184,22 @@ pub struct Entry {
 /// Sessions by uid.
 #[derive(Debug, Default)]
 pub struct Registry {
-    by_uid: Mutex<HashMap<i64, Entry>>,
-    /// Broadcasts delivered ([`Registry::matching`]), counted under the lock of `by_uid`.
+    sessions: Mutex<Sessions>,
+    /// Broadcasts delivered ([`Registry::matching`]), counted under the lock of `sessions`.
     broadcasts: AtomicU64,
 }
 
+#[derive(Debug, Default)]
+struct Sessions {
+    by_uid: HashMap<i64, Entry>,
+    /// Copies another broker adopted, for the instant they still forward to it (PROTOCOL.md
+    /// §13.5): pushes follow the route to the adopter, broadcasts still reach them here.
+    leaving: HashMap<i64, Entry>,
+}
+
 impl Registry {
-    fn map(&self) -> std::sync::MutexGuard<'_, HashMap<i64, Entry>> {
-        self.by_uid.lock().unwrap_or_else(|p| p.into_inner())
+    fn map(&self) -> std::sync::MutexGuard<'_, Sessions> {
+        self.sessions.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     /// Makes `entry` the session of `uid`; returns the one it replaced, and the count of
@@ -200,29 +208,45 @@ impl Registry {
     pub fn insert(&self, uid: i64, entry: Entry) -> (Option<Entry>, u64) {
         let mut map = self.map();
         (
-            map.insert(uid, entry),
+            map.by_uid.insert(uid, entry),
             self.broadcasts.load(Ordering::Relaxed),
         )
     }
 
-    /// Removes `uid`'s session if it is still `session`; returns whether it was (a replaced
-    /// session must not remove its successor).
+    /// Removes `uid`'s session if it is still `session` (or its leaving copy, if that is
+    /// `session`); returns whether it was the session (a replaced session must not remove its
+    /// successor).
     pub fn remove_if_current(&self, uid: i64, session: &Arc<Continuity>) -> bool {
         let mut map = self.map();
-        if map
-            .get(&uid)
-            .is_some_and(|e| Arc::ptr_eq(&e.continuity, session))
-        {
-            map.remove(&uid);
+        let is = |e: &Entry| Arc::ptr_eq(&e.continuity, session);
+        if map.leaving.get(&uid).is_some_and(is) {
+            map.leaving.remove(&uid);
+        }
+        if map.by_uid.get(&uid).is_some_and(is) {
+            map.by_uid.remove(&uid);
             true
         } else {
             false
         }
     }
 
+    /// `uid`'s session, if it is still `session`, was adopted by another broker: it leaves, and
+    /// until it is removed only broadcasts reach it (see [`Sessions::leaving`]).
+    pub fn leave(&self, uid: i64, session: &Arc<Continuity>) {
+        let mut map = self.map();
+        if map
+            .by_uid
+            .get(&uid)
+            .is_some_and(|e| Arc::ptr_eq(&e.continuity, session))
+            && let Some(entry) = map.by_uid.remove(&uid)
+        {
+            map.leaving.insert(uid, entry);
+        }
+    }
+
     /// `uid`'s session, if it is here.
     pub fn get(&self, uid: i64) -> Option<Entry> {
-        self.map().get(&uid).cloned()
+        self.map().by_uid.get(&uid).cloned()
     }
 
     /// The sessions of `uids` that are here, grouped by edge (one delivery per edge), with the
@@ -231,8 +255,8 @@ impl Registry {
     pub fn split(&self, uids: &[i64]) -> (Groups, Vec<i64>, Vec<i64>) {
         let map = self.map();
         let (here, elsewhere): (Vec<i64>, Vec<i64>) =
-            uids.iter().partition(|uid| map.contains_key(uid));
-        let groups = group(here.iter().filter_map(|uid| map.get(uid)));
+            uids.iter().partition(|uid| map.by_uid.contains_key(uid));
+        let groups = group(here.iter().filter_map(|uid| map.by_uid.get(uid)));
         (groups, here, elsewhere)
     }
 
@@ -241,15 +265,16 @@ impl Registry {
     pub fn matching(&self, color: &str, sid: i64) -> (Groups, u64) {
         let map = self.map();
         let count = self.broadcasts.fetch_add(1, Ordering::Relaxed) + 1;
+        let all = map.by_uid.values().chain(map.leaving.values());
         (
-            group(map.values().filter(|e| e.color == color && e.sid == sid)),
+            group(all.filter(|e| e.color == color && e.sid == sid)),
             count,
         )
     }
 
     /// How many sessions are here.
     pub fn len(&self) -> usize {
-        self.map().len()
+        self.map().by_uid.len()
     }
 
     /// Whether no session is here.
@@ -406,5 +431,33 @@ mod tests {
             2,
             "which the second counts past"
         );
+    }
+
+    #[test]
+    fn a_leaving_copy_gets_broadcasts_only_until_it_is_removed() {
+        let registry = Registry::default();
+        let a = edge("a");
+        registry.insert(1, entry(&a, 10, "blue", 1));
+        let copy = registry.get(1).unwrap().continuity;
+        registry.leave(1, &copy);
+        assert!(registry.get(1).is_none(), "pushes follow the route away");
+        assert_eq!(registry.split(&[1]).2, vec![1]);
+        assert!(registry.is_empty());
+        assert_eq!(
+            ids(registry.matching("blue", 1).0),
+            vec![("a".into(), vec![10])]
+        );
+        // Its uid logs in here again meanwhile: both get broadcasts, the copy cannot remove it.
+        registry.insert(1, entry(&a, 11, "blue", 1));
+        assert_eq!(
+            ids(registry.matching("blue", 1).0),
+            vec![("a".into(), vec![10, 11])]
+        );
+        assert!(!registry.remove_if_current(1, &copy));
+        assert_eq!(
+            ids(registry.matching("blue", 1).0),
+            vec![("a".into(), vec![11])]
+        );
+        assert!(registry.get(1).is_some());
     }
 }

@@ -21,7 +21,7 @@ use tracing::Instrument;
 
 use crate::bus::subject;
 use crate::config::TunnelKind;
-use crate::continuity::{Attachment, Continuity};
+use crate::continuity::{Attachment, Continuity, Forwarded};
 use crate::registry::{Command, EdgeHandle, Entry};
 use crate::route::{gate_route_key, parked_key};
 use crate::state::{BrokerState, broker_id};
@@ -63,7 +63,7 @@ const ADOPTION_REPLY_WAIT: std::time::Duration = std::time::Duration::from_secs(
 
 /// Sends the broker at `by`, which adopted `uid`'s session, packets that reached this broker's
 /// copy (PROTOCOL.md §13.5); `reply` for the answer to the adoption, sent even when empty.
-pub async fn forward(state: &BrokerState, by: &str, uid: i64, forwarded: Vec<Packet>, reply: bool) {
+pub async fn forward(state: &BrokerState, by: &str, uid: i64, forwarded: Forwarded, reply: bool) {
     if forwarded.is_empty() && !reply {
         return;
     }
@@ -71,10 +71,11 @@ pub async fn forward(state: &BrokerState, by: &str, uid: i64, forwarded: Vec<Pac
         .metrics
         .handovers
         .with_label_values(&["forwarded_packets"])
-        .inc_by(forwarded.len() as u64);
+        .inc_by(forwarded.packets.len() as u64);
     let control = BrokerControl {
         uid,
-        forwarded,
+        forwarded: forwarded.packets,
+        forwarded_broadcasts: forwarded.broadcasts,
         adoption_reply: reply,
         ..BrokerControl::default()
     };
@@ -387,12 +388,12 @@ impl Actor {
     /// Another broker took the session, from its packet `after` on (PROTOCOL.md §13.5). A copy
     /// still attached here is a login that went on here (a resume won the race): it stays, and
     /// route renewal settles which one remains. A detached copy leaves the registry (pushes
-    /// follow the route to the adopter from now on), answers with what it kept, and ends after
-    /// [`ADOPTED_LINGER`], forwarding what still reaches it meanwhile (a tunnel reply in
-    /// flight). The adopter hears back either way, so it holds its own packets no longer.
+    /// follow the route to the adopter from now on; broadcasts still reach it), answers with
+    /// what it kept, and ends after [`ADOPTED_LINGER`], forwarding what still reaches it
+    /// meanwhile (a tunnel reply in flight, a broadcast the adopter may have missed). The adopter hears back either way, so it holds its own packets no longer.
     async fn adopted(&mut self, by: String, after: u64) {
         if self.continuity.attachment().is_some() || self.leaving.is_some() {
-            forward(&self.state, &by, self.uid, Vec::new(), true).await;
+            forward(&self.state, &by, self.uid, Forwarded::default(), true).await;
             return;
         }
         tracing::info!(adopter = %by, after, "session adopted by another broker");
@@ -401,9 +402,7 @@ impl Actor {
             .handovers
             .with_label_values(&["adopted"])
             .inc();
-        self.state
-            .registry
-            .remove_if_current(self.uid, &self.continuity);
+        self.state.registry.leave(self.uid, &self.continuity);
         let kept = self.continuity.take_after(after);
         forward(&self.state, &by, self.uid, kept, true).await;
         self.leaving = Some((by, after, tokio::time::Instant::now() + ADOPTED_LINGER));
@@ -529,9 +528,14 @@ impl Actor {
                     .with_label_values(&["delivered"])
                     .inc_by(missed.len() as u64);
             }
-            let packets = missed.iter().flat_map(|n| n.packets.iter());
-            self.continuity
-                .forwarded(packets.map(|p| (**p).clone()).collect(), true);
+            let mut forwarded = Forwarded::default();
+            for notice in &missed {
+                for packet in &notice.packets {
+                    forwarded.packets.push((**packet).clone());
+                    forwarded.broadcasts.push(notice.id.clone());
+                }
+            }
+            self.continuity.forwarded(forwarded, true);
         }
         {
             // A re-attached session is the same login moving here, not a second one: its old

@@ -55,7 +55,7 @@ const PLAYERS: i64 = 500;
 const FIRST_UID: i64 = 20_000;
 /// The module of the numbered pushes.
 const PUSH_MODULE: i32 = 9;
-/// The module of the numbered broadcasts (the broker-kill phase).
+/// The module of the numbered broadcasts (the broker-kill and rebalance phases).
 const BROADCAST_MODULE: i32 = 10;
 /// Pause between two broadcasts (each waited for).
 const BROADCAST_PAUSE: Duration = Duration::from_millis(250);
@@ -943,6 +943,14 @@ async fn suite(bus: &'static str) {
     // the restarted broker's new published port, starts before that.
     let targets = endpoints_of(&cluster).await;
     let phase = Phase::start(&cluster, "rebalance", players, |_| survivor, targets).await;
+    // Broadcasts while the sessions move: both brokers deliver each, and a session adopted in
+    // between still gets it once (PROTOCOL.md §13.5).
+    let stop_broadcasts = CancellationToken::new();
+    let broadcasts = tokio::spawn(broadcast_stream(
+        phase.tag,
+        push_apis(&cluster).await.swap_remove(survivor),
+        stop_broadcasts.clone(),
+    ));
     let pushing = Instant::now();
     let mut split = Vec::new();
     for _ in 0..120 {
@@ -956,8 +964,18 @@ async fn suite(bus: &'static str) {
     // Pacing, not an assertion: pushes go on past the moves before the phase ends.
     tokio::time::sleep(Duration::from_secs(2)).await;
     let tag = phase.tag;
+    stop_broadcasts.cancel();
+    let broadcasts = broadcasts.await.unwrap();
     let (streams, seen) = phase.finish().await;
     assert_nobody_lost(&cluster, &seen, "rebalance");
+    let lost_broadcasts = missed_broadcasts(&seen, &broadcasts);
+    if !lost_broadcasts.is_empty() {
+        failures.push(format!(
+            "rebalance: broadcasts whose call succeeded never reached these players (uid, \
+             broadcasts): {:?}",
+            &lost_broadcasts[..lost_broadcasts.len().min(20)]
+        ));
+    }
     let mut gaps = Vec::new();
     for s in &seen {
         let uid = s.player.uid;
@@ -986,12 +1004,15 @@ async fn suite(bus: &'static str) {
          {} sessions moved to it without reconnecting, the split matching the hash {} ms after \
          the start (1 s settle, 3 s spread, adopted copies ending 2 s later); {pushes} numbered \
          pushes to {} sessions in order, none twice, none missing; longest wait between two \
-         pushes while they moved: {}; logged out: none; sessions per broker after: {split:?}",
+         pushes while they moved: {}; {} broadcasts meanwhile ({} calls failed), each once and in \
+         order at every player; logged out: none; sessions per broker after: {split:?}",
         linked.as_millis(),
         want[victim],
         settled.as_millis(),
         seen.len(),
         spread(gaps),
+        broadcasts.len(),
+        broadcasts.iter().filter(|c| c.is_err()).count(),
     );
     eprintln!(
         "chaos: continuity suite on the {bus} bus: cluster up in {} ms, {PLAYERS} resumable \

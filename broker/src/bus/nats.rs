@@ -10,13 +10,8 @@ use bytes::Bytes;
 use futures_util::stream::BoxStream;
 use futures_util::{FutureExt, StreamExt};
 
-use super::{Confirm, Incoming, PushBus, Reply, Sent};
+use super::{Confirm, Incoming, PushBus, Reply, SEND_TIMEOUT, Sent};
 use crate::error::{Error, Result};
-
-/// How long a [`PushBus::send`] waits for the subscriber's answer (one that waits for its
-/// edges waits up to two seconds). Past it the message is [`Sent::Unanswered`]: the subscriber
-/// may have it, or may have died with it.
-const SEND_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(3);
 
 /// The header of a [`PushBus::send`] whose sender waits for [`Confirm::Held`].
 const CONFIRM_HEADER: &str = "Janus-Confirm";

@@ -61,7 +61,7 @@ use tokio_stream::wrappers::ReceiverStream;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use super::{Confirm, Incoming, PushBus, Reply, SUBSCRIBER_QUEUE, Sent, offer};
+use super::{Confirm, Incoming, PushBus, Reply, SEND_TIMEOUT, SUBSCRIBER_QUEUE, Sent, offer};
 use crate::error::{Error, Result};
 use crate::redis_conn::{Commands, Resend, Subscription};
 
@@ -78,9 +78,6 @@ const POP_WAIT_SECS: u64 = 1;
 const MEMBER_QUEUE: usize = 64;
 /// Pause after a failed pop before the next.
 const RETRY: Duration = Duration::from_secs(1);
-/// How long a [`PushBus::send`] waits for its answer (one that waits for the receiver's edges
-/// waits up to two seconds), as on NATS.
-const SEND_TIMEOUT: Duration = Duration::from_secs(3);
 
 /// The channel requests for `subject` go to.
 fn request_channel(subject: &str) -> String {

@@ -438,6 +438,12 @@ pub struct BrokerControl {
     /// adoption (possibly nothing). Later forwards (a tunnel reply in flight) come as they arrive.
     #[prost(bool, tag = "7")]
     pub adoption_reply: bool,
+    /// The id of the broadcast each packet of `forwarded` belongs to (`BrokerPush.broadcast_id`),
+    /// in the same order; empty for a packet that is not a broadcast's, and empty altogether when
+    /// none is. The adopter may have delivered the same broadcast to the session itself; it takes
+    /// each once (PROTOCOL.md §13.5).
+    #[prost(string, repeated, tag = "8")]
+    pub forwarded_broadcasts: ::prost::alloc::vec::Vec<::prost::alloc::string::String>,
 }
 /// The transport a client came in on.
 #[allow(clippy::all)]
