@@ -28,28 +28,44 @@ need openssl "the key-file tests read what janus keygen writes with OpenSSL: apt
 cargo fmt --version >/dev/null 2>&1 || { echo "error: rustfmt missing: rustup component add rustfmt" >&2; exit 1; }
 cargo clippy --version >/dev/null 2>&1 || { echo "error: clippy missing: rustup component add clippy" >&2; exit 1; }
 
+# Installs the Debian packages named after $1 (what needs them) that are missing, as root, or
+# fails with the command that would.
+debian_packages() {
+  local why="$1" missing="" package
+  shift
+  for package in "$@"; do
+    dpkg-query -W -f='${Status}' "$package" 2>/dev/null | grep -q 'install ok installed' ||
+      missing="$missing $package"
+  done
+  [ -z "$missing" ] && return 0
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+    echo "installing:$missing"
+    # shellcheck disable=SC2086 # one word per package
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -q $missing ||
+      { apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q $missing; } || {
+        echo "error: could not install $why: apt-get install$missing" >&2; exit 1; }
+  else
+    echo "error: $why: apt-get install$missing" >&2
+    exit 1
+  fi
+}
+
 step "Debian's Go packages for the Go test peers (integration-tests/go)"
 # The suites build a go-pantheon-style game service and client from these, offline, in GOPATH
 # mode (integration-tests/src/gopeer.rs); a missing package fails those suites, never skips them.
-go_packages=$(grep -v '^#' integration-tests/go/debian-packages | awk 'NF { print $1 }' | tr '\n' ' ')
-missing_go_packages=""
-for package in $go_packages; do
-  dpkg-query -W -f='${Status}' "$package" 2>/dev/null | grep -q 'install ok installed' ||
-    missing_go_packages="$missing_go_packages $package"
-done
-if [ -n "$missing_go_packages" ]; then
-  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
-    echo "installing:$missing_go_packages"
-    # shellcheck disable=SC2086 # one word per package
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -q $missing_go_packages ||
-      { apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q $missing_go_packages; } || {
-        echo "error: could not install the Go test peers' packages: apt-get install$missing_go_packages" >&2; exit 1; }
-  else
-    echo "error: the Go test peers need Debian's Go packages: apt-get install$missing_go_packages" >&2
-    exit 1
-  fi
-fi
+# shellcheck disable=SC2046 # one word per package
+debian_packages "the Go test peers' packages" \
+  $(grep -v '^#' integration-tests/go/debian-packages | awk 'NF { print $1 }')
 go version
+
+step "the JavaScript SDK's tools (sdk/js): Node >= 20.10, TypeScript, Chromium, Playwright"
+need node "the JavaScript SDK's tests run on Node >= 20.10 (Debian's nodejs, or NodeSource's)"
+node -e 'const [a, b] = process.versions.node.split(".").map(Number); process.exit(a > 20 || (a === 20 && b >= 10) ? 0 : 1)' ||
+  { echo "error: the JavaScript SDK's tests need Node >= 20.10 (--experimental-websocket), found $(node --version)" >&2; exit 1; }
+debian_packages "the JavaScript SDK's type check and browser test" node-typescript chromium
+python3 -c 'import playwright.sync_api' 2>/dev/null || python3 -m pip install --quiet playwright || {
+  echo "error: the browser test drives Chromium with Playwright for Python: python3 -m pip install playwright" >&2; exit 1; }
+echo "node $(node --version), tsc $(tsc --version), $(chromium --version)"
 
 step "format"
 cargo fmt --all -- --check
@@ -107,6 +123,16 @@ cargo test --workspace --doc --locked 2>&1 | tee -a "$results"
 
 step "tests (unit, property, integration, benches in test mode)"
 cargo test --workspace --all-targets --locked 2>&1 | tee -a "$results"
+
+step "the JavaScript SDK: types, vectors, a real standalone gateway, real Chromium (sdk/js)"
+tsc --noEmit -p sdk/js
+sdk_results=$(mktemp)
+JANUS_BIN="$CARGO_TARGET_DIR/debug/janus" JANUS_SCREENSHOT="$CARGO_TARGET_DIR/janus-demo.png" \
+  node --experimental-websocket --test sdk/js/test/ 2>&1 | tee "$sdk_results"
+# Counted in the closing summary like a test binary.
+awk '/^# pass / { p = $3 } /^# fail / { f = $3 } END { printf "test result: sdk. %d passed; %d failed\n", p, f }' \
+  "$sdk_results" | tee -a "$results"
+rm -f "$sdk_results"
 
 step "the suites that start a game service, again against the Go one written like Roma"
 # --workspace, not -p: the same feature set as the run above, so nothing is rebuilt.

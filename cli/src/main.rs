@@ -4,6 +4,7 @@
 //! are the tools a developer needs around them.
 
 mod bench;
+mod browser_demo;
 mod connect;
 mod game_demo;
 mod http;

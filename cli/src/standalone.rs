@@ -16,7 +16,7 @@ use janus_shared::telemetry;
 use serde::Deserialize;
 use tokio_util::sync::CancellationToken;
 
-use crate::keys;
+use crate::{browser_demo, keys};
 
 /// `configs.tmpl/standalone.toml`.
 #[derive(Debug, Clone, Deserialize)]
@@ -26,6 +26,8 @@ pub(crate) struct StandaloneConfig {
     keys_dir: String,
     /// The demo game service's gRPC address.
     game_listen: String,
+    /// The browser demo's HTTP address (the SDK, a demo page, dev tokens); empty: off.
+    demo_listen: String,
     /// The edge (its `keys` and `brokers` are filled in by the standalone mode).
     edge: EdgeConfig,
     /// The broker (its backends default to memory, its discovery to the demo game).
@@ -43,6 +45,7 @@ impl Default for StandaloneConfig {
         Self {
             keys_dir: ".janus".into(),
             game_listen: "127.0.0.1:17200".into(),
+            demo_listen: "127.0.0.1:17080".into(),
             edge: EdgeConfig::default(),
             broker,
         }
@@ -83,6 +86,9 @@ impl Validate for StandaloneConfig {
     fn validate(&self, problems: &mut Problems) {
         problems.check(!self.keys_dir.is_empty(), "keys_dir", "must not be empty");
         problems.check_addr("game_listen", &self.game_listen);
+        if !self.demo_listen.is_empty() {
+            problems.check_addr("demo_listen", &self.demo_listen);
+        }
         problems.section("edge", &self.edge());
         problems.section("broker", &self.broker());
     }
@@ -110,10 +116,37 @@ pub(crate) async fn run(config: Option<&Path>) -> anyhow::Result<()> {
         .context("starting the broker")?;
     let edge_config = config.edge();
     let handshake = edge_config.load_handshake()?;
+    let edge_keys = edge_config.keys.clone();
     let grace = edge_config.drain_grace();
     let edge = Edge::start(edge_config, handshake)
         .await
         .context("starting the edge")?;
+    let demo = match (config.demo_listen.as_str(), edge.ws_addr) {
+        ("", _) | (_, None) => None,
+        (listen, Some(ws)) => {
+            let listener = tokio::net::TcpListener::bind(listen)
+                .await
+                .with_context(|| format!("demo_listen: cannot bind {listen}"))?;
+            let addr = listener.local_addr()?;
+            let server_key = keys::read_signing_key(Path::new(&edge_keys.signing_key_file))?
+                .verifying_key()
+                .to_public_key_pem()?;
+            let codec = janus_shared::token::TokenCodec::new(&keys::read_token_key(
+                Path::new(&edge_keys.token_key_file),
+                edge_keys.token_key_format,
+            )?);
+            let stop = game_stop.clone();
+            let path = config.edge.websocket.path.clone();
+            tokio::spawn(async move {
+                if let Err(e) =
+                    browser_demo::serve(listener, ws, path, server_key, codec, stop).await
+                {
+                    tracing::warn!(error = %e, "the browser demo stopped");
+                }
+            });
+            Some(addr)
+        }
+    };
 
     let show =
         |addr: Option<std::net::SocketAddr>| addr.map_or("off".to_owned(), |a| a.to_string());
@@ -137,6 +170,12 @@ pub(crate) async fn run(config: Option<&Path>) -> anyhow::Result<()> {
     );
     println!("Connect as player 1 (type lines to echo; /join 7, /say 7 hi, /quit):");
     println!("  cargo run --release -- connect --uid 1");
+    if let Some(demo) = demo {
+        println!(
+            "Or open http://{demo}/ in a browser (the JavaScript SDK's demo; it hands out \
+             development tokens: standalone only)"
+        );
+    }
 
     telemetry::shutdown_signal().await;
     edge.drain(grace).await;

@@ -55,14 +55,24 @@ fn admin_port(config: &std::path::Path) -> u16 {
         .unwrap()
 }
 
-fn healthy(port: u16) -> bool {
+/// A GET of `path` on a loopback port: the whole response, empty when nothing answers.
+fn get(port: u16, path: &str) -> String {
     let Ok(mut stream) = TcpStream::connect(("127.0.0.1", port)) else {
-        return false;
+        return String::new();
     };
-    let _ = stream.write_all(b"GET /health HTTP/1.0\r\n\r\n");
+    let _ = stream.write_all(format!("GET {path} HTTP/1.0\r\n\r\n").as_bytes());
     let mut response = String::new();
     let _ = stream.read_to_string(&mut response);
-    response.starts_with("HTTP/1.0 200") || response.starts_with("HTTP/1.1 200")
+    response
+}
+
+/// The status code of an HTTP response.
+fn status_of(response: &str) -> &str {
+    response.split_whitespace().nth(1).unwrap_or("")
+}
+
+fn healthy(port: u16) -> bool {
+    status_of(&get(port, "/health")) == "200"
 }
 
 #[test]
@@ -147,6 +157,8 @@ struct Standalone {
     child: std::process::Child,
     tcp_port: u16,
     kcp_port: u16,
+    /// The browser demo's HTTP port.
+    demo_port: u16,
 }
 
 impl Standalone {
@@ -167,6 +179,7 @@ impl Standalone {
             &config,
             format!(
                 "game_listen = \"127.0.0.1:{}\"\n\
+                 demo_listen = \"127.0.0.1:{}\"\n\
                  [edge]\nadmin_listen = \"127.0.0.1:{}\"\n\
                  [edge.tcp]\nenabled = true\nlisten = \"127.0.0.1:{}\"\n\
                  [edge.websocket]\nlisten = \"127.0.0.1:{}\"\n\
@@ -174,6 +187,7 @@ impl Standalone {
                  [edge.quic]\nlisten = \"127.0.0.1:{}\"\n{edge_extra}\n\
                  [broker]\nlisten = \"127.0.0.1:{}\"\nadmin_listen = \"127.0.0.1:{}\"\n",
                 ports[0],
+                ports[6],
                 ports[1],
                 ports[2],
                 ports[3],
@@ -208,6 +222,7 @@ impl Standalone {
             child,
             tcp_port: ports[2],
             kcp_port,
+            demo_port: ports[6],
         }
     }
 
@@ -279,7 +294,29 @@ fn the_standalone_default_starts_creates_dev_keys_and_answers_connect() {
         .output()
         .unwrap();
     let twice_stdout = String::from_utf8_lossy(&twice.stdout);
+    // The browser demo: the page, the SDK it imports, where the edge is, dev tokens.
+    let demo = |path: &str| get(standalone.demo_port, path);
+    let page = demo("/");
+    let sdk = demo("/sdk/janus.js");
+    let config = demo("/config.json");
+    let token = demo("/token?uid=7");
+    let no_uid = demo("/token?uid=0");
     let status = standalone.stop();
+    assert!(
+        status_of(&page) == "200" && page.contains("/demo.js"),
+        "{page}"
+    );
+    assert!(
+        status_of(&sdk) == "200" && sdk.contains("text/javascript"),
+        "{sdk}"
+    );
+    assert!(sdk.contains("export async function connect"), "{sdk}");
+    assert!(
+        config.contains("\"wsPath\":\"/ws\"") && config.contains("BEGIN PUBLIC KEY"),
+        "{config}"
+    );
+    assert!(status_of(&token) == "200", "{token}");
+    assert!(status_of(&no_uid) == "400", "{no_uid}");
     assert!(
         output.status.success(),
         "{stdout}\n{}",
