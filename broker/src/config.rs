@@ -13,8 +13,12 @@ use serde::Deserialize;
 pub struct BrokerConfig {
     /// gRPC listen address: the edge link, both push APIs.
     pub listen: String,
-    /// Admin HTTP listen address (`/health`, `/ready`, `/metrics`, `/stats`).
+    /// Admin HTTP listen address (`/health`, `/ready`, `/metrics`, `/stats`, `POST /kick`).
     pub admin_listen: String,
+    /// A file holding the bearer token mutating admin requests (`POST /kick`) must carry
+    /// (`Authorization: Bearer <token>`; whitespace around it in the file is not part of it).
+    /// Empty: they are refused. Read once at start.
+    pub admin_token_file: String,
     /// The `host:port` others reach this broker's gRPC server at: written into gateway routes
     /// (Roma pushes there) and used to name this broker on the bus. Defaults to `listen`, or
     /// when that is a wildcard, to the address the host name resolves to.
@@ -62,6 +66,7 @@ impl Default for BrokerConfig {
         Self {
             listen: "0.0.0.0:17100".into(),
             admin_listen: "0.0.0.0:18101".into(),
+            admin_token_file: String::new(),
             advertise: None,
             routes: RoutesConfig::default(),
             bus: BusConfig::default(),

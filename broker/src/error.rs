@@ -42,6 +42,14 @@ pub enum Error {
     /// A listener could not be bound.
     #[error("cannot listen: {0}")]
     Bind(String),
+    /// `admin_token_file` cannot be used.
+    #[error("admin_token_file {path}: {reason}")]
+    AdminToken {
+        /// The file.
+        path: String,
+        /// What is wrong with it.
+        reason: String,
+    },
 }
 
 impl Error {
@@ -55,6 +63,7 @@ impl Error {
             Error::Tunnel { .. } => "tunnel",
             Error::Malformed { .. } => "malformed",
             Error::Bind(_) => "bind",
+            Error::AdminToken { .. } => "admin_token",
         }
     }
 

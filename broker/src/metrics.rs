@@ -13,6 +13,8 @@ pub struct Metrics {
     pub refused: IntCounterVec,
     /// Sessions ended by the broker, by SCServerLogout code name.
     pub kicks: IntCounterVec,
+    /// Admin requests refused, by reason: `no_token_configured`, `missing_token`, `wrong_token`.
+    pub admin_refused: IntCounterVec,
     /// Tunnel opens by service and result (`ok` or an error kind).
     pub tunnels: IntCounterVec,
     /// Client packets refused before any tunnel, by reason.
@@ -65,6 +67,11 @@ impl Metrics {
             refused: r.counter(
                 "janus_broker_sessions_refused_total",
                 "Sessions refused",
+                &["reason"],
+            ),
+            admin_refused: r.counter(
+                "janus_broker_admin_refused_total",
+                "Mutating admin requests refused (no token configured, none sent, a wrong one)",
                 &["reason"],
             ),
             kicks: r.counter(

@@ -53,6 +53,7 @@ impl Broker {
         let admin_addr = admin_listener
             .local_addr()
             .map_err(|e| Error::Bind(e.to_string()))?;
+        let admin_token = admin::read_token(&config.admin_token_file)?;
         let endpoint = match &config.advertise {
             Some(advertise) => advertise.clone(),
             None if addr.ip().is_unspecified() => {
@@ -125,7 +126,7 @@ impl Broker {
         });
         state
             .tasks
-            .spawn(admin::serve(admin_listener, state.clone()));
+            .spawn(admin::serve(admin_listener, state.clone(), admin_token));
         let pusher = Pusher::new(state.clone());
         pusher.serve_bus().await?;
         let routes = &state.config.routes;

@@ -22,11 +22,17 @@ pub(crate) const TOKEN_KEY: &str = "token.hex";
 const CLIENT_KEY: &str = "client.key";
 const CLIENT_CERT: &str = "client.crt";
 
-fn write_new(path: &Path, contents: &str, force: bool) -> anyhow::Result<()> {
+/// Writes `path` unless it exists (or `force`); a `secret` readable by its owner only (0600).
+fn write_new(path: &Path, contents: &str, force: bool, secret: bool) -> anyhow::Result<()> {
     if path.exists() && !force {
         bail!("{} exists (use --force to overwrite)", path.display());
     }
-    std::fs::write(path, contents).with_context(|| format!("cannot write {}", path.display()))
+    let written = if secret {
+        janus_shared::keys::write_secret(path, contents.as_bytes())
+    } else {
+        std::fs::write(path, contents)
+    };
+    written.with_context(|| format!("cannot write {}", path.display()))
 }
 
 /// `janus keygen`: writes a fresh key set into `dir` and says what each file is for.
@@ -59,28 +65,32 @@ pub(crate) fn self_signed_certificate(key: &SigningKey, name: &str) -> anyhow::R
 pub(crate) fn write_key_set(dir: &Path, force: bool) -> anyhow::Result<()> {
     std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
     let server = SigningKey::generate();
-    write_new(&dir.join(SERVER_KEY), &server.to_pkcs8_pem()?, force)?;
+    write_new(&dir.join(SERVER_KEY), &server.to_pkcs8_pem()?, force, true)?;
     write_new(
         &dir.join(SERVER_PUB),
         &server.verifying_key().to_public_key_pem()?,
         force,
+        false,
     )?;
     write_new(
         &dir.join(SERVER_CERT),
         &self_signed_certificate(&server, "janus-server")?,
         force,
+        false,
     )?;
     write_new(
         &dir.join(TOKEN_KEY),
         &hex::encode(TokenKey::generate().as_bytes()),
         force,
+        true,
     )?;
     let client = SigningKey::generate();
-    write_new(&dir.join(CLIENT_KEY), &client.to_pkcs8_pem()?, force)?;
+    write_new(&dir.join(CLIENT_KEY), &client.to_pkcs8_pem()?, force, true)?;
     write_new(
         &dir.join(CLIENT_CERT),
         &self_signed_certificate(&client, "janus-client")?,
         force,
+        false,
     )
 }
 
@@ -90,7 +100,10 @@ pub(crate) fn ensure_dev_keys(dir: &Path) -> anyhow::Result<(PathBuf, PathBuf)> 
     std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
     let (server, token) = (dir.join(SERVER_KEY), dir.join(TOKEN_KEY));
     if !server.exists() {
-        std::fs::write(&server, SigningKey::generate().to_pkcs8_pem()?)?;
+        janus_shared::keys::write_secret(
+            &server,
+            SigningKey::generate().to_pkcs8_pem()?.as_bytes(),
+        )?;
     }
     let public = dir.join(SERVER_PUB);
     if !public.exists() {
@@ -98,7 +111,10 @@ pub(crate) fn ensure_dev_keys(dir: &Path) -> anyhow::Result<(PathBuf, PathBuf)> 
         std::fs::write(&public, key.verifying_key().to_public_key_pem()?)?;
     }
     if !token.exists() {
-        std::fs::write(&token, hex::encode(TokenKey::generate().as_bytes()))?;
+        janus_shared::keys::write_secret(
+            &token,
+            hex::encode(TokenKey::generate().as_bytes()).as_bytes(),
+        )?;
     }
     Ok((server, token))
 }

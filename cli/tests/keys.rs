@@ -58,6 +58,16 @@ fn openssl_reads_the_keygen_keys_and_the_certificates_carry_them() {
         "{}",
         String::from_utf8_lossy(&output.stderr)
     );
+    // Private keys are for their owner only, whatever the umask.
+    for file in ["server.pem", "token.hex", "client.key"] {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(dir.join(file))
+            .unwrap()
+            .permissions()
+            .mode()
+            & 0o777;
+        assert_eq!(mode, 0o600, "{file}: {mode:o}");
+    }
     let server = public_key(&std::fs::read_to_string(dir.join("server.pub.pem")).unwrap());
 
     // The private keys load (OpenSSL 3.0 refuses PKCS#8 v2) and their public halves match.

@@ -427,6 +427,12 @@ impl EdgeConfig {
         )?)
         .map_err(|e| Error::Config(format!("keys.signing_key_file: {e}")))?;
         let path = &self.keys.token_key_file;
+        for (field, file) in [
+            ("keys.signing_key_file", &self.keys.signing_key_file),
+            ("keys.token_key_file", path),
+        ] {
+            janus_shared::keys::warn_if_exposed(std::path::Path::new(file), field);
+        }
         let token_key = std::fs::read(path)
             .map_err(|e| format!("cannot read {path:?}: {e}"))
             .and_then(|contents| {

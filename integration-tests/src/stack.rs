@@ -26,6 +26,9 @@ use crate::infra::{self, Service};
 /// The colour every test session uses.
 pub const COLOR: &str = "blue";
 
+/// The bearer token of the brokers' mutating admin requests ([`Ground::broker_config`]).
+pub const ADMIN_TOKEN: &str = "janus-test-admin-token";
+
 /// Keys shared by the edges and the test clients.
 pub struct Keys {
     /// The edges' signing key.
@@ -240,11 +243,16 @@ impl Ground {
         .unwrap()
     }
 
-    /// A broker configuration on this ground, routing to the game services at `games`.
+    /// A broker configuration on this ground, routing to the game services at `games`; its
+    /// mutating admin requests take [`ADMIN_TOKEN`].
     pub fn broker_config(&self, games: &[&str]) -> BrokerConfig {
+        let token_file =
+            std::env::temp_dir().join(format!("janus-admin-token-{}", std::process::id()));
+        janus_shared::keys::write_secret(&token_file, ADMIN_TOKEN.as_bytes()).unwrap();
         let mut config = BrokerConfig {
             listen: "127.0.0.1:0".into(),
             admin_listen: "127.0.0.1:0".into(),
+            admin_token_file: token_file.display().to_string(),
             ..BrokerConfig::default()
         };
         match (&self.redis, &self.nats) {
@@ -488,7 +496,17 @@ pub async fn http_get(addr: std::net::SocketAddr, path: &str) -> (u16, String) {
 
 /// `method path` on `addr` over HTTP/1.0 with an empty body: the status code and the body.
 pub async fn http(addr: std::net::SocketAddr, method: &str, path: &str) -> (u16, String) {
-    let response = try_http(addr, method, path)
+    http_as(addr, method, path, None).await
+}
+
+/// [`http`] with `Authorization: Bearer <bearer>` when given.
+pub async fn http_as(
+    addr: std::net::SocketAddr,
+    method: &str,
+    path: &str,
+    bearer: Option<&str>,
+) -> (u16, String) {
+    let response = try_http(addr, method, path, bearer)
         .await
         .unwrap_or_else(|e| panic!("{method} {path} on {addr}: {e}"));
     let status = response
@@ -506,14 +524,21 @@ pub async fn http(addr: std::net::SocketAddr, method: &str, path: &str) -> (u16,
 /// The body of `GET path` on `addr` over HTTP/1.0, `None` if the server does not answer (a
 /// container that is starting, say: its published port may accept and reset).
 pub async fn try_http_get(addr: std::net::SocketAddr, path: &str) -> Option<String> {
-    let response = try_http(addr, "GET", path).await.ok()?;
+    let response = try_http(addr, "GET", path, None).await.ok()?;
     response.split_once("\r\n\r\n").map(|(_, b)| b.to_owned())
 }
 
-async fn try_http(addr: std::net::SocketAddr, method: &str, path: &str) -> std::io::Result<String> {
+async fn try_http(
+    addr: std::net::SocketAddr,
+    method: &str,
+    path: &str,
+    bearer: Option<&str>,
+) -> std::io::Result<String> {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let mut stream = tokio::net::TcpStream::connect(addr).await?;
-    let request = format!("{method} {path} HTTP/1.0\r\nHost: {addr}\r\nContent-Length: 0\r\n\r\n");
+    let auth = bearer.map_or(String::new(), |t| format!("Authorization: Bearer {t}\r\n"));
+    let request =
+        format!("{method} {path} HTTP/1.0\r\nHost: {addr}\r\n{auth}Content-Length: 0\r\n\r\n");
     stream.write_all(request.as_bytes()).await?;
     let mut response = String::new();
     stream.read_to_string(&mut response).await?;

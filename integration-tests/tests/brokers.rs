@@ -13,7 +13,7 @@ use janus_broker::bus::{NatsBus, PushBus, RedisBus, subject};
 use janus_broker::route::{RouteStore, gate_route_key};
 use janus_edge::Edge;
 use janus_integration_tests::stack::{
-    COLOR, Game, Ground, assert_logout, echo, http_get, metric, recv, tcp, wait_metric, ws,
+    self, COLOR, Game, Ground, assert_logout, echo, http_get, metric, recv, tcp, wait_metric, ws,
 };
 use janus_proto::broadcaster::service::push::v1 as bc;
 use janus_proto::gate::service::push::v1 as gate;
@@ -363,8 +363,18 @@ async fn an_administrator_kicks_a_player_through_any_broker() {
     let mut player = pair.client(0, 901, 1).await;
     let mut bystander = pair.client(0, 902, 1).await;
     let path = format!("/kick?uid=901&color={COLOR}");
-    let (status, body) =
-        janus_integration_tests::stack::http(pair.brokers[1].admin_addr, "POST", &path).await;
+    let admin = pair.brokers[1].admin_addr;
+    // Without the token, or with a wrong one: refused, counted, nobody kicked.
+    let (status, body) = stack::http(admin, "POST", &path).await;
+    assert_eq!(status, 401, "{body}");
+    let (status, _) = stack::http_as(admin, "POST", &path, Some("guess")).await;
+    assert_eq!(status, 401);
+    let (_, metrics) = stack::http(admin, "GET", "/metrics").await;
+    for reason in ["missing_token", "wrong_token"] {
+        let line = format!("janus_broker_admin_refused_total{{reason=\"{reason}\"}} 1");
+        assert!(metrics.contains(&line), "{line} in {metrics}");
+    }
+    let (status, body) = stack::http_as(admin, "POST", &path, Some(stack::ADMIN_TOKEN)).await;
     assert_eq!(status, 202, "{body}");
     let logout = recv(&mut player).await;
     assert_logout(&logout, LogoutCode::AdminKickOut);
@@ -372,10 +382,56 @@ async fn an_administrator_kicks_a_player_through_any_broker() {
         bystander.request(echo(b"ok"), |_| {}).await.unwrap().data,
         b"ok"
     );
-    let (status, _) =
-        janus_integration_tests::stack::http(pair.brokers[0].admin_addr, "POST", "/kick?uid=4242")
-            .await;
+    let (status, _) = stack::http_as(
+        pair.brokers[0].admin_addr,
+        "POST",
+        "/kick?uid=4242",
+        Some(stack::ADMIN_TOKEN),
+    )
+    .await;
     assert_eq!(status, 404, "no session, nothing to kick");
+}
+
+#[tokio::test]
+async fn mutating_admin_requests_are_off_without_a_token_and_an_unusable_token_file_is_named() {
+    let ground = Ground::in_memory();
+    let mut config = ground.broker_config(&[]);
+    config.admin_token_file = String::new();
+    let broker = ground
+        .broker_on(config, TcpListener::bind("127.0.0.1:0").await.unwrap())
+        .await;
+    let (status, body) = stack::http_as(
+        broker.admin_addr,
+        "POST",
+        "/kick?uid=1",
+        Some(stack::ADMIN_TOKEN),
+    )
+    .await;
+    assert_eq!(status, 403, "{body}");
+    assert!(body.contains("admin_token_file"), "{body}");
+    assert_eq!(
+        metric(
+            broker.admin_addr,
+            "janus_broker_admin_refused_total{reason=\"no_token_configured\"}"
+        )
+        .await,
+        Some(1.0)
+    );
+    let (status, _) = stack::http(broker.admin_addr, "GET", "/stats").await;
+    assert_eq!(status, 200, "reading stays open");
+    // A token file that is empty stops the broker at start, naming the field.
+    let empty = std::env::temp_dir().join(format!("janus-empty-token-{}", std::process::id()));
+    std::fs::write(&empty, "\n").unwrap();
+    let mut config = ground.broker_config(&[]);
+    config.admin_token_file = empty.display().to_string();
+    let Err(refused) = Broker::start(config, TcpListener::bind("127.0.0.1:0").await.unwrap()).await
+    else {
+        panic!("an empty token file is refused");
+    };
+    assert_eq!(
+        refused.to_string(),
+        format!("admin_token_file {}: is empty", empty.display())
+    );
 }
 
 /// A broker added to a running deployment takes its share of the existing sessions: after it

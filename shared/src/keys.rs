@@ -467,3 +467,63 @@ mod tests {
         assert!(!format!("{:?}", SigningKey::from_seed(&[1; 32])).contains("01010101"));
     }
 }
+
+/// Whether a secret file's permissions let its group or others read it: its mode, then.
+pub fn exposed(path: &std::path::Path) -> Option<u32> {
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(path).ok()?.permissions().mode() & 0o777;
+    (mode & 0o077 != 0).then_some(mode)
+}
+
+/// Logs a warning, naming the config `field`, when the secret file at `path` is readable by
+/// its group or others.
+pub fn warn_if_exposed(path: &std::path::Path, field: &str) {
+    if let Some(mode) = exposed(path) {
+        tracing::warn!(
+            field,
+            path = %path.display(),
+            mode = format!("{mode:o}"),
+            "a secret key file is readable by its group or others: chmod 600 it"
+        );
+    }
+}
+
+/// Writes a secret file readable and writable by its owner only (0600), replacing what was
+/// there.
+pub fn write_secret(path: &std::path::Path, contents: &[u8]) -> std::io::Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(path)?;
+    // An existing file keeps its mode through open: set it.
+    file.set_permissions(std::fs::Permissions::from_mode(0o600))?;
+    file.write_all(contents)
+}
+
+#[cfg(test)]
+mod file_tests {
+    use super::*;
+
+    #[test]
+    fn secret_files_are_written_for_their_owner_only_and_exposed_ones_are_told() {
+        let dir = std::env::temp_dir().join(format!("janus-secret-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("token.hex");
+        std::fs::write(&path, "open").unwrap();
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
+        assert_eq!(exposed(&path), Some(0o644));
+        write_secret(&path, b"closed").unwrap();
+        assert_eq!(exposed(&path), None);
+        assert_eq!(std::fs::read(&path).unwrap(), b"closed");
+        assert_eq!(
+            std::fs::metadata(&path).unwrap().permissions().mode() & 0o777,
+            0o600
+        );
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}
