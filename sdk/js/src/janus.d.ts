@@ -58,7 +58,10 @@ export interface CloseDetail {
 export interface ReconnectingDetail {
   attempt: number;
   url: string;
+  /** `reconnect_hint` after the edge's drain hint (PROTOCOL.md §13.6), else how the connection was lost. */
   cause: string;
+  /** The hint's reason, after one. */
+  reason?: string;
 }
 
 export interface ResumedDetail {

@@ -9,7 +9,7 @@
 //   session.addEventListener("push", (e) => console.log(e.detail));
 //   await session.close();
 
-import { decodeSCServerLogout, decodeSCServerUnexpectedErr } from "./proto.js";
+import { decodeSCReconnect, decodeSCServerLogout, decodeSCServerUnexpectedErr } from "./proto.js";
 import { ClientSession, ProtocolError, SEQ, SYSTEM } from "./protocol.js";
 
 export { ProtocolError } from "./protocol.js";
@@ -47,7 +47,8 @@ function backoff(attempt) {
 /**
  * A session with a Janus edge. Events: `push` (detail: a packet `{ mod, seq, obj, index,
  * data }`), `close` (detail: `{ reason, logout?, message? }`), `reconnecting` (detail: `{
- * attempt, url, cause }`), `resumed` (detail: `{ url, startIndex }`), `error` (detail: a
+ * attempt, url, cause, reason? }`: `cause` is `reconnect_hint` after the edge's hint, whose
+ * `reason` it carries, else how the connection was lost), `resumed` (detail: `{ url, startIndex }`), `error` (detail: a
  * `SCServerUnexpectedErr` that matched no request: `{ mod, seq, msg }`).
  */
 export class Session extends EventTarget {
@@ -218,10 +219,11 @@ export class Session extends EventTarget {
       }
       case SEQ.RECONNECT: {
         // The edge drains: resume elsewhere now (§13.6), without CSBye.
+        const { reason } = decodeSCReconnect(packet.data);
         const ws = this.ws;
         this.ws = null;
         ws?.close();
-        this.resumeLoop((this.at + 1) % this.urls.length, "reconnect_hint");
+        this.resumeLoop((this.at + 1) % this.urls.length, "reconnect_hint", reason);
         return;
       }
       default:
@@ -326,7 +328,7 @@ export class Session extends EventTarget {
    * Resumes at `urls[first]`, then each in turn, with backoff (PROTOCOL.md §13.6), until the
    * session's window has passed; a refused resume ends the session at once (log in again).
    */
-  async resumeLoop(first, cause) {
+  async resumeLoop(first, cause, reason) {
     if (!this.protocol.ticket || !this.reconnect) {
       this.finish({ reason: this.lastError ?? "connection_lost", message: cause });
       return;
@@ -336,7 +338,8 @@ export class Session extends EventTarget {
     const deadline = Date.now() + this.protocol.resumeWindow * 1000;
     for (let attempt = 0; this.state === "resuming"; attempt++) {
       const at = (first + attempt) % this.urls.length;
-      this.dispatchEvent(new CustomEvent("reconnecting", { detail: { attempt, url: this.urls[at], cause } }));
+      const detail = { attempt, url: this.urls[at], cause, ...(reason ? { reason } : {}) };
+      this.dispatchEvent(new CustomEvent("reconnecting", { detail }));
       try {
         const event = await this.handshake(this.urls[at], true);
         if (this.state === "closed") return;

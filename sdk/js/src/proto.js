@@ -205,12 +205,6 @@ export function encodeCSHeartbeat(clientTime) {
   return w.finish();
 }
 
-/** `message.SCHeartbeat`: `code` 0 ErrServer, 1 Succeeded, 2 ErrTime. */
-export function decodeSCHeartbeat(bytes) {
-  const f = fields(bytes);
-  return { serverTime: int64(f, 1), code: int32(f, 2) };
-}
-
 /** `message.CSResumeAck` (PROTOCOL.md §13.2). */
 export function encodeCSResumeAck(received) {
   const w = new Writer();

@@ -174,6 +174,7 @@ test("on the edge's reconnect hint a session resumes at the next edge of its lis
     a.process.kill("SIGTERM"); // edge a drains: the hint, then the resume at b
     const [hint] = await reconnecting;
     assert.equal(hint.cause, "reconnect_hint");
+    assert.equal(hint.reason, "edge draining");
     assert.equal(hint.url, b.url);
     const [at] = await resumed;
     assert.equal(at.url, b.url);
