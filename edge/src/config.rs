@@ -189,6 +189,11 @@ pub struct KeysConfig {
     pub token_key_format: TokenKeyFormat,
     /// When set, clients must sign their handshake key with this certificate's key (X.509 PEM).
     pub client_cert_file: Option<String>,
+    /// A token-key rollover (PROTOCOL.md §6): the previous token key, in `token_key_format`,
+    /// which still opens tokens until `previous_token_key_until`. Empty: none.
+    pub previous_token_key_file: String,
+    /// Unix seconds until which the previous token key opens tokens (required with it).
+    pub previous_token_key_until: i64,
 }
 
 /// `[handshake]`.
@@ -426,24 +431,23 @@ impl EdgeConfig {
             &self.keys.signing_key_file,
         )?)
         .map_err(|e| Error::Config(format!("keys.signing_key_file: {e}")))?;
-        let path = &self.keys.token_key_file;
         for (field, file) in [
             ("keys.signing_key_file", &self.keys.signing_key_file),
-            ("keys.token_key_file", path),
+            ("keys.token_key_file", &self.keys.token_key_file),
+            (
+                "keys.previous_token_key_file",
+                &self.keys.previous_token_key_file,
+            ),
         ] {
-            janus_shared::keys::warn_if_exposed(std::path::Path::new(file), field);
+            if !file.is_empty() {
+                janus_shared::keys::warn_if_exposed(std::path::Path::new(file), field);
+            }
         }
-        let token_key = std::fs::read(path)
-            .map_err(|e| format!("cannot read {path:?}: {e}"))
-            .and_then(|contents| {
-                TokenKey::parse(&contents, self.keys.token_key_format).map_err(|e| {
-                    format!(
-                        "{path:?}: {e} (keys.token_key_format = \"{}\")",
-                        self.keys.token_key_format
-                    )
-                })
-            })
-            .map_err(|e| Error::Config(format!("keys.token_key_file: {e}")))?;
+        let token_key = self.read_token_key("keys.token_key_file", &self.keys.token_key_file)?;
+        let previous_token_key = match self.keys.previous_token_key_file.as_str() {
+            "" => None,
+            path => Some(self.read_token_key("keys.previous_token_key_file", path)?),
+        };
         let client_cert = match &self.keys.client_cert_file {
             None => None,
             Some(path) => Some(
@@ -451,11 +455,25 @@ impl EdgeConfig {
                     .map_err(|e| Error::Config(format!("keys.client_cert_file: {e}")))?,
             ),
         };
-        Ok(Arc::new(self.handshake_config(
-            signing_key,
-            &token_key,
-            client_cert,
-        )))
+        let mut handshake = self.handshake_config(signing_key, &token_key, client_cert);
+        if let Some(previous) = previous_token_key {
+            handshake.tokens = handshake
+                .tokens
+                .with_previous(&previous, self.keys.previous_token_key_until);
+        }
+        Ok(Arc::new(handshake))
+    }
+
+    /// The token key in the file `path` (config field `field`), as `keys.token_key_format` says.
+    fn read_token_key(&self, field: &str, path: &str) -> Result<TokenKey> {
+        let format = self.keys.token_key_format;
+        std::fs::read(path)
+            .map_err(|e| format!("cannot read {path:?}: {e}"))
+            .and_then(|contents| {
+                TokenKey::parse(&contents, format)
+                    .map_err(|e| format!("{path:?}: {e} (keys.token_key_format = \"{format}\")"))
+            })
+            .map_err(|e| Error::Config(format!("{field}: {e}")))
     }
 
     /// The handshake configuration from these rules and the given keys.
@@ -530,6 +548,11 @@ impl Validate for EdgeConfig {
             !self.keys.token_key_file.is_empty(),
             "keys.token_key_file",
             "is required",
+        );
+        problems.check(
+            self.keys.previous_token_key_file.is_empty() || self.keys.previous_token_key_until > 0,
+            "keys.previous_token_key_until",
+            "is required with keys.previous_token_key_file (unix seconds: when the previous key stops opening tokens)",
         );
         problems.check_positive("handshake.timeout_secs", self.handshake.timeout_secs);
         problems.check_positive("handshake.max_skew_secs", self.handshake.max_skew_secs);
@@ -712,6 +735,31 @@ mod tests {
             err.contains("keys.token_key_file") && err.contains("got 20 bytes"),
             "{err}"
         );
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[test]
+    fn a_previous_token_key_opens_tokens_until_its_time_and_needs_one() {
+        let dir = key_dir("previous");
+        std::fs::write(dir.join("token.key"), "02".repeat(32)).unwrap();
+        std::fs::write(dir.join("old.key"), "01".repeat(32)).unwrap();
+        let text = format!(
+            "{}previous_token_key_file = {:?}\nprevious_token_key_until = 2000\n",
+            keys_toml(&dir, "hex"),
+            dir.join("old.key")
+        );
+        let config: EdgeConfig = parse(&text, "t.toml").unwrap();
+        let handshake = config.load_handshake().unwrap();
+        let old = TokenCodec::new(&TokenKey::from_bytes(&[1; 32]).unwrap());
+        let token = old.seal(&Default::default());
+        assert!(handshake.tokens.open_at(&token, 1999).is_ok());
+        assert!(handshake.tokens.open_at(&token, 2000).is_err());
+        // A previous key without its end is refused, naming the field.
+        let text = text.replace("previous_token_key_until = 2000\n", "");
+        let err = parse::<EdgeConfig>(&text, "t.toml")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("keys.previous_token_key_until"), "{err}");
         std::fs::remove_dir_all(dir).unwrap();
     }
 

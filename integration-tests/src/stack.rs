@@ -29,6 +29,17 @@ pub const COLOR: &str = "blue";
 /// The bearer token of the brokers' mutating admin requests ([`Ground::broker_config`]).
 pub const ADMIN_TOKEN: &str = "janus-test-admin-token";
 
+/// The file holding [`ADMIN_TOKEN`], written once per test process (brokers of tests running
+/// at once read it while it exists, never while it is being written).
+fn admin_token_file() -> &'static std::path::Path {
+    static FILE: std::sync::OnceLock<std::path::PathBuf> = std::sync::OnceLock::new();
+    FILE.get_or_init(|| {
+        let path = std::env::temp_dir().join(format!("janus-admin-token-{}", std::process::id()));
+        janus_shared::keys::write_secret(&path, ADMIN_TOKEN.as_bytes()).unwrap();
+        path
+    })
+}
+
 /// Keys shared by the edges and the test clients.
 pub struct Keys {
     /// The edges' signing key.
@@ -246,13 +257,10 @@ impl Ground {
     /// A broker configuration on this ground, routing to the game services at `games`; its
     /// mutating admin requests take [`ADMIN_TOKEN`].
     pub fn broker_config(&self, games: &[&str]) -> BrokerConfig {
-        let token_file =
-            std::env::temp_dir().join(format!("janus-admin-token-{}", std::process::id()));
-        janus_shared::keys::write_secret(&token_file, ADMIN_TOKEN.as_bytes()).unwrap();
         let mut config = BrokerConfig {
             listen: "127.0.0.1:0".into(),
             admin_listen: "127.0.0.1:0".into(),
-            admin_token_file: token_file.display().to_string(),
+            admin_token_file: admin_token_file().display().to_string(),
             ..BrokerConfig::default()
         };
         match (&self.redis, &self.nats) {

@@ -491,7 +491,7 @@ impl ServerHandshakeConfig {
                 .accept_resume(hello, now, ephemeral)
                 .map(|pending| Hello::Resume(Box::new(pending)));
         }
-        let claims: AuthToken = self.tokens.open(&hello.token)?;
+        let claims: AuthToken = self.tokens.open_at(&hello.token, now)?;
         token::check(&claims, now, &self.allowed_statuses)?;
         let mode = match (claims.unencrypted, hello.version) {
             (true, _) if self.allow_unencrypted => Mode::Unencrypted,

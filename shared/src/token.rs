@@ -56,10 +56,13 @@ impl Cipher {
     }
 }
 
-/// Seals and opens tokens under one token key.
+/// Seals and opens tokens under one token key, and, during a rollover (PROTOCOL.md §6), opens
+/// them under the previous key too until a set time.
 #[derive(Clone)]
 pub struct TokenCodec {
     cipher: Cipher,
+    /// The previous key, and until when (unix seconds, exclusive) it still opens tokens.
+    previous: Option<(Cipher, i64)>,
 }
 
 impl std::fmt::Debug for TokenCodec {
@@ -73,7 +76,15 @@ impl TokenCodec {
     pub fn new(key: &TokenKey) -> Self {
         Self {
             cipher: Cipher::new(key),
+            previous: None,
         }
+    }
+
+    /// This codec, also opening tokens sealed under `previous` until `until` (unix seconds):
+    /// the grace of a token-key rollover.
+    pub fn with_previous(mut self, previous: &TokenKey, until: i64) -> Self {
+        self.previous = Some((Cipher::new(previous), until));
+        self
     }
 
     /// Seals `token` with a fresh random nonce, as the auth service does.
@@ -94,8 +105,15 @@ impl TokenCodec {
         URL_SAFE.encode(wire)
     }
 
-    /// Opens a token string into its claims. Says nothing of expiry or status: see [`check`].
+    /// Opens a token string into its claims under the current key. Says nothing of expiry or
+    /// status: see [`check`].
     pub fn open(&self, token: &str) -> Result<AuthToken> {
+        self.open_at(token, i64::MAX)
+    }
+
+    /// [`TokenCodec::open`] at time `now` (unix seconds): under the current key, or the
+    /// previous one while its grace lasts.
+    pub fn open_at(&self, token: &str, now: i64) -> Result<AuthToken> {
         let wire = URL_SAFE
             .decode(token)
             .map_err(|_| Error::TokenInvalid("not base64 (URL alphabet, padded)"))?;
@@ -103,9 +121,15 @@ impl TokenCodec {
             return Err(Error::TokenInvalid("too short"));
         }
         let (nonce, sealed) = wire.split_at(NONCE_LEN);
+        let previous = self
+            .previous
+            .as_ref()
+            .filter(|(_, until)| now < *until)
+            .map(|(cipher, _)| cipher);
         let plain = self
             .cipher
             .decrypt(nonce, sealed)
+            .or_else(|e| previous.ok_or(e)?.decrypt(nonce, sealed))
             .map_err(|_| Error::TokenInvalid("does not decrypt under the token key"))?;
         AuthToken::decode(plain.as_slice())
             .map_err(|_| Error::TokenInvalid("claims are not an AuthToken"))
@@ -180,6 +204,30 @@ mod tests {
                 "{len}-byte key's token opened by another size"
             );
         }
+    }
+
+    #[test]
+    fn during_a_rollover_the_previous_key_opens_tokens_until_its_grace_ends() {
+        let (old, new) = (
+            TokenKey::from_bytes(&[1; 32]).unwrap(),
+            TokenKey::from_bytes(&[2; 32]).unwrap(),
+        );
+        let old_token = TokenCodec::new(&old).seal(&claims());
+        let new_token = TokenCodec::new(&new).seal(&claims());
+        let codec = TokenCodec::new(&new).with_previous(&old, 1_000);
+        assert_eq!(codec.open_at(&new_token, 999).unwrap(), claims());
+        assert_eq!(codec.open_at(&old_token, 999).unwrap(), claims());
+        assert!(
+            codec.open_at(&old_token, 1_000).is_err(),
+            "the grace is over at `until`"
+        );
+        assert_eq!(codec.open_at(&new_token, 5_000).unwrap(), claims());
+        assert!(
+            codec.open(&old_token).is_err(),
+            "`open` is the current key's"
+        );
+        let other = TokenCodec::new(&TokenKey::from_bytes(&[3; 32]).unwrap()).seal(&claims());
+        assert!(codec.open_at(&other, 999).is_err());
     }
 
     #[test]

@@ -265,6 +265,24 @@ fn token_problems_are_reported_as_such() {
 }
 
 #[test]
+fn a_token_of_the_previous_key_logs_in_until_the_rollover_grace_ends() {
+    let mut f = fixture();
+    let previous = TokenKey::from_bytes(&[3; 32]).unwrap();
+    let old = TokenCodec::new(&previous).seal(&f.claims);
+    f.server.tokens = f.server.tokens.clone().with_previous(&previous, NOW + 1);
+    let token = old.clone();
+    assert!(matches!(
+        f.accept_edited(|h| h.token = token),
+        Ok(ServerEvent::Established(_))
+    ));
+    f.server.tokens = f.server.tokens.clone().with_previous(&previous, NOW);
+    assert!(matches!(
+        f.accept_edited(|h| h.token = old),
+        Err(Error::TokenInvalid(_))
+    ));
+}
+
+#[test]
 fn clock_skew_beyond_the_limit_is_refused_both_ways() {
     let f = fixture();
     assert!(f.accept_edited(|h| h.timestamp = NOW + 5).is_ok());
