@@ -136,10 +136,7 @@ impl Game {
     /// Starts a game service of `kind`; room pushes go through the broker at `push_endpoint`.
     pub async fn start_kind(kind: GameKind, push_endpoint: &str) -> Self {
         match kind {
-            GameKind::Demo => {
-                let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-                Self::start_on(listener, push_endpoint)
-            }
+            GameKind::Demo => Self::start_on(crate::ports::listener(), push_endpoint),
             GameKind::GoRoma(flags) => {
                 let roma = gopeer::Roma::start_with(push_endpoint, flags);
                 Self {
@@ -386,7 +383,7 @@ impl Stack {
         kind: GameKind,
         tune: impl FnOnce(&mut EdgeConfig),
     ) -> Self {
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let listener = crate::ports::tokio_listener();
         let broker_addr = listener.local_addr().unwrap().to_string();
         let game = Game::start_kind(kind, &broker_addr).await;
         let broker = ground

@@ -12,6 +12,7 @@ use janus_broker::Broker;
 use janus_broker::bus::{NatsBus, PushBus, RedisBus, subject};
 use janus_broker::route::{RouteStore, gate_route_key};
 use janus_edge::Edge;
+use janus_integration_tests::ports;
 use janus_integration_tests::stack::{
     self, COLOR, Game, Ground, assert_logout, echo, http_get, metric, recv, tcp, wait_metric, ws,
 };
@@ -447,10 +448,7 @@ async fn sessions_move_to_a_broker_added_later_with_nothing_lost_or_repeated() {
     let l1 = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let a1 = l1.local_addr().unwrap().to_string();
     // The second broker's address, known to the edge from the start; nothing listens there yet.
-    let a2 = {
-        let l2 = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        l2.local_addr().unwrap().to_string()
-    };
+    let a2 = ports::address();
     let game = Game::start(&a1).await;
     let b1 = ground
         .broker_on(ground.broker_config(&[&game.endpoint]), l1)
@@ -515,7 +513,7 @@ async fn sessions_move_to_a_broker_added_later_with_nothing_lost_or_repeated() {
     let mut b2 = None;
     for n in 0..PUSHES {
         if n == 20 {
-            let l2 = TcpListener::bind(&a2).await.unwrap();
+            let l2 = ports::rebind(&a2).await;
             b2 = Some(
                 ground
                     .broker_on(ground.broker_config(&[&game.endpoint]), l2)

@@ -3,6 +3,7 @@
 
 use std::time::Duration;
 
+use janus_integration_tests::ports;
 use janus_integration_tests::stack::{Game, Ground, Stack, assert_logout, echo, recv, tcp};
 use janus_proto::message::ScServerUnexpectedErr;
 use janus_proto::message::sc_server_logout::Code as LogoutCode;
@@ -58,7 +59,7 @@ async fn a_tunnel_is_reopened_after_the_game_service_restarts() {
     assert_eq!((err.r#mod, err.seq), (2, 1));
 
     let _game = Game::start_on(
-        std::net::TcpListener::bind(&game_addr).unwrap(),
+        ports::rebind(&game_addr).await.into_std().unwrap(),
         &broker_addr,
     );
     let mut answer = None;

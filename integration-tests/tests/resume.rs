@@ -8,6 +8,7 @@
 
 use std::time::Duration;
 
+use janus_integration_tests::ports;
 use janus_integration_tests::stack::{
     COLOR, Game, GameKind, Ground, Stack, assert_logout, echo, metric, quic, recv, tcp,
     wait_metric, ws,
@@ -373,7 +374,7 @@ async fn sessions_wait_for_a_replaced_broker_and_go_on_with_everything_they_had(
     )
     .await;
     tokio::time::sleep(Duration::from_millis(500)).await;
-    let listener = tokio::net::TcpListener::bind(&endpoint).await.unwrap();
+    let listener = ports::rebind(&endpoint).await;
     let config = ground.broker_config(&[&game.endpoint]);
     let broker = ground.broker_on(config, listener).await;
     wait_metric(
