@@ -5,6 +5,7 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use janus_shared::config::{Problems, Validate};
+use janus_shared::internal_tls::{InternalTlsConfig, Role};
 use serde::Deserialize;
 
 /// Everything a broker needs to start.
@@ -37,6 +38,31 @@ pub struct BrokerConfig {
     pub edge_keepalive_ms: u64,
     /// Sessions waiting for their client to resume.
     pub resume: ResumeConfig,
+    /// Mutual TLS on the gRPC listener and the tunnels (PROTOCOL.md §15).
+    pub internal_tls: InternalTlsConfig,
+    /// Who may call the push APIs when internal TLS is on.
+    pub push_api: PushApiConfig,
+}
+
+/// `[push_api]`: who may call `broadcaster.service.push.v1` and `gate.service.push.v1` on
+/// the gRPC listener once `[internal_tls]` is on (the edge link takes edges only).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PushApiConfig {
+    /// Certificate roles admitted.
+    pub roles: Vec<Role>,
+    /// Also take plaintext connections for the push APIs (go-pantheon's Roma pushes without
+    /// TLS); they are told from TLS by their first byte and reach nothing else.
+    pub plaintext: bool,
+}
+
+impl Default for PushApiConfig {
+    fn default() -> Self {
+        Self {
+            roles: vec![Role::Game, Role::Admin],
+            plaintext: false,
+        }
+    }
 }
 
 /// `[resume]`: what this broker keeps of resumable sessions (PROTOCOL.md §13).
@@ -74,6 +100,8 @@ impl Default for BrokerConfig {
             tunnels: TunnelsConfig::default(),
             edge_keepalive_ms: 2000,
             resume: ResumeConfig::default(),
+            internal_tls: InternalTlsConfig::default(),
+            push_api: PushApiConfig::default(),
         }
     }
 }
@@ -267,6 +295,10 @@ pub struct ServiceConfig {
     pub name: String,
     /// Tunnel API it serves.
     pub tunnel: TunnelKind,
+    /// Tunnels to it stay plaintext when `[internal_tls]` is on (go-pantheon's Roma serves
+    /// plaintext gRPC); otherwise they are mutual TLS and its certificate must name `game`.
+    #[serde(default)]
+    pub plaintext: bool,
 }
 
 /// `[tunnels]`: module → service table.
@@ -288,6 +320,7 @@ impl Default for TunnelsConfig {
         let service = |name: &str, tunnel| ServiceConfig {
             name: name.into(),
             tunnel,
+            plaintext: false,
         };
         Self {
             default_service: "player".into(),
@@ -323,6 +356,7 @@ impl Validate for BrokerConfig {
         problems.check_addr("listen", &self.listen);
         problems.check_addr("admin_listen", &self.admin_listen);
         problems.check_positive("edge_keepalive_ms", self.edge_keepalive_ms);
+        self.internal_tls.check(problems);
         problems.check(
             (1..=65_536).contains(&self.resume.retain_packets),
             "resume.retain_packets",

@@ -21,9 +21,10 @@ use janus_proto::broadcaster::service::push::v1 as bc;
 use janus_proto::player::intra::v1::tunnel_service_server::TunnelServiceServer as PlayerServer;
 use janus_proto::room::intra::v1::tunnel_service_server::TunnelServiceServer as RoomServer;
 use janus_proto::{player, room};
+use janus_shared::internal_tls::{self, Admit, InternalTls, Role};
 use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
 use tonic::transport::Channel;
-use tonic::transport::server::TcpIncoming;
 use tonic::{Request, Response, Status, Streaming};
 
 /// Player request: echo, then push `pushed` on the tunnel.
@@ -102,9 +103,13 @@ pub struct Rooms {
 }
 
 impl Rooms {
-    /// Rooms that push through the broker at `push_endpoint` (`host:port`).
-    pub fn new(push_endpoint: &str) -> Result<Self, tonic::codegen::http::uri::InvalidUri> {
-        let channel = Channel::from_shared(format!("http://{push_endpoint}"))?.connect_lazy();
+    /// Rooms that push through the broker at `push_endpoint` (`host:port`), over mutual TLS
+    /// when `tls` is given.
+    pub fn new(
+        push_endpoint: &str,
+        tls: Option<&InternalTls>,
+    ) -> Result<Self, tonic::transport::Error> {
+        let channel = internal_tls::channel(push_endpoint, tls, Role::Broker, |e| e)?;
         Ok(Self {
             members: Arc::default(),
             push: bc::push_service_client::PushServiceClient::new(channel),
@@ -189,19 +194,26 @@ impl room::intra::v1::tunnel_service_server::TunnelService for Rooms {
 }
 
 /// Serves the demo game service (both tunnel services) on `listener` until `shutdown`
-/// resolves; room pushes go through the broker at `push_endpoint`.
+/// resolves; room pushes go through the broker at `push_endpoint`. With `tls`, both ways are
+/// mutual TLS (PROTOCOL.md §15): tunnels are taken from brokers only, and the material is
+/// reloaded as its files change.
 pub async fn serve(
     listener: TcpListener,
     push_endpoint: &str,
+    tls: Option<InternalTls>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
-    let rooms = Rooms::new(push_endpoint)?;
-    // TCP_NODELAY on every accepted connection: the builder's own TCP settings do not apply to
-    // a server given its incoming connections.
-    let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
+    let rooms = Rooms::new(push_endpoint, tls.as_ref())?;
+    let stop = CancellationToken::new();
+    let _stopped = stop.clone().drop_guard();
+    if let Some(tls) = &tls {
+        tokio::spawn(tls.clone().watch(None, stop.clone()));
+    }
+    let brokers = Admit::new("tunnel", &[Role::Broker], false, None);
+    let incoming = internal_tls::incoming(listener, tls, false, None, stop);
     tonic::transport::Server::builder()
-        .add_service(PlayerServer::new(EchoPlayer))
-        .add_service(RoomServer::new(rooms))
+        .add_service(PlayerServer::with_interceptor(EchoPlayer, brokers.clone()))
+        .add_service(RoomServer::with_interceptor(rooms, brokers))
         .serve_with_incoming_shutdown(incoming, shutdown)
         .await?;
     Ok(())

@@ -42,6 +42,9 @@ pub enum Error {
     /// A listener could not be bound.
     #[error("cannot listen: {0}")]
     Bind(String),
+    /// The `[internal_tls]` material cannot be used (names the field).
+    #[error("{0}")]
+    InternalTls(String),
     /// `admin_token_file` cannot be used.
     #[error("admin_token_file {path}: {reason}")]
     AdminToken {
@@ -64,6 +67,7 @@ impl Error {
             Error::Malformed { .. } => "malformed",
             Error::Bind(_) => "bind",
             Error::AdminToken { .. } => "admin_token",
+            Error::InternalTls(_) => "internal_tls",
         }
     }
 

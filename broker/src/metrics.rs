@@ -15,6 +15,11 @@ pub struct Metrics {
     pub kicks: IntCounterVec,
     /// Admin requests refused, by reason: `no_token_configured`, `missing_token`, `wrong_token`.
     pub admin_refused: IntCounterVec,
+    /// Internal connections and calls refused (PROTOCOL.md §15), by `api` (`connection` for
+    /// a refused handshake) and `reason`.
+    pub internal_refused: IntCounterVec,
+    /// Internal TLS material read again, by `result` (`ok`, `error`: refused, old kept).
+    pub tls_reloads: IntCounterVec,
     /// Tunnel opens by service and result (`ok` or an error kind).
     pub tunnels: IntCounterVec,
     /// Client packets refused before any tunnel, by reason.
@@ -73,6 +78,16 @@ impl Metrics {
                 "janus_broker_admin_refused_total",
                 "Mutating admin requests refused (no token configured, none sent, a wrong one)",
                 &["reason"],
+            ),
+            internal_refused: r.counter(
+                "janus_broker_internal_refused_total",
+                "Internal gRPC connections and calls refused (certificate, role, plaintext)",
+                &["api", "reason"],
+            ),
+            tls_reloads: r.counter(
+                "janus_broker_internal_tls_reloads_total",
+                "Internal TLS material reloaded (ok) or refused with the old kept (error)",
+                &["result"],
             ),
             kicks: r.counter(
                 "janus_broker_kicks_total",

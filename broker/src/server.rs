@@ -10,10 +10,10 @@ use janus_proto::broadcaster::service::push::v1::push_service_server::PushServic
 use janus_proto::gate::service::push::v1::push_service_server::PushServiceServer as GatePushServer;
 use janus_proto::janus::internal::v1::edge_link_server::EdgeLinkServer;
 use janus_shared::discovery::{Discovery, EtcdDiscovery, Registration, StaticDiscovery};
+use janus_shared::internal_tls::{self, Admit, InternalTls, Role};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
-use tonic::transport::server::TcpIncoming;
 
 use crate::admin;
 use crate::bus::{MemoryBus, NatsBus, PushBus, RedisBus};
@@ -54,6 +54,8 @@ impl Broker {
             .local_addr()
             .map_err(|e| Error::Bind(e.to_string()))?;
         let admin_token = admin::read_token(&config.admin_token_file)?;
+        let tls = InternalTls::load(&config.internal_tls)
+            .map_err(|e| Error::InternalTls(e.to_string()))?;
         let endpoint = match &config.advertise {
             Some(advertise) => advertise.clone(),
             None if addr.ip().is_unspecified() => {
@@ -111,6 +113,7 @@ impl Broker {
             config.tunnels.queue,
             endpoint.clone(),
             tasks.clone(),
+            tls.clone(),
         );
         let state = Arc::new(BrokerState {
             config,
@@ -135,16 +138,43 @@ impl Broker {
         }
         let shutdown = state.shutdown.clone();
         let keepalive = Duration::from_millis(state.config.edge_keepalive_ms);
+        let refused = state.metrics.internal_refused.clone();
+        let push_api = &state.config.push_api;
+        let pushers = Admit::new(
+            "push",
+            &push_api.roles,
+            push_api.plaintext,
+            Some(refused.clone()),
+        );
+        let edges = Admit::new("edge_link", &[Role::Edge], false, Some(refused.clone()));
         let router = tonic::transport::Server::builder()
             .http2_keepalive_interval(Some(keepalive))
             .http2_keepalive_timeout(Some(keepalive))
-            .add_service(EdgeLinkServer::new(LinkService::new(state.clone())))
-            .add_service(BroadcasterPush::new(pusher.clone()))
-            .add_service(GatePushServer::new(GatePush(pusher)));
+            .add_service(EdgeLinkServer::with_interceptor(
+                LinkService::new(state.clone()),
+                edges,
+            ))
+            .add_service(BroadcasterPush::with_interceptor(
+                pusher.clone(),
+                pushers.clone(),
+            ))
+            .add_service(GatePushServer::with_interceptor(GatePush(pusher), pushers));
+        if let Some(tls) = &tls {
+            let watch = tls
+                .clone()
+                .watch(Some(state.metrics.tls_reloads.clone()), shutdown.clone());
+            state.tasks.spawn(watch);
+        }
+        // TCP_NODELAY on every accepted connection (the builder's TCP settings do not apply to
+        // a server given its incoming connections): a reply must not wait for an ACK.
+        let incoming = internal_tls::incoming(
+            listener,
+            tls,
+            state.config.push_api.plaintext,
+            Some(refused),
+            shutdown.clone(),
+        );
         let server = tokio::spawn(async move {
-            // TCP_NODELAY on every accepted connection (the builder's TCP settings do not apply
-            // to a server given its incoming connections): a reply must not wait for an ACK.
-            let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
             if let Err(e) = router
                 .serve_with_incoming_shutdown(incoming, shutdown.cancelled_owned())
                 .await

@@ -25,7 +25,7 @@ use tokio_stream::wrappers::ReceiverStream;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tonic::metadata::{MetadataMap, MetadataValue};
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::Channel;
 use tracing::Instrument;
 
 use crate::balance::SmoothWeighted;
@@ -34,6 +34,7 @@ use crate::continuity::Continuity;
 use crate::error::{Error, Result, unavailable};
 use crate::route::{RouteStore, route_key};
 use janus_shared::discovery::{Discovery, Instance};
+use janus_shared::internal_tls::{self, InternalTls, Role};
 
 /// How long connecting to a game-service instance may take.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
@@ -49,7 +50,10 @@ pub struct Tunnels {
     tasks: TaskTracker,
     watches: tokio::sync::Mutex<HashMap<String, watch::Receiver<Vec<Instance>>>>,
     balancers: Mutex<HashMap<(String, String), SmoothWeighted>>,
-    channels: Mutex<HashMap<String, Channel>>,
+    /// Channels by endpoint and whether they use TLS.
+    channels: Mutex<HashMap<(String, bool), Channel>>,
+    /// The material of TLS links to game services (`[internal_tls]`), when on.
+    tls: Option<InternalTls>,
 }
 
 impl std::fmt::Debug for Tunnels {
@@ -169,8 +173,10 @@ impl Tunnels {
         queue: usize,
         endpoint: String,
         tasks: TaskTracker,
+        tls: Option<InternalTls>,
     ) -> Self {
         Self {
+            tls,
             routes,
             discovery,
             app_ttl,
@@ -235,18 +241,21 @@ impl Tunnels {
         self.routes.claim(&key, &pick, self.app_ttl).await
     }
 
-    fn channel(&self, service: &str, endpoint: &str) -> Result<Channel> {
+    /// The channel to `endpoint` of `service`: TLS when internal TLS is on and the service
+    /// is not a plaintext one (`[tunnels.services.<alias>] plaintext`).
+    fn channel(&self, service: &ServiceConfig, endpoint: &str) -> Result<Channel> {
+        let tls = self.tls.as_ref().filter(|_| !service.plaintext);
+        let key = (endpoint.to_owned(), tls.is_some());
         let mut channels = self.channels.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(channel) = channels.get(endpoint) {
+        if let Some(channel) = channels.get(&key) {
             return Ok(channel.clone());
         }
-        let channel = Endpoint::from_shared(format!("http://{endpoint}"))
-            .map_err(|e| tunnel_err(service, endpoint, e))?
-            .connect_timeout(CONNECT_TIMEOUT)
-            .tcp_nodelay(true)
-            .http2_keep_alive_interval(Duration::from_secs(20))
-            .connect_lazy();
-        channels.insert(endpoint.to_owned(), channel.clone());
+        let channel = internal_tls::channel(endpoint, tls, Role::Game, |e| {
+            e.connect_timeout(CONNECT_TIMEOUT)
+                .http2_keep_alive_interval(Duration::from_secs(20))
+        })
+        .map_err(|e| tunnel_err(&service.name, endpoint, e))?;
+        channels.insert(key, channel.clone());
         Ok(channel)
     }
 
@@ -265,7 +274,7 @@ impl Tunnels {
     ) -> Result<Tunnel> {
         let session = continuity.open();
         let endpoint = self.resolve(&service.name, &session.color, obj).await?;
-        let channel = self.channel(&service.name, &endpoint)?;
+        let channel = self.channel(service, &endpoint)?;
         let (tx, rx) = mpsc::channel(self.queue);
         let replies = call(
             service.tunnel,

@@ -7,6 +7,7 @@ use std::path::Path;
 use anyhow::Context;
 use janus_shared::config::{Problems, Validate};
 use janus_shared::discovery::{Discovery, EtcdDiscovery, Instance, own_address};
+use janus_shared::internal_tls::{InternalTls, InternalTlsConfig};
 use janus_shared::telemetry;
 use serde::Deserialize;
 
@@ -24,6 +25,8 @@ struct GameDemoConfig {
     advertise: Option<String>,
     /// Colour served.
     color: String,
+    /// Mutual TLS for the tunnels it serves and the pushes it sends (PROTOCOL.md §15).
+    internal_tls: InternalTlsConfig,
 }
 
 impl Default for GameDemoConfig {
@@ -34,6 +37,7 @@ impl Default for GameDemoConfig {
             etcd_endpoints: Vec::new(),
             advertise: None,
             color: String::new(),
+            internal_tls: InternalTlsConfig::default(),
         }
     }
 }
@@ -41,6 +45,7 @@ impl Default for GameDemoConfig {
 impl Validate for GameDemoConfig {
     fn validate(&self, problems: &mut Problems) {
         problems.check_addr("listen", &self.listen);
+        self.internal_tls.check(problems);
         problems.check(
             self.push.contains(':'),
             "push",
@@ -62,6 +67,7 @@ const SERVICES: [&str; 2] = ["roma.player.service", "roma.room.service"];
 /// Runs the demo game service until SIGTERM/SIGINT.
 pub(crate) async fn run(config: Option<&Path>) -> anyhow::Result<()> {
     let config: GameDemoConfig = janus_shared::config::load(config, "JANUS_GAME_DEMO")?;
+    let tls = InternalTls::load(&config.internal_tls)?;
     let listener = tokio::net::TcpListener::bind(&config.listen)
         .await
         .with_context(|| format!("listen: cannot bind {}", config.listen))?;
@@ -87,7 +93,7 @@ pub(crate) async fn run(config: Option<&Path>) -> anyhow::Result<()> {
     }
     tracing::info!(listen = %config.listen, push = %config.push, "demo game service started");
     let served =
-        janus_broker::demo::serve(listener, &config.push, telemetry::shutdown_signal()).await;
+        janus_broker::demo::serve(listener, &config.push, tls, telemetry::shutdown_signal()).await;
     for registration in registrations {
         registration.deregister().await;
     }

@@ -7,6 +7,7 @@ use anyhow::{Context, bail};
 use clap::Args;
 use janus_proto::gate::intra::v1::{AuthToken, OnlineStatus};
 use janus_shared::client::unix_now;
+use janus_shared::internal_tls::{Authority, Issued, Role};
 use janus_shared::keys::{SigningKey, TokenKey, TokenKeyFormat};
 use janus_shared::token::TokenCodec;
 
@@ -21,6 +22,11 @@ pub(crate) const TOKEN_KEY: &str = "token.hex";
 /// The optional client certificate's private key (PKCS#8 v1 PEM) and the certificate.
 const CLIENT_KEY: &str = "client.key";
 const CLIENT_CERT: &str = "client.crt";
+/// The internal set (PROTOCOL.md §15) lives in this subdirectory: the deployment CA and its
+/// key, and `<role>.pem` / `<role>.key` for every role.
+const INTERNAL: &str = "internal";
+pub(crate) const CA_CERT: &str = "ca.pem";
+const CA_KEY: &str = "ca.key";
 
 /// Writes `path` unless it exists (or `force`); a `secret` readable by its owner only (0600).
 fn write_new(path: &Path, contents: &str, force: bool, secret: bool) -> anyhow::Result<()> {
@@ -35,7 +41,8 @@ fn write_new(path: &Path, contents: &str, force: bool, secret: bool) -> anyhow::
     written.with_context(|| format!("cannot write {}", path.display()))
 }
 
-/// `janus keygen`: writes a fresh key set into `dir` and says what each file is for.
+/// `janus keygen`: writes a fresh key set and internal set into `dir` and says what each
+/// file is for.
 pub(crate) fn keygen(dir: &Path, force: bool) -> anyhow::Result<()> {
     write_key_set(dir, force)?;
     println!(
@@ -45,6 +52,67 @@ pub(crate) fn keygen(dir: &Path, force: bool) -> anyhow::Result<()> {
          {dir}/{CLIENT_CERT} (optional client certificate: set keys.client_cert_file on the edge)",
         dir = dir.display()
     );
+    internal_keygen(dir, force)
+}
+
+/// The internal set's directory inside a key directory.
+pub(crate) fn internal_dir(dir: &Path) -> PathBuf {
+    dir.join(INTERNAL)
+}
+
+/// Writes a fresh deployment CA and a certificate for every role into `dir/internal/`.
+pub(crate) fn internal_keygen(dir: &Path, force: bool) -> anyhow::Result<()> {
+    let internal = internal_dir(dir);
+    std::fs::create_dir_all(&internal)
+        .with_context(|| format!("cannot create {}", internal.display()))?;
+    let ca = Authority::generate()?;
+    write_new(&internal.join(CA_CERT), &ca.cert_pem()?, force, false)?;
+    write_new(&internal.join(CA_KEY), &ca.key_pem(), force, true)?;
+    for role in Role::ALL {
+        write_issued(&internal, role, &ca.issue(role)?, force)?;
+    }
+    println!(
+        "wrote {dir}/{CA_CERT} (the deployment CA: every process's internal_tls.ca_file), \
+         {dir}/{CA_KEY} (its key: keep it offline, it issues every role) and <role>.pem / \
+         <role>.key for edge, broker, game and admin (internal_tls.cert_file and key_file)",
+        dir = internal.display()
+    );
+    Ok(())
+}
+
+/// `janus keygen --issue <role>`: a fresh certificate and key for `role` from the CA in
+/// `dir/internal/`, replacing the old ones in place (processes reading them reload them).
+pub(crate) fn issue(dir: &Path, role: Role) -> anyhow::Result<()> {
+    let internal = internal_dir(dir);
+    let ca_key = internal.join(CA_KEY);
+    let key = std::fs::read_to_string(&ca_key)
+        .with_context(|| format!("cannot read the CA key {}", ca_key.display()))?;
+    let issued = Authority::from_key_pem(&key)?.issue(role)?;
+    write_issued(&internal, role, &issued, true)?;
+    println!(
+        "wrote {dir}/{role}.pem and {dir}/{role}.key",
+        dir = internal.display()
+    );
+    Ok(())
+}
+
+/// Writes `role`'s certificate and key; each file is replaced whole (written beside, then
+/// renamed), so a process reloading it never reads half of one.
+fn write_issued(internal: &Path, role: Role, issued: &Issued, force: bool) -> anyhow::Result<()> {
+    for (name, contents, secret) in [
+        (format!("{role}.key"), &issued.key_pem, true),
+        (format!("{role}.pem"), &issued.cert_pem, false),
+    ] {
+        let path = internal.join(&name);
+        let next = internal.join(format!(".{name}.next"));
+        let _ = std::fs::remove_file(&next);
+        write_new(&next, contents, true, secret)?;
+        if path.exists() && !force {
+            bail!("{} exists (use --force to overwrite)", path.display());
+        }
+        std::fs::rename(&next, &path)
+            .with_context(|| format!("cannot write {}", path.display()))?;
+    }
     Ok(())
 }
 

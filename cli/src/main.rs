@@ -21,6 +21,7 @@ use janus_broker::Broker;
 use janus_broker::config::BrokerConfig;
 use janus_edge::Edge;
 use janus_edge::config::EdgeConfig;
+use janus_shared::internal_tls::Role;
 use janus_shared::telemetry;
 
 /// Janus game gateway.
@@ -63,7 +64,9 @@ enum Command {
     /// Generates a key set: server.pem (the edge's Ed25519 signing key, PKCS#8 v1 PEM),
     /// server.pub.pem (its public key, SPKI PEM, for Janus clients), server.crt (the same key in
     /// a self-signed X.509 certificate, for go-pantheon clients), token.hex (a 32-byte token key
-    /// to share with Lares), and client.key / client.crt (an optional client certificate).
+    /// to share with Lares), client.key / client.crt (an optional client certificate), and
+    /// internal/: the deployment CA (ca.pem, ca.key) and <role>.pem / <role>.key for edge,
+    /// broker, game and admin (mutual TLS inside the deployment).
     Keygen {
         /// Directory to write into.
         #[arg(long, default_value = "keys")]
@@ -71,9 +74,14 @@ enum Command {
         /// Overwrite existing files.
         #[arg(long, conflicts_with = "if_missing")]
         force: bool,
-        /// Do nothing when the directory already holds a key set.
+        /// Keep the sets the directory already holds (write only a missing one).
         #[arg(long)]
         if_missing: bool,
+        /// Only issue a fresh certificate and key for this role (edge, broker, game, admin)
+        /// from the CA in <dir>/internal/, replacing the old pair (a rotation: processes
+        /// reload it).
+        #[arg(long, conflicts_with_all = ["force", "if_missing"])]
+        issue: Option<Role>,
     },
     /// Exits 0 when an HTTP GET of URL answers 200 (container health checks).
     Probe {
@@ -144,13 +152,24 @@ async fn run(args: Args) -> anyhow::Result<()> {
             dir,
             force,
             if_missing,
-        } => {
-            if if_missing && dir.join(keys::SERVER_KEY).exists() {
-                println!("{} already holds keys; kept", dir.display());
-                return Ok(());
+            issue,
+        } => match issue {
+            Some(role) => keys::issue(&dir, role),
+            None if if_missing => {
+                if dir.join(keys::SERVER_KEY).exists() {
+                    println!("{} already holds keys; kept", dir.display());
+                } else {
+                    keys::write_key_set(&dir, false)?;
+                }
+                if keys::internal_dir(&dir).join(keys::CA_CERT).exists() {
+                    println!("{} already holds the internal set; kept", dir.display());
+                    Ok(())
+                } else {
+                    keys::internal_keygen(&dir, false)
+                }
             }
-            keys::keygen(&dir, force)
-        }
+            None => keys::keygen(&dir, force),
+        },
         Command::Probe { url } => {
             let status = http::status(&url).await?;
             anyhow::ensure!(status == 200, "{url} answered {status}");

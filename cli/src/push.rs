@@ -7,7 +7,10 @@ use clap::Args;
 use janus_broker::bus::{Confirm, NatsBus, Sent, subject};
 use janus_proto::broadcaster::service::push::v1 as bc;
 use prost::Message;
+use std::path::PathBuf;
 use std::time::Duration;
+
+use janus_shared::internal_tls::{self, InternalTls, InternalTlsConfig, Role};
 
 /// How long `--nats` waits to connect.
 const NATS_TIMEOUT: Duration = Duration::from_secs(5);
@@ -45,6 +48,10 @@ pub(crate) struct PushArgs {
     /// Publish on NATS instead (e.g. nats://127.0.0.1:4222).
     #[arg(long)]
     nats: Option<String>,
+    /// Reach the broker over mutual TLS with the `admin` certificate of this directory (the
+    /// `internal/` a `janus keygen` wrote: ca.pem, admin.pem, admin.key).
+    #[arg(long, env = "JANUS_INTERNAL_TLS_DIR", conflicts_with = "nats")]
+    internal_tls: Option<PathBuf>,
 }
 
 /// Runs `janus push`.
@@ -94,17 +101,29 @@ pub(crate) async fn run(args: PushArgs) -> anyhow::Result<()> {
         }
         return Ok(());
     }
-    let mut client =
-        bc::push_service_client::PushServiceClient::connect(format!("http://{}", args.broker))
-            .await
-            .with_context(|| format!("cannot reach the broker at {}", args.broker))?;
+    let tls = match &args.internal_tls {
+        Some(dir) => {
+            let file = |name: &str| dir.join(name).to_string_lossy().into_owned();
+            InternalTls::load(&InternalTlsConfig {
+                ca_file: file("ca.pem"),
+                cert_file: file("admin.pem"),
+                key_file: file("admin.key"),
+                ..Default::default()
+            })?
+        }
+        None => None,
+    };
+    let channel = internal_tls::channel(&args.broker, tls.as_ref(), Role::Broker, |e| e)
+        .with_context(|| format!("--broker {}", args.broker))?;
+    let mut client = bc::push_service_client::PushServiceClient::new(channel);
+    let reach = || format!("the broker at {}", args.broker);
     if args.broadcast {
         let request = bc::BroadcastRequest {
             bodies: vec![body],
             color: args.color,
             sid: args.sid,
         };
-        client.broadcast(request).await?;
+        client.broadcast(request).await.with_context(reach)?;
         println!("broadcast sent");
     } else {
         let request = bc::MulticastRequest {
@@ -112,7 +131,12 @@ pub(crate) async fn run(args: PushArgs) -> anyhow::Result<()> {
             uids: args.uids,
             color: args.color,
         };
-        let pushed = client.multicast(request).await?.into_inner().pushed_uids;
+        let pushed = client
+            .multicast(request)
+            .await
+            .with_context(reach)?
+            .into_inner()
+            .pushed_uids;
         println!("pushed to {pushed:?}");
     }
     Ok(())

@@ -9,6 +9,7 @@ use janus_proto::gate::intra::v1::OnlineStatus;
 use janus_shared::compress::Compression;
 use janus_shared::config::{Problems, Validate};
 use janus_shared::handshake::ServerHandshakeConfig;
+use janus_shared::internal_tls::InternalTlsConfig;
 use janus_shared::keys::{SigningKey, TokenKey, TokenKeyFormat, VerifyingKey};
 use janus_shared::session::SessionConfig;
 use janus_shared::token::TokenCodec;
@@ -45,6 +46,8 @@ pub struct EdgeConfig {
     pub limits: Limits,
     /// Brokers to link to.
     pub brokers: BrokersConfig,
+    /// Mutual TLS on the links to brokers (PROTOCOL.md §15).
+    pub internal_tls: InternalTlsConfig,
     /// Seconds sessions may go on after SIGTERM before they are logged out (a client holding a
     /// resume ticket is not logged out: its session parks at its broker).
     pub drain_grace_secs: u64,
@@ -69,6 +72,7 @@ impl Default for EdgeConfig {
             resume: ResumeRules::default(),
             limits: Limits::default(),
             brokers: BrokersConfig::default(),
+            internal_tls: InternalTlsConfig::default(),
             drain_grace_secs: 30,
             drain_spread_secs: 10,
         }
@@ -509,6 +513,7 @@ impl EdgeConfig {
 
 impl Validate for EdgeConfig {
     fn validate(&self, problems: &mut Problems) {
+        self.internal_tls.check(problems);
         problems.check(
             self.tcp.enabled || self.websocket.enabled || self.kcp.enabled || self.quic.enabled,
             "tcp.enabled",

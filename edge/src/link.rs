@@ -18,10 +18,10 @@ use janus_proto::janus::internal::v1::{
     BrokerFrame, EdgeBatch, EdgeFrame, EdgeHello, ResumeGranted, broker_frame,
 };
 use janus_proto::packet::Packet;
+use janus_shared::internal_tls::{self, InternalTls, Role};
 use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
-use tonic::transport::Endpoint;
 
 use crate::config::BrokersConfig;
 use crate::drain::{self, Phase};
@@ -227,6 +227,8 @@ pub(crate) struct Links {
     phase: watch::Receiver<Phase>,
     /// Bumped whenever a link comes up, so waiters can re-check.
     changed: watch::Sender<u64>,
+    /// The material of TLS links (`[internal_tls]`), when on.
+    tls: Option<InternalTls>,
 }
 
 impl Links {
@@ -237,6 +239,7 @@ impl Links {
         edge_id: &str,
         tasks: &TaskTracker,
         phase: watch::Receiver<Phase>,
+        tls: Option<InternalTls>,
     ) -> Arc<Self> {
         let stop = CancellationToken::new();
         tasks.spawn({
@@ -254,6 +257,7 @@ impl Links {
             stop,
             phase,
             changed: watch::channel(0).0,
+            tls,
         });
         links.set_endpoints(&config.endpoints);
         if config.rebalance_spread_secs > 0 {
@@ -332,6 +336,11 @@ impl Links {
     }
 
     /// Waits until at least one broker is reachable or `timeout` passes.
+    /// Cancelled once the edge has stopped.
+    pub(crate) fn stopped(&self) -> CancellationToken {
+        self.stop.clone()
+    }
+
     pub(crate) async fn wait_up(&self, timeout: Duration) -> bool {
         let mut changed = self.changed.subscribe();
         tokio::time::timeout(timeout, async {
@@ -472,15 +481,13 @@ type Inbound = (
 
 async fn connect(link: &BrokerLink, links: &Links) -> Result<Inbound, String> {
     let (config, edge_id) = (&links.config, &links.edge_id);
-    let channel = Endpoint::from_shared(format!("http://{}", link.endpoint))
-        .map_err(|e| e.to_string())?
-        .connect_timeout(Duration::from_secs(2))
-        .tcp_nodelay(true)
-        .http2_keep_alive_interval(Duration::from_millis(config.keepalive_ms))
-        .keep_alive_timeout(Duration::from_millis(config.keepalive_ms))
-        .connect()
-        .await
-        .map_err(|e| e.to_string())?;
+    let keepalive = Duration::from_millis(config.keepalive_ms);
+    let channel = internal_tls::channel(&link.endpoint, links.tls.as_ref(), Role::Broker, |e| {
+        e.connect_timeout(Duration::from_secs(2))
+            .http2_keep_alive_interval(keepalive)
+            .keep_alive_timeout(keepalive)
+    })
+    .map_err(|e| e.to_string())?;
     let (tx, rx) = mpsc::channel(config.link_queue);
     let hello = EdgeBatch {
         hello: Some(EdgeHello {

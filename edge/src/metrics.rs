@@ -9,6 +9,8 @@ pub struct Metrics {
     registry: MetricsRegistry,
     /// Live sessions by transport.
     pub sessions: IntGaugeVec,
+    /// Internal TLS material read again, by `result` (`ok`, `error`: refused, old kept).
+    pub tls_reloads: IntCounterVec,
     /// Handshakes by result (`ok` or a failure reason).
     pub handshakes: IntCounterVec,
     /// Frames by transport and direction (`in`, `out`).
@@ -41,6 +43,11 @@ impl Metrics {
         let r = MetricsRegistry::new();
         Self {
             sessions: r.gauge("janus_edge_sessions", "Live sessions", &["transport"]),
+            tls_reloads: r.counter(
+                "janus_edge_internal_tls_reloads_total",
+                "Internal TLS material reloaded (ok) or refused with the old kept (error)",
+                &["result"],
+            ),
             handshakes: r.counter(
                 "janus_edge_handshakes_total",
                 "Handshakes by result",

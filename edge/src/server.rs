@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 
 use janus_shared::discovery::{BROKER_SERVICE, Discovery, EtcdDiscovery, Instance};
 use janus_shared::handshake::ServerHandshakeConfig;
+use janus_shared::internal_tls::InternalTls;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio_util::task::TaskTracker;
@@ -77,16 +78,27 @@ impl Edge {
         let background = TaskTracker::new();
         let lifecycle = Lifecycle::new();
         let brokers = &config.brokers;
+        let tls = InternalTls::load(&config.internal_tls)?;
         let links = match brokers.discovery {
-            BrokerDiscovery::Static => {
-                Links::start(brokers, &config.edge_id(), &background, lifecycle.watch())
-            }
+            BrokerDiscovery::Static => Links::start(
+                brokers,
+                &config.edge_id(),
+                &background,
+                lifecycle.watch(),
+                tls.clone(),
+            ),
             BrokerDiscovery::Etcd => {
                 let empty = BrokersConfig {
                     endpoints: Vec::new(),
                     ..brokers.clone()
                 };
-                let links = Links::start(&empty, &config.edge_id(), &background, lifecycle.watch());
+                let links = Links::start(
+                    &empty,
+                    &config.edge_id(),
+                    &background,
+                    lifecycle.watch(),
+                    tls.clone(),
+                );
                 let etcd = EtcdDiscovery::connect(&brokers.etcd_endpoints).await?;
                 let found = etcd.watch(BROKER_SERVICE).await?;
                 background.spawn(follow_brokers(found, links.clone(), lifecycle.watch()));
@@ -137,6 +149,10 @@ impl Edge {
             .transpose()?;
 
         let state = Arc::new(EdgeState::new(config, handshake, links, lifecycle));
+        if let Some(tls) = tls {
+            let reloads = Some(state.metrics.tls_reloads.clone());
+            background.spawn(tls.watch(reloads, state.links.stopped()));
+        }
         let sessions = TaskTracker::new();
         if let Some(listener) = tcp {
             background.spawn(listener::tcp(listener, state.clone(), sessions.clone()));

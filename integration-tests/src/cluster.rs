@@ -24,7 +24,11 @@ use testcontainers::{ContainerAsync, GenericImage, ImageExt};
 
 use crate::gopeer;
 use crate::infra::{HOW_TO_FIX, infra_image, janus_image};
+use crate::pki::Pki;
 use crate::stack::{COLOR, GameKind, Keys, http_get, try_http_get};
+use janus_proto::broadcaster::service::push::v1 as bc;
+use janus_shared::internal_tls::{self, InternalTls, Role};
+use testcontainers::core::ContainerRequest;
 
 /// A started container.
 pub type Container = ContainerAsync<GenericImage>;
@@ -47,8 +51,50 @@ pub struct Cluster {
     pub edges: Vec<Container>,
     /// Prometheus with the compose stack's scrape configuration.
     pub prometheus: Container,
+    /// The internal TLS material every process uses (mounted at `/pki`; kept until the
+    /// containers are gone), and the `admin` certificate the suites push with.
+    _pki: Pki,
+    admin: InternalTls,
     /// Network `k` carries the links to broker `k`. Last, so it is dropped after the containers.
     link_networks: Networks,
+}
+
+/// A push API client.
+pub type PushApi = bc::push_service_client::PushServiceClient<tonic::transport::Channel>;
+
+/// Where [`Cluster`] mounts its internal TLS material in every container.
+const PKI_MOUNT: &str = "/pki";
+
+/// `request` with mutual TLS on its internal links: a certificate of `role` from `pki`, named
+/// by the `PREFIX__INTERNAL_TLS__*` variables, the material mounted at [`PKI_MOUNT`].
+fn with_internal_tls(
+    request: ContainerRequest<GenericImage>,
+    prefix: &str,
+    pki: &Pki,
+    role: Role,
+) -> ContainerRequest<GenericImage> {
+    let config = pki.issue(&pki.ca, role);
+    let inside = |path: &str| {
+        let name = std::path::Path::new(path).file_name().unwrap();
+        format!("{PKI_MOUNT}/{}", name.to_string_lossy())
+    };
+    request
+        .with_mount(Mount::bind_mount(
+            pki.dir().display().to_string(),
+            PKI_MOUNT,
+        ))
+        .with_env_var(
+            format!("{prefix}__INTERNAL_TLS__CA_FILE"),
+            inside(&config.ca_file),
+        )
+        .with_env_var(
+            format!("{prefix}__INTERNAL_TLS__CERT_FILE"),
+            inside(&config.cert_file),
+        )
+        .with_env_var(
+            format!("{prefix}__INTERNAL_TLS__KEY_FILE"),
+            inside(&config.key_file),
+        )
 }
 
 /// Docker networks made outside testcontainers; removed on drop (containers on them must be gone
@@ -204,6 +250,23 @@ async fn go_roma_image() -> GenericImage {
 }
 
 impl Cluster {
+    /// A push API client of broker `broker` (published port), over mutual TLS with the
+    /// `admin` certificate.
+    pub async fn push_api(&self, broker: usize) -> PushApi {
+        let port = self.brokers[broker]
+            .get_host_port_ipv4(17100.tcp())
+            .await
+            .unwrap();
+        let channel = internal_tls::channel(
+            &format!("127.0.0.1:{port}"),
+            Some(&self.admin),
+            Role::Broker,
+            |e| e.connect_timeout(Duration::from_secs(5)),
+        )
+        .unwrap();
+        PushApi::new(channel)
+    }
+
     /// Starts every container with the demo game and waits until each says it is ready (edges:
     /// a broker link is up).
     pub async fn start() -> Self {
@@ -260,6 +323,13 @@ impl Cluster {
         );
         let etcd_url = format!("http://{}:2379", name("etcd"));
 
+        // Every internal link is mutual TLS, as in compose; the Go Roma peer serves and pushes
+        // plaintext, as Roma does (PROTOCOL.md §15.3).
+        let pki = Pki::new();
+        let admin = pki.issue(&pki.ca, Role::Admin);
+        let admin = InternalTls::load(&admin).unwrap().expect("internal TLS on");
+        let plaintext_game = matches!(game, GameKind::GoRoma(_));
+
         // Room pushes go to broker 0, which forwards them to the others.
         let push = format!("{}:17100", name("broker-0"));
         let game = match game {
@@ -275,6 +345,7 @@ impl Cluster {
                         format!("[\"{etcd_url}\"]"),
                     )
                     .with_env_var("JANUS_GAME_DEMO__COLOR", COLOR);
+                let game = with_internal_tls(game, "JANUS_GAME_DEMO", &pki, Role::Game);
                 start(game, "game-demo").await
             }
             GameKind::GoRoma(flags) => {
@@ -334,6 +405,20 @@ impl Cluster {
                     "JANUS_BROKER__ADVERTISE",
                     format!("{}:17100", name(&format!("broker-{i}-link"))),
                 );
+            let mut broker = with_internal_tls(broker, "JANUS_BROKER", &pki, Role::Broker);
+            if plaintext_game {
+                let service = |alias: &str| {
+                    format!(
+                        "{alias} = {{ name = \"roma.{alias}.service\", tunnel = \"{alias}\", plaintext = true }}"
+                    )
+                };
+                broker = broker
+                    .with_env_var("JANUS_BROKER__PUSH_API__PLAINTEXT", "true")
+                    .with_env_var(
+                        "JANUS_BROKER__TUNNELS__SERVICES",
+                        format!("{{ {}, {} }}", service("player"), service("room")),
+                    );
+            }
             let broker = start(broker, "broker").await;
             let alias = name(&format!("broker-{i}-link"));
             docker(&[
@@ -385,6 +470,7 @@ impl Cluster {
                 .with_env_var("JANUS_EDGE__SESSION__MESSAGES_PER_SEC", "10000")
                 // Sessions move to a broker that comes (back) up within seconds, not a minute.
                 .with_env_var("JANUS_EDGE__BROKERS__REBALANCE_SPREAD_SECS", "3");
+            let edge = with_internal_tls(edge, "JANUS_EDGE", &pki, Role::Edge);
             let edge = start(edge, "edge").await;
             for network in &link_networks.0 {
                 docker(&["network", "connect", network, edge.id()])
@@ -426,6 +512,8 @@ impl Cluster {
             brokers,
             edges,
             prometheus,
+            _pki: pki,
+            admin,
             link_networks,
         };
         for edge in 0..cluster.edges.len() {

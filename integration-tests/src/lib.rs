@@ -8,6 +8,7 @@
 pub mod cluster;
 pub mod gopeer;
 pub mod infra;
+pub mod pki;
 pub mod ports;
 pub mod roma;
 pub mod stack;

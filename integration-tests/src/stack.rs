@@ -149,6 +149,15 @@ impl Game {
 
     /// Starts the demo game on `listener` (to restart it on the same address).
     pub fn start_on(listener: std::net::TcpListener, push_endpoint: &str) -> Self {
+        Self::start_with_tls(listener, push_endpoint, None)
+    }
+
+    /// Starts the demo game on `listener`, serving and pushing over mutual TLS with `tls`.
+    pub fn start_with_tls(
+        listener: std::net::TcpListener,
+        push_endpoint: &str,
+        tls: Option<janus_shared::internal_tls::InternalTls>,
+    ) -> Self {
         let endpoint = listener.local_addr().unwrap().to_string();
         listener.set_nonblocking(true).unwrap();
         let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -159,7 +168,7 @@ impl Game {
         let push_endpoint = push_endpoint.to_owned();
         runtime.spawn(async move {
             let listener = TcpListener::from_std(listener).unwrap();
-            demo::serve(listener, &push_endpoint, std::future::pending())
+            demo::serve(listener, &push_endpoint, tls, std::future::pending())
                 .await
                 .unwrap();
         });

@@ -462,14 +462,7 @@ async fn the_split_deployment_in_containers() {
     }
 
     // A multicast through one broker reaches players on every broker.
-    let port = cluster.brokers[0]
-        .get_host_port_ipv4(17100.tcp())
-        .await
-        .unwrap();
-    let mut push =
-        bc::push_service_client::PushServiceClient::connect(format!("http://127.0.0.1:{port}"))
-            .await
-            .unwrap();
+    let mut push = cluster.push_api(0).await;
     let uids: Vec<i64> = players.keys().copied().collect();
     let request = bc::MulticastRequest {
         bodies: vec![bc::PushBody {
@@ -739,14 +732,7 @@ async fn the_split_deployment_in_containers() {
     give_back(records, &mut players, &mut extra);
 
     // A push for the moved sessions through the broker they left when they moved back.
-    let port = cluster.brokers[next_home(moved_uids[0])]
-        .get_host_port_ipv4(17100.tcp())
-        .await
-        .unwrap();
-    let mut push_cut =
-        bc::push_service_client::PushServiceClient::connect(format!("http://127.0.0.1:{port}"))
-            .await
-            .unwrap();
+    let mut push_cut = cluster.push_api(next_home(moved_uids[0])).await;
     let pushed = push_cut
         .multicast(bc::MulticastRequest {
             bodies: vec![bc::PushBody {

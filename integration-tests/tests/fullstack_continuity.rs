@@ -265,7 +265,7 @@ struct Round {
     pushed: Result<BTreeSet<i64>, String>,
 }
 
-type PushApi = bc::push_service_client::PushServiceClient<tonic::transport::Channel>;
+use janus_integration_tests::cluster::PushApi;
 
 /// The push stream to the players whose session broker `group` holds, through that broker's
 /// push API until a call fails, then through the next broker's, until `stop`.
@@ -447,13 +447,8 @@ impl Phase {
 /// A push API client per broker.
 async fn push_apis(cluster: &Cluster) -> Vec<PushApi> {
     let mut apis = Vec::new();
-    for broker in &cluster.brokers {
-        let port = broker.get_host_port_ipv4(17100.tcp()).await.unwrap();
-        let channel = tonic::transport::Endpoint::from_shared(format!("http://127.0.0.1:{port}"))
-            .unwrap()
-            .connect_timeout(PUSH_TIMEOUT)
-            .connect_lazy();
-        apis.push(PushApi::new(channel));
+    for broker in 0..cluster.brokers.len() {
+        apis.push(cluster.push_api(broker).await);
     }
     apis
 }

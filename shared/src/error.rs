@@ -128,6 +128,9 @@ pub enum Error {
         /// Why it was refused.
         reason: String,
     },
+    /// Internal TLS material could not be read or used (names the config field).
+    #[error("{0}")]
+    InternalTls(String),
     /// The peer closed the connection.
     #[error("connection closed by peer")]
     Closed,
@@ -198,6 +201,7 @@ impl Error {
             Error::ResumeDenied => "resume_denied",
             Error::ResumeGap(_) => "resume_gap",
             Error::Key { .. } => "key",
+            Error::InternalTls(_) => "internal_tls",
             Error::Closed => "closed",
             Error::HandshakeRefused => "handshake_refused",
             Error::Timeout(_) => "timeout",

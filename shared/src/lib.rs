@@ -19,6 +19,7 @@ pub mod discovery;
 pub mod error;
 pub mod frame;
 pub mod handshake;
+pub mod internal_tls;
 pub mod kcp;
 pub mod keys;
 pub mod metrics;

@@ -23,13 +23,22 @@
 // push of SCServerLogout{ConflictingLogin} and ends. It is off by default because the demo
 // game's rooms (obj = room id, one stream per member) cannot live with it.
 //
+// With -tls-ca, -tls-cert and -tls-key both of its links are mutual TLS as Janus's internal
+// links are (PROTOCOL.md §15): it serves the tunnels only to clients whose certificate, issued
+// by the CA, names broker.janus.internal, and pushes to a broker whose certificate names it,
+// presenting its own (which names game.janus.internal), with crypto/tls and grpc-go's
+// credentials as a Roma built with TLS would.
+//
 // Output: the bound address alone on the first stdout line, then one JSON object per line for
 // what a test may assert on (see event). It exits when stdin closes or on SIGTERM.
 package main
 
 import (
 	"context"
+	"crypto/tls"
+	"crypto/x509"
 	"encoding/json"
+	"errors"
 	"flag"
 	"fmt"
 	"io"
@@ -44,6 +53,7 @@ import (
 	"time"
 
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/metadata"
 
 	"gopeers/wire"
@@ -128,16 +138,26 @@ func main() {
 	push := flag.String("push", "", "host:port of the broker's broadcaster.service.push.v1.PushService (room pushes)")
 	clockOffset := flag.Duration("clock-offset", 0, "the game clock's offset from the system clock (heartbeat server_time)")
 	kickConflicts := flag.Bool("kick-conflicts", false, "a newer tunnel for an object ends the older one with SCServerLogout, as Roma's workers do")
+	tlsCA := flag.String("tls-ca", "", "the deployment CA (PEM): serve and push over mutual TLS")
+	tlsCert := flag.String("tls-cert", "", "this service's certificate (PEM), naming game.janus.internal")
+	tlsKey := flag.String("tls-key", "", "its key (PEM)")
 	flag.Parse()
 	if *push == "" {
 		fatal("-push is required")
+	}
+	pushCreds := grpc.WithInsecure()
+	options := []grpc.ServerOption{grpc.CustomCodec(wire.Codec{})}
+	if *tlsCA != "" {
+		server, client := mutualTLS(*tlsCA, *tlsCert, *tlsKey)
+		options = append(options, grpc.Creds(credentials.NewTLS(server)))
+		pushCreds = grpc.WithTransportCredentials(credentials.NewTLS(client))
 	}
 
 	lis, err := net.Listen("tcp", *listen)
 	if err != nil {
 		fatal("listen %s: %v", *listen, err)
 	}
-	conn, err := grpc.Dial(*push, grpc.WithInsecure(),
+	conn, err := grpc.Dial(*push, pushCreds,
 		grpc.WithDefaultCallOptions(grpc.ForceCodec(wire.Codec{})))
 	if err != nil {
 		fatal("dial push %s: %v", *push, err)
@@ -151,7 +171,7 @@ func main() {
 		kickConflicts: *kickConflicts,
 		live:          map[string]map[int64]*tunnelState{"player": {}, "room": {}},
 	}
-	srv := grpc.NewServer(grpc.CustomCodec(wire.Codec{}))
+	srv := grpc.NewServer(options...)
 	for _, svc := range []string{"player", "room"} {
 		srv.RegisterService(&grpc.ServiceDesc{
 			ServiceName: svc + ".intra.v1.TunnelService",
@@ -179,6 +199,44 @@ func main() {
 	if err := srv.Serve(lis); err != nil {
 		fatal("serve: %v", err)
 	}
+}
+
+// mutualTLS builds the server side (clients must present a certificate from the CA naming
+// broker.janus.internal) and the client side (the server must present one naming it) of the
+// peer's TLS.
+func mutualTLS(caFile, certFile, keyFile string) (server, client *tls.Config) {
+	ca, err := ioutil.ReadFile(caFile)
+	if err != nil {
+		fatal("tls-ca: %v", err)
+	}
+	pool := x509.NewCertPool()
+	if !pool.AppendCertsFromPEM(ca) {
+		fatal("tls-ca %s: no certificate", caFile)
+	}
+	pair, err := tls.LoadX509KeyPair(certFile, keyFile)
+	if err != nil {
+		fatal("tls-cert/tls-key: %v", err)
+	}
+	const broker = "broker.janus.internal"
+	server = &tls.Config{
+		Certificates: []tls.Certificate{pair},
+		ClientCAs:    pool,
+		ClientAuth:   tls.RequireAndVerifyClientCert,
+		MinVersion:   tls.VersionTLS12,
+		VerifyConnection: func(state tls.ConnectionState) error {
+			if len(state.PeerCertificates) == 0 || state.PeerCertificates[0].VerifyHostname(broker) != nil {
+				return errors.New("the client's certificate does not name " + broker)
+			}
+			return nil
+		},
+	}
+	client = &tls.Config{
+		Certificates: []tls.Certificate{pair},
+		RootCAs:      pool,
+		ServerName:   broker,
+		MinVersion:   tls.VersionTLS12,
+	}
+	return server, client
 }
 
 func fatal(format string, args ...interface{}) {
