@@ -65,6 +65,10 @@ pub(crate) struct ConnectArgs {
     /// Speak the go-pantheon v1 (legacy) handshake.
     #[arg(long)]
     legacy: bool,
+    /// The version of the signing key --server-key holds (`CSHandshake.cert_version`): during
+    /// a rollover the edge answers with that key (PROTOCOL.md §3.4); 0 takes the current one.
+    #[arg(long, default_value_t = 0)]
+    cert_version: i32,
     /// Send this message and print the answer (repeat to send several, one after the other),
     /// then exit.
     #[arg(long)]
@@ -274,7 +278,7 @@ pub(crate) async fn run(args: ConnectArgs) -> anyhow::Result<()> {
             client_key: None,
             mode: if args.legacy { Mode::Legacy } else { Mode::V2 },
             server_id: 0,
-            cert_version: 0,
+            cert_version: args.cert_version,
             resumable: args.resumable && !args.legacy,
         },
         session: SessionConfig::default(),

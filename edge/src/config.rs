@@ -198,6 +198,19 @@ pub struct KeysConfig {
     pub previous_token_key_file: String,
     /// Unix seconds until which the previous token key opens tokens (required with it).
     pub previous_token_key_until: i64,
+    /// A signing-key rollover (PROTOCOL.md §3.4): more signing keys, each answering the
+    /// clients that ask for its `cert_version`; `signing_key_file` is `handshake.cert_version`.
+    pub other_signing_keys: Vec<OtherSigningKey>,
+}
+
+/// One `[[keys.other_signing_keys]]` entry.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OtherSigningKey {
+    /// The `CSHandshake.cert_version` of the clients that pin this key.
+    pub cert_version: i32,
+    /// The Ed25519 key, PKCS#8 PEM.
+    pub file: String,
 }
 
 /// `[handshake]`.
@@ -215,7 +228,8 @@ pub struct HandshakeRules {
     pub allow_unencrypted: bool,
     /// Token statuses accepted (`OnlineStatus` numbers; go-pantheon accepts GATE only).
     pub allowed_statuses: Vec<i32>,
-    /// Echoed as `SCHandshake.cert_version`.
+    /// The version of `keys.signing_key_file`, told to clients as `SCHandshake.cert_version`
+    /// (PROTOCOL.md §3.4).
     pub cert_version: i32,
 }
 
@@ -460,6 +474,15 @@ impl EdgeConfig {
             ),
         };
         let mut handshake = self.handshake_config(signing_key, &token_key, client_cert);
+        for (i, other) in self.keys.other_signing_keys.iter().enumerate() {
+            let field = format!("keys.other_signing_keys[{i}].file");
+            let key = std::fs::read_to_string(&other.file)
+                .map_err(|e| format!("cannot read {:?}: {e}", other.file))
+                .and_then(|pem| SigningKey::from_pkcs8_pem(&pem).map_err(|e| e.to_string()))
+                .map_err(|e| Error::Config(format!("{field}: {e}")))?;
+            janus_shared::keys::warn_if_exposed(std::path::Path::new(&other.file), &field);
+            handshake.other_signing_keys.insert(other.cert_version, key);
+        }
         if let Some(previous) = previous_token_key {
             handshake.tokens = handshake
                 .tokens
@@ -497,6 +520,7 @@ impl EdgeConfig {
             allow_legacy: rules.allow_legacy,
             allow_unencrypted: rules.allow_unencrypted,
             cert_version: rules.cert_version,
+            other_signing_keys: Default::default(),
         }
     }
 
@@ -559,6 +583,22 @@ impl Validate for EdgeConfig {
             "keys.previous_token_key_until",
             "is required with keys.previous_token_key_file (unix seconds: when the previous key stops opening tokens)",
         );
+        let mut versions = std::collections::BTreeSet::from([self.handshake.cert_version]);
+        for (i, other) in self.keys.other_signing_keys.iter().enumerate() {
+            problems.check(
+                versions.insert(other.cert_version),
+                &format!("keys.other_signing_keys[{i}].cert_version"),
+                format!(
+                    "{} is already handshake.cert_version or another key's",
+                    other.cert_version
+                ),
+            );
+            problems.check(
+                !other.file.is_empty(),
+                &format!("keys.other_signing_keys[{i}].file"),
+                "is required",
+            );
+        }
         problems.check_positive("handshake.timeout_secs", self.handshake.timeout_secs);
         problems.check_positive("handshake.max_skew_secs", self.handshake.max_skew_secs);
         problems.check(
@@ -765,6 +805,52 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("keys.previous_token_key_until"), "{err}");
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[test]
+    fn other_signing_keys_are_loaded_by_version_and_problems_name_the_entry() {
+        let dir = key_dir("other-signing");
+        std::fs::write(dir.join("token.key"), "02".repeat(32)).unwrap();
+        let old = SigningKey::generate();
+        std::fs::write(dir.join("old.pem"), old.to_pkcs8_pem().unwrap()).unwrap();
+        let with = |entries: &str| {
+            format!(
+                "{}{entries}\n[handshake]\ncert_version = 2\n",
+                keys_toml(&dir, "hex")
+            )
+        };
+        let entry = |version: i32, file: &str| {
+            format!(
+                "[[keys.other_signing_keys]]\ncert_version = {version}\nfile = {:?}\n",
+                dir.join(file)
+            )
+        };
+        let config: EdgeConfig = parse(&with(&entry(1, "old.pem")), "t.toml").unwrap();
+        let handshake = config.load_handshake().unwrap();
+        let (version, key) = handshake.signer(1);
+        assert_eq!(version, 1);
+        assert_eq!(key.verifying_key(), old.verifying_key());
+        assert_eq!(handshake.signer(0).0, 2);
+
+        let twice = format!("{}{}", entry(1, "old.pem"), entry(1, "old.pem"));
+        let err = parse::<EdgeConfig>(&with(&twice), "t.toml")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("keys.other_signing_keys[1].cert_version"),
+            "{err}"
+        );
+        let err = parse::<EdgeConfig>(&with(&entry(2, "old.pem")), "t.toml")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("keys.other_signing_keys[0].cert_version"),
+            "{err}"
+        );
+        let config: EdgeConfig = parse(&with(&entry(1, "missing.pem")), "t.toml").unwrap();
+        let err = config.load_handshake().unwrap_err().to_string();
+        assert!(err.contains("keys.other_signing_keys[0].file"), "{err}");
         std::fs::remove_dir_all(dir).unwrap();
     }
 

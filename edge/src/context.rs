@@ -53,7 +53,10 @@ impl EdgeState {
         );
         Self {
             edge_id: config.edge_id(),
-            tickets: Tickets::new(&handshake.signing_key),
+            tickets: Tickets::new(
+                &handshake.signing_key,
+                handshake.other_signing_keys.values(),
+            ),
             config: Arc::new(config),
             handshake,
             links,

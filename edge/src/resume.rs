@@ -21,9 +21,12 @@ const MAX_TICKET: usize = 256;
 /// Issues and opens tickets: `nonce(12) || AES-256-GCM(be64(uid) || broker)`, where broker is
 /// the endpoint of the broker that holds the session. The key is derived from the server's
 /// signing key, which every edge of a deployment holds, so any edge can tell where a ticket's
-/// session lives, and a client can neither read nor forge one.
+/// session lives, and a client can neither read nor forge one. Through a signing-key rollover
+/// (PROTOCOL.md §3.4) tickets are sealed under the current key and opened under any key the
+/// edge holds, so edges on either side of the flip open each other's tickets.
 pub(crate) struct Tickets {
     cipher: Aes256Gcm,
+    others: Vec<Aes256Gcm>,
 }
 
 impl std::fmt::Debug for Tickets {
@@ -42,10 +45,15 @@ pub(crate) struct Named {
 }
 
 impl Tickets {
-    /// Tickets under the deployment's signing key.
-    pub(crate) fn new(key: &SigningKey) -> Self {
+    /// Tickets sealed under the deployment's current signing key, opened under it or `others`.
+    pub(crate) fn new<'a>(
+        key: &SigningKey,
+        others: impl IntoIterator<Item = &'a SigningKey>,
+    ) -> Self {
+        let cipher = |key: &SigningKey| Aes256Gcm::new(&key.derive(TICKET_KEY_INFO).into());
         Self {
-            cipher: Aes256Gcm::new(&key.derive(TICKET_KEY_INFO).into()),
+            cipher: cipher(key),
+            others: others.into_iter().map(cipher).collect(),
         }
     }
 
@@ -68,7 +76,10 @@ impl Tickets {
             return None;
         }
         let (nonce, sealed) = ticket.split_at(NONCE_LEN);
-        let plain = self.cipher.decrypt(Nonce::from_slice(nonce), sealed).ok()?;
+        let nonce = Nonce::from_slice(nonce);
+        let plain = std::iter::once(&self.cipher)
+            .chain(&self.others)
+            .find_map(|cipher| cipher.decrypt(nonce, sealed).ok())?;
         let (uid, broker) = plain.split_at(8);
         Some(Named {
             uid: i64::from_be_bytes(uid.try_into().expect("8 bytes")),
@@ -235,8 +246,8 @@ mod tests {
 
     #[test]
     fn any_edge_of_the_deployment_reads_a_ticket_nobody_else_can_forge() {
-        let issued = Tickets::new(&SigningKey::from_seed(&[7; 32])).issue(42, "10.0.0.5:17100");
-        let elsewhere = Tickets::new(&SigningKey::from_seed(&[7; 32]));
+        let issued = Tickets::new(&SigningKey::from_seed(&[7; 32]), []).issue(42, "10.0.0.5:17100");
+        let elsewhere = Tickets::new(&SigningKey::from_seed(&[7; 32]), []);
         assert_eq!(
             elsewhere.open(&issued),
             Some(Named {
@@ -254,7 +265,24 @@ mod tests {
         assert_eq!(elsewhere.open(&forged), None, "a changed byte is refused");
         assert_eq!(elsewhere.open(&issued[..issued.len() - 1]), None);
         assert_eq!(elsewhere.open(&[0; 24]), None);
-        let stranger = Tickets::new(&SigningKey::from_seed(&[8; 32]));
+        let stranger = Tickets::new(&SigningKey::from_seed(&[8; 32]), []);
         assert_eq!(stranger.open(&issued), None, "another deployment's key");
+    }
+
+    #[test]
+    fn edges_on_either_side_of_a_signing_key_rollover_open_each_others_tickets() {
+        let (old, new) = (
+            SigningKey::from_seed(&[7; 32]),
+            SigningKey::from_seed(&[9; 32]),
+        );
+        // Before the flip: the old key current, the new one held; after it, the other way.
+        let before = Tickets::new(&old, [&new]);
+        let after = Tickets::new(&new, [&old]);
+        let from_before = before.issue(1, "b:1");
+        let from_after = after.issue(2, "b:2");
+        assert_eq!(after.open(&from_before).map(|n| n.uid), Some(1));
+        assert_eq!(before.open(&from_after).map(|n| n.uid), Some(2));
+        // An edge not yet given the new key opens no ticket sealed under it.
+        assert_eq!(Tickets::new(&old, []).open(&from_after), None);
     }
 }

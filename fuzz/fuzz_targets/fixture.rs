@@ -30,6 +30,7 @@ pub fn server_config() -> Arc<ServerHandshakeConfig> {
         allow_legacy: true,
         allow_unencrypted: true,
         cert_version: 0,
+        other_signing_keys: Default::default(),
     })
 }
 

@@ -6,7 +6,10 @@
 //! resumable client is not logged out, its broker parks the session. A session nobody resumes
 //! ends when its window does.
 
+use std::sync::Arc;
 use std::time::Duration;
+
+use janus_edge::Edge;
 
 use janus_integration_tests::ports;
 use janus_integration_tests::stack::{
@@ -20,6 +23,7 @@ use janus_proto::message::CsHeartbeat;
 use janus_proto::message::sc_server_logout::Code as LogoutCode;
 use janus_shared::client::{Client, Endpoint, Reconnect, unix_now};
 use janus_shared::handshake::Mode;
+use janus_shared::keys::SigningKey;
 use janus_shared::system;
 use prost::Message;
 
@@ -507,4 +511,59 @@ async fn a_broker_parks_at_most_its_limit_and_ends_the_rest_with_a_reason() {
         .await
         .unwrap();
     round_trip(&mut first, "back").await;
+}
+
+#[tokio::test]
+async fn clients_pinning_either_signing_key_log_in_and_resume_across_a_rollover() {
+    // PROTOCOL.md §3.4: edges before the flip sign with the old key (version 1) and hold the
+    // new one (version 2); edges after it the other way round. Clients ship either key.
+    let stack = Stack::in_memory(|_| {}).await;
+    let ground = &stack.ground;
+    let (old, new) = (ground.keys.signing.clone(), SigningKey::generate());
+    let edge = async |current: &SigningKey, version: i32, other: &SigningKey, other_version| {
+        let mut config = ground.edge_config(&[stack.broker.endpoint()]);
+        config.handshake.cert_version = version;
+        let mut handshake = config.handshake_config(current.clone(), &ground.keys.token, None);
+        handshake
+            .other_signing_keys
+            .insert(other_version, other.clone());
+        let edge = Edge::start(config, Arc::new(handshake)).await.unwrap();
+        assert!(edge.wait_for_broker(Duration::from_secs(10)).await);
+        edge
+    };
+    let before = edge(&old, 1, &new, 2).await;
+    let after = edge(&new, 2, &old, 1).await;
+    let client = async |pinned: &SigningKey, version: i32, at: &Edge, uid: i64| {
+        let mut config = ground.keys.client_config(Mode::V2);
+        config.handshake.server_key = pinned.verifying_key();
+        config.handshake.cert_version = version;
+        config.handshake.resumable = true;
+        Client::connect(&tcp(at), &config, &ground.keys.token(uid))
+            .await
+            .unwrap_or_else(|e| panic!("uid {uid} pinning version {version}: {e}"))
+    };
+    for (pinned, version, first, then, uid) in [
+        (&old, 1, &before, &after, 4801),
+        (&old, 1, &after, &before, 4802),
+        (&new, 2, &before, &after, 4803),
+        (&new, 2, &after, &before, 4804),
+    ] {
+        let mut player = client(pinned, version, first, uid).await;
+        round_trip(&mut player, "logged in").await;
+        // Its ticket was sealed under the first edge's current key; the other edge opens it
+        // and signs the resume with the key the client pins.
+        player.disconnect();
+        player
+            .resume(&tcp(then), Duration::from_secs(5))
+            .await
+            .unwrap_or_else(|e| panic!("uid {uid} resuming: {e}"));
+        round_trip(&mut player, "resumed").await;
+        player.close().await.unwrap();
+    }
+    // A client that pins the old key but asks for no version gets the current key of the
+    // edge after the flip, and refuses it: versions, not guesses, pick the key.
+    let mut config = ground.keys.client_config(Mode::V2);
+    config.handshake.server_key = old.verifying_key();
+    let refused = Client::connect(&tcp(&after), &config, &ground.keys.token(4805)).await;
+    assert!(refused.is_err(), "a reply signed with the old key");
 }

@@ -49,6 +49,7 @@ fn configs() -> (ServerHandshakeConfig, ClientHandshakeConfig, String) {
         allow_legacy: false,
         allow_unencrypted: false,
         cert_version: 0,
+        other_signing_keys: Default::default(),
     };
     (server, client, token)
 }

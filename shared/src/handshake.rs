@@ -6,6 +6,8 @@
 //! it frames and owns the resulting ciphers. Randomness (the ephemeral X25519 secret) is an
 //! argument, so the test vectors can pin it.
 
+use std::collections::BTreeMap;
+
 use janus_proto::gate::intra::v1::AuthToken;
 use janus_proto::message::{CsHandshake, ScHandshake};
 use janus_proto::packet::Packet;
@@ -73,8 +75,23 @@ pub struct ServerHandshakeConfig {
     pub allow_legacy: bool,
     /// Accept tokens that ask for an unencrypted session (never in production).
     pub allow_unencrypted: bool,
-    /// Echoed to clients as `SCHandshake.cert_version`.
+    /// The version of `signing_key`, told to clients as `SCHandshake.cert_version`.
     pub cert_version: i32,
+    /// More signing keys, by the `cert_version` a client asks for them with (§3.4): a
+    /// rollover's old key, for clients that still pin it, or the next one before it is current.
+    pub other_signing_keys: BTreeMap<i32, SigningKey>,
+}
+
+impl ServerHandshakeConfig {
+    /// The version and key that answer a client asking for `requested`
+    /// (`CSHandshake.cert_version`): the other key of that version when there is one, else the
+    /// current key (§3.4).
+    pub fn signer(&self, requested: i32) -> (i32, &SigningKey) {
+        match self.other_signing_keys.get(&requested) {
+            Some(key) if requested != self.cert_version => (requested, key),
+            _ => (self.cert_version, &self.signing_key),
+        }
+    }
 }
 
 /// Who a session belongs to, as established by its handshake.
@@ -368,6 +385,8 @@ pub(crate) enum Hello {
 /// A resume hello that passed every check but the proof, which needs the session's key: the
 /// broker holding the session checks it ([`resume_proof_valid`]).
 pub struct PendingResume {
+    /// The `cert_version` the client asked for.
+    cert_version: i32,
     ticket: Vec<u8>,
     received: u64,
     proof: Vec<u8>,
@@ -382,6 +401,8 @@ pub struct PendingResume {
 /// transcript `th'` and, from it, the next resume key. The reply, its signature and the session
 /// keys bind the broker's `start_index` too, so [`Resumed::finish`] makes them once it is known.
 pub(crate) struct Resumed {
+    /// The `cert_version` the client asked for.
+    cert_version: i32,
     transcript: [u8; 32],
     shared: [u8; 32],
     server_pub: [u8; 32],
@@ -411,11 +432,12 @@ impl Resumed {
             true,
         );
         let keys = derive_keys(&self.shared, &th_reply);
+        let (cert_version, signing_key) = config.signer(self.cert_version);
         let reply = ScHandshake {
             r#pub: self.server_pub.to_vec(),
-            sign: config.signing_key.sign(&th_reply).to_vec(),
+            sign: signing_key.sign(&th_reply).to_vec(),
             timestamp: self.server_timestamp,
-            cert_version: config.cert_version,
+            cert_version,
             start_index,
             resume_ticket: self.offer.ticket.clone(),
             resume_window: self.offer.window_secs,
@@ -462,6 +484,7 @@ impl PendingResume {
             &resume_credential(&self.ticket),
         );
         Resumed {
+            cert_version: self.cert_version,
             transcript: th,
             shared: self.shared,
             server_pub: self.server_pub,
@@ -514,9 +537,10 @@ impl ServerHandshakeConfig {
             token_expiry: claims.timeout,
             mode,
         };
+        let (cert_version, signing_key) = self.signer(hello.cert_version);
         let mut reply = ScHandshake {
             timestamp: now,
-            cert_version: self.cert_version,
+            cert_version,
             start_index: START_INDEX,
             ..Default::default()
         };
@@ -543,11 +567,11 @@ impl ServerHandshakeConfig {
                         resume = Some((derive_resume_key(&shared, &th), offer.ticket));
                     }
                 }
-                reply.sign = self.signing_key.sign(&signed).to_vec();
+                reply.sign = signing_key.sign(&signed).to_vec();
                 let keys = derive_keys(&shared, &signed);
                 (Sealer::v2(&keys.s2c), Opener::v2(&keys.c2s))
             } else {
-                reply.sign = self.signing_key.sign(&server_pub).to_vec();
+                reply.sign = signing_key.sign(&server_pub).to_vec();
                 (Sealer::legacy(&shared), Opener::legacy(&shared))
             }
         };
@@ -595,6 +619,7 @@ impl ServerHandshakeConfig {
         check_skew(hello.timestamp, now, self.max_skew_secs)?;
         let (shared, server_pub) = self.exchange_with(&hello, ephemeral)?;
         Ok(PendingResume {
+            cert_version: hello.cert_version,
             client_pub: hello.r#pub.as_slice().try_into().expect("length checked"),
             ticket: hello.resume_ticket,
             received: hello.resume_received,

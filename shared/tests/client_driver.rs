@@ -31,6 +31,7 @@ fn server_config() -> Arc<ServerHandshakeConfig> {
         allow_legacy: true,
         allow_unencrypted: false,
         cert_version: 0,
+        other_signing_keys: Default::default(),
     })
 }
 

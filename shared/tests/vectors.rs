@@ -113,6 +113,7 @@ fn configs(mode: Mode) -> (ServerHandshakeConfig, ClientHandshakeConfig, String)
         allow_legacy: true,
         allow_unencrypted: false,
         cert_version: 1,
+        other_signing_keys: Default::default(),
     };
     (server, client, token)
 }

@@ -45,6 +45,7 @@ fn fixture() -> Fixture {
             allow_legacy: false,
             allow_unencrypted: false,
             cert_version: 1,
+            other_signing_keys: Default::default(),
         },
         tokens,
         claims: AuthToken {
@@ -280,6 +281,60 @@ fn a_token_of_the_previous_key_logs_in_until_the_rollover_grace_ends() {
         f.accept_edited(|h| h.token = old),
         Err(Error::TokenInvalid(_))
     ));
+}
+
+/// A server whose current key (version 2) is new, holding the old key (version 1) for the
+/// clients that pin it (§3.4).
+fn rolled_over(f: &mut Fixture) -> SigningKey {
+    let old = f.server.signing_key.clone();
+    f.server.signing_key = SigningKey::from_seed(&[4; 32]);
+    f.server.cert_version = 2;
+    f.server.other_signing_keys.insert(1, old.clone());
+    old
+}
+
+/// The reply's `cert_version`, and whether the client took the reply.
+fn answered(f: &Fixture) -> (i32, Result<Option<ClientEvent>>) {
+    let mut pair = f.start();
+    pair.server_poll().unwrap();
+    let mut frame = pair.s2c.clone();
+    let reply = crate::frame::decode(&mut frame, 1 << 20)
+        .unwrap()
+        .expect("one frame");
+    let packet = Packet::decode(&reply[..]).unwrap();
+    let version = ScHandshake::decode(&packet.data[..]).unwrap().cert_version;
+    (version, pair.client.poll(&mut pair.s2c))
+}
+
+#[test]
+fn a_client_is_answered_with_the_signing_key_its_cert_version_names() {
+    let mut f = fixture();
+    let old = rolled_over(&mut f);
+    let new = f.server.signing_key.clone();
+    // A client that ships the old key asks for version 1 and gets it, in both modes.
+    f.client.server_key = old.verifying_key();
+    let (version, event) = answered(&f);
+    assert_eq!(version, 1);
+    assert!(matches!(event, Ok(Some(ClientEvent::Established { .. }))));
+    f.server.allow_legacy = true;
+    f.client.mode = Mode::Legacy;
+    assert!(matches!(
+        answered(&f).1,
+        Ok(Some(ClientEvent::Established { .. }))
+    ));
+    f.client.mode = Mode::V2;
+    // One that ships the new key asks for 2, or for nothing (0), or for a version the edge does
+    // not hold: the current key answers.
+    f.client.server_key = new.verifying_key();
+    for asked in [2, 0, 7] {
+        f.client.cert_version = asked;
+        let (version, event) = answered(&f);
+        assert_eq!(version, 2, "asked for {asked}");
+        assert!(matches!(event, Ok(Some(ClientEvent::Established { .. }))));
+    }
+    // A client that asks for 1 but ships the new key is refused by itself: no key is mixed up.
+    f.client.cert_version = 1;
+    assert!(matches!(answered(&f).1, Err(Error::BadServerSignature)));
 }
 
 #[test]
@@ -684,6 +739,26 @@ fn a_resumed_session_keeps_its_identity_and_indices_under_new_keys() {
         panic!("a packet")
     };
     assert_eq!(three.index, 3);
+}
+
+#[test]
+fn a_resume_is_signed_with_the_key_the_client_pins() {
+    let mut f = fixture();
+    let old = rolled_over(&mut f);
+    f.client.server_key = old.verifying_key();
+    let mut pair = resumable_pair(&mut f, b"ticket-1");
+    let mut fresh = resume_hello(&mut pair, &f);
+    let next = ResumeOffer {
+        ticket: b"ticket-2".to_vec(),
+        window_secs: 30,
+    };
+    let mut reply = BytesMut::new();
+    let mut held = holder(&pair.server);
+    redeem(&mut fresh, &mut held, &pair.server, &next, &mut reply).unwrap();
+    assert!(matches!(
+        pair.client.poll(&mut reply),
+        Ok(Some(ClientEvent::Established { resumed: true, .. }))
+    ));
 }
 
 #[test]

@@ -48,6 +48,7 @@ fn start(config: EdgeConfig, resumable: bool) -> Pair {
         allow_legacy: false,
         allow_unencrypted: false,
         cert_version: 1,
+        other_signing_keys: Default::default(),
     };
     let token = tokens.seal(&AuthToken {
         rand: "x".into(),
