@@ -118,6 +118,14 @@ done
 results=$(mktemp)
 trap 'rm -f "$results"' EXIT
 
+step "the Kubernetes manifests: every overlay rendered, validated and checked (deploy/kubernetes)"
+command -v kubectl >/dev/null 2>&1 || debian_packages "kubectl renders the manifests" kubernetes-client
+kubectl kustomize --help 2>/dev/null | grep -q -- --load-restrictor || {
+  echo "error: the manifests need kubectl with kustomize v4+ (kubectl >= 1.21; Debian 12's kubernetes-client is 1.20): install kubectl from https://kubernetes.io/docs/tasks/tools/" >&2; exit 1; }
+python3 -c 'import kubernetes_validate, yaml' 2>/dev/null || python3 -m pip install --quiet kubernetes-validate pyyaml || {
+  echo "error: the manifests are validated with kubernetes-validate: python3 -m pip install kubernetes-validate pyyaml" >&2; exit 1; }
+python3 deploy/kubernetes/test_manifests.py 2>&1 | tee -a "$results"
+
 step "doc tests"
 cargo test --workspace --doc --locked 2>&1 | tee -a "$results"
 
