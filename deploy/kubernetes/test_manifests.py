@@ -1,6 +1,6 @@
 #!/usr/bin/env python3
 """Renders every overlay of deploy/kubernetes with `kubectl kustomize`, validates every object
-against the Kubernetes schemas (kubernetes-validate, strict) and checks the invariants the
+against the Kubernetes 1.30 and latest schemas (kubernetes-validate, strict) and checks the invariants the
 manifests exist for: the drain runs before a pod stops, every Deployment has probes and a
 PodDisruptionBudget, the autoscalers' metrics exist in the edge's and broker's /metrics, the
 ports are the ones configs.tmpl/ listens on, the ConfigMaps are configs.tmpl/ itself, pods run
@@ -24,7 +24,8 @@ import yaml
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 HERE = ROOT / "deploy" / "kubernetes"
 OVERLAYS = ["dev", "production"]
-KUBERNETES = "1.30.0"
+# The oldest release the manifests support, and the newest the validator knows.
+KUBERNETES = ["1.30.0", kubernetes_validate.latest_version()]
 ROLES = {"edge": "edge", "broker": "broker", "game-demo": "game-demo"}
 
 
@@ -68,8 +69,9 @@ def checks(overlay, docs):
     edge_cfg, broker_cfg, game_cfg = (template(f"{n}.toml") for n in ROLES)
 
     def validated():
-        for doc in docs:
-            kubernetes_validate.validate(doc, KUBERNETES, strict=True)
+        for version in KUBERNETES:
+            for doc in docs:
+                kubernetes_validate.validate(doc, version, strict=True)
 
     def drain_before_stop():
         spec = edge["spec"]["template"]["spec"]
