@@ -23,36 +23,77 @@ pub(crate) const TOKEN_KEY: &str = "token.hex";
 const CLIENT_KEY: &str = "client.key";
 const CLIENT_CERT: &str = "client.crt";
 /// The internal set (PROTOCOL.md §15) lives in this subdirectory: the deployment CA and its
-/// key, and `<role>.pem` / `<role>.key` for every role.
+/// key, and a directory per role holding what that role's process (and nothing else) mounts:
+/// `ca.pem` (the CA it trusts), `cert.pem` and `key.pem`.
 const INTERNAL: &str = "internal";
 pub(crate) const CA_CERT: &str = "ca.pem";
 const CA_KEY: &str = "ca.key";
+pub(crate) const ROLE_CERT: &str = "cert.pem";
+pub(crate) const ROLE_KEY: &str = "key.pem";
 
-/// Writes `path` unless it exists (or `force`); a `secret` readable by its owner only (0600).
-fn write_new(path: &Path, contents: &str, force: bool, secret: bool) -> anyhow::Result<()> {
-    if path.exists() && !force {
-        bail!("{} exists (use --force to overwrite)", path.display());
-    }
-    let written = if secret {
-        janus_shared::keys::write_secret(path, contents.as_bytes())
-    } else {
-        std::fs::write(path, contents)
-    };
-    written.with_context(|| format!("cannot write {}", path.display()))
+/// A file keygen writes.
+struct NewFile {
+    path: PathBuf,
+    contents: String,
+    /// Readable by its owner only (0600).
+    secret: bool,
 }
 
-/// `janus keygen`: writes a fresh key set and internal set into `dir` and says what each
-/// file is for.
+impl NewFile {
+    fn public(path: PathBuf, contents: String) -> Self {
+        Self {
+            path,
+            contents,
+            secret: false,
+        }
+    }
+
+    fn secret(path: PathBuf, contents: String) -> Self {
+        Self {
+            path,
+            contents,
+            secret: true,
+        }
+    }
+}
+
+/// Writes `files`; unless `force`, refuses before writing any of them when one exists. Each
+/// file is replaced whole (written beside, then renamed), so a process reloading it never reads
+/// half of one.
+fn write_all(files: &[NewFile], force: bool) -> anyhow::Result<()> {
+    if !force && let Some(existing) = files.iter().find(|file| file.path.exists()) {
+        bail!(
+            "{} exists (use --force to overwrite); nothing written",
+            existing.path.display()
+        );
+    }
+    for file in files {
+        let parent = file.path.parent().unwrap_or(Path::new("."));
+        std::fs::create_dir_all(parent)
+            .with_context(|| format!("cannot create {}", parent.display()))?;
+        let name = file.path.file_name().unwrap_or_default().to_string_lossy();
+        let next = parent.join(format!(".{name}.next"));
+        let written = if file.secret {
+            janus_shared::keys::write_secret(&next, file.contents.as_bytes())
+        } else {
+            std::fs::write(&next, &file.contents)
+        };
+        written
+            .and_then(|()| std::fs::rename(&next, &file.path))
+            .with_context(|| format!("cannot write {}", file.path.display()))?;
+    }
+    Ok(())
+}
+
+/// `janus keygen`: writes a fresh key set and internal set into `dir` (nothing when a file
+/// would be overwritten without `force`) and says what each file is for.
 pub(crate) fn keygen(dir: &Path, force: bool) -> anyhow::Result<()> {
-    write_key_set(dir, force)?;
-    println!(
-        "wrote {dir}/{SERVER_KEY} (edge signing key, keep secret), {dir}/{SERVER_PUB} (for Janus \
-         clients), {dir}/{SERVER_CERT} (the same public key in a certificate, for go-pantheon \
-         clients), {dir}/{TOKEN_KEY} (shared with Lares, keep secret), {dir}/{CLIENT_KEY} and \
-         {dir}/{CLIENT_CERT} (optional client certificate: set keys.client_cert_file on the edge)",
-        dir = dir.display()
-    );
-    internal_keygen(dir, force)
+    let mut files = key_set(dir)?;
+    files.extend(internal_set(dir)?);
+    write_all(&files, force)?;
+    print_key_set(dir);
+    print_internal_set(dir);
+    Ok(())
 }
 
 /// The internal set's directory inside a key directory.
@@ -60,60 +101,72 @@ pub(crate) fn internal_dir(dir: &Path) -> PathBuf {
     dir.join(INTERNAL)
 }
 
+/// A role's directory of the internal set.
+fn role_dir(dir: &Path, role: Role) -> PathBuf {
+    internal_dir(dir).join(role.to_string())
+}
+
 /// Writes a fresh deployment CA and a certificate for every role into `dir/internal/`.
 pub(crate) fn internal_keygen(dir: &Path, force: bool) -> anyhow::Result<()> {
-    let internal = internal_dir(dir);
-    std::fs::create_dir_all(&internal)
-        .with_context(|| format!("cannot create {}", internal.display()))?;
-    let ca = Authority::generate()?;
-    write_new(&internal.join(CA_CERT), &ca.cert_pem()?, force, false)?;
-    write_new(&internal.join(CA_KEY), &ca.key_pem(), force, true)?;
-    for role in Role::ALL {
-        write_issued(&internal, role, &ca.issue(role)?, force)?;
-    }
-    println!(
-        "wrote {dir}/{CA_CERT} (the deployment CA: every process's internal_tls.ca_file), \
-         {dir}/{CA_KEY} (its key: keep it offline, it issues every role) and <role>.pem / \
-         <role>.key for edge, broker, game and admin (internal_tls.cert_file and key_file)",
-        dir = internal.display()
-    );
+    write_all(&internal_set(dir)?, force)?;
+    print_internal_set(dir);
     Ok(())
+}
+
+/// A fresh deployment CA, and every role's directory: the CA's certificate, the role's
+/// certificate and key.
+fn internal_set(dir: &Path) -> anyhow::Result<Vec<NewFile>> {
+    let internal = internal_dir(dir);
+    let ca = Authority::generate()?;
+    let ca_pem = ca.cert_pem()?;
+    let mut files = vec![
+        NewFile::public(internal.join(CA_CERT), ca_pem.clone()),
+        NewFile::secret(internal.join(CA_KEY), ca.key_pem()),
+    ];
+    for role in Role::ALL {
+        files.push(NewFile::public(
+            role_dir(dir, role).join(CA_CERT),
+            ca_pem.clone(),
+        ));
+        files.extend(issued_files(dir, role, ca.issue(role)?));
+    }
+    Ok(files)
+}
+
+fn print_internal_set(dir: &Path) {
+    println!(
+        "wrote {internal}/{CA_CERT} (the deployment CA), {internal}/{CA_KEY} (its key: keep it \
+         offline, it issues every role) and a directory per role ({internal}/edge, broker, game, \
+         admin) holding {CA_CERT}, {ROLE_CERT} and {ROLE_KEY} (internal_tls.ca_file, cert_file, \
+         key_file): give each process its own role's directory only",
+        internal = internal_dir(dir).display()
+    );
 }
 
 /// `janus keygen --issue <role>`: a fresh certificate and key for `role` from the CA in
-/// `dir/internal/`, replacing the old ones in place (processes reading them reload them).
+/// `dir/internal/`, replacing the old ones in its directory (processes reading them reload
+/// them).
 pub(crate) fn issue(dir: &Path, role: Role) -> anyhow::Result<()> {
-    let internal = internal_dir(dir);
-    let ca_key = internal.join(CA_KEY);
+    let ca_key = internal_dir(dir).join(CA_KEY);
     let key = std::fs::read_to_string(&ca_key)
         .with_context(|| format!("cannot read the CA key {}", ca_key.display()))?;
     let issued = Authority::from_key_pem(&key)?.issue(role)?;
-    write_issued(&internal, role, &issued, true)?;
+    write_all(&issued_files(dir, role, issued), true)?;
     println!(
-        "wrote {dir}/{role}.pem and {dir}/{role}.key",
-        dir = internal.display()
+        "wrote {dir}/{ROLE_CERT} and {dir}/{ROLE_KEY}",
+        dir = role_dir(dir, role).display()
     );
     Ok(())
 }
 
-/// Writes `role`'s certificate and key; each file is replaced whole (written beside, then
-/// renamed), so a process reloading it never reads half of one.
-fn write_issued(internal: &Path, role: Role, issued: &Issued, force: bool) -> anyhow::Result<()> {
-    for (name, contents, secret) in [
-        (format!("{role}.key"), &issued.key_pem, true),
-        (format!("{role}.pem"), &issued.cert_pem, false),
-    ] {
-        let path = internal.join(&name);
-        let next = internal.join(format!(".{name}.next"));
-        let _ = std::fs::remove_file(&next);
-        write_new(&next, contents, true, secret)?;
-        if path.exists() && !force {
-            bail!("{} exists (use --force to overwrite)", path.display());
-        }
-        std::fs::rename(&next, &path)
-            .with_context(|| format!("cannot write {}", path.display()))?;
-    }
-    Ok(())
+/// `role`'s certificate and key; the key first, so a process reloading between the two sees a
+/// pair that does not match and keeps its old one until the certificate follows.
+fn issued_files(dir: &Path, role: Role, issued: Issued) -> [NewFile; 2] {
+    let role_dir = role_dir(dir, role);
+    [
+        NewFile::secret(role_dir.join(ROLE_KEY), issued.key_pem),
+        NewFile::public(role_dir.join(ROLE_CERT), issued.cert_pem),
+    ]
 }
 
 /// A self-signed X.509 certificate (PEM) of `key` for `name` (subject common name and DNS
@@ -129,37 +182,47 @@ pub(crate) fn self_signed_certificate(key: &SigningKey, name: &str) -> anyhow::R
     Ok(params.self_signed(&pair)?.pem())
 }
 
-/// Writes a fresh key set into `dir`.
+/// Writes a fresh key set into `dir` (nothing when a file would be overwritten without
+/// `force`).
 pub(crate) fn write_key_set(dir: &Path, force: bool) -> anyhow::Result<()> {
-    std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    write_all(&key_set(dir)?, force)
+}
+
+/// A fresh key set: the server's signing key, its public key and certificate, a token key, a
+/// client certificate and its key.
+fn key_set(dir: &Path) -> anyhow::Result<Vec<NewFile>> {
     let server = SigningKey::generate();
-    write_new(&dir.join(SERVER_KEY), &server.to_pkcs8_pem()?, force, true)?;
-    write_new(
-        &dir.join(SERVER_PUB),
-        &server.verifying_key().to_public_key_pem()?,
-        force,
-        false,
-    )?;
-    write_new(
-        &dir.join(SERVER_CERT),
-        &self_signed_certificate(&server, "janus-server")?,
-        force,
-        false,
-    )?;
-    write_new(
-        &dir.join(TOKEN_KEY),
-        &hex::encode(TokenKey::generate().as_bytes()),
-        force,
-        true,
-    )?;
     let client = SigningKey::generate();
-    write_new(&dir.join(CLIENT_KEY), &client.to_pkcs8_pem()?, force, true)?;
-    write_new(
-        &dir.join(CLIENT_CERT),
-        &self_signed_certificate(&client, "janus-client")?,
-        force,
-        false,
-    )
+    Ok(vec![
+        NewFile::secret(dir.join(SERVER_KEY), server.to_pkcs8_pem()?),
+        NewFile::public(
+            dir.join(SERVER_PUB),
+            server.verifying_key().to_public_key_pem()?,
+        ),
+        NewFile::public(
+            dir.join(SERVER_CERT),
+            self_signed_certificate(&server, "janus-server")?,
+        ),
+        NewFile::secret(
+            dir.join(TOKEN_KEY),
+            hex::encode(TokenKey::generate().as_bytes()),
+        ),
+        NewFile::secret(dir.join(CLIENT_KEY), client.to_pkcs8_pem()?),
+        NewFile::public(
+            dir.join(CLIENT_CERT),
+            self_signed_certificate(&client, "janus-client")?,
+        ),
+    ])
+}
+
+pub(crate) fn print_key_set(dir: &Path) {
+    println!(
+        "wrote {dir}/{SERVER_KEY} (edge signing key, keep secret), {dir}/{SERVER_PUB} (for Janus \
+         clients), {dir}/{SERVER_CERT} (the same public key in a certificate, for go-pantheon \
+         clients), {dir}/{TOKEN_KEY} (shared with Lares, keep secret), {dir}/{CLIENT_KEY} and \
+         {dir}/{CLIENT_CERT} (optional client certificate: set keys.client_cert_file on the edge)",
+        dir = dir.display()
+    );
 }
 
 /// Makes sure `dir` holds a server key, its public key (for clients) and a token key
@@ -255,4 +318,72 @@ pub(crate) fn mint_with(codec: &TokenCodec, uid: i64, sid: i64, color: &str, ttl
 pub(crate) fn token(args: &TokenArgs) -> anyhow::Result<()> {
     println!("{}", mint(args)?);
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use janus_shared::internal_tls::Material;
+
+    /// A fresh directory of this test's own.
+    fn scratch(name: &str) -> PathBuf {
+        let dir = std::env::temp_dir().join(format!("janus-keys-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        dir
+    }
+
+    fn role_material(dir: &Path, role: Role) -> Material {
+        let read = |name: &str| std::fs::read(role_dir(dir, role).join(name)).unwrap();
+        Material::load(&read(CA_CERT), &read(ROLE_CERT), &read(ROLE_KEY)).unwrap()
+    }
+
+    #[test]
+    fn each_role_gets_a_directory_of_its_own_that_loads() {
+        let dir = scratch("layout");
+        keygen(&dir, false).unwrap();
+        for role in Role::ALL {
+            assert_eq!(role_material(&dir, role).role, role);
+            let mut names: Vec<String> = std::fs::read_dir(role_dir(&dir, role))
+                .unwrap()
+                .map(|entry| entry.unwrap().file_name().to_string_lossy().into_owned())
+                .collect();
+            names.sort();
+            // The CA's key and the other roles' keys are not in a role's directory.
+            assert_eq!(names, [CA_CERT, ROLE_CERT, ROLE_KEY]);
+        }
+        assert!(internal_dir(&dir).join(CA_KEY).exists());
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn keygen_writes_nothing_when_one_file_exists() {
+        let dir = scratch("exists");
+        keygen(&dir, false).unwrap();
+        let token = std::fs::read(dir.join(TOKEN_KEY)).unwrap();
+        let edge_cert = role_dir(&dir, Role::Edge).join(ROLE_CERT);
+        std::fs::remove_file(&edge_cert).unwrap();
+        let err = keygen(&dir, false).unwrap_err().to_string();
+        assert!(
+            err.contains("exists") && err.contains("nothing written"),
+            "{err}"
+        );
+        assert_eq!(std::fs::read(dir.join(TOKEN_KEY)).unwrap(), token);
+        assert!(!edge_cert.exists(), "a refused keygen wrote a file");
+        keygen(&dir, true).unwrap();
+        assert_ne!(std::fs::read(dir.join(TOKEN_KEY)).unwrap(), token);
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn issue_replaces_one_roles_pair_under_the_same_ca() {
+        let dir = scratch("issue");
+        keygen(&dir, false).unwrap();
+        let read = |role, name| std::fs::read(role_dir(&dir, role).join(name)).unwrap();
+        let (broker, edge) = (read(Role::Broker, ROLE_CERT), read(Role::Edge, ROLE_CERT));
+        issue(&dir, Role::Broker).unwrap();
+        assert_ne!(read(Role::Broker, ROLE_CERT), broker);
+        assert_eq!(read(Role::Edge, ROLE_CERT), edge);
+        assert_eq!(role_material(&dir, Role::Broker).role, Role::Broker);
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
 }

@@ -65,8 +65,9 @@ enum Command {
     /// server.pub.pem (its public key, SPKI PEM, for Janus clients), server.crt (the same key in
     /// a self-signed X.509 certificate, for go-pantheon clients), token.hex (a 32-byte token key
     /// to share with Lares), client.key / client.crt (an optional client certificate), and
-    /// internal/: the deployment CA (ca.pem, ca.key) and <role>.pem / <role>.key for edge,
-    /// broker, game and admin (mutual TLS inside the deployment).
+    /// internal/: the deployment CA (ca.pem, ca.key) and a directory per role (edge, broker,
+    /// game, admin) with ca.pem, cert.pem and key.pem (mutual TLS inside the deployment).
+    /// Nothing is written when a file exists (unless --force).
     Keygen {
         /// Directory to write into.
         #[arg(long, default_value = "keys")]
@@ -78,8 +79,8 @@ enum Command {
         #[arg(long)]
         if_missing: bool,
         /// Only issue a fresh certificate and key for this role (edge, broker, game, admin)
-        /// from the CA in <dir>/internal/, replacing the old pair (a rotation: processes
-        /// reload it).
+        /// from the CA in <dir>/internal/, replacing the old pair in <dir>/internal/<role>/ (a
+        /// rotation: processes reload it).
         #[arg(long, conflicts_with_all = ["force", "if_missing"])]
         issue: Option<Role>,
     },
@@ -160,6 +161,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
                     println!("{} already holds keys; kept", dir.display());
                 } else {
                     keys::write_key_set(&dir, false)?;
+                    keys::print_key_set(&dir);
                 }
                 if keys::internal_dir(&dir).join(keys::CA_CERT).exists() {
                     println!("{} already holds the internal set; kept", dir.display());

@@ -12,6 +12,8 @@ use std::time::Duration;
 
 use janus_shared::internal_tls::{self, InternalTls, InternalTlsConfig, Role};
 
+use crate::keys;
+
 /// How long `--nats` waits to connect.
 const NATS_TIMEOUT: Duration = Duration::from_secs(5);
 /// How long `--nats` waits for a broker to say it holds the push (a broker waits up to two
@@ -48,9 +50,9 @@ pub(crate) struct PushArgs {
     /// Publish on NATS instead (e.g. nats://127.0.0.1:4222).
     #[arg(long)]
     nats: Option<String>,
-    /// Reach the broker over mutual TLS with the `admin` certificate of this directory (the
-    /// `internal/` a `janus keygen` wrote: ca.pem, admin.pem, admin.key).
-    #[arg(long, env = "JANUS_INTERNAL_TLS_DIR", conflicts_with = "nats")]
+    /// Reach the broker over mutual TLS with the certificate of this directory (ca.pem,
+    /// cert.pem, key.pem: the `internal/admin/` a `janus keygen` wrote). Not used with --nats.
+    #[arg(long, env = "JANUS_INTERNAL_TLS_DIR")]
     internal_tls: Option<PathBuf>,
 }
 
@@ -105,9 +107,9 @@ pub(crate) async fn run(args: PushArgs) -> anyhow::Result<()> {
         Some(dir) => {
             let file = |name: &str| dir.join(name).to_string_lossy().into_owned();
             InternalTls::load(&InternalTlsConfig {
-                ca_file: file("ca.pem"),
-                cert_file: file("admin.pem"),
-                key_file: file("admin.key"),
+                ca_file: file(keys::CA_CERT),
+                cert_file: file(keys::ROLE_CERT),
+                key_file: file(keys::ROLE_KEY),
                 ..Default::default()
             })?
         }

@@ -585,6 +585,12 @@ impl Validate for EdgeConfig {
         );
         let mut versions = std::collections::BTreeSet::from([self.handshake.cert_version]);
         for (i, other) in self.keys.other_signing_keys.iter().enumerate() {
+            // 0 is what a client naming no key sends (PROTOCOL.md §3.4): it gets the current key.
+            problems.check(
+                other.cert_version > 0,
+                &format!("keys.other_signing_keys[{i}].cert_version"),
+                "must be positive (a client sending 0 names no key and gets signing_key_file)",
+            );
             problems.check(
                 versions.insert(other.cert_version),
                 &format!("keys.other_signing_keys[{i}].cert_version"),
@@ -841,13 +847,15 @@ mod tests {
             err.contains("keys.other_signing_keys[1].cert_version"),
             "{err}"
         );
-        let err = parse::<EdgeConfig>(&with(&entry(2, "old.pem")), "t.toml")
-            .unwrap_err()
-            .to_string();
-        assert!(
-            err.contains("keys.other_signing_keys[0].cert_version"),
-            "{err}"
-        );
+        for taken_or_unnamed in [2, 0] {
+            let err = parse::<EdgeConfig>(&with(&entry(taken_or_unnamed, "old.pem")), "t.toml")
+                .unwrap_err()
+                .to_string();
+            assert!(
+                err.contains("keys.other_signing_keys[0].cert_version"),
+                "{err}"
+            );
+        }
         let config: EdgeConfig = parse(&with(&entry(1, "missing.pem")), "t.toml").unwrap();
         let err = config.load_handshake().unwrap_err().to_string();
         assert!(err.contains("keys.other_signing_keys[0].file"), "{err}");
@@ -956,5 +964,27 @@ mod tests {
         let template: EdgeConfig = parse(text, "configs.tmpl/edge.toml").unwrap();
         let defaults: EdgeConfig = parse(TEMPLATE_KEYS, "defaults").unwrap();
         assert_eq!(format!("{template:?}"), format!("{defaults:?}"));
+    }
+
+    #[test]
+    fn the_templates_signing_key_example_parses_when_uncommented() {
+        let text = include_str!("../../configs.tmpl/edge.toml");
+        let example = ["[[keys.other_signing_keys]]", "cert_version = 1", "file = "];
+        let uncommented: String = text
+            .lines()
+            .map(|line| match line.strip_prefix("# ") {
+                Some(rest) if example.iter().any(|start| rest.starts_with(start)) => rest,
+                _ => line,
+            })
+            .map(|line| format!("{line}\n"))
+            .collect();
+        assert_ne!(uncommented, text, "the template shows the example");
+        let config: EdgeConfig = parse(&uncommented, "edge.toml").unwrap();
+        assert_eq!(config.keys.other_signing_keys.len(), 1);
+        assert_eq!(config.keys.other_signing_keys[0].cert_version, 1);
+        assert_eq!(
+            config.handshake.timeout_secs, 10,
+            "[handshake] is still its own table"
+        );
     }
 }

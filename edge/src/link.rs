@@ -335,12 +335,12 @@ impl Links {
         self.snapshot().iter().any(|l| l.is_up())
     }
 
-    /// Waits until at least one broker is reachable or `timeout` passes.
     /// Cancelled once the edge has stopped.
     pub(crate) fn stopped(&self) -> CancellationToken {
         self.stop.clone()
     }
 
+    /// Waits until at least one broker is reachable or `timeout` passes.
     pub(crate) async fn wait_up(&self, timeout: Duration) -> bool {
         let mut changed = self.changed.subscribe();
         tokio::time::timeout(timeout, async {

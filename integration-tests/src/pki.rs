@@ -22,15 +22,8 @@ pub struct Pki {
 impl Pki {
     /// A fresh CA in a fresh directory; the CA file trusts it alone.
     pub fn new() -> Self {
-        static N: AtomicUsize = AtomicUsize::new(0);
-        let dir = std::env::temp_dir().join(format!(
-            "janus-pki-{}-{}",
-            std::process::id(),
-            N.fetch_add(1, Ordering::Relaxed)
-        ));
-        std::fs::create_dir_all(&dir).unwrap();
         let pki = Self {
-            dir,
+            dir: crate::scratch_dir("pki"),
             ca: Authority::generate().unwrap(),
             issued: AtomicUsize::new(0),
         };

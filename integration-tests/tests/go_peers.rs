@@ -5,7 +5,6 @@
 
 use std::path::Path;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
 use janus_broker::demo;
@@ -207,13 +206,7 @@ async fn legacy_stack_with_key(
 ) -> (Stack, std::path::PathBuf, std::path::PathBuf) {
     let mut ground = Ground::start().await;
     let signing = SigningKey::generate();
-    static STACKS: AtomicU32 = AtomicU32::new(0);
-    let dir = std::env::temp_dir().join(format!(
-        "janus-go-client-{}-{}",
-        std::process::id(),
-        STACKS.fetch_add(1, Ordering::Relaxed)
-    ));
-    std::fs::create_dir_all(&dir).unwrap();
+    let dir = janus_integration_tests::scratch_dir("go-client");
     let public = dir.join("server.pub.pem");
     std::fs::write(
         &public,

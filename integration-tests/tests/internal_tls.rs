@@ -19,6 +19,7 @@ use janus_integration_tests::stack::{
     COLOR, Game, Ground, assert_quiet, echo, metric, recv, request, tcp, wait_metric,
 };
 use janus_proto::broadcaster::service::push::v1 as bc;
+use janus_shared::client::Client;
 use janus_shared::internal_tls::{self, Authority, InternalTls, InternalTlsConfig, Role};
 
 /// A game service, a broker and an edge, every link under `pki`'s material; `tune` may change
@@ -194,6 +195,7 @@ async fn a_grpc_go_game_service_takes_tunnels_and_pushes_over_mutual_tls() {
 async fn a_broker_refuses_edges_without_a_valid_certificate_of_the_edge_role() {
     let tls = Tls::start(|_| {}).await;
     let ground = &tls.ground;
+    let mut before = ground.client(&tcp(&tls.edge), 3101, 1).await;
 
     // Plaintext on the TLS port.
     let plain = edge_config(ground, &tls.broker, &InternalTlsConfig::default());
@@ -221,14 +223,14 @@ async fn a_broker_refuses_edges_without_a_valid_certificate_of_the_edge_role() {
     );
     tls.wait_refused("edge_link", "wrong_role").await;
 
-    // The same edge with its own certificate links, and the first edge's session went on.
+    // The same edge with its own certificate links, and the session opened before the
+    // refusals went on through them.
     let config = edge_config(ground, &tls.broker, &tls.edge_tls);
     assert!(
         edge_links(ground, config).await,
         "an edge certificate did not link"
     );
-    let mut client = ground.client(&tcp(&tls.edge), 3101, 1).await;
-    let reply = client.request(echo(b"still"), |_| {}).await.unwrap();
+    let reply = before.request(echo(b"still"), |_| {}).await.unwrap();
     assert_eq!(reply.data, b"still");
 }
 
@@ -277,6 +279,27 @@ async fn the_push_api_takes_the_configured_roles_and_plaintext_only_when_allowed
     permissive.wait_refused("edge_link", "plaintext").await;
 }
 
+/// Connections made from scratch under the material in force at `step`: a new edge's link, and
+/// an operator's push (`admin`) on a new connection to `watcher`, a player outside the traffic.
+async fn fresh_connections(
+    tls: &Tls,
+    admin: &InternalTlsConfig,
+    (watcher, uid): (&mut Client, i64),
+    step: &str,
+) {
+    let config = edge_config(&tls.ground, &tls.broker, &tls.edge_tls);
+    assert!(
+        edge_links(&tls.ground, config).await,
+        "no new edge link {step}"
+    );
+    let pushed = pusher(&tls.broker, load(admin).as_ref())
+        .multicast(multicast(uid, step))
+        .await
+        .unwrap_or_else(|e| panic!("no new admin push {step}: {e}"));
+    assert_eq!(pushed.into_inner().pushed_uids, vec![uid], "{step}");
+    assert_eq!(recv(watcher).await.data, step.as_bytes());
+}
+
 #[tokio::test]
 async fn rotating_the_ca_and_every_certificate_under_load_fails_no_request() {
     let tls = Tls::start(|_| {}).await;
@@ -299,11 +322,14 @@ async fn rotating_the_ca_and_every_certificate_under_load_fails_no_request() {
         }
     }));
     let next = Authority::generate().unwrap();
+    let admin = pki.issue(&pki.ca, Role::Admin);
     let roles = [
         (&tls.broker_tls, Role::Broker),
         (&tls.edge_tls, Role::Edge),
         (&tls.game_tls, Role::Game),
+        (&admin, Role::Admin),
     ];
+    let mut watcher = ground.client(&tcp(&tls.edge), 3330, 1).await;
     let reloads = |n: f64| async move {
         let broker = "janus_broker_internal_tls_reloads_total{result=\"ok\"}";
         wait_metric(tls.broker.admin_addr, broker, |v| v >= n).await;
@@ -316,12 +342,27 @@ async fn rotating_the_ca_and_every_certificate_under_load_fails_no_request() {
         // Trust both CAs; move every certificate to the new CA; trust the new CA alone.
         pki.trust(&[&pki.ca, &next]);
         reloads(1.0).await;
+        fresh_connections(&tls, &admin, (&mut watcher, 3330), "trusting both CAs").await;
         for (config, role) in roles {
             pki.reissue(config, &next, role);
         }
         reloads(2.0).await;
+        fresh_connections(
+            &tls,
+            &admin,
+            (&mut watcher, 3330),
+            "with certificates of the new CA",
+        )
+        .await;
         pki.trust(&[&next]);
         reloads(3.0).await;
+        fresh_connections(
+            &tls,
+            &admin,
+            (&mut watcher, 3330),
+            "trusting the new CA alone",
+        )
+        .await;
         tokio::time::sleep(Duration::from_millis(300)).await;
         stop.store(true, Ordering::Relaxed);
         before

@@ -15,6 +15,7 @@ use std::time::Duration;
 use prometheus::IntCounterVec;
 use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
 use serde::Deserialize;
+use sha2::Digest;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::mpsc;
@@ -429,26 +430,30 @@ impl tonic::service::Interceptor for Admit {
         &mut self,
         request: tonic::Request<()>,
     ) -> std::result::Result<tonic::Request<()>, tonic::Status> {
-        let Some(peer) = request.extensions().get::<Peer>().copied() else {
+        // Fail closed: a request that did not come through [`incoming`] says nothing of its
+        // link, so nothing is known of who sent it.
+        let peer = request.extensions().get::<Peer>().copied();
+        let refusal = match peer {
+            None => Err("no_peer"),
+            Some(peer) => admit(peer.link, &self.roles, self.plaintext),
+        };
+        let Err(reason) = refusal else {
             return Ok(request);
         };
-        match admit(peer.link, &self.roles, self.plaintext) {
-            Ok(()) => Ok(request),
-            Err(reason) => {
-                if let Some(refused) = &self.refused {
-                    refused.with_label_values(&[self.api, reason]).inc();
-                }
-                let who = match peer.link {
-                    Link::Tls(role) => format!("role {role}"),
-                    _ => "a plaintext connection".to_owned(),
-                };
-                tracing::warn!(api = self.api, remote = %peer.remote, %who, "internal API refused");
-                Err(tonic::Status::permission_denied(format!(
-                    "{} does not admit {who}",
-                    self.api
-                )))
-            }
+        if let Some(refused) = &self.refused {
+            refused.with_label_values(&[self.api, reason]).inc();
         }
+        let who = match peer.map(|peer| peer.link) {
+            Some(Link::Tls(role)) => format!("role {role}"),
+            Some(_) => "a plaintext connection".to_owned(),
+            None => "a connection it did not accept".to_owned(),
+        };
+        let remote = peer.map(|peer| peer.remote.to_string());
+        tracing::warn!(api = self.api, remote = remote.as_deref().unwrap_or("?"), %who, "internal API refused");
+        Err(tonic::Status::permission_denied(format!(
+            "{} does not admit {who}",
+            self.api
+        )))
     }
 }
 
@@ -656,12 +661,15 @@ pub struct Issued {
     pub key_pem: String,
 }
 
-/// The current year (UTC), for validity periods.
-fn this_year() -> i32 {
-    let secs = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs());
-    1970 + (secs / 31_556_952) as i32
+/// How far back a certificate's validity starts: hosts whose clocks run a little behind the
+/// one that made it take it at once.
+const CLOCK_SKEW: time::Duration = time::Duration::minutes(5);
+
+/// Sets `params` valid from now (less [`CLOCK_SKEW`]) for `years`.
+fn valid_for(params: &mut rcgen::CertificateParams, years: i64) {
+    let now = time::OffsetDateTime::now_utc();
+    params.not_before = now - CLOCK_SKEW;
+    params.not_after = now + time::Duration::days(365 * years);
 }
 
 impl Authority {
@@ -681,18 +689,21 @@ impl Authority {
 
     fn with_key(key: rcgen::KeyPair) -> Self {
         let mut params = rcgen::CertificateParams::default();
-        params
-            .distinguished_name
-            .push(rcgen::DnType::CommonName, "Janus deployment CA");
+        // Named by its key, so two CAs trusted side by side during a rotation (§15.4) are told
+        // apart; the same key always gives the same name, so a CA rebuilt from its key issues
+        // certificates that chain to the first.
+        let id = sha2::Sha256::digest(key.public_key_raw());
+        params.distinguished_name.push(
+            rcgen::DnType::CommonName,
+            format!("Janus deployment CA {}", hex::encode(&id[..4])),
+        );
         params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
         params.key_usages = vec![
             rcgen::KeyUsagePurpose::KeyCertSign,
             rcgen::KeyUsagePurpose::CrlSign,
             rcgen::KeyUsagePurpose::DigitalSignature,
         ];
-        let year = this_year();
-        params.not_before = rcgen::date_time_ymd(year - 1, 1, 1);
-        params.not_after = rcgen::date_time_ymd(year + 10, 1, 1);
+        valid_for(&mut params, 10);
         Self { key, params }
     }
 
@@ -724,9 +735,7 @@ impl Authority {
             rcgen::ExtendedKeyUsagePurpose::ClientAuth,
         ];
         params.use_authority_key_identifier_extension = true;
-        let year = this_year();
-        params.not_before = rcgen::date_time_ymd(year - 1, 1, 1);
-        params.not_after = rcgen::date_time_ymd(year + 2, 1, 1);
+        valid_for(&mut params, 2);
         let issuer = rcgen::Issuer::from_params(&self.params, &self.key);
         let cert = params.signed_by(&key, &issuer).map_err(fail)?;
         Ok(Issued {

@@ -79,6 +79,41 @@ fn a_ca_rebuilt_from_its_key_issues_certificates_the_first_certificate_verifies(
     assert_eq!(load(&ca, &issued).unwrap().role, Role::Game);
 }
 
+/// The subject, start and end (unix seconds) of a PEM certificate.
+fn subject_and_validity(pem: &str) -> (String, u64, u64) {
+    use x509_cert::der::Decode;
+    let cert = x509_cert::Certificate::from_der(&der(pem)).unwrap();
+    let validity = cert.tbs_certificate.validity;
+    (
+        cert.tbs_certificate.subject.to_string(),
+        validity.not_before.to_unix_duration().as_secs(),
+        validity.not_after.to_unix_duration().as_secs(),
+    )
+}
+
+#[test]
+fn cas_are_named_by_their_keys_and_certificates_are_valid_from_now() {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    let (ca, other) = (
+        Authority::generate().unwrap(),
+        Authority::generate().unwrap(),
+    );
+    let (name, start, end) = subject_and_validity(&ca.cert_pem().unwrap());
+    assert!(name.starts_with("CN=Janus deployment CA "), "{name}");
+    assert_ne!(name, subject_and_validity(&other.cert_pem().unwrap()).0);
+    let again = Authority::from_key_pem(&ca.key_pem()).unwrap();
+    assert_eq!(subject_and_validity(&again.cert_pem().unwrap()).0, name);
+    let year = 365 * 86_400;
+    assert!(start <= now && now - start <= 301, "{start} vs {now}");
+    assert!((end - now).abs_diff(10 * year) <= 60, "{end} vs {now}");
+    let (_, start, end) = subject_and_validity(&ca.issue(Role::Edge).unwrap().cert_pem);
+    assert!(start <= now && now - start <= 301, "{start} vs {now}");
+    assert!((end - now).abs_diff(2 * year) <= 60, "{end} vs {now}");
+}
+
 #[test]
 fn admit_lets_through_the_configured_roles_and_plaintext_only_where_allowed() {
     let roles = [Role::Game, Role::Admin];
@@ -90,6 +125,48 @@ fn admit_lets_through_the_configured_roles_and_plaintext_only_where_allowed() {
     );
     assert_eq!(admit(Link::Plaintext, &roles, true), Ok(()));
     assert_eq!(admit(Link::Plaintext, &roles, false), Err("plaintext"));
+}
+
+#[test]
+fn the_interceptor_counts_refusals_and_fails_closed_without_a_peer() {
+    use tonic::service::Interceptor;
+    let refused = IntCounterVec::new(
+        prometheus::Opts::new("refused", "refused"),
+        &["api", "reason"],
+    )
+    .unwrap();
+    let mut edges = Admit::new("edge_link", &[Role::Edge], false, Some(refused.clone()));
+    let from = |link: Option<Link>| {
+        let mut request = tonic::Request::new(());
+        if let Some(link) = link {
+            request.extensions_mut().insert(Peer {
+                remote: "10.0.0.7:5000".parse().unwrap(),
+                link,
+            });
+        }
+        request
+    };
+    assert!(edges.call(from(Some(Link::Tls(Role::Edge)))).is_ok());
+    let denied = edges.call(from(Some(Link::Tls(Role::Game)))).unwrap_err();
+    assert_eq!(denied.code(), tonic::Code::PermissionDenied);
+    assert_eq!(denied.message(), "edge_link does not admit role game");
+    let denied = edges.call(from(None)).unwrap_err();
+    assert_eq!(denied.code(), tonic::Code::PermissionDenied);
+    assert!(
+        !denied.message().contains("10.0.0.7"),
+        "{}",
+        denied.message()
+    );
+    assert_eq!(
+        refused
+            .with_label_values(&["edge_link", "wrong_role"])
+            .get(),
+        1
+    );
+    assert_eq!(
+        refused.with_label_values(&["edge_link", "no_peer"]).get(),
+        1
+    );
 }
 
 #[test]
