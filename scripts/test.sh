@@ -136,7 +136,7 @@ step "the JavaScript SDK: types, vectors, a real standalone gateway, real Chromi
 tsc --noEmit -p sdk/js
 sdk_results=$(mktemp)
 JANUS_BIN="$CARGO_TARGET_DIR/debug/janus" JANUS_SCREENSHOT="$CARGO_TARGET_DIR/janus-demo.png" \
-  node --experimental-websocket --test sdk/js/test/ 2>&1 | tee "$sdk_results"
+  node --experimental-websocket --test-timeout=180000 --test sdk/js/test/ 2>&1 | tee "$sdk_results"
 # Counted in the closing summary like a test binary.
 awk '/^# pass / { p = $3 } /^# fail / { f = $3 } END { printf "test result: sdk. %d passed; %d failed\n", p, f }' \
   "$sdk_results" | tee -a "$results"

@@ -79,10 +79,21 @@ export async function ephemeral(secret) {
   return { privateKey, pub: fromBase64Url(x) };
 }
 
-/** X25519 with the peer's 32-byte key; `null` for an all-zero result (a low-order point). */
+/**
+ * X25519 with the peer's 32-byte key; `null` for an all-zero result (a low-order point), which
+ * WebCrypto either returns or refuses with an `OperationError` (the spec's choice, Node's and
+ * Chromium's).
+ */
 export async function x25519(privateKey, peerPub) {
   const peer = await subtle.importKey("raw", peerPub, "X25519", false, []);
-  const shared = new Uint8Array(await subtle.deriveBits({ name: "X25519", public: peer }, privateKey, 256));
+  let bits;
+  try {
+    bits = await subtle.deriveBits({ name: "X25519", public: peer }, privateKey, 256);
+  } catch (e) {
+    if (e?.name === "OperationError") return null;
+    throw e;
+  }
+  const shared = new Uint8Array(bits);
   return shared.every((b) => b === 0) ? null : shared;
 }
 

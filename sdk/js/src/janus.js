@@ -10,7 +10,7 @@
 //   await session.close();
 
 import { decodeSCReconnect, decodeSCServerLogout, decodeSCServerUnexpectedErr } from "./proto.js";
-import { ClientSession, ProtocolError, SEQ, SYSTEM } from "./protocol.js";
+import { backoff, ClientSession, ProtocolError, SEQ, SYSTEM } from "./protocol.js";
 
 export { ProtocolError } from "./protocol.js";
 
@@ -37,12 +37,6 @@ export class RequestError extends Error {
 
 const nowSecs = () => Math.floor(Date.now() / 1000);
 const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
-
-/** Backoff of the resume tries (PROTOCOL.md §13.6): 100 ms doubling to 2 s, each wait jittered. */
-function backoff(attempt) {
-  const full = Math.min(2000, 100 * 2 ** attempt);
-  return full / 2 + Math.random() * (full / 2);
-}
 
 /**
  * A session with a Janus edge. Events: `push` (detail: a packet `{ mod, seq, obj, index,
@@ -126,7 +120,11 @@ export class Session extends EventTarget {
         opened = true;
         ws.send(hello);
       };
-      ws.onerror = () => {};
+      ws.onerror = () => {
+        // A browser follows an error with a close; Node 20's WebSocket does not when the dial
+        // fails, so a failed dial is decided here too (nothing was decided: try again).
+        if (!opened) this.inbound = this.inbound.then(() => fail(new Error(`could not connect to ${url} (WebSocket error)`)));
+      };
       // Frames and the close are handled in arrival order, one at a time.
       ws.onmessage = (event) => {
         const frame = typeof event.data === "string" ? null : new Uint8Array(event.data);

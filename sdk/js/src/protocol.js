@@ -56,6 +56,15 @@ export function isCounted(packet) {
   return !(packet.mod === SYSTEM && (packet.seq === SEQ.HEARTBEAT || packet.seq === SEQ.RECONNECT));
 }
 
+/**
+ * The wait after failed resume attempt `attempt` (0 for the first; PROTOCOL.md §13.6): 100 ms
+ * doubling up to 2 s, drawn between half of it and all of it (jitter; `random` returns [0, 1)).
+ */
+export function backoff(attempt, random = Math.random) {
+  const full = Math.min(2000, 100 * 2 ** attempt);
+  return full / 2 + random() * (full / 2);
+}
+
 /** Checks a frame's length header (PROTOCOL.md §1); returns the frame. */
 export function checkFrame(frame, maxFrame = DEFAULT_LIMITS.maxFrame) {
   if (frame.length < 4) throw new ProtocolError("message_framing", "shorter than a frame header");

@@ -16,6 +16,14 @@ import sys
 from playwright.sync_api import sync_playwright
 
 CHROMIUM = "/usr/bin/chromium"
+# The echo payload of the figures: the Rust client's (`janus bench echo`'s default).
+PAYLOAD = 64
+
+
+def check(condition, what):
+    """Fails the run, saying what did not hold (unlike `assert`, never compiled away by -O)."""
+    if not condition:
+        raise SystemExit(f"browser check failed: {what}")
 
 
 def main(demo_url, broker, janus, screenshot):
@@ -40,9 +48,10 @@ def main(demo_url, broker, janus, screenshot):
             page.wait_for_function("demo.state === 'open'")
 
         # Echo, and the round-trip meter the page runs (an echo a second).
-        assert alice.evaluate(
+        echoed = alice.evaluate(
             "demo.session.request(2, 1, new TextEncoder().encode('hi')).then(p => new TextDecoder().decode(p.data))"
-        ) == "hi"
+        )
+        check(echoed == "hi", f"echo answered {echoed!r}")
         # A push through the broker.
         push(501, "hello alice")
         alice.wait_for_function("demo.pushes.includes('hello alice')")
@@ -61,21 +70,23 @@ def main(demo_url, broker, janus, screenshot):
         alice.wait_for_function("demo.pushes.filter(p => p.startsWith('n/')).length >= 10")
         alice.wait_for_function("demo.state === 'open'")
         numbered = alice.evaluate("demo.pushes.filter(p => p.startsWith('n/'))")
-        assert numbered == [f"n/{n}" for n in range(10)], numbered
-        assert any("resumed" in line for line in alice.evaluate("demo.log")), alice.evaluate("demo.log")
+        check(numbered == [f"n/{n}" for n in range(10)], f"numbered pushes once and in order: {numbered}")
+        log = alice.evaluate("demo.log")
+        check(any("resumed" in line for line in log), f"the page logged a resume: {log}")
         alice.wait_for_function("demo.rtts.length >= 3")
         alice.screenshot(path=screenshot, full_page=True)
 
         # Player 501 logs in elsewhere: the page shows why the session ended.
         bob.evaluate("demo.session.close()")
         bob.wait_for_function("demo.state === 'closed'")
-        assert bob.evaluate("demo.closeReason") == "client_closed"
+        reason = bob.evaluate("demo.closeReason")
+        check(reason == "client_closed", f"close reason {reason!r}")
         bob.evaluate("demo.connect(501)")
         bob.wait_for_function("demo.state === 'open'")
         alice.wait_for_function("demo.state === 'closed'")
         reason = alice.evaluate("demo.closeReason")
-        assert "ConflictingLogin" in reason, reason
-        assert not errors, errors
+        check("ConflictingLogin" in reason, f"close reason {reason!r}")
+        check(not errors, f"page errors: {errors}")
 
         # Figures: fresh logins' handshakes, and echo round trips, in this browser.
         handshakes = []
@@ -87,15 +98,16 @@ def main(demo_url, broker, janus, screenshot):
             handshakes.append(page.evaluate("demo.handshakeMs"))
             if uid == 600:
                 rtts = page.evaluate(
-                    """async () => {
+                    """async (payload) => {
                         const out = [];
                         for (let i = 0; i < 80; i++) {
                             const t = performance.now();
-                            await demo.session.request(2, 1, new Uint8Array(16));
+                            await demo.session.request(2, 1, new Uint8Array(payload));
                             out.push(performance.now() - t);
                         }
                         return out;
-                    }"""
+                    }""",
+                    PAYLOAD,
                 )
             page.evaluate("demo.session.close()")
             page.close()

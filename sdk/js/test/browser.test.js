@@ -23,11 +23,18 @@ test("the demo page in headless Chromium logs in, chats, resumes and shows close
       [new URL("browser.py", import.meta.url).pathname, gateway.demoUrl, gateway.broker, janusBin(), screenshot],
       { encoding: "utf8", timeout: 120000 },
     );
+    // browser.py exits non-zero (execFileSync throws) on any check that fails; its last line
+    // is the figures.
     const chromium = JSON.parse(out.trim().split("\n").pop());
-    assert.ok(chromium.echo_ms_median > 0);
+    for (const figure of ["handshake_ms_median", "echo_ms_median", "echo_ms_p99"]) {
+      assert.ok(Number.isFinite(chromium[figure]) && chromium[figure] > 0, `${figure}: ${out}`);
+    }
+    const png = readFileSync(screenshot);
+    assert.deepEqual([...png.subarray(1, 4)], [0x50, 0x4e, 0x47], "the screenshot is a PNG");
     console.log(`screenshot of the demo page: ${screenshot}`);
     // The Rust client on this machine in the same run, the same way: one session, one request
-    // at a time, over WebSocket (the load generator starts a gateway of its own).
+    // at a time, 64-byte payloads (browser.py's), over WebSocket. The difference: the load
+    // generator starts a split gateway of its own (separate processes), not this standalone.
     const rust = rustClient();
     console.log(
       `figures: headless Chromium: handshake median ${chromium.handshake_ms_median} ms, echo ` +
@@ -44,7 +51,7 @@ function rustClient() {
   const json = join(mkdtempSync(join(tmpdir(), "janus-bench-")), "bench.json");
   const bench = (...args) => execFileSync(janusBin(), ["bench", ...args, "--json", json], { timeout: 120000 });
   bench("handshake", "--transport", "ws", "--concurrency", "1", "--secs", "3");
-  bench("echo", "--transport", "ws", "--sessions", "1", "--inflight", "1", "--warmup-secs", "1", "--secs", "3");
+  bench("echo", "--transport", "ws", "--sessions", "1", "--inflight", "1", "--payload", "64", "--warmup-secs", "1", "--secs", "3");
   const lines = readFileSync(json, "utf8").trim().split("\n").map((l) => JSON.parse(l));
   return Object.fromEntries(lines.map((l) => [l.scenario, l]));
 }

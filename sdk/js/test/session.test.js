@@ -6,10 +6,9 @@ import assert from "node:assert/strict";
 import { after, before, test } from "node:test";
 
 import { connect, RequestError } from "../src/janus.js";
+import { events, sleep, str, text, until } from "./helpers.js";
 import { startSplit, startStandalone } from "./standalone.js";
 
-const text = (s) => new TextEncoder().encode(s);
-const str = (b) => new TextDecoder().decode(b);
 /** Demo game (broker/src/demo.rs): module 2 echoes; seq 100 also pushes `pushed`; module 6 rooms. */
 const ECHO = 2;
 const ECHO_AND_PUSH = 100;
@@ -27,17 +26,6 @@ function login(uid, options = {}) {
   return connect({ url: gateway.url, token: gateway.token(uid), serverKey: gateway.serverKey, ...options });
 }
 
-/** Resolves with the next `n` events of `type` on `target`. */
-function events(target, type, n) {
-  const got = [];
-  return new Promise((resolve) => {
-    target.addEventListener(type, (e) => {
-      got.push(e.detail);
-      if (got.length === n) resolve(got);
-    });
-  });
-}
-
 test("a login echoes, gets the game's push and closes with client_closed", async () => {
   const session = await login(101);
   const reply = await session.request(ECHO, 1, text("hello janus"));
@@ -50,7 +38,7 @@ test("a login echoes, gets the game's push and closes with client_closed", async
   const [push] = await pushed;
   assert.equal(str(push.data), "pushed");
   assert.equal(push.index, 0);
-  // Big data is compressed on the way out and back.
+  // Big data goes out and comes back compressed (errors.test.js looks at the frames).
   const big = "x".repeat(12000);
   assert.equal(str((await session.request(ECHO, 1, text(big))).data), big);
   const closed = events(session, "close", 1);
@@ -94,7 +82,8 @@ test("a login elsewhere ends the first session with the logout code", async () =
   const closed = events(first, "close", 1);
   const second = await login(105);
   const [detail] = await closed;
-  assert.equal(detail.logout, "ConflictingLogin");
+  // A kick is told by its logout code alone (PROTOCOL.md §9): no SCServerUnexpectedErr first.
+  assert.deepEqual(detail, { reason: "logged_out", logout: "ConflictingLogin" });
   assert.equal(str((await second.request(ECHO, 1, text("mine now"))).data), "mine now");
   await second.close();
 });
@@ -130,8 +119,8 @@ test("a resumable session survives its WebSocket being killed: every reply and p
   await resumed;
   // Pushes sent while it was away arrive after the resume, once.
   gateway.push(107, "after");
-  while (pushes.length < 41) await new Promise((r) => setTimeout(r, 20));
-  await new Promise((r) => setTimeout(r, 200));
+  await until(() => pushes.length >= 41, "41 pushes");
+  await sleep(200); // and nothing more comes
   assert.equal(pushes.filter((p) => p === "pushed").length, 40, "one push per request");
   assert.deepEqual(pushes.slice(-1), ["after"]);
   assert.equal(session.protocol.received, 81, "40 replies, 40 pushes and one more: none twice");
@@ -170,7 +159,7 @@ test("on the edge's reconnect hint a session resumes at the next edge of its lis
     const reconnecting = events(session, "reconnecting", 1);
     const resumed = events(session, "resumed", 1);
     cluster.push(110, "before");
-    while (pushes.length < 1) await new Promise((r) => setTimeout(r, 20));
+    await until(() => pushes.length >= 1, "the first push");
     a.process.kill("SIGTERM"); // edge a drains: the hint, then the resume at b
     const [hint] = await reconnecting;
     assert.equal(hint.cause, "reconnect_hint");
@@ -180,7 +169,7 @@ test("on the edge's reconnect hint a session resumes at the next edge of its lis
     assert.equal(at.url, b.url);
     cluster.push(110, "after");
     assert.equal(str((await session.request(ECHO, 1, text("at b"))).data), "at b");
-    while (pushes.length < 2) await new Promise((r) => setTimeout(r, 20));
+    await until(() => pushes.length >= 2, "the push after the resume");
     assert.deepEqual(pushes, ["before", "after"]);
     await session.close();
   } finally {
