@@ -72,10 +72,8 @@ pub(crate) async fn serve(
                 },
                 authorized,
             ));
-    let app = Router::new()
-        .route("/health", get(|| async { "ok" }))
+    let app = janus_shared::metrics::admin_routes(state.metrics.registry.clone())
         .route("/ready", get(ready))
-        .route("/metrics", get(metrics))
         .route("/stats", get(stats))
         .merge(mutating)
         .with_state(state);
@@ -136,13 +134,6 @@ async fn ready(State(state): State<Arc<BrokerState>>) -> impl IntoResponse {
         Ok(_) => (StatusCode::OK, "ready".to_owned()),
         Err(e) => (StatusCode::SERVICE_UNAVAILABLE, e.to_string()),
     }
-}
-
-async fn metrics(State(state): State<Arc<BrokerState>>) -> impl IntoResponse {
-    (
-        [("content-type", "text/plain; version=0.0.4")],
-        state.metrics.render(),
-    )
 }
 
 async fn stats(State(state): State<Arc<BrokerState>>) -> Json<serde_json::Value> {

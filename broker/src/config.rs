@@ -1,7 +1,8 @@
 //! The broker's typed configuration (TOML, every field defaulted, unknown fields refused) and
 //! its validation. `configs.tmpl/broker.toml` shows every field with its default.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
 use std::time::Duration;
 
 use janus_shared::config::{Problems, Validate};
@@ -340,14 +341,48 @@ impl Default for TunnelsConfig {
     }
 }
 
-impl TunnelsConfig {
-    /// The service a packet of `module` goes to.
-    pub fn service_for(&self, module: i32) -> &ServiceConfig {
-        let alias = self
-            .modules
-            .get(&module.to_string())
-            .unwrap_or(&self.default_service);
-        &self.services[alias]
+/// `[tunnels]` resolved once from the validated configuration: each module's service, found
+/// per client packet without allocating. A service is named by its place in the table, which
+/// is also what keys a session's tunnels.
+#[derive(Debug, Clone)]
+pub struct Services {
+    services: Vec<Arc<ServiceConfig>>,
+    by_module: HashMap<i32, usize>,
+    default: usize,
+}
+
+/// A service's place in [`Services`].
+pub type ServiceId = usize;
+
+impl Services {
+    /// Resolves `tunnels` (validated: every alias names a service, every module key is a
+    /// number).
+    pub fn resolve(tunnels: &TunnelsConfig) -> Self {
+        let aliases: Vec<&String> = tunnels.services.keys().collect();
+        let place = |alias: &String| {
+            aliases
+                .iter()
+                .position(|a| *a == alias)
+                .expect("validated: the alias names a service")
+        };
+        Self {
+            services: tunnels.services.values().cloned().map(Arc::new).collect(),
+            by_module: tunnels
+                .modules
+                .iter()
+                .map(|(module, alias)| {
+                    let module = module.parse().expect("validated: a module number");
+                    (module, place(alias))
+                })
+                .collect(),
+            default: place(&tunnels.default_service),
+        }
+    }
+
+    /// The service a packet of `module` goes to, and its id.
+    pub fn service_for(&self, module: i32) -> (ServiceId, &Arc<ServiceConfig>) {
+        let id = self.by_module.get(&module).copied().unwrap_or(self.default);
+        (id, &self.services[id])
     }
 }
 
@@ -464,8 +499,11 @@ mod tests {
     #[test]
     fn defaults_are_valid_and_route_room_to_the_room_service() {
         let config: BrokerConfig = parse("", "defaults").unwrap();
-        assert_eq!(config.tunnels.service_for(6).tunnel, TunnelKind::Room);
-        assert_eq!(config.tunnels.service_for(2).name, "roma.player.service");
+        let services = Services::resolve(&config.tunnels);
+        assert_eq!(services.service_for(6).1.tunnel, TunnelKind::Room);
+        assert_eq!(services.service_for(2).1.name, "roma.player.service");
+        assert_ne!(services.service_for(6).0, services.service_for(2).0);
+        assert_eq!(services.service_for(2).0, services.service_for(77).0);
         assert_eq!(config.endpoint(), "0.0.0.0:17100");
     }
 

@@ -11,7 +11,7 @@
 //! is queued there before anything newer.
 
 use std::collections::VecDeque;
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::Arc;
 
 use janus_proto::janus::internal::v1::{
     BrokerFrame, Continuity as Given, Deliver, HandedOver, RateState, Release, ResumeGranted,
@@ -20,6 +20,7 @@ use janus_proto::janus::internal::v1::{
 use janus_proto::packet::Packet;
 use janus_shared::handshake::{Redeemable, ResumeClaim, START_INDEX};
 use janus_shared::system;
+use parking_lot::{Mutex, MutexGuard};
 use tokio_util::sync::CancellationToken;
 
 use crate::registry::EdgeHandle;
@@ -283,7 +284,7 @@ impl Continuity {
     }
 
     fn lock(&self) -> MutexGuard<'_, State> {
-        self.state.lock().unwrap_or_else(|p| p.into_inner())
+        self.state.lock()
     }
 
     /// Where the session is now; `None` while parked.

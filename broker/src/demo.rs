@@ -14,7 +14,7 @@
 
 use std::collections::{BTreeSet, HashMap};
 use std::pin::Pin;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use futures_util::{Stream, StreamExt};
 use janus_proto::broadcaster::service::push::v1 as bc;
@@ -22,6 +22,7 @@ use janus_proto::player::intra::v1::tunnel_service_server::TunnelServiceServer a
 use janus_proto::room::intra::v1::tunnel_service_server::TunnelServiceServer as RoomServer;
 use janus_proto::{player, room};
 use janus_shared::internal_tls::{self, Admit, InternalTls, Role};
+use parking_lot::Mutex;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tonic::transport::Channel;
@@ -157,8 +158,8 @@ impl Rooms {
         }
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, Members> {
-        self.members.lock().unwrap_or_else(|p| p.into_inner())
+    fn lock(&self) -> parking_lot::MutexGuard<'_, Members> {
+        self.members.lock()
     }
 }
 

@@ -6,7 +6,8 @@ use prometheus::{HistogramVec, IntCounterVec, IntGauge, IntGaugeVec};
 /// Every metric of one broker.
 #[derive(Debug, Clone)]
 pub struct Metrics {
-    registry: MetricsRegistry,
+    /// Every metric above: what `/metrics` renders.
+    pub registry: MetricsRegistry,
     /// Live sessions; edges linked.
     pub live: IntGaugeVec,
     /// Sessions refused, by reason.
@@ -164,16 +165,6 @@ impl Metrics {
             ),
             registry: r,
         }
-    }
-
-    /// The Prometheus text exposition of every metric.
-    pub fn render(&self) -> String {
-        self.registry.render()
-    }
-
-    /// The name of every metric family this tier exports.
-    pub fn names(&self) -> Vec<String> {
-        self.registry.names()
     }
 }
 

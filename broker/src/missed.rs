@@ -13,10 +13,11 @@
 //! broadcasts handled and sessions adopted in the last [`WINDOW`].
 
 use std::collections::{HashMap, VecDeque};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use janus_proto::packet::Packet;
+use parking_lot::Mutex;
 
 /// How long a notice, a handled broadcast and an adoption are remembered: the edges'
 /// re-attach grace (`[brokers] reattach_grace_secs`) and the resume window's default.
@@ -112,8 +113,8 @@ fn missed(handled: Option<u64>, registered: u64) -> bool {
 }
 
 impl Missed {
-    fn inner(&self, now: Instant) -> std::sync::MutexGuard<'_, Inner> {
-        let mut inner = self.inner.lock().unwrap_or_else(|p| p.into_inner());
+    fn inner(&self, now: Instant) -> parking_lot::MutexGuard<'_, Inner> {
+        let mut inner = self.inner.lock();
         inner.forget_old(now);
         inner
     }

@@ -3,10 +3,11 @@
 //! edge handle it stores is how frames reach a session's edge.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
 
 use janus_proto::janus::internal::v1::BrokerFrame;
+use parking_lot::Mutex;
 use tokio::sync::{mpsc, watch};
 
 use crate::continuity::Continuity;
@@ -51,7 +52,7 @@ impl EdgeHandle {
     }
 
     fn queue(&self, send: impl FnOnce()) {
-        let mut queued = self.queued.lock().unwrap_or_else(|p| p.into_inner());
+        let mut queued = self.queued.lock();
         send();
         *queued += 1;
     }
@@ -89,7 +90,7 @@ impl EdgeHandle {
 
     /// How many frames were queued so far: a frame queued before this call is among them.
     pub fn queued(&self) -> u64 {
-        *self.queued.lock().unwrap_or_else(|p| p.into_inner())
+        *self.queued.lock()
     }
 
     /// The edge read `frames` frames of this link so far.
@@ -114,20 +115,17 @@ impl EdgeHandle {
     }
     /// Session `id` here was parked by the broker: release its connection with the next batch.
     pub fn release_later(&self, id: u64) {
-        self.released
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .push(id);
+        self.released.lock().push(id);
     }
 
     /// The sessions to release now.
     pub fn take_released(&self) -> Vec<u64> {
-        std::mem::take(&mut *self.released.lock().unwrap_or_else(|p| p.into_inner()))
+        std::mem::take(&mut *self.released.lock())
     }
 
     /// The order lock (see [`EdgeHandle::order`]'s field).
-    pub fn order(&self) -> std::sync::MutexGuard<'_, ()> {
-        self.order.lock().unwrap_or_else(|p| p.into_inner())
+    pub fn order(&self) -> parking_lot::MutexGuard<'_, ()> {
+        self.order.lock()
     }
 }
 
@@ -198,8 +196,8 @@ struct Sessions {
 }
 
 impl Registry {
-    fn map(&self) -> std::sync::MutexGuard<'_, Sessions> {
-        self.sessions.lock().unwrap_or_else(|p| p.into_inner())
+    fn map(&self) -> parking_lot::MutexGuard<'_, Sessions> {
+        self.sessions.lock()
     }
 
     /// Makes `entry` the session of `uid`; returns the one it replaced, and the count of

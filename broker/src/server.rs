@@ -17,7 +17,7 @@ use tokio_util::task::TaskTracker;
 
 use crate::admin;
 use crate::bus::{MemoryBus, NatsBus, PushBus, RedisBus};
-use crate::config::{BrokerConfig, BusBackend, DiscoveryBackend, RoutesBackend};
+use crate::config::{BrokerConfig, BusBackend, DiscoveryBackend, RoutesBackend, Services};
 use crate::error::{Error, Result};
 use crate::link::LinkService;
 use crate::metrics::Metrics;
@@ -116,6 +116,7 @@ impl Broker {
             tls.clone(),
         );
         let state = Arc::new(BrokerState {
+            services: Services::resolve(&config.tunnels),
             config,
             endpoint,
             routes,

@@ -20,7 +20,7 @@ use tokio::sync::mpsc;
 use tracing::Instrument;
 
 use crate::bus::subject;
-use crate::config::TunnelKind;
+use crate::config::{ServiceId, TunnelKind};
 use crate::continuity::{Attachment, Continuity, Forwarded};
 use crate::registry::{Command, EdgeHandle, Entry};
 use crate::route::{gate_route_key, parked_key};
@@ -155,7 +155,7 @@ struct Actor {
     uid: i64,
     continuity: Arc<Continuity>,
     inbox: mpsc::Sender<Inbound>,
-    tunnels: HashMap<(String, i64), Tunnel>,
+    tunnels: HashMap<(ServiceId, i64), Tunnel>,
     /// While parked: until when.
     parked: Option<tokio::time::Instant>,
     /// Adopted by another broker: its endpoint, where it started, and when this copy ends.
@@ -611,7 +611,8 @@ impl Actor {
 
     /// Sends a client packet into its tunnel, opening (or reopening once) as needed.
     async fn forward(&mut self, mut packet: Packet) -> Option<End> {
-        let service = self.state.config.tunnels.service_for(packet.r#mod).clone();
+        let (id, service) = self.state.services.service_for(packet.r#mod);
+        let service = service.clone();
         // obj 0 is the player's uid in every module, before the tunnel is chosen (go-pantheon's
         // rule, PROTOCOL.md §14): a room request with obj 0 goes to the player's own room object.
         if packet.obj == 0 {
@@ -635,7 +636,7 @@ impl Actor {
             self.continuity.deliver(reply).await;
             return None;
         }
-        let key = (service.name.clone(), packet.obj);
+        let key = (id, packet.obj);
         for _ in 0..2 {
             if !self.tunnels.contains_key(&key) {
                 let opened = Box::pin(
@@ -667,7 +668,7 @@ impl Actor {
                     .inc();
                 match opened {
                     Ok(tunnel) => {
-                        self.tunnels.insert(key.clone(), tunnel);
+                        self.tunnels.insert(key, tunnel);
                     }
                     Err(e) => {
                         tracing::warn!(error = %e, "cannot open tunnel");

@@ -9,7 +9,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::bus::PushBus;
-use crate::config::BrokerConfig;
+use crate::config::{BrokerConfig, Services};
 use crate::metrics::Metrics;
 use crate::missed::Missed;
 use crate::registry::Registry;
@@ -20,6 +20,8 @@ use crate::tunnel::Tunnels;
 pub struct BrokerState {
     /// The validated configuration.
     pub config: BrokerConfig,
+    /// `config.tunnels`, resolved.
+    pub services: Services,
     /// This broker's endpoint (`host:port`), the value of its gateway routes.
     pub endpoint: String,
     /// Routes.

@@ -10,7 +10,7 @@
 //! client with `SCServerUnexpectedErr`.
 
 use std::collections::{HashMap, VecDeque};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use futures_util::StreamExt;
@@ -19,6 +19,7 @@ use janus_proto::janus::internal::v1::SessionOpen;
 use janus_proto::packet::Packet;
 use janus_proto::{player, room};
 use janus_shared::system;
+use parking_lot::Mutex;
 use prometheus::{Histogram, IntCounter};
 use tokio::sync::{mpsc, watch};
 use tokio_stream::wrappers::ReceiverStream;
@@ -98,7 +99,7 @@ impl RoundTrips {
         if request.index == 0 {
             return;
         }
-        let mut pending = self.pending.lock().unwrap_or_else(|p| p.into_inner());
+        let mut pending = self.pending.lock();
         if pending.len() == self.cap {
             pending.pop_front();
         }
@@ -109,7 +110,7 @@ impl RoundTrips {
         if index == 0 {
             return;
         }
-        let mut pending = self.pending.lock().unwrap_or_else(|p| p.into_inner());
+        let mut pending = self.pending.lock();
         if let Some(at) = pending.iter().position(|p| p.index == index) {
             let sent = pending[at].sent;
             pending.drain(..=at);
@@ -119,7 +120,7 @@ impl RoundTrips {
 
     /// Every request still unanswered, taken.
     fn unanswered(&self) -> VecDeque<Pending> {
-        std::mem::take(&mut *self.pending.lock().unwrap_or_else(|p| p.into_inner()))
+        std::mem::take(&mut *self.pending.lock())
     }
 }
 
@@ -226,7 +227,7 @@ impl Tunnels {
             _ => {}
         }
         let pick = {
-            let mut balancers = self.balancers.lock().unwrap_or_else(|p| p.into_inner());
+            let mut balancers = self.balancers.lock();
             let swrr = balancers
                 .entry((service.to_owned(), color.to_owned()))
                 .or_default();
@@ -246,7 +247,7 @@ impl Tunnels {
     fn channel(&self, service: &ServiceConfig, endpoint: &str) -> Result<Channel> {
         let tls = self.tls.as_ref().filter(|_| !service.plaintext);
         let key = (endpoint.to_owned(), tls.is_some());
-        let mut channels = self.channels.lock().unwrap_or_else(|p| p.into_inner());
+        let mut channels = self.channels.lock();
         if let Some(channel) = channels.get(&key) {
             return Ok(channel.clone());
         }

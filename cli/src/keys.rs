@@ -325,11 +325,12 @@ mod tests {
     use super::*;
     use janus_shared::internal_tls::Material;
 
-    /// A fresh directory of this test's own.
-    fn scratch(name: &str) -> PathBuf {
-        let dir = std::env::temp_dir().join(format!("janus-keys-{name}-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        dir
+    /// A fresh directory of this test's own (removed when dropped), and the key directory
+    /// inside it that keygen creates.
+    fn scratch() -> (tempfile::TempDir, PathBuf) {
+        let root = tempfile::tempdir().unwrap();
+        let dir = root.path().join("keys");
+        (root, dir)
     }
 
     fn role_material(dir: &Path, role: Role) -> Material {
@@ -339,7 +340,7 @@ mod tests {
 
     #[test]
     fn each_role_gets_a_directory_of_its_own_that_loads() {
-        let dir = scratch("layout");
+        let (_root, dir) = scratch();
         keygen(&dir, false).unwrap();
         for role in Role::ALL {
             assert_eq!(role_material(&dir, role).role, role);
@@ -352,12 +353,11 @@ mod tests {
             assert_eq!(names, [CA_CERT, ROLE_CERT, ROLE_KEY]);
         }
         assert!(internal_dir(&dir).join(CA_KEY).exists());
-        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]
     fn keygen_writes_nothing_when_one_file_exists() {
-        let dir = scratch("exists");
+        let (_root, dir) = scratch();
         keygen(&dir, false).unwrap();
         let token = std::fs::read(dir.join(TOKEN_KEY)).unwrap();
         let edge_cert = role_dir(&dir, Role::Edge).join(ROLE_CERT);
@@ -371,12 +371,11 @@ mod tests {
         assert!(!edge_cert.exists(), "a refused keygen wrote a file");
         keygen(&dir, true).unwrap();
         assert_ne!(std::fs::read(dir.join(TOKEN_KEY)).unwrap(), token);
-        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]
     fn issue_replaces_one_roles_pair_under_the_same_ca() {
-        let dir = scratch("issue");
+        let (_root, dir) = scratch();
         keygen(&dir, false).unwrap();
         let read = |role, name| std::fs::read(role_dir(&dir, role).join(name)).unwrap();
         let (broker, edge) = (read(Role::Broker, ROLE_CERT), read(Role::Edge, ROLE_CERT));
@@ -384,6 +383,5 @@ mod tests {
         assert_ne!(read(Role::Broker, ROLE_CERT), broker);
         assert_eq!(read(Role::Edge, ROLE_CERT), edge);
         assert_eq!(role_material(&dir, Role::Broker).role, Role::Broker);
-        std::fs::remove_dir_all(&dir).unwrap();
     }
 }

@@ -4,7 +4,6 @@
 
 use std::sync::Arc;
 
-use axum::Router;
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Json};
@@ -24,10 +23,8 @@ pub(crate) struct Admin {
 /// Serves the admin endpoint on `listener` until the edge has stopped.
 pub(crate) async fn serve(listener: TcpListener, admin: Admin) {
     let state = admin.state.clone();
-    let app = Router::new()
-        .route("/health", get(|| async { "ok" }))
+    let app = janus_shared::metrics::admin_routes(state.metrics.registry.clone())
         .route("/ready", get(ready))
-        .route("/metrics", get(metrics))
         .route("/stats", get(connections))
         .route("/stats/connections", get(connections))
         .with_state(admin);
@@ -47,13 +44,6 @@ async fn ready(State(admin): State<Admin>) -> impl IntoResponse {
     } else {
         (StatusCode::OK, "ready")
     }
-}
-
-async fn metrics(State(admin): State<Admin>) -> impl IntoResponse {
-    (
-        [("content-type", "text/plain; version=0.0.4")],
-        admin.state.metrics.render(),
-    )
 }
 
 async fn connections(State(admin): State<Admin>) -> Json<serde_json::Value> {

@@ -16,13 +16,14 @@
 
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
 use janus_proto::janus::internal::v1::Transport;
 use janus_shared::kcp::conv::{Datagram, classify};
 use janus_shared::kcp::driver::{self, KcpStream, ServerHooks};
+use parking_lot::Mutex;
 use tokio::net::UdpSocket;
 use tokio::sync::mpsc;
 use tokio_util::task::TaskTracker;
@@ -49,8 +50,8 @@ struct PerIp(Arc<Mutex<HashMap<IpAddr, usize>>>);
 struct Held(PerIp, IpAddr);
 
 impl PerIp {
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<IpAddr, usize>> {
-        self.0.lock().unwrap_or_else(|e| e.into_inner())
+    fn lock(&self) -> parking_lot::MutexGuard<'_, HashMap<IpAddr, usize>> {
+        self.0.lock()
     }
 
     fn count(&self, ip: IpAddr) -> usize {

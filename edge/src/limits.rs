@@ -4,8 +4,9 @@
 
 use std::collections::HashMap;
 use std::net::IpAddr;
-use std::sync::Mutex;
 use std::time::{Duration, Instant};
+
+use parking_lot::Mutex;
 
 /// A token bucket: `rate` tokens per second up to `burst`.
 #[derive(Debug, Clone)]
@@ -121,7 +122,7 @@ impl Admission {
 
     /// Admits a connection from `ip`; the caller must [`Admission::release`] it when it ends.
     pub(crate) fn admit(&self, ip: IpAddr, now: Instant) -> Result<(), Refusal> {
-        let mut guard = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        let mut guard = self.state.lock();
         let (total, per_ip) = &mut *guard;
         if self
             .admits
@@ -161,7 +162,7 @@ impl Admission {
     /// Releases a connection admitted for `ip`. Its entry outlives the session while its
     /// attempt window is recent, so closing connections does not reset the attempt rate.
     pub(crate) fn release(&self, ip: IpAddr, now: Instant) {
-        let mut guard = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        let mut guard = self.state.lock();
         let (total, per_ip) = &mut *guard;
         *total = total.saturating_sub(1);
         if let Some(entry) = per_ip.get_mut(&ip) {
@@ -174,7 +175,7 @@ impl Admission {
 
     /// Sessions admitted and not yet released.
     pub(crate) fn sessions(&self) -> usize {
-        self.state.lock().unwrap_or_else(|p| p.into_inner()).0
+        self.state.lock().0
     }
 }
 
@@ -256,9 +257,6 @@ mod tests {
             "a new second, a new window"
         );
         admission.release(ip, later + Duration::from_secs(2));
-        assert!(
-            admission.state.lock().unwrap().1.is_empty(),
-            "stale entries go"
-        );
+        assert!(admission.state.lock().1.is_empty(), "stale entries go");
     }
 }

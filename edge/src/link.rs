@@ -9,7 +9,7 @@
 //! full is a slow consumer and is disconnected.
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::Arc;
 use std::time::Duration;
 
 use futures_util::StreamExt;
@@ -19,6 +19,7 @@ use janus_proto::janus::internal::v1::{
 };
 use janus_proto::packet::Packet;
 use janus_shared::internal_tls::{self, InternalTls, Role};
+use parking_lot::{Mutex, RwLock};
 use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -209,8 +210,8 @@ impl BrokerLink {
     }
 }
 
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|p| p.into_inner())
+fn lock<T>(m: &Mutex<T>) -> parking_lot::MutexGuard<'_, T> {
+    m.lock()
 }
 
 /// The links to every known broker. The set follows discovery: brokers that appear get a link,
@@ -286,7 +287,7 @@ impl Links {
 
     /// Makes the set of brokers exactly `endpoints`.
     pub(crate) fn set_endpoints(self: &Arc<Self>, endpoints: &[String]) {
-        let mut links = self.links.write().unwrap_or_else(|p| p.into_inner());
+        let mut links = self.links.write();
         links.retain(|link| {
             let keep = endpoints.contains(&link.endpoint);
             if !keep {
@@ -312,7 +313,7 @@ impl Links {
     }
 
     fn snapshot(&self) -> Vec<Arc<BrokerLink>> {
-        self.links.read().unwrap_or_else(|p| p.into_inner()).clone()
+        self.links.read().clone()
     }
 
     /// The broker for `uid`: the live one with the highest rendezvous score.

@@ -6,7 +6,8 @@ use prometheus::{HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec}
 /// Every metric of one edge.
 #[derive(Debug, Clone)]
 pub struct Metrics {
-    registry: MetricsRegistry,
+    /// Every metric above: what `/metrics` renders.
+    pub registry: MetricsRegistry,
     /// Live sessions by transport.
     pub sessions: IntGaugeVec,
     /// Internal TLS material read again, by `result` (`ok`, `error`: refused, old kept).
@@ -116,16 +117,6 @@ impl Metrics {
             ),
             registry: r,
         }
-    }
-
-    /// The Prometheus text exposition of every metric.
-    pub fn render(&self) -> String {
-        self.registry.render()
-    }
-
-    /// The name of every metric family this tier exports.
-    pub fn names(&self) -> Vec<String> {
-        self.registry.names()
     }
 }
 

@@ -9,9 +9,10 @@ use std::collections::HashMap;
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStdin, Command, Stdio};
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
+use parking_lot::Mutex;
 use serde_json::Value;
 use tokio::io::{AsyncBufReadExt, AsyncReadExt};
 use tokio::sync::watch;
@@ -54,7 +55,7 @@ fn out_dir() -> PathBuf {
 pub fn binary(name: &str) -> PathBuf {
     static BUILT: OnceLock<Mutex<HashMap<String, PathBuf>>> = OnceLock::new();
     let built = BUILT.get_or_init(Mutex::default);
-    let mut built = built.lock().unwrap_or_else(|p| p.into_inner());
+    let mut built = built.lock();
     if let Some(path) = built.get(name) {
         return path.clone();
     }
@@ -188,7 +189,7 @@ impl Roma {
                 let event = serde_json::from_str(&line).unwrap_or_else(|e| {
                     panic!("roma printed a line that is not JSON ({e}): {line}")
                 });
-                sink.lock().unwrap_or_else(|p| p.into_inner()).push(event);
+                sink.lock().push(event);
             }
         });
         Self {
@@ -201,10 +202,7 @@ impl Roma {
 
     /// Every event it printed so far (one JSON object each; `event` names the kind).
     pub fn events(&self) -> Vec<Value> {
-        self.events
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .clone()
+        self.events.lock().clone()
     }
 
     /// The events named `kind` so far.

@@ -32,17 +32,11 @@ pub fn janus_binary() -> std::path::PathBuf {
     path
 }
 
-/// A fresh, empty directory under the system's temporary directory, unique to this process and
-/// call: `janus-<name>-<pid>-<n>`.
-pub fn scratch_dir(name: &str) -> std::path::PathBuf {
-    use std::sync::atomic::{AtomicUsize, Ordering};
-    static N: AtomicUsize = AtomicUsize::new(0);
-    let dir = std::env::temp_dir().join(format!(
-        "janus-{name}-{}-{}",
-        std::process::id(),
-        N.fetch_add(1, Ordering::Relaxed)
-    ));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).expect("a scratch directory under the temporary directory");
-    dir
+/// A fresh, empty directory under the system's temporary directory, removed when the returned
+/// guard is dropped: `janus-<name>-…`.
+pub fn scratch_dir(name: &str) -> tempfile::TempDir {
+    tempfile::Builder::new()
+        .prefix(&format!("janus-{name}-"))
+        .tempdir()
+        .expect("a scratch directory under the temporary directory")
 }

@@ -13,7 +13,7 @@ pub const RELOAD_MS: u64 = 100;
 /// A directory of internal TLS material: one CA file every process trusts, and a certificate
 /// pair per [`Pki::issue`].
 pub struct Pki {
-    dir: PathBuf,
+    dir: tempfile::TempDir,
     /// The deployment CA the material starts with.
     pub ca: Authority,
     issued: AtomicUsize,
@@ -33,11 +33,11 @@ impl Pki {
 
     /// The directory holding every file.
     pub fn dir(&self) -> &Path {
-        &self.dir
+        self.dir.path()
     }
 
     fn ca_file(&self) -> PathBuf {
-        self.dir.join("ca.pem")
+        self.dir().join("ca.pem")
     }
 
     /// Makes the CA file trust exactly `cas`.
@@ -50,7 +50,7 @@ impl Pki {
     /// them with the shared CA file.
     pub fn issue(&self, by: &Authority, role: Role) -> InternalTlsConfig {
         let n = self.issued.fetch_add(1, Ordering::Relaxed);
-        let path = |ext: &str| self.dir.join(format!("{role}-{n}.{ext}"));
+        let path = |ext: &str| self.dir().join(format!("{role}-{n}.{ext}"));
         let config = InternalTlsConfig {
             ca_file: self.ca_file().display().to_string(),
             cert_file: path("pem").display().to_string(),
@@ -77,7 +77,7 @@ impl Pki {
     ) -> InternalTlsConfig {
         let mut config = self.issue(by, role);
         let n = self.issued.fetch_add(1, Ordering::Relaxed);
-        let ca_file = self.dir.join(format!("ca-{n}.pem"));
+        let ca_file = self.dir().join(format!("ca-{n}.pem"));
         let pem: String = cas.iter().map(|ca| ca.cert_pem().unwrap()).collect();
         replace(&ca_file, &pem);
         config.ca_file = ca_file.display().to_string();
@@ -88,12 +88,6 @@ impl Pki {
 impl Default for Pki {
     fn default() -> Self {
         Self::new()
-    }
-}
-
-impl Drop for Pki {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.dir);
     }
 }
 

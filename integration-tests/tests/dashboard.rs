@@ -39,9 +39,10 @@ fn panels() -> Vec<Value> {
 #[test]
 fn every_queried_series_is_exported_by_a_tier() {
     let exported: BTreeSet<String> = janus_edge::metrics::Metrics::new()
+        .registry
         .names()
         .into_iter()
-        .chain(janus_broker::metrics::Metrics::new().names())
+        .chain(janus_broker::metrics::Metrics::new().registry.names())
         .collect();
     let mut queried = BTreeSet::new();
     for panel in panels() {

@@ -206,7 +206,7 @@ async fn legacy_stack_with_key(
 ) -> (Stack, std::path::PathBuf, std::path::PathBuf) {
     let mut ground = Ground::start().await;
     let signing = SigningKey::generate();
-    let dir = janus_integration_tests::scratch_dir("go-client");
+    let dir = janus_integration_tests::scratch_dir("go-client").keep();
     let public = dir.join("server.pub.pem");
     std::fs::write(
         &public,

@@ -382,13 +382,17 @@ impl Client {
         Ok(index)
     }
 
-    /// Sends `packet` exactly as given, index included, bypassing the counter (bad-input tests).
+    /// Sends `packet` exactly as given, index included, bypassing the counter (bad-input tests;
+    /// only with the `test-support` feature).
+    #[cfg(feature = "test-support")]
     pub async fn send_unchecked(&mut self, packet: Packet) -> Result<()> {
         self.session.send_unchecked(packet, &mut self.out)?;
         self.flush().await
     }
 
-    /// Writes raw bytes to the transport, outside any framing or encryption (bad-input tests).
+    /// Writes raw bytes to the transport, outside any framing or encryption (bad-input tests;
+    /// only with the `test-support` feature).
+    #[cfg(feature = "test-support")]
     pub async fn send_raw(&mut self, bytes: &[u8]) -> Result<()> {
         self.out.extend_from_slice(bytes);
         self.flush().await

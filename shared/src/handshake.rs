@@ -232,7 +232,7 @@ pub fn resume_proof(
 /// The credential a resume's transcript hash binds in place of the token: the ticket in
 /// lowercase hex.
 fn resume_credential(ticket: &[u8]) -> String {
-    ticket.iter().map(|b| format!("{b:02x}")).collect()
+    hex::encode(ticket)
 }
 
 /// A resume ticket and what the server says about it, as a handshake reply carries them.

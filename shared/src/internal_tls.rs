@@ -8,10 +8,11 @@
 use std::io;
 use std::net::SocketAddr;
 use std::pin::Pin;
-use std::sync::{Arc, Mutex, PoisonError, RwLock};
+use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
+use parking_lot::{Mutex, RwLock};
 use prometheus::IntCounterVec;
 use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
 use serde::Deserialize;
@@ -263,10 +264,7 @@ impl InternalTls {
 
     /// The material new connections use.
     pub fn current(&self) -> Arc<Material> {
-        self.current
-            .read()
-            .unwrap_or_else(PoisonError::into_inner)
-            .clone()
+        self.current.read().clone()
     }
 
     /// Reads the files again; when they changed, builds and swaps in the new material
@@ -275,14 +273,14 @@ impl InternalTls {
     pub fn reload(&self) -> Result<bool> {
         let files = Files::read(&self.config)?;
         {
-            let mut seen = self.seen.lock().unwrap_or_else(PoisonError::into_inner);
+            let mut seen = self.seen.lock();
             if *seen == files {
                 return Ok(false);
             }
             *seen = files.clone();
         }
         let material = Material::load(&files.ca, &files.cert, &files.key)?;
-        *self.current.write().unwrap_or_else(PoisonError::into_inner) = Arc::new(material);
+        *self.current.write() = Arc::new(material);
         Ok(true)
     }
 

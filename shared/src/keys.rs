@@ -94,11 +94,7 @@ pub struct VerifyingKey(ed25519_dalek::VerifyingKey);
 
 impl fmt::Debug for VerifyingKey {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "VerifyingKey(")?;
-        for b in self.0.as_bytes() {
-            write!(f, "{b:02x}")?;
-        }
-        write!(f, ")")
+        write!(f, "VerifyingKey({})", hex::encode(self.0.as_bytes()))
     }
 }
 

@@ -1,8 +1,10 @@
 //! A Prometheus registry with the three constructors every tier uses, so metric definitions in
-//! the edge and the broker are one line each and render the same way on `/metrics`.
+//! the edge and the broker are one line each and render the same way on `/metrics`, and the
+//! admin routes both tiers serve with it.
 
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
+use parking_lot::Mutex;
 use prometheus::{
     Encoder, HistogramOpts, HistogramVec, IntCounterVec, IntGaugeVec, Opts, Registry, TextEncoder,
 };
@@ -58,14 +60,14 @@ impl MetricsRegistry {
     }
 
     fn named(&self, name: &str) {
-        let mut names = self.names.lock().unwrap_or_else(|p| p.into_inner());
+        let mut names = self.names.lock();
         names.push(name.to_owned());
     }
 
     /// The name of every registered metric family, whether or not it has samples yet
     /// (dashboards and alerts are checked against it).
     pub fn names(&self) -> Vec<String> {
-        self.names.lock().unwrap_or_else(|p| p.into_inner()).clone()
+        self.names.lock().clone()
     }
 
     /// The Prometheus text exposition of every metric.
@@ -76,6 +78,23 @@ impl MetricsRegistry {
             .expect("text encoding does not fail");
         String::from_utf8(out).expect("prometheus text is UTF-8")
     }
+}
+
+/// The admin routes every tier serves beside its own: `/health` (the process is up) and
+/// `/metrics` (the Prometheus text exposition of `registry`).
+pub fn admin_routes<S: Clone + Send + Sync + 'static>(
+    registry: MetricsRegistry,
+) -> axum::Router<S> {
+    use axum::routing::get;
+    axum::Router::new()
+        .route("/health", get(|| async { "ok" }))
+        .route(
+            "/metrics",
+            get(move || {
+                let text = registry.render();
+                async move { ([("content-type", "text/plain; version=0.0.4")], text) }
+            }),
+        )
 }
 
 #[cfg(test)]

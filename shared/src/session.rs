@@ -133,7 +133,9 @@ impl ServerSession {
     }
 
     /// Uses `ephemeral` as the handshake's X25519 secret instead of a random one, so the reply
-    /// is reproducible (test vectors). Never use a fixed secret in production.
+    /// is reproducible (test vectors). Never use a fixed secret in production: only with the
+    /// `test-support` feature.
+    #[cfg(any(test, feature = "test-support"))]
     pub fn with_ephemeral(mut self, ephemeral: [u8; 32]) -> Self {
         self.pinned_ephemeral = Some(ephemeral);
         self
@@ -382,11 +384,24 @@ impl ClientSession {
         now: i64,
         out: &mut BytesMut,
     ) -> Result<Self> {
-        Self::start_with_ephemeral(handshake, config, token, now, rand::random(), out)
+        Self::start_from(handshake, config, token, now, rand::random(), out)
     }
 
-    /// [`ClientSession::start`] with a chosen X25519 secret (test vectors pin it).
+    /// [`ClientSession::start`] with a chosen X25519 secret (test vectors pin it; only with the
+    /// `test-support` feature).
+    #[cfg(any(test, feature = "test-support"))]
     pub fn start_with_ephemeral(
+        handshake: ClientHandshakeConfig,
+        config: SessionConfig,
+        token: &str,
+        now: i64,
+        ephemeral: [u8; 32],
+        out: &mut BytesMut,
+    ) -> Result<Self> {
+        Self::start_from(handshake, config, token, now, ephemeral, out)
+    }
+
+    fn start_from(
         handshake: ClientHandshakeConfig,
         config: SessionConfig,
         token: &str,
@@ -421,16 +436,22 @@ impl ClientSession {
     /// The reply brings the next ticket; until then this one is kept, so a resume whose
     /// connection failed can be tried again (a server that did take it refuses the retry).
     pub fn start_resume(&mut self, now: i64, out: &mut BytesMut) -> Result<()> {
-        self.start_resume_with_ephemeral(now, rand::random(), out)
+        self.resume_from(now, rand::random(), out)
     }
 
-    /// [`ClientSession::start_resume`] with a chosen X25519 secret (test vectors pin it).
+    /// [`ClientSession::start_resume`] with a chosen X25519 secret (test vectors pin it; only
+    /// with the `test-support` feature).
+    #[cfg(any(test, feature = "test-support"))]
     pub fn start_resume_with_ephemeral(
         &mut self,
         now: i64,
         ephemeral: [u8; 32],
         out: &mut BytesMut,
     ) -> Result<()> {
+        self.resume_from(now, ephemeral, out)
+    }
+
+    fn resume_from(&mut self, now: i64, ephemeral: [u8; 32], out: &mut BytesMut) -> Result<()> {
         let ticket = self
             .resume
             .ticket
@@ -569,7 +590,9 @@ impl ClientSession {
     }
 
     /// Seals `packet` with the index it already carries and leaves the counter alone. For tools
-    /// that must send what a broken or hostile client would (the bad-input tests).
+    /// that must send what a broken or hostile client would (the bad-input tests; only with the
+    /// `test-support` feature).
+    #[cfg(any(test, feature = "test-support"))]
     pub fn send_unchecked(&mut self, packet: Packet, out: &mut BytesMut) -> Result<()> {
         let ClientState::Open(open) = &mut self.state else {
             return Err(Error::UnexpectedState("handshake not finished"));

@@ -2,12 +2,12 @@
 //! that hand each message to one member, at-most-once delivery) inside one process.
 
 use std::collections::HashMap;
-use std::sync::Mutex;
 
 use async_trait::async_trait;
 use bytes::Bytes;
 use futures_util::StreamExt;
 use futures_util::stream::BoxStream;
+use parking_lot::Mutex;
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 
@@ -41,7 +41,7 @@ impl MemoryBus {
 #[async_trait]
 impl PushBus for MemoryBus {
     async fn publish(&self, subject: &str, payload: Bytes) -> Result<()> {
-        let mut subjects = self.subjects.lock().unwrap_or_else(|p| p.into_inner());
+        let mut subjects = self.subjects.lock();
         let Some((subs, turn)) = subjects.get_mut(subject) else {
             return Ok(());
         };
@@ -67,7 +67,7 @@ impl PushBus for MemoryBus {
 
     async fn send(&self, subject: &str, payload: Bytes, _: Confirm) -> Result<Sent> {
         let listened = {
-            let mut subjects = self.subjects.lock().unwrap_or_else(|p| p.into_inner());
+            let mut subjects = self.subjects.lock();
             subjects.get_mut(subject).is_some_and(|(subs, _)| {
                 subs.retain(|s| !s.tx.is_closed());
                 !subs.is_empty()
@@ -85,7 +85,7 @@ impl PushBus for MemoryBus {
         queue_group: Option<&str>,
     ) -> Result<BoxStream<'static, Bytes>> {
         let (tx, rx) = mpsc::channel(SUBSCRIBER_QUEUE);
-        let mut subjects = self.subjects.lock().unwrap_or_else(|p| p.into_inner());
+        let mut subjects = self.subjects.lock();
         subjects
             .entry(subject.to_owned())
             .or_default()

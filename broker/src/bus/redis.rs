@@ -45,8 +45,8 @@
 //!   ([`Sent::Unanswered`] after [`SEND_TIMEOUT`]).
 
 use std::collections::HashMap;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
@@ -54,6 +54,7 @@ use bytes::Bytes;
 use futures_util::stream::BoxStream;
 use futures_util::{FutureExt, StreamExt};
 use janus_proto::janus::internal::v1::{BusAnswer, BusRequest};
+use parking_lot::Mutex;
 use prost::Message;
 use redis::Script;
 use tokio::sync::{mpsc, oneshot};
@@ -188,14 +189,14 @@ impl RedisBus {
             move |channel, payload| {
                 if channel == own {
                     if let Ok(answer) = BusAnswer::decode(payload) {
-                        let waiting = answered.lock().unwrap_or_else(|p| p.into_inner());
+                        let waiting = answered.lock();
                         if let Some(tx) = { waiting }.remove(&answer.id) {
                             let _ = tx.send(());
                         }
                     }
                     return;
                 }
-                let mut locals = delivering.lock().unwrap_or_else(|p| p.into_inner());
+                let mut locals = delivering.lock();
                 if let Some(subscribers) = locals.get_mut(channel) {
                     subscribers.retain(|tx| !tx.is_closed());
                     let payload = Bytes::copy_from_slice(payload);
@@ -227,7 +228,6 @@ impl RedisBus {
         let (tx, rx) = mpsc::channel(SUBSCRIBER_QUEUE);
         self.locals
             .lock()
-            .unwrap_or_else(|p| p.into_inner())
             .entry(channel.to_owned())
             .or_default()
             .push(tx);
@@ -438,15 +438,9 @@ impl PushBus for RedisBus {
     async fn send(&self, subject: &str, payload: Bytes, confirm: Confirm) -> Result<Sent> {
         let id = self.next_request.fetch_add(1, Ordering::Relaxed);
         let (tx, answered) = oneshot::channel();
-        self.pending
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .insert(id, tx);
+        self.pending.lock().insert(id, tx);
         let forget = || {
-            self.pending
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .remove(&id);
+            self.pending.lock().remove(&id);
         };
         let request = BusRequest {
             reply: self.answers.clone(),

@@ -5,8 +5,9 @@
 //! [`WINDOW`] (PROTOCOL.md §13.5). Sans-IO: the caller passes the time.
 
 use std::collections::HashMap;
-use std::sync::Mutex;
 use std::time::{Duration, Instant};
+
+use parking_lot::Mutex;
 
 use crate::missed::WINDOW;
 
@@ -32,8 +33,8 @@ struct Inner {
 }
 
 impl Peers {
-    fn inner(&self, now: Instant) -> std::sync::MutexGuard<'_, Inner> {
-        let mut inner = self.inner.lock().unwrap_or_else(|p| p.into_inner());
+    fn inner(&self, now: Instant) -> parking_lot::MutexGuard<'_, Inner> {
+        let mut inner = self.inner.lock();
         inner
             .heard
             .retain(|_, at| now.saturating_duration_since(*at) <= REMEMBERED);

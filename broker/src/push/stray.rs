@@ -9,10 +9,10 @@
 //! either is dropped and counted (`janus_broker_push_dropped_total{kind="owner_gone"}`).
 
 use std::collections::{HashMap, VecDeque};
-use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use janus_proto::broadcaster::service::push::v1::PushBody;
+use parking_lot::Mutex;
 
 /// How long pushes for one uid wait for its session to be re-attached.
 pub(super) const STRAY_WAIT: Duration = Duration::from_secs(30);
@@ -78,8 +78,8 @@ pub(super) struct Stray {
 }
 
 impl Strays {
-    fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
-        self.inner.lock().unwrap_or_else(|p| p.into_inner())
+    fn lock(&self) -> parking_lot::MutexGuard<'_, Inner> {
+        self.inner.lock()
     }
 
     /// Splits `uids` into those with pushes waiting, which take `bodies` at the back of their

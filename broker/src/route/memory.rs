@@ -2,10 +2,10 @@
 //! as Redis (expiry, set-and-get, set-if-absent, compare-and-renew, compare-and-delete).
 
 use std::collections::HashMap;
-use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
+use parking_lot::Mutex;
 
 use super::RouteStore;
 use crate::error::Result;
@@ -23,10 +23,7 @@ impl MemoryRoutes {
     }
 
     fn with<R>(&self, f: impl FnOnce(&mut HashMap<String, (String, Instant)>, Instant) -> R) -> R {
-        let mut map = self
-            .map
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        let mut map = self.map.lock();
         f(&mut map, Instant::now())
     }
 }

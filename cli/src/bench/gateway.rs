@@ -5,7 +5,7 @@
 //! read from `/proc`, and so the load generator's own work is not counted against them.
 
 use std::net::{SocketAddr, TcpListener, UdpSocket};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -20,28 +20,23 @@ use tokio::process::{Child, Command};
 use crate::{http, keys};
 
 /// A scratch directory for configuration, keys and logs, removed when dropped.
-struct Scratch(PathBuf);
+struct Scratch(tempfile::TempDir);
 
 impl Scratch {
     fn new(what: &str) -> anyhow::Result<Self> {
-        let unique = TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
-        let dir = std::env::temp_dir().join(format!(
-            "janus-bench-{what}-{}-{unique}",
-            std::process::id()
-        ));
-        std::fs::create_dir_all(&dir)
-            .with_context(|| format!("cannot create {}", dir.display()))?;
+        let dir = tempfile::Builder::new()
+            .prefix(&format!("janus-bench-{what}-"))
+            .tempdir()
+            .context("cannot create a scratch directory")?;
         Ok(Self(dir))
     }
 
-    fn file(&self, name: &str) -> PathBuf {
-        self.0.join(name)
+    fn path(&self) -> &Path {
+        self.0.path()
     }
-}
 
-impl Drop for Scratch {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
+    fn file(&self, name: &str) -> PathBuf {
+        self.path().join(name)
     }
 }
 
@@ -271,7 +266,7 @@ impl Gateway {
     /// address sending as fast as it can), and waits until the edge is ready.
     pub(crate) async fn start() -> anyhow::Result<Self> {
         let dir = Scratch::new("gateway")?;
-        keys::write_key_set(&dir.0, true)?;
+        keys::write_key_set(dir.path(), true)?;
         let [tcp, ws, kcp, quic, admin, broker, broker_admin, game] = free_ports()?;
         let file = |name: &str| dir.file(name).display().to_string();
 

@@ -1,5 +1,5 @@
-//! What a scenario measured: a human summary and one JSON line per scenario, and the latency
-//! histogram (HdrHistogram, microseconds) the echo scenarios fill.
+//! What a scenario measured: its typed figures, printed as a human summary and one JSON line,
+//! and the latency histogram (HdrHistogram, microseconds) the echo scenarios fill.
 
 use std::io::Write;
 use std::path::Path;
@@ -7,28 +7,28 @@ use std::time::Duration;
 
 use anyhow::Context;
 use hdrhistogram::Histogram;
+use serde::Serialize;
 use serde_json::{Map, Value};
 
-/// The figures of one scenario.
-pub(crate) struct Report {
-    scenario: String,
-    fields: Map<String, Value>,
+use super::fleet::Failures;
+
+/// What one scenario measured: its typed figures (`F`, one struct per scenario, serialised as
+/// the JSON line beside `scenario`) and the lines of its human summary.
+pub(crate) struct Report<F> {
+    scenario: &'static str,
+    /// The figures.
+    pub(crate) figures: F,
     lines: Vec<String>,
 }
 
-impl Report {
-    /// An empty report for `scenario`.
-    pub(crate) fn new(scenario: &str) -> Self {
+impl<F: Serialize> Report<F> {
+    /// A report of `figures` for `scenario`, without summary lines yet.
+    pub(crate) fn new(scenario: &'static str, figures: F) -> Self {
         Self {
-            scenario: scenario.to_owned(),
-            fields: Map::new(),
+            scenario,
+            figures,
             lines: Vec::new(),
         }
-    }
-
-    /// Records a figure for the JSON line.
-    pub(crate) fn set(&mut self, key: &str, value: impl Into<Value>) {
-        self.fields.insert(key.to_owned(), value.into());
     }
 
     /// Adds a line to the human summary.
@@ -36,9 +36,22 @@ impl Report {
         self.lines.push(line.into());
     }
 
-    /// A figure recorded earlier, as a number.
-    pub(crate) fn number(&self, key: &str) -> Option<f64> {
-        self.fields.get(key).and_then(Value::as_f64)
+    /// Adds a line per reason of `failures` (counted under `key` in the figures).
+    pub(crate) fn say_failures(&mut self, key: &str, failures: &Failures) {
+        for (reason, n) in failures {
+            self.say(format!("{key}: {n} × {reason}"));
+        }
+    }
+
+    /// The JSON line: `scenario`, then every figure.
+    pub(crate) fn json(&self) -> String {
+        let mut object = Map::new();
+        object.insert("scenario".into(), self.scenario.into());
+        match serde_json::to_value(&self.figures) {
+            Ok(Value::Object(figures)) => object.extend(figures),
+            other => unreachable!("figures serialise to an object, not {other:?}"),
+        }
+        Value::Object(object).to_string()
     }
 
     /// Prints the summary and the JSON line; appends the JSON line to `json_out` if given.
@@ -47,10 +60,7 @@ impl Report {
         for line in &self.lines {
             println!("   {line}");
         }
-        let mut object = Map::new();
-        object.insert("scenario".into(), self.scenario.clone().into());
-        object.extend(self.fields.clone());
-        let json = Value::Object(object).to_string();
+        let json = self.json();
         println!("{json}");
         if let Some(path) = json_out {
             let mut file = std::fs::OpenOptions::new()
@@ -62,6 +72,20 @@ impl Report {
         }
         Ok(())
     }
+}
+
+/// The count of `failures`, for a figure.
+pub(crate) fn count(failures: &Failures) -> u64 {
+    failures.values().sum()
+}
+
+/// p50, p99, p99.9 and the maximum of a [`Latency`], milliseconds.
+#[derive(Debug, Clone, Copy, Default, Serialize)]
+pub(crate) struct Quantiles {
+    pub(crate) p50_ms: f64,
+    pub(crate) p99_ms: f64,
+    pub(crate) p999_ms: f64,
+    pub(crate) max_ms: f64,
 }
 
 /// Round-trip times, microsecond resolution up to one minute.
@@ -95,10 +119,13 @@ impl Latency {
         self.0.value_at_quantile(q) as f64 / 1000.0
     }
 
-    /// Puts p50/p99/p99.9/max into `report` under `prefix`.
-    pub(crate) fn report(&self, report: &mut Report, prefix: &str) {
-        for (name, q) in [("p50", 0.5), ("p99", 0.99), ("p999", 0.999), ("max", 1.0)] {
-            report.set(&format!("{prefix}{name}_ms"), self.ms(q));
+    /// p50/p99/p99.9/max.
+    pub(crate) fn quantiles(&self) -> Quantiles {
+        Quantiles {
+            p50_ms: self.ms(0.5),
+            p99_ms: self.ms(0.99),
+            p999_ms: self.ms(0.999),
+            max_ms: self.ms(1.0),
         }
     }
 

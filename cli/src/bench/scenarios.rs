@@ -13,16 +13,14 @@ use super::echo::{self, Plan};
 use super::fleet::{self, Failures, PUSH_MODULE, Target, ZONE};
 use super::gateway::{Gateway, RawEcho};
 use super::raw::{self, RawConn};
-use super::report::Report;
+use super::report::{Quantiles, Report, count};
 use crate::connect::Transport;
 use crate::keys;
+use serde::Serialize;
 
-fn failures(report: &mut Report, key: &str, failures: &Failures) {
-    let count: u64 = failures.values().sum();
-    report.set(key, count);
-    for (reason, n) in failures {
-        report.say(format!("{key}: {n} × {reason}"));
-    }
+/// The transport's name in the figures.
+fn transport_name(transport: Transport) -> String {
+    format!("{transport:?}").to_lowercase()
 }
 
 const MIB: f64 = 1024.0 * 1024.0;
@@ -50,8 +48,24 @@ pub(crate) struct ConnectArgs {
     pub(crate) resumable: bool,
 }
 
+/// What `connect` measured.
+#[derive(Debug, Serialize)]
+pub(crate) struct ConnectFigures {
+    pub(crate) transport: String,
+    pub(crate) resumable: bool,
+    /// Sessions opened and held.
+    pub(crate) sessions: u64,
+    pub(crate) ramp_handshakes_per_sec: f64,
+    pub(crate) edge_rss_mib: f64,
+    pub(crate) broker_rss_mib: f64,
+    pub(crate) edge_bytes_per_session: f64,
+    pub(crate) broker_bytes_per_session: f64,
+    pub(crate) open_failures: u64,
+    pub(crate) hold_failures: u64,
+}
+
 /// Ramps to `sessions`, holds them, and reports handshakes/s and memory per session.
-pub(crate) async fn connect(args: &ConnectArgs) -> anyhow::Result<Report> {
+pub(crate) async fn connect(args: &ConnectArgs) -> anyhow::Result<Report<ConnectFigures>> {
     fleet::raise_fd_limit(args.transport, args.sessions)?;
     let gateway = Gateway::start().await?;
     tokio::time::sleep(Duration::from_secs(1)).await;
@@ -70,17 +84,23 @@ pub(crate) async fn connect(args: &ConnectArgs) -> anyhow::Result<Report> {
     let hold_failures = held.release().await;
     gateway.stop().await;
 
-    let mut report = Report::new("connect");
     let per = |before: u64, after: u64| after.saturating_sub(before) as f64 / opened.max(1) as f64;
     let rate = opened as f64 / ramp.as_secs_f64();
-    report.set("transport", format!("{:?}", args.transport).to_lowercase());
-    report.set("resumable", args.resumable);
-    report.set("sessions", opened as u64);
-    report.set("ramp_handshakes_per_sec", rate);
-    report.set("edge_rss_mib", edge1 as f64 / MIB);
-    report.set("broker_rss_mib", broker1 as f64 / MIB);
-    report.set("edge_bytes_per_session", per(edge0, edge1));
-    report.set("broker_bytes_per_session", per(broker0, broker1));
+    let mut report = Report::new(
+        "connect",
+        ConnectFigures {
+            transport: transport_name(args.transport),
+            resumable: args.resumable,
+            sessions: opened as u64,
+            ramp_handshakes_per_sec: rate,
+            edge_rss_mib: edge1 as f64 / MIB,
+            broker_rss_mib: broker1 as f64 / MIB,
+            edge_bytes_per_session: per(edge0, edge1),
+            broker_bytes_per_session: per(broker0, broker1),
+            open_failures: count(&open_failures),
+            hold_failures: count(&hold_failures),
+        },
+    );
     report.say(format!(
         "{opened} of {} {:?} sessions open in {:.1} s ({rate:.0} handshakes/s), held {} s heartbeating every {} s",
         args.sessions, args.transport, ramp.as_secs_f64(), args.hold_secs, args.heartbeat_secs
@@ -92,8 +112,8 @@ pub(crate) async fn connect(args: &ConnectArgs) -> anyhow::Result<Report> {
         broker1 as f64 / MIB,
         per(broker0, broker1)
     ));
-    failures(&mut report, "open_failures", &open_failures);
-    failures(&mut report, "hold_failures", &hold_failures);
+    report.say_failures("open_failures", &open_failures);
+    report.say_failures("hold_failures", &hold_failures);
     Ok(report)
 }
 
@@ -127,9 +147,36 @@ pub(crate) struct EchoArgs {
     pub(crate) moved: bool,
 }
 
+/// What `echo` measured: the gateway's figures, and the raw echo baseline's under the same
+/// load (`raw_…`).
+#[derive(Debug, Serialize)]
+pub(crate) struct EchoFigures {
+    pub(crate) transport: String,
+    pub(crate) moved: bool,
+    pub(crate) sessions: u64,
+    pub(crate) inflight: u64,
+    pub(crate) offered_per_sec: Option<f64>,
+    pub(crate) payload: u64,
+    pub(crate) msgs_per_sec: f64,
+    pub(crate) raw_msgs_per_sec: f64,
+    /// `msgs_per_sec / raw_msgs_per_sec`.
+    pub(crate) ratio: f64,
+    #[serde(flatten)]
+    pub(crate) latency: Quantiles,
+    pub(crate) raw_p50_ms: f64,
+    pub(crate) raw_p99_ms: f64,
+    pub(crate) raw_p999_ms: f64,
+    pub(crate) raw_max_ms: f64,
+    /// The gateway's p99 less the raw echo's.
+    pub(crate) added_p99_ms: f64,
+    pub(crate) gateway_cpu_secs: f64,
+    pub(crate) failures: u64,
+    pub(crate) raw_failures: u64,
+}
+
 /// Echo through edge → broker → demo game and back (with `moved`, every session resumed at a
 /// second edge first), then the same load against the raw echo baseline.
-pub(crate) async fn echo(args: &EchoArgs) -> anyhow::Result<Report> {
+pub(crate) async fn echo(args: &EchoArgs) -> anyhow::Result<Report<EchoFigures>> {
     fleet::raise_fd_limit(args.transport, args.sessions)?;
     let plan = Plan {
         inflight: args.inflight,
@@ -187,24 +234,31 @@ pub(crate) async fn echo(args: &EchoArgs) -> anyhow::Result<Report> {
         (false, true) => "echo_moved",
         (true, true) => "echo_rate_moved",
     };
-    let mut report = Report::new(name);
     let (ours, theirs) = (janus.throughput(&plan), raw.throughput(&plan));
-    report.set("transport", format!("{:?}", args.transport).to_lowercase());
-    report.set("moved", args.moved);
-    report.set("sessions", args.sessions as u64);
-    report.set("inflight", args.inflight as u64);
-    report.set("offered_per_sec", args.rate);
-    report.set("payload", args.payload as u64);
-    report.set("msgs_per_sec", ours);
-    report.set("raw_msgs_per_sec", theirs);
-    report.set("ratio", ours / theirs.max(1e-9));
-    janus.latency.report(&mut report, "");
-    raw.latency.report(&mut report, "raw_");
-    report.set(
-        "added_p99_ms",
-        janus.latency.ms(0.99) - raw.latency.ms(0.99),
+    let raw_latency = raw.latency.quantiles();
+    let mut report = Report::new(
+        name,
+        EchoFigures {
+            transport: transport_name(args.transport),
+            moved: args.moved,
+            sessions: args.sessions as u64,
+            inflight: args.inflight as u64,
+            offered_per_sec: args.rate,
+            payload: args.payload as u64,
+            msgs_per_sec: ours,
+            raw_msgs_per_sec: theirs,
+            ratio: ours / theirs.max(1e-9),
+            latency: janus.latency.quantiles(),
+            raw_p50_ms: raw_latency.p50_ms,
+            raw_p99_ms: raw_latency.p99_ms,
+            raw_p999_ms: raw_latency.p999_ms,
+            raw_max_ms: raw_latency.max_ms,
+            added_p99_ms: janus.latency.ms(0.99) - raw_latency.p99_ms,
+            gateway_cpu_secs: cpu,
+            failures: count(&janus.failures),
+            raw_failures: count(&raw.failures),
+        },
     );
-    report.set("gateway_cpu_secs", cpu);
     let load = match args.rate {
         Some(rate) => format!("{rate:.0} req/s offered"),
         None => format!("{} in flight each", args.inflight),
@@ -222,8 +276,8 @@ pub(crate) async fn echo(args: &EchoArgs) -> anyhow::Result<Report> {
         "edge(s) + broker CPU {cpu:.1} s over {} s (game service and generator not counted)",
         args.secs + args.warmup_secs
     ));
-    failures(&mut report, "failures", &janus.failures);
-    failures(&mut report, "raw_failures", &raw.failures);
+    report.say_failures("failures", &janus.failures);
+    report.say_failures("raw_failures", &raw.failures);
     Ok(report)
 }
 
@@ -241,10 +295,30 @@ pub(crate) struct FanoutArgs {
     pub(crate) rounds: i32,
 }
 
+/// What `broadcast` and `multicast` measured.
+#[derive(Debug, Serialize)]
+pub(crate) struct FanoutFigures {
+    pub(crate) transport: String,
+    /// Sessions open, each of which should get every push.
+    pub(crate) sessions: u64,
+    pub(crate) rounds: i32,
+    /// Until the last session had the push: the median round, and the best.
+    pub(crate) median_ms_to_last: f64,
+    pub(crate) best_ms_to_last: f64,
+    pub(crate) delivered_per_sec: f64,
+    /// Deliveries that did not arrive within a round's 30 s.
+    pub(crate) missing: u64,
+    pub(crate) open_failures: u64,
+    pub(crate) hold_failures: u64,
+}
+
 /// Opens `sessions`, then pushes to all of them `rounds` times through the broker's push API
 /// (one broadcast, or one multicast naming every uid) and times each until the last session
 /// has it.
-pub(crate) async fn fanout(args: &FanoutArgs, multicast: bool) -> anyhow::Result<Report> {
+pub(crate) async fn fanout(
+    args: &FanoutArgs,
+    multicast: bool,
+) -> anyhow::Result<Report<FanoutFigures>> {
     fleet::raise_fd_limit(args.transport, args.sessions)?;
     let gateway = Gateway::start().await?;
     let target = Target::new(&gateway, args.transport, args.sessions)?;
@@ -310,15 +384,21 @@ pub(crate) async fn fanout(args: &FanoutArgs, multicast: bool) -> anyhow::Result
     times.sort();
     let median = times[times.len() / 2];
     let name = if multicast { "multicast" } else { "broadcast" };
-    let mut report = Report::new(name);
     let rate = sessions as f64 / median.as_secs_f64();
-    report.set("transport", format!("{:?}", args.transport).to_lowercase());
-    report.set("sessions", sessions as u64);
-    report.set("rounds", args.rounds);
-    report.set("median_ms_to_last", median.as_secs_f64() * 1000.0);
-    report.set("best_ms_to_last", times[0].as_secs_f64() * 1000.0);
-    report.set("delivered_per_sec", rate);
-    report.set("missing", missing as u64);
+    let mut report = Report::new(
+        name,
+        FanoutFigures {
+            transport: transport_name(args.transport),
+            sessions: sessions as u64,
+            rounds: args.rounds,
+            median_ms_to_last: median.as_secs_f64() * 1000.0,
+            best_ms_to_last: times[0].as_secs_f64() * 1000.0,
+            delivered_per_sec: rate,
+            missing: missing as u64,
+            open_failures: count(&open_failures),
+            hold_failures: count(&hold_failures),
+        },
+    );
     report.say(format!(
         "{name} to {sessions} {:?} sessions: last one has it after {:.1} ms (median of {}; best {:.1} ms), {rate:.0} deliveries/s, {missing} missing",
         args.transport,
@@ -326,8 +406,8 @@ pub(crate) async fn fanout(args: &FanoutArgs, multicast: bool) -> anyhow::Result
         args.rounds,
         times[0].as_secs_f64() * 1000.0
     ));
-    failures(&mut report, "open_failures", &open_failures);
-    failures(&mut report, "hold_failures", &hold_failures);
+    report.say_failures("open_failures", &open_failures);
+    report.say_failures("hold_failures", &hold_failures);
     Ok(report)
 }
 
@@ -345,8 +425,25 @@ pub(crate) struct HandshakeArgs {
     pub(crate) secs: u64,
 }
 
+/// What `handshake` measured.
+#[derive(Debug, Serialize)]
+pub(crate) struct HandshakeFigures {
+    pub(crate) transport: String,
+    pub(crate) concurrency: u64,
+    /// Handshakes a second, the whole machine.
+    pub(crate) handshakes_per_sec: f64,
+    pub(crate) edge_cpu_secs: f64,
+    pub(crate) handshakes_per_edge_cpu_sec: f64,
+    /// The server side of the same handshake on one thread, no I/O.
+    pub(crate) ceiling_per_thread_sec: f64,
+    /// `handshakes_per_edge_cpu_sec / ceiling_per_thread_sec`.
+    pub(crate) ratio: f64,
+    pub(crate) aes_gcm_seal_1k_mib_per_sec: f64,
+    pub(crate) failures: u64,
+}
+
 /// Connect + handshake + close in a loop, beside the single-thread cost of the same crypto.
-pub(crate) async fn handshake(args: &HandshakeArgs) -> anyhow::Result<Report> {
+pub(crate) async fn handshake(args: &HandshakeArgs) -> anyhow::Result<Report<HandshakeFigures>> {
     fleet::raise_fd_limit(args.transport, args.concurrency * 4)?;
     let gateway = Gateway::start().await?;
     let target = Arc::new(Target::new(&gateway, args.transport, args.concurrency * 4)?);
@@ -391,15 +488,20 @@ pub(crate) async fn handshake(args: &HandshakeArgs) -> anyhow::Result<Report> {
 
     let rate = done as f64 / args.secs as f64;
     let per_core = done as f64 / edge_cpu.max(1e-9);
-    let mut report = Report::new("handshake");
-    report.set("transport", format!("{:?}", args.transport).to_lowercase());
-    report.set("concurrency", args.concurrency as u64);
-    report.set("handshakes_per_sec", rate);
-    report.set("edge_cpu_secs", edge_cpu);
-    report.set("handshakes_per_edge_cpu_sec", per_core);
-    report.set("ceiling_per_thread_sec", ceiling);
-    report.set("ratio", per_core / ceiling);
-    report.set("aes_gcm_seal_1k_mib_per_sec", seal / MIB);
+    let mut report = Report::new(
+        "handshake",
+        HandshakeFigures {
+            transport: transport_name(args.transport),
+            concurrency: args.concurrency as u64,
+            handshakes_per_sec: rate,
+            edge_cpu_secs: edge_cpu,
+            handshakes_per_edge_cpu_sec: per_core,
+            ceiling_per_thread_sec: ceiling,
+            ratio: per_core / ceiling,
+            aes_gcm_seal_1k_mib_per_sec: seal / MIB,
+            failures: count(&failed),
+        },
+    );
     report.say(format!(
         "{done} {:?} handshakes in {} s: {rate:.0}/s; the edge used {edge_cpu:.1} CPU s = {per_core:.0} handshakes per edge core-second",
         args.transport, args.secs
@@ -412,6 +514,6 @@ pub(crate) async fn handshake(args: &HandshakeArgs) -> anyhow::Result<Report> {
         "raw AES-256-GCM seal, 1 KiB messages, one thread: {:.0} MiB/s",
         seal / MIB
     ));
-    failures(&mut report, "failures", &failed);
+    report.say_failures("failures", &failed);
     Ok(report)
 }

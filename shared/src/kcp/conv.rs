@@ -11,10 +11,11 @@
 //! kcp-go peer in message mode reads as one message per segment; reads accept either mode.
 
 use std::io::Write;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Instant;
 
 use bytes::BytesMut;
+use parking_lot::Mutex;
 
 use super::fec;
 use crate::error::{Error, Result};
@@ -120,10 +121,7 @@ struct Sink(Arc<Mutex<Vec<Vec<u8>>>>);
 
 impl Write for Sink {
     fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .push(buf.to_vec());
+        self.0.lock().push(buf.to_vec());
         Ok(buf.len())
     }
 
@@ -300,7 +298,7 @@ impl Conversation {
 
     /// The next datagram to send, if any.
     pub fn poll_transmit(&mut self) -> Option<Vec<u8>> {
-        let packets = std::mem::take(&mut *self.sink.0.lock().unwrap_or_else(|e| e.into_inner()));
+        let packets = std::mem::take(&mut *self.sink.0.lock());
         for packet in packets {
             match &mut self.encoder {
                 Some(encoder) => encoder.encode(&packet, |d| self.queued.push_back(d.to_vec())),

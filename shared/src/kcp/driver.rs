@@ -18,11 +18,12 @@
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::pin::Pin;
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::Arc;
 use std::task::{Context, Poll, Waker};
 use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
+use parking_lot::{Mutex, MutexGuard};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::UdpSocket;
 use tokio::sync::{Notify, mpsc, oneshot};
@@ -90,7 +91,7 @@ struct Shared {
 
 impl Shared {
     fn lock(&self) -> MutexGuard<'_, State> {
-        self.state.lock().unwrap_or_else(|e| e.into_inner())
+        self.state.lock()
     }
 }
 
@@ -306,14 +307,9 @@ impl KcpConnection {
             shared: self.shared.clone(),
         };
         if !self.smux {
-            return self
-                .whole
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .take()
-                .ok_or(Error::UnexpectedState(
-                    "a KCP conversation without smux has one stream",
-                ));
+            return self.whole.lock().take().ok_or(Error::UnexpectedState(
+                "a KCP conversation without smux has one stream",
+            ));
         }
         let (tx, rx) = oneshot::channel();
         {
