@@ -9,14 +9,13 @@
 //! route store, the Redis bus and go-pantheon's Redis push channels.
 //!
 //! [`server::Broker`] starts one; [`link`] is the edge-facing API, [`session`] a session's actor,
-//! [`tunnel`] the Roma tunnels, [`push`] the fan-out, [`demo`] the demo game service.
+//! [`tunnel`] the Roma tunnels and [`push`] the fan-out; the demo game service is its own crate (`broker/demo`, `janus-demo-game`).
 
 pub mod admin;
 pub mod balance;
 pub mod bus;
 pub mod config;
 pub mod continuity;
-pub mod demo;
 pub mod error;
 pub mod link;
 pub mod metrics;

@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use anyhow::{Context, bail};
 use clap::{Args, ValueEnum};
-use janus_broker::demo;
+use janus_demo_game as demo;
 use janus_proto::message::sc_server_logout::Code as LogoutCode;
 use janus_proto::message::{ScServerLogout, ScServerUnexpectedErr};
 use janus_proto::packet::Packet;

@@ -93,7 +93,7 @@ pub(crate) async fn run(config: Option<&Path>) -> anyhow::Result<()> {
     }
     tracing::info!(listen = %config.listen, push = %config.push, "demo game service started");
     let served =
-        janus_broker::demo::serve(listener, &config.push, tls, telemetry::shutdown_signal()).await;
+        janus_demo_game::serve(listener, &config.push, tls, telemetry::shutdown_signal()).await;
     for registration in registrations {
         registration.deregister().await;
     }

@@ -109,7 +109,7 @@ pub(crate) async fn run(config: Option<&Path>) -> anyhow::Result<()> {
     let game_stop = CancellationToken::new();
     let shutdown = game_stop.clone().cancelled_owned();
     let game = tokio::spawn(async move {
-        janus_broker::demo::serve(game_listener, &push_endpoint, None, shutdown).await
+        janus_demo_game::serve(game_listener, &push_endpoint, None, shutdown).await
     });
     let broker = Broker::start(config.broker(), broker_listener)
         .await

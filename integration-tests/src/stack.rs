@@ -7,8 +7,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use janus_broker::config::{BrokerConfig, BusBackend, RoutesBackend, StaticInstance};
-use janus_broker::demo;
 use janus_broker::{Broker, route::RedisRoutes};
+use janus_demo_game as demo;
 use janus_edge::Edge;
 use janus_edge::config::EdgeConfig;
 use janus_proto::gate::intra::v1::{AuthToken, OnlineStatus};

@@ -14,8 +14,8 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
 use janus_broker::bus::{NatsBus, PushBus, subject};
-use janus_broker::demo;
 use janus_broker::state::broker_id;
+use janus_demo_game as demo;
 use janus_edge::rendezvous_score;
 use janus_integration_tests::cluster::{BrokerStats, Cluster, LinkStats, container_logs};
 use janus_integration_tests::stack::{COLOR, GameKind, echo, recv, request};

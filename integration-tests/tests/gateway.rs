@@ -4,8 +4,8 @@
 
 use std::time::Duration;
 
-use janus_broker::demo;
 use janus_broker::route::{RouteStore, gate_route_key};
+use janus_demo_game as demo;
 use janus_integration_tests::stack::{
     COLOR, Stack, all_transports, assert_logout, assert_quiet, http_get, recv, request, wait_metric,
 };

@@ -7,7 +7,7 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
-use janus_broker::demo;
+use janus_demo_game as demo;
 use janus_edge::config::{EdgeConfig, HeartbeatMode};
 use janus_integration_tests::gopeer;
 use janus_integration_tests::stack::{

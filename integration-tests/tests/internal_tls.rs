@@ -9,7 +9,7 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use janus_broker::Broker;
-use janus_broker::demo;
+use janus_demo_game as demo;
 use janus_edge::Edge;
 use janus_edge::config::EdgeConfig;
 use janus_integration_tests::gopeer;

@@ -16,7 +16,7 @@ import { backoff } from "../src/protocol.js";
 import { events, str, tapped, text, until } from "./helpers.js";
 import { startStandalone } from "./standalone.js";
 
-/** Demo game (broker/src/demo.rs): module 2 echoes. */
+/** Demo game (broker/demo/src/lib.rs): module 2 echoes. */
 const ECHO = 2;
 
 let gateway;

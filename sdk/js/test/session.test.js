@@ -9,7 +9,7 @@ import { connect, RequestError } from "../src/janus.js";
 import { events, sleep, str, text, until } from "./helpers.js";
 import { startSplit, startStandalone } from "./standalone.js";
 
-/** Demo game (broker/src/demo.rs): module 2 echoes; seq 100 also pushes `pushed`; module 6 rooms. */
+/** Demo game (broker/demo/src/lib.rs): module 2 echoes; seq 100 also pushes `pushed`; module 6 rooms. */
 const ECHO = 2;
 const ECHO_AND_PUSH = 100;
 const ROOM = 6;
