@@ -8,6 +8,9 @@ use prometheus::{HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec}
 pub struct Metrics {
     /// Every metric above: what `/metrics` renders.
     pub registry: MetricsRegistry,
+    /// Logins (not resumes) by `cert_version` (the signing key that answered, PROTOCOL.md §3.4)
+    /// and `token_key` (`current` or `previous`, §6): when a rollover's old key may go.
+    pub logins: IntCounterVec,
     /// Live sessions by transport.
     pub sessions: IntGaugeVec,
     /// Internal TLS material read again, by `result` (`ok`, `error`: refused, old kept).
@@ -53,6 +56,11 @@ impl Metrics {
                 "janus_edge_handshakes_total",
                 "Handshakes by result",
                 &["result"],
+            ),
+            logins: r.counter(
+                "janus_edge_logins_total",
+                "Logins by the cert_version of the signing key that answered and the token key that opened the token",
+                &["cert_version", "token_key"],
             ),
             frames: r.counter(
                 "janus_edge_frames_total",

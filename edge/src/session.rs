@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 
 use bytes::BytesMut;
 use janus_proto::janus::internal::v1::{EdgeFrame, Transport};
-use janus_shared::handshake::{IssueTicket, ResumeOffer, SessionIdentity};
+use janus_shared::handshake::{IssueTicket, LoginKeys, ResumeOffer, SessionIdentity};
 use janus_shared::session::ServerSession;
 use prometheus::IntGauge;
 use tokio::sync::watch;
@@ -297,15 +297,30 @@ impl Session {
             Action::Move => Box::pin(self.move_broker()).await,
             Action::Redeem(ticket) => Box::pin(self.redeem(ticket)).await,
             Action::RedeemElsewhere => Box::pin(self.redeem_elsewhere()).await,
-            Action::Opened { resumed, took } => Box::pin(self.opened(resumed, took)).await,
+            Action::Opened {
+                resumed,
+                took,
+                keys,
+            } => Box::pin(self.opened(resumed, took, keys)).await,
         }
     }
 
     /// The handshake is done: counted; a login's reply is written and the session attached.
-    async fn opened(&mut self, resumed: bool, took: Duration) -> Result<(), Close> {
+    async fn opened(
+        &mut self,
+        resumed: bool,
+        took: Duration,
+        keys: Option<LoginKeys>,
+    ) -> Result<(), Close> {
         let metrics = &self.state.metrics;
         let transport = label(self.machine.transport());
         metrics.handshakes.with_label_values(&["ok"]).inc();
+        if let Some(keys) = keys {
+            metrics
+                .logins
+                .with_label_values(&[&keys.cert_version.to_string(), keys.token_key.as_str()])
+                .inc();
+        }
         metrics
             .handshake_seconds
             .with_label_values(&[transport])

@@ -8,7 +8,6 @@
 
 use std::collections::BTreeMap;
 
-use janus_proto::gate::intra::v1::AuthToken;
 use janus_proto::message::{CsHandshake, ScHandshake};
 use janus_proto::packet::Packet;
 use prost::Message;
@@ -19,7 +18,7 @@ use crate::cipher::{DirectionKeys, Opener, Sealer};
 use crate::error::{Error, Result};
 use crate::keys::{SigningKey, VerifyingKey};
 use crate::system;
-use crate::token::{self, TokenCodec};
+use crate::token::{self, OpenedUnder, TokenCodec};
 
 /// `CSHandshake.version` of the Janus v2 handshake.
 pub const VERSION_V2: i32 = 2;
@@ -369,11 +368,22 @@ fn handshake_data(packet: &Packet) -> Result<&[u8]> {
 /// What the server learns and produces by accepting a handshake.
 pub(crate) struct Accepted {
     pub(crate) identity: SessionIdentity,
+    pub(crate) keys: LoginKeys,
     pub(crate) reply: Packet,
     pub(crate) sealer: Sealer,
     pub(crate) opener: Opener,
     /// Set when the reply carries a resume ticket: its key and the ticket.
     pub(crate) resume: Option<([u8; 32], Vec<u8>)>,
+}
+
+/// Which keys a login was answered with: the signing key's `cert_version` (§3.4) and the token
+/// key that opened its token (§6). What tells an operator when a rollover's old key may go.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LoginKeys {
+    /// The `SCHandshake.cert_version` of the reply.
+    pub cert_version: i32,
+    /// The token key that opened the token.
+    pub token_key: OpenedUnder,
 }
 
 /// A client hello: a login, or a resume that only the session it names can finish.
@@ -514,7 +524,7 @@ impl ServerHandshakeConfig {
                 .accept_resume(hello, now, ephemeral)
                 .map(|pending| Hello::Resume(Box::new(pending)));
         }
-        let claims: AuthToken = self.tokens.open_at(&hello.token, now)?;
+        let (claims, token_key) = self.tokens.open_saying_under(&hello.token, now)?;
         token::check(&claims, now, &self.allowed_statuses)?;
         let mode = match (claims.unencrypted, hello.version) {
             (true, _) if self.allow_unencrypted => Mode::Unencrypted,
@@ -577,6 +587,10 @@ impl ServerHandshakeConfig {
         };
         Ok(Hello::Login(Box::new(Accepted {
             identity,
+            keys: LoginKeys {
+                cert_version,
+                token_key,
+            },
             reply: system::packet(system::SEQ_HANDSHAKE, 0, reply.encode_to_vec()),
             sealer,
             opener,

@@ -16,7 +16,7 @@ use crate::compress::Compression;
 use crate::error::{Error, Result};
 use crate::frame;
 use crate::handshake::{
-    ClientHandshakeConfig, ClientHello, Hello, IssueTicket, PendingResume, ResumeOffer,
+    ClientHandshakeConfig, ClientHello, Hello, IssueTicket, LoginKeys, PendingResume, ResumeOffer,
     ResumeReply, ResumeTicket, Resumed, ServerHandshakeConfig, SessionIdentity,
 };
 use crate::system;
@@ -85,6 +85,8 @@ struct Open {
     sealer: Sealer,
     opener: Opener,
     identity: SessionIdentity,
+    /// The keys a login was answered with (none for a resume).
+    login_keys: Option<LoginKeys>,
     next_index: i32,
     /// The resume ticket this session's client holds, and its key.
     issued: Option<Box<Issued>>,
@@ -145,6 +147,14 @@ impl ServerSession {
     pub fn identity(&self) -> Option<&SessionIdentity> {
         match &self.state {
             ServerState::Open(open) => Some(&open.identity),
+            _ => None,
+        }
+    }
+
+    /// The keys the login was answered with, once it is done (`None` for a resume).
+    pub fn login_keys(&self) -> Option<LoginKeys> {
+        match &self.state {
+            ServerState::Open(open) => open.login_keys,
             _ => None,
         }
     }
@@ -222,6 +232,7 @@ impl ServerSession {
             sealer,
             opener,
             identity,
+            login_keys: None,
             next_index: start_index,
             issued: Some(Box::new(Issued {
                 key: resume_key,
@@ -281,6 +292,7 @@ impl ServerSession {
                     sealer: accepted.sealer,
                     opener: accepted.opener,
                     identity: accepted.identity,
+                    login_keys: Some(accepted.keys),
                     next_index: crate::handshake::START_INDEX,
                     issued: accepted
                         .resume

@@ -114,6 +114,11 @@ impl TokenCodec {
     /// [`TokenCodec::open`] at time `now` (unix seconds): under the current key, or the
     /// previous one while its grace lasts.
     pub fn open_at(&self, token: &str, now: i64) -> Result<AuthToken> {
+        self.open_saying_under(token, now).map(|(claims, _)| claims)
+    }
+
+    /// [`TokenCodec::open_at`], also saying which key opened it.
+    pub fn open_saying_under(&self, token: &str, now: i64) -> Result<(AuthToken, OpenedUnder)> {
         let wire = URL_SAFE
             .decode(token)
             .map_err(|_| Error::TokenInvalid("not base64 (URL alphabet, padded)"))?;
@@ -126,13 +131,37 @@ impl TokenCodec {
             .as_ref()
             .filter(|(_, until)| now < *until)
             .map(|(cipher, _)| cipher);
-        let plain = self
-            .cipher
-            .decrypt(nonce, sealed)
-            .or_else(|e| previous.ok_or(e)?.decrypt(nonce, sealed))
-            .map_err(|_| Error::TokenInvalid("does not decrypt under the token key"))?;
-        AuthToken::decode(plain.as_slice())
-            .map_err(|_| Error::TokenInvalid("claims are not an AuthToken"))
+        let opened = match self.cipher.decrypt(nonce, sealed) {
+            Ok(plain) => Some((plain, OpenedUnder::Current)),
+            Err(_) => previous
+                .and_then(|cipher| cipher.decrypt(nonce, sealed).ok())
+                .map(|plain| (plain, OpenedUnder::Previous)),
+        };
+        let (plain, under) =
+            opened.ok_or(Error::TokenInvalid("does not decrypt under the token key"))?;
+        let claims = AuthToken::decode(plain.as_slice())
+            .map_err(|_| Error::TokenInvalid("claims are not an AuthToken"))?;
+        Ok((claims, under))
+    }
+}
+
+/// Which token key opened a token (PROTOCOL.md §6): during a rollover, whether clients still
+/// bring tokens of the previous key.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OpenedUnder {
+    /// `keys.token_key_file`.
+    Current,
+    /// `keys.previous_token_key_file`, within its grace.
+    Previous,
+}
+
+impl OpenedUnder {
+    /// Its metric label.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Current => "current",
+            Self::Previous => "previous",
+        }
     }
 }
 
@@ -215,8 +244,14 @@ mod tests {
         let old_token = TokenCodec::new(&old).seal(&claims());
         let new_token = TokenCodec::new(&new).seal(&claims());
         let codec = TokenCodec::new(&new).with_previous(&old, 1_000);
-        assert_eq!(codec.open_at(&new_token, 999).unwrap(), claims());
-        assert_eq!(codec.open_at(&old_token, 999).unwrap(), claims());
+        assert_eq!(
+            codec.open_saying_under(&new_token, 999).unwrap(),
+            (claims(), OpenedUnder::Current)
+        );
+        assert_eq!(
+            codec.open_saying_under(&old_token, 999).unwrap(),
+            (claims(), OpenedUnder::Previous)
+        );
         assert!(
             codec.open_at(&old_token, 1_000).is_err(),
             "the grace is over at `until`"

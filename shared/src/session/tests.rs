@@ -13,7 +13,7 @@ use super::*;
 use crate::handshake::{ClientHandshakeConfig, Mode, Redeemable, ServerHandshakeConfig};
 use crate::keys::{SigningKey, TokenKey};
 use crate::system;
-use crate::token::TokenCodec;
+use crate::token::{OpenedUnder, TokenCodec};
 
 const NOW: i64 = 1_700_000_000;
 
@@ -276,6 +276,18 @@ fn a_token_of_the_previous_key_logs_in_until_the_rollover_grace_ends() {
         f.accept_edited(|h| h.token = token),
         Ok(ServerEvent::Established(_))
     ));
+    // The login says which key opened its token (the edge counts it, §6).
+    let current = f.established();
+    assert_eq!(
+        current.server.login_keys().map(|k| k.token_key),
+        Some(OpenedUnder::Current)
+    );
+    let signed_by_previous = std::mem::replace(&mut f.tokens, TokenCodec::new(&previous));
+    assert_eq!(
+        f.established().server.login_keys().map(|k| k.token_key),
+        Some(OpenedUnder::Previous)
+    );
+    f.tokens = signed_by_previous;
     f.server.tokens = f.server.tokens.clone().with_previous(&previous, NOW);
     assert!(matches!(
         f.accept_edited(|h| h.token = old),
@@ -297,12 +309,18 @@ fn rolled_over(f: &mut Fixture) -> SigningKey {
 fn answered(f: &Fixture) -> (i32, Result<Option<ClientEvent>>) {
     let mut pair = f.start();
     pair.server_poll().unwrap();
+    let keys = pair.server.login_keys().expect("a login's keys");
+    assert_eq!(keys.token_key, OpenedUnder::Current);
     let mut frame = pair.s2c.clone();
     let reply = crate::frame::decode(&mut frame, 1 << 20)
         .unwrap()
         .expect("one frame");
     let packet = Packet::decode(&reply[..]).unwrap();
     let version = ScHandshake::decode(&packet.data[..]).unwrap().cert_version;
+    assert_eq!(
+        keys.cert_version, version,
+        "the session says which key answered"
+    );
     (version, pair.client.poll(&mut pair.s2c))
 }
 
