@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use janus_proto::janus::internal::v1::Transport;
-use janus_shared::client::ByteStream;
+use janus_shared::transport::ByteStream;
 use janus_shared::transport::QuicStream;
 use tokio::net::{TcpListener, TcpStream};
 use tokio_tungstenite::tungstenite::handshake::server::{ErrorResponse, Request, Response};

@@ -5,8 +5,8 @@
 use bytes::{Buf, BytesMut};
 use futures_util::{SinkExt, StreamExt};
 use janus_proto::janus::internal::v1::Transport;
-use janus_shared::client::ByteStream;
 use janus_shared::frame;
+use janus_shared::transport::ByteStream;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::Message;

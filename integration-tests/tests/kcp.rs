@@ -73,7 +73,7 @@ impl Gateway {
 
     async fn client_over(
         &self,
-        stream: Box<dyn janus_shared::client::ByteStream>,
+        stream: Box<dyn janus_shared::transport::ByteStream>,
         uid: i64,
     ) -> Client {
         let keys = &self.ground.keys;

@@ -14,7 +14,7 @@ use bytes::{Bytes, BytesMut};
 use futures_util::{SinkExt, StreamExt};
 use janus_proto::packet::Packet;
 use prost::Message as _;
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
@@ -24,7 +24,7 @@ use crate::frame;
 use crate::handshake::ClientHandshakeConfig;
 use crate::kcp::driver::KcpConnection;
 use crate::session::{ClientEvent, ClientSession, SessionConfig};
-use crate::transport::{KcpSettings, QuicStream};
+use crate::transport::{ByteStream, KcpSettings, QuicStream};
 
 /// Where to connect.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -66,10 +66,6 @@ pub struct ClientConfig {
     /// How long connecting plus the handshake may take.
     pub handshake_timeout: Duration,
 }
-
-/// A byte stream the client can run frames over (TCP today; KCP and QUIC streams too).
-pub trait ByteStream: AsyncRead + AsyncWrite + Unpin + Send {}
-impl<T: AsyncRead + AsyncWrite + Unpin + Send> ByteStream for T {}
 
 enum Conn {
     Stream(Box<dyn ByteStream>),

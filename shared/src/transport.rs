@@ -1,12 +1,19 @@
 //! Transport settings both ends must agree on: the KCP parameters (go-pantheon's defaults) and
-//! QUIC's ALPN and TLS plumbing. The sockets themselves belong to the edge and the client
-//! driver.
+//! QUIC's ALPN and TLS plumbing, and the byte-stream trait both ends' drivers box their
+//! streams as. The sockets themselves belong to the edge and the client driver.
 
 use std::sync::Arc;
+
+use tokio::io::{AsyncRead, AsyncWrite};
 
 use serde::Deserialize;
 
 use crate::error::{Error, Result};
+
+/// A byte stream frames run over, at either end: TCP (plain or TLS), a KCP or smux stream, a
+/// QUIC stream.
+pub trait ByteStream: AsyncRead + AsyncWrite + Unpin + Send {}
+impl<T: AsyncRead + AsyncWrite + Unpin + Send> ByteStream for T {}
 
 /// The ALPN protocol id of Janus over QUIC.
 pub const QUIC_ALPN: &[u8] = b"janus";
