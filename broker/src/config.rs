@@ -341,48 +341,72 @@ impl Default for TunnelsConfig {
     }
 }
 
-/// `[tunnels]` resolved once from the validated configuration: each module's service, found
-/// per client packet without allocating. A service is named by its place in the table, which
-/// is also what keys a session's tunnels.
+/// `[tunnels]` resolved once: each module's service, found per client packet without
+/// allocating. Services are numbered by their discovery name ([`ServiceId`]), so two aliases
+/// naming the same service share a session's tunnel per object, as when tunnels were keyed by
+/// the name.
 #[derive(Debug, Clone)]
 pub struct Services {
-    services: Vec<Arc<ServiceConfig>>,
+    /// By alias order: the service's id and its configuration.
+    services: Vec<(ServiceId, Arc<ServiceConfig>)>,
+    /// Module number → index into `services`.
     by_module: HashMap<i32, usize>,
     default: usize,
 }
 
-/// A service's place in [`Services`].
+/// A service's number in [`Services`]: one per discovery name.
 pub type ServiceId = usize;
 
 impl Services {
-    /// Resolves `tunnels` (validated: every alias names a service, every module key is a
-    /// number).
-    pub fn resolve(tunnels: &TunnelsConfig) -> Self {
+    /// Resolves `tunnels`; refused, naming the field, when a module key is not a number or an
+    /// alias names no service (what validation reports for a configuration file).
+    pub fn resolve(tunnels: &TunnelsConfig) -> crate::error::Result<Self> {
         let aliases: Vec<&String> = tunnels.services.keys().collect();
-        let place = |alias: &String| {
+        let place = |field: String, alias: &String| {
             aliases
                 .iter()
                 .position(|a| *a == alias)
-                .expect("validated: the alias names a service")
-        };
-        Self {
-            services: tunnels.services.values().cloned().map(Arc::new).collect(),
-            by_module: tunnels
-                .modules
-                .iter()
-                .map(|(module, alias)| {
-                    let module = module.parse().expect("validated: a module number");
-                    (module, place(alias))
+                .ok_or(crate::error::Error::Config {
+                    field,
+                    reason: format!("{alias:?} is not in tunnels.services"),
                 })
-                .collect(),
-            default: place(&tunnels.default_service),
+        };
+        let mut names: Vec<&str> = Vec::new();
+        let services = tunnels
+            .services
+            .values()
+            .map(|service| {
+                let id = names
+                    .iter()
+                    .position(|name| *name == service.name)
+                    .unwrap_or_else(|| {
+                        names.push(&service.name);
+                        names.len() - 1
+                    });
+                (id, Arc::new(service.clone()))
+            })
+            .collect();
+        let mut by_module = HashMap::new();
+        for (module, alias) in &tunnels.modules {
+            let field = format!("tunnels.modules.{module}");
+            let number = module.parse().map_err(|_| crate::error::Error::Config {
+                field: field.clone(),
+                reason: "keys are module numbers".into(),
+            })?;
+            by_module.insert(number, place(field, alias)?);
         }
+        Ok(Self {
+            services,
+            by_module,
+            default: place("tunnels.default_service".into(), &tunnels.default_service)?,
+        })
     }
 
     /// The service a packet of `module` goes to, and its id.
     pub fn service_for(&self, module: i32) -> (ServiceId, &Arc<ServiceConfig>) {
-        let id = self.by_module.get(&module).copied().unwrap_or(self.default);
-        (id, &self.services[id])
+        let place = self.by_module.get(&module).copied().unwrap_or(self.default);
+        let (id, service) = &self.services[place];
+        (*id, service)
     }
 }
 
@@ -499,11 +523,23 @@ mod tests {
     #[test]
     fn defaults_are_valid_and_route_room_to_the_room_service() {
         let config: BrokerConfig = parse("", "defaults").unwrap();
-        let services = Services::resolve(&config.tunnels);
+        let services = Services::resolve(&config.tunnels).unwrap();
         assert_eq!(services.service_for(6).1.tunnel, TunnelKind::Room);
         assert_eq!(services.service_for(2).1.name, "roma.player.service");
         assert_ne!(services.service_for(6).0, services.service_for(2).0);
         assert_eq!(services.service_for(2).0, services.service_for(77).0);
+        // Two aliases of one service share its id (and so a session's tunnel per object).
+        let mut tunnels = config.tunnels.clone();
+        let player = tunnels.services["player"].clone();
+        tunnels.services.insert("also_player".into(), player);
+        tunnels.modules.insert("9".into(), "also_player".into());
+        let services = Services::resolve(&tunnels).unwrap();
+        assert_eq!(services.service_for(9).0, services.service_for(2).0);
+        assert_ne!(services.service_for(9).0, services.service_for(6).0);
+        // Unvalidated input is refused with the field, not a panic.
+        tunnels.modules.insert("nine".into(), "player".into());
+        let err = Services::resolve(&tunnels).unwrap_err().to_string();
+        assert!(err.starts_with("tunnels.modules.nine:"), "{err}");
         assert_eq!(config.endpoint(), "0.0.0.0:17100");
     }
 

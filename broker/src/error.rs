@@ -45,6 +45,14 @@ pub enum Error {
     /// The `[internal_tls]` material cannot be used (names the field).
     #[error("{0}")]
     InternalTls(String),
+    /// A configuration field that cannot be used (a `Broker` started without validating it).
+    #[error("{field}: {reason}")]
+    Config {
+        /// The field's path.
+        field: String,
+        /// What is wrong with it.
+        reason: String,
+    },
     /// `admin_token_file` cannot be used.
     #[error("admin_token_file {path}: {reason}")]
     AdminToken {
@@ -68,6 +76,7 @@ impl Error {
             Error::Bind(_) => "bind",
             Error::AdminToken { .. } => "admin_token",
             Error::InternalTls(_) => "internal_tls",
+            Error::Config { .. } => "config",
         }
     }
 

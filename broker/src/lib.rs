@@ -9,7 +9,8 @@
 //! route store, the Redis bus and go-pantheon's Redis push channels.
 //!
 //! [`server::Broker`] starts one; [`link`] is the edge-facing API, [`session`] a session's actor,
-//! [`tunnel`] the Roma tunnels and [`push`] the fan-out; the demo game service is its own crate (`broker/demo`, `janus-demo-game`).
+//! [`tunnel`] the Roma tunnels and [`push`] the fan-out. The demo game service is a crate of
+//! its own (`broker/demo`, `janus-demo-game`).
 
 pub mod admin;
 pub mod balance;

@@ -6,7 +6,7 @@ use prometheus::{HistogramVec, IntCounterVec, IntGauge, IntGaugeVec};
 /// Every metric of one broker.
 #[derive(Debug, Clone)]
 pub struct Metrics {
-    /// Every metric above: what `/metrics` renders.
+    /// The registry holding every metric of this struct: what `/metrics` renders.
     pub registry: MetricsRegistry,
     /// Live sessions; edges linked.
     pub live: IntGaugeVec,

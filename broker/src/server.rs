@@ -115,8 +115,9 @@ impl Broker {
             tasks.clone(),
             tls.clone(),
         );
+        let services = Services::resolve(&config.tunnels)?;
         let state = Arc::new(BrokerState {
-            services: Services::resolve(&config.tunnels),
+            services,
             config,
             endpoint,
             routes,

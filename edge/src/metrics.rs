@@ -6,11 +6,12 @@ use prometheus::{HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec}
 /// Every metric of one edge.
 #[derive(Debug, Clone)]
 pub struct Metrics {
-    /// Every metric above: what `/metrics` renders.
+    /// The registry holding every metric of this struct: what `/metrics` renders.
     pub registry: MetricsRegistry,
-    /// Logins (not resumes) by `cert_version` (the signing key that answered, PROTOCOL.md §3.4)
-    /// and `token_key` (`current` or `previous`, §6): when a rollover's old key may go.
-    pub logins: IntCounterVec,
+    /// Handshakes answered, by `kind` (`login`, `resume`), `cert_version` (the signing key that
+    /// answered, PROTOCOL.md §3.4) and `token_key` (`current`, `previous`, §6; `none` for a
+    /// resume): when a rollover's old key may go.
+    pub handshake_keys: IntCounterVec,
     /// Live sessions by transport.
     pub sessions: IntGaugeVec,
     /// Internal TLS material read again, by `result` (`ok`, `error`: refused, old kept).
@@ -57,10 +58,10 @@ impl Metrics {
                 "Handshakes by result",
                 &["result"],
             ),
-            logins: r.counter(
-                "janus_edge_logins_total",
-                "Logins by the cert_version of the signing key that answered and the token key that opened the token",
-                &["cert_version", "token_key"],
+            handshake_keys: r.counter(
+                "janus_edge_handshake_keys_total",
+                "Handshakes answered, by kind (login, resume), the cert_version of the signing key that answered and the token key that opened a login's token (none for resumes)",
+                &["kind", "cert_version", "token_key"],
             ),
             frames: r.counter(
                 "janus_edge_frames_total",

@@ -16,8 +16,9 @@ use std::time::{Duration, Instant};
 
 use bytes::BytesMut;
 use janus_proto::janus::internal::v1::{EdgeFrame, Transport};
-use janus_shared::handshake::{IssueTicket, LoginKeys, ResumeOffer, SessionIdentity};
+use janus_shared::handshake::{HandshakeKeys, IssueTicket, ResumeOffer, SessionIdentity};
 use janus_shared::session::ServerSession;
+use janus_shared::token::OpenedUnder;
 use prometheus::IntGauge;
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
@@ -310,15 +311,17 @@ impl Session {
         &mut self,
         resumed: bool,
         took: Duration,
-        keys: Option<LoginKeys>,
+        keys: Option<HandshakeKeys>,
     ) -> Result<(), Close> {
         let metrics = &self.state.metrics;
         let transport = label(self.machine.transport());
         metrics.handshakes.with_label_values(&["ok"]).inc();
         if let Some(keys) = keys {
+            let kind = if resumed { "resume" } else { "login" };
+            let token_key = keys.token_key.map_or("none", OpenedUnder::as_str);
             metrics
-                .logins
-                .with_label_values(&[&keys.cert_version.to_string(), keys.token_key.as_str()])
+                .handshake_keys
+                .with_label_values(&[kind, &keys.cert_version.to_string(), token_key])
                 .inc();
         }
         metrics

@@ -566,18 +566,24 @@ async fn clients_pinning_either_signing_key_log_in_and_resume_across_a_rollover(
     config.handshake.server_key = old.verifying_key();
     let refused = Client::connect(&tcp(&after), &config, &ground.keys.token(4805)).await;
     assert!(refused.is_err(), "a reply signed with the old key");
-    // Each edge counts its logins by the key that answered (resumes not counted), which is how
-    // an operator sees when no client asks for the old version any more (step 4).
-    let logins = async |edge: &Edge, version: i32| {
-        let series =
-            format!("janus_edge_logins_total{{cert_version=\"{version}\",token_key=\"current\"}}");
+    // Each edge counts the handshakes it answered by kind and the key that answered, which is
+    // how an operator sees when no client asks for the old version any more (step 4).
+    let answered = async |edge: &Edge, kind: &str, version: i32| {
+        let token = if kind == "login" { "current" } else { "none" };
+        let series = format!(
+            "janus_edge_handshake_keys_total{{cert_version=\"{version}\",kind=\"{kind}\",token_key=\"{token}\"}}"
+        );
         metric(edge.admin_addr, &series).await.unwrap_or(0.0)
     };
-    assert_eq!(logins(&before, 1).await, 1.0, "4801");
-    assert_eq!(logins(&before, 2).await, 1.0, "4803");
-    assert_eq!(logins(&after, 1).await, 1.0, "4802");
+    assert_eq!(answered(&before, "login", 1).await, 1.0, "4801");
+    assert_eq!(answered(&before, "login", 2).await, 1.0, "4803");
+    assert_eq!(answered(&before, "resume", 1).await, 1.0, "4802");
+    assert_eq!(answered(&before, "resume", 2).await, 1.0, "4804");
+    assert_eq!(answered(&after, "login", 1).await, 1.0, "4802");
+    assert_eq!(answered(&after, "resume", 1).await, 1.0, "4801");
+    assert_eq!(answered(&after, "resume", 2).await, 1.0, "4803");
     assert_eq!(
-        logins(&after, 2).await,
+        answered(&after, "login", 2).await,
         2.0,
         "4804, and 4805 whose client refused the reply"
     );

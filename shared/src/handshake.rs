@@ -368,7 +368,7 @@ fn handshake_data(packet: &Packet) -> Result<&[u8]> {
 /// What the server learns and produces by accepting a handshake.
 pub(crate) struct Accepted {
     pub(crate) identity: SessionIdentity,
-    pub(crate) keys: LoginKeys,
+    pub(crate) keys: HandshakeKeys,
     pub(crate) reply: Packet,
     pub(crate) sealer: Sealer,
     pub(crate) opener: Opener,
@@ -376,14 +376,15 @@ pub(crate) struct Accepted {
     pub(crate) resume: Option<([u8; 32], Vec<u8>)>,
 }
 
-/// Which keys a login was answered with: the signing key's `cert_version` (§3.4) and the token
-/// key that opened its token (§6). What tells an operator when a rollover's old key may go.
+/// Which keys a handshake was answered with: the signing key's `cert_version` (§3.4) and, for
+/// a login, the token key that opened its token (§6). What tells an operator when a rollover's
+/// old key may go.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct LoginKeys {
+pub struct HandshakeKeys {
     /// The `SCHandshake.cert_version` of the reply.
     pub cert_version: i32,
-    /// The token key that opened the token.
-    pub token_key: OpenedUnder,
+    /// The token key that opened the token; `None` for a resume, which presents none.
+    pub token_key: Option<OpenedUnder>,
 }
 
 /// A client hello: a login, or a resume that only the session it names can finish.
@@ -425,6 +426,8 @@ pub(crate) struct Resumed {
 
 /// A finished resume: the reply to send and the new connection's ciphers.
 pub(crate) struct ResumeReply {
+    /// The version of the signing key that signed the reply (§3.4).
+    pub(crate) cert_version: i32,
     pub(crate) reply: Packet,
     pub(crate) sealer: Sealer,
     pub(crate) opener: Opener,
@@ -454,6 +457,7 @@ impl Resumed {
             resumed: true,
         };
         ResumeReply {
+            cert_version,
             reply: system::packet(system::SEQ_HANDSHAKE, 0, reply.encode_to_vec()),
             sealer: Sealer::v2(&keys.s2c),
             opener: Opener::v2(&keys.c2s),
@@ -587,9 +591,9 @@ impl ServerHandshakeConfig {
         };
         Ok(Hello::Login(Box::new(Accepted {
             identity,
-            keys: LoginKeys {
+            keys: HandshakeKeys {
                 cert_version,
-                token_key,
+                token_key: Some(token_key),
             },
             reply: system::packet(system::SEQ_HANDSHAKE, 0, reply.encode_to_vec()),
             sealer,

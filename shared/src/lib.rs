@@ -7,9 +7,12 @@
 //! loops. Keys and tokens live in [`keys`] and [`token`]; the System packets the gateway itself
 //! answers or pushes in [`system`]. The [`client`] module is the tokio driver of the client end,
 //! used by the CLI, the load generator and the tests; [`kcp`] holds KCP with kcp-go's FEC and smux
-//! (sans-IO, plus the small driver the client and the edge share). Binaries load their typed configuration
-//! through [`config`] and set up logging and signals through [`telemetry`]; their Prometheus metrics live in a
-//! [`metrics::MetricsRegistry`].
+//! (sans-IO, plus the small driver the client and the edge share); [`transport`] the settings
+//! and the byte-stream trait both ends' drivers share. Binaries load their typed configuration
+//! through [`config`] and set up logging and signals through [`telemetry`]; their Prometheus
+//! metrics live in a [`metrics::MetricsRegistry`], served with [`metrics::admin_routes`]. The
+//! `test-support` feature (tests only) adds fixed handshake secrets and sending past the index
+//! rule or outside framing.
 
 pub mod cipher;
 pub mod client;

@@ -16,8 +16,8 @@ use crate::compress::Compression;
 use crate::error::{Error, Result};
 use crate::frame;
 use crate::handshake::{
-    ClientHandshakeConfig, ClientHello, Hello, IssueTicket, LoginKeys, PendingResume, ResumeOffer,
-    ResumeReply, ResumeTicket, Resumed, ServerHandshakeConfig, SessionIdentity,
+    ClientHandshakeConfig, ClientHello, HandshakeKeys, Hello, IssueTicket, PendingResume,
+    ResumeOffer, ResumeReply, ResumeTicket, Resumed, ServerHandshakeConfig, SessionIdentity,
 };
 use crate::system;
 
@@ -85,8 +85,8 @@ struct Open {
     sealer: Sealer,
     opener: Opener,
     identity: SessionIdentity,
-    /// The keys a login was answered with (none for a resume).
-    login_keys: Option<LoginKeys>,
+    /// The keys the handshake was answered with.
+    keys: HandshakeKeys,
     next_index: i32,
     /// The resume ticket this session's client holds, and its key.
     issued: Option<Box<Issued>>,
@@ -110,7 +110,9 @@ pub struct ServerSession {
     handshake: Arc<ServerHandshakeConfig>,
     config: SessionConfig,
     state: ServerState,
-    /// The X25519 secret to use instead of a random one (test vectors).
+    /// The X25519 secret to use instead of a random one (test vectors; not in production
+    /// builds).
+    #[cfg(any(test, feature = "test-support"))]
     pinned_ephemeral: Option<[u8; 32]>,
     /// Issues the resume ticket of a login that asks for one, until the handshake.
     tickets: Option<Arc<dyn IssueTicket>>,
@@ -123,6 +125,7 @@ impl ServerSession {
             handshake,
             config,
             state: ServerState::AwaitingHello,
+            #[cfg(any(test, feature = "test-support"))]
             pinned_ephemeral: None,
             tickets: None,
         }
@@ -143,6 +146,15 @@ impl ServerSession {
         self
     }
 
+    /// This handshake's X25519 secret: a random one (or, in tests, the pinned one).
+    fn ephemeral(&self) -> [u8; 32] {
+        #[cfg(any(test, feature = "test-support"))]
+        if let Some(pinned) = self.pinned_ephemeral {
+            return pinned;
+        }
+        rand::random()
+    }
+
     /// The session's identity once the handshake is done.
     pub fn identity(&self) -> Option<&SessionIdentity> {
         match &self.state {
@@ -151,10 +163,10 @@ impl ServerSession {
         }
     }
 
-    /// The keys the login was answered with, once it is done (`None` for a resume).
-    pub fn login_keys(&self) -> Option<LoginKeys> {
+    /// The keys the handshake (a login or a resume) was answered with, once it is done.
+    pub fn handshake_keys(&self) -> Option<HandshakeKeys> {
         match &self.state {
-            ServerState::Open(open) => open.login_keys,
+            ServerState::Open(open) => Some(open.keys),
             _ => None,
         }
     }
@@ -222,6 +234,7 @@ impl ServerSession {
         };
         let resume_key = resumed.resume_key;
         let ResumeReply {
+            cert_version,
             reply,
             sealer,
             opener,
@@ -232,7 +245,10 @@ impl ServerSession {
             sealer,
             opener,
             identity,
-            login_keys: None,
+            keys: HandshakeKeys {
+                cert_version,
+                token_key: None,
+            },
             next_index: start_index,
             issued: Some(Box::new(Issued {
                 key: resume_key,
@@ -271,7 +287,7 @@ impl ServerSession {
         match &mut self.state {
             ServerState::AwaitingHello => {
                 let hello = Packet::decode(&payload[..]).map_err(|e| Error::decode("packet", e))?;
-                let ephemeral = self.pinned_ephemeral.unwrap_or_else(rand::random);
+                let ephemeral = self.ephemeral();
                 // The issuer is needed once: a session does not keep it.
                 let tickets = self.tickets.take();
                 let accepted =
@@ -292,7 +308,7 @@ impl ServerSession {
                     sealer: accepted.sealer,
                     opener: accepted.opener,
                     identity: accepted.identity,
-                    login_keys: Some(accepted.keys),
+                    keys: accepted.keys,
                     next_index: crate::handshake::START_INDEX,
                     issued: accepted
                         .resume

@@ -22,7 +22,7 @@ use janus_proto::message::sc_heartbeat::Code as HeartbeatCode;
 use janus_proto::message::sc_server_logout::Code as LogoutCode;
 use janus_proto::message::{CsHeartbeat, CsResumeAck};
 use janus_proto::packet::Packet;
-use janus_shared::handshake::{IssueTicket, LoginKeys, Mode, ResumeOffer, SessionIdentity};
+use janus_shared::handshake::{HandshakeKeys, IssueTicket, Mode, ResumeOffer, SessionIdentity};
 use janus_shared::session::{ServerEvent, ServerSession};
 use janus_shared::{system, telemetry};
 use prometheus::IntCounter;
@@ -89,8 +89,8 @@ pub(crate) enum Action {
         resumed: bool,
         /// How long the handshake took, from the connection's admission.
         took: Duration,
-        /// The keys a login was answered with (`None` for a resume).
-        keys: Option<LoginKeys>,
+        /// The keys the handshake was answered with.
+        keys: Option<HandshakeKeys>,
     },
     /// The client presented this resume ticket: the driver finds the broker it names and
     /// sends what [`Machine::resume_request`] makes.
@@ -405,7 +405,7 @@ impl Machine {
                 Ok(Some(Action::Opened {
                     resumed: false,
                     took,
-                    keys: self.proto.login_keys(),
+                    keys: self.proto.handshake_keys(),
                 }))
             }
             (Stage::Handshaking { until }, ServerEvent::ResumeRequested { ticket }) => {
@@ -543,7 +543,7 @@ impl Machine {
                     Ok(Some(Action::Opened {
                         resumed: true,
                         took,
-                        keys: None,
+                        keys: self.proto.handshake_keys(),
                     }))
                 }
                 Some(Downlink::Refused(reason)) => Err(Close::Protocol(

@@ -10,7 +10,9 @@ use janus_proto::packet::Packet;
 use prost::Message;
 
 use super::*;
-use crate::handshake::{ClientHandshakeConfig, Mode, Redeemable, ServerHandshakeConfig};
+use crate::handshake::{
+    ClientHandshakeConfig, HandshakeKeys, Mode, Redeemable, ServerHandshakeConfig,
+};
 use crate::keys::{SigningKey, TokenKey};
 use crate::system;
 use crate::token::{OpenedUnder, TokenCodec};
@@ -279,15 +281,15 @@ fn a_token_of_the_previous_key_logs_in_until_the_rollover_grace_ends() {
     // The login says which key opened its token (the edge counts it, §6).
     let current = f.established();
     assert_eq!(
-        current.server.login_keys().map(|k| k.token_key),
-        Some(OpenedUnder::Current)
+        current.server.handshake_keys().map(|k| k.token_key),
+        Some(Some(OpenedUnder::Current))
     );
-    let signed_by_previous = std::mem::replace(&mut f.tokens, TokenCodec::new(&previous));
+    let current_codec = std::mem::replace(&mut f.tokens, TokenCodec::new(&previous));
     assert_eq!(
-        f.established().server.login_keys().map(|k| k.token_key),
-        Some(OpenedUnder::Previous)
+        f.established().server.handshake_keys().map(|k| k.token_key),
+        Some(Some(OpenedUnder::Previous))
     );
-    f.tokens = signed_by_previous;
+    f.tokens = current_codec;
     f.server.tokens = f.server.tokens.clone().with_previous(&previous, NOW);
     assert!(matches!(
         f.accept_edited(|h| h.token = old),
@@ -309,8 +311,8 @@ fn rolled_over(f: &mut Fixture) -> SigningKey {
 fn answered(f: &Fixture) -> (i32, Result<Option<ClientEvent>>) {
     let mut pair = f.start();
     pair.server_poll().unwrap();
-    let keys = pair.server.login_keys().expect("a login's keys");
-    assert_eq!(keys.token_key, OpenedUnder::Current);
+    let keys = pair.server.handshake_keys().expect("a login's keys");
+    assert_eq!(keys.token_key, Some(OpenedUnder::Current));
     let mut frame = pair.s2c.clone();
     let reply = crate::frame::decode(&mut frame, 1 << 20)
         .unwrap()
@@ -777,6 +779,14 @@ fn a_resume_is_signed_with_the_key_the_client_pins() {
         pair.client.poll(&mut reply),
         Ok(Some(ClientEvent::Established { resumed: true, .. }))
     ));
+    // The resumed session says which key answered; a resume presents no token.
+    assert_eq!(
+        fresh.handshake_keys(),
+        Some(HandshakeKeys {
+            cert_version: 1,
+            token_key: None
+        })
+    );
 }
 
 #[test]

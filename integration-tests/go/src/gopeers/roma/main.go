@@ -8,7 +8,7 @@
 // request, sends the reply and pushes on the stream. It never calls SendHeader, so grpc-go
 // sends the stream's response headers only with its first message, as Roma's do.
 //
-// What it answers is what the demo game (broker/src/demo.rs) answers, so the same suites run
+// What it answers is what the demo game (broker/demo/src/lib.rs) answers, so the same suites run
 // against either: player requests are echoed (same mod, seq, obj, index, data), seq 100 is
 // echoed and then followed by a push on the stream (index 0, data "pushed"); System
 // heartbeats (mod 1, seq 2) are answered as Roma answers them (game clock, ±30 s window, the
