@@ -122,14 +122,11 @@ impl FrameIo {
                 stream.flush().await
             }
             FrameIo::WebSocket(ws) => {
-                while out.len() >= frame::HEADER_LEN {
-                    let len = frame::HEADER_LEN + (&out[..frame::HEADER_LEN]).get_u32() as usize;
-                    let message = out.split_to(len.min(out.len())).freeze();
+                while let Some(message) = frame::take_message(out) {
                     ws.feed(Message::Binary(message))
                         .await
                         .map_err(std::io::Error::other)?;
                 }
-                out.clear();
                 ws.flush().await.map_err(std::io::Error::other)
             }
         }

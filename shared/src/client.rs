@@ -10,7 +10,7 @@
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use bytes::{Bytes, BytesMut};
+use bytes::BytesMut;
 use futures_util::{SinkExt, StreamExt};
 use janus_proto::packet::Packet;
 use prost::Message as _;
@@ -513,12 +513,8 @@ impl Client {
                 // queued before a request, the packets a resume sends again).
                 let ws_err =
                     |e: tokio_tungstenite::tungstenite::Error| Error::WebSocket(e.to_string());
-                while !self.out.is_empty() {
-                    let len = self.out.get(..4).map_or(self.out.len(), |h| {
-                        4 + u32::from_be_bytes(h.try_into().expect("4 bytes")) as usize
-                    });
-                    let frame: Bytes = self.out.split_to(len.min(self.out.len())).freeze();
-                    ws.feed(Message::Binary(frame)).await.map_err(ws_err)?;
+                while let Some(message) = frame::take_message(&mut self.out) {
+                    ws.feed(Message::Binary(message)).await.map_err(ws_err)?;
                 }
                 ws.flush().await.map_err(ws_err)?;
             }

@@ -61,6 +61,20 @@ pub fn decode_message(mut msg: Bytes, max: usize) -> Result<Bytes> {
     }
 }
 
+/// Takes the next frame, length prefix included, off the front of `out`: what one binary
+/// WebSocket message carries (PROTOCOL.md §1), for writers that queue several frames at once.
+/// `None` once `out` is empty; a trailing partial frame (which no sealer writes) goes whole.
+pub fn take_message(out: &mut BytesMut) -> Option<Bytes> {
+    if out.is_empty() {
+        return None;
+    }
+    let len = match out.get(..HEADER_LEN) {
+        Some(mut header) => HEADER_LEN + header.get_u32() as usize,
+        None => out.len(),
+    };
+    Some(out.split_to(len.min(out.len())).freeze())
+}
+
 /// Appends a frame carrying `payload` to `out`.
 pub fn encode(payload: &[u8], max: usize, out: &mut BytesMut) -> Result<()> {
     check_len(payload.len(), max)?;
@@ -81,6 +95,24 @@ pub(crate) fn header(len: usize, max: usize) -> Result<[u8; HEADER_LEN]> {
 mod tests {
     use super::*;
     use proptest::prelude::*;
+
+    #[test]
+    fn queued_frames_are_taken_one_message_each() {
+        let mut out = BytesMut::new();
+        encode(b"one", 64, &mut out).unwrap();
+        encode(b"two", 64, &mut out).unwrap();
+        encode(b"three", 64, &mut out).unwrap();
+        let messages: Vec<Bytes> = std::iter::from_fn(|| take_message(&mut out)).collect();
+        let payloads: Vec<Bytes> = messages
+            .into_iter()
+            .map(|m| decode_message(m, 64).unwrap())
+            .collect();
+        assert_eq!(payloads, [&b"one"[..], b"two", b"three"]);
+        assert!(out.is_empty());
+        out.extend_from_slice(&[0, 0]);
+        assert_eq!(take_message(&mut out).as_deref(), Some(&[0u8, 0][..]));
+        assert_eq!(take_message(&mut out), None);
+    }
 
     #[test]
     fn needs_a_whole_header_then_a_whole_payload() {
