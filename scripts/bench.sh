@@ -22,7 +22,8 @@ fi
 echo "==> micro-benchmarks (criterion)"
 # Only the criterion targets: libtest's harness would refuse criterion's options.
 {
-  cargo bench --locked -p janus-shared --bench protocol -- "${criterion[@]}"
+  cargo bench --locked -p janus-protocol --bench protocol -- "${criterion[@]}"
+  cargo bench --locked -p janus-transport --bench transport -- "${criterion[@]}"
   cargo bench --locked -p janus-edge -p janus-broker --bench routing -- "${criterion[@]}"
 } 2>&1 | grep -E '^[A-Za-z_0-9/]+ +time:|^ +(time|thrpt):|^[A-Za-z_0-9]+(/[A-Za-z_0-9]+)?$'
 

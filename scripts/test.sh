@@ -74,7 +74,7 @@ cargo fmt --all -- --check
 step "protocol vectors against an independent implementation (Python, pyca/cryptography)"
 python3 -c 'import cryptography' 2>/dev/null || python3 -m pip install --quiet 'cryptography>=42' || {
   echo "error: the vector check needs Python's 'cryptography' package: python3 -m pip install cryptography" >&2; exit 1; }
-python3 shared/tests/vectors/verify.py
+python3 shared/protocol/tests/vectors/verify.py
 
 step "clippy"
 cargo clippy --workspace --all-targets --locked -- -D warnings

@@ -45,7 +45,7 @@ pub(crate) fn read_token(path: &str) -> crate::error::Result<Option<AdminToken>>
     if token.is_empty() {
         return Err(failed("is empty".into()));
     }
-    janus_shared::keys::warn_if_exposed(std::path::Path::new(path), "admin_token_file");
+    janus_protocol::keys::warn_if_exposed(std::path::Path::new(path), "admin_token_file");
     Ok(Some(AdminToken(token.as_bytes().into())))
 }
 
@@ -72,7 +72,7 @@ pub(crate) async fn serve(
                 },
                 authorized,
             ));
-    let app = janus_shared::metrics::admin_routes(state.metrics.registry.clone())
+    let app = janus_ops::metrics::admin_routes(state.metrics.registry.clone())
         .route("/ready", get(ready))
         .route("/stats", get(stats))
         .merge(mutating)

@@ -5,8 +5,8 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::time::Duration;
 
-use janus_shared::config::{Problems, Validate};
-use janus_shared::internal_tls::{InternalTlsConfig, Role};
+use janus_ops::config::{Problems, Validate};
+use janus_ops::internal_tls::{InternalTlsConfig, Role};
 use serde::Deserialize;
 
 /// Everything a broker needs to start.
@@ -263,8 +263,8 @@ fn one() -> u32 {
 
 impl StaticInstance {
     /// The registry record of the `index`-th static instance.
-    pub fn to_instance(&self, index: usize) -> janus_shared::discovery::Instance {
-        janus_shared::discovery::Instance {
+    pub fn to_instance(&self, index: usize) -> janus_ops::discovery::Instance {
+        janus_ops::discovery::Instance {
             id: format!("static-{index}"),
             name: self.name.clone(),
             version: String::new(),
@@ -500,7 +500,7 @@ impl Validate for BrokerConfig {
             problems.check(
                 module
                     .parse::<i32>()
-                    .is_ok_and(|m| m != janus_shared::system::MODULE),
+                    .is_ok_and(|m| m != janus_protocol::system::MODULE),
                 &field,
                 "keys are module numbers other than 1 (System, answered by the edge)",
             );
@@ -516,7 +516,7 @@ impl Validate for BrokerConfig {
 
 #[cfg(test)]
 mod tests {
-    use janus_shared::config::parse;
+    use janus_ops::config::parse;
 
     use super::*;
 

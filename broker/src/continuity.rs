@@ -18,8 +18,8 @@ use janus_proto::janus::internal::v1::{
     SessionOpen, broker_frame,
 };
 use janus_proto::packet::Packet;
-use janus_shared::handshake::{Redeemable, ResumeClaim, START_INDEX};
-use janus_shared::system;
+use janus_protocol::handshake::{Redeemable, ResumeClaim, START_INDEX};
+use janus_protocol::system;
 use parking_lot::{Mutex, MutexGuard};
 use tokio_util::sync::CancellationToken;
 
@@ -872,7 +872,7 @@ fn deliver_frame(session_ids: Vec<u64>, packet: &Packet) -> BrokerFrame {
 #[cfg(test)]
 mod tests {
     use janus_proto::janus::internal::v1::broker_frame::Kind;
-    use janus_shared::handshake::resume_proof;
+    use janus_protocol::handshake::resume_proof;
     use tokio::sync::mpsc;
 
     use super::*;

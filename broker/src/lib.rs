@@ -3,7 +3,7 @@
 //! Redis). Any broker can take any session.
 //!
 //! The seams with more than one real implementation — [`route::RouteStore`] (Redis | memory),
-//! [`bus::PushBus`] (NATS | Redis | in-process) and [`janus_shared::discovery::Discovery`]
+//! [`bus::PushBus`] (NATS | Redis | in-process) and [`janus_ops::discovery::Discovery`]
 //! (etcd | static) — are the only difference between the split deployment and the
 //! single-process standalone mode. `redis_conn` is the one Redis connection layer under the
 //! route store, the Redis bus and go-pantheon's Redis push channels.

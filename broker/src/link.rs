@@ -15,7 +15,7 @@ use janus_proto::janus::internal::v1::{
     broker_frame, edge_frame,
 };
 use janus_proto::message::sc_server_logout::Code as LogoutCode;
-use janus_shared::handshake::{Redeemable, ResumeClaim};
+use janus_protocol::handshake::{Redeemable, ResumeClaim};
 use prost::Message;
 use tokio::sync::mpsc;
 use tonic::{Request, Response, Status, Streaming};

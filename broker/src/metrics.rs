@@ -1,6 +1,6 @@
 //! The broker's Prometheus metrics (`janus_broker_*`), rendered by the admin endpoint.
 
-use janus_shared::metrics::MetricsRegistry;
+use janus_ops::metrics::MetricsRegistry;
 use prometheus::{HistogramVec, IntCounterVec, IntGauge, IntGaugeVec};
 
 /// Every metric of one broker.

@@ -2,7 +2,7 @@
 //! colour it serves, shaped as go-pantheon's gate registers (PROTOCOL.md §12.1), and one
 //! `janus.broker` record for edges. Pure: the server registers what these return.
 
-use janus_shared::discovery::{BROKER_SERVICE, GATE_SERVICE, Instance};
+use janus_ops::discovery::{BROKER_SERVICE, GATE_SERVICE, Instance};
 
 use crate::config::DiscoveryConfig;
 use crate::state::broker_id;

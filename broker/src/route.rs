@@ -19,7 +19,7 @@ use crate::error::Result;
 pub use self::memory::MemoryRoutes;
 pub use self::redis::RedisRoutes;
 
-pub use janus_shared::discovery::GATE_SERVICE;
+pub use janus_ops::discovery::GATE_SERVICE;
 
 /// `r_<service>_{<color>}_{<oid>}`.
 pub fn route_key(service: &str, color: &str, oid: i64) -> String {

@@ -6,11 +6,11 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
+use janus_ops::discovery::{Discovery, EtcdDiscovery, Registration, StaticDiscovery};
+use janus_ops::internal_tls::{self, Admit, InternalTls, Role};
 use janus_proto::broadcaster::service::push::v1::push_service_server::PushServiceServer as BroadcasterPush;
 use janus_proto::gate::service::push::v1::push_service_server::PushServiceServer as GatePushServer;
 use janus_proto::janus::internal::v1::edge_link_server::EdgeLinkServer;
-use janus_shared::discovery::{Discovery, EtcdDiscovery, Registration, StaticDiscovery};
-use janus_shared::internal_tls::{self, Admit, InternalTls, Role};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -59,7 +59,7 @@ impl Broker {
         let endpoint = match &config.advertise {
             Some(advertise) => advertise.clone(),
             None if addr.ip().is_unspecified() => {
-                janus_shared::discovery::own_address(addr.port()).await
+                janus_ops::discovery::own_address(addr.port()).await
             }
             None => addr.to_string(),
         };

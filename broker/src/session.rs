@@ -9,12 +9,13 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use bytes::Bytes;
+use janus_ops::telemetry;
 use janus_proto::janus::internal::v1::{
     BrokerControl, BrokerFrame, Kick, SessionAccepted, SessionOpen, SessionRejected, broker_frame,
 };
 use janus_proto::message::sc_server_logout::Code as LogoutCode;
 use janus_proto::packet::Packet;
-use janus_shared::{system, telemetry};
+use janus_protocol::system;
 use prost::Message;
 use tokio::sync::mpsc;
 use tracing::Instrument;

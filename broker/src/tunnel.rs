@@ -15,10 +15,12 @@ use std::time::{Duration, Instant};
 
 use futures_util::StreamExt;
 use futures_util::stream::BoxStream;
+use janus_ops::discovery::{Discovery, Instance};
+use janus_ops::internal_tls::{self, InternalTls, Role};
 use janus_proto::janus::internal::v1::SessionOpen;
 use janus_proto::packet::Packet;
 use janus_proto::{player, room};
-use janus_shared::system;
+use janus_protocol::system;
 use parking_lot::Mutex;
 use prometheus::{Histogram, IntCounter};
 use tokio::sync::{mpsc, watch};
@@ -34,8 +36,6 @@ use crate::config::{ServiceConfig, TunnelKind};
 use crate::continuity::Continuity;
 use crate::error::{Error, Result, unavailable};
 use crate::route::{RouteStore, route_key};
-use janus_shared::discovery::{Discovery, Instance};
-use janus_shared::internal_tls::{self, InternalTls, Role};
 
 /// How long connecting to a game-service instance may take.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
@@ -349,7 +349,7 @@ impl Tunnels {
         let referer = format!("{}#{session_id}", self.endpoint);
         put("x-md-global-referer", referer.clone());
         put("x-md-global-gate-referer", referer);
-        let traceparent = janus_shared::telemetry::traceparent();
+        let traceparent = janus_ops::telemetry::traceparent();
         if !traceparent.is_empty() {
             put("traceparent", traceparent);
         }

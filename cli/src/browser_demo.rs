@@ -12,7 +12,7 @@ use axum::extract::{Query, State};
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
-use janus_shared::token::TokenCodec;
+use janus_protocol::token::TokenCodec;
 use serde::Deserialize;
 use tokio_util::sync::CancellationToken;
 

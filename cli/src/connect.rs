@@ -13,16 +13,16 @@ use std::time::Duration;
 
 use anyhow::{Context, bail};
 use clap::{Args, ValueEnum};
+use janus_client::{Client, ClientConfig, Endpoint, Reconnect, unix_now};
 use janus_demo_game as demo;
 use janus_proto::message::sc_server_logout::Code as LogoutCode;
 use janus_proto::message::{ScServerLogout, ScServerUnexpectedErr};
 use janus_proto::packet::Packet;
-use janus_shared::client::{Client, ClientConfig, Endpoint, Reconnect, unix_now};
-use janus_shared::handshake::{ClientHandshakeConfig, Mode};
-use janus_shared::keys::VerifyingKey;
-use janus_shared::session::SessionConfig;
-use janus_shared::system;
-use janus_shared::transport::KcpSettings;
+use janus_protocol::handshake::{ClientHandshakeConfig, Mode};
+use janus_protocol::keys::VerifyingKey;
+use janus_protocol::session::SessionConfig;
+use janus_protocol::system;
+use janus_transport::kcp::KcpSettings;
 use prost::Message;
 use tokio::io::AsyncBufReadExt;
 

@@ -5,10 +5,10 @@
 use std::path::Path;
 
 use anyhow::Context;
-use janus_shared::config::{Problems, Validate};
-use janus_shared::discovery::{Discovery, EtcdDiscovery, Instance, own_address};
-use janus_shared::internal_tls::{InternalTls, InternalTlsConfig};
-use janus_shared::telemetry;
+use janus_ops::config::{Problems, Validate};
+use janus_ops::discovery::{Discovery, EtcdDiscovery, Instance, own_address};
+use janus_ops::internal_tls::{InternalTls, InternalTlsConfig};
+use janus_ops::telemetry;
 use serde::Deserialize;
 
 /// `configs.tmpl/game-demo.toml`.
@@ -66,7 +66,7 @@ const SERVICES: [&str; 2] = ["roma.player.service", "roma.room.service"];
 
 /// Runs the demo game service until SIGTERM/SIGINT.
 pub(crate) async fn run(config: Option<&Path>) -> anyhow::Result<()> {
-    let config: GameDemoConfig = janus_shared::config::load(config, "JANUS_GAME_DEMO")?;
+    let config: GameDemoConfig = janus_ops::config::load(config, "JANUS_GAME_DEMO")?;
     let tls = InternalTls::load(&config.internal_tls)?;
     let listener = tokio::net::TcpListener::bind(&config.listen)
         .await
@@ -102,7 +102,7 @@ pub(crate) async fn run(config: Option<&Path>) -> anyhow::Result<()> {
 
 #[cfg(test)]
 mod tests {
-    use janus_shared::config::parse;
+    use janus_ops::config::parse;
 
     use super::*;
 

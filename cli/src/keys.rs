@@ -5,11 +5,11 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context, bail};
 use clap::Args;
+use janus_client::unix_now;
+use janus_ops::internal_tls::{Authority, Issued, Role};
 use janus_proto::gate::intra::v1::{AuthToken, OnlineStatus};
-use janus_shared::client::unix_now;
-use janus_shared::internal_tls::{Authority, Issued, Role};
-use janus_shared::keys::{SigningKey, TokenKey, TokenKeyFormat};
-use janus_shared::token::TokenCodec;
+use janus_protocol::keys::{SigningKey, TokenKey, TokenKeyFormat};
+use janus_protocol::token::TokenCodec;
 
 /// File names inside a key directory: the server's signing key (PKCS#8 v1 PEM).
 pub(crate) const SERVER_KEY: &str = "server.pem";
@@ -74,7 +74,7 @@ fn write_all(files: &[NewFile], force: bool) -> anyhow::Result<()> {
         let name = file.path.file_name().unwrap_or_default().to_string_lossy();
         let next = parent.join(format!(".{name}.next"));
         let written = if file.secret {
-            janus_shared::keys::write_secret(&next, file.contents.as_bytes())
+            janus_protocol::keys::write_secret(&next, file.contents.as_bytes())
         } else {
             std::fs::write(&next, &file.contents)
         };
@@ -231,7 +231,7 @@ pub(crate) fn ensure_dev_keys(dir: &Path) -> anyhow::Result<(PathBuf, PathBuf)> 
     std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
     let (server, token) = (dir.join(SERVER_KEY), dir.join(TOKEN_KEY));
     if !server.exists() {
-        janus_shared::keys::write_secret(
+        janus_protocol::keys::write_secret(
             &server,
             SigningKey::generate().to_pkcs8_pem()?.as_bytes(),
         )?;
@@ -242,7 +242,7 @@ pub(crate) fn ensure_dev_keys(dir: &Path) -> anyhow::Result<(PathBuf, PathBuf)> 
         std::fs::write(&public, key.verifying_key().to_public_key_pem()?)?;
     }
     if !token.exists() {
-        janus_shared::keys::write_secret(
+        janus_protocol::keys::write_secret(
             &token,
             hex::encode(TokenKey::generate().as_bytes()).as_bytes(),
         )?;
@@ -322,8 +322,9 @@ pub(crate) fn token(args: &TokenArgs) -> anyhow::Result<()> {
 
 #[cfg(test)]
 mod tests {
+    use janus_ops::internal_tls::Material;
+
     use super::*;
-    use janus_shared::internal_tls::Material;
 
     /// A fresh directory of this test's own (removed when dropped), and the key directory
     /// inside it that keygen creates.

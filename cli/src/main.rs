@@ -21,8 +21,8 @@ use janus_broker::Broker;
 use janus_broker::config::BrokerConfig;
 use janus_edge::Edge;
 use janus_edge::config::EdgeConfig;
-use janus_shared::internal_tls::Role;
-use janus_shared::telemetry;
+use janus_ops::internal_tls::Role;
+use janus_ops::telemetry;
 
 /// Janus game gateway.
 #[derive(Debug, Parser)]
@@ -125,7 +125,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
     match args.command.unwrap_or(default) {
         Command::Standalone { config } => standalone::run(config.as_deref()).await,
         Command::Edge { config } => {
-            let config: EdgeConfig = janus_shared::config::load(config.as_deref(), "JANUS_EDGE")?;
+            let config: EdgeConfig = janus_ops::config::load(config.as_deref(), "JANUS_EDGE")?;
             let handshake = config.load_handshake()?;
             let grace = config.drain_grace();
             let edge = Edge::start(config, handshake)
@@ -136,8 +136,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Broker { config } => {
-            let config: BrokerConfig =
-                janus_shared::config::load(config.as_deref(), "JANUS_BROKER")?;
+            let config: BrokerConfig = janus_ops::config::load(config.as_deref(), "JANUS_BROKER")?;
             let listener = tokio::net::TcpListener::bind(&config.listen)
                 .await
                 .with_context(|| format!("listen: cannot bind {}", config.listen))?;

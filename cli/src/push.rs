@@ -10,7 +10,7 @@ use prost::Message;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use janus_shared::internal_tls::{self, InternalTls, InternalTlsConfig, Role};
+use janus_ops::internal_tls::{self, InternalTls, InternalTlsConfig, Role};
 
 use crate::keys;
 

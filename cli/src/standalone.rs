@@ -11,8 +11,8 @@ use janus_broker::Broker;
 use janus_broker::config::{BrokerConfig, StaticInstance};
 use janus_edge::Edge;
 use janus_edge::config::EdgeConfig;
-use janus_shared::config::{Problems, Validate};
-use janus_shared::telemetry;
+use janus_ops::config::{Problems, Validate};
+use janus_ops::telemetry;
 use serde::Deserialize;
 use tokio_util::sync::CancellationToken;
 
@@ -96,7 +96,7 @@ impl Validate for StandaloneConfig {
 
 /// Runs the standalone gateway until SIGTERM/SIGINT.
 pub(crate) async fn run(config: Option<&Path>) -> anyhow::Result<()> {
-    let config: StandaloneConfig = janus_shared::config::load(config, "JANUS_STANDALONE")?;
+    let config: StandaloneConfig = janus_ops::config::load(config, "JANUS_STANDALONE")?;
     let (server_key, token_key) = keys::ensure_dev_keys(Path::new(&config.keys_dir))?;
 
     let broker_listener = tokio::net::TcpListener::bind(&config.broker.listen)
@@ -131,7 +131,7 @@ pub(crate) async fn run(config: Option<&Path>) -> anyhow::Result<()> {
             let server_key = keys::read_signing_key(Path::new(&edge_keys.signing_key_file))?
                 .verifying_key()
                 .to_public_key_pem()?;
-            let codec = janus_shared::token::TokenCodec::new(&keys::read_token_key(
+            let codec = janus_protocol::token::TokenCodec::new(&keys::read_token_key(
                 Path::new(&edge_keys.token_key_file),
                 edge_keys.token_key_format,
             )?);
@@ -187,7 +187,7 @@ pub(crate) async fn run(config: Option<&Path>) -> anyhow::Result<()> {
 
 #[cfg(test)]
 mod tests {
-    use janus_shared::config::parse;
+    use janus_ops::config::parse;
 
     use super::*;
 

@@ -7,7 +7,7 @@ use std::net::TcpStream;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use janus_shared::keys::{SigningKey, TokenKey};
+use janus_protocol::keys::{SigningKey, TokenKey};
 
 fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")

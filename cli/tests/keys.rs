@@ -5,8 +5,8 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use janus_shared::keys::{TokenKey, VerifyingKey};
-use janus_shared::token::TokenCodec;
+use janus_protocol::keys::{TokenKey, VerifyingKey};
+use janus_protocol::token::TokenCodec;
 
 fn temp_dir(name: &str) -> PathBuf {
     let dir = std::env::temp_dir().join(format!("janus-cli-keys-{name}-{}", std::process::id()));

@@ -23,7 +23,7 @@ pub(crate) struct Admin {
 /// Serves the admin endpoint on `listener` until the edge has stopped.
 pub(crate) async fn serve(listener: TcpListener, admin: Admin) {
     let state = admin.state.clone();
-    let app = janus_shared::metrics::admin_routes(state.metrics.registry.clone())
+    let app = janus_ops::metrics::admin_routes(state.metrics.registry.clone())
         .route("/ready", get(ready))
         .route("/stats", get(connections))
         .route("/stats/connections", get(connections))

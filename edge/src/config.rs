@@ -5,15 +5,15 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use janus_ops::config::{Problems, Validate};
+use janus_ops::internal_tls::InternalTlsConfig;
 use janus_proto::gate::intra::v1::OnlineStatus;
-use janus_shared::compress::Compression;
-use janus_shared::config::{Problems, Validate};
-use janus_shared::handshake::ServerHandshakeConfig;
-use janus_shared::internal_tls::InternalTlsConfig;
-use janus_shared::keys::{SigningKey, TokenKey, TokenKeyFormat, VerifyingKey};
-use janus_shared::session::SessionConfig;
-use janus_shared::token::TokenCodec;
-use janus_shared::transport::KcpSettings;
+use janus_protocol::compress::Compression;
+use janus_protocol::handshake::ServerHandshakeConfig;
+use janus_protocol::keys::{SigningKey, TokenKey, TokenKeyFormat, VerifyingKey};
+use janus_protocol::session::SessionConfig;
+use janus_protocol::token::TokenCodec;
+use janus_transport::kcp::KcpSettings;
 use serde::Deserialize;
 
 use crate::error::{Error, Result};
@@ -292,7 +292,7 @@ impl Default for SessionRules {
     fn default() -> Self {
         Self {
             idle_timeout_secs: 60,
-            max_frame: janus_shared::frame::DEFAULT_MAX_FRAME,
+            max_frame: janus_protocol::frame::DEFAULT_MAX_FRAME,
             compress_threshold: Compression::default().threshold,
             max_inflated: Compression::default().max_inflated,
             outbound_queue: 1024,
@@ -431,9 +431,7 @@ impl EdgeConfig {
         static DEFAULT: std::sync::OnceLock<String> = std::sync::OnceLock::new();
         self.id.clone().unwrap_or_else(|| {
             DEFAULT
-                .get_or_init(|| {
-                    default_edge_id(janus_shared::discovery::host_name(), rand::random())
-                })
+                .get_or_init(|| default_edge_id(janus_ops::discovery::host_name(), rand::random()))
                 .clone()
         })
     }
@@ -458,7 +456,7 @@ impl EdgeConfig {
             ),
         ] {
             if !file.is_empty() {
-                janus_shared::keys::warn_if_exposed(std::path::Path::new(file), field);
+                janus_protocol::keys::warn_if_exposed(std::path::Path::new(file), field);
             }
         }
         let token_key = self.read_token_key("keys.token_key_file", &self.keys.token_key_file)?;
@@ -480,7 +478,7 @@ impl EdgeConfig {
                 .map_err(|e| format!("cannot read {:?}: {e}", other.file))
                 .and_then(|pem| SigningKey::from_pkcs8_pem(&pem).map_err(|e| e.to_string()))
                 .map_err(|e| Error::Config(format!("{field}: {e}")))?;
-            janus_shared::keys::warn_if_exposed(std::path::Path::new(&other.file), &field);
+            janus_protocol::keys::warn_if_exposed(std::path::Path::new(&other.file), &field);
             handshake.other_signing_keys.insert(other.cert_version, key);
         }
         if let Some(previous) = previous_token_key {
@@ -679,7 +677,7 @@ impl Validate for EdgeConfig {
 
 #[cfg(test)]
 mod tests {
-    use janus_shared::config::parse;
+    use janus_ops::config::parse;
 
     use super::*;
 
@@ -904,7 +902,7 @@ mod tests {
         let config: EdgeConfig = parse(&plain, "t.toml").unwrap();
         assert_eq!(
             config.kcp.params,
-            janus_shared::transport::KcpSettings::plain()
+            janus_transport::kcp::KcpSettings::plain()
         );
     }
 

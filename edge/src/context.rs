@@ -6,7 +6,7 @@
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use janus_shared::handshake::{ResumeOffer, ServerHandshakeConfig};
+use janus_protocol::handshake::{ResumeOffer, ServerHandshakeConfig};
 
 use crate::config::EdgeConfig;
 use crate::drain::Lifecycle;

@@ -16,9 +16,15 @@ pub enum Error {
         #[source]
         source: std::io::Error,
     },
-    /// The protocol core refused something.
+    /// The protocol core refused something (a key, a token key).
     #[error(transparent)]
-    Protocol(#[from] janus_shared::Error),
+    Protocol(#[from] janus_protocol::Error),
+    /// A transport could not be set up (TLS material, a KCP socket).
+    #[error(transparent)]
+    Transport(#[from] janus_transport::Error),
+    /// Discovery or internal TLS failed.
+    #[error(transparent)]
+    Ops(#[from] janus_ops::Error),
 }
 
 /// The result type of this crate.
@@ -28,7 +34,7 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 /// protocol allows, told to the client as SCServerLogout.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) enum Close {
-    /// The protocol core refused input (its [`janus_shared::Error::kind`] is the label).
+    /// The protocol core refused input (its [`janus_protocol::Error::kind`] is the label).
     Protocol(&'static str, String),
     /// No handshake within the handshake timeout.
     HandshakeTimeout,
@@ -76,11 +82,27 @@ impl Close {
     }
 }
 
-impl From<janus_shared::Error> for Close {
-    fn from(e: janus_shared::Error) -> Self {
+impl From<janus_protocol::Error> for Close {
+    fn from(e: janus_protocol::Error) -> Self {
         match e {
-            janus_shared::Error::Closed => Close::ClientClosed,
-            janus_shared::Error::MessageFraming("text message") => Close::TextMessage,
+            janus_protocol::Error::MessageFraming(janus_protocol::frame::TEXT_MESSAGE) => {
+                Close::TextMessage
+            }
+            e => Close::Protocol(e.kind(), e.to_string()),
+        }
+    }
+}
+
+/// A connection that ends or fails is the client's going; what its frames broke is the
+/// protocol core's refusal.
+impl From<janus_transport::Error> for Close {
+    fn from(e: janus_transport::Error) -> Self {
+        match e {
+            janus_transport::Error::Protocol(e) => Close::from(e),
+            janus_transport::Error::Closed
+            | janus_transport::Error::Io(_)
+            | janus_transport::Error::WebSocket(_)
+            | janus_transport::Error::Timeout(_) => Close::ClientClosed,
             e => Close::Protocol(e.kind(), e.to_string()),
         }
     }

@@ -1,5 +1,5 @@
 //! The KCP listener: one UDP socket, conversations told apart by the peer's address and
-//! conversation id, each run by `janus_shared::kcp::driver`; every smux stream (or, with smux
+//! conversation id, each run by `janus_transport::kcp::driver`; every smux stream (or, with smux
 //! off, the conversation itself) becomes a session of its own.
 //!
 //! A datagram from an address with no conversation opens one only if it is a valid KCP
@@ -21,8 +21,9 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use janus_proto::janus::internal::v1::Transport;
-use janus_shared::kcp::conv::{Datagram, classify};
-use janus_shared::kcp::driver::{self, KcpStream, ServerHooks};
+use janus_transport::frames::FrameIo;
+use janus_transport::kcp::conv::{Datagram, classify};
+use janus_transport::kcp::driver::{self, KcpStream, ServerHooks};
 use parking_lot::Mutex;
 use tokio::net::UdpSocket;
 use tokio::sync::mpsc;
@@ -30,7 +31,6 @@ use tokio_util::task::TaskTracker;
 
 use crate::context::EdgeState;
 use crate::session::serve;
-use crate::transport::FrameIo;
 
 /// The largest datagram read; longer ones are cut and then fail the checks.
 const MAX_DATAGRAM: usize = 64 * 1024;

@@ -22,7 +22,6 @@ mod resume;
 mod server;
 mod session;
 mod tls;
-mod transport;
 
 pub use error::{Error, Result};
 pub use link::rendezvous_score;

@@ -13,12 +13,12 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures_util::StreamExt;
+use janus_ops::internal_tls::{self, InternalTls, Role};
 use janus_proto::janus::internal::v1::edge_link_client::EdgeLinkClient;
 use janus_proto::janus::internal::v1::{
     BrokerFrame, EdgeBatch, EdgeFrame, EdgeHello, ResumeGranted, broker_frame,
 };
 use janus_proto::packet::Packet;
-use janus_shared::internal_tls::{self, InternalTls, Role};
 use parking_lot::{Mutex, RwLock};
 use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;

@@ -8,8 +8,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use janus_proto::janus::internal::v1::Transport;
-use janus_shared::transport::ByteStream;
-use janus_shared::transport::QuicStream;
+use janus_transport::ByteStream;
+use janus_transport::frames::FrameIo;
+use janus_transport::quic::QuicStream;
 use tokio::net::{TcpListener, TcpStream};
 use tokio_tungstenite::tungstenite::handshake::server::{ErrorResponse, Request, Response};
 use tokio_tungstenite::tungstenite::http::StatusCode;
@@ -18,7 +19,6 @@ use tokio_util::task::TaskTracker;
 use crate::config::WebSocketConfig;
 use crate::context::EdgeState;
 use crate::session::serve;
-use crate::transport::FrameIo;
 
 /// How long a WebSocket upgrade may take (it counts towards no session yet).
 const UPGRADE_TIMEOUT: Duration = Duration::from_secs(10);

@@ -1,6 +1,7 @@
 //! The edge's Prometheus metrics (`janus_edge_*`), rendered by the admin endpoint.
 
-use janus_shared::metrics::MetricsRegistry;
+use janus_ops::metrics::MetricsRegistry;
+use janus_proto::janus::internal::v1::Transport;
 use prometheus::{HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec};
 
 /// Every metric of one edge.
@@ -132,5 +133,16 @@ impl Metrics {
 impl Default for Metrics {
     fn default() -> Self {
         Self::new()
+    }
+}
+
+/// The metric label of a transport.
+pub(crate) fn label(transport: Transport) -> &'static str {
+    match transport {
+        Transport::Tcp => "tcp",
+        Transport::Websocket => "websocket",
+        Transport::Kcp => "kcp",
+        Transport::Quic => "quic",
+        Transport::Unspecified => "unspecified",
     }
 }

@@ -9,7 +9,7 @@ use std::sync::Arc;
 use aes_gcm::aead::Aead;
 use aes_gcm::{Aes256Gcm, KeyInit, Nonce};
 use janus_proto::packet::Packet;
-use janus_shared::keys::SigningKey;
+use janus_protocol::keys::SigningKey;
 
 /// What the ticket key is derived under, from the server's signing key.
 const TICKET_KEY_INFO: &[u8] = b"janus edge resume ticket v2";
@@ -121,7 +121,7 @@ impl Replay {
     /// Records the next packet for the client. Heartbeat replies are not counted (PROTOCOL.md
     /// §13.2), also when the game service answers them (go-pantheon's heartbeat mode).
     pub(crate) fn record(&mut self, packet: Arc<Packet>) {
-        if !janus_shared::system::is_counted(&packet) {
+        if !janus_protocol::system::is_counted(&packet) {
             return;
         }
         self.sent += 1;
@@ -226,7 +226,9 @@ mod tests {
     fn heartbeat_replies_are_neither_counted_nor_kept() {
         let mut replay = Replay::new(8);
         replay.record(packet(1));
-        replay.record(Arc::new(janus_shared::system::heartbeat_reply(3, 7, 0, 1)));
+        replay.record(Arc::new(janus_protocol::system::heartbeat_reply(
+            3, 7, 0, 1,
+        )));
         replay.record(packet(2));
         assert_eq!(seqs(&mut replay, 0), Ok(vec![1, 2]));
         assert_eq!(seqs(&mut replay, 1), Ok(vec![2]));

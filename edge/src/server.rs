@@ -7,9 +7,9 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use janus_shared::discovery::{BROKER_SERVICE, Discovery, EtcdDiscovery, Instance};
-use janus_shared::handshake::ServerHandshakeConfig;
-use janus_shared::internal_tls::InternalTls;
+use janus_ops::discovery::{BROKER_SERVICE, Discovery, EtcdDiscovery, Instance};
+use janus_ops::internal_tls::InternalTls;
+use janus_protocol::handshake::ServerHandshakeConfig;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio_util::task::TaskTracker;

@@ -16,9 +16,10 @@ use std::time::{Duration, Instant};
 
 use bytes::BytesMut;
 use janus_proto::janus::internal::v1::{EdgeFrame, Transport};
-use janus_shared::handshake::{HandshakeKeys, IssueTicket, ResumeOffer, SessionIdentity};
-use janus_shared::session::ServerSession;
-use janus_shared::token::OpenedUnder;
+use janus_protocol::handshake::{HandshakeKeys, IssueTicket, ResumeOffer, SessionIdentity};
+use janus_protocol::session::ServerSession;
+use janus_protocol::token::OpenedUnder;
+use janus_transport::frames::{FrameIo, Read};
 use prometheus::IntGauge;
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
@@ -28,8 +29,8 @@ use crate::context::EdgeState;
 use crate::drain::Phase;
 use crate::error::Close;
 use crate::link::{BrokerLink, Downlink, SessionSlot};
+use crate::metrics::label;
 use crate::outbox;
-use crate::transport::{FrameIo, Read, label};
 use machine::{Action, Machine, Now, Opening, Traffic};
 
 /// Runs a freshly accepted connection from `peer` to its end.
@@ -49,7 +50,7 @@ pub(crate) async fn serve(
                 .with_label_values(&[refusal.kind()])
                 .inc();
             let mut io = io;
-            io.close().await;
+            let _ = io.close().await;
             return;
         }
     };
@@ -139,7 +140,7 @@ enum Wake {
     Phase,
     Overflow,
     Down(Option<Downlink>),
-    Read(Result<Read, Close>),
+    Read(janus_transport::Result<Read>),
     Timer,
 }
 

@@ -5,7 +5,8 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use janus_shared::transport::{QUIC_ALPN, install_crypto_provider, load_certs, load_key};
+use janus_transport::quic::QUIC_ALPN;
+use janus_transport::tls::{install_crypto_provider, load_certs, load_key};
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
 
 use crate::config::{QuicConfig, WebSocketConfig};

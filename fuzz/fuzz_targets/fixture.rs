@@ -4,9 +4,9 @@
 use std::sync::Arc;
 
 use janus_proto::gate::intra::v1::{AuthToken, OnlineStatus};
-use janus_shared::handshake::{ClientHandshakeConfig, Mode, ServerHandshakeConfig};
-use janus_shared::keys::{SigningKey, TokenKey};
-use janus_shared::token::TokenCodec;
+use janus_protocol::handshake::{ClientHandshakeConfig, Mode, ServerHandshakeConfig};
+use janus_protocol::keys::{SigningKey, TokenKey};
+use janus_protocol::token::TokenCodec;
 
 /// The clock of every run.
 pub const NOW: i64 = 1_700_000_000;

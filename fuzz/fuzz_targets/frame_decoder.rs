@@ -3,7 +3,7 @@
 #![no_main]
 
 use bytes::{Bytes, BytesMut};
-use janus_shared::frame;
+use janus_protocol::frame;
 use libfuzzer_sys::fuzz_target;
 
 const MAX: usize = 1024;

@@ -8,8 +8,8 @@ mod fixture;
 use std::sync::{Arc, LazyLock};
 
 use bytes::BytesMut;
-use janus_shared::handshake::ServerHandshakeConfig;
-use janus_shared::session::{ServerSession, SessionConfig};
+use janus_protocol::handshake::ServerHandshakeConfig;
+use janus_protocol::session::{ServerSession, SessionConfig};
 use libfuzzer_sys::fuzz_target;
 
 static CONFIG: LazyLock<Arc<ServerHandshakeConfig>> = LazyLock::new(fixture::server_config);

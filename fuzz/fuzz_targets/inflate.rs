@@ -1,7 +1,7 @@
 //! Arbitrary bytes as zlib data: inflation must stay under the cap or fail with a typed error.
 #![no_main]
 
-use janus_shared::compress::Compression;
+use janus_protocol::compress::Compression;
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {

@@ -11,8 +11,8 @@ use std::sync::{Arc, LazyLock};
 
 use bytes::BytesMut;
 use fixture::NOW;
-use janus_shared::handshake::{Mode, Redeemable, ResumeOffer, ServerHandshakeConfig};
-use janus_shared::session::{ClientSession, ServerEvent, ServerSession, SessionConfig};
+use janus_protocol::handshake::{Mode, Redeemable, ResumeOffer, ServerHandshakeConfig};
+use janus_protocol::session::{ClientSession, ServerEvent, ServerSession, SessionConfig};
 use libfuzzer_sys::fuzz_target;
 
 static CONFIG: LazyLock<Arc<ServerHandshakeConfig>> = LazyLock::new(fixture::server_config);

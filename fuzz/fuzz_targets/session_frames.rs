@@ -11,8 +11,8 @@ use std::sync::{Arc, LazyLock};
 
 use bytes::BytesMut;
 use fixture::NOW;
-use janus_shared::handshake::{Mode, ServerHandshakeConfig};
-use janus_shared::session::{ClientSession, ServerEvent, ServerSession, SessionConfig};
+use janus_protocol::handshake::{Mode, ServerHandshakeConfig};
+use janus_protocol::session::{ClientSession, ServerEvent, ServerSession, SessionConfig};
 use libfuzzer_sys::fuzz_target;
 
 /// The server configuration and one client hello, made once so every run is deterministic.

@@ -4,8 +4,8 @@
 
 use std::sync::LazyLock;
 
-use janus_shared::keys::TokenKey;
-use janus_shared::token::{self, TokenCodec};
+use janus_protocol::keys::TokenKey;
+use janus_protocol::token::{self, TokenCodec};
 use libfuzzer_sys::fuzz_target;
 
 static CODEC: LazyLock<TokenCodec> =

@@ -16,8 +16,9 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use janus_shared::client::{Client, Endpoint};
-use janus_shared::handshake::Mode;
+use janus_client::{Client, Endpoint};
+use janus_ops::internal_tls::{self, InternalTls, Role};
+use janus_protocol::handshake::Mode;
 use testcontainers::core::{IntoContainerPort, Mount, WaitFor};
 use testcontainers::runners::AsyncRunner;
 use testcontainers::{ContainerAsync, GenericImage, ImageExt};
@@ -27,7 +28,6 @@ use crate::infra::{HOW_TO_FIX, infra_image, janus_image};
 use crate::pki::Pki;
 use crate::stack::{COLOR, GameKind, Keys, http_get, try_http_get};
 use janus_proto::broadcaster::service::push::v1 as bc;
-use janus_shared::internal_tls::{self, InternalTls, Role};
 use testcontainers::core::ContainerRequest;
 
 /// A started container.
@@ -719,11 +719,7 @@ impl Cluster {
     }
 
     /// Logs `uid` in at `endpoint`.
-    pub async fn try_login(
-        &self,
-        endpoint: &Endpoint,
-        uid: i64,
-    ) -> janus_shared::error::Result<Client> {
+    pub async fn try_login(&self, endpoint: &Endpoint, uid: i64) -> janus_client::Result<Client> {
         Client::connect(
             endpoint,
             &self.keys.client_config(Mode::V2),

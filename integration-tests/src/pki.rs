@@ -5,7 +5,7 @@
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
 
-use janus_shared::internal_tls::{Authority, InternalTlsConfig, Role};
+use janus_ops::internal_tls::{Authority, InternalTlsConfig, Role};
 
 /// Milliseconds between the suites' processes' looks at their files.
 pub const RELOAD_MS: u64 = 100;

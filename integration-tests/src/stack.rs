@@ -8,16 +8,16 @@ use std::time::Duration;
 
 use janus_broker::config::{BrokerConfig, BusBackend, RoutesBackend, StaticInstance};
 use janus_broker::{Broker, route::RedisRoutes};
+use janus_client::{Client, ClientConfig, Endpoint, unix_now};
 use janus_demo_game as demo;
 use janus_edge::Edge;
 use janus_edge::config::EdgeConfig;
 use janus_proto::gate::intra::v1::{AuthToken, OnlineStatus};
 use janus_proto::message::sc_server_logout::Code as LogoutCode;
-use janus_shared::client::{Client, ClientConfig, Endpoint, unix_now};
-use janus_shared::handshake::{ClientHandshakeConfig, Mode};
-use janus_shared::keys::{SigningKey, TokenKey};
-use janus_shared::session::SessionConfig;
-use janus_shared::token::TokenCodec;
+use janus_protocol::handshake::{ClientHandshakeConfig, Mode};
+use janus_protocol::keys::{SigningKey, TokenKey};
+use janus_protocol::session::SessionConfig;
+use janus_protocol::token::TokenCodec;
 use tokio::net::TcpListener;
 
 use crate::gopeer;
@@ -35,7 +35,7 @@ fn admin_token_file() -> &'static std::path::Path {
     static FILE: std::sync::OnceLock<std::path::PathBuf> = std::sync::OnceLock::new();
     FILE.get_or_init(|| {
         let path = std::env::temp_dir().join(format!("janus-admin-token-{}", std::process::id()));
-        janus_shared::keys::write_secret(&path, ADMIN_TOKEN.as_bytes()).unwrap();
+        janus_protocol::keys::write_secret(&path, ADMIN_TOKEN.as_bytes()).unwrap();
         path
     })
 }
@@ -156,7 +156,7 @@ impl Game {
     pub fn start_with_tls(
         listener: std::net::TcpListener,
         push_endpoint: &str,
-        tls: Option<janus_shared::internal_tls::InternalTls>,
+        tls: Option<janus_ops::internal_tls::InternalTls>,
     ) -> Self {
         let endpoint = listener.local_addr().unwrap().to_string();
         listener.set_nonblocking(true).unwrap();
@@ -340,7 +340,7 @@ impl Ground {
     pub async fn edge_with_client_cert(
         &self,
         config: EdgeConfig,
-        client_cert: Option<janus_shared::keys::VerifyingKey>,
+        client_cert: Option<janus_protocol::keys::VerifyingKey>,
     ) -> Edge {
         let handshake =
             config.handshake_config(self.keys.signing.clone(), &self.keys.token, client_cert);
@@ -593,8 +593,8 @@ pub async fn assert_quiet(client: &mut Client, who: &str) {
 pub fn assert_logout(packet: &janus_proto::packet::Packet, code: LogoutCode) {
     use prost::Message;
     let system = (
-        janus_shared::system::MODULE,
-        janus_shared::system::SEQ_LOGOUT,
+        janus_protocol::system::MODULE,
+        janus_protocol::system::SEQ_LOGOUT,
     );
     assert_eq!(
         (packet.r#mod, packet.seq),

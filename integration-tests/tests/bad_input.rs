@@ -6,15 +6,15 @@ use std::time::Duration;
 
 use bytes::BytesMut;
 use futures_util::SinkExt;
+use janus_client::{Client, Endpoint, unix_now};
 use janus_integration_tests::stack::{Keys, Stack, assert_logout, echo, http_get, wait_metric};
 use janus_proto::gate::intra::v1::OnlineStatus;
 use janus_proto::message::ScServerUnexpectedErr;
 use janus_proto::message::sc_server_logout::Code as LogoutCode;
 use janus_proto::packet::Packet;
-use janus_shared::client::{Client, Endpoint, unix_now};
-use janus_shared::handshake::Mode;
-use janus_shared::session::{ClientSession, SessionConfig};
-use janus_shared::system;
+use janus_protocol::handshake::Mode;
+use janus_protocol::session::{ClientSession, SessionConfig};
+use janus_protocol::system;
 use prost::Message;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -450,7 +450,7 @@ async fn client_certificates_and_unencrypted_sessions_are_enforced() {
     let _broker = ground
         .broker_on(ground.broker_config(&[&game.endpoint]), listener)
         .await;
-    let client_key = janus_shared::keys::SigningKey::generate();
+    let client_key = janus_protocol::keys::SigningKey::generate();
     let edge = ground
         .edge_with_client_cert(
             ground.edge_config(&[&addr]),
@@ -459,7 +459,7 @@ async fn client_certificates_and_unencrypted_sessions_are_enforced() {
         .await;
     let endpoint = janus_integration_tests::stack::tcp(&edge);
     let keys = &ground.keys;
-    let with_key = |key: Option<janus_shared::keys::SigningKey>| {
+    let with_key = |key: Option<janus_protocol::keys::SigningKey>| {
         let mut config = keys.client_config(Mode::V2);
         config.handshake.client_key = key;
         config
@@ -481,14 +481,14 @@ async fn client_certificates_and_unencrypted_sessions_are_enforced() {
             .await
             .is_err()
     );
-    let stranger = janus_shared::keys::SigningKey::generate();
+    let stranger = janus_protocol::keys::SigningKey::generate();
     assert!(
         Client::connect(&endpoint, &with_key(Some(stranger)), &keys.token(92))
             .await
             .is_err()
     );
 
-    let plain_token = janus_shared::token::TokenCodec::new(&keys.token).seal(
+    let plain_token = janus_protocol::token::TokenCodec::new(&keys.token).seal(
         &janus_proto::gate::intra::v1::AuthToken {
             account_id: 93,
             server_id: 1,
@@ -583,7 +583,7 @@ impl RawSession {
         let mut packets = Vec::new();
         loop {
             while let Some(event) = self.client.poll(&mut self.input).unwrap() {
-                if let janus_shared::session::ClientEvent::Packet(packet) = event {
+                if let janus_protocol::session::ClientEvent::Packet(packet) = event {
                     packets.push(packet);
                 }
             }

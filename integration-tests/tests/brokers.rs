@@ -11,6 +11,7 @@ use bytes::Bytes;
 use janus_broker::Broker;
 use janus_broker::bus::{NatsBus, PushBus, RedisBus, subject};
 use janus_broker::route::{RouteStore, gate_route_key};
+use janus_client::Client;
 use janus_edge::Edge;
 use janus_integration_tests::ports;
 use janus_integration_tests::stack::{
@@ -19,7 +20,6 @@ use janus_integration_tests::stack::{
 use janus_proto::broadcaster::service::push::v1 as bc;
 use janus_proto::gate::service::push::v1 as gate;
 use janus_proto::message::sc_server_logout::Code as LogoutCode;
-use janus_shared::client::Client;
 use prost::Message;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
@@ -472,7 +472,7 @@ async fn sessions_move_to_a_broker_added_later_with_nothing_lost_or_repeated() {
     for i in 1..=PLAYERS {
         let uid = 700 + i;
         let keys = &ground.keys;
-        let mut client_config = keys.client_config(janus_shared::handshake::Mode::V2);
+        let mut client_config = keys.client_config(janus_protocol::handshake::Mode::V2);
         // Half hold a resume ticket, half are go-pantheon-style sessions without one.
         client_config.handshake.resumable = i % 2 == 0;
         let mut client = Client::connect(&tcp(&edge), &client_config, &keys.token(uid))
@@ -600,7 +600,7 @@ async fn parked_session_outlives_its_broker(ground: Ground) {
         })
         .unwrap();
     let keys = &ground.keys;
-    let mut config = keys.client_config(janus_shared::handshake::Mode::V2);
+    let mut config = keys.client_config(janus_protocol::handshake::Mode::V2);
     config.handshake.resumable = true;
     let mut client = Client::connect(&tcp(&edge), &config, &keys.token(uid))
         .await

@@ -7,8 +7,8 @@ use std::time::Duration;
 use janus_broker::config::DiscoveryBackend;
 use janus_edge::config::BrokerDiscovery;
 use janus_integration_tests::stack::{COLOR, Game, Ground, tcp};
+use janus_ops::discovery::{Discovery, EtcdDiscovery, Instance};
 use janus_proto::packet::Packet;
-use janus_shared::discovery::{Discovery, EtcdDiscovery, Instance};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 

@@ -3,13 +3,13 @@
 
 use std::time::Duration;
 
+use janus_client::Client;
 use janus_integration_tests::ports;
 use janus_integration_tests::stack::{Game, Ground, Stack, assert_logout, echo, recv, tcp};
 use janus_proto::message::ScServerUnexpectedErr;
 use janus_proto::message::sc_server_logout::Code as LogoutCode;
 use janus_proto::packet::Packet;
-use janus_shared::client::Client;
-use janus_shared::system;
+use janus_protocol::system;
 use prost::Message;
 use tokio::net::TcpListener;
 

@@ -15,18 +15,18 @@ use std::time::Duration;
 
 use janus_broker::bus::{NatsBus, PushBus, subject};
 use janus_broker::state::broker_id;
+use janus_client::{Client, Endpoint};
 use janus_demo_game as demo;
 use janus_edge::rendezvous_score;
 use janus_integration_tests::cluster::{BrokerStats, Cluster, LinkStats, container_logs};
 use janus_integration_tests::stack::{COLOR, GameKind, echo, recv, request};
+use janus_ops::discovery::BROKER_SERVICE;
 use janus_proto::broadcaster::service::push::v1 as bc;
 use janus_proto::message::sc_server_logout::Code as LogoutCode;
 use janus_proto::message::{ScServerLogout, ScServerUnexpectedErr};
 use janus_proto::packet::Packet;
-use janus_shared::client::{Client, Endpoint};
-use janus_shared::discovery::BROKER_SERVICE;
-use janus_shared::handshake::Mode;
-use janus_shared::system;
+use janus_protocol::handshake::Mode;
+use janus_protocol::system;
 use prost::Message;
 use testcontainers::core::IntoContainerPort;
 use tokio::sync::watch;
@@ -336,9 +336,9 @@ async fn login_and_echo(cluster: &Cluster, endpoint: &Endpoint, uid: i64, text: 
             client.request(echo(text.as_bytes()), |_| {}),
         )
         .await
-        .map_err(|_| janus_shared::Error::Timeout("echo"))??;
+        .map_err(|_| janus_client::Error::Timeout("echo"))??;
         client.close().await?;
-        Ok::<_, janus_shared::Error>(reply)
+        Ok::<_, janus_client::Error>(reply)
     };
     match attempt.await {
         Ok(reply) => assert_eq!(reply.data, text.as_bytes()),

@@ -35,15 +35,15 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use futures_util::StreamExt;
+use janus_client::{Client, Endpoint, unix_now};
 use janus_edge::rendezvous_score;
 use janus_integration_tests::cluster::Cluster;
 use janus_integration_tests::stack::{COLOR, GameKind, http_get};
 use janus_proto::broadcaster::service::push::v1 as bc;
 use janus_proto::message::{ScServerLogout, ScServerUnexpectedErr};
 use janus_proto::packet::Packet;
-use janus_shared::client::{Client, Endpoint, unix_now};
-use janus_shared::handshake::Mode;
-use janus_shared::system;
+use janus_protocol::handshake::Mode;
+use janus_protocol::system;
 use prost::Message;
 use testcontainers::core::IntoContainerPort;
 use tokio::task::JoinHandle;

@@ -5,6 +5,7 @@
 use std::time::Duration;
 
 use janus_broker::route::{RouteStore, gate_route_key};
+use janus_client::{Client, Endpoint, unix_now};
 use janus_demo_game as demo;
 use janus_integration_tests::stack::{
     COLOR, Stack, all_transports, assert_logout, assert_quiet, http_get, recv, request, wait_metric,
@@ -13,9 +14,8 @@ use janus_proto::message::sc_server_logout::Code as LogoutCode;
 use janus_proto::message::{
     CsHeartbeat, ScHeartbeat, ScServerLogout, ScServerUnexpectedErr, sc_heartbeat,
 };
-use janus_shared::client::{Client, Endpoint, unix_now};
-use janus_shared::handshake::Mode;
-use janus_shared::system;
+use janus_protocol::handshake::Mode;
+use janus_protocol::system;
 use prost::Message;
 
 async fn echo_round_trip(stack: &Stack, endpoint: Endpoint, uid: i64, mode: Mode) {
@@ -338,7 +338,7 @@ async fn websocket_over_tls_when_a_certificate_is_configured() {
     .await;
     let addr = stack.edge.ws_addr.unwrap();
 
-    janus_shared::transport::install_crypto_provider();
+    janus_transport::tls::install_crypto_provider();
     let mut roots = rustls::RootCertStore::empty();
     roots.add(generated.cert.der().clone()).unwrap();
     let tls = rustls::ClientConfig::builder()

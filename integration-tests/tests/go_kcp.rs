@@ -10,8 +10,8 @@ use std::time::Duration;
 use janus_edge::Edge;
 use janus_integration_tests::gopeer;
 use janus_integration_tests::stack::{COLOR, GameKind, Ground, Keys, Stack, metric};
-use janus_shared::keys::{SigningKey, TokenKey};
-use janus_shared::transport::KcpSettings;
+use janus_protocol::keys::{SigningKey, TokenKey};
+use janus_transport::kcp::KcpSettings;
 
 /// A go-pantheon config holds its Lares token key as a raw string (32 bytes: AES-256-GCM).
 const TOKEN_KEY: &str = "go-pantheon-kcp-test-token-key32";

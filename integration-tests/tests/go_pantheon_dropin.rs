@@ -24,7 +24,7 @@ use janus_integration_tests::gopeer::{self, GoProcess};
 use janus_integration_tests::roma::{PUSH_MOD, PUSH_SEQ, Pusher};
 use janus_integration_tests::stack::http_get;
 use janus_integration_tests::{Service, etcd, janus_binary, redis};
-use janus_shared::config::{parse, parse_with_overrides};
+use janus_ops::config::{parse, parse_with_overrides};
 use serde_json::Value;
 
 const EDGE_PROFILE: &str = include_str!("../../configs.tmpl/go-pantheon/edge.toml");

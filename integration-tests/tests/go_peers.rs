@@ -7,6 +7,7 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
+use janus_client::unix_now;
 use janus_demo_game as demo;
 use janus_edge::config::{EdgeConfig, HeartbeatMode};
 use janus_integration_tests::gopeer;
@@ -16,9 +17,8 @@ use janus_integration_tests::stack::{
 use janus_proto::gate::intra::v1::OnlineStatus;
 use janus_proto::message::{CsHeartbeat, ScHeartbeat, ScServerUnexpectedErr, sc_heartbeat};
 use janus_proto::packet::Packet;
-use janus_shared::client::unix_now;
-use janus_shared::keys::{SigningKey, TokenKey, TokenKeyFormat};
-use janus_shared::system;
+use janus_protocol::keys::{SigningKey, TokenKey, TokenKeyFormat};
+use janus_protocol::system;
 use prost::Message;
 use serde_json::Value;
 
@@ -160,9 +160,9 @@ async fn a_grpc_go_service_refuses_a_tunnel_whose_status_is_not_gate() {
     let uid = 3201;
     let keys = &stack.ground.keys;
     let token = keys.token_with(uid, 1, unix_now() + 600, OnlineStatus::Dev as i32);
-    let mut client = janus_shared::client::Client::connect(
+    let mut client = janus_client::Client::connect(
         &stack.tcp(),
-        &keys.client_config(janus_shared::handshake::Mode::V2),
+        &keys.client_config(janus_protocol::handshake::Mode::V2),
         &token,
     )
     .await

@@ -9,6 +9,7 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use janus_broker::Broker;
+use janus_client::Client;
 use janus_demo_game as demo;
 use janus_edge::Edge;
 use janus_edge::config::EdgeConfig;
@@ -18,9 +19,8 @@ use janus_integration_tests::ports;
 use janus_integration_tests::stack::{
     COLOR, Game, Ground, assert_quiet, echo, metric, recv, request, tcp, wait_metric,
 };
+use janus_ops::internal_tls::{self, Authority, InternalTls, InternalTlsConfig, Role};
 use janus_proto::broadcaster::service::push::v1 as bc;
-use janus_shared::client::Client;
-use janus_shared::internal_tls::{self, Authority, InternalTls, InternalTlsConfig, Role};
 
 /// A game service, a broker and an edge, every link under `pki`'s material; `tune` may change
 /// the broker's configuration first.

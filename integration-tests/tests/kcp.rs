@@ -6,12 +6,12 @@
 
 use std::time::Duration;
 
+use janus_client::{Client, Endpoint};
 use janus_edge::Edge;
 use janus_integration_tests::stack::{self, Game, Ground, echo, metric, wait_metric};
-use janus_shared::client::{Client, Endpoint};
-use janus_shared::handshake::Mode;
-use janus_shared::kcp::driver::KcpConnection;
-use janus_shared::transport::KcpSettings;
+use janus_protocol::handshake::Mode;
+use janus_transport::kcp::KcpSettings;
+use janus_transport::kcp::driver::KcpConnection;
 use tokio::net::{TcpListener, UdpSocket};
 
 /// go-pantheon's settings without smux, without FEC, and without either.
@@ -71,11 +71,7 @@ impl Gateway {
         self.ground.edge(config).await
     }
 
-    async fn client_over(
-        &self,
-        stream: Box<dyn janus_shared::transport::ByteStream>,
-        uid: i64,
-    ) -> Client {
+    async fn client_over(&self, stream: Box<dyn janus_transport::ByteStream>, uid: i64) -> Client {
         let keys = &self.ground.keys;
         Client::over_stream(stream, &keys.client_config(Mode::V2), &keys.token(uid))
             .await

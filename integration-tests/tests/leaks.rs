@@ -16,12 +16,12 @@ use bad::{
     forged_frame, framed, hello, index_out_of_order, limits, neighbour_ok, raw_refused, zip_bomb,
 };
 use futures_util::SinkExt;
+use janus_client::{Client, unix_now};
 use janus_edge::Edge;
 use janus_edge::config::EdgeConfig;
 use janus_integration_tests::stack::{Stack, echo, metric, wait_metric, ws};
 use janus_proto::gate::intra::v1::OnlineStatus;
-use janus_shared::client::{Client, unix_now};
-use janus_shared::handshake::Mode;
+use janus_protocol::handshake::Mode;
 use stats_alloc::{INSTRUMENTED_SYSTEM, StatsAlloc};
 
 #[global_allocator]

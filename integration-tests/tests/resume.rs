@@ -11,6 +11,7 @@ use std::time::Duration;
 
 use janus_edge::Edge;
 
+use janus_client::{Client, Endpoint, Reconnect, unix_now};
 use janus_integration_tests::ports;
 use janus_integration_tests::stack::{
     COLOR, Game, GameKind, Ground, Stack, assert_logout, echo, metric, quic, recv, tcp,
@@ -21,10 +22,9 @@ use janus_proto::broadcaster::service::push::v1::{
 };
 use janus_proto::message::CsHeartbeat;
 use janus_proto::message::sc_server_logout::Code as LogoutCode;
-use janus_shared::client::{Client, Endpoint, Reconnect, unix_now};
-use janus_shared::handshake::Mode;
-use janus_shared::keys::SigningKey;
-use janus_shared::system;
+use janus_protocol::handshake::Mode;
+use janus_protocol::keys::SigningKey;
+use janus_protocol::system;
 use prost::Message;
 
 const PUSHES: u32 = 400;

@@ -19,18 +19,18 @@ use std::time::Duration;
 
 use janus_broker::Broker;
 use janus_broker::config::DiscoveryBackend;
+use janus_client::{Client, unix_now};
 use janus_edge::Edge;
 use janus_integration_tests::gopeer;
 use janus_integration_tests::roma::{
     BROADCAST_CHANNEL, PUSH_MOD, PUSH_SEQ, Pusher, body, wait_subscribers,
 };
 use janus_integration_tests::stack::{Game, Ground, echo, recv, tcp};
+use janus_ops::discovery::{Discovery, EtcdDiscovery, Instance};
 use janus_proto::broadcaster::service::push::v1 as bc;
 use janus_proto::gate::intra::v1::{AuthToken, OnlineStatus};
-use janus_shared::client::{Client, unix_now};
-use janus_shared::discovery::{Discovery, EtcdDiscovery, Instance};
-use janus_shared::handshake::Mode;
-use janus_shared::token::TokenCodec;
+use janus_protocol::handshake::Mode;
+use janus_protocol::token::TokenCodec;
 use tokio::net::TcpListener;
 
 /// Two brokers, each behind its own edge: b1 serves blue and red, b2 red only.
@@ -39,7 +39,7 @@ struct Deployment {
     etcd_url: String,
     _etcd: janus_integration_tests::Service,
     _game: Game,
-    _game_registrations: Vec<janus_shared::discovery::Registration>,
+    _game_registrations: Vec<janus_ops::discovery::Registration>,
     brokers: [Broker; 2],
     edges: [Edge; 2],
 }

@@ -25,7 +25,7 @@ async fn a_request_is_one_trace_across_edge_broker_and_tunnel() {
         .with_simple_exporter(exporter.clone())
         .build();
     let subscriber =
-        tracing_subscriber::registry().with(janus_shared::telemetry::otel_layer(&provider, "test"));
+        tracing_subscriber::registry().with(janus_ops::telemetry::otel_layer(&provider, "test"));
     tracing::subscriber::set_global_default(subscriber).unwrap();
 
     let stack = Stack::start(|_| {}).await;

@@ -5,7 +5,9 @@
 //! ([`message`]), the token claims ([`gate::intra::v1`]) — all wire-compatible with go-pantheon —
 //! Roma's tunnels ([`player::intra::v1`], [`room::intra::v1`]), the push APIs
 //! ([`gate::service::push::v1`], [`broadcaster::service::push::v1`]) and Janus's own edge↔broker
-//! link ([`janus::internal::v1`]). Field numbers are fixed forever.
+//! link ([`janus::internal::v1`]). Field numbers are fixed forever. The services and their messages
+//! come with the feature `grpc`; without it only the client's wire (envelope, System messages,
+//! token claims) is built, and nothing of tonic.
 
 /// The client envelope `packet.Packet`.
 #[allow(missing_docs, unreachable_pub, clippy::all)]
@@ -30,6 +32,7 @@ pub mod gate {
         }
     }
     /// Services the gateway offers.
+    #[cfg(feature = "grpc")]
     pub mod service {
         /// Per-session push.
         pub mod push {
@@ -43,6 +46,7 @@ pub mod gate {
 }
 
 /// Roma's player service.
+#[cfg(feature = "grpc")]
 pub mod player {
     /// Intra-cluster API.
     pub mod intra {
@@ -55,6 +59,7 @@ pub mod player {
 }
 
 /// Roma's room service.
+#[cfg(feature = "grpc")]
 pub mod room {
     /// Intra-cluster API.
     pub mod intra {
@@ -67,6 +72,7 @@ pub mod room {
 }
 
 /// The broadcaster's push API.
+#[cfg(feature = "grpc")]
 pub mod broadcaster {
     /// Services.
     pub mod service {
@@ -82,6 +88,7 @@ pub mod broadcaster {
 }
 
 /// Janus's own APIs.
+#[cfg(feature = "grpc")]
 pub mod janus {
     /// Between Janus tiers.
     pub mod internal {

@@ -17,11 +17,11 @@ use std::pin::Pin;
 use std::sync::Arc;
 
 use futures_util::{Stream, StreamExt};
+use janus_ops::internal_tls::{self, Admit, InternalTls, Role};
 use janus_proto::broadcaster::service::push::v1 as bc;
 use janus_proto::player::intra::v1::tunnel_service_server::TunnelServiceServer as PlayerServer;
 use janus_proto::room::intra::v1::tunnel_service_server::TunnelServiceServer as RoomServer;
 use janus_proto::{player, room};
-use janus_shared::internal_tls::{self, Admit, InternalTls, Role};
 use parking_lot::Mutex;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;

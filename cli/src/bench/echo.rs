@@ -8,10 +8,10 @@ use std::future::Future;
 use std::time::Duration;
 
 use anyhow::bail;
+use janus_client::Client;
 use janus_proto::message::ScServerUnexpectedErr;
 use janus_proto::packet::Packet;
-use janus_shared::client::Client;
-use janus_shared::system;
+use janus_protocol::system;
 use prost::Message;
 use tokio::task::JoinSet;
 use tokio::time::{Instant, MissedTickBehavior};

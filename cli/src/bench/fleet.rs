@@ -9,12 +9,12 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 use futures_util::StreamExt;
-use janus_shared::client::{Client, ClientConfig, Endpoint, unix_now};
-use janus_shared::handshake::{ClientHandshakeConfig, Mode};
-use janus_shared::session::SessionConfig;
-use janus_shared::system;
-use janus_shared::token::TokenCodec;
-use janus_shared::transport::QuicStream;
+use janus_client::{Client, ClientConfig, Endpoint, unix_now};
+use janus_protocol::handshake::{ClientHandshakeConfig, Mode};
+use janus_protocol::session::SessionConfig;
+use janus_protocol::system;
+use janus_protocol::token::TokenCodec;
+use janus_transport::quic::QuicStream;
 use tokio::net::TcpSocket;
 use tokio::sync::mpsc;
 use tokio::task::JoinSet;

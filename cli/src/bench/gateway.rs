@@ -12,9 +12,9 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 use janus_edge::config::EdgeConfig;
-use janus_shared::handshake::ServerHandshakeConfig;
-use janus_shared::keys::{TokenKeyFormat, VerifyingKey};
-use janus_shared::token::TokenCodec;
+use janus_protocol::handshake::ServerHandshakeConfig;
+use janus_protocol::keys::{TokenKeyFormat, VerifyingKey};
+use janus_protocol::token::TokenCodec;
 use tokio::process::{Child, Command};
 
 use crate::{http, keys};
@@ -285,7 +285,7 @@ impl Gateway {
             std::fs::write(dir.file(name), text)?;
         }
         let edge_config: EdgeConfig =
-            janus_shared::config::parse(&edge_toml, "the bench's edge configuration")?;
+            janus_ops::config::parse(&edge_toml, "the bench's edge configuration")?;
         let handshake = edge_config.load_handshake()?;
 
         let mut game_process = Process::spawn(

@@ -14,6 +14,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::BytesMut;
+use janus_ops::telemetry;
 use janus_proto::janus::internal::v1::{
     ClientPacket, Continuity, EdgeFrame, RateState, ResumeGranted, ResumeRequest, SessionClose,
     SessionOpen, SessionProgress, Transport, edge_frame,
@@ -22,9 +23,9 @@ use janus_proto::message::sc_heartbeat::Code as HeartbeatCode;
 use janus_proto::message::sc_server_logout::Code as LogoutCode;
 use janus_proto::message::{CsHeartbeat, CsResumeAck};
 use janus_proto::packet::Packet;
-use janus_shared::handshake::{HandshakeKeys, IssueTicket, Mode, ResumeOffer, SessionIdentity};
-use janus_shared::session::{ServerEvent, ServerSession};
-use janus_shared::{system, telemetry};
+use janus_protocol::handshake::{HandshakeKeys, IssueTicket, Mode, ResumeOffer, SessionIdentity};
+use janus_protocol::session::{ServerEvent, ServerSession};
+use janus_protocol::system;
 use prometheus::IntCounter;
 use prost::Message;
 
@@ -34,8 +35,8 @@ use crate::error::Close;
 use crate::limits::TokenBucket;
 use crate::link::Downlink;
 use crate::metrics::Metrics;
+use crate::metrics::label;
 use crate::resume::Replay;
-use crate::transport::label;
 
 #[cfg(test)]
 mod tests;

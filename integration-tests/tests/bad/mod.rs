@@ -4,13 +4,13 @@
 use std::time::Duration;
 
 use bytes::BytesMut;
+use janus_client::Client;
 use janus_edge::config::EdgeConfig;
 use janus_integration_tests::stack::{Stack, assert_logout, echo, recv};
 use janus_proto::message::sc_server_logout::Code as LogoutCode;
 use janus_proto::message::{CsHandshake, ScServerUnexpectedErr};
 use janus_proto::packet::Packet;
-use janus_shared::client::Client;
-use janus_shared::{frame, system};
+use janus_protocol::{frame, system};
 use prost::Message;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;

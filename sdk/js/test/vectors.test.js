@@ -10,7 +10,7 @@ import * as crypto from "../src/crypto.js";
 import { ClientSession, ProtocolError } from "../src/protocol.js";
 
 const vectors = JSON.parse(
-  readFileSync(new URL("../../../shared/tests/vectors/handshake.json", import.meta.url), "utf8"),
+  readFileSync(new URL("../../../shared/protocol/tests/vectors/handshake.json", import.meta.url), "utf8"),
 );
 const hex = crypto.fromHex;
 const { inputs } = vectors;

@@ -4,10 +4,10 @@
 use janus_proto::gate::intra::v1::{AuthToken, OnlineStatus};
 use janus_proto::message::ScHeartbeat;
 use janus_proto::message::sc_server_logout::Code as LogoutCode;
-use janus_shared::handshake::{ClientHandshakeConfig, ServerHandshakeConfig};
-use janus_shared::keys::{SigningKey, TokenKey};
-use janus_shared::session::{ClientEvent, ClientSession, SessionConfig};
-use janus_shared::token::TokenCodec;
+use janus_protocol::handshake::{ClientHandshakeConfig, ServerHandshakeConfig};
+use janus_protocol::keys::{SigningKey, TokenKey};
+use janus_protocol::session::{ClientEvent, ClientSession, SessionConfig};
+use janus_protocol::token::TokenCodec;
 
 use super::*;
 

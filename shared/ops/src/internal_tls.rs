@@ -12,6 +12,7 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
+use janus_transport::tls::{install_crypto_provider, load_certs, load_key};
 use parking_lot::{Mutex, RwLock};
 use prometheus::IntCounterVec;
 use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
@@ -24,7 +25,6 @@ use tokio_util::sync::CancellationToken;
 
 use crate::config::Problems;
 use crate::error::{Error, Result};
-use crate::transport::{install_crypto_provider, load_certs, load_key};
 
 /// What every role's name ends with: a certificate of role `edge` names the DNS name
 /// `edge.janus.internal` (subject alternative name), whatever address its process has.

@@ -1,30 +1,32 @@
-//! The tokio driver of the client end: connect, handshake, send requests, receive replies and
+//! The Janus client library on tokio: connect, handshake, send requests, receive replies and
 //! pushes, over TCP, WebSocket, KCP or QUIC.
 //!
-//! All protocol logic is in [`ClientSession`]; this module only moves bytes. A stream transport
-//! carries frames back to back; a WebSocket carries exactly one frame per binary message, and a
-//! text message is a protocol error. Used by the CLI, the load generator and the tests. A
-//! resumable client given a [`Reconnect`] comes back by itself (PROTOCOL.md §13.6): on a lost
-//! connection and on the edge's `SCReconnect`, it resumes at one of its endpoints, with backoff
-//! and jitter, until the session's window is over.
+//! All protocol logic is in [`ClientSession`] (`janus-protocol`) and the framing of each
+//! transport in `janus-transport`'s `FrameIo`; this crate dials and moves bytes between them.
+//! Used by the CLI, the load generator and the tests. A resumable client given a [`Reconnect`]
+//! comes back by itself (PROTOCOL.md §13.6): on a lost connection and on the edge's
+//! `SCReconnect`, it resumes at one of its endpoints, with backoff and jitter, until the
+//! session's window is over.
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use bytes::BytesMut;
-use futures_util::{SinkExt, StreamExt};
 use janus_proto::packet::Packet;
+use janus_protocol::Error as ProtocolError;
+use janus_protocol::handshake::ClientHandshakeConfig;
+use janus_protocol::session::{ClientEvent, ClientSession, SessionConfig};
+use janus_transport::ByteStream;
+use janus_transport::frames::{FrameIo, Read};
+use janus_transport::kcp::KcpSettings;
+use janus_transport::kcp::driver::KcpConnection;
+use janus_transport::quic::QuicStream;
 use prost::Message as _;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
-use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 
-use crate::error::{Error, Result};
-use crate::frame;
-use crate::handshake::ClientHandshakeConfig;
-use crate::kcp::driver::KcpConnection;
-use crate::session::{ClientEvent, ClientSession, SessionConfig};
-use crate::transport::{ByteStream, KcpSettings, QuicStream};
+mod error;
+
+pub use error::{Error, Result};
 
 /// Where to connect.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -51,7 +53,7 @@ pub enum Endpoint {
         /// The TLS server name (SNI) to ask for and verify.
         server_name: String,
         /// A PEM CA (or the server's self-signed certificate) to verify against; `None`
-        /// accepts any certificate (see [`crate::transport::quic_client_tls`]).
+        /// accepts any certificate (see [`janus_transport::quic::quic_client_tls`]).
         ca_pem: Option<String>,
     },
 }
@@ -67,12 +69,8 @@ pub struct ClientConfig {
     pub handshake_timeout: Duration,
 }
 
-enum Conn {
-    Stream(Box<dyn ByteStream>),
-    WebSocket(Box<WebSocketStream<MaybeTlsStream<TcpStream>>>),
-    /// Lost or dropped; a resume brings a new one.
-    Gone,
-}
+/// A connection of the client: tungstenite's own stream under a WebSocket.
+type Conn = FrameIo<MaybeTlsStream<TcpStream>>;
 
 /// How a resumable client resumes by itself: where, and how patiently.
 #[derive(Debug, Clone)]
@@ -115,7 +113,8 @@ pub struct Resumed {
 
 /// A connected, handshaken client.
 pub struct Client {
-    conn: Conn,
+    /// `None` once lost or dropped; a resume brings a new one.
+    conn: Option<Conn>,
     session: ClientSession,
     input: BytesMut,
     out: BytesMut,
@@ -147,14 +146,14 @@ async fn dial(endpoint: &Endpoint) -> Result<Conn> {
         Endpoint::Tcp(addr) => {
             let tcp = TcpStream::connect(addr).await?;
             tcp.set_nodelay(true)?;
-            Conn::Stream(Box::new(tcp))
+            FrameIo::Stream(Box::new(tcp))
         }
         Endpoint::WebSocket(url) => {
-            crate::transport::install_crypto_provider();
+            janus_transport::tls::install_crypto_provider();
             let (ws, _) = tokio_tungstenite::connect_async(url.as_str())
                 .await
                 .map_err(|e| Error::WebSocket(e.to_string()))?;
-            Conn::WebSocket(Box::new(ws))
+            FrameIo::WebSocket(Box::new(ws))
         }
         Endpoint::Kcp(addr) => kcp(addr, KcpSettings::default()).await?,
         Endpoint::KcpWith { addr, settings } => kcp(addr, *settings).await?,
@@ -162,7 +161,7 @@ async fn dial(endpoint: &Endpoint) -> Result<Conn> {
             addr,
             server_name,
             ca_pem,
-        } => Conn::Stream(Box::new(
+        } => FrameIo::Stream(Box::new(
             QuicStream::connect(addr, server_name, ca_pem.as_deref()).await?,
         )),
     })
@@ -171,7 +170,7 @@ async fn dial(endpoint: &Endpoint) -> Result<Conn> {
 /// A KCP conversation with one stream (with smux, the conversation ends with the stream).
 async fn kcp(addr: &str, settings: KcpSettings) -> Result<Conn> {
     let connection = KcpConnection::connect(resolve(addr).await?, settings).await?;
-    Ok(Conn::Stream(Box::new(connection.open_stream().await?)))
+    Ok(FrameIo::Stream(Box::new(connection.open_stream().await?)))
 }
 
 impl Client {
@@ -191,7 +190,7 @@ impl Client {
     pub async fn resume(&mut self, endpoint: &Endpoint, timeout: Duration) -> Result<()> {
         self.disconnect();
         let resume = async {
-            self.conn = dial(endpoint).await?;
+            self.conn = Some(dial(endpoint).await?);
             self.input.clear();
             self.out.clear();
             self.session.start_resume(unix_now(), &mut self.out)?;
@@ -206,10 +205,12 @@ impl Client {
                     self.session.take_resend(&mut self.out);
                     self.flush().await
                 }
-                ClientEvent::Established { .. } => {
-                    Err(Error::UnexpectedState("the server started a new session"))
-                }
-                ClientEvent::Packet(_) => Err(Error::UnexpectedState("packet before resume reply")),
+                ClientEvent::Established { .. } => Err(Error::Protocol(
+                    ProtocolError::UnexpectedState("the server started a new session"),
+                )),
+                ClientEvent::Packet(_) => Err(Error::Protocol(ProtocolError::UnexpectedState(
+                    "packet before resume reply",
+                ))),
             }
         };
         tokio::time::timeout(timeout, resume)
@@ -220,7 +221,7 @@ impl Client {
     /// Drops the connection at once, as a lost network would, without telling the server; the
     /// session can then be resumed ([`Client::resume`]) within its window.
     pub fn disconnect(&mut self) {
-        self.conn = Conn::Gone;
+        self.conn = None;
     }
 
     /// From now on, resume by itself at `reconnect`'s endpoints after a lost connection or a
@@ -239,10 +240,7 @@ impl Client {
     fn recovers_from(&self, error: &Error) -> bool {
         self.reconnect.is_some()
             && self.session.resume_ticket().is_some()
-            && matches!(
-                error,
-                Error::Closed | Error::Io(_) | Error::WebSocket(_) | Error::Timeout(_)
-            )
+            && error.connection_lost()
     }
 
     /// Resumes the session at the next endpoint that takes it: the one after the current on a
@@ -282,7 +280,9 @@ impl Client {
                     });
                     return Ok(());
                 }
-                Err(e @ (Error::HandshakeRefused | Error::ResumeGap(_))) => return Err(e),
+                Err(
+                    e @ (Error::HandshakeRefused | Error::Protocol(ProtocolError::ResumeGap(_))),
+                ) => return Err(e),
                 Err(e) if started.elapsed() + backoff > window => return Err(e),
                 Err(_) => {
                     failed += 1;
@@ -296,7 +296,7 @@ impl Client {
     }
 
     /// The session's resume ticket, when the server issued one.
-    pub fn resume_ticket(&self) -> Option<&crate::handshake::ResumeTicket> {
+    pub fn resume_ticket(&self) -> Option<&janus_protocol::handshake::ResumeTicket> {
         self.session.resume_ticket()
     }
 
@@ -314,7 +314,7 @@ impl Client {
     ) -> Result<Self> {
         tokio::time::timeout(
             config.handshake_timeout,
-            Self::handshake(Conn::WebSocket(Box::new(ws)), config, token),
+            Self::handshake(FrameIo::WebSocket(Box::new(ws)), config, token),
         )
         .await
         .map_err(|_| Error::Timeout("handshake"))?
@@ -329,7 +329,7 @@ impl Client {
     ) -> Result<Self> {
         tokio::time::timeout(
             config.handshake_timeout,
-            Self::handshake(Conn::Stream(stream), config, token),
+            Self::handshake(FrameIo::Stream(stream), config, token),
         )
         .await
         .map_err(|_| Error::Timeout("handshake"))?
@@ -345,7 +345,7 @@ impl Client {
             &mut out,
         )?;
         let mut client = Self {
-            conn,
+            conn: Some(conn),
             session,
             input: BytesMut::with_capacity(8 * 1024),
             out,
@@ -360,7 +360,9 @@ impl Client {
         })?;
         match reply {
             ClientEvent::Established { .. } => Ok(client),
-            ClientEvent::Packet(_) => Err(Error::UnexpectedState("packet before handshake reply")),
+            ClientEvent::Packet(_) => Err(Error::Protocol(ProtocolError::UnexpectedState(
+                "packet before handshake reply",
+            ))),
         }
     }
 
@@ -403,8 +405,8 @@ impl Client {
         loop {
             match self.next_event().await {
                 Ok(ClientEvent::Packet(packet)) => {
-                    if packet.r#mod == crate::system::MODULE
-                        && packet.seq == crate::system::SEQ_RECONNECT
+                    if packet.r#mod == janus_protocol::system::MODULE
+                        && packet.seq == janus_protocol::system::SEQ_RECONNECT
                         && self.reconnect.is_some()
                     {
                         let reason = janus_proto::message::ScReconnect::decode(&packet.data[..])
@@ -420,7 +422,9 @@ impl Client {
                     return Ok(packet);
                 }
                 Ok(ClientEvent::Established { .. }) => {
-                    return Err(Error::UnexpectedState("second handshake reply"));
+                    return Err(Error::Protocol(ProtocolError::UnexpectedState(
+                        "second handshake reply",
+                    )));
                 }
                 Err(e) if self.recovers_from(&e) => {
                     Box::pin(self.come_back(e.to_string(), false)).await?;
@@ -451,49 +455,27 @@ impl Client {
     /// (instead of keeping a resumable one for a resume, or waiting for the idle timeout on
     /// KCP, which has no close of its own).
     pub async fn close(mut self) -> Result<()> {
-        if matches!(self.conn, Conn::Gone) {
+        if self.conn.is_none() {
             return Ok(());
         }
         // Best effort: the server may already have closed its side.
-        let bye = crate::system::packet(crate::system::SEQ_BYE, 0, Vec::new());
+        let bye = janus_protocol::system::packet(janus_protocol::system::SEQ_BYE, 0, Vec::new());
         let _ = self.send(bye).await;
-        match &mut self.conn {
-            Conn::Stream(s) => s.shutdown().await?,
-            Conn::WebSocket(ws) => SinkExt::close(ws.as_mut())
-                .await
-                .map_err(|e| Error::WebSocket(e.to_string()))?,
-            Conn::Gone => {}
+        if let Some(conn) = &mut self.conn {
+            conn.close().await?;
         }
         Ok(())
     }
 
     async fn next_event(&mut self) -> Result<ClientEvent> {
         loop {
-            match &mut self.conn {
-                Conn::Stream(stream) => {
-                    if let Some(event) = self.session.poll(&mut self.input)? {
-                        return Ok(event);
-                    }
-                    if stream.read_buf(&mut self.input).await? == 0 {
-                        return Err(Error::Closed);
-                    }
-                }
-                Conn::WebSocket(ws) => {
-                    let message = match ws.next().await {
-                        None => return Err(Error::Closed),
-                        Some(message) => message.map_err(|e| Error::WebSocket(e.to_string()))?,
-                    };
-                    match message {
-                        Message::Binary(bytes) => {
-                            let payload = frame::decode_message(bytes, self.session.max_frame())?;
-                            return self.session.handle_frame(BytesMut::from(payload));
-                        }
-                        Message::Close(_) => return Err(Error::Closed),
-                        Message::Text(_) => return Err(Error::MessageFraming("text message")),
-                        Message::Ping(_) | Message::Pong(_) | Message::Frame(_) => {}
-                    }
-                }
-                Conn::Gone => return Err(Error::Closed),
+            if let Some(event) = self.session.poll(&mut self.input)? {
+                return Ok(event);
+            }
+            let conn = self.conn.as_mut().ok_or(Error::Closed)?;
+            match conn.read(&mut self.input, self.session.max_frame()).await? {
+                Read::Frame(payload, _) => return Ok(self.session.handle_frame(payload)?),
+                Read::Bytes(_) | Read::Nothing => {}
             }
         }
     }
@@ -502,24 +484,7 @@ impl Client {
         if self.out.is_empty() {
             return Ok(());
         }
-        match &mut self.conn {
-            Conn::Stream(stream) => {
-                stream.write_all(&self.out).await?;
-                self.out.clear();
-                stream.flush().await?;
-            }
-            Conn::WebSocket(ws) => {
-                // One frame per binary message: `out` may hold several (an acknowledgement
-                // queued before a request, the packets a resume sends again).
-                let ws_err =
-                    |e: tokio_tungstenite::tungstenite::Error| Error::WebSocket(e.to_string());
-                while let Some(message) = frame::take_message(&mut self.out) {
-                    ws.feed(Message::Binary(message)).await.map_err(ws_err)?;
-                }
-                ws.flush().await.map_err(ws_err)?;
-            }
-            Conn::Gone => return Err(Error::Closed),
-        }
-        Ok(())
+        let conn = self.conn.as_mut().ok_or(Error::Closed)?;
+        Ok(conn.write(&mut self.out).await?)
     }
 }

@@ -16,16 +16,16 @@ use aes_gcm::{Aes256Gcm, Nonce};
 use bytes::BytesMut;
 use janus_proto::gate::intra::v1::{AuthToken, OnlineStatus};
 use janus_proto::packet::Packet;
-use janus_shared::cipher::DirectionKeys;
-use janus_shared::handshake::{
+use janus_protocol::cipher::DirectionKeys;
+use janus_protocol::handshake::{
     self, ClientHandshakeConfig, Mode, Redeemable, ResumeOffer, ServerHandshakeConfig,
 };
-use janus_shared::keys::{SigningKey, TokenKey, TokenKeyFormat};
-use janus_shared::session::{
+use janus_protocol::keys::{SigningKey, TokenKey, TokenKeyFormat};
+use janus_protocol::session::{
     ClientEvent, ClientSession, ServerEvent, ServerSession, SessionConfig,
 };
-use janus_shared::system;
-use janus_shared::token::TokenCodec;
+use janus_protocol::system;
+use janus_protocol::token::TokenCodec;
 use prost::Message;
 use serde_json::{Value, json};
 use x25519_dalek::{PublicKey, StaticSecret};

@@ -31,7 +31,7 @@ use tokio::sync::{Notify, mpsc, oneshot};
 use super::conv::Conversation;
 use super::smux;
 use crate::error::{Error, Result};
-use crate::transport::KcpSettings;
+use crate::kcp::KcpSettings;
 
 /// Datagrams a conversation's inbound channel holds; more are dropped.
 pub const INBOUND: usize = 256;

@@ -19,7 +19,7 @@ use parking_lot::Mutex;
 
 use super::fec;
 use crate::error::{Error, Result};
-use crate::transport::KcpSettings;
+use crate::kcp::KcpSettings;
 
 /// The size of a KCP segment header.
 pub const SEGMENT_HEADER_LEN: usize = ::kcp::KCP_OVERHEAD;

@@ -1,8 +1,8 @@
-// Command gen_vectors writes the KCP/FEC and smux byte vectors that shared/src/kcp's unit tests
+// Command gen_vectors writes the KCP/FEC and smux byte vectors that shared/transport/src/kcp's unit tests
 // compare against. It drives the real Go libraries (kcp-go, smux, reedsolomon as Debian ships
 // them) and records what they put on the wire; it was run once and its output committed:
 //
-//	GOPATH=/usr/share/gocode GO111MODULE=off go run shared/testdata/kcp/gen_vectors.go shared/testdata/kcp
+//	GOPATH=/usr/share/gocode GO111MODULE=off go run shared/transport/testdata/kcp/gen_vectors.go shared/transport/testdata/kcp
 package main
 
 import (

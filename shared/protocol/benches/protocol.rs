@@ -1,7 +1,7 @@
 //! Hot paths of the protocol core: framing, sealing and opening frames of typical sizes, one
 //! server-side v2 handshake, opening plus checking a token, and the edge's share of a push
-//! fan-out (one shared packet sealed for many sessions), and kcp-go's FEC. Run with
-//! `cargo bench -p janus-shared`.
+//! fan-out (one shared packet sealed for many sessions). Run with
+//! `cargo bench -p janus-protocol` (kcp-go's FEC: `cargo bench -p janus-transport`).
 
 // criterion_group! generates an undocumented public function.
 #![allow(missing_docs)]
@@ -13,12 +13,12 @@ use bytes::BytesMut;
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
 use janus_proto::gate::intra::v1::{AuthToken, OnlineStatus};
 use janus_proto::packet::Packet;
-use janus_shared::compress::Compression;
-use janus_shared::frame;
-use janus_shared::handshake::{ClientHandshakeConfig, Mode, ServerHandshakeConfig};
-use janus_shared::keys::{SigningKey, TokenKey};
-use janus_shared::session::{ClientSession, ServerSession, SessionConfig};
-use janus_shared::token::{self, TokenCodec};
+use janus_protocol::compress::Compression;
+use janus_protocol::frame;
+use janus_protocol::handshake::{ClientHandshakeConfig, Mode, ServerHandshakeConfig};
+use janus_protocol::keys::{SigningKey, TokenKey};
+use janus_protocol::session::{ClientSession, ServerSession, SessionConfig};
+use janus_protocol::token::{self, TokenCodec};
 
 const NOW: i64 = 1_700_000_000;
 
@@ -175,49 +175,12 @@ fn token_verify(c: &mut Criterion) {
     });
 }
 
-/// kcp-go's FEC at fabrica-net's 10 + 3 on full-size KCP packets (1392 bytes: an MTU of 1400
-/// less the FEC data header): encoding one group (13 datagrams out) and decoding one with a
-/// lost data packet (recovered from parity).
-fn kcp_fec(c: &mut Criterion) {
-    use janus_shared::kcp::fec::{Decoder, Encoder, parse};
-    let packets: Vec<Vec<u8>> = (0..10u8).map(|i| vec![i; 1392]).collect();
-    let mut group = c.benchmark_group("kcp_fec_10_3");
-    group.throughput(Throughput::Bytes(10 * 1392));
-    let mut encoder = Encoder::new(10, 3).unwrap();
-    group.bench_function("encode_group", |b| {
-        b.iter(|| {
-            let mut n = 0;
-            for packet in &packets {
-                encoder.encode(black_box(packet), |d| n += d.len());
-            }
-            n
-        });
-    });
-    let mut wire = Vec::new();
-    let mut encoder = Encoder::new(10, 3).unwrap();
-    for packet in &packets {
-        encoder.encode(packet, |d| wire.push(d.to_vec()));
-    }
-    group.bench_function("decode_group_one_lost", |b| {
-        b.iter(|| {
-            let mut decoder = Decoder::new(10, 3).unwrap();
-            let mut recovered = 0;
-            for datagram in wire.iter().skip(1) {
-                recovered += decoder.decode(parse(datagram).unwrap(), datagram, 0).len();
-            }
-            assert_eq!(recovered, 1);
-        });
-    });
-    group.finish();
-}
-
 criterion_group!(
     benches,
     frame_codec,
     seal_open,
     handshake,
     token_verify,
-    push_fanout,
-    kcp_fec
+    push_fanout
 );
 criterion_main!(benches);

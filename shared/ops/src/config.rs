@@ -166,6 +166,70 @@ pub fn load<T: DeserializeOwned + Validate>(path: Option<&Path>, env_prefix: &st
     parse_with_overrides(&text, &origin, env_prefix, std::env::vars())
 }
 
+/// The KCP parameters a listener and a client share are a section of the edge's file.
+impl Validate for janus_transport::kcp::KcpSettings {
+    fn validate(&self, problems: &mut Problems) {
+        let field = |name: &str| name.to_owned();
+        problems.check(
+            (10..=5000).contains(&self.interval),
+            &field("interval"),
+            format!("must be 10..=5000 ms, got {}", self.interval),
+        );
+        problems.check(
+            (64..=1500).contains(&self.mtu),
+            &field("mtu"),
+            format!("must be 64..=1500, got {}", self.mtu),
+        );
+        problems.check_positive(&field("send_window"), self.send_window);
+        problems.check_positive(&field("recv_window"), self.recv_window);
+        let (data, parity) = (self.fec_data_shards, self.fec_parity_shards);
+        problems.check(
+            (data == 0) == (parity == 0),
+            &field("fec_parity_shards"),
+            format!(
+                "fec_data_shards and fec_parity_shards are both 0 (FEC off) or both positive, got {data} and {parity}"
+            ),
+        );
+        problems.check(
+            data + parity <= 256,
+            &field("fec_data_shards"),
+            format!(
+                "data and parity shards are at most 256 together, got {}",
+                data + parity
+            ),
+        );
+        if self.smux {
+            problems.check(
+                matches!(self.smux_version, 1 | 2),
+                &field("smux_version"),
+                format!("must be 1 or 2, got {}", self.smux_version),
+            );
+            problems.check(
+                (1..=65535).contains(&self.smux_max_frame),
+                &field("smux_max_frame"),
+                format!("must be 1..=65535, got {}", self.smux_max_frame),
+            );
+            problems.check_positive(&field("smux_keepalive_secs"), self.smux_keepalive_secs);
+            problems.check(
+                self.smux_keepalive_timeout_secs > self.smux_keepalive_secs,
+                &field("smux_keepalive_timeout_secs"),
+                format!(
+                    "must be greater than smux_keepalive_secs ({}), got {}",
+                    self.smux_keepalive_secs, self.smux_keepalive_timeout_secs
+                ),
+            );
+            problems.check(
+                self.smux_max_stream_buffer as usize >= self.smux_max_frame,
+                &field("smux_max_stream_buffer"),
+                format!(
+                    "must be at least smux_max_frame ({}), got {}",
+                    self.smux_max_frame, self.smux_max_stream_buffer
+                ),
+            );
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use serde::Deserialize;
@@ -281,5 +345,32 @@ mod tests {
     fn a_missing_file_is_a_config_error_naming_it() {
         let err = load::<Sample>(Some(Path::new("/nonexistent/janus.toml")), "X").unwrap_err();
         assert!(err.to_string().contains("/nonexistent/janus.toml"), "{err}");
+    }
+
+    #[test]
+    fn kcp_validation_names_the_fields() {
+        use janus_transport::kcp::KcpSettings;
+        let mut problems = Problems::default();
+        problems.section("kcp.params", &KcpSettings::default());
+        assert_eq!(format!("{problems:?}"), "Problems([])");
+        let bad = KcpSettings {
+            fec_data_shards: 10,
+            fec_parity_shards: 0,
+            smux_version: 3,
+            smux_keepalive_timeout_secs: 5,
+            mtu: 9000,
+            ..KcpSettings::default()
+        };
+        let mut problems = Problems::default();
+        problems.section("kcp.params", &bad);
+        let text = format!("{problems:?}");
+        for field in [
+            "kcp.params.fec_parity_shards",
+            "kcp.params.smux_version",
+            "kcp.params.smux_keepalive_timeout_secs",
+            "kcp.params.mtu",
+        ] {
+            assert!(text.contains(field), "{field} in {text}");
+        }
     }
 }

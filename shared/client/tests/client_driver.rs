@@ -7,16 +7,17 @@ use std::time::Duration;
 
 use bytes::BytesMut;
 use futures_util::{SinkExt, StreamExt};
+use janus_client::Error;
+use janus_client::{Client, ClientConfig, Endpoint, unix_now};
 use janus_proto::gate::intra::v1::{AuthToken, OnlineStatus};
 use janus_proto::packet::Packet;
-use janus_shared::Error;
-use janus_shared::client::{Client, ClientConfig, Endpoint, unix_now};
-use janus_shared::frame;
-use janus_shared::handshake::{ClientHandshakeConfig, Mode, ServerHandshakeConfig};
-use janus_shared::keys::{SigningKey, TokenKey};
-use janus_shared::session::{ServerEvent, ServerSession, SessionConfig};
-use janus_shared::system;
-use janus_shared::token::TokenCodec;
+use janus_protocol::Error as ProtocolError;
+use janus_protocol::frame;
+use janus_protocol::handshake::{ClientHandshakeConfig, Mode, ServerHandshakeConfig};
+use janus_protocol::keys::{SigningKey, TokenKey};
+use janus_protocol::session::{ServerEvent, ServerSession, SessionConfig};
+use janus_protocol::system;
+use janus_protocol::token::TokenCodec;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio_tungstenite::tungstenite::Message;
@@ -71,7 +72,7 @@ fn respond(session: &mut ServerSession, packet: Packet, out: &mut BytesMut) {
     session.send(&packet, out).unwrap();
 }
 
-async fn serve_tcp(mut tcp: TcpStream) -> Option<Error> {
+async fn serve_tcp(mut tcp: TcpStream) -> Option<ProtocolError> {
     let mut session = ServerSession::new(server_config(), SessionConfig::default());
     let mut input = BytesMut::new();
     let mut out = BytesMut::new();
@@ -80,7 +81,9 @@ async fn serve_tcp(mut tcp: TcpStream) -> Option<Error> {
             match session.poll(&mut input, unix_now(), &mut out) {
                 Ok(Some(ServerEvent::Packet(p))) => respond(&mut session, p, &mut out),
                 Ok(Some(ServerEvent::Established(_))) => {}
-                Ok(Some(ServerEvent::ResumeRequested { .. })) => return Some(Error::ResumeUnknown),
+                Ok(Some(ServerEvent::ResumeRequested { .. })) => {
+                    return Some(ProtocolError::ResumeUnknown);
+                }
                 Ok(None) => break,
                 Err(e) => return Some(e),
             }
@@ -93,7 +96,7 @@ async fn serve_tcp(mut tcp: TcpStream) -> Option<Error> {
     }
 }
 
-async fn serve_ws(tcp: TcpStream) -> Option<Error> {
+async fn serve_ws(tcp: TcpStream) -> Option<ProtocolError> {
     let mut ws = tokio_tungstenite::accept_async(tcp).await.unwrap();
     let mut session = ServerSession::new(server_config(), SessionConfig::default());
     while let Some(Ok(message)) = ws.next().await {
@@ -108,7 +111,7 @@ async fn serve_ws(tcp: TcpStream) -> Option<Error> {
         match session.handle_frame(BytesMut::from(payload), unix_now(), &mut out) {
             Ok(ServerEvent::Packet(p)) => respond(&mut session, p, &mut out),
             Ok(ServerEvent::Established(_)) => {}
-            Ok(ServerEvent::ResumeRequested { .. }) => return Some(Error::ResumeUnknown),
+            Ok(ServerEvent::ResumeRequested { .. }) => return Some(ProtocolError::ResumeUnknown),
             Err(e) => return Some(e),
         }
         // One frame per message: split what the session wrote back into frames.
@@ -123,7 +126,7 @@ async fn serve_ws(tcp: TcpStream) -> Option<Error> {
 
 /// Starts a one-connection server of the given kind; returns its endpoint and the error (if
 /// any) the server session ended with.
-async fn server(websocket: bool) -> (Endpoint, tokio::task::JoinHandle<Option<Error>>) {
+async fn server(websocket: bool) -> (Endpoint, tokio::task::JoinHandle<Option<ProtocolError>>) {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let task = tokio::spawn(async move {
@@ -222,7 +225,7 @@ async fn a_refused_handshake_is_an_error_on_both_ends() {
         }
         assert!(matches!(
             server.await.unwrap(),
-            Some(Error::TokenExpired { .. })
+            Some(ProtocolError::TokenExpired { .. })
         ));
     }
 }
@@ -261,7 +264,10 @@ async fn a_text_message_is_a_protocol_error_for_the_client() {
     .err()
     .unwrap();
     assert!(
-        matches!(err, Error::MessageFraming("text message")),
+        matches!(
+            err,
+            Error::Protocol(ProtocolError::MessageFraming("text message"))
+        ),
         "{err}"
     );
 }

@@ -1,12 +1,12 @@
-//! The one error type of `janus-shared`.
+//! The one error type of `janus-protocol`.
 //!
 //! Every failure of the protocol core is a variant a caller can act on: the edge maps each to a
 //! session close reason (and a metric label through [`Error::kind`]), the client library maps
-//! each to a connection error. No input, however malformed, produces a panic instead.
+//! each into its own error. No input, however malformed, produces a panic instead.
 
 use std::io;
 
-/// Errors raised by framing, handshakes, session crypto, tokens, keys, compression and the client.
+/// Errors raised by framing, handshakes, session crypto, tokens, keys and compression.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum Error {
@@ -128,48 +128,9 @@ pub enum Error {
         /// Why it was refused.
         reason: String,
     },
-    /// Internal TLS material could not be read or used (names the config field).
-    #[error("{0}")]
-    InternalTls(String),
-    /// The peer closed the connection.
-    #[error("connection closed by peer")]
-    Closed,
-    /// The server closed the connection instead of answering the handshake: it refused the
-    /// login (its log names the reason).
-    #[error(
-        "the server closed the connection during the handshake: it refused the login. Likely \
-         reasons: a token it cannot open (another token key) or that expired, a go-pantheon v1 \
-         (legacy) handshake at an edge without handshake.allow_legacy = true, a clock skew \
-         beyond its limit, or a client certificate it requires; the edge's log names the reason"
-    )]
-    HandshakeRefused,
-    /// An operation did not finish in time.
-    #[error("timed out: {0}")]
-    Timeout(&'static str),
     /// A transport-level I/O failure.
     #[error("i/o: {0}")]
     Io(#[from] io::Error),
-    /// A WebSocket-level failure.
-    #[error("websocket: {0}")]
-    WebSocket(String),
-    /// Service discovery (etcd) failed.
-    #[error("discovery: {0}")]
-    Discovery(String),
-    /// A datagram that is not a KCP segment (or FEC packet) of the configured kind.
-    #[error("invalid KCP datagram: {0}")]
-    KcpInvalid(&'static str),
-    /// The peer broke the smux protocol (unknown version or command, an overrun window).
-    #[error("smux protocol error: {0}")]
-    Smux(&'static str),
-    /// A configuration file could not be read or parsed, or failed validation; every problem
-    /// is listed and each names its field.
-    #[error("invalid configuration {origin}:\n  {}", .problems.join("\n  "))]
-    Config {
-        /// Where the configuration came from (a path, or "defaults").
-        origin: String,
-        /// One line per problem, each starting with the field's dotted path.
-        problems: Vec<String>,
-    },
 }
 
 impl Error {
@@ -201,16 +162,7 @@ impl Error {
             Error::ResumeDenied => "resume_denied",
             Error::ResumeGap(_) => "resume_gap",
             Error::Key { .. } => "key",
-            Error::InternalTls(_) => "internal_tls",
-            Error::Closed => "closed",
-            Error::HandshakeRefused => "handshake_refused",
-            Error::Timeout(_) => "timeout",
             Error::Io(_) => "io",
-            Error::WebSocket(_) => "websocket",
-            Error::Config { .. } => "config",
-            Error::KcpInvalid(_) => "kcp_invalid",
-            Error::Smux(_) => "smux",
-            Error::Discovery(_) => "discovery",
         }
     }
 

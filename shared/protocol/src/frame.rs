@@ -46,6 +46,10 @@ pub fn decode(buf: &mut BytesMut, max: usize) -> Result<Option<BytesMut>> {
     Ok(Some(buf.split_to(len)))
 }
 
+/// What [`Error::MessageFraming`] says of a text message on a message-based transport: every
+/// message must be a binary one holding a frame.
+pub const TEXT_MESSAGE: &str = "text message";
+
 /// Takes a message of a message-based transport (one WebSocket binary message), which must hold
 /// exactly one whole frame, and returns its payload.
 pub fn decode_message(mut msg: Bytes, max: usize) -> Result<Bytes> {

@@ -1,27 +1,28 @@
-//! Frames over the transports: a byte stream (TCP, and later KCP and QUIC streams) carries
-//! length-prefixed frames back to back; a WebSocket carries one whole frame, prefix included,
-//! per binary message. Nothing above this module knows which transport it runs on.
+//! Frames over a client connection, at either end (PROTOCOL.md §1): a byte stream (TCP, KCP
+//! and QUIC streams) carries length-prefixed frames back to back; a WebSocket carries one whole
+//! frame, prefix included, per binary message, and a text message is a protocol error. Nothing
+//! above this module knows which transport it runs on.
 
 use bytes::{Buf, BytesMut};
 use futures_util::{SinkExt, StreamExt};
-use janus_proto::janus::internal::v1::Transport;
-use janus_shared::frame;
-use janus_shared::transport::ByteStream;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use janus_protocol::frame;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::Message;
 
-use crate::error::Close;
+use crate::ByteStream;
+use crate::error::{Error, Result};
 
-/// A client connection carrying frames.
-pub(crate) enum FrameIo {
+/// A client connection carrying frames; `W` is what the WebSocket runs on (the edge boxes its
+/// accepted streams, the client library keeps tungstenite's own).
+pub enum FrameIo<W = Box<dyn ByteStream>> {
     /// Frames back to back on a byte stream.
     Stream(Box<dyn ByteStream>),
     /// One frame per binary WebSocket message.
-    WebSocket(Box<WebSocketStream<Box<dyn ByteStream>>>),
+    WebSocket(Box<WebSocketStream<W>>),
 }
 
-impl std::fmt::Debug for FrameIo {
+impl<W> std::fmt::Debug for FrameIo<W> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(match self {
             FrameIo::Stream(_) => "FrameIo::Stream",
@@ -32,24 +33,13 @@ impl std::fmt::Debug for FrameIo {
 
 /// What one read produced.
 #[derive(Debug)]
-pub(crate) enum Read {
+pub enum Read {
     /// `n` bytes were appended to the input buffer (byte streams).
     Bytes(usize),
     /// One whole frame's payload (WebSocket), `n` bytes on the wire.
     Frame(BytesMut, usize),
     /// Nothing to hand up (a WebSocket ping or pong).
     Nothing,
-}
-
-/// The metric label of a transport.
-pub(crate) fn label(transport: Transport) -> &'static str {
-    match transport {
-        Transport::Tcp => "tcp",
-        Transport::Websocket => "websocket",
-        Transport::Kcp => "kcp",
-        Transport::Quic => "quic",
-        Transport::Unspecified => "unspecified",
-    }
 }
 
 /// Spare room a stream read waits with. Small, because an idle session spends its life waiting
@@ -79,30 +69,31 @@ fn make_room(input: &mut BytesMut, max_frame: usize) {
     }
 }
 
-impl FrameIo {
-    /// Reads more from the client. Cancel-safe: nothing read is lost if the future is dropped.
-    pub(crate) async fn read(
-        &mut self,
-        input: &mut BytesMut,
-        max_frame: usize,
-    ) -> Result<Read, Close> {
+impl<W: AsyncRead + AsyncWrite + Unpin> FrameIo<W> {
+    /// Reads more from the peer. Cancel-safe: nothing read is lost if the future is dropped.
+    /// The end of the connection (or a WebSocket close) is [`Error::Closed`]; a message that
+    /// is not exactly one frame, and a text message, are the protocol core's
+    /// [`janus_protocol::Error::MessageFraming`].
+    pub async fn read(&mut self, input: &mut BytesMut, max_frame: usize) -> Result<Read> {
         match self {
             FrameIo::Stream(stream) => {
                 make_room(input, max_frame);
-                match stream.read_buf(input).await {
-                    Ok(0) => Err(Close::ClientClosed),
-                    Ok(n) => Ok(Read::Bytes(n)),
-                    Err(_) => Err(Close::ClientClosed),
+                match stream.read_buf(input).await? {
+                    0 => Err(Error::Closed),
+                    n => Ok(Read::Bytes(n)),
                 }
             }
             FrameIo::WebSocket(ws) => match ws.next().await {
-                None | Some(Err(_)) | Some(Ok(Message::Close(_))) => Err(Close::ClientClosed),
+                None | Some(Ok(Message::Close(_))) => Err(Error::Closed),
+                Some(Err(e)) => Err(Error::websocket(e)),
                 Some(Ok(Message::Binary(bytes))) => {
                     let n = bytes.len();
                     let payload = frame::decode_message(bytes, max_frame)?;
                     Ok(Read::Frame(BytesMut::from(payload), n))
                 }
-                Some(Ok(Message::Text(_))) => Err(Close::TextMessage),
+                Some(Ok(Message::Text(_))) => {
+                    Err(janus_protocol::Error::MessageFraming(frame::TEXT_MESSAGE))?
+                }
                 Some(Ok(Message::Ping(_) | Message::Pong(_) | Message::Frame(_))) => {
                     Ok(Read::Nothing)
                 }
@@ -110,8 +101,9 @@ impl FrameIo {
         }
     }
 
-    /// Writes every whole frame in `out` and empties it.
-    pub(crate) async fn write(&mut self, out: &mut BytesMut) -> std::io::Result<()> {
+    /// Writes every whole frame in `out` (several may be queued: an acknowledgement before a
+    /// request, the packets a resume sends again) and empties it.
+    pub async fn write(&mut self, out: &mut BytesMut) -> Result<()> {
         match self {
             FrameIo::Stream(stream) => {
                 stream.write_all(out).await?;
@@ -119,28 +111,28 @@ impl FrameIo {
                 if out.capacity() > KEEP_CAPACITY {
                     *out = BytesMut::new();
                 }
-                stream.flush().await
+                stream.flush().await?;
             }
             FrameIo::WebSocket(ws) => {
                 while let Some(message) = frame::take_message(out) {
                     ws.feed(Message::Binary(message))
                         .await
-                        .map_err(std::io::Error::other)?;
+                        .map_err(Error::websocket)?;
                 }
-                ws.flush().await.map_err(std::io::Error::other)
+                ws.flush().await.map_err(Error::websocket)?;
             }
         }
+        Ok(())
     }
 
-    /// Closes the connection politely (best effort).
-    pub(crate) async fn close(&mut self) {
+    /// Closes the connection politely: shuts the stream down or sends a WebSocket close.
+    pub async fn close(&mut self) -> Result<()> {
         match self {
-            FrameIo::Stream(stream) => {
-                let _ = stream.shutdown().await;
-            }
-            FrameIo::WebSocket(ws) => {
-                let _ = SinkExt::close(ws.as_mut()).await;
-            }
+            FrameIo::Stream(stream) => stream.shutdown().await?,
+            FrameIo::WebSocket(ws) => SinkExt::close(ws.as_mut())
+                .await
+                .map_err(Error::websocket)?,
         }
+        Ok(())
     }
 }
