@@ -2,21 +2,27 @@
 //! its validation. `configs.tmpl/broker.toml` shows every field with its default.
 
 use std::collections::{BTreeMap, HashMap};
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use janus_ops::config::{Problems, Validate};
+use janus_ops::config::{IpPort, Problems, Validate};
 use janus_ops::internal_tls::{InternalTlsConfig, Role};
 use serde::Deserialize;
+use serde_with::{DurationMilliSeconds, DurationSeconds, serde_as};
 
-/// Everything a broker needs to start.
+/// Everything a broker needs to start. Durations and listen addresses are parsed here, once:
+/// the file keeps its integers (`*_secs`, `*_ms`) and `ip:port` strings.
+#[serde_as]
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct BrokerConfig {
     /// gRPC listen address: the edge link, both push APIs.
-    pub listen: String,
+    #[serde_as(as = "IpPort")]
+    pub listen: SocketAddr,
     /// Admin HTTP listen address (`/health`, `/ready`, `/metrics`, `/stats`, `POST /kick`).
-    pub admin_listen: String,
+    #[serde_as(as = "IpPort")]
+    pub admin_listen: SocketAddr,
     /// A file holding the bearer token mutating admin requests (`POST /kick`) must carry
     /// (`Authorization: Bearer <token>`; whitespace around it in the file is not part of it).
     /// Empty: they are refused. Read once at start.
@@ -36,7 +42,8 @@ pub struct BrokerConfig {
     /// Milliseconds between HTTP/2 pings to each linked edge; an edge that leaves one
     /// unanswered for as long again is gone (crashed, or cut off by a partition): its sessions
     /// here park (resumable ones, PROTOCOL.md §13) or end.
-    pub edge_keepalive_ms: u64,
+    #[serde_as(as = "DurationMilliSeconds<u64>")]
+    pub edge_keepalive_ms: Duration,
     /// Sessions waiting for their client to resume.
     pub resume: ResumeConfig,
     /// Mutual TLS on the gRPC listener and the tunnels (PROTOCOL.md §15).
@@ -91,15 +98,15 @@ impl Default for ResumeConfig {
 impl Default for BrokerConfig {
     fn default() -> Self {
         Self {
-            listen: "0.0.0.0:17100".into(),
-            admin_listen: "0.0.0.0:18101".into(),
+            listen: SocketAddr::from(([0, 0, 0, 0], 17100)),
+            admin_listen: SocketAddr::from(([0, 0, 0, 0], 18101)),
             admin_token_file: String::new(),
             advertise: None,
             routes: RoutesConfig::default(),
             bus: BusConfig::default(),
             discovery: DiscoveryConfig::default(),
             tunnels: TunnelsConfig::default(),
-            edge_keepalive_ms: 2000,
+            edge_keepalive_ms: Duration::from_millis(2000),
             resume: ResumeConfig::default(),
             internal_tls: InternalTlsConfig::default(),
             push_api: PushApiConfig::default(),
@@ -108,9 +115,11 @@ impl Default for BrokerConfig {
 }
 
 impl BrokerConfig {
-    /// The endpoint written into routes.
-    pub fn endpoint(&self) -> &str {
-        self.advertise.as_deref().unwrap_or(&self.listen)
+    /// The endpoint written into routes: `advertise`, else `listen`.
+    pub fn endpoint(&self) -> String {
+        self.advertise
+            .clone()
+            .unwrap_or_else(|| self.listen.to_string())
     }
 }
 
@@ -127,6 +136,7 @@ pub enum RoutesBackend {
 }
 
 /// `[routes]`.
+#[serde_as]
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct RoutesConfig {
@@ -135,11 +145,14 @@ pub struct RoutesConfig {
     /// Redis URLs (`redis://host:port/db`); the first for standalone, seeds for a cluster.
     pub redis_urls: Vec<String>,
     /// Deadline of every Redis call, milliseconds.
-    pub timeout_ms: u64,
+    #[serde_as(as = "DurationMilliSeconds<u64>")]
+    pub timeout_ms: Duration,
     /// TTL of gateway routes, seconds; renewed at half of it.
-    pub gate_ttl_secs: u64,
+    #[serde_as(as = "DurationSeconds<u64>")]
+    pub gate_ttl_secs: Duration,
     /// TTL of app routes this broker creates, seconds.
-    pub app_ttl_secs: u64,
+    #[serde_as(as = "DurationSeconds<u64>")]
+    pub app_ttl_secs: Duration,
     /// With routes in Redis: also take pushes published on Redis, as go-pantheon's broadcaster
     /// sends them (SUBSCRIBE to this broker's route value and to `gate.broadcast.message`).
     pub redis_pushes: bool,
@@ -150,18 +163,11 @@ impl Default for RoutesConfig {
         Self {
             backend: RoutesBackend::Memory,
             redis_urls: vec!["redis://127.0.0.1:6379".into()],
-            timeout_ms: 500,
-            gate_ttl_secs: 600,
-            app_ttl_secs: 600,
+            timeout_ms: Duration::from_millis(500),
+            gate_ttl_secs: Duration::from_secs(600),
+            app_ttl_secs: Duration::from_secs(600),
             redis_pushes: true,
         }
-    }
-}
-
-impl RoutesConfig {
-    /// The Redis call deadline.
-    pub fn timeout(&self) -> Duration {
-        Duration::from_millis(self.timeout_ms)
     }
 }
 
@@ -302,7 +308,8 @@ pub struct ServiceConfig {
     pub plaintext: bool,
 }
 
-/// `[tunnels]`: module → service table.
+/// `[tunnels]`: module → service table, and how the tunnels' channels behave.
+#[serde_as]
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct TunnelsConfig {
@@ -314,6 +321,11 @@ pub struct TunnelsConfig {
     pub services: BTreeMap<String, ServiceConfig>,
     /// Requests a tunnel may have waiting to be sent before the session is closed.
     pub queue: usize,
+    /// Seconds between HTTP/2 pings on each channel to a game-service instance (one channel
+    /// carries every tunnel to that instance), so idle channels stay open through NATs and
+    /// proxies and a dead instance is noticed.
+    #[serde_as(as = "DurationSeconds<u64>")]
+    pub keepalive_secs: Duration,
 }
 
 impl Default for TunnelsConfig {
@@ -337,6 +349,7 @@ impl Default for TunnelsConfig {
                 ),
             ]),
             queue: 256,
+            keepalive_secs: Duration::from_secs(20),
         }
     }
 }
@@ -412,9 +425,8 @@ impl Services {
 
 impl Validate for BrokerConfig {
     fn validate(&self, problems: &mut Problems) {
-        problems.check_addr("listen", &self.listen);
-        problems.check_addr("admin_listen", &self.admin_listen);
-        problems.check_positive("edge_keepalive_ms", self.edge_keepalive_ms);
+        // `listen` and `admin_listen` are parsed already (`IpPort`): a bad one never gets here.
+        problems.check_nonzero("edge_keepalive_ms", self.edge_keepalive_ms);
         self.internal_tls.check(problems);
         problems.check(
             (1..=65_536).contains(&self.resume.retain_packets),
@@ -425,13 +437,13 @@ impl Validate for BrokerConfig {
             problems.check_host_port("advertise", advertise);
         }
         let routes = &self.routes;
-        problems.check_positive("routes.timeout_ms", routes.timeout_ms);
+        problems.check_nonzero("routes.timeout_ms", routes.timeout_ms);
         problems.check(
-            routes.gate_ttl_secs >= 2,
+            routes.gate_ttl_secs >= Duration::from_secs(2),
             "routes.gate_ttl_secs",
             "must be at least 2",
         );
-        problems.check_positive("routes.app_ttl_secs", routes.app_ttl_secs);
+        problems.check_nonzero("routes.app_ttl_secs", routes.app_ttl_secs);
         problems.check(
             routes.backend == RoutesBackend::Memory || !routes.redis_urls.is_empty(),
             "routes.redis_urls",
@@ -511,6 +523,7 @@ impl Validate for BrokerConfig {
             );
         }
         problems.check_positive("tunnels.queue", tunnels.queue);
+        problems.check_nonzero("tunnels.keepalive_secs", tunnels.keepalive_secs);
     }
 }
 
@@ -546,7 +559,6 @@ mod tests {
     #[test]
     fn every_problem_names_its_field() {
         let text = r#"
-            listen = "x"
             [routes]
             backend = "redis"
             redis_urls = ["http://nope"]
@@ -562,7 +574,6 @@ mod tests {
             .unwrap_err()
             .to_string();
         for field in [
-            "listen:",
             "routes.redis_urls[0]:",
             "tunnels.default_service:",
             "tunnels.modules.1:",
@@ -571,6 +582,44 @@ mod tests {
         ] {
             assert!(err.contains(field), "{field} missing from {err}");
         }
+        // A listen address is parsed, not validated: a bad one is refused before validation
+        // runs (as a mistyped field is), still naming its field and quoting what was written.
+        let err = parse::<BrokerConfig>("listen = \"x\"\n", "t.toml")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("listen:"), "listen: missing from {err}");
+        assert!(err.contains("\"x\" is not a socket address"), "{err}");
+    }
+
+    #[test]
+    fn durations_are_read_in_the_files_units_and_the_tunnel_keepalive_is_one() {
+        let defaults: BrokerConfig = parse("", "defaults").unwrap();
+        assert_eq!(defaults.tunnels.keepalive_secs, Duration::from_secs(20));
+        assert_eq!(defaults.routes.timeout_ms, Duration::from_millis(500));
+        let text =
+            "edge_keepalive_ms = 1500\n[routes]\ntimeout_ms = 250\n[tunnels]\nkeepalive_secs = 5\n";
+        let config: BrokerConfig = parse(text, "t.toml").unwrap();
+        assert_eq!(config.edge_keepalive_ms, Duration::from_millis(1500));
+        assert_eq!(config.routes.timeout_ms, Duration::from_millis(250));
+        assert_eq!(config.tunnels.keepalive_secs, Duration::from_secs(5));
+        let text = "[routes]\ngate_ttl_secs = 1\napp_ttl_secs = 0\n[tunnels]\nkeepalive_secs = 0\n";
+        let err = parse::<BrokerConfig>(text, "t.toml")
+            .unwrap_err()
+            .to_string();
+        for problem in [
+            "routes.gate_ttl_secs: must be at least 2",
+            "routes.app_ttl_secs: must be greater than 0, got 0",
+            "tunnels.keepalive_secs: must be greater than 0, got 0",
+        ] {
+            assert!(err.contains(problem), "{problem} missing from {err}");
+        }
+        let err = parse::<BrokerConfig>("admin_listen = \"broker:18101\"\n", "t.toml")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("admin_listen: \"broker:18101\" is not a socket address (ip:port)"),
+            "{err}"
+        );
     }
 
     #[test]
@@ -599,8 +648,9 @@ mod tests {
     fn the_go_pantheon_profile_parses_and_needs_only_redis_and_etcd() {
         let text = include_str!("../../configs.tmpl/go-pantheon/broker.toml");
         let profile: BrokerConfig = parse(text, "configs.tmpl/go-pantheon/broker.toml").unwrap();
+        let (listen, admin_listen) = (profile.listen.to_string(), profile.admin_listen.to_string());
         assert_eq!(
-            (profile.listen.as_str(), profile.admin_listen.as_str()),
+            (listen.as_str(), admin_listen.as_str()),
             ("0.0.0.0:9100", "0.0.0.0:8100"),
             "go-pantheon's gate gRPC and HTTP ports"
         );
@@ -608,7 +658,7 @@ mod tests {
         assert!(profile.routes.redis_pushes);
         assert_eq!(
             (profile.routes.gate_ttl_secs, profile.routes.app_ttl_secs),
-            (600, 600)
+            (Duration::from_secs(600), Duration::from_secs(600))
         );
         assert_eq!(profile.bus.backend, BusBackend::Redis, "no NATS");
         assert_eq!(profile.discovery.backend, DiscoveryBackend::Etcd);

@@ -26,7 +26,7 @@ use crate::registration::{self, Addresses};
 use crate::registry::Registry;
 use crate::route::{MemoryRoutes, RedisRoutes, RouteStore};
 use crate::state::BrokerState;
-use crate::tunnel::Tunnels;
+use crate::tunnel::{TunnelSettings, Tunnels};
 
 /// A running broker.
 #[derive(Debug)]
@@ -47,7 +47,7 @@ impl Broker {
         let addr = listener
             .local_addr()
             .map_err(|e| Error::Bind(e.to_string()))?;
-        let admin_listener = TcpListener::bind(&config.admin_listen)
+        let admin_listener = TcpListener::bind(config.admin_listen)
             .await
             .map_err(|e| Error::Bind(format!("admin_listen {}: {e}", config.admin_listen)))?;
         let admin_addr = admin_listener
@@ -67,10 +67,10 @@ impl Broker {
             RoutesBackend::Memory => Arc::new(MemoryRoutes::new()),
             RoutesBackend::Redis => Arc::new(RedisRoutes::standalone(
                 &config.routes.redis_urls[0],
-                config.routes.timeout(),
+                config.routes.timeout_ms,
             )?),
             RoutesBackend::RedisCluster => Arc::new(
-                RedisRoutes::cluster(&config.routes.redis_urls, config.routes.timeout()).await?,
+                RedisRoutes::cluster(&config.routes.redis_urls, config.routes.timeout_ms).await?,
             ),
         };
         let tasks = TaskTracker::new();
@@ -84,7 +84,7 @@ impl Broker {
                 RedisBus::connect(
                     &config.routes.redis_urls,
                     config.routes.backend == RoutesBackend::RedisCluster,
-                    config.routes.timeout(),
+                    config.routes.timeout_ms,
                     (&tasks, shutdown.clone()),
                 )
                 .await?,
@@ -109,8 +109,11 @@ impl Broker {
         let tunnels = Tunnels::new(
             routes.clone(),
             discovery.clone(),
-            Duration::from_secs(config.routes.app_ttl_secs),
-            config.tunnels.queue,
+            TunnelSettings {
+                app_ttl: config.routes.app_ttl_secs,
+                queue: config.tunnels.queue,
+                keepalive: config.tunnels.keepalive_secs,
+            },
             endpoint.clone(),
             tasks.clone(),
             tls.clone(),
@@ -136,10 +139,10 @@ impl Broker {
         pusher.serve_bus().await?;
         let routes = &state.config.routes;
         if routes.backend != RoutesBackend::Memory && routes.redis_pushes {
-            pusher.serve_redis(routes.redis_urls.clone(), routes.timeout());
+            pusher.serve_redis(routes.redis_urls.clone(), routes.timeout_ms);
         }
         let shutdown = state.shutdown.clone();
-        let keepalive = Duration::from_millis(state.config.edge_keepalive_ms);
+        let keepalive = state.config.edge_keepalive_ms;
         let refused = state.metrics.internal_refused.clone();
         let push_api = &state.config.push_api;
         let pushers = Admit::new(

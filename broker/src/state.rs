@@ -54,7 +54,7 @@ impl std::fmt::Debug for BrokerState {
 impl BrokerState {
     /// The TTL of gateway routes.
     pub fn gate_ttl(&self) -> Duration {
-        Duration::from_secs(self.config.routes.gate_ttl_secs)
+        self.config.routes.gate_ttl_secs
     }
 }
 

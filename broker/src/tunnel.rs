@@ -40,12 +40,22 @@ use crate::route::{RouteStore, route_key};
 /// How long connecting to a game-service instance may take.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 
+/// What the tunnels take from the configuration, already parsed.
+#[derive(Debug, Clone, Copy)]
+pub struct TunnelSettings {
+    /// TTL of the app routes a tunnel claims (`[routes] app_ttl_secs`).
+    pub app_ttl: Duration,
+    /// Requests one tunnel may have waiting to be sent (`[tunnels] queue`).
+    pub queue: usize,
+    /// HTTP/2 ping interval of each channel to an instance (`[tunnels] keepalive_secs`).
+    pub keepalive: Duration,
+}
+
 /// Everything needed to open tunnels; one per broker.
 pub struct Tunnels {
     routes: Arc<dyn RouteStore>,
     discovery: Arc<dyn Discovery>,
-    app_ttl: Duration,
-    queue: usize,
+    settings: TunnelSettings,
     /// This broker's endpoint, the first half of the referers a tunnel carries.
     endpoint: String,
     tasks: TaskTracker,
@@ -170,8 +180,7 @@ impl Tunnels {
     pub fn new(
         routes: Arc<dyn RouteStore>,
         discovery: Arc<dyn Discovery>,
-        app_ttl: Duration,
-        queue: usize,
+        settings: TunnelSettings,
         endpoint: String,
         tasks: TaskTracker,
         tls: Option<InternalTls>,
@@ -180,8 +189,7 @@ impl Tunnels {
             tls,
             routes,
             discovery,
-            app_ttl,
-            queue,
+            settings,
             endpoint,
             tasks,
             watches: Default::default(),
@@ -239,7 +247,7 @@ impl Tunnels {
                 color: color.to_owned(),
             });
         };
-        self.routes.claim(&key, &pick, self.app_ttl).await
+        self.routes.claim(&key, &pick, self.settings.app_ttl).await
     }
 
     /// The channel to `endpoint` of `service`: TLS when internal TLS is on and the service
@@ -253,7 +261,7 @@ impl Tunnels {
         }
         let channel = internal_tls::channel(endpoint, tls, Role::Game, |e| {
             e.connect_timeout(CONNECT_TIMEOUT)
-                .http2_keep_alive_interval(Duration::from_secs(20))
+                .http2_keep_alive_interval(self.settings.keepalive)
         })
         .map_err(|e| tunnel_err(&service.name, endpoint, e))?;
         channels.insert(key, channel.clone());
@@ -276,7 +284,7 @@ impl Tunnels {
         let session = continuity.open();
         let endpoint = self.resolve(&service.name, &session.color, obj).await?;
         let channel = self.channel(service, &endpoint)?;
-        let (tx, rx) = mpsc::channel(self.queue);
+        let (tx, rx) = mpsc::channel(self.settings.queue);
         let replies = call(
             service.tunnel,
             channel,
@@ -288,7 +296,7 @@ impl Tunnels {
         let (name, at) = (service.name.clone(), endpoint.clone());
         let round_trips = Arc::new(RoundTrips {
             pending: Mutex::new(VecDeque::new()),
-            cap: self.queue.max(1),
+            cap: self.settings.queue.max(1),
             histogram: metrics.round_trip,
         });
         let replied = round_trips.clone();

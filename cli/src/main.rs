@@ -127,7 +127,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
         Command::Edge { config } => {
             let config: EdgeConfig = janus_ops::config::load(config.as_deref(), "JANUS_EDGE")?;
             let handshake = config.load_handshake()?;
-            let grace = config.drain_grace();
+            let grace = config.drain_grace_secs;
             let edge = Edge::start(config, handshake)
                 .await
                 .context("starting the edge")?;
@@ -137,7 +137,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
         }
         Command::Broker { config } => {
             let config: BrokerConfig = janus_ops::config::load(config.as_deref(), "JANUS_BROKER")?;
-            let listener = tokio::net::TcpListener::bind(&config.listen)
+            let listener = tokio::net::TcpListener::bind(config.listen)
                 .await
                 .with_context(|| format!("listen: cannot bind {}", config.listen))?;
             let broker = Broker::start(config, listener)

@@ -3,6 +3,7 @@
 //! discovery — the same session, routing, tunnel and push code as the split deployment, only
 //! the seams differ. Development keys are created in `keys_dir` on first start and reused.
 
+use std::net::SocketAddr;
 use std::path::Path;
 use std::time::Duration;
 
@@ -37,8 +38,8 @@ pub(crate) struct StandaloneConfig {
 impl Default for StandaloneConfig {
     fn default() -> Self {
         let mut broker = BrokerConfig {
-            listen: "127.0.0.1:17100".into(),
-            admin_listen: "127.0.0.1:18101".into(),
+            listen: SocketAddr::from(([127, 0, 0, 1], 17100)),
+            admin_listen: SocketAddr::from(([127, 0, 0, 1], 18101)),
             ..BrokerConfig::default()
         };
         broker.discovery.instances.clear();
@@ -63,7 +64,7 @@ impl StandaloneConfig {
         if edge.keys.token_key_file.is_empty() {
             edge.keys.token_key_file = dir.join(keys::TOKEN_KEY).display().to_string();
         }
-        edge.brokers.endpoints = vec![self.broker.endpoint().to_owned()];
+        edge.brokers.endpoints = vec![self.broker.endpoint()];
         edge
     }
 
@@ -99,13 +100,13 @@ pub(crate) async fn run(config: Option<&Path>) -> anyhow::Result<()> {
     let config: StandaloneConfig = janus_ops::config::load(config, "JANUS_STANDALONE")?;
     let (server_key, token_key) = keys::ensure_dev_keys(Path::new(&config.keys_dir))?;
 
-    let broker_listener = tokio::net::TcpListener::bind(&config.broker.listen)
+    let broker_listener = tokio::net::TcpListener::bind(config.broker.listen)
         .await
         .with_context(|| format!("broker.listen: cannot bind {}", config.broker.listen))?;
     let game_listener = tokio::net::TcpListener::bind(&config.game_listen)
         .await
         .with_context(|| format!("game_listen: cannot bind {}", config.game_listen))?;
-    let push_endpoint = config.broker.endpoint().to_owned();
+    let push_endpoint = config.broker.endpoint();
     let game_stop = CancellationToken::new();
     let shutdown = game_stop.clone().cancelled_owned();
     let game = tokio::spawn(async move {
@@ -117,7 +118,7 @@ pub(crate) async fn run(config: Option<&Path>) -> anyhow::Result<()> {
     let edge_config = config.edge();
     let handshake = edge_config.load_handshake()?;
     let edge_keys = edge_config.keys.clone();
-    let grace = edge_config.drain_grace();
+    let grace = edge_config.drain_grace_secs;
     let edge = Edge::start(edge_config, handshake)
         .await
         .context("starting the edge")?;

@@ -2,10 +2,11 @@
 //! validation, plus loading the key material it names. `configs.tmpl/edge.toml` shows every
 //! field with its default.
 
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use janus_ops::config::{Problems, Validate};
+use janus_ops::config::{IpPort, Problems, Validate};
 use janus_ops::internal_tls::InternalTlsConfig;
 use janus_proto::gate::intra::v1::OnlineStatus;
 use janus_protocol::compress::Compression;
@@ -15,10 +16,13 @@ use janus_protocol::session::SessionConfig;
 use janus_protocol::token::TokenCodec;
 use janus_transport::kcp::KcpSettings;
 use serde::Deserialize;
+use serde_with::{DurationMilliSeconds, DurationSeconds, serde_as};
 
 use crate::error::{Error, Result};
 
-/// Everything an edge needs to start.
+/// Everything an edge needs to start. Durations and listen addresses are parsed here, once:
+/// the file keeps its integers (`*_secs`, `*_ms`) and `ip:port` strings.
+#[serde_as]
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct EdgeConfig {
@@ -33,7 +37,8 @@ pub struct EdgeConfig {
     /// QUIC listener.
     pub quic: QuicConfig,
     /// Admin HTTP listen address (`/health`, `/ready`, `/metrics`, `/stats`, `/stats/connections`).
-    pub admin_listen: String,
+    #[serde_as(as = "IpPort")]
+    pub admin_listen: SocketAddr,
     /// Key material.
     pub keys: KeysConfig,
     /// Handshake rules.
@@ -50,11 +55,13 @@ pub struct EdgeConfig {
     pub internal_tls: InternalTlsConfig,
     /// Seconds sessions may go on after SIGTERM before they are logged out (a client holding a
     /// resume ticket is not logged out: its session parks at its broker).
-    pub drain_grace_secs: u64,
+    #[serde_as(as = "DurationSeconds<u64>")]
+    pub drain_grace_secs: Duration,
     /// Seconds over which a draining edge tells its resumable clients to reconnect elsewhere
     /// (`SCReconnect`), each at its own moment, so the other edges are not stormed; a spread
     /// longer than `drain_grace_secs` is cut to it.
-    pub drain_spread_secs: u64,
+    #[serde_as(as = "DurationSeconds<u64>")]
+    pub drain_spread_secs: Duration,
 }
 
 impl Default for EdgeConfig {
@@ -65,7 +72,7 @@ impl Default for EdgeConfig {
             websocket: WebSocketConfig::default(),
             kcp: KcpConfig::default(),
             quic: QuicConfig::default(),
-            admin_listen: "0.0.0.0:18100".into(),
+            admin_listen: SocketAddr::from(([0, 0, 0, 0], 18100)),
             keys: KeysConfig::default(),
             handshake: HandshakeRules::default(),
             session: SessionRules::default(),
@@ -73,39 +80,43 @@ impl Default for EdgeConfig {
             limits: Limits::default(),
             brokers: BrokersConfig::default(),
             internal_tls: InternalTlsConfig::default(),
-            drain_grace_secs: 30,
-            drain_spread_secs: 10,
+            drain_grace_secs: Duration::from_secs(30),
+            drain_spread_secs: Duration::from_secs(10),
         }
     }
 }
 
 /// `[tcp]`.
+#[serde_as]
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct TcpConfig {
     /// Whether it listens at all.
     pub enabled: bool,
     /// `ip:port`.
-    pub listen: String,
+    #[serde_as(as = "IpPort")]
+    pub listen: SocketAddr,
 }
 
 impl Default for TcpConfig {
     fn default() -> Self {
         Self {
             enabled: true,
-            listen: "0.0.0.0:17001".into(),
+            listen: SocketAddr::from(([0, 0, 0, 0], 17001)),
         }
     }
 }
 
 /// `[websocket]`.
+#[serde_as]
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct WebSocketConfig {
     /// Whether it listens at all.
     pub enabled: bool,
     /// `ip:port`.
-    pub listen: String,
+    #[serde_as(as = "IpPort")]
+    pub listen: SocketAddr,
     /// The HTTP path of the upgrade.
     pub path: String,
     /// Allowed `Origin` values: exact matches, or `*` for any (requests without an Origin
@@ -121,7 +132,7 @@ impl Default for WebSocketConfig {
     fn default() -> Self {
         Self {
             enabled: true,
-            listen: "0.0.0.0:17002".into(),
+            listen: SocketAddr::from(([0, 0, 0, 0], 17002)),
             path: "/ws".into(),
             allowed_origins: vec!["*".into()],
             tls_cert_file: None,
@@ -131,13 +142,15 @@ impl Default for WebSocketConfig {
 }
 
 /// `[kcp]`.
+#[serde_as]
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct KcpConfig {
     /// Whether it listens at all.
     pub enabled: bool,
     /// UDP `ip:port`.
-    pub listen: String,
+    #[serde_as(as = "IpPort")]
+    pub listen: SocketAddr,
     /// KCP parameters (`[kcp.params]`); go-pantheon's by default.
     pub params: KcpSettings,
 }
@@ -146,20 +159,22 @@ impl Default for KcpConfig {
     fn default() -> Self {
         Self {
             enabled: true,
-            listen: "0.0.0.0:17003".into(),
+            listen: SocketAddr::from(([0, 0, 0, 0], 17003)),
             params: KcpSettings::default(),
         }
     }
 }
 
 /// `[quic]`.
+#[serde_as]
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct QuicConfig {
     /// Whether it listens at all.
     pub enabled: bool,
     /// UDP `ip:port`.
-    pub listen: String,
+    #[serde_as(as = "IpPort")]
+    pub listen: SocketAddr,
     /// TLS certificate chain, PEM. With no certificate and key a self-signed pair for
     /// `localhost` is generated at start (development only; clients then rely on the Janus
     /// handshake alone to authenticate the edge).
@@ -172,7 +187,7 @@ impl Default for QuicConfig {
     fn default() -> Self {
         Self {
             enabled: true,
-            listen: "0.0.0.0:17004".into(),
+            listen: SocketAddr::from(([0, 0, 0, 0], 17004)),
             tls_cert_file: None,
             tls_key_file: None,
         }
@@ -214,11 +229,13 @@ pub struct OtherSigningKey {
 }
 
 /// `[handshake]`.
+#[serde_as]
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct HandshakeRules {
     /// Seconds a client has from connecting to finishing the handshake.
-    pub timeout_secs: u64,
+    #[serde_as(as = "DurationSeconds<u64>")]
+    pub timeout_secs: Duration,
     /// Largest accepted difference between client and server clocks, seconds (handshake and
     /// heartbeats).
     pub max_skew_secs: i64,
@@ -236,7 +253,7 @@ pub struct HandshakeRules {
 impl Default for HandshakeRules {
     fn default() -> Self {
         Self {
-            timeout_secs: 10,
+            timeout_secs: Duration::from_secs(10),
             max_skew_secs: 5,
             allow_legacy: false,
             allow_unencrypted: false,
@@ -247,11 +264,13 @@ impl Default for HandshakeRules {
 }
 
 /// `[session]`.
+#[serde_as]
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct SessionRules {
     /// Seconds without any frame from the client before the session is closed.
-    pub idle_timeout_secs: u64,
+    #[serde_as(as = "DurationSeconds<u64>")]
+    pub idle_timeout_secs: Duration,
     /// Largest frame payload, bytes.
     pub max_frame: usize,
     /// Server-to-client data at least this long is zlib-compressed, bytes.
@@ -262,7 +281,8 @@ pub struct SessionRules {
     /// is disconnected.
     pub outbound_queue: usize,
     /// Seconds one write to the client may take before it counts as a slow consumer.
-    pub write_timeout_secs: u64,
+    #[serde_as(as = "DurationSeconds<u64>")]
+    pub write_timeout_secs: Duration,
     /// Sustained client packets per second.
     pub messages_per_sec: u32,
     /// Burst of client packets above the sustained rate.
@@ -291,12 +311,12 @@ pub enum HeartbeatMode {
 impl Default for SessionRules {
     fn default() -> Self {
         Self {
-            idle_timeout_secs: 60,
+            idle_timeout_secs: Duration::from_secs(60),
             max_frame: janus_protocol::frame::DEFAULT_MAX_FRAME,
             compress_threshold: Compression::default().threshold,
             max_inflated: Compression::default().max_inflated,
             outbound_queue: 1024,
-            write_timeout_secs: 10,
+            write_timeout_secs: Duration::from_secs(10),
             messages_per_sec: 50,
             message_burst: 100,
             bytes_per_sec: 256 * 1024,
@@ -307,12 +327,14 @@ impl Default for SessionRules {
 }
 
 /// `[resume]`.
+#[serde_as]
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct ResumeRules {
     /// Seconds a session that lost its connection waits, parked at its broker, for its client
     /// to resume it; 0 turns resume off (no tickets are issued).
-    pub window_secs: u64,
+    #[serde_as(as = "DurationSeconds<u64>")]
+    pub window_secs: Duration,
     /// Server-to-client packets this edge keeps a copy of per connected session until the
     /// client acknowledges them (handed to a new broker when the session re-attaches).
     pub retain_packets: usize,
@@ -321,7 +343,7 @@ pub struct ResumeRules {
 impl Default for ResumeRules {
     fn default() -> Self {
         Self {
-            window_secs: 30,
+            window_secs: Duration::from_secs(30),
             retain_packets: 1024,
         }
     }
@@ -373,6 +395,7 @@ pub enum BrokerDiscovery {
 }
 
 /// `[brokers]`.
+#[serde_as]
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct BrokersConfig {
@@ -387,18 +410,22 @@ pub struct BrokersConfig {
     /// Most frames in one batch on the link.
     pub max_batch: usize,
     /// Milliseconds between reconnect attempts to a broker.
-    pub reconnect_ms: u64,
+    #[serde_as(as = "DurationMilliSeconds<u64>")]
+    pub reconnect_ms: Duration,
     /// Milliseconds between HTTP/2 pings on each broker link; a ping unanswered for as long
     /// again marks the link down and its sessions move to another broker (a broker that died
     /// without closing its connections, or a partition, is noticed within about twice this).
-    pub keepalive_ms: u64,
+    #[serde_as(as = "DurationMilliSeconds<u64>")]
+    pub keepalive_ms: Duration,
     /// Seconds a session whose broker went away waits for any broker to be up before it ends
     /// (`no_broker`): brokers replaced all at once (a redeploy) cost no session.
-    pub reattach_grace_secs: u64,
+    #[serde_as(as = "DurationSeconds<u64>")]
+    pub reattach_grace_secs: Duration,
     /// Seconds over which sessions move, after a broker came up (a scale-out, or one back from
     /// a restart), to the broker the rendezvous hash picks now (PROTOCOL.md §13.5); 0 leaves
     /// them where they are.
-    pub rebalance_spread_secs: u64,
+    #[serde_as(as = "DurationSeconds<u64>")]
+    pub rebalance_spread_secs: Duration,
 }
 
 impl Default for BrokersConfig {
@@ -409,10 +436,10 @@ impl Default for BrokersConfig {
             etcd_endpoints: vec!["http://127.0.0.1:2379".into()],
             link_queue: 8192,
             max_batch: 256,
-            reconnect_ms: 500,
-            keepalive_ms: 2000,
-            reattach_grace_secs: 30,
-            rebalance_spread_secs: 60,
+            reconnect_ms: Duration::from_millis(500),
+            keepalive_ms: Duration::from_millis(2000),
+            reattach_grace_secs: Duration::from_secs(30),
+            rebalance_spread_secs: Duration::from_secs(60),
         }
     }
 }
@@ -426,13 +453,13 @@ fn default_edge_id(host: Option<String>, random: u32) -> String {
 impl EdgeConfig {
     /// The id this edge goes by: `id`, else one drawn once per process,
     /// `edge-<host name>-<6 random hex digits>` (unique across hosts and containers, where
-    /// every process may have the same pid).
-    pub fn edge_id(&self) -> String {
+    /// every process may have the same pid). Borrowed, never built per call: `Edge::start`
+    /// resolves it once into the edge's shared state.
+    pub fn edge_id(&self) -> &str {
         static DEFAULT: std::sync::OnceLock<String> = std::sync::OnceLock::new();
-        self.id.clone().unwrap_or_else(|| {
+        self.id.as_deref().unwrap_or_else(|| {
             DEFAULT
                 .get_or_init(|| default_edge_id(janus_ops::discovery::host_name(), rand::random()))
-                .clone()
         })
     }
 
@@ -522,14 +549,9 @@ impl EdgeConfig {
         }
     }
 
-    /// Drain grace period.
-    pub fn drain_grace(&self) -> Duration {
-        Duration::from_secs(self.drain_grace_secs)
-    }
-
     /// Drain spread: how long the reconnect hints take to go out (within the grace).
     pub fn drain_spread(&self) -> Duration {
-        Duration::from_secs(self.drain_spread_secs.min(self.drain_grace_secs))
+        self.drain_spread_secs.min(self.drain_grace_secs)
     }
 }
 
@@ -541,31 +563,25 @@ impl Validate for EdgeConfig {
             "tcp.enabled",
             "at least one listener (tcp, websocket, kcp, quic) must be enabled",
         );
+        // The listen addresses are parsed already (`IpPort`): a bad one never gets here.
         if self.kcp.enabled {
-            problems.check_addr("kcp.listen", &self.kcp.listen);
             problems.section("kcp.params", &self.kcp.params);
         }
         if self.quic.enabled {
-            problems.check_addr("quic.listen", &self.quic.listen);
             problems.check(
                 self.quic.tls_cert_file.is_some() == self.quic.tls_key_file.is_some(),
                 "quic.tls_key_file",
                 "tls_cert_file and tls_key_file go together",
             );
         }
-        if self.tcp.enabled {
-            problems.check_addr("tcp.listen", &self.tcp.listen);
-        }
         let ws = &self.websocket;
         if ws.enabled {
-            problems.check_addr("websocket.listen", &ws.listen);
             problems.check(
                 ws.path.starts_with('/'),
                 "websocket.path",
                 format!("{:?} must start with /", ws.path),
             );
         }
-        problems.check_addr("admin_listen", &self.admin_listen);
         problems.check(
             !self.keys.signing_key_file.is_empty(),
             "keys.signing_key_file",
@@ -603,7 +619,7 @@ impl Validate for EdgeConfig {
                 "is required",
             );
         }
-        problems.check_positive("handshake.timeout_secs", self.handshake.timeout_secs);
+        problems.check_nonzero("handshake.timeout_secs", self.handshake.timeout_secs);
         problems.check_positive("handshake.max_skew_secs", self.handshake.max_skew_secs);
         problems.check(
             !self.handshake.allowed_statuses.is_empty(),
@@ -611,7 +627,7 @@ impl Validate for EdgeConfig {
             "must not be empty",
         );
         let s = &self.session;
-        problems.check_positive("session.idle_timeout_secs", s.idle_timeout_secs);
+        problems.check_nonzero("session.idle_timeout_secs", s.idle_timeout_secs);
         problems.check(
             (64..=16 * 1024 * 1024).contains(&s.max_frame),
             "session.max_frame",
@@ -619,7 +635,7 @@ impl Validate for EdgeConfig {
         );
         problems.check_positive("session.max_inflated", s.max_inflated);
         problems.check_positive("session.outbound_queue", s.outbound_queue);
-        problems.check_positive("session.write_timeout_secs", s.write_timeout_secs);
+        problems.check_nonzero("session.write_timeout_secs", s.write_timeout_secs);
         problems.check_positive("session.messages_per_sec", s.messages_per_sec);
         problems.check(
             s.message_burst >= 1,
@@ -636,12 +652,15 @@ impl Validate for EdgeConfig {
             ),
         );
         problems.check(
-            self.resume.window_secs <= 3600,
+            self.resume.window_secs <= Duration::from_secs(3600),
             "resume.window_secs",
-            format!("must be at most 3600, got {}", self.resume.window_secs),
+            format!(
+                "must be at most 3600, got {}",
+                self.resume.window_secs.as_secs()
+            ),
         );
         problems.check(
-            self.resume.window_secs == 0 || self.resume.retain_packets > 0,
+            self.resume.window_secs.is_zero() || self.resume.retain_packets > 0,
             "resume.retain_packets",
             "must be positive while resume.window_secs is",
         );
@@ -669,9 +688,9 @@ impl Validate for EdgeConfig {
             );
         }
         problems.check_positive("brokers.link_queue", self.brokers.link_queue);
-        problems.check_positive("brokers.keepalive_ms", self.brokers.keepalive_ms);
+        problems.check_nonzero("brokers.keepalive_ms", self.brokers.keepalive_ms);
         problems.check_positive("brokers.max_batch", self.brokers.max_batch);
-        problems.check_positive("brokers.reconnect_ms", self.brokers.reconnect_ms);
+        problems.check_nonzero("brokers.reconnect_ms", self.brokers.reconnect_ms);
     }
 }
 
@@ -702,12 +721,12 @@ mod tests {
     #[test]
     fn defaults_with_keys_are_valid_and_match_the_spec() {
         let config: EdgeConfig = parse(KEYS, "t.toml").unwrap();
-        assert_eq!(config.tcp.listen, "0.0.0.0:17001");
-        assert_eq!(config.websocket.listen, "0.0.0.0:17002");
+        assert_eq!(config.tcp.listen.to_string(), "0.0.0.0:17001");
+        assert_eq!(config.websocket.listen.to_string(), "0.0.0.0:17002");
         assert_eq!(config.websocket.path, "/ws");
-        assert_eq!(config.admin_listen, "0.0.0.0:18100");
-        assert_eq!(config.handshake.timeout_secs, 10);
-        assert_eq!(config.session.idle_timeout_secs, 60);
+        assert_eq!(config.admin_listen.to_string(), "0.0.0.0:18100");
+        assert_eq!(config.handshake.timeout_secs, Duration::from_secs(10));
+        assert_eq!(config.session.idle_timeout_secs, Duration::from_secs(60));
         assert_eq!(config.session.max_frame, 16384);
     }
 
@@ -913,19 +932,84 @@ mod tests {
         );
         let config: EdgeConfig = parse(&text, "t.toml").unwrap();
         assert!(config.tcp.enabled);
-        assert_eq!(config.tcp.listen, "127.0.0.1:7001");
+        assert_eq!(config.tcp.listen.to_string(), "127.0.0.1:7001");
         assert_eq!(config.session.heartbeats, HeartbeatMode::Game);
-        assert_eq!(config.session.idle_timeout_secs, 60);
+        assert_eq!(config.session.idle_timeout_secs, Duration::from_secs(60));
+    }
+
+    #[test]
+    fn durations_and_addresses_are_read_in_the_files_units_and_named_when_bad() {
+        let text = format!(
+            "{KEYS}[brokers]\nreconnect_ms = 250\nreattach_grace_secs = 7\n[tcp]\nlisten = \"[::1]:7001\"\n"
+        );
+        let config: EdgeConfig = parse(&text, "t.toml").unwrap();
+        assert_eq!(config.brokers.reconnect_ms, Duration::from_millis(250));
+        assert_eq!(config.brokers.reattach_grace_secs, Duration::from_secs(7));
+        assert_eq!(
+            config.tcp.listen,
+            SocketAddr::from(([0, 0, 0, 0, 0, 0, 0, 1], 7001))
+        );
+        // The environment's overrides are TOML values, or strings when they are not one.
+        let overrides = [
+            ("JANUS_EDGE__TCP__LISTEN", "127.0.0.1:9"),
+            ("JANUS_EDGE__SESSION__IDLE_TIMEOUT_SECS", "90"),
+        ]
+        .map(|(k, v)| (k.to_owned(), v.to_owned()));
+        let config: EdgeConfig = janus_ops::config::parse_with_overrides(
+            KEYS,
+            "t.toml",
+            "JANUS_EDGE",
+            overrides.into_iter(),
+        )
+        .unwrap();
+        assert_eq!(config.tcp.listen, SocketAddr::from(([127, 0, 0, 1], 9)));
+        assert_eq!(config.session.idle_timeout_secs, Duration::from_secs(90));
+        // Zero is still refused by validation, in the same words.
+        let err = parse::<EdgeConfig>(&format!("{KEYS}[brokers]\nkeepalive_ms = 0\n"), "t.toml")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("brokers.keepalive_ms: must be greater than 0, got 0"),
+            "{err}"
+        );
+        // What does not parse is refused by its path, an address quoted (a disabled listener's
+        // too: the field is an address whether or not it is used).
+        for (text, expected) in [
+            (
+                "admin_listen = \"nowhere\"\n",
+                "admin_listen: \"nowhere\" is not a socket address (ip:port)",
+            ),
+            (
+                "[quic]\nenabled = false\nlisten = \"localhost:7004\"\n",
+                "quic.listen: \"localhost:7004\" is not a socket address (ip:port)",
+            ),
+            (
+                "[session]\nidle_timeout_secs = -1\n",
+                "session.idle_timeout_secs:",
+            ),
+            ("[brokers]\nreconnect_ms = 0.5\n", "brokers.reconnect_ms:"),
+        ] {
+            let err = parse::<EdgeConfig>(&format!("{text}{KEYS}"), "t.toml")
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains(expected), "{expected} missing from {err}");
+        }
     }
 
     #[test]
     fn the_go_pantheon_profile_parses_and_turns_on_the_drop_in() {
         let text = include_str!("../../configs.tmpl/go-pantheon/edge.toml");
         let profile: EdgeConfig = parse(text, "configs.tmpl/go-pantheon/edge.toml").unwrap();
+        let [tcp, websocket, kcp] = [
+            profile.tcp.listen,
+            profile.websocket.listen,
+            profile.kcp.listen,
+        ]
+        .map(|listen| listen.to_string());
         let listens = [
-            (profile.tcp.enabled, profile.tcp.listen.as_str()),
-            (profile.websocket.enabled, profile.websocket.listen.as_str()),
-            (profile.kcp.enabled, profile.kcp.listen.as_str()),
+            (profile.tcp.enabled, tcp.as_str()),
+            (profile.websocket.enabled, websocket.as_str()),
+            (profile.kcp.enabled, kcp.as_str()),
         ];
         assert_eq!(
             listens,
@@ -981,7 +1065,8 @@ mod tests {
         assert_eq!(config.keys.other_signing_keys.len(), 1);
         assert_eq!(config.keys.other_signing_keys[0].cert_version, 1);
         assert_eq!(
-            config.handshake.timeout_secs, 10,
+            config.handshake.timeout_secs,
+            Duration::from_secs(10),
             "[handshake] is still its own table"
         );
     }

@@ -20,7 +20,7 @@ use crate::resume::Tickets;
 pub(crate) struct EdgeState {
     /// The validated configuration (shared with every session's machine).
     pub(crate) config: Arc<EdgeConfig>,
-    /// This edge's id.
+    /// This edge's id (`config.edge_id()`, resolved once by `Edge::start`).
     pub(crate) edge_id: String,
     /// Keys and rules of the handshake.
     pub(crate) handshake: Arc<ServerHandshakeConfig>,
@@ -41,6 +41,7 @@ impl EdgeState {
     /// The shared state of a new edge.
     pub(crate) fn new(
         config: EdgeConfig,
+        edge_id: String,
         handshake: Arc<ServerHandshakeConfig>,
         links: Arc<Links>,
         lifecycle: Lifecycle,
@@ -52,7 +53,7 @@ impl EdgeState {
             limits.handshakes_per_ip_per_sec,
         );
         Self {
-            edge_id: config.edge_id(),
+            edge_id,
             tickets: Tickets::new(
                 &handshake.signing_key,
                 handshake.other_signing_keys.values(),
@@ -76,7 +77,8 @@ impl EdgeState {
     pub(crate) fn offer(&self, uid: i64, broker: &str) -> ResumeOffer {
         ResumeOffer {
             ticket: self.tickets.issue(uid, broker),
-            window_secs: i32::try_from(self.config.resume.window_secs).unwrap_or(i32::MAX),
+            window_secs: i32::try_from(self.config.resume.window_secs.as_secs())
+                .unwrap_or(i32::MAX),
         }
     }
 }

@@ -11,7 +11,7 @@ pub enum Error {
     #[error("cannot listen on {addr}: {source}")]
     Bind {
         /// The address.
-        addr: String,
+        addr: std::net::SocketAddr,
         /// Why.
         #[source]
         source: std::io::Error,

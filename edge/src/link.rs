@@ -261,7 +261,7 @@ impl Links {
             tls,
         });
         links.set_endpoints(&config.endpoints);
-        if config.rebalance_spread_secs > 0 {
+        if !config.rebalance_spread_secs.is_zero() {
             tasks.spawn(rebalance(links.clone()));
         }
         links
@@ -384,7 +384,7 @@ const REBALANCE_SETTLE: Duration = Duration::from_secs(1);
 /// §13.5): each misplaced session is told to move at its own moment of the spread, so the new
 /// broker takes its share gradually. A change of the set meanwhile starts a new plan.
 async fn rebalance(links: Arc<Links>) {
-    let spread = Duration::from_secs(links.config.rebalance_spread_secs);
+    let spread = links.config.rebalance_spread_secs;
     let mut changed = links.changed.subscribe();
     'plans: loop {
         tokio::select! {
@@ -427,7 +427,7 @@ async fn rebalance(links: Arc<Links>) {
 }
 
 async fn maintain(link: Arc<BrokerLink>, links: Arc<Links>) {
-    let retry = Duration::from_millis(links.config.reconnect_ms);
+    let retry = links.config.reconnect_ms;
     let stop = link.removed.clone();
     while !stop.is_cancelled() {
         match connect(&link, &links).await {
@@ -482,7 +482,7 @@ type Inbound = (
 
 async fn connect(link: &BrokerLink, links: &Links) -> Result<Inbound, String> {
     let (config, edge_id) = (&links.config, &links.edge_id);
-    let keepalive = Duration::from_millis(config.keepalive_ms);
+    let keepalive = config.keepalive_ms;
     let channel = internal_tls::channel(&link.endpoint, links.tls.as_ref(), Role::Broker, |e| {
         e.connect_timeout(Duration::from_secs(2))
             .http2_keep_alive_interval(keepalive)

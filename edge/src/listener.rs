@@ -127,7 +127,7 @@ pub(crate) async fn websocket(
 /// Serves QUIC clients from `endpoint` while the edge accepts; each connection's first
 /// bidirectional stream carries the frames.
 pub(crate) async fn quic(endpoint: quinn::Endpoint, state: Arc<EdgeState>, tasks: TaskTracker) {
-    let open_timeout = Duration::from_secs(state.config.handshake.timeout_secs);
+    let open_timeout = state.config.handshake.timeout_secs;
     loop {
         let incoming = tokio::select! {
             () = state.lifecycle.stopped_accepting() => break,

@@ -41,11 +41,10 @@ pub struct Edge {
     background: TaskTracker,
 }
 
-async fn bind(addr: &str) -> Result<TcpListener> {
-    TcpListener::bind(addr).await.map_err(|source| Error::Bind {
-        addr: addr.to_owned(),
-        source,
-    })
+async fn bind(addr: SocketAddr) -> Result<TcpListener> {
+    TcpListener::bind(addr)
+        .await
+        .map_err(|source| Error::Bind { addr, source })
 }
 
 /// Keeps the broker set equal to what discovery reports, until the edge whose `phase` this
@@ -79,10 +78,12 @@ impl Edge {
         let lifecycle = Lifecycle::new();
         let brokers = &config.brokers;
         let tls = InternalTls::load(&config.internal_tls)?;
+        // Resolved once: the links and every session read it from here on.
+        let edge_id = config.edge_id().to_owned();
         let links = match brokers.discovery {
             BrokerDiscovery::Static => Links::start(
                 brokers,
-                &config.edge_id(),
+                &edge_id,
                 &background,
                 lifecycle.watch(),
                 tls.clone(),
@@ -94,7 +95,7 @@ impl Edge {
                 };
                 let links = Links::start(
                     &empty,
-                    &config.edge_id(),
+                    &edge_id,
                     &background,
                     lifecycle.watch(),
                     tls.clone(),
@@ -106,22 +107,22 @@ impl Edge {
             }
         };
         let tcp = match config.tcp.enabled {
-            true => Some(bind(&config.tcp.listen).await?),
+            true => Some(bind(config.tcp.listen).await?),
             false => None,
         };
         let ws = match config.websocket.enabled {
             true => Some((
-                bind(&config.websocket.listen).await?,
+                bind(config.websocket.listen).await?,
                 tls::websocket_acceptor(&config.websocket)?,
             )),
             false => None,
         };
         let kcp = match config.kcp.enabled {
             true => Some(
-                tokio::net::UdpSocket::bind(&config.kcp.listen)
+                tokio::net::UdpSocket::bind(config.kcp.listen)
                     .await
                     .map_err(|source| Error::Bind {
-                        addr: config.kcp.listen.clone(),
+                        addr: config.kcp.listen,
                         source,
                     })?,
             ),
@@ -130,11 +131,11 @@ impl Edge {
         let quic = match config.quic.enabled {
             true => Some(tls::quic_endpoint(
                 &config.quic,
-                Duration::from_secs(config.session.idle_timeout_secs),
+                config.session.idle_timeout_secs,
             )?),
             false => None,
         };
-        let admin_listener = bind(&config.admin_listen).await?;
+        let admin_listener = bind(config.admin_listen).await?;
         let local = |l: &TcpListener| l.local_addr().map_err(|e| Error::Config(e.to_string()));
         let tcp_addr = tcp.as_ref().map(local).transpose()?;
         let ws_addr = ws.as_ref().map(|(l, _)| local(l)).transpose()?;
@@ -148,7 +149,7 @@ impl Edge {
             .map(|e| e.local_addr().map_err(|e| Error::Config(e.to_string())))
             .transpose()?;
 
-        let state = Arc::new(EdgeState::new(config, handshake, links, lifecycle));
+        let state = Arc::new(EdgeState::new(config, edge_id, handshake, links, lifecycle));
         if let Some(tls) = tls {
             let reloads = Some(state.metrics.tls_reloads.clone());
             background.spawn(tls.watch(reloads, state.links.stopped()));

@@ -453,7 +453,7 @@ impl Session {
         }
         let links = &self.state.links;
         if !links.any_up() {
-            let grace = Duration::from_secs(self.state.config.brokers.reattach_grace_secs);
+            let grace = self.state.config.brokers.reattach_grace_secs;
             tracing::info!(?grace, "no broker is up; the session waits for one");
             let waiting = self.state.metrics.waiting_for_broker.clone();
             waiting.inc();
@@ -507,7 +507,7 @@ impl Session {
     async fn write(&mut self) -> Result<(), Close> {
         let out = self.machine.transmit();
         let n = out.len();
-        let timeout = Duration::from_secs(self.state.config.session.write_timeout_secs);
+        let timeout = self.state.config.session.write_timeout_secs;
         // A client that stopped reading overflows its queue while a write waits for room: it
         // is cut off then, not only at the write timeout.
         let written = tokio::select! {

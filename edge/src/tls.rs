@@ -72,12 +72,8 @@ pub(crate) fn quic_endpoint(
         quinn::IdleTimeout::try_from(session_idle + Duration::from_secs(10)).ok(),
     );
     server.transport_config(Arc::new(transport));
-    let addr = config
-        .listen
-        .parse()
-        .map_err(|_| Error::Config(format!("quic.listen: {:?} is not ip:port", config.listen)))?;
-    quinn::Endpoint::server(server, addr).map_err(|source| Error::Bind {
-        addr: config.listen.clone(),
+    quinn::Endpoint::server(server, config.listen).map_err(|source| Error::Bind {
+        addr: config.listen,
         source,
     })
 }

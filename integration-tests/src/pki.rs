@@ -55,7 +55,7 @@ impl Pki {
             ca_file: self.ca_file().display().to_string(),
             cert_file: path("pem").display().to_string(),
             key_file: path("key").display().to_string(),
-            reload_ms: RELOAD_MS,
+            reload_ms: std::time::Duration::from_millis(RELOAD_MS),
         };
         self.reissue(&config, by, role);
         config

@@ -3,6 +3,7 @@
 //! store and bus of standalone mode), edges in front of them, and clients with valid (or
 //! deliberately bad) tokens. Every part is the real one; only the addresses are ephemeral.
 
+use std::net::{Ipv4Addr, SocketAddr};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -264,8 +265,8 @@ impl Ground {
     /// mutating admin requests take [`ADMIN_TOKEN`].
     pub fn broker_config(&self, games: &[&str]) -> BrokerConfig {
         let mut config = BrokerConfig {
-            listen: "127.0.0.1:0".into(),
-            admin_listen: "127.0.0.1:0".into(),
+            listen: SocketAddr::from((Ipv4Addr::LOCALHOST, 0)),
+            admin_listen: SocketAddr::from((Ipv4Addr::LOCALHOST, 0)),
             admin_token_file: admin_token_file().display().to_string(),
             ..BrokerConfig::default()
         };
@@ -306,16 +307,17 @@ impl Ground {
 
     /// An edge configuration linking to `brokers`, every listener on an ephemeral port.
     pub fn edge_config(&self, brokers: &[&str]) -> EdgeConfig {
+        let any_port = SocketAddr::from((Ipv4Addr::LOCALHOST, 0));
         let mut config = EdgeConfig {
-            admin_listen: "127.0.0.1:0".into(),
+            admin_listen: any_port,
             ..EdgeConfig::default()
         };
-        config.tcp.listen = "127.0.0.1:0".into();
-        config.websocket.listen = "127.0.0.1:0".into();
-        config.kcp.listen = "127.0.0.1:0".into();
-        config.quic.listen = "127.0.0.1:0".into();
+        config.tcp.listen = any_port;
+        config.websocket.listen = any_port;
+        config.kcp.listen = any_port;
+        config.quic.listen = any_port;
         config.brokers.endpoints = brokers.iter().map(|b| (*b).to_owned()).collect();
-        config.brokers.reconnect_ms = 100;
+        config.brokers.reconnect_ms = Duration::from_millis(100);
         // Every test client dials from 127.0.0.1, and a test opens more connections in a
         // second than the production per-IP rate allows; the flood test sets its own.
         config.limits.handshakes_per_ip_per_sec = 1000;

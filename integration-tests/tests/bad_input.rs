@@ -332,7 +332,7 @@ async fn a_client_that_does_not_read_is_disconnected_not_buffered() {
 async fn an_outbound_queue_overflow_is_counted() {
     let stack = Stack::in_memory(|config| {
         limits(config);
-        config.session.write_timeout_secs = 30;
+        config.session.write_timeout_secs = Duration::from_secs(30);
     })
     .await;
     let mut sleeper = stack.client(&stack.tcp(), 31).await;
@@ -378,7 +378,8 @@ async fn an_outbound_queue_overflow_is_counted() {
 
 #[tokio::test]
 async fn an_idle_session_is_closed_and_told_while_an_active_one_stays() {
-    let stack = Stack::in_memory(|config| config.session.idle_timeout_secs = 1).await;
+    let stack =
+        Stack::in_memory(|config| config.session.idle_timeout_secs = Duration::from_secs(1)).await;
     let mut idle = stack.client(&stack.tcp(), 40).await;
     let mut active = stack.client(&stack.tcp(), 41).await;
     for _ in 0..6 {
@@ -651,7 +652,7 @@ async fn replayed_reordered_and_mislabelled_frames_close_only_that_session() {
 async fn half_a_frame_then_silence_ends_at_the_idle_timeout_while_a_busy_neighbour_goes_on() {
     let stack = Stack::in_memory(|config| {
         limits(config);
-        config.session.idle_timeout_secs = 2;
+        config.session.idle_timeout_secs = Duration::from_secs(2);
     })
     .await;
     let mut neighbour = stack.client(&stack.tcp(), 1).await;

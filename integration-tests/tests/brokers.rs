@@ -328,7 +328,7 @@ async fn a_renewal_that_finds_another_owner_kicks_the_local_session() {
     let addr = listener.local_addr().unwrap().to_string();
     let game = Game::start(&addr).await;
     let mut config = ground.broker_config(&[&game.endpoint]);
-    config.routes.gate_ttl_secs = 2;
+    config.routes.gate_ttl_secs = Duration::from_secs(2);
     let _broker = ground.broker_on(config, listener).await;
     let edge = ground.edge(ground.edge_config(&[&addr])).await;
     let mut client = ground.client(&tcp(&edge), 801, 1).await;
@@ -454,7 +454,7 @@ async fn sessions_move_to_a_broker_added_later_with_nothing_lost_or_repeated() {
         .broker_on(ground.broker_config(&[&game.endpoint]), l1)
         .await;
     let mut config = ground.edge_config(&[&a1, &a2]);
-    config.brokers.rebalance_spread_secs = 2;
+    config.brokers.rebalance_spread_secs = Duration::from_secs(2);
     let edge = ground.edge(config).await;
 
     let moving: Vec<i64> = (1..=PLAYERS)

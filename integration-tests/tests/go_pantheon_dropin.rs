@@ -192,7 +192,7 @@ fn a_deployment_of_the_profile_sets_only_addresses_and_key_paths() {
         "redis://127.0.0.1:6379",
         "http://127.0.0.1:2379",
     ));
-    assert_eq!(broker.listen, "127.0.0.1:0");
+    assert_eq!(broker.listen.to_string(), "127.0.0.1:0");
 }
 
 /// The profile deployed: Redis, etcd, brokers, one edge, Roma registered in etcd.

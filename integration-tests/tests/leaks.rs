@@ -150,7 +150,7 @@ async fn settle(stack: &Stack, other: &Edge) {
 async fn the_heap_returns_to_its_baseline_after_every_kind_of_bad_input() {
     let tune = |config: &mut EdgeConfig| {
         limits(config);
-        config.resume.window_secs = 1;
+        config.resume.window_secs = Duration::from_secs(1);
     };
     let stack = Stack::in_memory(tune).await;
     let mut config = stack.ground.edge_config(&[stack.broker.endpoint()]);

@@ -223,7 +223,7 @@ async fn a_session_resumes_over_other_transports_without_losing_or_repeating_a_p
 
 #[tokio::test]
 async fn a_session_nobody_resumes_ends_with_its_window_and_its_ticket_is_refused() {
-    let stack = Stack::in_memory(|config| config.resume.window_secs = 1).await;
+    let stack = Stack::in_memory(|config| config.resume.window_secs = Duration::from_secs(1)).await;
     let (edge, broker) = (stack.edge.admin_addr, stack.broker.admin_addr);
     let mut neighbour = stack.client(&stack.tcp(), 11).await;
     let mut client = login_resumable(&stack, &stack.tcp(), 12).await;
@@ -302,7 +302,7 @@ async fn a_session_resumes_at_any_edge_and_outlives_the_edge_it_was_at() {
 
 #[tokio::test]
 async fn a_draining_edge_moves_resumable_clients_to_another_edge_and_logs_out_only_the_rest() {
-    let stack = Stack::in_memory(|config| config.drain_spread_secs = 1).await;
+    let stack = Stack::in_memory(|config| config.drain_spread_secs = Duration::from_secs(1)).await;
     let config = stack.ground.edge_config(&[stack.broker.endpoint()]);
     let other = stack.ground.edge(config).await;
     let broker = stack.broker.admin_addr;

@@ -201,7 +201,7 @@ impl Machine {
         now: Instant,
     ) -> Self {
         let proto = match tickets {
-            Some(tickets) if config.resume.window_secs > 0 => proto.with_tickets(tickets),
+            Some(tickets) if !config.resume.window_secs.is_zero() => proto.with_tickets(tickets),
             _ => proto,
         };
         let rules = &config.session;
@@ -209,7 +209,7 @@ impl Machine {
             messages: TokenBucket::new(rules.messages_per_sec, rules.message_burst, now),
             bytes: TokenBucket::new(rules.bytes_per_sec, rules.byte_burst, now),
             stage: Stage::Handshaking {
-                until: now + Duration::from_secs(config.handshake.timeout_secs),
+                until: now + config.handshake.timeout_secs,
             },
             config,
             id,
@@ -345,7 +345,7 @@ impl Machine {
         let Stage::Serving { idle, .. } = &mut self.stage else {
             return Ok(());
         };
-        *idle = now.at + Duration::from_secs(self.config.session.idle_timeout_secs);
+        *idle = now.at + self.config.session.idle_timeout_secs;
         if wire == 0 {
             return Ok(());
         }
@@ -439,7 +439,7 @@ impl Machine {
     fn handshake_took(&self, now: &Now) -> Duration {
         match self.stage {
             Stage::Handshaking { until } | Stage::Redeeming { until, .. } => {
-                let timeout = Duration::from_secs(self.config.handshake.timeout_secs);
+                let timeout = self.config.handshake.timeout_secs;
                 timeout.saturating_sub(until.saturating_duration_since(now.at))
             }
             Stage::Serving { .. } | Stage::Closed => Duration::ZERO,
@@ -448,7 +448,7 @@ impl Machine {
 
     fn serve(&mut self, now: &Now) {
         self.stage = Stage::Serving {
-            idle: now.at + Duration::from_secs(self.config.session.idle_timeout_secs),
+            idle: now.at + self.config.session.idle_timeout_secs,
             hinted: None,
         };
     }
@@ -691,7 +691,8 @@ impl Machine {
         Some(Continuity {
             resume_key: self.proto.resume_key()?.to_vec(),
             ticket: self.proto.resume_ticket()?.to_vec(),
-            window_secs: u32::try_from(self.config.resume.window_secs).unwrap_or(u32::MAX),
+            window_secs: u32::try_from(self.config.resume.window_secs.as_secs())
+                .unwrap_or(u32::MAX),
             sent: replay.sent(),
             tail: replay.tail().map(|p| (**p).clone()).collect(),
             next_index: self.proto.next_index().unwrap_or_default(),

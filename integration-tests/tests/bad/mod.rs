@@ -85,8 +85,8 @@ pub(crate) fn limits(config: &mut EdgeConfig) {
     config.session.byte_burst = 8192;
     config.session.max_inflated = 64 * 1024;
     config.session.outbound_queue = 8;
-    config.session.write_timeout_secs = 1;
-    config.handshake.timeout_secs = 1;
+    config.session.write_timeout_secs = Duration::from_secs(1);
+    config.handshake.timeout_secs = Duration::from_secs(1);
     config.websocket.allowed_origins = vec!["https://game.example".into()];
 }
 

@@ -1,12 +1,17 @@
 //! Loading the binaries' typed configuration: a TOML file (or none: every field has a default)
 //! into a serde struct that denies unknown fields, then [`Validate::validate`], which collects
-//! every problem at once, each naming its field by dotted path. Owns no role's fields: the edge
-//! and the broker define their own structs.
+//! every problem at once, each naming its field by dotted path. Durations and listen addresses
+//! are parsed while reading (`serde_with`'s `DurationSeconds`, [`IpPort`]), so components take
+//! typed values. Owns no role's fields: the edge and the broker define their own structs.
 
 use std::fmt::Display;
+use std::net::SocketAddr;
 use std::path::Path;
+use std::time::Duration;
 
+use serde::Deserialize;
 use serde::de::DeserializeOwned;
+use serde_with::DeserializeAs;
 
 use crate::error::{Error, Result};
 
@@ -64,6 +69,12 @@ impl Problems {
                 format!("{value:?} is not a socket address (ip:port)"),
             );
         }
+    }
+
+    /// Checks that a duration read from an unsigned integer is not zero (the message is
+    /// [`Problems::check_positive`]'s).
+    pub fn check_nonzero(&mut self, field: &str, value: Duration) {
+        self.check(!value.is_zero(), field, "must be greater than 0, got 0");
     }
 
     /// Checks that `value` is positive.
@@ -166,6 +177,22 @@ pub fn load<T: DeserializeOwned + Validate>(path: Option<&Path>, env_prefix: &st
     parse_with_overrides(&text, &origin, env_prefix, std::env::vars())
 }
 
+/// A listen address as a file writes it, `ip:port`, parsed once (`#[serde_as(as = "IpPort")]`
+/// on a `SocketAddr`); one that does not parse is refused, quoting it, under its field's path
+/// (a parse error, reported before validation).
+pub struct IpPort;
+
+impl<'de> DeserializeAs<'de, SocketAddr> for IpPort {
+    fn deserialize_as<D: serde::Deserializer<'de>>(
+        deserializer: D,
+    ) -> std::result::Result<SocketAddr, D::Error> {
+        let text = String::deserialize(deserializer)?;
+        text.parse().map_err(|_| {
+            serde::de::Error::custom(format!("{text:?} is not a socket address (ip:port)"))
+        })
+    }
+}
+
 /// The KCP parameters a listener and a client share are a section of the edge's file.
 impl Validate for janus_transport::kcp::KcpSettings {
     fn validate(&self, problems: &mut Problems) {
@@ -209,13 +236,14 @@ impl Validate for janus_transport::kcp::KcpSettings {
                 &field("smux_max_frame"),
                 format!("must be 1..=65535, got {}", self.smux_max_frame),
             );
-            problems.check_positive(&field("smux_keepalive_secs"), self.smux_keepalive_secs);
+            problems.check_nonzero(&field("smux_keepalive_secs"), self.smux_keepalive_secs);
             problems.check(
                 self.smux_keepalive_timeout_secs > self.smux_keepalive_secs,
                 &field("smux_keepalive_timeout_secs"),
                 format!(
                     "must be greater than smux_keepalive_secs ({}), got {}",
-                    self.smux_keepalive_secs, self.smux_keepalive_timeout_secs
+                    self.smux_keepalive_secs.as_secs(),
+                    self.smux_keepalive_timeout_secs.as_secs()
                 ),
             );
             problems.check(
@@ -357,7 +385,7 @@ mod tests {
             fec_data_shards: 10,
             fec_parity_shards: 0,
             smux_version: 3,
-            smux_keepalive_timeout_secs: 5,
+            smux_keepalive_timeout_secs: std::time::Duration::from_secs(5),
             mtu: 9000,
             ..KcpSettings::default()
         };

@@ -110,6 +110,7 @@ pub fn role_of(certificate: &CertificateDer<'_>) -> Option<Role> {
 
 /// `[internal_tls]`: this process's certificate and the deployment CA. Empty `ca_file`: the
 /// internal links are plaintext (the standalone mode, development).
+#[serde_with::serde_as]
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct InternalTlsConfig {
@@ -120,9 +121,10 @@ pub struct InternalTlsConfig {
     pub cert_file: String,
     /// Its private key, PEM.
     pub key_file: String,
-    /// Milliseconds between looks at the three files; changed material is used by new
-    /// connections (open ones stay up). SIGHUP looks at once.
-    pub reload_ms: u64,
+    /// Time between looks at the three files (the file gives milliseconds); changed material
+    /// is used by new connections (open ones stay up). SIGHUP looks at once.
+    #[serde_as(as = "serde_with::DurationMilliSeconds<u64>")]
+    pub reload_ms: Duration,
 }
 
 impl Default for InternalTlsConfig {
@@ -131,7 +133,7 @@ impl Default for InternalTlsConfig {
             ca_file: String::new(),
             cert_file: String::new(),
             key_file: String::new(),
-            reload_ms: 5000,
+            reload_ms: Duration::from_millis(5000),
         }
     }
 }
@@ -154,7 +156,7 @@ impl InternalTlsConfig {
                 );
             }
         }
-        problems.check_positive("internal_tls.reload_ms", self.reload_ms);
+        problems.check_nonzero("internal_tls.reload_ms", self.reload_ms);
     }
 }
 
@@ -294,7 +296,7 @@ impl InternalTls {
         };
         let mut hangup =
             tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()).ok();
-        let period = Duration::from_millis(self.config.reload_ms);
+        let period = self.config.reload_ms;
         loop {
             let hup = async {
                 match hangup.as_mut() {

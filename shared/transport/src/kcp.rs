@@ -20,7 +20,10 @@ pub mod driver;
 pub mod fec;
 pub mod smux;
 
+use std::time::Duration;
+
 use serde::Deserialize;
+use serde_with::{DurationSeconds, serde_as};
 
 /// KCP parameters; defaults are go-pantheon's (fabrica-net's `conf.KCP`): nodelay 1,
 /// interval 10 ms, resend 2, nc 1, windows 128/128, MTU 1400, FEC with 10 data and 3 parity
@@ -29,6 +32,7 @@ use serde::Deserialize;
 /// it reads FEC and plain datagrams alike and answers a conversation the way it opened, and it
 /// tells smux from frames by a conversation's first byte. With FEC or smux off it serves only
 /// clients without them.
+#[serde_as]
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct KcpSettings {
@@ -59,10 +63,12 @@ pub struct KcpSettings {
     pub smux_version: u8,
     /// Largest smux data frame this end sends, bytes.
     pub smux_max_frame: usize,
-    /// How often smux sends a keepalive, seconds.
-    pub smux_keepalive_secs: u64,
-    /// smux silence after which the conversation is dead, seconds.
-    pub smux_keepalive_timeout_secs: u64,
+    /// How often smux sends a keepalive (the file gives seconds).
+    #[serde_as(as = "DurationSeconds<u64>")]
+    pub smux_keepalive_secs: Duration,
+    /// smux silence after which the conversation is dead (the file gives seconds).
+    #[serde_as(as = "DurationSeconds<u64>")]
+    pub smux_keepalive_timeout_secs: Duration,
     /// The receive window this end advertises per smux stream (version 2), bytes.
     pub smux_max_stream_buffer: u32,
 }
@@ -82,8 +88,8 @@ impl Default for KcpSettings {
             smux: true,
             smux_version: 2,
             smux_max_frame: 4096,
-            smux_keepalive_secs: 10,
-            smux_keepalive_timeout_secs: 30,
+            smux_keepalive_secs: Duration::from_secs(10),
+            smux_keepalive_timeout_secs: Duration::from_secs(30),
             smux_max_stream_buffer: 65536,
         }
     }
@@ -110,8 +116,8 @@ impl KcpSettings {
         smux::Config {
             version: self.smux_version,
             max_frame: self.smux_max_frame,
-            keepalive: std::time::Duration::from_secs(self.smux_keepalive_secs),
-            keepalive_timeout: std::time::Duration::from_secs(self.smux_keepalive_timeout_secs),
+            keepalive: self.smux_keepalive_secs,
+            keepalive_timeout: self.smux_keepalive_timeout_secs,
             max_stream_buffer: self.smux_max_stream_buffer,
         }
     }

@@ -242,7 +242,7 @@ fn bytes_beyond_the_byte_bucket_close_the_session() {
 #[test]
 fn a_hello_must_come_within_the_handshake_timeout() {
     let mut pair = start(EdgeConfig::default(), false);
-    let timeout = Duration::from_secs(EdgeConfig::default().handshake.timeout_secs);
+    let timeout = EdgeConfig::default().handshake.timeout_secs;
     assert_eq!(pair.machine.deadline(), Some(pair.now.at + timeout));
     pair.later(timeout - Duration::from_millis(1));
     assert!(pair.machine.on_timeout(&pair.now).is_ok());
@@ -256,7 +256,7 @@ fn a_hello_must_come_within_the_handshake_timeout() {
 #[test]
 fn any_read_moves_the_idle_deadline_and_silence_ends_the_session() {
     let mut pair = Pair::logged_in(EdgeConfig::default(), false);
-    let idle = Duration::from_secs(EdgeConfig::default().session.idle_timeout_secs);
+    let idle = EdgeConfig::default().session.idle_timeout_secs;
     assert_eq!(pair.machine.deadline(), Some(pair.now.at + idle));
     pair.later(idle / 2);
     pair.machine.on_read(0, &pair.now).unwrap();
@@ -370,7 +370,10 @@ fn acknowledgements_and_heartbeats_of_a_resumable_session_are_reported_to_its_br
 
 #[test]
 fn a_drain_hints_a_resumable_client_at_its_moment_then_ends_it() {
-    let mut pair = Pair::logged_in(config(|c| c.drain_spread_secs = 10), true);
+    let mut pair = Pair::logged_in(
+        config(|c| c.drain_spread_secs = Duration::from_secs(10)),
+        true,
+    );
     let spread = Duration::from_secs(10);
     let since = pair.now.at;
     pair.machine.on_phase(Phase::Draining { since });

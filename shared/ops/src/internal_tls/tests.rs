@@ -173,7 +173,7 @@ fn the_interceptor_counts_refusals_and_fails_closed_without_a_peer() {
 fn a_partial_section_names_each_missing_field() {
     let config = InternalTlsConfig {
         ca_file: "ca.pem".into(),
-        reload_ms: 0,
+        reload_ms: Duration::ZERO,
         ..Default::default()
     };
     let mut problems = Problems::default();
@@ -204,7 +204,7 @@ fn reload_swaps_in_changed_material_and_keeps_the_old_when_the_new_is_refused() 
         ca_file: path("ca.pem"),
         cert_file: path("cert.pem"),
         key_file: path("key.pem"),
-        reload_ms: 1,
+        reload_ms: Duration::from_millis(1),
     };
     let tls = InternalTls::load(&config).unwrap().unwrap();
     assert_eq!(tls.current().role, Role::Edge);
