@@ -33,6 +33,11 @@ use crate::metrics::label;
 use crate::outbox;
 use machine::{Action, Machine, Now, Opening, Traffic};
 
+/// Spare room a read waits with. Small, because an idle session spends its life waiting in a
+/// read with this much allocated; a larger frame gets the room it still needs (its length prefix
+/// says how much) before the next read.
+const READ_SPARE: usize = 512;
+
 /// Runs a freshly accepted connection from `peer` to its end.
 pub(crate) async fn serve(
     state: Arc<EdgeState>,
@@ -213,7 +218,7 @@ impl Session {
                 },
                 _ = self.overflow.cancelled() => Wake::Overflow,
                 down = next(&mut self.downlink) => Wake::Down(down),
-                read = self.io.read(&mut self.input, max_frame), if reading => Wake::Read(read),
+                read = self.io.read(&mut self.input, max_frame, READ_SPARE), if reading => Wake::Read(read),
                 () = &mut timer, if armed => Wake::Timer,
             };
             if let Err(close) = self.on_wake(wake).await {

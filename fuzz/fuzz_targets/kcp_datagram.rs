@@ -6,9 +6,9 @@
 use std::time::Instant;
 
 use bytes::BytesMut;
+use janus_transport::kcp::KcpSettings;
 use janus_transport::kcp::conv::{Conversation, Datagram, classify};
 use janus_transport::kcp::smux::{Role, Session};
-use janus_transport::kcp::KcpSettings;
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {

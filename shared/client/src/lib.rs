@@ -69,6 +69,9 @@ pub struct ClientConfig {
     pub handshake_timeout: Duration,
 }
 
+/// The least room a read waits with: what the client read in before the adapters were shared.
+const READ_SPARE: usize = 8 * 1024;
+
 /// A connection of the client: tungstenite's own stream under a WebSocket.
 type Conn = FrameIo<MaybeTlsStream<TcpStream>>;
 
@@ -469,11 +472,13 @@ impl Client {
 
     async fn next_event(&mut self) -> Result<ClientEvent> {
         loop {
+            // Nothing left of a dropped connection is handed up.
+            let conn = self.conn.as_mut().ok_or(Error::Closed)?;
             if let Some(event) = self.session.poll(&mut self.input)? {
                 return Ok(event);
             }
-            let conn = self.conn.as_mut().ok_or(Error::Closed)?;
-            match conn.read(&mut self.input, self.session.max_frame()).await? {
+            let max_frame = self.session.max_frame();
+            match conn.read(&mut self.input, max_frame, READ_SPARE).await? {
                 Read::Frame(payload, _) => return Ok(self.session.handle_frame(payload)?),
                 Read::Bytes(_) | Read::Nothing => {}
             }

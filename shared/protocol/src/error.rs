@@ -4,8 +4,6 @@
 //! session close reason (and a metric label through [`Error::kind`]), the client library maps
 //! each into its own error. No input, however malformed, produces a panic instead.
 
-use std::io;
-
 /// Errors raised by framing, handshakes, session crypto, tokens, keys and compression.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
@@ -128,9 +126,6 @@ pub enum Error {
         /// Why it was refused.
         reason: String,
     },
-    /// A transport-level I/O failure.
-    #[error("i/o: {0}")]
-    Io(#[from] io::Error),
 }
 
 impl Error {
@@ -162,7 +157,6 @@ impl Error {
             Error::ResumeDenied => "resume_denied",
             Error::ResumeGap(_) => "resume_gap",
             Error::Key { .. } => "key",
-            Error::Io(_) => "io",
         }
     }
 

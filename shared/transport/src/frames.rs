@@ -42,18 +42,14 @@ pub enum Read {
     Nothing,
 }
 
-/// Spare room a stream read waits with. Small, because an idle session spends its life waiting
-/// in a read with this much allocated; a larger frame gets the room it still needs (its length
-/// prefix says how much) before the next read.
-const READ_SPARE: usize = 512;
-
-/// Buffers that grew past this for one large frame are given back once they are empty.
+/// An output buffer that grew past this for one large write is given back once it is empty.
 const KEEP_CAPACITY: usize = 4096;
 
-/// Makes room in `input` for the next read: the rest of a partly read frame, at least
-/// [`READ_SPARE`], and nothing kept from an earlier large frame.
-fn make_room(input: &mut BytesMut, max_frame: usize) {
-    if input.is_empty() && input.capacity() > KEEP_CAPACITY {
+/// Makes room in `input` for the next read: the rest of a partly read frame, at least `spare`,
+/// and nothing kept from an earlier large frame (an empty buffer above eight times `spare` is
+/// given back).
+fn make_room(input: &mut BytesMut, max_frame: usize, spare: usize) {
+    if input.is_empty() && input.capacity() > 8 * spare {
         *input = BytesMut::new();
     }
     let pending = match input.get(..frame::HEADER_LEN) {
@@ -63,21 +59,29 @@ fn make_room(input: &mut BytesMut, max_frame: usize) {
         }
         None => 0,
     };
-    let want = pending.max(READ_SPARE);
+    let want = pending.max(spare);
     if input.capacity() - input.len() < want / 2 {
         input.reserve(want);
     }
 }
 
 impl<W: AsyncRead + AsyncWrite + Unpin> FrameIo<W> {
-    /// Reads more from the peer. Cancel-safe: nothing read is lost if the future is dropped.
+    /// Reads more from the peer: a byte stream's read waits with at least `spare` bytes of room
+    /// (the edge keeps it small, since an idle session spends its life in this read; a client
+    /// reads in larger pieces), more when a partly read frame needs it. Cancel-safe: nothing
+    /// read is lost if the future is dropped.
     /// The end of the connection (or a WebSocket close) is [`Error::Closed`]; a message that
     /// is not exactly one frame, and a text message, are the protocol core's
     /// [`janus_protocol::Error::MessageFraming`].
-    pub async fn read(&mut self, input: &mut BytesMut, max_frame: usize) -> Result<Read> {
+    pub async fn read(
+        &mut self,
+        input: &mut BytesMut,
+        max_frame: usize,
+        spare: usize,
+    ) -> Result<Read> {
         match self {
             FrameIo::Stream(stream) => {
-                make_room(input, max_frame);
+                make_room(input, max_frame, spare);
                 match stream.read_buf(input).await? {
                     0 => Err(Error::Closed),
                     n => Ok(Read::Bytes(n)),
