@@ -145,7 +145,7 @@ enum Wake {
     Phase,
     Overflow,
     Down(Option<Downlink>),
-    Read(janus_transport::Result<Read>),
+    Read(Result<Read, Close>),
     Timer,
 }
 
@@ -218,7 +218,9 @@ impl Session {
                 },
                 _ = self.overflow.cancelled() => Wake::Overflow,
                 down = next(&mut self.downlink) => Wake::Down(down),
-                read = self.io.read(&mut self.input, max_frame, READ_SPARE), if reading => Wake::Read(read),
+                read = self.io.read::<READ_SPARE>(&mut self.input, max_frame), if reading => {
+                    Wake::Read(read.map_err(Close::from))
+                }
                 () = &mut timer, if armed => Wake::Timer,
             };
             if let Err(close) = self.on_wake(wake).await {

@@ -478,7 +478,7 @@ impl Client {
                 return Ok(event);
             }
             let max_frame = self.session.max_frame();
-            match conn.read(&mut self.input, max_frame, READ_SPARE).await? {
+            match conn.read::<READ_SPARE>(&mut self.input, max_frame).await? {
                 Read::Frame(payload, _) => return Ok(self.session.handle_frame(payload)?),
                 Read::Bytes(_) | Read::Nothing => {}
             }
