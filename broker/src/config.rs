@@ -50,6 +50,60 @@ pub struct BrokerConfig {
     pub internal_tls: InternalTlsConfig,
     /// Who may call the push APIs when internal TLS is on.
     pub push_api: PushApiConfig,
+    /// How server packets reach a client that reads slower than they come (PROTOCOL.md §16).
+    pub delivery: DeliveryConfig,
+}
+
+/// `[delivery]`: the class of each module's server packets and what a backlogged session
+/// keeps of each (PROTOCOL.md §16). With no rules every packet is an event, as before.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DeliveryConfig {
+    /// Events and replies a backlogged session may have waiting here; one more ends it as
+    /// `slow_consumer`.
+    pub max_pending: usize,
+    /// State keys (module, seq, obj) a backlogged or paced session may have waiting here; past
+    /// that the oldest state packet waiting is dropped (counted), the session goes on.
+    pub max_state_keys: usize,
+    /// Which packets are what, first match wins; unlisted ones are events.
+    pub rules: Vec<DeliveryRule>,
+}
+
+impl Default for DeliveryConfig {
+    fn default() -> Self {
+        Self {
+            max_pending: 1024,
+            max_state_keys: 4096,
+            rules: Vec::new(),
+        }
+    }
+}
+
+/// One `[[delivery.rules]]` entry.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DeliveryRule {
+    /// The module the rule is for.
+    pub module: i32,
+    /// Its seqs the rule is for; empty: all of them.
+    #[serde(default)]
+    pub seqs: Vec<i32>,
+    /// `"state"` (latest wins per module, seq and obj) or `"event"`.
+    pub class: RuleClass,
+    /// State only: at most this many packets per second per key reach the client; a newer
+    /// one waits (replacing an older one waiting) until its key is due. 0: no cap.
+    #[serde(default)]
+    pub max_rate_hz: f64,
+}
+
+/// The classes a rule may give (replies and System packets are classed by what they are).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RuleClass {
+    /// Latest wins.
+    State,
+    /// Kept in order, bounded.
+    Event,
 }
 
 /// `[push_api]`: who may call `broadcaster.service.push.v1` and `gate.service.push.v1` on
@@ -110,6 +164,7 @@ impl Default for BrokerConfig {
             resume: ResumeConfig::default(),
             internal_tls: InternalTlsConfig::default(),
             push_api: PushApiConfig::default(),
+            delivery: DeliveryConfig::default(),
         }
     }
 }
@@ -524,6 +579,27 @@ impl Validate for BrokerConfig {
         }
         problems.check_positive("tunnels.queue", tunnels.queue);
         problems.check_nonzero("tunnels.keepalive_secs", tunnels.keepalive_secs);
+        let delivery = &self.delivery;
+        problems.check_positive("delivery.max_pending", delivery.max_pending);
+        problems.check_positive("delivery.max_state_keys", delivery.max_state_keys);
+        for (i, rule) in delivery.rules.iter().enumerate() {
+            let field = format!("delivery.rules[{i}]");
+            problems.check(
+                rule.module != janus_protocol::system::MODULE,
+                &format!("{field}.module"),
+                "System packets (module 1) are control: never held or replaced",
+            );
+            problems.check(
+                rule.max_rate_hz.is_finite() && rule.max_rate_hz >= 0.0,
+                &format!("{field}.max_rate_hz"),
+                "must be a number of packets per second, 0 for no cap",
+            );
+            problems.check(
+                rule.max_rate_hz == 0.0 || rule.class == RuleClass::State,
+                &format!("{field}.max_rate_hz"),
+                "only state packets are paced (an event is never skipped)",
+            );
+        }
     }
 }
 

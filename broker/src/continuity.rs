@@ -23,7 +23,8 @@ use janus_protocol::system;
 use parking_lot::{Mutex, MutexGuard};
 use tokio_util::sync::CancellationToken;
 
-use crate::registry::EdgeHandle;
+use crate::delivery::{Class, Delivery, Held, Stage};
+use crate::registry::{EdgeHandle, Permit};
 
 /// Where a session's connection is: an edge, and the session's id on it.
 #[derive(Debug, Clone)]
@@ -62,6 +63,11 @@ pub struct Continuity {
     pub waiting: tokio::sync::Notify,
     /// The server-packet count the parked copy in the route store holds (PROTOCOL.md §13.5).
     copied: tokio::sync::watch::Sender<u64>,
+    /// The delivery classes, when any packet can be held (PROTOCOL.md §16).
+    delivery: Option<Arc<Delivery>>,
+    /// Notified when packets wait in the stage for the session's actor to release them
+    /// ([`Continuity::release`]).
+    pub staged: tokio::sync::Notify,
 }
 
 #[derive(Debug)]
@@ -103,6 +109,11 @@ struct State {
     /// Re-attached from another broker: the broadcasts the session got here or from that
     /// broker, so that it takes each once ([`ONCE_FOR`]); `None` after that.
     once: Option<Once>,
+    /// The edge says the client reads slower than its packets come (PROTOCOL.md §16).
+    backlogged: bool,
+    /// Packets waiting, uncounted, for a backlog to clear or a rate cap (PROTOCOL.md §16);
+    /// allocated while something waits or a paced key went out lately.
+    stage: Option<Box<Stage>>,
 }
 
 /// The broadcasts a re-attached session got (PROTOCOL.md §13.5): for the instant of its
@@ -198,6 +209,8 @@ impl Continuity {
                     until: tokio::time::Instant::now() + ONCE_FOR,
                     ids: VecDeque::new(),
                 }),
+                backlogged: false,
+                stage: None,
             }),
             open: SessionOpen {
                 continuity: None,
@@ -208,7 +221,86 @@ impl Continuity {
             changed: tokio::sync::Notify::new(),
             waiting: tokio::sync::Notify::new(),
             copied: tokio::sync::watch::channel(0).0,
+            delivery: None,
+            staged: tokio::sync::Notify::new(),
         }
+    }
+
+    /// The continuity with `delivery`'s classes (PROTOCOL.md §16); without this every packet
+    /// goes out as it comes.
+    pub fn with_delivery(mut self, delivery: &Arc<Delivery>) -> Self {
+        self.delivery = Some(delivery.clone());
+        self
+    }
+
+    /// The edge says the client at `session_id` is backlogged, or has caught up: the stage
+    /// holds its packets, or releases them.
+    pub fn backlog(&self, edge: &EdgeHandle, session_id: u64, backlogged: bool) {
+        let mut state = self.lock();
+        if state.at.as_ref().is_some_and(|a| a.is(edge, session_id)) {
+            state.backlogged = backlogged;
+            if !backlogged && state.stage.is_some() {
+                self.staged.notify_one();
+            }
+        }
+    }
+
+    /// Sends what the stage may send now, oldest first, counting each as it goes; returns when
+    /// the next paced packet is due, if one waits. The session's actor calls this when
+    /// [`Continuity::staged`] is notified and when that time comes.
+    pub async fn release(&self) -> Option<tokio::time::Instant> {
+        loop {
+            let at = self.attachment()?;
+            // `Some(due)` once nothing more may go now.
+            let step = self.with_room(&at, |state, permit| {
+                if state.backlogged {
+                    return Some(None);
+                }
+                let now = tokio::time::Instant::now();
+                let Some(stage) = state.stage.as_mut() else {
+                    return Some(None);
+                };
+                let Some(waiting) = stage.next(now) else {
+                    let due = stage.next_due();
+                    if stage.is_idle(now) {
+                        state.stage = None;
+                    }
+                    return Some(due);
+                };
+                if state.counts(&waiting.packet) {
+                    state.record(self, &waiting.packet, waiting.broadcast.as_ref());
+                }
+                permit.send(deliver_frame(vec![at.session_id], &waiting.packet));
+                None
+            });
+            if let Some(Some(due)) = step.await {
+                return due;
+            }
+        }
+    }
+
+    /// Waits for room on `at`'s edge, then runs `step` under the edge's order lock and the
+    /// session's lock if the session is still at `at`; `None` when it is not, or when that
+    /// edge's link is closed (its reader is about to park or end the session): look again.
+    async fn with_room<R>(
+        &self,
+        at: &Attachment,
+        step: impl FnOnce(&mut State, Permit<'_>) -> R,
+    ) -> Option<R> {
+        let Some(permit) = at.edge.reserve().await else {
+            tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+            return None;
+        };
+        let _order = at.edge.order();
+        let mut state = self.lock();
+        if !state
+            .at
+            .as_ref()
+            .is_some_and(|a| a.is(&at.edge, at.session_id))
+        {
+            return None;
+        }
+        Some(step(&mut state, permit))
     }
 
     /// The parked copy now in the route store holds the first `sent` server packets.
@@ -348,6 +440,7 @@ impl Continuity {
             return false;
         }
         state.at = None;
+        state.unstage(self);
         if rate.is_some() {
             state.rate = rate;
         }
@@ -370,6 +463,8 @@ impl Continuity {
         state.at = None;
         state.moving = true;
         state.moved_at = state.sent;
+        // What waited for the client is the adopter's, after what the edge holds.
+        state.unstage(self);
         permit.send(BrokerFrame {
             kind: Some(broker_frame::Kind::HandedOver(HandedOver { session_id })),
         });
@@ -408,58 +503,67 @@ impl Continuity {
     /// [`Continuity::deliver`] for a packet of `broadcast`, if it is a broadcast's; `first` for
     /// the packet at the head of the line, which goes out now.
     async fn put(&self, packet: Packet, broadcast: Option<Arc<str>>, first: bool) -> bool {
+        // Taken by the step that queues or keeps it, once.
+        let mut packet = Some(packet);
         loop {
             let Some(at) = self.attachment() else {
                 let mut state = self.lock();
                 if state.ended {
                     return false;
                 }
-                if !first && state.wait_in_line(self, &packet, broadcast.as_ref()) {
+                let Some(kept) = packet.take() else {
+                    return true;
+                };
+                if !first && state.wait_in_line(self, &kept, broadcast.as_ref()) {
                     return true;
                 }
                 if state.at.is_none() {
-                    state.record(self, &Arc::new(packet), broadcast.as_ref());
+                    state.record(self, &Arc::new(kept), broadcast.as_ref());
                     return true;
                 }
+                packet = Some(kept);
                 continue;
             };
-            let Some(permit) = at.edge.reserve().await else {
-                // That edge's link is closed; its reader is about to park or end the session.
-                tokio::time::sleep(std::time::Duration::from_millis(5)).await;
-                continue;
-            };
-            let _order = at.edge.order();
-            let mut state = self.lock();
-            if !state
-                .at
-                .as_ref()
-                .is_some_and(|a| a.is(&at.edge, at.session_id))
-            {
-                continue;
-            }
-            if !first && state.wait_in_line(self, &packet, broadcast.as_ref()) {
+            let queued = self.with_room(&at, |state, permit| {
+                let Some(packet) = packet.take() else {
+                    return;
+                };
+                if !first && state.wait_in_line(self, &packet, broadcast.as_ref()) {
+                    return;
+                }
+                if state.stages(self, &packet, broadcast.as_ref(), None) {
+                    return;
+                }
+                if state.counts(&packet) {
+                    state.record(self, &Arc::new(packet.clone()), broadcast.as_ref());
+                }
+                permit.send(BrokerFrame {
+                    kind: Some(broker_frame::Kind::Deliver(Deliver {
+                        session_ids: vec![at.session_id],
+                        packet: Some(packet),
+                    })),
+                });
+            });
+            if queued.await.is_some() {
                 return true;
             }
-            if state.counts(&packet) {
-                state.record(self, &Arc::new(packet.clone()), broadcast.as_ref());
-            }
-            permit.send(BrokerFrame {
-                kind: Some(broker_frame::Kind::Deliver(Deliver {
-                    session_ids: vec![at.session_id],
-                    packet: Some(packet),
-                })),
-            });
-            return true;
         }
     }
 
     /// Queues `packet` (of `broadcast`, if it is a broadcast's) if the session's edge has room
     /// now, or keeps it while parked; false if it was dropped (a full edge queue) or the
     /// session has ended.
-    pub fn try_deliver(self: &Arc<Self>, packet: &Arc<Packet>, broadcast: Broadcast<'_>) -> bool {
+    /// `class` is what the push asked for (PROTOCOL.md §16), if it did.
+    pub fn try_deliver(
+        self: &Arc<Self>,
+        packet: &Arc<Packet>,
+        broadcast: Broadcast<'_>,
+        class: Option<Class>,
+    ) -> bool {
         match self.attachment() {
             Some(at) => {
-                multicast(&at.edge, std::slice::from_ref(self), packet, broadcast).delivered == 1
+                let sessions = std::slice::from_ref(self);
+                multicast(&at.edge, sessions, packet, broadcast, class).delivered == 1
             }
             None => {
                 let mut state = self.lock();
@@ -606,6 +710,12 @@ impl Continuity {
             edge: edge.clone(),
             session_id,
         });
+        // A new connection: not backlogged; what still waits (the session was attached
+        // elsewhere) follows the grant.
+        state.backlogged = false;
+        if state.stage.is_some() {
+            self.staged.notify_one();
+        }
         permit.send(BrokerFrame {
             kind: Some(broker_frame::Kind::Granted(ResumeGranted {
                 session_id,
@@ -708,6 +818,68 @@ impl State {
         true
     }
 
+    /// Holds `packet` in the stage (PROTOCOL.md §16) when the session is backlogged, or when it
+    /// must wait behind what waits there or for its key's rate cap: true when it was taken so
+    /// (an event or reply past `max_pending` loses the session as `slow_consumer`).
+    fn stages(
+        &mut self,
+        session: &Continuity,
+        packet: &Packet,
+        broadcast: Broadcast<'_>,
+        asked: Option<Class>,
+    ) -> bool {
+        let Some(policy) = &session.delivery else {
+            return false;
+        };
+        let (class, gap) = policy.classify(packet, asked);
+        if class == Class::Control {
+            return false;
+        }
+        let now = tokio::time::Instant::now();
+        let wait = (self.backlogged && (class == Class::State || policy.is_active()))
+            || self
+                .stage
+                .as_ref()
+                .is_some_and(|stage| stage.must_wait(packet, class, now));
+        let stage = match (wait, gap) {
+            (false, None) => return false,
+            (false, Some(_)) => {
+                self.stage
+                    .get_or_insert_default()
+                    .went_out(packet, gap, now);
+                return false;
+            }
+            (true, _) => self.stage.get_or_insert_default(),
+        };
+        let held = stage.hold(
+            policy,
+            Arc::new(packet.clone()),
+            broadcast.cloned(),
+            (class, gap),
+            now,
+        );
+        if held == Held::Overflow && self.lost.is_none() {
+            self.lost = Some("slow_consumer");
+            session.lost.cancel();
+        }
+        if !self.backlogged {
+            session.staged.notify_one();
+        }
+        true
+    }
+
+    /// The connection is gone (parked, handed over, released for a full edge queue): what
+    /// waited in the stage is counted and kept now, in order, for the resume or the adopter;
+    /// a resumed client gets the newest state of each key and every event (PROTOCOL.md §16).
+    fn unstage(&mut self, session: &Continuity) {
+        self.backlogged = false;
+        if let Some(mut stage) = self.stage.take() {
+            for waiting in stage.take_all() {
+                self.record(session, &waiting.packet, waiting.broadcast.as_ref());
+            }
+        }
+    }
+
     /// Whether `packet` is counted and kept: a resumable session's, not a heartbeat reply.
     fn counts(&self, packet: &Packet) -> bool {
         (self.redeemable.is_some() || self.moving) && system::is_counted(packet)
@@ -770,10 +942,11 @@ pub fn multicast(
     sessions: &[Arc<Continuity>],
     packet: &Arc<Packet>,
     broadcast: Broadcast<'_>,
+    class: Option<Class>,
 ) -> Multicast {
     let mut result = Multicast::default();
     let Some(permit) = edge.try_reserve() else {
-        full(edge, sessions, packet, broadcast, &mut result);
+        full(edge, sessions, packet, (broadcast, class), &mut result);
         return result;
     };
     let _order = edge.order();
@@ -794,6 +967,10 @@ pub fn multicast(
             }
             Some(at) if std::ptr::eq(Arc::as_ptr(&at.edge), Arc::as_ptr(edge)) => {
                 let id = at.session_id;
+                if state.stages(session, packet, broadcast, class) {
+                    result.delivered += 1;
+                    continue;
+                }
                 state.record(session, packet, broadcast);
                 ids.push(id);
                 result.delivered += 1;
@@ -817,7 +994,7 @@ fn full(
     edge: &Arc<EdgeHandle>,
     sessions: &[Arc<Continuity>],
     packet: &Arc<Packet>,
-    broadcast: Broadcast<'_>,
+    (broadcast, class): (Broadcast<'_>, Option<Class>),
     result: &mut Multicast,
 ) {
     for session in sessions {
@@ -831,8 +1008,10 @@ fn full(
             _ if state.ended => {}
             _ if !state.first_time(broadcast) => result.delivered += 1,
             _ if state.wait_in_line(session, packet, broadcast) => result.delivered += 1,
+            Some(_) if state.stages(session, packet, broadcast, class) => result.delivered += 1,
             Some(id) if state.counts(packet) => {
                 state.at = None;
+                state.unstage(session);
                 state.record(session, packet, broadcast);
                 drop(state);
                 edge.release_later(id);
@@ -887,6 +1066,11 @@ mod tests {
 
     /// A resumable session at session 1 of `at`, keeping at most `capacity` packets.
     fn session(at: &Arc<EdgeHandle>, capacity: usize) -> Arc<Continuity> {
+        Arc::new(resumable(at, capacity))
+    }
+
+    /// [`session`], not yet shared.
+    fn resumable(at: &Arc<EdgeHandle>, capacity: usize) -> Continuity {
         let open = SessionOpen {
             uid: 7,
             continuity: Some(Given {
@@ -901,7 +1085,7 @@ mod tests {
             edge: at.clone(),
             session_id: 1,
         };
-        Arc::new(Continuity::new(Some(attachment), &open, capacity))
+        Continuity::new(Some(attachment), &open, capacity)
     }
 
     fn push(n: i32) -> Arc<Packet> {
@@ -946,13 +1130,13 @@ mod tests {
         let s = session(&a, 8);
         for n in 1..=3 {
             assert_eq!(
-                multicast(&a, std::slice::from_ref(&s), &push(n), None).delivered,
+                multicast(&a, std::slice::from_ref(&s), &push(n), None, None).delivered,
                 1
             );
         }
         assert_eq!(delivered(&mut a_rx), vec![1, 2, 3]);
         assert!(s.park(&a, 1, None));
-        assert!(s.try_deliver(&push(4), None), "kept while parked");
+        assert!(s.try_deliver(&push(4), None, None), "kept while parked");
         assert_eq!(s.counts(), (4, 4));
 
         // The client had 2 of them; it resumes at edge b as session 5 there.
@@ -965,7 +1149,7 @@ mod tests {
         assert_eq!(replayed, vec![3, 4]);
         assert_eq!(granted.session.unwrap().uid, 7);
         assert!(s.is_at(&b, 5));
-        assert!(s.try_deliver(&push(5), None));
+        assert!(s.try_deliver(&push(5), None, None));
         assert_eq!(
             delivered(&mut b_rx),
             vec![5],
@@ -1003,7 +1187,7 @@ mod tests {
         let (a, mut a_rx) = edge("a");
         let s = session(&a, 8);
         for n in 1..=2 {
-            assert!(s.try_deliver(&push(n), None));
+            assert!(s.try_deliver(&push(n), None, None));
         }
         assert!(s.hand_over(&a, 1).await);
         let kinds: Vec<Option<Kind>> = std::iter::from_fn(|| a_rx.try_recv().ok())
@@ -1015,7 +1199,7 @@ mod tests {
         assert!(!s.hand_over(&a, 1).await, "once only");
         assert!(!s.took(&a, 1, 1), "its client packets no longer count here");
         for n in 3..=4 {
-            assert!(s.try_deliver(&push(n), None), "kept for the adopter");
+            assert!(s.try_deliver(&push(n), None, None), "kept for the adopter");
         }
         assert!(
             delivered(&mut a_rx).is_empty(),
@@ -1024,7 +1208,7 @@ mod tests {
         // The adopter started from the edge's count, 2: it gets 3 and 4, and then only newer.
         let seqs = |packets: Vec<Packet>| packets.iter().map(|p| p.seq).collect::<Vec<_>>();
         assert_eq!(seqs(s.take_after(2).packets), vec![3, 4]);
-        assert!(s.try_deliver(&push(5), None));
+        assert!(s.try_deliver(&push(5), None, None));
         assert_eq!(seqs(s.take_after(2).packets), vec![5]);
         assert!(s.take_after(2).is_empty());
     }
@@ -1041,10 +1225,10 @@ mod tests {
             session_id: 1,
         };
         let s = Arc::new(Continuity::new(Some(attachment), &open, 8));
-        assert!(s.try_deliver(&push(1), None));
+        assert!(s.try_deliver(&push(1), None, None));
         assert_eq!(s.counts(), (0, 0), "nothing counted while attached");
         assert!(s.hand_over(&a, 1).await);
-        assert!(s.try_deliver(&push(2), None));
+        assert!(s.try_deliver(&push(2), None, None));
         assert_eq!(delivered(&mut a_rx), vec![1]);
         let taken: Vec<i32> = s.take_after(0).packets.iter().map(|p| p.seq).collect();
         assert_eq!(
@@ -1100,14 +1284,14 @@ mod tests {
     async fn a_handed_over_copy_tells_the_adopter_which_packets_are_broadcasts() {
         let (a, _a_rx) = edge("a");
         let s = session(&a, 8);
-        assert!(s.try_deliver(&push(1), Some(&id("x/0"))));
+        assert!(s.try_deliver(&push(1), Some(&id("x/0")), None));
         assert!(s.hand_over(&a, 1).await);
-        assert!(s.try_deliver(&push(2), Some(&id("x/1"))));
-        assert!(s.try_deliver(&push(3), None));
+        assert!(s.try_deliver(&push(2), Some(&id("x/1")), None));
+        assert!(s.try_deliver(&push(3), None, None));
         assert_eq!(s.take_after(1), tagged(&[(2, "x/1"), (3, "")]));
-        assert!(s.try_deliver(&push(4), None));
+        assert!(s.try_deliver(&push(4), None, None));
         assert_eq!(s.take_after(1), packets(&[4]), "no broadcast among them");
-        assert!(s.try_deliver(&push(5), Some(&id("x/2"))));
+        assert!(s.try_deliver(&push(5), Some(&id("x/2")), None));
         assert_eq!(s.leave(1), tagged(&[(5, "x/2")]));
     }
 
@@ -1116,8 +1300,8 @@ mod tests {
         let (b, mut b_rx) = edge("b");
         let s = moved_in(&b, 2);
         // Broadcast x/1 reaches the session here while held, then a push.
-        assert!(s.try_deliver(&push(11), Some(&id("x/1"))));
-        assert!(s.try_deliver(&push(5), None));
+        assert!(s.try_deliver(&push(11), Some(&id("x/1")), None));
+        assert!(s.try_deliver(&push(5), None, None));
         // The old broker delivered x/1 and x/2 to its copy after the edge left it; x/2 has
         // not reached this broker yet.
         s.forwarded(tagged(&[(3, ""), (11, "x/1"), (12, "x/2")]), true);
@@ -1128,9 +1312,12 @@ mod tests {
             "x/1 once, in the old broker's place, before x/2"
         );
         // x/2 reaches this broker now: the session has it.
-        assert!(s.try_deliver(&push(12), Some(&id("x/2"))), "taken as had");
+        assert!(
+            s.try_deliver(&push(12), Some(&id("x/2")), None),
+            "taken as had"
+        );
         // x/3 here first, then from the old copy (which got it after the adoption).
-        assert!(s.try_deliver(&push(13), Some(&id("x/3"))));
+        assert!(s.try_deliver(&push(13), Some(&id("x/3")), None));
         s.forwarded(tagged(&[(13, "x/3"), (6, "")]), false);
         s.drain().await;
         assert_eq!(delivered(&mut b_rx), vec![13, 6]);
@@ -1142,18 +1329,18 @@ mod tests {
         let (b, mut b_rx) = edge("b");
         let s = moved_in(&b, 0);
         s.forwarded(packets(&[]), true);
-        assert!(s.try_deliver(&push(1), Some(&id("x/1"))));
-        assert!(s.try_deliver(&push(1), Some(&id("x/1"))));
+        assert!(s.try_deliver(&push(1), Some(&id("x/1")), None));
+        assert!(s.try_deliver(&push(1), Some(&id("x/1")), None));
         assert_eq!(delivered(&mut b_rx), vec![1]);
         tokio::time::advance(ONCE_FOR).await;
         // Long after: a broadcast id is no longer looked at (ids are unique per broadcast).
-        assert!(s.try_deliver(&push(1), Some(&id("x/1"))));
+        assert!(s.try_deliver(&push(1), Some(&id("x/1")), None));
         assert_eq!(delivered(&mut b_rx), vec![1]);
         // A session that was not re-attached never looks.
         let (a, mut a_rx) = edge("a");
         let t = session(&a, 8);
-        assert!(t.try_deliver(&push(2), Some(&id("x/2"))));
-        assert!(t.try_deliver(&push(2), Some(&id("x/2"))));
+        assert!(t.try_deliver(&push(2), Some(&id("x/2")), None));
+        assert!(t.try_deliver(&push(2), Some(&id("x/2")), None));
         assert_eq!(delivered(&mut a_rx), vec![2, 2]);
     }
 
@@ -1164,7 +1351,7 @@ mod tests {
         let s = moved_in(&b, 2);
         assert!(s.holding());
         // Pushes resolved here, and a tunnel reply, while the old broker's reply is on its way.
-        assert!(s.try_deliver(&push(5), None));
+        assert!(s.try_deliver(&push(5), None, None));
         assert!(s.deliver((*push(6)).clone()).await);
         assert!(delivered(&mut b_rx).is_empty(), "held for the reply");
         s.drain().await;
@@ -1173,13 +1360,13 @@ mod tests {
         s.forwarded(packets(&[3, 4]), true);
         assert!(!s.holding());
         // More arrives before the actor drains: it waits behind the line.
-        assert!(s.try_deliver(&push(7), None));
+        assert!(s.try_deliver(&push(7), None, None));
         s.drain().await;
         assert_eq!(delivered(&mut b_rx), vec![3, 4, 5, 6, 7]);
         // A packet that reached the old broker later (a reply in flight) comes after.
         s.forwarded(packets(&[8]), false);
         s.drain().await;
-        assert!(s.try_deliver(&push(9), None));
+        assert!(s.try_deliver(&push(9), None, None));
         assert_eq!(
             delivered(&mut b_rx),
             vec![8, 9],
@@ -1192,10 +1379,10 @@ mod tests {
     async fn an_adopter_with_no_reply_in_time_delivers_what_it_held_in_order() {
         let (b, mut b_rx) = edge("b");
         let s = moved_in(&b, 0);
-        assert!(s.try_deliver(&push(1), None));
-        assert!(s.try_deliver(&push(2), None));
+        assert!(s.try_deliver(&push(1), None, None));
+        assert!(s.try_deliver(&push(2), None, None));
         s.stop_holding();
-        assert!(s.try_deliver(&push(3), None), "behind what was held");
+        assert!(s.try_deliver(&push(3), None, None), "behind what was held");
         s.drain().await;
         assert_eq!(delivered(&mut b_rx), vec![1, 2, 3]);
         // A reply that comes late is delivered after, not before.
@@ -1208,10 +1395,10 @@ mod tests {
     async fn a_parked_sessions_copy_must_hold_what_was_kept_and_an_attached_ones_need_not() {
         let (a, _a_rx) = edge("a");
         let s = session(&a, 8);
-        assert!(s.try_deliver(&push(1), None));
+        assert!(s.try_deliver(&push(1), None, None));
         assert_eq!(s.copy_due(), None, "attached: its edge holds the tail");
         assert!(s.park(&a, 1, None));
-        assert!(s.try_deliver(&push(2), None));
+        assert!(s.try_deliver(&push(2), None, None));
         assert_eq!(s.copy_due(), Some(2));
         assert!(s.copy_behind());
         let short = std::time::Duration::from_millis(50);
@@ -1228,7 +1415,7 @@ mod tests {
         let (a, mut a_rx) = edge("a");
         let s = session(&a, 8);
         assert!(!s.holding());
-        assert!(s.try_deliver(&push(1), None));
+        assert!(s.try_deliver(&push(1), None, None));
         assert_eq!(delivered(&mut a_rx), vec![1]);
     }
 
@@ -1237,22 +1424,22 @@ mod tests {
         let (a, _a_rx) = edge("a");
         let s = session(&a, 4);
         for n in 1..=4 {
-            assert!(s.try_deliver(&push(n), None));
+            assert!(s.try_deliver(&push(n), None, None));
         }
         assert!(s.hand_over(&a, 1).await);
         // Four more than the edge holds: the copy forgets 1–4 (the edge has them).
         for n in 5..=8 {
-            assert!(s.try_deliver(&push(n), None));
+            assert!(s.try_deliver(&push(n), None, None));
         }
         assert!(!s.lost.is_cancelled());
         let seqs: Vec<i32> = s.take_after(4).packets.iter().map(|p| p.seq).collect();
         assert_eq!(seqs, vec![5, 6, 7, 8]);
         // 5–8 went to the adopter: forgetting them loses nothing either.
-        assert!(s.try_deliver(&push(9), None));
+        assert!(s.try_deliver(&push(9), None, None));
         assert!(!s.lost.is_cancelled());
         // Past that, a packet the adopter never got would be forgotten: the copy is lost.
         for n in 10..=13 {
-            assert!(s.try_deliver(&push(n), None));
+            assert!(s.try_deliver(&push(n), None, None));
         }
         assert!(s.lost.is_cancelled());
         assert_eq!(s.lost_reason(), "resume_overflow");
@@ -1312,7 +1499,7 @@ mod tests {
         let (a, _a_rx) = edge("a");
         let s = session(&a, 2);
         for n in 1..=3 {
-            multicast(&a, std::slice::from_ref(&s), &push(n), None);
+            multicast(&a, std::slice::from_ref(&s), &push(n), None, None);
         }
         assert!(
             !s.lost.is_cancelled(),
@@ -1327,10 +1514,10 @@ mod tests {
 
         let parked = session(&a, 2);
         assert!(parked.park(&a, 1, None));
-        parked.try_deliver(&push(1), None);
-        parked.try_deliver(&push(2), None);
+        parked.try_deliver(&push(1), None, None);
+        parked.try_deliver(&push(2), None, None);
         assert!(!parked.lost.is_cancelled());
-        parked.try_deliver(&push(3), None);
+        parked.try_deliver(&push(3), None, None);
         assert!(parked.lost.is_cancelled(), "a hole no resume could fill");
         assert_eq!(parked.lost_reason(), "resume_overflow");
     }
@@ -1349,8 +1536,8 @@ mod tests {
             8,
         ));
         let both = [resumable.clone(), plain.clone()];
-        assert_eq!(multicast(&a, &both, &push(1), None).delivered, 2);
-        let sent = multicast(&a, &both, &push(2), None);
+        assert_eq!(multicast(&a, &both, &push(1), None, None).delivered, 2);
+        let sent = multicast(&a, &both, &push(2), None, None);
         assert_eq!((sent.delivered, sent.dropped), (1, 1), "the queue is full");
         assert_eq!(resumable.attachment().map(|a| a.session_id), None, "parked");
         assert_eq!(resumable.counts(), (2, 2), "push 2 is kept for its resume");
@@ -1362,14 +1549,138 @@ mod tests {
         assert_eq!(delivered(&mut rx), vec![1]);
     }
 
+    /// Module 9's seq 1 is state (PROTOCOL.md §16), at most `max_rate_hz` per key (0: no cap).
+    fn with_state_rule(session: Continuity, max_rate_hz: f64) -> Arc<Continuity> {
+        let config = crate::config::DeliveryConfig {
+            rules: vec![crate::config::DeliveryRule {
+                module: 9,
+                seqs: vec![1],
+                class: crate::config::RuleClass::State,
+                max_rate_hz,
+            }],
+            ..Default::default()
+        };
+        let counted =
+            prometheus::IntCounterVec::new(prometheus::Opts::new("t", "t"), &["class", "outcome"])
+                .unwrap();
+        Arc::new(session.with_delivery(&Arc::new(Delivery::new(&config, counted))))
+    }
+
+    fn state(obj: i64) -> Arc<Packet> {
+        Arc::new(Packet {
+            r#mod: 9,
+            seq: 1,
+            obj,
+            ..Default::default()
+        })
+    }
+
+    #[tokio::test]
+    async fn a_backlogged_session_counts_only_what_it_releases_and_a_park_keeps_what_waited() {
+        let (a, mut a_rx) = edge("a");
+        let s = with_state_rule(resumable(&a, 64), 0.0);
+        assert_eq!(
+            multicast(&a, std::slice::from_ref(&s), &state(1), None, None).delivered,
+            1
+        );
+        s.backlog(&a, 1, true);
+        // Three updates of key 1, one of key 2, an event: the event and the newest of each key
+        // wait, uncounted.
+        for packet in [state(1), state(1), push(5), state(2), state(1)] {
+            assert_eq!(
+                multicast(&a, std::slice::from_ref(&s), &packet, None, None).delivered,
+                1
+            );
+        }
+        assert!(s.deliver((*push(6)).clone()).await);
+        assert_eq!(delivered(&mut a_rx), vec![1]);
+        assert_eq!(s.counts(), (1, 1), "only what went out is counted");
+        // A System packet is never held.
+        assert!(s.deliver(system::packet(4, 0, Vec::new())).await);
+        assert_eq!(delivered(&mut a_rx), vec![4]);
+        s.backlog(&a, 1, false);
+        assert_eq!(s.release().await, None);
+        let objs: Vec<(i32, i64)> = std::iter::from_fn(|| a_rx.try_recv().ok())
+            .filter_map(|f| match f.kind {
+                Some(Kind::Deliver(d)) => d.packet.map(|p| (p.seq, p.obj)),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(
+            objs,
+            [(5, 0), (1, 2), (1, 1), (6, 0)],
+            "in the order they came"
+        );
+        assert_eq!(s.counts(), (6, 6));
+
+        // Backlogged again, then the connection goes: what waited is counted and kept for
+        // the resume, the newest of each key only.
+        s.backlog(&a, 1, true);
+        for packet in [state(3), state(3), push(7)] {
+            multicast(&a, std::slice::from_ref(&s), &packet, None, None);
+        }
+        assert_eq!(s.counts(), (6, 6));
+        assert!(s.park(&a, 1, None));
+        assert_eq!(s.counts(), (8, 8));
+        let (b, mut b_rx) = edge("b");
+        s.redeem(&claim(b"t1", 6), next(b"t2"), &b, 3).unwrap();
+        let Some(Kind::Granted(granted)) = b_rx.try_recv().unwrap().kind else {
+            panic!("a grant")
+        };
+        let replay: Vec<(i32, i64)> = granted.replay.iter().map(|p| (p.seq, p.obj)).collect();
+        assert_eq!(replay, [(1, 3), (7, 0)]);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_paced_key_goes_out_at_its_rate_with_its_newest_packet() {
+        let (a, mut a_rx) = edge("a");
+        let s = with_state_rule(
+            Continuity::new(
+                Some(Attachment {
+                    edge: a.clone(),
+                    session_id: 1,
+                }),
+                &SessionOpen::default(),
+                8,
+            ),
+            10.0,
+        );
+        let start = tokio::time::Instant::now();
+        for obj in [1, 1, 1, 2] {
+            multicast(&a, std::slice::from_ref(&s), &state(obj), None, None);
+        }
+        multicast(&a, std::slice::from_ref(&s), &push(5), None, None);
+        let first: Vec<(i32, i64)> = std::iter::from_fn(|| a_rx.try_recv().ok())
+            .filter_map(|f| match f.kind {
+                Some(Kind::Deliver(d)) => d.packet.map(|p| (p.seq, p.obj)),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(
+            first,
+            [(1, 1), (1, 2), (5, 0)],
+            "the event passes the waiting state"
+        );
+        let due = s.release().await;
+        assert_eq!(due, Some(start + std::time::Duration::from_millis(100)));
+        assert_eq!(
+            delivered(&mut a_rx),
+            Vec::<i32>::new(),
+            "key 1 is not due yet"
+        );
+        tokio::time::advance(std::time::Duration::from_millis(100)).await;
+        assert_eq!(s.release().await, None);
+        assert_eq!(delivered(&mut a_rx), vec![1], "the newest of key 1, once");
+    }
+
     #[test]
     fn heartbeat_replies_are_not_counted_and_acks_trim() {
         let (a, _a_rx) = edge("a");
         let s = session(&a, 8);
         let beat = Arc::new(system::heartbeat_reply(3, 7, 0, 1));
-        multicast(&a, std::slice::from_ref(&s), &beat, None);
-        multicast(&a, std::slice::from_ref(&s), &push(1), None);
-        multicast(&a, std::slice::from_ref(&s), &push(2), None);
+        multicast(&a, std::slice::from_ref(&s), &beat, None, None);
+        multicast(&a, std::slice::from_ref(&s), &push(1), None, None);
+        multicast(&a, std::slice::from_ref(&s), &push(2), None, None);
         s.progress(&a, 1, 1, 4);
         assert_eq!(s.counts(), (2, 1));
         assert!(s.took(&a, 1, 9));

@@ -17,6 +17,7 @@ pub mod balance;
 pub mod bus;
 pub mod config;
 pub mod continuity;
+pub mod delivery;
 pub mod error;
 pub mod link;
 pub mod metrics;

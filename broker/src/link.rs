@@ -197,6 +197,13 @@ impl Reader {
                         }
                     }
                 }
+                Some(edge_frame::Kind::Backlog(backlog)) => {
+                    if let Some(member) = self.sessions.get(&id) {
+                        member
+                            .continuity
+                            .backlog(&self.edge, id, backlog.backlogged);
+                    }
+                }
                 Some(edge_frame::Kind::Progress(progress)) => {
                     if let Some(member) = self.sessions.get(&id) {
                         member.continuity.progress(
@@ -322,11 +329,10 @@ impl Reader {
         let window = std::time::Duration::from_secs(u64::from(
             open.continuity.as_ref().map_or(0, |c| c.window_secs),
         ));
-        let continuity = Arc::new(Continuity::new(
-            None,
-            &open,
-            self.state.config.resume.retain_packets,
-        ));
+        let continuity = Arc::new(
+            Continuity::new(None, &open, self.state.config.resume.retain_packets)
+                .with_delivery(&self.state.delivery),
+        );
         match continuity.redeem(claim, next, &self.edge, id) {
             Ok(()) => {
                 tracing::info!(uid, "parked session restored from the route store");

@@ -58,6 +58,12 @@ pub struct Metrics {
     /// away from here), `adopted` (its new broker took it), `forwarded_packets` (packets that
     /// reached this broker after the handover and were sent on to the new one).
     pub handovers: IntCounterVec,
+    /// Server packets of backlogged or paced sessions (PROTOCOL.md §16), by `class` (`state`,
+    /// `event`, `reply`) and `outcome`: `held` (waited at the broker), `replaced` (a newer
+    /// state packet of its key took its place: never sent, never counted), `paced` (held for
+    /// its key's rate cap), `dropped` (a state packet forgotten for `max_state_keys`),
+    /// `overflow` (the event or reply that ended its session as `slow_consumer`).
+    pub delivery: IntCounterVec,
 }
 
 impl Metrics {
@@ -157,6 +163,11 @@ impl Metrics {
                 "janus_broker_sessions_lost_total",
                 "Resumable sessions ended without their client",
                 &["reason"],
+            ),
+            delivery: r.counter(
+                "janus_broker_delivery_total",
+                "Server packets of backlogged or paced sessions, by class and outcome",
+                &["class", "outcome"],
             ),
             handovers: r.counter(
                 "janus_broker_handovers_total",

@@ -28,6 +28,7 @@ use tonic::{Request, Response, Status};
 
 use crate::bus::{Confirm, Incoming, Sent, subject};
 use crate::continuity::{self, Broadcast, Continuity, Forwarded};
+use crate::delivery::Class;
 use crate::error::{Error, Result};
 use crate::missed::Notice;
 use crate::registry::{Command, EdgeHandle, Groups};
@@ -63,6 +64,18 @@ pub struct Pusher {
     /// Broadcasts sent from here, for their ids.
     broadcasts: Arc<AtomicU64>,
     ingress: Arc<Semaphore>,
+}
+
+/// The class each body asked for (PROTOCOL.md §16), in the bodies' order.
+fn classes(bodies: &[bc::PushBody]) -> Vec<Option<Class>> {
+    bodies
+        .iter()
+        .map(|body| match body.delivery_class() {
+            bc::DeliveryClass::Unspecified => None,
+            bc::DeliveryClass::Event => Some(Class::Event),
+            bc::DeliveryClass::State => Some(Class::State),
+        })
+        .collect()
 }
 
 fn to_packets(bodies: &[bc::PushBody]) -> Vec<Arc<Packet>> {
@@ -475,8 +488,9 @@ impl Pusher {
     /// Delivers broadcast `push` to the matching sessions here, noting that it did.
     fn deliver_broadcast(&self, push: &BrokerPush, packets: &[Arc<Packet>]) -> Vec<Queued> {
         let (groups, count) = self.state.registry.matching(&push.color, push.sid);
+        let classes = classes(&push.bodies);
         if push.broadcast_id.is_empty() {
-            return self.deliver_packets(groups, packets, None);
+            return self.deliver_packets(groups, packets, &classes, None);
         }
         self.state
             .missed
@@ -484,6 +498,7 @@ impl Pusher {
         self.deliver_packets(
             groups,
             packets,
+            &classes,
             Some(&Arc::from(push.broadcast_id.as_str())),
         )
     }
@@ -507,24 +522,28 @@ impl Pusher {
         metrics
             .with_label_values(&["delivered"])
             .inc_by(here.len() as u64);
+        // Kept without the classes its push asked for: its modules' rules decide.
         self.deliver_packets(
             groups,
             &notice.packets,
+            &[],
             Some(&Arc::from(notice.id.as_str())),
         )
     }
 
     /// Queues `bodies` for `groups`; returns each edge queued with its link's frame count then.
     fn deliver(&self, groups: Groups, bodies: &[bc::PushBody]) -> Vec<Queued> {
-        self.deliver_packets(groups, &to_packets(bodies), None)
+        self.deliver_packets(groups, &to_packets(bodies), &classes(bodies), None)
     }
 
     /// [`Pusher::deliver`] for packets, of `broadcast` if they are a broadcast's (a session
-    /// moving between brokers takes each broadcast once, PROTOCOL.md §13.5).
+    /// moving between brokers takes each broadcast once, PROTOCOL.md §13.5), each with the class
+    /// its body asked for at the same place of `classes`, if it did (PROTOCOL.md §16).
     fn deliver_packets(
         &self,
         groups: Groups,
         packets: &[Arc<Packet>],
+        classes: &[Option<Class>],
         broadcast: Broadcast<'_>,
     ) -> Vec<Queued> {
         let dropped = || {
@@ -534,21 +553,22 @@ impl Pusher {
                 .with_label_values(&["edge_queue_full"])
                 .inc();
         };
-        for packet in packets {
+        for (i, packet) in packets.iter().enumerate() {
+            let class = classes.get(i).copied().flatten();
             for (edge, sessions) in &groups.edges {
-                let sent = continuity::multicast(edge, sessions, packet, broadcast);
+                let sent = continuity::multicast(edge, sessions, packet, broadcast, class);
                 if sent.dropped > 0 {
                     dropped();
                     tracing::warn!(edge = %edge.edge_id, sessions = sent.dropped, "edge queue full; push dropped");
                 }
                 for moved in sent.moved {
-                    if !moved.try_deliver(packet, broadcast) {
+                    if !moved.try_deliver(packet, broadcast, class) {
                         dropped();
                     }
                 }
             }
             for parked in &groups.parked {
-                parked.try_deliver(packet, broadcast);
+                parked.try_deliver(packet, broadcast, class);
             }
         }
         let copies = groups
@@ -875,6 +895,9 @@ impl bc::push_service_server::PushService for Pusher {
 #[derive(Debug, Clone)]
 pub struct GatePush(pub Pusher);
 
+/// The gate push call's metadata naming its body's delivery class (PROTOCOL.md §16).
+pub const DELIVERY_CLASS_HEADER: &str = "x-md-janus-delivery-class";
+
 #[tonic::async_trait]
 impl gate::push_service_server::PushService for GatePush {
     async fn push(
@@ -887,6 +910,18 @@ impl gate::push_service_server::PushService for GatePush {
             .and_then(|v| v.parse::<i64>().ok())
             .ok_or_else(|| Status::invalid_argument("x-md-global-uid metadata is required"))?;
         let color = text("x-md-global-color").unwrap_or_default();
+        // Janus's own, optional (PROTOCOL.md §16): go-pantheon's gate push body has no field
+        // for it.
+        let delivery_class = match text(DELIVERY_CLASS_HEADER).as_deref() {
+            None => bc::DeliveryClass::Unspecified,
+            Some("state") => bc::DeliveryClass::State,
+            Some("event") => bc::DeliveryClass::Event,
+            Some(other) => {
+                return Err(Status::invalid_argument(format!(
+                    "{DELIVERY_CLASS_HEADER} is \"state\" or \"event\", not {other:?}"
+                )));
+            }
+        };
         let body = request
             .into_inner()
             .body
@@ -897,6 +932,7 @@ impl gate::push_service_server::PushService for GatePush {
             obj: body.obj,
             r#mod: body.r#mod,
             seq: body.seq,
+            delivery_class: delivery_class.into(),
         };
         let pushed = self
             .0

@@ -10,6 +10,7 @@ use janus_ops::discovery::{Discovery, EtcdDiscovery, Registration, StaticDiscove
 use janus_ops::internal_tls::{self, Admit, InternalTls, Role};
 use janus_proto::broadcaster::service::push::v1::push_service_server::PushServiceServer as BroadcasterPush;
 use janus_proto::gate::service::push::v1::push_service_server::PushServiceServer as GatePushServer;
+use janus_proto::janus::internal::LINK_MAX_MESSAGE;
 use janus_proto::janus::internal::v1::edge_link_server::EdgeLinkServer;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
@@ -18,6 +19,7 @@ use tokio_util::task::TaskTracker;
 use crate::admin;
 use crate::bus::{MemoryBus, NatsBus, PushBus, RedisBus};
 use crate::config::{BrokerConfig, BusBackend, DiscoveryBackend, RoutesBackend, Services};
+use crate::delivery::Delivery;
 use crate::error::{Error, Result};
 use crate::link::LinkService;
 use crate::metrics::Metrics;
@@ -119,15 +121,18 @@ impl Broker {
             tls.clone(),
         );
         let services = Services::resolve(&config.tunnels)?;
+        let metrics = Metrics::default();
+        let delivery = Arc::new(Delivery::new(&config.delivery, metrics.delivery.clone()));
         let state = Arc::new(BrokerState {
             services,
+            delivery,
             config,
             endpoint,
             routes,
             bus,
             registry: Registry::default(),
             missed: Default::default(),
-            metrics: Metrics::default(),
+            metrics,
             tunnels,
             tasks,
             shutdown,
@@ -155,8 +160,10 @@ impl Broker {
         let router = tonic::transport::Server::builder()
             .http2_keepalive_interval(Some(keepalive))
             .http2_keepalive_timeout(Some(keepalive))
-            .add_service(EdgeLinkServer::with_interceptor(
-                LinkService::new(state.clone()),
+            .add_service(tonic::service::interceptor::InterceptedService::new(
+                EdgeLinkServer::new(LinkService::new(state.clone()))
+                    .max_decoding_message_size(LINK_MAX_MESSAGE)
+                    .max_encoding_message_size(LINK_MAX_MESSAGE),
                 edges,
             ))
             .add_service(BroadcasterPush::with_interceptor(

@@ -108,11 +108,14 @@ pub fn spawn(
     session_id: u64,
     open: SessionOpen,
 ) -> Member {
-    let continuity = Arc::new(Continuity::new(
-        Some(Attachment { edge, session_id }),
-        &open,
-        state.config.resume.retain_packets,
-    ));
+    let continuity = Arc::new(
+        Continuity::new(
+            Some(Attachment { edge, session_id }),
+            &open,
+            state.config.resume.retain_packets,
+        )
+        .with_delivery(&state.delivery),
+    );
     start(state, session_id, continuity)
 }
 
@@ -223,6 +226,8 @@ impl Actor {
         let renew_every = self.state.gate_ttl() / 2;
         let mut renew =
             tokio::time::interval_at(tokio::time::Instant::now() + renew_every, renew_every);
+        // When the stage's next paced packet is due (PROTOCOL.md §16).
+        let mut release_due = None;
         let end = loop {
             let parked_until = self.parked;
             let leave_at = self.leaving.as_ref().map(|l| l.2);
@@ -230,6 +235,12 @@ impl Actor {
                 () = self.continuity.waiting.notified() => {
                     reply_due = None;
                     self.continuity.drain().await;
+                }
+                () = self.continuity.staged.notified() => {
+                    release_due = Box::pin(self.continuity.release()).await;
+                }
+                () = sleep_until(release_due) => {
+                    release_due = Box::pin(self.continuity.release()).await;
                 }
                 () = sleep_until(reply_due) => {
                     tracing::warn!("no adoption reply from the previous broker; delivering without it");

@@ -10,6 +10,7 @@ use tokio_util::task::TaskTracker;
 
 use crate::bus::PushBus;
 use crate::config::{BrokerConfig, Services};
+use crate::delivery::Delivery;
 use crate::metrics::Metrics;
 use crate::missed::Missed;
 use crate::registry::Registry;
@@ -22,6 +23,8 @@ pub struct BrokerState {
     pub config: BrokerConfig,
     /// `config.tunnels`, resolved.
     pub services: Services,
+    /// `config.delivery`, resolved (PROTOCOL.md §16).
+    pub delivery: Arc<Delivery>,
     /// This broker's endpoint (`host:port`), the value of its gateway routes.
     pub endpoint: String,
     /// Routes.

@@ -280,6 +280,15 @@ pub struct SessionRules {
     /// Packets that may wait to be written to one client; when full the client is too slow and
     /// is disconnected.
     pub outbound_queue: usize,
+    /// Packets waiting to be written to one client at which the edge tells its broker the
+    /// client is backlogged (and again once they are written): the broker then holds the
+    /// session's packets and keeps only the newest of each state key (PROTOCOL.md §16).
+    /// Below `outbound_queue`.
+    pub backlog_mark: usize,
+    /// Bytes a TCP or WebSocket client's socket may hold not yet sent (`TCP_NOTSENT_LOWAT`);
+    /// 0: the kernel's own buffers (megabytes once tuned up), in which a slow client's backlog
+    /// hides from the edge. Per-class delivery (PROTOCOL.md §16) needs it bounded.
+    pub unsent_limit_bytes: usize,
     /// Seconds one write to the client may take before it counts as a slow consumer.
     #[serde_as(as = "DurationSeconds<u64>")]
     pub write_timeout_secs: Duration,
@@ -316,6 +325,8 @@ impl Default for SessionRules {
             compress_threshold: Compression::default().threshold,
             max_inflated: Compression::default().max_inflated,
             outbound_queue: 1024,
+            backlog_mark: 32,
+            unsent_limit_bytes: 0,
             write_timeout_secs: Duration::from_secs(10),
             messages_per_sec: 50,
             message_burst: 100,
@@ -635,6 +646,14 @@ impl Validate for EdgeConfig {
         );
         problems.check_positive("session.max_inflated", s.max_inflated);
         problems.check_positive("session.outbound_queue", s.outbound_queue);
+        problems.check(
+            (1..s.outbound_queue).contains(&s.backlog_mark),
+            "session.backlog_mark",
+            format!(
+                "must be at least 1 and below session.outbound_queue ({})",
+                s.outbound_queue
+            ),
+        );
         problems.check_nonzero("session.write_timeout_secs", s.write_timeout_secs);
         problems.check_positive("session.messages_per_sec", s.messages_per_sec);
         problems.check(

@@ -14,9 +14,11 @@ use std::time::Duration;
 
 use futures_util::StreamExt;
 use janus_ops::internal_tls::{self, InternalTls, Role};
+use janus_proto::janus::internal::LINK_MAX_MESSAGE;
 use janus_proto::janus::internal::v1::edge_link_client::EdgeLinkClient;
 use janus_proto::janus::internal::v1::{
-    BrokerFrame, EdgeBatch, EdgeFrame, EdgeHello, ResumeGranted, broker_frame,
+    BrokerFrame, EdgeBatch, EdgeFrame, EdgeHello, ResumeGranted, SessionBacklog, broker_frame,
+    edge_frame,
 };
 use janus_proto::packet::Packet;
 use parking_lot::{Mutex, RwLock};
@@ -26,7 +28,7 @@ use tokio_util::task::TaskTracker;
 
 use crate::config::BrokersConfig;
 use crate::drain::{self, Phase};
-use crate::outbox;
+use crate::outbox::{self, Queued};
 
 /// What a broker tells one session. Every variant is at most a pointer wide: queued items are
 /// memory held by the session's queue.
@@ -121,6 +123,18 @@ impl BrokerLink {
         sent
     }
 
+    /// Tells the broker, without waiting, that the client of `session_id` is backlogged or has
+    /// caught up (PROTOCOL.md §16); false when there was no room on the link (told again
+    /// later).
+    pub(crate) fn backlog(&self, session_id: u64, backlogged: bool) -> bool {
+        let sender = lock(&self.sender).clone();
+        let frame = EdgeFrame {
+            session_id,
+            kind: Some(edge_frame::Kind::Backlog(SessionBacklog { backlogged })),
+        };
+        sender.is_some_and(|tx| tx.try_send(frame).is_ok())
+    }
+
     /// The queue `tx` was found closed: the link is lost, unless it has already been replaced
     /// by a newer connection.
     fn closed(&self, tx: &mpsc::Sender<EdgeFrame>) {
@@ -178,7 +192,12 @@ impl BrokerLink {
             return;
         };
         match slot.tx.try_send(down) {
-            Ok(()) => {}
+            Ok(Queued::Queued) => {}
+            Ok(Queued::Backlogged) => {
+                if !self.backlog(session_id, true) {
+                    slot.tx.untell();
+                }
+            }
             Err(mpsc::error::TrySendError::Full(_)) => {
                 slot.overflow.cancel();
                 sessions.remove(&session_id);
@@ -507,6 +526,8 @@ async fn connect(link: &BrokerLink, links: &Links) -> Result<Inbound, String> {
         read,
     ));
     let inbound = EdgeLinkClient::new(channel)
+        .max_decoding_message_size(LINK_MAX_MESSAGE)
+        .max_encoding_message_size(LINK_MAX_MESSAGE)
         .link(outbound)
         .await
         .map_err(|s| s.to_string())?
@@ -624,7 +645,7 @@ mod tests {
     #[tokio::test]
     async fn a_send_that_finds_the_link_gone_marks_it_down_and_moves_its_sessions() {
         let (link, rx) = link_with_queue();
-        let (tx, mut down) = outbox::outbox(4);
+        let (tx, mut down) = outbox::outbox(4, 4);
         let overflow = CancellationToken::new();
         link.attach(
             7,
@@ -657,7 +678,7 @@ mod tests {
     #[test]
     fn a_session_that_already_moved_is_not_taken_for_a_slow_consumer() {
         let (link, _rx) = link_with_queue();
-        let (tx, down) = outbox::outbox(4);
+        let (tx, down) = outbox::outbox(4, 4);
         let overflow = CancellationToken::new();
         link.attach(
             7,

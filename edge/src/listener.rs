@@ -23,13 +23,20 @@ use crate::session::serve;
 /// How long a WebSocket upgrade may take (it counts towards no session yet).
 const UPGRADE_TIMEOUT: Duration = Duration::from_secs(10);
 
-fn tune(stream: &TcpStream) {
+/// TCP options of a client connection (TCP and WebSocket): no Nagle, keepalives, and with
+/// `unsent_limit` the kernel keeps at most that many bytes not yet sent
+/// (`TCP_NOTSENT_LOWAT`), so a client that reads slowly backs up in the session's queue, where
+/// the edge sees it (PROTOCOL.md §16), not in megabytes of socket buffer.
+fn tune(stream: &TcpStream, unsent_limit: usize) {
     let _ = stream.set_nodelay(true);
     let sock = socket2::SockRef::from(stream);
     let keepalive = socket2::TcpKeepalive::new()
         .with_time(Duration::from_secs(30))
         .with_interval(Duration::from_secs(10));
     let _ = sock.set_tcp_keepalive(&keepalive);
+    if unsent_limit > 0 {
+        let _ = sock.set_tcp_notsent_lowat(u32::try_from(unsent_limit).unwrap_or(u32::MAX));
+    }
 }
 
 async fn accept_loop(
@@ -42,7 +49,7 @@ async fn accept_loop(
             () = state.lifecycle.stopped_accepting() => return,
             accepted = listener.accept() => match accepted {
                 Ok((stream, peer)) => {
-                    tune(&stream);
+                    tune(&stream, state.config.session.unsent_limit_bytes);
                     on_conn(stream, peer);
                 }
                 Err(e) => {

@@ -4,7 +4,10 @@
 //! deque (allocated at the first packet) and a `Notify`, about a hundred bytes where a tokio
 //! channel costs about nine hundred (two cache-padded halves and a first block of 32 slots).
 //! Full: the item is refused ([`TrySendError::Full`]) and the link cuts the session off as a
-//! slow consumer. One sender (the link's slot for the session) and one receiver (the session).
+//! slow consumer. At its backlog mark the queue says so once ([`Queued::Backlogged`]), and the
+//! receiver learns when it has caught up ([`Receiver::caught_up`]): what the edge tells the
+//! broker (PROTOCOL.md §16). One sender (the link's slot for the session) and one receiver
+//! (the session).
 
 use std::collections::VecDeque;
 use std::sync::Arc;
@@ -24,6 +27,8 @@ struct Shared<T> {
 struct State<T> {
     queue: VecDeque<T>,
     capacity: usize,
+    mark: usize,
+    backlogged: bool,
     sender_gone: bool,
     receiver_gone: bool,
 }
@@ -34,12 +39,14 @@ impl<T> Shared<T> {
     }
 }
 
-/// A queue holding at most `capacity` items.
-pub(crate) fn outbox<T>(capacity: usize) -> (Sender<T>, Receiver<T>) {
+/// A queue holding at most `capacity` items, backlogged at `mark`.
+pub(crate) fn outbox<T>(capacity: usize, mark: usize) -> (Sender<T>, Receiver<T>) {
     let shared = Arc::new(Shared {
         state: Mutex::new(State {
             queue: VecDeque::new(),
             capacity,
+            mark,
+            backlogged: false,
             sender_gone: false,
             receiver_gone: false,
         }),
@@ -48,13 +55,22 @@ pub(crate) fn outbox<T>(capacity: usize) -> (Sender<T>, Receiver<T>) {
     (Sender(shared.clone()), Receiver(shared))
 }
 
+/// What [`Sender::try_send`] did with an item it took.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum Queued {
+    /// Queued.
+    Queued,
+    /// Queued, and the queue has just reached its backlog mark.
+    Backlogged,
+}
+
 /// The link's end.
 pub(crate) struct Sender<T>(Arc<Shared<T>>);
 
 impl<T> Sender<T> {
     /// Queues `item`, or gives it back: `Full` at capacity, `Closed` once the session is gone.
-    pub(crate) fn try_send(&self, item: T) -> Result<(), TrySendError<T>> {
-        {
+    pub(crate) fn try_send(&self, item: T) -> Result<Queued, TrySendError<T>> {
+        let queued = {
             let mut state = self.0.lock();
             if state.receiver_gone {
                 return Err(TrySendError::Closed(item));
@@ -63,9 +79,20 @@ impl<T> Sender<T> {
                 return Err(TrySendError::Full(item));
             }
             state.queue.push_back(item);
-        }
+            if !state.backlogged && state.queue.len() >= state.mark {
+                state.backlogged = true;
+                Queued::Backlogged
+            } else {
+                Queued::Queued
+            }
+        };
         self.0.ready.notify_one();
-        Ok(())
+        Ok(queued)
+    }
+
+    /// The backlog could not be told: it is reported again at the next item.
+    pub(crate) fn untell(&self) {
+        self.0.lock().backlogged = false;
     }
 }
 
@@ -108,6 +135,21 @@ impl<T> Receiver<T> {
     pub(crate) fn try_recv(&mut self) -> Option<T> {
         take(&mut self.0.lock())
     }
+
+    /// Whether the queue, backlogged, is empty now: true once per backlog.
+    pub(crate) fn caught_up(&mut self) -> bool {
+        let mut state = self.0.lock();
+        let caught_up = state.backlogged && state.queue.is_empty();
+        if caught_up {
+            state.backlogged = false;
+        }
+        caught_up
+    }
+
+    /// [`Receiver::caught_up`] could not be told: the queue is backlogged still.
+    pub(crate) fn untell(&mut self) {
+        self.0.lock().backlogged = true;
+    }
 }
 
 fn take<T>(state: &mut State<T>) -> Option<T> {
@@ -140,7 +182,7 @@ mod tests {
 
     #[tokio::test]
     async fn items_arrive_in_order_and_the_end_after_the_last() {
-        let (tx, mut rx) = outbox(4);
+        let (tx, mut rx) = outbox(4, 4);
         for n in 1..=3 {
             tx.try_send(n).unwrap();
         }
@@ -157,7 +199,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_full_queue_refuses_and_a_gone_session_is_closed() {
-        let (tx, mut rx) = outbox(2);
+        let (tx, mut rx) = outbox(2, 2);
         tx.try_send(1).unwrap();
         tx.try_send(2).unwrap();
         assert!(matches!(tx.try_send(3), Err(TrySendError::Full(3))));
@@ -169,7 +211,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_waiting_receiver_is_woken_and_a_dropped_wait_loses_nothing() {
-        let (tx, mut rx) = outbox(4);
+        let (tx, mut rx) = outbox(4, 4);
         let waiting = tokio::time::timeout(Duration::from_millis(20), rx.recv()).await;
         assert!(waiting.is_err(), "nothing queued yet");
         let woken = tokio::spawn(async move { (rx.recv().await, rx) });
@@ -182,9 +224,33 @@ mod tests {
         assert_eq!(rx.try_recv(), None);
     }
 
+    #[tokio::test]
+    async fn the_backlog_mark_is_told_once_and_so_is_the_catching_up() {
+        let (tx, mut rx) = outbox(8, 3);
+        assert_eq!(tx.try_send(1).unwrap(), Queued::Queued);
+        assert_eq!(tx.try_send(2).unwrap(), Queued::Queued);
+        assert_eq!(tx.try_send(3).unwrap(), Queued::Backlogged);
+        assert_eq!(tx.try_send(4).unwrap(), Queued::Queued, "told once");
+        assert_eq!(rx.recv().await, Some(1));
+        assert!(!rx.caught_up(), "three still wait");
+        while rx.try_recv().is_some() {}
+        assert!(rx.caught_up());
+        assert!(!rx.caught_up(), "told once");
+        rx.untell();
+        assert!(
+            rx.caught_up(),
+            "a caught-up that could not be told is told again"
+        );
+        for n in 0..2 {
+            tx.try_send(n).unwrap();
+        }
+        tx.untell();
+        assert_eq!(tx.try_send(9).unwrap(), Queued::Backlogged);
+    }
+
     #[test]
     fn a_drained_burst_gives_its_room_back() {
-        let (tx, mut rx) = outbox(64);
+        let (tx, mut rx) = outbox(64, 64);
         for n in 0..64 {
             tx.try_send(n).unwrap();
         }

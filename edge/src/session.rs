@@ -402,7 +402,8 @@ impl Session {
 
     /// Routes `broker`'s frames for this session (of player `uid`) to a fresh downlink.
     fn attach_to(&mut self, broker: Arc<BrokerLink>, uid: i64) {
-        let (tx, rx) = outbox::outbox(self.state.config.session.outbound_queue);
+        let session = &self.state.config.session;
+        let (tx, rx) = outbox::outbox(session.outbound_queue, session.backlog_mark);
         broker.attach(
             self.machine.id(),
             SessionSlot {
@@ -529,6 +530,12 @@ impl Session {
             Ok(Err(_)) => Err(Close::ClientClosed),
             Ok(Ok(())) => {
                 self.machine.wrote(n);
+                if let (Some(rx), Some(broker)) = (self.downlink.as_mut(), &self.broker)
+                    && rx.caught_up()
+                    && !broker.backlog(self.machine.id(), false)
+                {
+                    rx.untell();
+                }
                 Ok(())
             }
         }

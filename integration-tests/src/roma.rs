@@ -36,8 +36,7 @@ pub fn body(text: &str) -> bc::PushBody {
         data: text.as_bytes().to_vec(),
         r#mod: PUSH_MOD,
         seq: PUSH_SEQ,
-        obj: 0,
-        data_version: 0,
+        ..Default::default()
     }
 }
 

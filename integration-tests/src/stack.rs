@@ -481,6 +481,27 @@ pub async fn recv(client: &mut Client) -> janus_proto::packet::Packet {
         .expect("the connection stays up")
 }
 
+/// Pushes `bodies` to `uid` (of [`COLOR`]) through the broker's broadcaster push API; returns
+/// the uids that had a live session to take them.
+pub async fn multicast(
+    push: &mut janus_proto::broadcaster::service::push::v1::push_service_client::PushServiceClient<
+        tonic::transport::Channel,
+    >,
+    uid: i64,
+    bodies: Vec<janus_proto::broadcaster::service::push::v1::PushBody>,
+) -> Vec<i64> {
+    let request = janus_proto::broadcaster::service::push::v1::MulticastRequest {
+        bodies,
+        uids: vec![uid],
+        color: COLOR.into(),
+    };
+    push.multicast(request)
+        .await
+        .unwrap()
+        .into_inner()
+        .pushed_uids
+}
+
 /// The value of `series` (a metric name with its labels, as `/metrics` prints them) on the
 /// admin endpoint at `addr`.
 pub async fn metric(addr: std::net::SocketAddr, series: &str) -> Option<f64> {

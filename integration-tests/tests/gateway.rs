@@ -8,7 +8,8 @@ use janus_broker::route::{RouteStore, gate_route_key};
 use janus_client::{Client, Endpoint, unix_now};
 use janus_demo_game as demo;
 use janus_integration_tests::stack::{
-    COLOR, Stack, all_transports, assert_logout, assert_quiet, http_get, recv, request, wait_metric,
+    COLOR, Stack, all_transports, assert_logout, assert_quiet, http_get, multicast, recv, request,
+    wait_metric,
 };
 use janus_proto::message::sc_server_logout::Code as LogoutCode;
 use janus_proto::message::{
@@ -85,22 +86,12 @@ async fn every_transport_and_handshake_mode_carries_echo_heartbeat_pushes_and_ki
                 b"pushed",
                 "{context}: tunnel push"
             );
-            let pushed = push
-                .multicast(
-                    janus_proto::broadcaster::service::push::v1::MulticastRequest {
-                        bodies: vec![janus_proto::broadcaster::service::push::v1::PushBody {
-                            data: b"from a service".to_vec(),
-                            r#mod: 9,
-                            ..Default::default()
-                        }],
-                        uids: vec![uid],
-                        color: COLOR.into(),
-                    },
-                )
-                .await
-                .unwrap()
-                .into_inner()
-                .pushed_uids;
+            let body = janus_proto::broadcaster::service::push::v1::PushBody {
+                data: b"from a service".to_vec(),
+                r#mod: 9,
+                ..Default::default()
+            };
+            let pushed = multicast(&mut push, uid, vec![body]).await;
             assert_eq!(pushed, vec![uid], "{context}");
             assert_eq!(
                 recv(&mut client).await.data,

@@ -14,7 +14,7 @@ use janus_edge::Edge;
 use janus_client::{Client, Endpoint, Reconnect, unix_now};
 use janus_integration_tests::ports;
 use janus_integration_tests::stack::{
-    COLOR, Game, GameKind, Ground, Stack, assert_logout, echo, metric, quic, recv, tcp,
+    COLOR, Game, GameKind, Ground, Stack, assert_logout, echo, metric, multicast, quic, recv, tcp,
     wait_metric, ws,
 };
 use janus_proto::broadcaster::service::push::v1::{
@@ -64,20 +64,12 @@ async fn push_numbered(stack: &Stack, uid: i64) -> tokio::task::JoinHandle<()> {
         .unwrap();
     tokio::spawn(async move {
         for n in 0..PUSHES {
-            let pushed = push
-                .multicast(MulticastRequest {
-                    bodies: vec![PushBody {
-                        data: n.to_string().into_bytes(),
-                        r#mod: 9,
-                        ..Default::default()
-                    }],
-                    uids: vec![uid],
-                    color: COLOR.into(),
-                })
-                .await
-                .unwrap()
-                .into_inner()
-                .pushed_uids;
+            let body = PushBody {
+                data: n.to_string().into_bytes(),
+                r#mod: 9,
+                ..Default::default()
+            };
+            let pushed = multicast(&mut push, uid, vec![body]).await;
             assert_eq!(pushed, vec![uid], "push {n} found the session");
             tokio::time::sleep(Duration::from_millis(3)).await;
         }

@@ -92,6 +92,11 @@ pub mod broadcaster {
 pub mod janus {
     /// Between Janus tiers.
     pub mod internal {
+        /// The largest message either end of the link takes: a resume's grant or a
+        /// re-attach carries a session's whole unacknowledged tail (up to `retain_packets`
+        /// packets of up to `max_frame` bytes: 16 MiB at the defaults), beyond gRPC's 4 MiB.
+        pub const LINK_MAX_MESSAGE: usize = 64 << 20;
+
         /// The edge↔broker link (`janus.internal.v1.EdgeLink`).
         #[allow(missing_docs, unreachable_pub, clippy::all)]
         pub mod v1 {

@@ -145,6 +145,7 @@ impl Rooms {
                         obj: r.obj,
                         r#mod: r.r#mod,
                         seq: SAID,
+                        ..Default::default()
                     }],
                     uids: others,
                     color: color.to_owned(),

@@ -45,6 +45,8 @@ pub(crate) struct Target {
     /// QUIC: one client endpoint (one UDP socket) carries every session, so the number of
     /// sessions is not bounded by open files on either side.
     quic: Option<quinn::Endpoint>,
+    /// TCP: the receive buffer each player's socket asks for (a slow link's small window).
+    recv_buffer: Option<u32>,
 }
 
 impl Target {
@@ -86,7 +88,14 @@ impl Target {
             tokens: gateway.tokens.clone(),
             sources,
             quic,
+            recv_buffer: None,
         })
+    }
+
+    /// TCP players' sockets ask for a receive buffer of `bytes` (the kernel doubles it).
+    pub(crate) fn recv_buffer(mut self, bytes: u32) -> Self {
+        self.recv_buffer = Some(bytes);
+        self
     }
 
     /// Players ask for resume tickets.
@@ -121,15 +130,18 @@ impl Target {
     /// port free towards every destination, which crawls once many are in TIME_WAIT; with one
     /// source address, plain connect picks per destination.)
     async fn tcp(&self, uid: i64) -> std::io::Result<tokio::net::TcpStream> {
-        let stream = if let [_] = self.sources[..] {
-            tokio::net::TcpStream::connect(self.addr).await?
-        } else {
-            let socket = TcpSocket::new_v4()?;
-            socket.bind(SocketAddr::new(
-                self.sources[uid as usize % self.sources.len()],
-                0,
-            ))?;
-            socket.connect(self.addr).await?
+        let stream = match (&self.sources[..], self.recv_buffer) {
+            ([_], None) => tokio::net::TcpStream::connect(self.addr).await?,
+            (sources, recv_buffer) => {
+                let socket = TcpSocket::new_v4()?;
+                if let Some(bytes) = recv_buffer {
+                    socket.set_recv_buffer_size(bytes)?;
+                }
+                if let [_, _, ..] = sources {
+                    socket.bind(SocketAddr::new(sources[uid as usize % sources.len()], 0))?;
+                }
+                socket.connect(self.addr).await?
+            }
         };
         stream.set_nodelay(true)?;
         Ok(stream)

@@ -179,8 +179,14 @@ const WRAP_EDGE: &str = "JANUS_BENCH_WRAP_EDGE";
 const WRAP_BROKER: &str = "JANUS_BENCH_WRAP_BROKER";
 
 /// The configuration of a bench edge: every listener at the given addresses, limits opened wide
-/// (the generator is one address sending as fast as it can), linked to `broker`.
-fn edge_toml(dir: &Scratch, listeners: [SocketAddr; 5], broker: SocketAddr) -> String {
+/// (the generator is one address sending as fast as it can), linked to `broker`, with
+/// `session_extra` (lines of `[session]`) added.
+fn edge_toml(
+    dir: &Scratch,
+    listeners: [SocketAddr; 5],
+    broker: SocketAddr,
+    session_extra: &str,
+) -> String {
     let [tcp, ws, kcp, quic, admin] = listeners;
     let file = |name: &str| dir.file(name).display().to_string();
     format!(
@@ -189,7 +195,7 @@ fn edge_toml(dir: &Scratch, listeners: [SocketAddr; 5], broker: SocketAddr) -> S
          [kcp]\nenabled = true\nlisten = \"{kcp}\"\n[quic]\nenabled = true\nlisten = \"{quic}\"\n\
          [keys]\nsigning_key_file = \"{}\"\ntoken_key_file = \"{}\"\n\
          [session]\nidle_timeout_secs = 600\nmessages_per_sec = 4000000000\nmessage_burst = 4000000000\n\
-         bytes_per_sec = 4000000000\nbyte_burst = 4000000000\n\
+         bytes_per_sec = 4000000000\nbyte_burst = 4000000000\n{session_extra}\
          [limits]\nmax_sessions = 10000000\nmax_sessions_per_ip = 10000000\nhandshakes_per_ip_per_sec = 10000000\n\
          [brokers]\nendpoints = [\"{broker}\"]\n",
         file(keys::SERVER_KEY),
@@ -247,7 +253,7 @@ impl Gateway {
     pub(crate) async fn start_second_edge(&self) -> anyhow::Result<SecondEdge> {
         let [tcp, ws, kcp, quic, admin] = free_ports()?;
         let path = self.dir.file("second-edge.toml");
-        let text = edge_toml(&self.dir, [tcp, ws, kcp, quic, admin], self.broker_addr);
+        let text = edge_toml(&self.dir, [tcp, ws, kcp, quic, admin], self.broker_addr, "");
         std::fs::write(&path, text)?;
         let mut process = Process::spawn(
             "second edge",
@@ -265,6 +271,12 @@ impl Gateway {
     /// Starts game service, broker and edge with limits opened wide (the generator is one
     /// address sending as fast as it can), and waits until the edge is ready.
     pub(crate) async fn start() -> anyhow::Result<Self> {
+        Self::start_with("", "").await
+    }
+
+    /// [`Gateway::start`] with `broker_extra` appended to the broker's configuration file and
+    /// `edge_session` (lines of its `[session]`) to the edge's.
+    pub(crate) async fn start_with(broker_extra: &str, edge_session: &str) -> anyhow::Result<Self> {
         let dir = Scratch::new("gateway")?;
         keys::write_key_set(dir.path(), true)?;
         let [tcp, ws, kcp, quic, admin, broker, broker_admin, game] = free_ports()?;
@@ -274,9 +286,10 @@ impl Gateway {
         let broker_toml = format!(
             "listen = \"{broker}\"\nadmin_listen = \"{broker_admin}\"\n\
              [[discovery.instances]]\nname = \"roma.player.service\"\nendpoint = \"{game}\"\n\
-             [[discovery.instances]]\nname = \"roma.room.service\"\nendpoint = \"{game}\"\n"
+             [[discovery.instances]]\nname = \"roma.room.service\"\nendpoint = \"{game}\"\n\
+             {broker_extra}"
         );
-        let edge_toml = edge_toml(&dir, [tcp, ws, kcp, quic, admin], broker);
+        let edge_toml = edge_toml(&dir, [tcp, ws, kcp, quic, admin], broker, edge_session);
         for (name, text) in [
             ("game.toml", &game_toml),
             ("broker.toml", &broker_toml),

@@ -11,6 +11,7 @@ mod goals;
 mod raw;
 mod report;
 mod scenarios;
+mod slow;
 
 use std::path::PathBuf;
 
@@ -19,6 +20,7 @@ use clap::{Args, Subcommand};
 use crate::connect::Transport;
 use goals::Goal;
 use scenarios::{ConnectArgs, EchoArgs, FanoutArgs, HandshakeArgs};
+use slow::SlowArgs;
 
 /// `janus bench`.
 #[derive(Debug, Args)]
@@ -44,6 +46,9 @@ enum Scenario {
     Multicast(FanoutArgs),
     /// Handshakes/s beside the single-thread cost of the same crypto.
     Handshake(HandshakeArgs),
+    /// Clients reading slower than 30 Hz state for 10 keys: state age and sessions kept, with
+    /// the state class (PROTOCOL.md §16) beside today's policy.
+    Slow(SlowArgs),
     /// Every scenario, then the summary table.
     All(AllArgs),
     /// The raw tokio echo server of the baseline (started by the other scenarios).
@@ -75,6 +80,7 @@ pub(crate) async fn run(args: BenchArgs) -> anyhow::Result<()> {
         Scenario::Broadcast(a) => scenarios::fanout(&a, false).await?.print(json),
         Scenario::Multicast(a) => scenarios::fanout(&a, true).await?.print(json),
         Scenario::Handshake(a) => scenarios::handshake(&a).await?.print(json),
+        Scenario::Slow(a) => slow::slow(&a).await?.print(json),
         Scenario::RawEchoServer { listen } => raw::serve(&listen).await,
         Scenario::All(a) => all(&a, json).await,
     }
@@ -127,6 +133,17 @@ async fn all(args: &AllArgs, json: Option<&std::path::Path>) -> anyhow::Result<(
     broadcast.print(json)?;
     let multicast = scenarios::fanout(&fanout, true).await?;
     multicast.print(json)?;
+    let slow = slow::slow(&SlowArgs {
+        sessions: 100,
+        secs: 20,
+        keys: 10,
+        hz: 30,
+        read_per_sec: 100,
+        recv_buffer: 4096,
+        unsent_limit: 4096,
+    })
+    .await?;
+    slow.print(json)?;
 
     // Last: its thousands of short connections leave ports in TIME_WAIT for a minute.
     let handshake = scenarios::handshake(&HandshakeArgs {
@@ -203,6 +220,17 @@ async fn all(args: &AllArgs, json: Option<&std::path::Path>) -> anyhow::Result<(
     println!(
         "| multicast naming every uid, last delivery (median of 5) | {:.1} ms to {} sessions ({:.0}/s) | — | — | — |",
         mc.median_ms_to_last, mc.sessions, mc.delivered_per_sec
+    );
+    let s = &slow.figures;
+    println!(
+        "| slow consumers: state age p99, 30 Hz × 10 keys, clients reading 100 packets/s | {:.0} ms, {} of {} kept (state) | {:.0} ms, {} of {} kept (events: today's policy) | {:.3} | — |",
+        s.state.age.p99_ms,
+        s.state.kept,
+        s.sessions,
+        s.events.age.p99_ms,
+        s.events.kept,
+        s.sessions,
+        s.state.age.p99_ms / s.events.age.p99_ms
     );
     Ok(())
 }

@@ -13,6 +13,10 @@ pub struct PushBody {
     pub r#mod: i32,
     #[prost(int32, tag = "5")]
     pub seq: i32,
+    /// Janus's own, optional (go-pantheon's services leave it out): the delivery class this body
+    /// asks for, over the broker's `\[delivery\]` rules (PROTOCOL.md §16).
+    #[prost(enumeration = "DeliveryClass", tag = "16")]
+    pub delivery_class: i32,
 }
 /// The message carried on the push bus.
 #[allow(clippy::all)]
@@ -78,6 +82,40 @@ pub struct BroadcastRequest {
 #[allow(clippy::all)]
 #[derive(Clone, Copy, PartialEq, Eq, Hash, ::prost::Message)]
 pub struct BroadcastResponse {}
+/// A push body's delivery class (PROTOCOL.md §16).
+#[allow(clippy::all)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, ::prost::Enumeration)]
+#[repr(i32)]
+pub enum DeliveryClass {
+    /// The broker's `\[delivery\]` rules decide (an event unless a rule says state).
+    Unspecified = 0,
+    /// Kept in order.
+    Event = 1,
+    /// Latest wins per (mod, seq, obj).
+    State = 2,
+}
+impl DeliveryClass {
+    /// String value of the enum field names used in the ProtoBuf definition.
+    ///
+    /// The values are not transformed in any way and thus are considered stable
+    /// (if the ProtoBuf definition does not change) and safe for programmatic use.
+    pub fn as_str_name(&self) -> &'static str {
+        match self {
+            Self::Unspecified => "DELIVERY_CLASS_UNSPECIFIED",
+            Self::Event => "DELIVERY_CLASS_EVENT",
+            Self::State => "DELIVERY_CLASS_STATE",
+        }
+    }
+    /// Creates an enum from field names used in the ProtoBuf definition.
+    pub fn from_str_name(value: &str) -> ::core::option::Option<Self> {
+        match value {
+            "DELIVERY_CLASS_UNSPECIFIED" => Some(Self::Unspecified),
+            "DELIVERY_CLASS_EVENT" => Some(Self::Event),
+            "DELIVERY_CLASS_STATE" => Some(Self::State),
+            _ => None,
+        }
+    }
+}
 /// Generated client implementations.
 pub mod push_service_client {
     #![allow(

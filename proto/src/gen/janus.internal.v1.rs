@@ -34,7 +34,7 @@ pub struct EdgeFrame {
     /// sessions by (edge_id, session_id).
     #[prost(uint64, tag = "1")]
     pub session_id: u64,
-    #[prost(oneof = "edge_frame::Kind", tags = "2, 3, 4, 5, 6")]
+    #[prost(oneof = "edge_frame::Kind", tags = "2, 3, 4, 5, 6, 7")]
     pub kind: ::core::option::Option<edge_frame::Kind>,
 }
 /// Nested message and enum types in `EdgeFrame`.
@@ -52,6 +52,8 @@ pub mod edge_frame {
         Progress(super::SessionProgress),
         #[prost(message, tag = "6")]
         Resume(super::ResumeRequest),
+        #[prost(message, tag = "7")]
+        Backlog(super::SessionBacklog),
     }
 }
 /// A session handshaken on the edge, or re-attached after its broker went away.
@@ -151,6 +153,16 @@ pub struct SessionProgress {
     /// The next client index the edge expects.
     #[prost(int32, tag = "2")]
     pub next_index: i32,
+}
+/// The client reads slower than its packets come (PROTOCOL.md §16): the session's queue at the
+/// edge reached `\[session\] backlog_mark` (`backlogged`), or has been written out since
+/// (`backlogged = false`). While it is backlogged, the broker holds the session's packets of
+/// classes other than control and conflates its state packets.
+#[allow(clippy::all)]
+#[derive(Clone, Copy, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct SessionBacklog {
+    #[prost(bool, tag = "1")]
+    pub backlogged: bool,
 }
 /// A client presented a ticket at this edge (PROTOCOL.md §13.3). The broker checks that it is the
 /// session's current ticket and the proof under the session's resume key; the first such request
