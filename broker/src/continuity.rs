@@ -58,16 +58,13 @@ pub struct Continuity {
     /// Notified when a packet is kept while detached: the parked copy in the route store is
     /// out of date.
     pub changed: tokio::sync::Notify,
-    /// Notified when packets wait in line for the session's actor to deliver them
-    /// ([`Continuity::drain`]).
+    /// Notified when packets wait in line or in the stage for the session's actor to deliver
+    /// them ([`Continuity::drain`], [`Continuity::release`]).
     pub waiting: tokio::sync::Notify,
     /// The server-packet count the parked copy in the route store holds (PROTOCOL.md §13.5).
     copied: tokio::sync::watch::Sender<u64>,
-    /// The delivery classes, when any packet can be held (PROTOCOL.md §16).
+    /// The delivery classes (PROTOCOL.md §16).
     delivery: Option<Arc<Delivery>>,
-    /// Notified when packets wait in the stage for the session's actor to release them
-    /// ([`Continuity::release`]).
-    pub staged: tokio::sync::Notify,
 }
 
 #[derive(Debug)]
@@ -222,7 +219,6 @@ impl Continuity {
             waiting: tokio::sync::Notify::new(),
             copied: tokio::sync::watch::channel(0).0,
             delivery: None,
-            staged: tokio::sync::Notify::new(),
         }
     }
 
@@ -240,15 +236,18 @@ impl Continuity {
         if state.at.as_ref().is_some_and(|a| a.is(edge, session_id)) {
             state.backlogged = backlogged;
             if !backlogged && state.stage.is_some() {
-                self.staged.notify_one();
+                self.waiting.notify_one();
             }
         }
     }
 
     /// Sends what the stage may send now, oldest first, counting each as it goes; returns when
     /// the next paced packet is due, if one waits. The session's actor calls this when
-    /// [`Continuity::staged`] is notified and when that time comes.
+    /// [`Continuity::waiting`] is notified and when that time comes.
     pub async fn release(&self) -> Option<tokio::time::Instant> {
+        if self.lock().stage.is_none() {
+            return None;
+        }
         loop {
             let at = self.attachment()?;
             // `Some(due)` once nothing more may go now.
@@ -714,7 +713,7 @@ impl Continuity {
         // elsewhere) follows the grant.
         state.backlogged = false;
         if state.stage.is_some() {
-            self.staged.notify_one();
+            self.waiting.notify_one();
         }
         permit.send(BrokerFrame {
             kind: Some(broker_frame::Kind::Granted(ResumeGranted {
@@ -863,7 +862,7 @@ impl State {
             session.lost.cancel();
         }
         if !self.backlogged {
-            session.staged.notify_one();
+            session.waiting.notify_one();
         }
         true
     }

@@ -231,21 +231,26 @@ impl Actor {
         let end = loop {
             let parked_until = self.parked;
             let leave_at = self.leaving.as_ref().map(|l| l.2);
+            // One timer for both (every sleep in this select is memory held by every session).
+            let due = reply_due.into_iter().chain(release_due).min();
             tokio::select! {
                 () = self.continuity.waiting.notified() => {
-                    reply_due = None;
+                    if !self.continuity.holding() {
+                        reply_due = None;
+                    }
                     self.continuity.drain().await;
-                }
-                () = self.continuity.staged.notified() => {
                     release_due = Box::pin(self.continuity.release()).await;
                 }
-                () = sleep_until(release_due) => {
-                    release_due = Box::pin(self.continuity.release()).await;
-                }
-                () = sleep_until(reply_due) => {
-                    tracing::warn!("no adoption reply from the previous broker; delivering without it");
-                    reply_due = None;
-                    self.continuity.stop_holding();
+                () = sleep_until(due) => {
+                    let now = tokio::time::Instant::now();
+                    if reply_due.is_some_and(|at| at <= now) {
+                        tracing::warn!("no adoption reply from the previous broker; delivering without it");
+                        reply_due = None;
+                        self.continuity.stop_holding();
+                    }
+                    if release_due.is_some_and(|at| at <= now) {
+                        release_due = Box::pin(self.continuity.release()).await;
+                    }
                 }
                 inbound = inbox.recv() => match inbound {
                     Some(Inbound::Packet(forwarded)) => {
