@@ -48,6 +48,7 @@ fn registry() -> Registry {
                 color: String::new(),
                 sid: 1 + uid % 2,
                 commands: mpsc::channel(1).0,
+                registered: 0,
             },
         );
     }

@@ -115,12 +115,16 @@ struct State {
 
 /// The broadcasts a re-attached session got (PROTOCOL.md §13.5): for the instant of its
 /// adoption both its brokers may deliver the same broadcast to it, the new one itself and the
-/// old one in what it forwards.
+/// old one, in what it forwards or before the move (then it is in the tail the edge handed over).
 #[derive(Debug)]
 struct Once {
     until: tokio::time::Instant,
-    /// Broadcast ids, oldest first; at most [`LINE`].
+    /// Broadcast ids taken here, oldest first; at most [`LINE`].
     ids: VecDeque<Arc<str>>,
+    /// Broadcast ids the previous broker says the session got there (its adoption reply), oldest
+    /// first; at most [`LINE`]. This broker's own copy of one is not delivered; one forwarded
+    /// later by that broker is (it kept it after the move, so the edge never had it).
+    had: VecDeque<Arc<str>>,
 }
 
 /// How long a re-attached session takes each broadcast only once: its previous broker's
@@ -129,13 +133,17 @@ struct Once {
 const ONCE_FOR: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// Packets for an adopter (PROTOCOL.md §13.5), oldest first, with the id of the broadcast each
-/// belongs to: `BrokerControl.forwarded` and `forwarded_broadcasts`.
+/// belongs to: `BrokerControl.forwarded` and `forwarded_broadcasts`; and, in an adoption reply,
+/// the broadcasts the session got at the old broker (`had_broadcasts`).
 #[derive(Debug, Default, PartialEq)]
 pub struct Forwarded {
     /// The packets.
     pub packets: Vec<Packet>,
     /// One id per packet, empty for one that is not a broadcast's; empty when none is.
     pub broadcasts: Vec<String>,
+    /// The broadcasts the session got at the old broker: the adopter's own copies of them are
+    /// not delivered.
+    pub had: Vec<String>,
 }
 
 impl Forwarded {
@@ -205,6 +213,7 @@ impl Continuity {
                 once: open.reattach.then(|| Once {
                     until: tokio::time::Instant::now() + ONCE_FOR,
                     ids: VecDeque::new(),
+                    had: VecDeque::new(),
                 }),
                 backlogged: false,
                 stage: None,
@@ -583,7 +592,9 @@ impl Continuity {
     /// held for it; otherwise ones that reached it later, after everything else. The session's
     /// actor delivers them ([`Continuity::drain`]). A broadcast the session got here as well
     /// is taken once: in the previous broker's place when this broker's copy still waits
-    /// behind the reply, else where it already is.
+    /// behind the reply, else where it already is. One the reply says the session had there
+    /// (`had`, given to its edge before the move) is not delivered by this broker: its copy
+    /// waiting behind the reply is dropped, and a later one too.
     pub fn forwarded(&self, forwarded: Forwarded, reply: bool) {
         let mut state = self.lock();
         if state.ended {
@@ -598,7 +609,7 @@ impl Continuity {
             .zip(ids.chain(std::iter::repeat(None)))
         {
             let id: Option<Arc<str>> = id.filter(|id| !id.is_empty()).map(Arc::from);
-            if !state.first_time(id.as_ref()) {
+            if !state.take_once(id.as_ref(), false) {
                 let held = state
                     .line
                     .iter()
@@ -608,6 +619,9 @@ impl Continuity {
                 state.line.remove(held);
             }
             packets.push_back((Arc::new(packet), id));
+        }
+        for id in forwarded.had {
+            state.had(Arc::from(id), front);
         }
         if front {
             state.holding = false;
@@ -768,12 +782,21 @@ impl State {
         Forwarded {
             packets,
             broadcasts,
+            had: Vec::new(),
         }
     }
 
-    /// Whether the session is to take (a packet of) `broadcast`: always, but for a re-attached
-    /// one that already got it (see [`Once`]), which takes it as delivered.
+    /// Whether the session is to take (a packet of) `broadcast` this broker delivers itself:
+    /// always, but for a re-attached one that already got it (see [`Once`]), which takes it as
+    /// delivered.
     fn first_time(&mut self, broadcast: Broadcast<'_>) -> bool {
+        self.take_once(broadcast, true)
+    }
+
+    /// [`State::first_time`] for a broadcast this broker delivers itself (`own`), or one its
+    /// previous broker forwarded (then what that broker says the session had there does not
+    /// count: it forwards only what it kept after the move).
+    fn take_once(&mut self, broadcast: Broadcast<'_>, own: bool) -> bool {
         let (Some(id), Some(once)) = (broadcast, self.once.as_mut()) else {
             return true;
         };
@@ -781,7 +804,7 @@ impl State {
             self.once = None;
             return true;
         }
-        if once.ids.contains(id) {
+        if once.ids.contains(id) || (own && once.had.contains(id)) {
             return false;
         }
         if once.ids.len() >= LINE {
@@ -789,6 +812,24 @@ impl State {
         }
         once.ids.push_back(id.clone());
         true
+    }
+
+    /// The previous broker says the session got broadcast `id` there: this broker's own copy of
+    /// it is not delivered, the one waiting in line behind the reply (if `held`) neither.
+    fn had(&mut self, id: Arc<str>, held: bool) {
+        let Some(once) = self.once.as_mut() else {
+            return;
+        };
+        if held && self.line.iter().any(|(_, b)| b.as_ref() == Some(&id)) {
+            self.line.retain(|(_, b)| b.as_ref() != Some(&id));
+            // Not taken after all: should the previous broker forward it (it reached the copy
+            // there after the move), that copy goes out.
+            once.ids.retain(|taken| *taken != id);
+        }
+        if once.had.len() >= LINE {
+            once.had.pop_front();
+        }
+        once.had.push_back(id);
     }
 
     /// Puts `packet` at the back of the line if packets wait there (or are held): true when
@@ -1264,6 +1305,7 @@ mod tests {
         Forwarded {
             packets: seqs.iter().map(|n| (*push(*n)).clone()).collect(),
             broadcasts: Vec::new(),
+            had: Vec::new(),
         }
     }
 
@@ -1272,6 +1314,7 @@ mod tests {
         Forwarded {
             packets: seqs.iter().map(|(n, _)| (*push(*n)).clone()).collect(),
             broadcasts: seqs.iter().map(|(_, id)| (*id).to_owned()).collect(),
+            had: Vec::new(),
         }
     }
 
@@ -1321,6 +1364,30 @@ mod tests {
         s.drain().await;
         assert_eq!(delivered(&mut b_rx), vec![13, 6]);
         assert_eq!(s.counts().0, 2 + 6, "each counted once");
+    }
+
+    #[tokio::test]
+    async fn an_adopter_drops_its_own_copy_of_a_broadcast_the_old_broker_gave_but_not_a_forward() {
+        let (b, mut b_rx) = edge("b");
+        let s = moved_in(&b, 2);
+        // x/1 reaches the session here while held; the old broker says the session had x/1 and
+        // x/2 there.
+        assert!(s.try_deliver(&push(11), Some(&id("x/1"))));
+        assert!(s.try_deliver(&push(5), None));
+        let reply = Forwarded {
+            had: vec!["x/1".into(), "x/2".into()],
+            ..Forwarded::default()
+        };
+        s.forwarded(reply, true);
+        s.drain().await;
+        assert_eq!(delivered(&mut b_rx), vec![5], "x/1 is in the edge's tail");
+        assert!(s.try_deliver(&push(12), Some(&id("x/2"))), "taken as had");
+        assert!(s.try_deliver(&push(11), Some(&id("x/1"))), "taken as had");
+        // x/1 reached the old copy only after the move after all: its forward goes out, once.
+        s.forwarded(tagged(&[(11, "x/1")]), false);
+        s.forwarded(tagged(&[(11, "x/1")]), false);
+        s.drain().await;
+        assert_eq!(delivered(&mut b_rx), vec![11]);
     }
 
     #[tokio::test(start_paused = true)]

@@ -9,6 +9,10 @@
 //! registry's lock, and an insert reads the count), not by clocks. Sans-IO: the caller passes
 //! the time.
 //!
+//! The same record of broadcasts handled tells a broker whose session another broker adopted
+//! which broadcasts that session got here ([`Missed::since`]): the adopter does not deliver them
+//! again when its own copy of one comes after the move.
+//!
 //! Bounds: at most [`NOTICES`] notices (past it the oldest is forgotten and counted), and the
 //! broadcasts handled and sessions adopted in the last [`WINDOW`].
 
@@ -57,10 +61,20 @@ struct Adoption {
     at: Instant,
 }
 
+/// A broadcast this broker delivered to its matching sessions.
+struct Handled {
+    id: String,
+    color: String,
+    sid: i64,
+    /// The registry's broadcast count with it.
+    count: u64,
+    at: Instant,
+}
+
 #[derive(Default)]
 struct Inner {
-    /// Broadcast ids delivered here, with the registry's count then, oldest first.
-    handled: VecDeque<(String, u64, Instant)>,
+    /// Broadcasts delivered here, oldest first.
+    handled: VecDeque<Handled>,
     notices: VecDeque<Kept>,
     /// Sessions adopted here, by the broker they came from, then uid.
     adoptions: HashMap<String, HashMap<i64, Adoption>>,
@@ -71,7 +85,7 @@ struct Inner {
 impl Inner {
     fn forget_old(&mut self, now: Instant) {
         let old = |at: &Instant| now.saturating_duration_since(*at) > WINDOW;
-        while self.handled.front().is_some_and(|(_, _, at)| old(at)) {
+        while self.handled.front().is_some_and(|h| old(&h.at)) {
             self.handled.pop_front();
         }
         while self.notices.front().is_some_and(|kept| old(&kept.at)) {
@@ -119,12 +133,33 @@ impl Missed {
         inner
     }
 
-    /// This broker delivered broadcast `id` to its matching sessions, the registry's count then
-    /// being `count`.
-    pub(crate) fn handled(&self, id: &str, count: u64, now: Instant) {
+    /// This broker delivered broadcast `id` to its matching sessions of (`color`, `sid`), the
+    /// registry's count then being `count`.
+    pub(crate) fn handled(&self, id: &str, (color, sid): (&str, i64), count: u64, now: Instant) {
+        self.inner(now).handled.push_back(Handled {
+            id: id.to_owned(),
+            color: color.to_owned(),
+            sid,
+            count,
+            at: now,
+        });
+    }
+
+    /// The broadcasts of (`color`, `sid`) delivered here to a session registered when the
+    /// registry's count was `registered` (those the registry counted higher reached it), oldest
+    /// first: what an adopter of that session is told it had (PROTOCOL.md §13.5).
+    pub(crate) fn since(
+        &self,
+        (color, sid): (&str, i64),
+        registered: u64,
+        now: Instant,
+    ) -> Vec<String> {
         self.inner(now)
             .handled
-            .push_back((id.to_owned(), count, now));
+            .iter()
+            .filter(|h| h.color == color && h.sid == sid && !missed(Some(h.count), registered))
+            .map(|h| h.id.clone())
+            .collect()
     }
 
     /// Keeps `notice`; returns it with the uids adopted here from a broker it names that did
@@ -135,8 +170,8 @@ impl Missed {
             .handled
             .iter()
             .rev()
-            .find(|(id, _, _)| *id == notice.id)
-            .map(|(_, count, _)| *count);
+            .find(|h| h.id == notice.id)
+            .map(|h| h.count);
         let uids = notice
             .missed_by
             .iter()
@@ -225,7 +260,7 @@ mod tests {
         let missed = Missed::default();
         let t0 = Instant::now();
         // Broadcast 1 delivered here at count 5, broadcast 2 never here.
-        missed.handled("a/1", 5, t0);
+        missed.handled("a/1", ("blue", 1), 5, t0);
         let (_, uids, _) = missed.notice(notice("a/1", 1), t0);
         assert!(uids.is_empty(), "nobody adopted yet");
         missed.notice(notice("a/2", 1), t0);
@@ -251,7 +286,7 @@ mod tests {
         assert!(missed.adopted(7, B, ("blue", 1), 3, t0).is_empty());
         assert!(missed.adopted(8, B, ("blue", 1), 9, t0).is_empty());
         assert!(missed.adopted(9, B, ("red", 1), 9, t0).is_empty());
-        missed.handled("a/1", 6, t0);
+        missed.handled("a/1", ("blue", 1), 6, t0);
         let (_, uids, _) = missed.notice(notice("a/1", 1), t0);
         assert_eq!(
             uids,

@@ -492,9 +492,12 @@ impl Pusher {
         if push.broadcast_id.is_empty() {
             return self.deliver_packets(groups, packets, &classes, None);
         }
-        self.state
-            .missed
-            .handled(&push.broadcast_id, count, Instant::now());
+        self.state.missed.handled(
+            &push.broadcast_id,
+            (&push.color, push.sid),
+            count,
+            Instant::now(),
+        );
         self.deliver_packets(
             groups,
             packets,
@@ -784,6 +787,7 @@ impl Pusher {
                 let forwarded = Forwarded {
                     packets: control.forwarded,
                     broadcasts: control.forwarded_broadcasts,
+                    had: control.had_broadcasts,
                 };
                 entry
                     .continuity

@@ -177,6 +177,9 @@ pub struct Entry {
     pub sid: i64,
     /// The session actor's command inbox.
     pub commands: mpsc::Sender<Box<Command>>,
+    /// The count of broadcasts delivered before the session was registered (set by
+    /// [`Registry::insert`]; a broadcast [`Registry::matching`] counts higher reached it).
+    pub registered: u64,
 }
 
 /// Sessions by uid.
@@ -203,12 +206,11 @@ impl Registry {
     /// Makes `entry` the session of `uid`; returns the one it replaced, and the count of
     /// broadcasts delivered before it was there (a broadcast [`Registry::matching`] counts
     /// higher reached it).
-    pub fn insert(&self, uid: i64, entry: Entry) -> (Option<Entry>, u64) {
+    pub fn insert(&self, uid: i64, mut entry: Entry) -> (Option<Entry>, u64) {
         let mut map = self.map();
-        (
-            map.by_uid.insert(uid, entry),
-            self.broadcasts.load(Ordering::Relaxed),
-        )
+        entry.registered = self.broadcasts.load(Ordering::Relaxed);
+        let registered = entry.registered;
+        (map.by_uid.insert(uid, entry), registered)
     }
 
     /// Removes `uid`'s session if it is still `session` (or its leaving copy, if that is
@@ -229,8 +231,9 @@ impl Registry {
     }
 
     /// `uid`'s session, if it is still `session`, was adopted by another broker: it leaves, and
-    /// until it is removed only broadcasts reach it (see [`Sessions::leaving`]).
-    pub fn leave(&self, uid: i64, session: &Arc<Continuity>) {
+    /// until it is removed only broadcasts reach it (see [`Sessions::leaving`]). Returns its
+    /// [`Entry::registered`] if it left.
+    pub fn leave(&self, uid: i64, session: &Arc<Continuity>) -> Option<u64> {
         let mut map = self.map();
         if map
             .by_uid
@@ -238,8 +241,11 @@ impl Registry {
             .is_some_and(|e| Arc::ptr_eq(&e.continuity, session))
             && let Some(entry) = map.by_uid.remove(&uid)
         {
+            let registered = entry.registered;
             map.leaving.insert(uid, entry);
+            return Some(registered);
         }
+        None
     }
 
     /// `uid`'s session, if it is here.
@@ -333,6 +339,7 @@ mod tests {
             color: color.into(),
             sid,
             commands: mpsc::channel(1).0,
+            registered: 0,
         }
     }
 

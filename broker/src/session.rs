@@ -23,7 +23,8 @@ use tracing::Instrument;
 use crate::bus::subject;
 use crate::config::{ServiceId, TunnelKind};
 use crate::continuity::{Attachment, Continuity, Forwarded};
-use crate::registry::{Command, EdgeHandle, Entry};
+use crate::missed::Missed;
+use crate::registry::{Command, EdgeHandle, Entry, Registry};
 use crate::route::{gate_route_key, parked_key};
 use crate::state::{BrokerState, broker_id};
 use crate::tunnel::{SendError, Tunnel, TunnelMetrics};
@@ -77,6 +78,7 @@ pub async fn forward(state: &BrokerState, by: &str, uid: i64, forwarded: Forward
         uid,
         forwarded: forwarded.packets,
         forwarded_broadcasts: forwarded.broadcasts,
+        had_broadcasts: forwarded.had,
         adoption_reply: reply,
         ..BrokerControl::default()
     };
@@ -90,6 +92,31 @@ pub async fn forward(state: &BrokerState, by: &str, uid: i64, forwarded: Forward
     if let Err(e) = published {
         tracing::warn!(adopter = %by, error = %e, "could not forward packets to the adopting broker");
     }
+}
+
+/// What the detached copy `copy` of `uid`'s session answers the broker that adopted it from
+/// its packet `after` on (PROTOCOL.md §13.5), as it leaves the registry: what it kept since,
+/// and the broadcasts it got here. Those it gave its edge before the move are in the tail the
+/// edge handed the adopter, untagged, and the adopter's own copy of one may come after the move
+/// (its bus behind this broker's delivery): it does not deliver them again.
+fn adoption_reply(
+    registry: &Registry,
+    missed: &Missed,
+    uid: i64,
+    copy: &Arc<Continuity>,
+    after: u64,
+) -> Forwarded {
+    let registered = registry.leave(uid, copy);
+    let mut kept = copy.take_after(after);
+    if let Some(registered) = registered {
+        let open = copy.open();
+        kept.had = missed.since(
+            (&open.color, open.sid),
+            registered,
+            std::time::Instant::now(),
+        );
+    }
+    kept
 }
 
 /// A session as the edge link that brought it sees it.
@@ -419,8 +446,13 @@ impl Actor {
             .handovers
             .with_label_values(&["adopted"])
             .inc();
-        self.state.registry.leave(self.uid, &self.continuity);
-        let kept = self.continuity.take_after(after);
+        let kept = adoption_reply(
+            &self.state.registry,
+            &self.state.missed,
+            self.uid,
+            &self.continuity,
+            after,
+        );
         forward(&self.state, &by, self.uid, kept, true).await;
         self.leaving = Some((by, after, tokio::time::Instant::now() + ADOPTED_LINGER));
     }
@@ -499,6 +531,7 @@ impl Actor {
                 color: open.color.clone(),
                 sid: open.sid,
                 commands,
+                registered: 0,
             },
         );
         let previous = match state
@@ -756,5 +789,137 @@ async fn sleep_until(deadline: Option<tokio::time::Instant>) {
     match deadline {
         Some(deadline) => tokio::time::sleep_until(deadline).await,
         None => std::future::pending().await,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use janus_proto::janus::internal::v1::{Continuity as Given, broker_frame::Kind};
+
+    use super::*;
+
+    fn edge(name: &str) -> (Arc<EdgeHandle>, mpsc::Receiver<BrokerFrame>) {
+        let (tx, rx) = mpsc::channel(16);
+        (Arc::new(EdgeHandle::new(name.into(), tx)), rx)
+    }
+
+    fn broadcast(n: i32) -> Arc<Packet> {
+        Arc::new(Packet {
+            r#mod: 10,
+            seq: n,
+            ..Default::default()
+        })
+    }
+
+    /// The seqs of the packets queued on an edge, and whether a `HandedOver` came.
+    fn delivered(rx: &mut mpsc::Receiver<BrokerFrame>) -> (Vec<i32>, bool) {
+        let (mut seqs, mut handed_over) = (Vec::new(), false);
+        while let Ok(frame) = rx.try_recv() {
+            match frame.kind {
+                Some(Kind::Deliver(d)) => seqs.push(d.packet.unwrap().seq),
+                Some(Kind::HandedOver(_)) => handed_over = true,
+                _ => {}
+            }
+        }
+        (seqs, handed_over)
+    }
+
+    fn open(reattach: bool, sent: u64, tail: Vec<Packet>) -> SessionOpen {
+        SessionOpen {
+            uid: 7,
+            color: "blue".into(),
+            sid: 1,
+            reattach,
+            handed_over: reattach,
+            continuity: Some(Given {
+                resume_key: vec![3; 32],
+                ticket: b"t1".to_vec(),
+                window_secs: 30,
+                sent,
+                tail,
+                ..Default::default()
+            }),
+            ..Default::default()
+        }
+    }
+
+    /// A broadcast at `registry`'s broker, as [`crate::push`] delivers one: counted, noted as
+    /// handled, then queued for the matching sessions (here: `to`).
+    fn deliver_broadcast(
+        registry: &Registry,
+        missed: &Missed,
+        id: &str,
+        to: &[&Arc<Continuity>],
+        packet: &Arc<Packet>,
+    ) {
+        let (_, count) = registry.matching("blue", 1);
+        missed.handled(id, ("blue", 1), count, std::time::Instant::now());
+        for session in to {
+            assert!(session.try_deliver(packet, Some(&Arc::from(id))));
+        }
+    }
+
+    /// The rebalance race (PROTOCOL.md §13.5): broker A delivers broadcast a/11 to the session
+    /// while its edge is still on A, the edge moves the session to broker B (the tail it hands
+    /// over has a/11, untagged), and B's own copy of a/11 comes only after B registered the
+    /// session (B's bus behind A's delivery). B must not give the client a/11 a second time.
+    #[tokio::test]
+    async fn an_adopter_does_not_deliver_again_a_broadcast_its_session_got_before_the_move() {
+        // Broker A: a/10 came before the session was there, a/11 while its edge was on A.
+        let (registry, missed) = (Registry::default(), Missed::default());
+        registry.matching("blue", 1);
+        missed.handled("a/10", ("blue", 1), 1, std::time::Instant::now());
+        let (a, mut a_rx) = edge("a");
+        let attachment = Attachment {
+            edge: a.clone(),
+            session_id: 1,
+        };
+        let copy = Arc::new(Continuity::new(
+            Some(attachment),
+            &open(false, 0, vec![]),
+            8,
+        ));
+        registry.insert(
+            7,
+            Entry {
+                continuity: copy.clone(),
+                inbox: mpsc::channel(1).0,
+                color: "blue".into(),
+                sid: 1,
+                commands: mpsc::channel(1).0,
+                registered: 0,
+            },
+        );
+        deliver_broadcast(&registry, &missed, "a/11", &[&copy], &broadcast(11));
+        assert!(copy.hand_over(&a, 1).await);
+        assert_eq!(
+            delivered(&mut a_rx),
+            (vec![11], true),
+            "the client has a/11"
+        );
+
+        // Broker B opens the moved session with the edge's tail, then gets a/11 itself.
+        let (b, mut b_rx) = edge("b");
+        let attachment = Attachment {
+            edge: b.clone(),
+            session_id: 1,
+        };
+        let tail = vec![(*broadcast(11)).clone()];
+        let adopter = Arc::new(Continuity::new(Some(attachment), &open(true, 1, tail), 8));
+        assert!(adopter.holding());
+        assert!(adopter.try_deliver(&broadcast(11), Some(&Arc::from("a/11"))));
+
+        // A's answer to the adoption; then a/12, which the session did not have.
+        let reply = adoption_reply(&registry, &missed, 7, &copy, adopter.started());
+        assert_eq!(reply.had, ["a/11"], "a/10 never reached the copy at A");
+        adopter.forwarded(reply, true);
+        adopter.drain().await;
+        assert!(adopter.try_deliver(&broadcast(12), Some(&Arc::from("a/12"))));
+        assert!(
+            adopter.try_deliver(&broadcast(11), Some(&Arc::from("a/11"))),
+            "taken as had"
+        );
+        assert_eq!(delivered(&mut b_rx), (vec![12], false), "a/11 not again");
+        assert_eq!(adopter.counts().0, 2, "the tail's a/11 and a/12");
     }
 }

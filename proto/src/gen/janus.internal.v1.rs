@@ -456,6 +456,12 @@ pub struct BrokerControl {
     /// each once (PROTOCOL.md §13.5).
     #[prost(string, repeated, tag = "8")]
     pub forwarded_broadcasts: ::prost::alloc::vec::Vec<::prost::alloc::string::String>,
+    /// In an adoption reply: the broadcasts the old copy got since it was registered there (from
+    /// that broker's record of the broadcasts it delivered). Those it gave the session before the
+    /// move are in the tail the edge handed over, untagged; the adopter does not deliver them again
+    /// when its own copy comes late (PROTOCOL.md §13.5).
+    #[prost(string, repeated, tag = "9")]
+    pub had_broadcasts: ::prost::alloc::vec::Vec<::prost::alloc::string::String>,
 }
 /// The transport a client came in on.
 #[allow(clippy::all)]
