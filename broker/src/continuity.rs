@@ -254,9 +254,8 @@ impl Continuity {
     /// the next paced packet is due, if one waits. The session's actor calls this when
     /// [`Continuity::waiting`] is notified and when that time comes.
     pub async fn release(&self) -> Option<tokio::time::Instant> {
-        if self.lock().stage.is_none() {
-            return None;
-        }
+        // Nothing waits: no room on the edge is needed.
+        self.lock().stage.as_ref()?;
         loop {
             let at = self.attachment()?;
             // `Some(due)` once nothing more may go now.
@@ -1372,8 +1371,8 @@ mod tests {
         let s = moved_in(&b, 2);
         // x/1 reaches the session here while held; the old broker says the session had x/1 and
         // x/2 there.
-        assert!(s.try_deliver(&push(11), Some(&id("x/1"))));
-        assert!(s.try_deliver(&push(5), None));
+        assert!(s.try_deliver(&push(11), Some(&id("x/1")), None));
+        assert!(s.try_deliver(&push(5), None, None));
         let reply = Forwarded {
             had: vec!["x/1".into(), "x/2".into()],
             ..Forwarded::default()
@@ -1381,8 +1380,14 @@ mod tests {
         s.forwarded(reply, true);
         s.drain().await;
         assert_eq!(delivered(&mut b_rx), vec![5], "x/1 is in the edge's tail");
-        assert!(s.try_deliver(&push(12), Some(&id("x/2"))), "taken as had");
-        assert!(s.try_deliver(&push(11), Some(&id("x/1"))), "taken as had");
+        assert!(
+            s.try_deliver(&push(12), Some(&id("x/2")), None),
+            "taken as had"
+        );
+        assert!(
+            s.try_deliver(&push(11), Some(&id("x/1")), None),
+            "taken as had"
+        );
         // x/1 reached the old copy only after the move after all: its forward goes out, once.
         s.forwarded(tagged(&[(11, "x/1")]), false);
         s.forwarded(tagged(&[(11, "x/1")]), false);

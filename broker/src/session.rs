@@ -855,7 +855,7 @@ mod tests {
         let (_, count) = registry.matching("blue", 1);
         missed.handled(id, ("blue", 1), count, std::time::Instant::now());
         for session in to {
-            assert!(session.try_deliver(packet, Some(&Arc::from(id))));
+            assert!(session.try_deliver(packet, Some(&Arc::from(id)), None));
         }
     }
 
@@ -907,16 +907,16 @@ mod tests {
         let tail = vec![(*broadcast(11)).clone()];
         let adopter = Arc::new(Continuity::new(Some(attachment), &open(true, 1, tail), 8));
         assert!(adopter.holding());
-        assert!(adopter.try_deliver(&broadcast(11), Some(&Arc::from("a/11"))));
+        assert!(adopter.try_deliver(&broadcast(11), Some(&Arc::from("a/11")), None));
 
         // A's answer to the adoption; then a/12, which the session did not have.
         let reply = adoption_reply(&registry, &missed, 7, &copy, adopter.started());
         assert_eq!(reply.had, ["a/11"], "a/10 never reached the copy at A");
         adopter.forwarded(reply, true);
         adopter.drain().await;
-        assert!(adopter.try_deliver(&broadcast(12), Some(&Arc::from("a/12"))));
+        assert!(adopter.try_deliver(&broadcast(12), Some(&Arc::from("a/12")), None));
         assert!(
-            adopter.try_deliver(&broadcast(11), Some(&Arc::from("a/11"))),
+            adopter.try_deliver(&broadcast(11), Some(&Arc::from("a/11")), None),
             "taken as had"
         );
         assert_eq!(delivered(&mut b_rx), (vec![12], false), "a/11 not again");
