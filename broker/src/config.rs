@@ -65,7 +65,8 @@ pub struct DeliveryConfig {
     /// State keys (module, seq, obj) a backlogged or paced session may have waiting here; past
     /// that the oldest state packet waiting is dropped (counted), the session goes on.
     pub max_state_keys: usize,
-    /// Which packets are what, first match wins; unlisted ones are events.
+    /// Which packets are what: a rule naming a packet's seq wins over one for its whole
+    /// module, and of two alike the first; unlisted ones are events.
     pub rules: Vec<DeliveryRule>,
 }
 

@@ -538,16 +538,17 @@ impl Continuity {
                 if !first && state.wait_in_line(self, &packet, broadcast.as_ref()) {
                     return;
                 }
+                let packet = Arc::new(packet);
                 if state.stages(self, &packet, broadcast.as_ref(), None) {
                     return;
                 }
                 if state.counts(&packet) {
-                    state.record(self, &Arc::new(packet.clone()), broadcast.as_ref());
+                    state.record(self, &packet, broadcast.as_ref());
                 }
                 permit.send(BrokerFrame {
                     kind: Some(broker_frame::Kind::Deliver(Deliver {
                         session_ids: vec![at.session_id],
-                        packet: Some(packet),
+                        packet: Some(Arc::unwrap_or_clone(packet)),
                     })),
                 });
             });
@@ -863,13 +864,17 @@ impl State {
     fn stages(
         &mut self,
         session: &Continuity,
-        packet: &Packet,
+        packet: &Arc<Packet>,
         broadcast: Broadcast<'_>,
         asked: Option<Class>,
     ) -> bool {
         let Some(policy) = &session.delivery else {
             return false;
         };
+        if !policy.is_active() && asked.is_none() && self.stage.is_none() {
+            // Nothing can be held: as without classes.
+            return false;
+        }
         let (class, gap) = policy.classify(packet, asked);
         if class == Class::Control {
             return false;
@@ -885,14 +890,14 @@ impl State {
             (false, Some(_)) => {
                 self.stage
                     .get_or_insert_default()
-                    .went_out(packet, gap, now);
+                    .went_out(policy, packet, gap, now);
                 return false;
             }
             (true, _) => self.stage.get_or_insert_default(),
         };
         let held = stage.hold(
             policy,
-            Arc::new(packet.clone()),
+            packet.clone(),
             broadcast.cloned(),
             (class, gap),
             now,

@@ -56,6 +56,8 @@ pub struct Delivery {
     rules: HashMap<(i32, Option<i32>), (Class, Option<Duration>)>,
     max_pending: usize,
     max_state_keys: usize,
+    /// Some rule makes packets state.
+    active: bool,
     counted: IntCounterVec,
 }
 
@@ -76,11 +78,12 @@ impl Delivery {
                 rule.seqs.iter().copied().map(Some).collect()
             };
             for seq in seqs {
-                // The first rule naming a (module, seq) wins.
+                // The first rule naming a (module, seq), or a whole module, wins.
                 rules.entry((rule.module, seq)).or_insert((class, gap));
             }
         }
         Self {
+            active: rules.values().any(|(class, _)| *class == Class::State),
             rules,
             max_pending: config.max_pending,
             max_state_keys: config.max_state_keys,
@@ -92,7 +95,7 @@ impl Delivery {
     /// asked to be state are held, and everything else goes on as before (an edge's backlog is
     /// its own: it ends the session when its queue is full).
     pub fn is_active(&self) -> bool {
-        self.rules.values().any(|(class, _)| *class == Class::State)
+        self.active
     }
 
     /// The class of `packet` (`asked` by its push, if it said) and its key's pacing gap.
@@ -180,10 +183,24 @@ impl Stage {
         self.due.get(&key).is_none_or(|due| now >= *due)
     }
 
-    /// A state packet with pacing `gap` went out now without waiting here.
-    pub fn went_out(&mut self, packet: &Packet, gap: Option<Duration>, now: Instant) {
+    /// A state packet with pacing `gap` went out now without waiting here. Keys no longer
+    /// held back are forgotten once there are more than `max_state_keys` of them.
+    pub fn went_out(
+        &mut self,
+        policy: &Delivery,
+        packet: &Packet,
+        gap: Option<Duration>,
+        now: Instant,
+    ) {
         if let Some(gap) = gap {
             self.due.insert(key(packet), now + gap);
+            self.forget_due(policy, now);
+        }
+    }
+
+    fn forget_due(&mut self, policy: &Delivery, now: Instant) {
+        if self.due.len() > policy.max_state_keys {
+            self.due.retain(|_, due| *due > now);
         }
     }
 
@@ -211,9 +228,7 @@ impl Stage {
             if !self.is_due(key, now) {
                 policy.count(class, "paced");
             }
-            if self.due.len() > policy.max_state_keys {
-                self.due.retain(|_, due| *due > now);
-            }
+            self.forget_due(policy, now);
         } else {
             if self.pending >= policy.max_pending {
                 policy.count(class, "overflow");
@@ -460,7 +475,7 @@ mod tests {
         let class = policy.classify(&first, None);
         assert_eq!(class, (Class::State, Some(gap)));
         assert!(!stage.must_wait(&first, class.0, start));
-        stage.went_out(&first, class.1, start);
+        stage.went_out(&policy, &first, class.1, start);
         let later = start + Duration::from_millis(30);
         for n in 1..5 {
             assert!(stage.must_wait(&packet(POSITION, 1, n), Class::State, later));
@@ -483,7 +498,12 @@ mod tests {
         let policy = policy(1.0, 64, 64);
         let now = Instant::now();
         let mut stage = Stage::default();
-        stage.went_out(&packet(POSITION, 1, 0), Some(Duration::from_secs(1)), now);
+        stage.went_out(
+            &policy,
+            &packet(POSITION, 1, 0),
+            Some(Duration::from_secs(1)),
+            now,
+        );
         hold(&mut stage, &policy, packet(POSITION, 1, 1), now);
         hold(&mut stage, &policy, packet(CHAT, 0, 2), now);
         let all: Vec<u8> = stage.take_all().iter().map(|w| w.packet.data[0]).collect();

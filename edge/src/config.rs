@@ -282,8 +282,8 @@ pub struct SessionRules {
     pub outbound_queue: usize,
     /// Packets waiting to be written to one client at which the edge tells its broker the
     /// client is backlogged (and again once they are written): the broker then holds the
-    /// session's packets and keeps only the newest of each state key (PROTOCOL.md §16).
-    /// Below `outbound_queue`.
+    /// session's packets and keeps only the newest of each state key (PROTOCOL.md §16). At or
+    /// above `outbound_queue` it is never reached: the client is cut off first, as before.
     pub backlog_mark: usize,
     /// Bytes a TCP or WebSocket client's socket may hold not yet sent (`TCP_NOTSENT_LOWAT`);
     /// 0: the kernel's own buffers (megabytes once tuned up), in which a slow client's backlog
@@ -646,14 +646,7 @@ impl Validate for EdgeConfig {
         );
         problems.check_positive("session.max_inflated", s.max_inflated);
         problems.check_positive("session.outbound_queue", s.outbound_queue);
-        problems.check(
-            (1..s.outbound_queue).contains(&s.backlog_mark),
-            "session.backlog_mark",
-            format!(
-                "must be at least 1 and below session.outbound_queue ({})",
-                s.outbound_queue
-            ),
-        );
+        problems.check_positive("session.backlog_mark", s.backlog_mark);
         problems.check_nonzero("session.write_timeout_secs", s.write_timeout_secs);
         problems.check_positive("session.messages_per_sec", s.messages_per_sec);
         problems.check(

@@ -28,7 +28,7 @@ use tokio_util::task::TaskTracker;
 
 use crate::config::BrokersConfig;
 use crate::drain::{self, Phase};
-use crate::outbox::{self, Queued};
+use crate::outbox;
 
 /// What a broker tells one session. Every variant is at most a pointer wide: queued items are
 /// memory held by the session's queue.
@@ -128,11 +128,7 @@ impl BrokerLink {
     /// later).
     pub(crate) fn backlog(&self, session_id: u64, backlogged: bool) -> bool {
         let sender = lock(&self.sender).clone();
-        let frame = EdgeFrame {
-            session_id,
-            kind: Some(edge_frame::Kind::Backlog(SessionBacklog { backlogged })),
-        };
-        sender.is_some_and(|tx| tx.try_send(frame).is_ok())
+        sender.is_some_and(|tx| tx.try_send(backlog_frame(session_id, backlogged)).is_ok())
     }
 
     /// The queue `tx` was found closed: the link is lost, unless it has already been replaced
@@ -191,13 +187,8 @@ impl BrokerLink {
         let Some(slot) = sessions.get(&session_id) else {
             return;
         };
-        match slot.tx.try_send(down) {
-            Ok(Queued::Queued) => {}
-            Ok(Queued::Backlogged) => {
-                if !self.backlog(session_id, true) {
-                    slot.tx.untell();
-                }
-            }
+        match slot.tx.try_send(down, || self.backlog(session_id, true)) {
+            Ok(()) => {}
             Err(mpsc::error::TrySendError::Full(_)) => {
                 slot.overflow.cancel();
                 sessions.remove(&session_id);
@@ -212,7 +203,9 @@ impl BrokerLink {
     /// queue has room (a full one is a slow consumer the move can wait for).
     fn nudge(&self, session_id: u64) {
         if let Some(slot) = lock(&self.sessions).get(&session_id) {
-            let _ = slot.tx.try_send(Downlink::Move);
+            let _ = slot
+                .tx
+                .try_send(Downlink::Move, || self.backlog(session_id, true));
         }
     }
 
@@ -222,10 +215,20 @@ impl BrokerLink {
         for (_, slot) in lock(&self.sessions).drain() {
             // A closed queue is a session already gone or already moved; only a full one is a
             // slow consumer.
-            if let Err(mpsc::error::TrySendError::Full(_)) = slot.tx.try_send(Downlink::LinkLost) {
+            if let Err(mpsc::error::TrySendError::Full(_)) =
+                slot.tx.try_send(Downlink::LinkLost, || false)
+            {
                 slot.overflow.cancel();
             }
         }
+    }
+}
+
+/// The frame telling a broker that the client of `session_id` is backlogged or has caught up.
+pub(crate) fn backlog_frame(session_id: u64, backlogged: bool) -> EdgeFrame {
+    EdgeFrame {
+        session_id,
+        kind: Some(edge_frame::Kind::Backlog(SessionBacklog { backlogged })),
     }
 }
 

@@ -34,9 +34,13 @@ fn tune(stream: &TcpStream, unsent_limit: usize) {
         .with_time(Duration::from_secs(30))
         .with_interval(Duration::from_secs(10));
     let _ = sock.set_tcp_keepalive(&keepalive);
+    // Linux's option (the platform Janus is built and deployed on).
+    #[cfg(any(target_os = "linux", target_os = "android"))]
     if unsent_limit > 0 {
         let _ = sock.set_tcp_notsent_lowat(u32::try_from(unsent_limit).unwrap_or(u32::MAX));
     }
+    #[cfg(not(any(target_os = "linux", target_os = "android")))]
+    let _ = unsent_limit;
 }
 
 async fn accept_loop(

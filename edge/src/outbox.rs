@@ -4,10 +4,10 @@
 //! deque (allocated at the first packet) and a `Notify`, about a hundred bytes where a tokio
 //! channel costs about nine hundred (two cache-padded halves and a first block of 32 slots).
 //! Full: the item is refused ([`TrySendError::Full`]) and the link cuts the session off as a
-//! slow consumer. At its backlog mark the queue says so once ([`Queued::Backlogged`]), and the
-//! receiver learns when it has caught up ([`Receiver::caught_up`]): what the edge tells the
-//! broker (PROTOCOL.md §16). One sender (the link's slot for the session) and one receiver
-//! (the session).
+//! slow consumer. At its backlog mark the queue tells once, and again once the receiver has
+//! caught up: what the edge tells the broker (PROTOCOL.md §16). Both tell under the queue's
+//! lock, so the broker hears them in the order they happened. One sender (the link's slot for
+//! the session) and one receiver (the session).
 
 use std::collections::VecDeque;
 use std::sync::Arc;
@@ -55,22 +55,19 @@ pub(crate) fn outbox<T>(capacity: usize, mark: usize) -> (Sender<T>, Receiver<T>
     (Sender(shared.clone()), Receiver(shared))
 }
 
-/// What [`Sender::try_send`] did with an item it took.
-#[derive(Debug, PartialEq, Eq)]
-pub(crate) enum Queued {
-    /// Queued.
-    Queued,
-    /// Queued, and the queue has just reached its backlog mark.
-    Backlogged,
-}
-
 /// The link's end.
 pub(crate) struct Sender<T>(Arc<Shared<T>>);
 
 impl<T> Sender<T> {
     /// Queues `item`, or gives it back: `Full` at capacity, `Closed` once the session is gone.
-    pub(crate) fn try_send(&self, item: T) -> Result<Queued, TrySendError<T>> {
-        let queued = {
+    /// When the queue reaches its mark, `tell` says so (without waiting); one that could not
+    /// (false) is called again at the next item.
+    pub(crate) fn try_send(
+        &self,
+        item: T,
+        tell: impl FnOnce() -> bool,
+    ) -> Result<(), TrySendError<T>> {
+        {
             let mut state = self.0.lock();
             if state.receiver_gone {
                 return Err(TrySendError::Closed(item));
@@ -79,20 +76,12 @@ impl<T> Sender<T> {
                 return Err(TrySendError::Full(item));
             }
             state.queue.push_back(item);
-            if !state.backlogged && state.queue.len() >= state.mark {
+            if !state.backlogged && state.queue.len() >= state.mark && tell() {
                 state.backlogged = true;
-                Queued::Backlogged
-            } else {
-                Queued::Queued
             }
-        };
+        }
         self.0.ready.notify_one();
-        Ok(queued)
-    }
-
-    /// The backlog could not be told: it is reported again at the next item.
-    pub(crate) fn untell(&self) {
-        self.0.lock().backlogged = false;
+        Ok(())
     }
 }
 
@@ -136,19 +125,24 @@ impl<T> Receiver<T> {
         take(&mut self.0.lock())
     }
 
-    /// Whether the queue, backlogged, is empty now: true once per backlog.
-    pub(crate) fn caught_up(&mut self) -> bool {
+    /// When the queue, backlogged, is empty now, `tell` says so (without waiting): `None` when
+    /// it is not, `Some(true)` once told, `Some(false)` when `tell` could not; then the queue
+    /// stays backlogged (its mark is not told again) until [`Receiver::told`].
+    pub(crate) fn caught_up(&mut self, tell: impl FnOnce() -> bool) -> Option<bool> {
         let mut state = self.0.lock();
-        let caught_up = state.backlogged && state.queue.is_empty();
-        if caught_up {
+        if !(state.backlogged && state.queue.is_empty()) {
+            return None;
+        }
+        let told = tell();
+        if told {
             state.backlogged = false;
         }
-        caught_up
+        Some(told)
     }
 
-    /// [`Receiver::caught_up`] could not be told: the queue is backlogged still.
-    pub(crate) fn untell(&mut self) {
-        self.0.lock().backlogged = true;
+    /// The catching up was told another way.
+    pub(crate) fn told(&mut self) {
+        self.0.lock().backlogged = false;
     }
 }
 
@@ -184,7 +178,7 @@ mod tests {
     async fn items_arrive_in_order_and_the_end_after_the_last() {
         let (tx, mut rx) = outbox(4, 4);
         for n in 1..=3 {
-            tx.try_send(n).unwrap();
+            tx.try_send(n, || true).unwrap();
         }
         drop(tx);
         assert_eq!(rx.recv().await, Some(1));
@@ -200,13 +194,19 @@ mod tests {
     #[tokio::test]
     async fn a_full_queue_refuses_and_a_gone_session_is_closed() {
         let (tx, mut rx) = outbox(2, 2);
-        tx.try_send(1).unwrap();
-        tx.try_send(2).unwrap();
-        assert!(matches!(tx.try_send(3), Err(TrySendError::Full(3))));
+        tx.try_send(1, || true).unwrap();
+        tx.try_send(2, || true).unwrap();
+        assert!(matches!(
+            tx.try_send(3, || true),
+            Err(TrySendError::Full(3))
+        ));
         assert_eq!(rx.recv().await, Some(1));
-        tx.try_send(4).unwrap();
+        tx.try_send(4, || true).unwrap();
         drop(rx);
-        assert!(matches!(tx.try_send(5), Err(TrySendError::Closed(5))));
+        assert!(matches!(
+            tx.try_send(5, || true),
+            Err(TrySendError::Closed(5))
+        ));
     }
 
     #[tokio::test]
@@ -216,10 +216,10 @@ mod tests {
         assert!(waiting.is_err(), "nothing queued yet");
         let woken = tokio::spawn(async move { (rx.recv().await, rx) });
         tokio::task::yield_now().await;
-        tx.try_send(7).unwrap();
+        tx.try_send(7, || true).unwrap();
         let (item, mut rx) = woken.await.unwrap();
         assert_eq!(item, Some(7));
-        tx.try_send(8).unwrap();
+        tx.try_send(8, || true).unwrap();
         assert_eq!(rx.try_recv(), Some(8));
         assert_eq!(rx.try_recv(), None);
     }
@@ -227,32 +227,48 @@ mod tests {
     #[tokio::test]
     async fn the_backlog_mark_is_told_once_and_so_is_the_catching_up() {
         let (tx, mut rx) = outbox(8, 3);
-        assert_eq!(tx.try_send(1).unwrap(), Queued::Queued);
-        assert_eq!(tx.try_send(2).unwrap(), Queued::Queued);
-        assert_eq!(tx.try_send(3).unwrap(), Queued::Backlogged);
-        assert_eq!(tx.try_send(4).unwrap(), Queued::Queued, "told once");
+        let told = std::cell::Cell::new(0);
+        let tell = || {
+            told.set(told.get() + 1);
+            true
+        };
+        tx.try_send(1, tell).unwrap();
+        tx.try_send(2, tell).unwrap();
+        assert_eq!(told.get(), 0);
+        tx.try_send(3, tell).unwrap();
+        tx.try_send(4, tell).unwrap();
+        assert_eq!(told.get(), 1, "the mark is told once");
         assert_eq!(rx.recv().await, Some(1));
-        assert!(!rx.caught_up(), "three still wait");
+        assert_eq!(rx.caught_up(|| true), None, "three still wait");
         while rx.try_recv().is_some() {}
-        assert!(rx.caught_up());
-        assert!(!rx.caught_up(), "told once");
-        rx.untell();
-        assert!(
-            rx.caught_up(),
-            "a caught-up that could not be told is told again"
-        );
-        for n in 0..2 {
-            tx.try_send(n).unwrap();
+        assert_eq!(rx.caught_up(|| false), Some(false), "no room to tell it");
+        for n in 5..8 {
+            tx.try_send(n, tell).unwrap();
         }
-        tx.untell();
-        assert_eq!(tx.try_send(9).unwrap(), Queued::Backlogged);
+        assert_eq!(
+            told.get(),
+            1,
+            "still backlogged: the mark is not told again"
+        );
+        while rx.try_recv().is_some() {}
+        rx.told();
+        assert_eq!(rx.caught_up(|| true), None, "told another way");
+        for n in 0..3 {
+            tx.try_send(n, || false).unwrap();
+        }
+        tx.try_send(9, tell).unwrap();
+        assert_eq!(
+            told.get(),
+            2,
+            "a mark that could not be told is told at the next item"
+        );
     }
 
     #[test]
     fn a_drained_burst_gives_its_room_back() {
         let (tx, mut rx) = outbox(64, 64);
         for n in 0..64 {
-            tx.try_send(n).unwrap();
+            tx.try_send(n, || true).unwrap();
         }
         while rx.try_recv().is_some() {}
         assert_eq!(rx.0.lock().queue.capacity(), 0);

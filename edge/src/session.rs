@@ -28,7 +28,7 @@ use tracing::Instrument;
 use crate::context::EdgeState;
 use crate::drain::Phase;
 use crate::error::Close;
-use crate::link::{BrokerLink, Downlink, SessionSlot};
+use crate::link::{BrokerLink, Downlink, SessionSlot, backlog_frame};
 use crate::metrics::label;
 use crate::outbox;
 use machine::{Action, Machine, Now, Opening, Traffic};
@@ -530,14 +530,24 @@ impl Session {
             Ok(Err(_)) => Err(Close::ClientClosed),
             Ok(Ok(())) => {
                 self.machine.wrote(n);
-                if let (Some(rx), Some(broker)) = (self.downlink.as_mut(), &self.broker)
-                    && rx.caught_up()
-                    && !broker.backlog(self.machine.id(), false)
-                {
-                    rx.untell();
-                }
+                self.tell_caught_up().await;
                 Ok(())
             }
+        }
+    }
+
+    /// After a write: a backlogged client whose queue is empty has caught up, and its broker
+    /// hears so (PROTOCOL.md §16); with no room on the link now, once there is (the broker
+    /// holds the session's packets until it hears).
+    async fn tell_caught_up(&mut self) {
+        let (Some(rx), Some(broker)) = (self.downlink.as_mut(), &self.broker) else {
+            return;
+        };
+        let id = self.machine.id();
+        if rx.caught_up(|| broker.backlog(id, false)) == Some(false)
+            && Box::pin(broker.send(Box::new(backlog_frame(id, false)))).await
+        {
+            rx.told();
         }
     }
 

@@ -1,8 +1,8 @@
 //! `janus bench slow`: clients that read at a fixed rate, slower than the game pushes to them
 //! (30 Hz state for 10 keys), over a small TCP receive window (a slow mobile link), in two
-//! fleets of the same run against the same gateway: one on a module the broker's `[delivery]`
-//! treats as state (PROTOCOL.md §16), one on a module left as events (today's policy). How old
-//! the state a client reads is when it reads it, and how many sessions are still up at the end.
+//! fleets of the same run, each against its own gateway: one whose broker's `[delivery]` makes
+//! the module state (PROTOCOL.md §16), one with no rule (today's policy). How old the state a
+//! client reads is when it reads it, and how many sessions are still up at the end.
 
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -19,10 +19,8 @@ use super::gateway::Gateway;
 use super::report::{Latency, Quantiles, Report};
 use crate::connect::Transport;
 
-/// The module whose packets the broker is told are state.
-const STATE_MODULE: i32 = 20;
-/// The module left as events.
-const EVENT_MODULE: i32 = 21;
+/// The module pushed to: state at the first gateway, events at the second.
+const MODULE: i32 = 20;
 /// Seconds of the run whose ages are not recorded (the fleets fill their windows first).
 const WARMUP: Duration = Duration::from_secs(3);
 
@@ -121,43 +119,44 @@ async fn read_slowly(
 
 /// Opens both fleets, pushes to them for `secs`, and reports what their clients read.
 pub(crate) async fn slow(args: &SlowArgs) -> anyhow::Result<Report<SlowFigures>> {
-    let rule = format!("[[delivery.rules]]\nmodule = {STATE_MODULE}\nclass = \"state\"\n");
+    let rule = format!("[[delivery.rules]]\nmodule = {MODULE}\nclass = \"state\"\n");
     let session = format!("unsent_limit_bytes = {}\n", args.unsent_limit);
-    let gateway = Gateway::start_with(&rule, &session).await?;
-    let target =
-        Target::new(&gateway, Transport::Tcp, args.sessions * 2)?.recv_buffer(args.recv_buffer);
+    let gateways = [
+        Gateway::start_with(&rule, &session).await?,
+        Gateway::start_with("", &session).await?,
+    ];
     let n = args.sessions as i64;
+    let uids: Arc<[i64]> = (1..=n).collect();
     let mut clients = Vec::new();
-    for uid in 1..=2 * n {
-        clients.push(
-            target
+    let mut pushers = Vec::new();
+    for (fleet, gateway) in gateways.iter().enumerate() {
+        let target =
+            Target::new(gateway, Transport::Tcp, args.sessions)?.recv_buffer(args.recv_buffer);
+        for &uid in uids.iter() {
+            let client = target
                 .open(uid)
                 .await
-                .with_context(|| format!("player {uid} could not log in"))?,
-        );
+                .with_context(|| format!("player {uid} could not log in"))?;
+            clients.push((fleet == 0, client));
+        }
+        let push = bc::push_service_client::PushServiceClient::connect(format!(
+            "http://{}",
+            gateway.broker_addr
+        ))
+        .await
+        .context("cannot reach the broker's push API")?;
+        pushers.push(push);
     }
-    let push = bc::push_service_client::PushServiceClient::connect(format!(
-        "http://{}",
-        gateway.broker_addr
-    ))
-    .await
-    .context("cannot reach the broker's push API")?;
 
     let start = Instant::now();
     let end = start + Duration::from_secs(args.secs);
     let readers: Vec<_> = clients
         .into_iter()
-        .enumerate()
-        .map(|(i, client)| {
-            let state = (i as i64) < n;
+        .map(|(state, client)| {
             let reader = read_slowly(client, args.read_per_sec, start + WARMUP, end);
             (state, tokio::spawn(reader))
         })
         .collect();
-    let fleets: [(i32, Arc<[i64]>); 2] = [
-        (STATE_MODULE, (1..=n).collect()),
-        (EVENT_MODULE, (n + 1..=2 * n).collect()),
-    ];
     let mut tick = tokio::time::interval(Duration::from_secs(1) / args.hz);
     tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
     let mut rounds = 0u64;
@@ -165,13 +164,13 @@ pub(crate) async fn slow(args: &SlowArgs) -> anyhow::Result<Report<SlowFigures>>
         tick.tick().await;
         rounds += 1;
         let sent = now_micros().to_be_bytes();
-        let calls = fleets.iter().flat_map(|(module, uids)| {
+        let calls = pushers.iter().flat_map(|push| {
             (1..=args.keys).map(|obj| {
                 let mut data = sent.to_vec();
                 data.resize(128, 0x5a);
                 let request = bc::MulticastRequest {
                     bodies: vec![bc::PushBody {
-                        r#mod: *module,
+                        r#mod: MODULE,
                         seq: 1,
                         obj,
                         data,
@@ -196,7 +195,9 @@ pub(crate) async fn slow(args: &SlowArgs) -> anyhow::Result<Report<SlowFigures>>
         seen.1.merge(&ages);
         seen.2 += read;
     }
-    gateway.stop().await;
+    for gateway in gateways {
+        gateway.stop().await;
+    }
     let [state, events] = fleets_seen.map(|(kept, ages, read)| PolicyFigures {
         kept,
         age: ages.quantiles(),
