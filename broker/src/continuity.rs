@@ -980,7 +980,7 @@ pub type Broadcast<'a> = Option<&'a Arc<str>>;
 /// Queues `packet` (of `broadcast`, if it is a broadcast's) for every session of `sessions`
 /// attached to `edge`, if there is room now; parked ones record it. Returns how many got it
 /// and whether the edge queue was full (then none did). Sessions found elsewhere (moved since
-/// the grouping) are returned to be sent on their own.
+/// the grouping) are returned to be sent on their own, the broadcast not taken yet.
 pub fn multicast(
     edge: &Arc<EdgeHandle>,
     sessions: &[Arc<Continuity>],
@@ -997,6 +997,15 @@ pub fn multicast(
     let mut ids = Vec::with_capacity(sessions.len());
     for session in sessions {
         let mut state = session.lock();
+        let elsewhere = state
+            .at
+            .as_ref()
+            .is_some_and(|at| !std::ptr::eq(Arc::as_ptr(&at.edge), Arc::as_ptr(edge)));
+        if elsewhere && !state.ended {
+            // Taken where it is sent on to, not here.
+            result.moved.push(session.clone());
+            continue;
+        }
         if !state.ended
             && (!state.first_time(broadcast) || state.wait_in_line(session, packet, broadcast))
         {
@@ -1009,7 +1018,7 @@ pub fn multicast(
                 state.record(session, packet, broadcast);
                 result.delivered += 1;
             }
-            Some(at) if std::ptr::eq(Arc::as_ptr(&at.edge), Arc::as_ptr(edge)) => {
+            Some(at) => {
                 let id = at.session_id;
                 if state.stages(session, packet, broadcast, class) {
                     result.delivered += 1;
@@ -1019,7 +1028,6 @@ pub fn multicast(
                 ids.push(id);
                 result.delivered += 1;
             }
-            Some(_) => result.moved.push(session.clone()),
         }
     }
     if ids.is_empty() {
@@ -1050,6 +1058,7 @@ fn full(
             .map(|at| at.session_id);
         match here {
             _ if state.ended => {}
+            None if state.at.is_some() => result.moved.push(session.clone()),
             _ if !state.first_time(broadcast) => result.delivered += 1,
             _ if state.wait_in_line(session, packet, broadcast) => result.delivered += 1,
             Some(_) if state.stages(session, packet, broadcast, class) => result.delivered += 1,
@@ -1063,11 +1072,10 @@ fn full(
                 result.delivered += 1;
             }
             Some(_) => result.dropped += 1,
-            None if state.at.is_none() => {
+            None => {
                 state.record(session, packet, broadcast);
                 result.delivered += 1;
             }
-            None => result.moved.push(session.clone()),
         }
     }
 }
@@ -1398,6 +1406,42 @@ mod tests {
         s.forwarded(tagged(&[(11, "x/1")]), false);
         s.drain().await;
         assert_eq!(delivered(&mut b_rx), vec![11]);
+    }
+
+    #[tokio::test]
+    async fn a_broadcast_for_a_session_found_at_another_edge_goes_out_there() {
+        let (a, mut a_rx) = edge("a");
+        let (b, mut b_rx) = edge("b");
+        let s = moved_in(&a, 0);
+        s.forwarded(packets(&[]), true);
+        // Grouped under edge b, but the session is at a by now: it is sent on on its own.
+        let sent = multicast(
+            &b,
+            std::slice::from_ref(&s),
+            &push(1),
+            Some(&id("x/1")),
+            None,
+        );
+        assert_eq!(sent.moved.len(), 1);
+        assert!(s.try_deliver(&push(1), Some(&id("x/1")), None));
+        assert_eq!(delivered(&mut a_rx), vec![1]);
+        assert!(delivered(&mut b_rx).is_empty());
+        // The same under an edge whose queue is full.
+        let (tx, _c_rx) = mpsc::channel(1);
+        let c = Arc::new(EdgeHandle::new("c".into(), tx));
+        c.try_reserve()
+            .unwrap()
+            .send(deliver_frame(vec![9], &push(0)));
+        let sent = multicast(
+            &c,
+            std::slice::from_ref(&s),
+            &push(2),
+            Some(&id("x/2")),
+            None,
+        );
+        assert_eq!(sent.moved.len(), 1);
+        assert!(s.try_deliver(&push(2), Some(&id("x/2")), None));
+        assert_eq!(delivered(&mut a_rx), vec![2]);
     }
 
     #[tokio::test(start_paused = true)]
