@@ -98,11 +98,11 @@ struct State {
     holding: bool,
     /// Packets waiting, in order, to be delivered by the session's actor: held behind the
     /// adoption reply, and everything after them until the line is empty, so nothing
-    /// overtakes them; each with the broadcast it belongs to, if it does. At most [`LINE`].
-    line: VecDeque<(Arc<Packet>, Option<Arc<str>>)>,
-    /// The broadcast packets kept while detached, by their count, with their broadcast's id:
-    /// what an adopter is told with them ([`Forwarded::broadcasts`]).
-    tagged: VecDeque<(u64, Arc<str>)>,
+    /// overtakes them; each with the broadcast body it is, if it is one. At most [`LINE`].
+    line: VecDeque<(Arc<Packet>, Option<BroadcastBody>)>,
+    /// The broadcast packets kept while detached, by their count, with the broadcast body each
+    /// is: what an adopter is told with them ([`Forwarded::broadcasts`], [`Forwarded::bodies`]).
+    tagged: VecDeque<(u64, BroadcastBody)>,
     /// Re-attached from another broker: the broadcasts the session got here or from that
     /// broker, so that it takes each once ([`ONCE_FOR`]); `None` after that.
     once: Option<Once>,
@@ -119,11 +119,12 @@ struct State {
 #[derive(Debug)]
 struct Once {
     until: tokio::time::Instant,
-    /// Broadcast ids taken here, oldest first; at most [`LINE`].
-    ids: VecDeque<Arc<str>>,
+    /// Broadcast bodies taken here, oldest first; at most [`LINE`].
+    ids: VecDeque<BroadcastBody>,
     /// Broadcast ids the previous broker says the session got there (its adoption reply), oldest
-    /// first; at most [`LINE`]. This broker's own copy of one is not delivered; one forwarded
-    /// later by that broker is (it kept it after the move, so the edge never had it).
+    /// first; at most [`LINE`]. This broker's own copy of any of their bodies is not delivered;
+    /// one forwarded later by that broker is (it kept it after the move, so the edge never had
+    /// it).
     had: VecDeque<Arc<str>>,
 }
 
@@ -132,15 +133,18 @@ struct Once {
 /// request to either broker may take three (the bus's send timeout).
 const ONCE_FOR: std::time::Duration = std::time::Duration::from_secs(10);
 
-/// Packets for an adopter (PROTOCOL.md §13.5), oldest first, with the id of the broadcast each
-/// belongs to: `BrokerControl.forwarded` and `forwarded_broadcasts`; and, in an adoption reply,
-/// the broadcasts the session got at the old broker (`had_broadcasts`).
+/// Packets for an adopter (PROTOCOL.md §13.5), oldest first, with the broadcast body each is:
+/// `BrokerControl.forwarded`, `forwarded_broadcasts` and `forwarded_bodies`; and, in an adoption
+/// reply, the broadcasts the session got at the old broker (`had_broadcasts`).
 #[derive(Debug, Default, PartialEq)]
 pub struct Forwarded {
     /// The packets.
     pub packets: Vec<Packet>,
     /// One id per packet, empty for one that is not a broadcast's; empty when none is.
     pub broadcasts: Vec<String>,
+    /// Each packet's place among its broadcast's bodies ([`BroadcastBody::body`]), alongside
+    /// `broadcasts`; 0 where this is shorter.
+    pub bodies: Vec<u32>,
     /// The broadcasts the session got at the old broker: the adopter's own copies of them are
     /// not delivered.
     pub had: Vec<String>,
@@ -507,9 +511,9 @@ impl Continuity {
         self.put(packet, None, false).await
     }
 
-    /// [`Continuity::deliver`] for a packet of `broadcast`, if it is a broadcast's; `first` for
-    /// the packet at the head of the line, which goes out now.
-    async fn put(&self, packet: Packet, broadcast: Option<Arc<str>>, first: bool) -> bool {
+    /// [`Continuity::deliver`] for a packet that is `broadcast`'s body, if it is one; `first`
+    /// for the packet at the head of the line, which goes out now.
+    async fn put(&self, packet: Packet, broadcast: Option<BroadcastBody>, first: bool) -> bool {
         // Taken by the step that queues or keeps it, once.
         let mut packet = Some(packet);
         loop {
@@ -601,14 +605,20 @@ impl Continuity {
             return;
         }
         let front = reply && state.holding;
-        let ids = forwarded.broadcasts.into_iter().map(Some);
+        let bodies = forwarded.bodies.into_iter().chain(std::iter::repeat(0));
+        let ids = forwarded.broadcasts.into_iter().zip(bodies).map(Some);
         let mut packets = VecDeque::with_capacity(forwarded.packets.len());
         for (packet, id) in forwarded
             .packets
             .into_iter()
             .zip(ids.chain(std::iter::repeat(None)))
         {
-            let id: Option<Arc<str>> = id.filter(|id| !id.is_empty()).map(Arc::from);
+            let id = id
+                .filter(|(id, _)| !id.is_empty())
+                .map(|(id, body)| BroadcastBody {
+                    id: Arc::from(id),
+                    body,
+                });
             if !state.take_once(id.as_ref(), false) {
                 let held = state
                     .line
@@ -763,15 +773,15 @@ impl State {
         let packets: Vec<Packet> = self.kept.iter().skip(skip).map(|p| (**p).clone()).collect();
         // Packet `n` (counted from 1) is at `n - start - 1` of those taken.
         let start = from.max(oldest);
-        let mut broadcasts = Vec::new();
+        let (mut broadcasts, mut bodies) = (Vec::new(), Vec::new());
         if self.tagged.iter().any(|(n, _)| *n > start) {
             broadcasts = vec![String::new(); packets.len()];
-            for (n, id) in self.tagged.iter().filter(|(n, _)| *n > start) {
-                if let Some(slot) = usize::try_from(n - start - 1)
-                    .ok()
-                    .and_then(|i| broadcasts.get_mut(i))
-                {
-                    *slot = id.to_string();
+            bodies = vec![0; packets.len()];
+            for (n, tag) in self.tagged.iter().filter(|(n, _)| *n > start) {
+                let i = usize::try_from(n - start - 1).unwrap_or(usize::MAX);
+                if let (Some(id), Some(body)) = (broadcasts.get_mut(i), bodies.get_mut(i)) {
+                    *id = tag.id.to_string();
+                    *body = tag.body;
                 }
             }
         }
@@ -782,11 +792,12 @@ impl State {
         Forwarded {
             packets,
             broadcasts,
+            bodies,
             had: Vec::new(),
         }
     }
 
-    /// Whether the session is to take (a packet of) `broadcast` this broker delivers itself:
+    /// Whether the session is to take broadcast body `broadcast` this broker delivers itself:
     /// always, but for a re-attached one that already got it (see [`Once`]), which takes it as
     /// delivered.
     fn first_time(&mut self, broadcast: Broadcast<'_>) -> bool {
@@ -804,7 +815,7 @@ impl State {
             self.once = None;
             return true;
         }
-        if once.ids.contains(id) || (own && once.had.contains(id)) {
+        if once.ids.contains(id) || (own && once.had.contains(&id.id)) {
             return false;
         }
         if once.ids.len() >= LINE {
@@ -815,16 +826,17 @@ impl State {
     }
 
     /// The previous broker says the session got broadcast `id` there: this broker's own copy of
-    /// it is not delivered, the one waiting in line behind the reply (if `held`) neither.
+    /// its bodies is not delivered, those waiting in line behind the reply (if `held`) neither.
     fn had(&mut self, id: Arc<str>, held: bool) {
         let Some(once) = self.once.as_mut() else {
             return;
         };
-        if held && self.line.iter().any(|(_, b)| b.as_ref() == Some(&id)) {
-            self.line.retain(|(_, b)| b.as_ref() != Some(&id));
+        let of_id = |b: &Option<BroadcastBody>| b.as_ref().is_some_and(|b| b.id == id);
+        if held && self.line.iter().any(|(_, b)| of_id(b)) {
+            self.line.retain(|(_, b)| !of_id(b));
             // Not taken after all: should the previous broker forward it (it reached the copy
             // there after the move), that copy goes out.
-            once.ids.retain(|taken| *taken != id);
+            once.ids.retain(|taken| taken.id != id);
         }
         if once.had.len() >= LINE {
             once.had.pop_front();
@@ -974,8 +986,29 @@ impl State {
     }
 }
 
-/// The id of the broadcast a packet belongs to (`BrokerPush.broadcast_id`), for one that does.
-pub type Broadcast<'a> = Option<&'a Arc<str>>;
+/// Which body of which broadcast a packet is (PROTOCOL.md §13.5): a re-attached session takes
+/// each once.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BroadcastBody {
+    /// The broadcast's id (`BrokerPush.broadcast_id`).
+    pub id: Arc<str>,
+    /// The body's place among the broadcast's bodies, from 0.
+    pub body: u32,
+}
+
+#[cfg(test)]
+impl BroadcastBody {
+    /// Body `body` of broadcast `id`.
+    pub(crate) fn of(id: &str, body: u32) -> Self {
+        Self {
+            id: Arc::from(id),
+            body,
+        }
+    }
+}
+
+/// The broadcast body a packet is, for one that is.
+pub type Broadcast<'a> = Option<&'a BroadcastBody>;
 
 /// Queues `packet` (of `broadcast`, if it is a broadcast's) for every session of `sessions`
 /// attached to `edge`, if there is room now; parked ones record it. Returns how many got it
@@ -1317,21 +1350,25 @@ mod tests {
         Forwarded {
             packets: seqs.iter().map(|n| (*push(*n)).clone()).collect(),
             broadcasts: Vec::new(),
+            bodies: Vec::new(),
             had: Vec::new(),
         }
     }
 
-    /// Packets `seqs` forwarded with their broadcast ids (`""`: not a broadcast's).
+    /// Packets `seqs` forwarded with their broadcast ids (`""`: not a broadcast's), each its
+    /// broadcast's first body.
     fn tagged(seqs: &[(i32, &str)]) -> Forwarded {
         Forwarded {
             packets: seqs.iter().map(|(n, _)| (*push(*n)).clone()).collect(),
             broadcasts: seqs.iter().map(|(_, id)| (*id).to_owned()).collect(),
+            bodies: vec![0; seqs.len()],
             had: Vec::new(),
         }
     }
 
-    fn id(id: &str) -> Arc<str> {
-        Arc::from(id)
+    /// The first body of broadcast `id`.
+    fn id(id: &str) -> BroadcastBody {
+        BroadcastBody::of(id, 0)
     }
 
     #[tokio::test]
@@ -1406,6 +1443,28 @@ mod tests {
         s.forwarded(tagged(&[(11, "x/1")]), false);
         s.drain().await;
         assert_eq!(delivered(&mut b_rx), vec![11]);
+    }
+
+    #[tokio::test]
+    async fn a_re_attached_session_takes_every_body_of_a_broadcast() {
+        let (b, mut b_rx) = edge("b");
+        let s = moved_in(&b, 0);
+        s.forwarded(packets(&[]), true);
+        // One broadcast of two bodies, as the broker delivers it: body by body.
+        assert!(s.try_deliver(&push(1), Some(&BroadcastBody::of("x/1", 0)), None));
+        assert!(s.try_deliver(&push(2), Some(&BroadcastBody::of("x/1", 1)), None));
+        assert!(s.try_deliver(&push(2), Some(&BroadcastBody::of("x/1", 1)), None));
+        assert_eq!(delivered(&mut b_rx), vec![1, 2], "each body once");
+        // Forwarded by the old broker: both bodies of x/2.
+        let x2 = Forwarded {
+            bodies: vec![0, 1],
+            ..tagged(&[(3, "x/2"), (4, "x/2")])
+        };
+        s.forwarded(x2, false);
+        s.drain().await;
+        assert_eq!(delivered(&mut b_rx), vec![3, 4]);
+        assert!(s.try_deliver(&push(4), Some(&BroadcastBody::of("x/2", 1)), None));
+        assert!(delivered(&mut b_rx).is_empty(), "x/2 was taken from there");
     }
 
     #[tokio::test]

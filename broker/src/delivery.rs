@@ -15,6 +15,7 @@ use prometheus::IntCounterVec;
 use tokio::time::Instant;
 
 use crate::config::{DeliveryConfig, RuleClass};
+use crate::continuity::BroadcastBody;
 
 /// What a server packet is, for delivery.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -126,13 +127,13 @@ impl Delivery {
     }
 }
 
-/// A packet waiting in a stage, with the broadcast it belongs to, if it does.
+/// A packet waiting in a stage, with the broadcast body it is, if it is one.
 #[derive(Debug, Clone)]
 pub struct Waiting {
     /// The packet.
     pub packet: Arc<Packet>,
-    /// Its broadcast's id.
-    pub broadcast: Option<Arc<str>>,
+    /// The broadcast body it is.
+    pub broadcast: Option<BroadcastBody>,
     class: Class,
     gap: Option<Duration>,
 }
@@ -210,7 +211,7 @@ impl Stage {
         &mut self,
         policy: &Delivery,
         packet: Arc<Packet>,
-        broadcast: Option<Arc<str>>,
+        broadcast: Option<BroadcastBody>,
         (class, gap): (Class, Option<Duration>),
         now: Instant,
     ) -> Held {

@@ -27,7 +27,7 @@ use tokio::sync::Semaphore;
 use tonic::{Request, Response, Status};
 
 use crate::bus::{Confirm, Incoming, Sent, subject};
-use crate::continuity::{self, Broadcast, Continuity, Forwarded};
+use crate::continuity::{self, BroadcastBody, Continuity, Forwarded};
 use crate::delivery::Class;
 use crate::error::{Error, Result};
 use crate::missed::Notice;
@@ -539,15 +539,16 @@ impl Pusher {
         self.deliver_packets(groups, &to_packets(bodies), &classes(bodies), None)
     }
 
-    /// [`Pusher::deliver`] for packets, of `broadcast` if they are a broadcast's (a session
-    /// moving between brokers takes each broadcast once, PROTOCOL.md §13.5), each with the class
-    /// its body asked for at the same place of `classes`, if it did (PROTOCOL.md §16).
+    /// [`Pusher::deliver`] for packets, the bodies of broadcast `broadcast` (its id) if they are
+    /// a broadcast's (a session moving between brokers takes each body once, PROTOCOL.md
+    /// §13.5), each with the class its body asked for at the same place of `classes`, if it did
+    /// (PROTOCOL.md §16).
     fn deliver_packets(
         &self,
         groups: Groups,
         packets: &[Arc<Packet>],
         classes: &[Option<Class>],
-        broadcast: Broadcast<'_>,
+        broadcast: Option<&Arc<str>>,
     ) -> Vec<Queued> {
         let dropped = || {
             self.state
@@ -558,6 +559,11 @@ impl Pusher {
         };
         for (i, packet) in packets.iter().enumerate() {
             let class = classes.get(i).copied().flatten();
+            let body = broadcast.map(|id| BroadcastBody {
+                id: id.clone(),
+                body: i as u32,
+            });
+            let broadcast = body.as_ref();
             for (edge, sessions) in &groups.edges {
                 let sent = continuity::multicast(edge, sessions, packet, broadcast, class);
                 if sent.dropped > 0 {
@@ -787,6 +793,7 @@ impl Pusher {
                 let forwarded = Forwarded {
                     packets: control.forwarded,
                     broadcasts: control.forwarded_broadcasts,
+                    bodies: control.forwarded_bodies,
                     had: control.had_broadcasts,
                 };
                 entry

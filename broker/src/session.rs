@@ -78,6 +78,7 @@ pub async fn forward(state: &BrokerState, by: &str, uid: i64, forwarded: Forward
         uid,
         forwarded: forwarded.packets,
         forwarded_broadcasts: forwarded.broadcasts,
+        forwarded_bodies: forwarded.bodies,
         had_broadcasts: forwarded.had,
         adoption_reply: reply,
         ..BrokerControl::default()
@@ -580,9 +581,10 @@ impl Actor {
             }
             let mut forwarded = Forwarded::default();
             for notice in &missed {
-                for packet in &notice.packets {
+                for (body, packet) in notice.packets.iter().enumerate() {
                     forwarded.packets.push((**packet).clone());
                     forwarded.broadcasts.push(notice.id.clone());
+                    forwarded.bodies.push(body as u32);
                 }
             }
             self.continuity.forwarded(forwarded, true);
@@ -797,6 +799,7 @@ mod tests {
     use janus_proto::janus::internal::v1::{Continuity as Given, broker_frame::Kind};
 
     use super::*;
+    use crate::continuity::BroadcastBody;
 
     fn edge(name: &str) -> (Arc<EdgeHandle>, mpsc::Receiver<BrokerFrame>) {
         let (tx, rx) = mpsc::channel(16);
@@ -855,7 +858,7 @@ mod tests {
         let (_, count) = registry.matching("blue", 1);
         missed.handled(id, ("blue", 1), count, std::time::Instant::now());
         for session in to {
-            assert!(session.try_deliver(packet, Some(&Arc::from(id)), None));
+            assert!(session.try_deliver(packet, Some(&BroadcastBody::of(id, 0)), None));
         }
     }
 
@@ -907,16 +910,16 @@ mod tests {
         let tail = vec![(*broadcast(11)).clone()];
         let adopter = Arc::new(Continuity::new(Some(attachment), &open(true, 1, tail), 8));
         assert!(adopter.holding());
-        assert!(adopter.try_deliver(&broadcast(11), Some(&Arc::from("a/11")), None));
+        assert!(adopter.try_deliver(&broadcast(11), Some(&BroadcastBody::of("a/11", 0)), None));
 
         // A's answer to the adoption; then a/12, which the session did not have.
         let reply = adoption_reply(&registry, &missed, 7, &copy, adopter.started());
         assert_eq!(reply.had, ["a/11"], "a/10 never reached the copy at A");
         adopter.forwarded(reply, true);
         adopter.drain().await;
-        assert!(adopter.try_deliver(&broadcast(12), Some(&Arc::from("a/12")), None));
+        assert!(adopter.try_deliver(&broadcast(12), Some(&BroadcastBody::of("a/12", 0)), None));
         assert!(
-            adopter.try_deliver(&broadcast(11), Some(&Arc::from("a/11")), None),
+            adopter.try_deliver(&broadcast(11), Some(&BroadcastBody::of("a/11", 0)), None),
             "taken as had"
         );
         assert_eq!(delivered(&mut b_rx), (vec![12], false), "a/11 not again");

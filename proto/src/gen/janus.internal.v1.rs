@@ -462,6 +462,11 @@ pub struct BrokerControl {
     /// when its own copy comes late (PROTOCOL.md §13.5).
     #[prost(string, repeated, tag = "9")]
     pub had_broadcasts: ::prost::alloc::vec::Vec<::prost::alloc::string::String>,
+    /// The place of each packet of `forwarded` that is a broadcast's among that broadcast's bodies
+    /// (from 0), alongside `forwarded_broadcasts`; 0 where it is short. A re-attached session takes
+    /// each body once.
+    #[prost(uint32, repeated, tag = "10")]
+    pub forwarded_bodies: ::prost::alloc::vec::Vec<u32>,
 }
 /// The transport a client came in on.
 #[allow(clippy::all)]
