@@ -223,7 +223,7 @@ async fn all(args: &AllArgs, json: Option<&std::path::Path>) -> anyhow::Result<(
     );
     let s = &slow.figures;
     println!(
-        "| slow consumers: state age p99, 30 Hz × 10 keys, clients reading 100 packets/s | {:.0} ms, {} of {} kept (state) | {:.0} ms, {} of {} kept (events: today's policy) | {:.3} | — |",
+        "| slow consumers: state age p99, 30 Hz × 10 keys, clients reading 100 packets/s | {:.0} ms, {} of {} kept (state) | {:.0} ms, {} of {} kept (today's policy) | {:.3} | — |",
         s.state.age.p99_ms,
         s.state.kept,
         s.sessions,
