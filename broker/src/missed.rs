@@ -30,6 +30,10 @@ pub(crate) const WINDOW: Duration = Duration::from_secs(30);
 /// Notices kept at most.
 const NOTICES: usize = 1024;
 
+/// How far back an adoption reply names the broadcasts a session had (PROTOCOL.md §13.5): the
+/// adopter's own copy of one reaches it within a bus request's time, long before this.
+const RECENT: Duration = Duration::from_secs(10);
+
 /// A broadcast that did not reach the sessions of the brokers in `missed_by`.
 #[derive(Debug, PartialEq)]
 pub(crate) struct Notice {
@@ -157,6 +161,8 @@ impl Missed {
         self.inner(now)
             .handled
             .iter()
+            // Older ones cannot meet the adopter's own copy in its once window.
+            .filter(|h| now.saturating_duration_since(h.at) < RECENT)
             .filter(|h| h.color == color && h.sid == sid && !missed(Some(h.count), registered))
             .map(|h| h.id.clone())
             .collect()

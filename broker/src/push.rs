@@ -101,7 +101,14 @@ impl Pusher {
             state,
             strays: Arc::default(),
             peers: Arc::default(),
-            broadcasts: Arc::default(),
+            // Counted from the process's start time in microseconds, not from 0: a broker back
+            // from a restart at the same address must not reuse the ids of broadcasts other
+            // brokers still remember (PROTOCOL.md §13.5: `had_broadcasts`, each one once).
+            broadcasts: Arc::new(AtomicU64::new(
+                std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map_or(0, |d| d.as_micros() as u64),
+            )),
             ingress: Arc::new(Semaphore::new(INGRESS_IN_FLIGHT)),
         }
     }

@@ -376,7 +376,8 @@ pub struct BrokerPush {
     pub color: ::prost::alloc::string::String,
     #[prost(int64, tag = "5")]
     pub sid: i64,
-    /// A broadcast's id: the sending broker's id, `/`, and its count of broadcasts.
+    /// A broadcast's id: the sending broker's id, `/`, and its count of broadcasts (counted from
+    /// its start time in microseconds, so a restarted broker reuses none).
     #[prost(string, tag = "16")]
     pub broadcast_id: ::prost::alloc::string::String,
     /// Not a broadcast to deliver but a notice (PROTOCOL.md §13.5): the broadcast `broadcast_id`
