@@ -3,7 +3,8 @@
 //! pushes 2 000 state updates over 10 keys and 50 events keeps its session and then gets the
 //! newest state of every key and all 50 events, in order; with events only it still ends as a
 //! slow consumer; a resume in the middle of the conflation gets the same guarantees, counted
-//! exactly (PROTOCOL.md §13.2).
+//! exactly (PROTOCOL.md §13.2); a push may ask for the state class itself; a key's rate cap
+//! lets a reading client have its newest packet at that rate.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -39,20 +40,21 @@ struct Setup {
     _game: Game,
 }
 
-/// With `rule`, the broker's `[delivery]` says seq [`STATE`] is state; without, only a push
-/// that asks for it makes a packet state.
-async fn start(rule: bool) -> Setup {
+/// With `rule`, the broker's `[delivery]` says seq [`STATE`] is state, at most that many
+/// packets per second per key (0: no cap); without, only a push that asks for it makes a
+/// packet state.
+async fn start(rule: Option<f64>) -> Setup {
     let ground = Ground::in_memory();
     let listener = ports::tokio_listener();
     let broker_addr = listener.local_addr().unwrap().to_string();
     let game = Game::start_kind(GameKind::Demo, &broker_addr).await;
     let mut config = ground.broker_config(&[&game.endpoint]);
-    if rule {
+    if let Some(max_rate_hz) = rule {
         config.delivery.rules = vec![DeliveryRule {
             module: MODULE,
             seqs: vec![STATE],
             class: RuleClass::State,
-            max_rate_hz: 0.0,
+            max_rate_hz,
         }];
     }
     let broker = ground.broker_on(config, listener).await;
@@ -184,7 +186,7 @@ async fn read_all(client: &mut Client, latest: &BTreeMap<i64, u64>, events: &[u6
 
 #[tokio::test]
 async fn a_client_that_stops_reading_keeps_its_session_and_gets_the_latest_state_and_every_event() {
-    let setup = start(true).await;
+    let setup = start(Some(0.0)).await;
     let mut client = setup.login(30, false).await;
     let mut pusher = setup.pusher().await;
     // The client reads nothing while the pushes go on and for three seconds in all.
@@ -212,7 +214,7 @@ async fn a_client_that_stops_reading_keeps_its_session_and_gets_the_latest_state
 
 #[tokio::test]
 async fn a_client_backlogged_with_events_only_still_ends_as_a_slow_consumer() {
-    let setup = start(true).await;
+    let setup = start(Some(0.0)).await;
     let mut client = setup.login(31, false).await;
     let mut pusher = setup.pusher().await;
     let mut ended = false;
@@ -275,7 +277,7 @@ async fn a_client_backlogged_with_events_only_still_ends_as_a_slow_consumer() {
 
 #[tokio::test]
 async fn a_resume_in_the_middle_of_conflation_gets_the_latest_state_and_every_event_once() {
-    let setup = start(true).await;
+    let setup = start(Some(0.0)).await;
     let mut client = setup.login(32, true).await;
     let mut pusher = setup.pusher().await;
     let (mut latest, mut events) = push(&mut pusher, 32, (1, 600, 20), false).await;
@@ -321,7 +323,7 @@ async fn a_resume_in_the_middle_of_conflation_gets_the_latest_state_and_every_ev
 #[tokio::test]
 async fn a_push_may_ask_for_the_state_class_itself_through_either_push_api() {
     // No rule: only the pushes' own word makes their packets state.
-    let setup = start(false).await;
+    let setup = start(None).await;
     let mut client = setup.login(33, false).await;
     let mut pusher = setup.pusher().await;
     let started = tokio::time::Instant::now();
@@ -368,4 +370,50 @@ async fn a_push_may_ask_for_the_state_class_itself_through_either_push_api() {
     let states = read_all(&mut client, &latest, &events).await;
     assert!(states < 1001, "{states} state packets came");
     assert!(setup.broker_metric(REPLACED).await > 0.0);
+}
+
+#[tokio::test]
+async fn a_paced_key_reaches_a_reading_client_at_its_rate_ending_with_its_newest_packet() {
+    // At most 4 packets a second of each key: one every 250 ms.
+    let setup = start(Some(4.0)).await;
+    let mut client = setup.login(34, false).await;
+    let mut pusher = setup.pusher().await;
+    let pushing = tokio::spawn(async move {
+        let started = std::time::Instant::now();
+        for n in 1..=40u64 {
+            let update = PushBody {
+                data: body(n),
+                obj: 1,
+                r#mod: MODULE,
+                seq: STATE,
+                ..Default::default()
+            };
+            assert_eq!(multicast(&mut pusher, 34, vec![update]).await, [34]);
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+        started.elapsed()
+    });
+    // The client reads all the while: what it gets is what the cap lets through.
+    let mut got = Vec::new();
+    while got.last() != Some(&40) {
+        let packet = recv(&mut client).await;
+        assert_eq!((packet.r#mod, packet.seq, packet.obj), (MODULE, STATE, 1));
+        got.push(number(&packet));
+    }
+    let took = pushing.await.unwrap();
+    assert!(got.windows(2).all(|w| w[0] < w[1]), "in order: {got:?}");
+    assert_eq!(got[0], 1, "the first goes out at once");
+    // One at the start, then at most one per 250 ms of pushing, and the newest at the end.
+    let allowed = 2 + (took.as_millis() / 250) as usize;
+    assert!(
+        got.len() <= allowed && got.len() < 40,
+        "{} of 40 came in {took:?} (at most {allowed}): {got:?}",
+        got.len()
+    );
+    assert!(
+        setup
+            .broker_metric("janus_broker_delivery_total{class=\"state\",outcome=\"paced\"}")
+            .await
+            > 0.0
+    );
 }
