@@ -542,17 +542,17 @@ impl Continuity {
                 if !first && state.wait_in_line(self, &packet, broadcast.as_ref()) {
                     return;
                 }
-                let packet = Arc::new(packet);
-                if state.stages(self, &packet, broadcast.as_ref(), None) {
+                let shared = || Arc::new(packet.clone());
+                if state.stages(self, &packet, shared, broadcast.as_ref(), None) {
                     return;
                 }
                 if state.counts(&packet) {
-                    state.record(self, &packet, broadcast.as_ref());
+                    state.record(self, &Arc::new(packet.clone()), broadcast.as_ref());
                 }
                 permit.send(BrokerFrame {
                     kind: Some(broker_frame::Kind::Deliver(Deliver {
                         session_ids: vec![at.session_id],
-                        packet: Some(Arc::unwrap_or_clone(packet)),
+                        packet: Some(packet),
                     })),
                 });
             });
@@ -873,10 +873,13 @@ impl State {
     /// Holds `packet` in the stage (PROTOCOL.md §16) when the session is backlogged, or when it
     /// must wait behind what waits there or for its key's rate cap: true when it was taken so
     /// (an event or reply past `max_pending` loses the session as `slow_consumer`).
+    /// `shared` gives the packet to keep, when it is held (an `Arc` the caller may have already,
+    /// so that nothing is allocated for a packet that goes out).
     fn stages(
         &mut self,
         session: &Continuity,
-        packet: &Arc<Packet>,
+        packet: &Packet,
+        shared: impl FnOnce() -> Arc<Packet>,
         broadcast: Broadcast<'_>,
         asked: Option<Class>,
     ) -> bool {
@@ -907,13 +910,7 @@ impl State {
             }
             (true, _) => self.stage.get_or_insert_default(),
         };
-        let held = stage.hold(
-            policy,
-            packet.clone(),
-            broadcast.cloned(),
-            (class, gap),
-            now,
-        );
+        let held = stage.hold(policy, shared(), broadcast.cloned(), (class, gap), now);
         if held == Held::Overflow && self.lost.is_none() {
             self.lost = Some("slow_consumer");
             session.lost.cancel();
@@ -1053,7 +1050,7 @@ pub fn multicast(
             }
             Some(at) => {
                 let id = at.session_id;
-                if state.stages(session, packet, broadcast, class) {
+                if state.stages(session, packet, || packet.clone(), broadcast, class) {
                     result.delivered += 1;
                     continue;
                 }
@@ -1094,7 +1091,9 @@ fn full(
             None if state.at.is_some() => result.moved.push(session.clone()),
             _ if !state.first_time(broadcast) => result.delivered += 1,
             _ if state.wait_in_line(session, packet, broadcast) => result.delivered += 1,
-            Some(_) if state.stages(session, packet, broadcast, class) => result.delivered += 1,
+            Some(_) if state.stages(session, packet, || packet.clone(), broadcast, class) => {
+                result.delivered += 1
+            }
             Some(id) if state.counts(packet) => {
                 state.at = None;
                 state.unstage(session);
