@@ -248,6 +248,11 @@ impl Gateway {
         self.game.stop(patience).await;
     }
 
+    /// CPU time edge, broker and game service have used so far, seconds.
+    pub(crate) fn cpu_secs(&self) -> anyhow::Result<f64> {
+        Ok(self.edge.cpu_secs()? + self.broker.cpu_secs()? + self.game.cpu_secs()?)
+    }
+
     /// Starts a second edge like the first, linked to the same broker, and waits until it is
     /// ready.
     pub(crate) async fn start_second_edge(&self) -> anyhow::Result<SecondEdge> {
@@ -349,7 +354,7 @@ impl Gateway {
 
 /// The baseline: a raw tokio TCP echo server (no gateway) in its own process.
 pub(crate) struct RawEcho {
-    _process: Process,
+    process: Process,
     _dir: Scratch,
     /// Its listener.
     pub(crate) addr: SocketAddr,
@@ -369,9 +374,14 @@ impl RawEcho {
         )?;
         process.wait_ready(async || accepts(addr).await).await?;
         Ok(Self {
-            _process: process,
+            process,
             _dir: dir,
             addr,
         })
+    }
+
+    /// CPU time the server has used so far, seconds.
+    pub(crate) fn cpu_secs(&self) -> anyhow::Result<f64> {
+        self.process.cpu_secs()
     }
 }

@@ -8,6 +8,7 @@ mod echo;
 mod fleet;
 mod gateway;
 mod goals;
+mod idle;
 mod raw;
 mod report;
 mod scenarios;
@@ -19,6 +20,7 @@ use clap::{Args, Subcommand};
 
 use crate::connect::Transport;
 use goals::Goal;
+use idle::IdleArgs;
 use scenarios::{ConnectArgs, EchoArgs, FanoutArgs, HandshakeArgs};
 use slow::SlowArgs;
 
@@ -49,6 +51,9 @@ enum Scenario {
     /// Clients reading slower than 30 Hz state for 10 keys: state age and sessions kept, with
     /// the state class (PROTOCOL.md §16) beside today's policy.
     Slow(SlowArgs),
+    /// Sessions held a minute at the client libraries' heartbeat interval: idle sessions per
+    /// consumed core, beside a raw tokio echo server holding as many connections.
+    Idle(IdleArgs),
     /// Every scenario, then the summary table.
     All(AllArgs),
     /// The raw tokio echo server of the baseline (started by the other scenarios).
@@ -81,6 +86,7 @@ pub(crate) async fn run(args: BenchArgs) -> anyhow::Result<()> {
         Scenario::Multicast(a) => scenarios::fanout(&a, true).await?.print(json),
         Scenario::Handshake(a) => scenarios::handshake(&a).await?.print(json),
         Scenario::Slow(a) => slow::slow(&a).await?.print(json),
+        Scenario::Idle(a) => idle::idle(&a).await?.print(json),
         Scenario::RawEchoServer { listen } => raw::serve(&listen).await,
         Scenario::All(a) => all(&a, json).await,
     }
@@ -98,6 +104,14 @@ async fn all(args: &AllArgs, json: Option<&std::path::Path>) -> anyhow::Result<(
     })
     .await?;
     connect.print(json)?;
+    let idle = idle::idle(&IdleArgs {
+        transport: tcp,
+        sessions: args.sessions,
+        heartbeat_secs: 10,
+        hold_secs: 60,
+    })
+    .await?;
+    idle.print(json)?;
     let echo = EchoArgs {
         transport: tcp,
         sessions: 64,
@@ -205,6 +219,19 @@ async fn all(args: &AllArgs, json: Option<&std::path::Path>) -> anyhow::Result<(
         format!("{:.0} B", c.broker_bytes_per_session),
         "—".into(),
         "—".into(),
+    );
+    let i = &idle.figures;
+    row(
+        goals::IDLE,
+        format!(
+            "{:.0} ({} sessions, {} s)",
+            i.sessions_per_core, i.sessions, i.hold_secs
+        ),
+        format!(
+            "{:.0} (raw tokio echo, same frames)",
+            i.raw_connections_per_core
+        ),
+        format!("{:.2}", i.ratio),
     );
     let b = &broadcast.figures;
     row(
