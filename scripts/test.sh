@@ -58,6 +58,9 @@ debian_packages "the Go test peers' packages" \
   $(grep -v '^#' integration-tests/go/debian-packages | awk 'NF { print $1 }')
 go version
 
+step "the peers janus bench peers compares with (cli/tests/bench.rs): nats-server, nginx's stream module"
+debian_packages "the bench's peers" nats-server nginx libnginx-mod-stream
+
 step "the JavaScript SDK's tools (sdk/js): Node >= 20.10, TypeScript, Chromium, Playwright"
 need node "the JavaScript SDK's tests run on Node >= 20.10 (Debian's nodejs, or NodeSource's)"
 node -e 'const [a, b] = process.versions.node.split(".").map(Number); process.exit(a > 20 || (a === 20 && b >= 10) ? 0 : 1)' ||

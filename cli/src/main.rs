@@ -109,7 +109,12 @@ async fn main() {
         Some(Command::GameDemo { .. }) => "janus-game-demo",
         Some(_) => "janus-cli",
     };
-    let telemetry = telemetry::init(service);
+    // The generator's own NATS subscribers would log every connection at info.
+    let filter = match &args.command {
+        Some(Command::Bench(_)) => "info,async_nats=warn",
+        _ => "info",
+    };
+    let telemetry = telemetry::init(service, filter);
     let result = run(args).await;
     telemetry.shutdown();
     if let Err(e) = result {

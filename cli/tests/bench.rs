@@ -89,6 +89,35 @@ fn broadcast_and_multicast_reach_every_session() {
 }
 
 #[test]
+fn peers_deliver_every_broadcast_and_answer_every_echo_beside_janus() {
+    let report = bench(&[
+        "peers",
+        "--subscribers",
+        "50",
+        "--rounds",
+        "2",
+        "--echo-sessions",
+        "4",
+        "--inflight",
+        "2",
+        "--warmup-secs",
+        "0",
+        "--secs",
+        "1",
+    ]);
+    assert_eq!(report["scenario"], "peers", "{report}");
+    assert_eq!(number(&report, "subscribers"), 50.0, "{report}");
+    assert_eq!(number(&report, "nats_connect_failures"), 0.0, "{report}");
+    assert_eq!(number(&report, "nats_missing"), 0.0, "{report}");
+    assert_eq!(number(&report, "nats_deliveries"), 100.0, "{report}");
+    assert!(number(&report, "janus_delivered_per_sec") > 0.0, "{report}");
+    assert_eq!(number(&report, "nginx_failures"), 0.0, "{report}");
+    assert!(number(&report, "nginx_replies") > 0.0, "{report}");
+    assert!(number(&report, "janus_msgs_per_sec") > 0.0, "{report}");
+    assert!(number(&report, "nginx_p99_ms") >= number(&report, "nginx_p50_ms"));
+}
+
+#[test]
 fn handshake_reports_the_rate_beside_the_crypto_ceiling() {
     let report = bench(&["handshake", "--concurrency", "2", "--secs", "1"]);
     assert_eq!(number(&report, "failures"), 0.0, "{report}");

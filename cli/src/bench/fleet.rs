@@ -239,6 +239,31 @@ pub(crate) struct Arrival {
     pub(crate) at: Instant,
 }
 
+/// Takes arrivals of push `round` (skipping any other) until `expected` have come or `wait`
+/// has passed; returns how many came and when the last one did (`started` if none did).
+pub(crate) async fn await_round(
+    arrivals: &mut mpsc::Receiver<Arrival>,
+    round: i32,
+    expected: usize,
+    started: Instant,
+    wait: Duration,
+) -> (usize, Instant) {
+    let mut received = 0;
+    let mut last = started;
+    let deadline = tokio::time::Instant::now() + wait;
+    while received < expected {
+        match tokio::time::timeout_at(deadline, arrivals.recv()).await {
+            Ok(Some(arrival)) if arrival.seq == round => {
+                received += 1;
+                last = last.max(arrival.at);
+            }
+            Ok(Some(_)) => {}
+            Ok(None) | Err(_) => break,
+        }
+    }
+    (received, last)
+}
+
 /// Sessions held open: each heartbeats every `heartbeat` and reports bench pushes.
 pub(crate) struct Held {
     tasks: JoinSet<anyhow::Result<()>>,

@@ -20,10 +20,11 @@ use tokio::process::{Child, Command};
 use crate::{http, keys};
 
 /// A scratch directory for configuration, keys and logs, removed when dropped.
-struct Scratch(tempfile::TempDir);
+pub(crate) struct Scratch(tempfile::TempDir);
 
 impl Scratch {
-    fn new(what: &str) -> anyhow::Result<Self> {
+    /// A fresh directory named after `what`.
+    pub(crate) fn new(what: &str) -> anyhow::Result<Self> {
         let dir = tempfile::Builder::new()
             .prefix(&format!("janus-bench-{what}-"))
             .tempdir()
@@ -31,11 +32,13 @@ impl Scratch {
         Ok(Self(dir))
     }
 
-    fn path(&self) -> &Path {
+    /// The directory.
+    pub(crate) fn path(&self) -> &Path {
         self.0.path()
     }
 
-    fn file(&self, name: &str) -> PathBuf {
+    /// The path of `name` inside it.
+    pub(crate) fn file(&self, name: &str) -> PathBuf {
         self.path().join(name)
     }
 }
@@ -45,6 +48,32 @@ pub(crate) struct Process {
     name: &'static str,
     child: Child,
     log: PathBuf,
+    /// Whether it leads its own process group (an installed peer, whose workers are ended
+    /// with it).
+    group: bool,
+}
+
+impl Drop for Process {
+    fn drop(&mut self) {
+        if let (true, Some(pid)) = (
+            self.group,
+            self.child
+                .id()
+                .and_then(|id| rustix::process::Pid::from_raw(id as i32)),
+        ) {
+            let _ = rustix::process::kill_process_group(pid, rustix::process::Signal::KILL);
+        }
+    }
+}
+
+/// Where `program` is installed: on `PATH`, or in the sbin directories Debian puts daemons in
+/// (not on a user's `PATH`).
+fn installed(program: &str) -> Option<PathBuf> {
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    std::env::split_paths(&path)
+        .chain(["/usr/local/sbin", "/usr/sbin", "/sbin"].map(PathBuf::from))
+        .map(|dir| dir.join(program))
+        .find(|candidate| candidate.is_file())
 }
 
 impl Process {
@@ -57,9 +86,6 @@ impl Process {
         dir: &Scratch,
         wrapper: Option<&str>,
     ) -> anyhow::Result<Self> {
-        let log = dir.file(&format!("{}.log", name.replace(' ', "-")));
-        let file = std::fs::File::create(&log)
-            .with_context(|| format!("cannot create {}", log.display()))?;
         let exe = std::env::current_exe()?;
         let prefix = wrapper
             .and_then(|var| std::env::var(var).ok())
@@ -67,7 +93,40 @@ impl Process {
         let mut command: Vec<String> = prefix.split_whitespace().map(str::to_owned).collect();
         command.push(exe.display().to_string());
         command.extend(args.iter().map(|a| (*a).to_owned()));
-        let child = Command::new(&command[0])
+        Self::spawn_command(name, command, dir, false)
+    }
+
+    /// Starts an installed program (`program ARGS…`, a peer the gateway is compared with, from
+    /// Debian's `package`) as its own process group, with its stderr in `NAME.log` of `dir`;
+    /// fails with the `apt-get` command when it is not installed.
+    pub(crate) fn spawn_installed(
+        name: &'static str,
+        program: &str,
+        package: &str,
+        args: &[&str],
+        dir: &Scratch,
+    ) -> anyhow::Result<Self> {
+        let path = installed(program)
+            .with_context(|| format!("{program} is not installed: apt-get install {package}"))?;
+        let mut command = vec![path.display().to_string()];
+        command.extend(args.iter().map(|a| (*a).to_owned()));
+        Self::spawn_command(name, command, dir, true)
+    }
+
+    fn spawn_command(
+        name: &'static str,
+        command: Vec<String>,
+        dir: &Scratch,
+        group: bool,
+    ) -> anyhow::Result<Self> {
+        let log = dir.file(&format!("{}.log", name.replace(' ', "-")));
+        let file = std::fs::File::create(&log)
+            .with_context(|| format!("cannot create {}", log.display()))?;
+        let mut builder = Command::new(&command[0]);
+        if group {
+            builder.process_group(0);
+        }
+        let child = builder
             .args(&command[1..])
             .env("RUST_LOG", "warn")
             .stdout(Stdio::null())
@@ -75,7 +134,12 @@ impl Process {
             .kill_on_drop(true)
             .spawn()
             .with_context(|| format!("cannot start the {name} ({})", command.join(" ")))?;
-        Ok(Self { name, child, log })
+        Ok(Self {
+            name,
+            child,
+            log,
+            group,
+        })
     }
 
     /// Asks the process to stop (SIGTERM: the edge drains, a profiler wrapping it writes its
@@ -98,7 +162,10 @@ impl Process {
 
     /// Waits until `ready` returns true, up to 20 s; fails at once, with the process's log,
     /// if it exits first.
-    async fn wait_ready(&mut self, mut ready: impl AsyncFnMut() -> bool) -> anyhow::Result<()> {
+    pub(crate) async fn wait_ready(
+        &mut self,
+        mut ready: impl AsyncFnMut() -> bool,
+    ) -> anyhow::Result<()> {
         let deadline = Instant::now() + Duration::from_secs(20);
         while !ready().await {
             let exited = self.child.try_wait()?;
@@ -150,7 +217,7 @@ impl Process {
 
 /// `n` distinct free local ports, each free for TCP and UDP (the sockets that proved it are
 /// held until all are found, so no port is handed out twice).
-fn free_ports<const N: usize>() -> anyhow::Result<[SocketAddr; N]> {
+pub(crate) fn free_ports<const N: usize>() -> anyhow::Result<[SocketAddr; N]> {
     let mut held = Vec::new();
     while held.len() < N {
         let tcp = TcpListener::bind("127.0.0.1:0")?;
@@ -163,7 +230,8 @@ fn free_ports<const N: usize>() -> anyhow::Result<[SocketAddr; N]> {
     Ok(addrs.try_into().expect("N addresses were collected"))
 }
 
-async fn accepts(addr: SocketAddr) -> bool {
+/// Whether `addr` accepts a TCP connection.
+pub(crate) async fn accepts(addr: SocketAddr) -> bool {
     tokio::net::TcpStream::connect(addr).await.is_ok()
 }
 

@@ -9,6 +9,9 @@ mod fleet;
 mod gateway;
 mod goals;
 mod idle;
+mod nats;
+mod nginx;
+mod peers;
 mod raw;
 mod report;
 mod scenarios;
@@ -21,6 +24,7 @@ use clap::{Args, Subcommand};
 use crate::connect::Transport;
 use goals::Goal;
 use idle::IdleArgs;
+use peers::PeersArgs;
 use scenarios::{ConnectArgs, EchoArgs, FanoutArgs, HandshakeArgs};
 use slow::SlowArgs;
 
@@ -54,6 +58,9 @@ enum Scenario {
     /// Sessions held a minute at the client libraries' heartbeat interval: idle sessions per
     /// consumed core, beside a raw tokio echo server holding as many connections.
     Idle(IdleArgs),
+    /// Broadcast beside nats-server to as many plain subscribers, echo beside nginx
+    /// terminating TLS in front of the raw echo server: what a studio would use instead.
+    Peers(PeersArgs),
     /// Every scenario, then the summary table.
     All(AllArgs),
     /// The raw tokio echo server of the baseline (started by the other scenarios).
@@ -87,6 +94,7 @@ pub(crate) async fn run(args: BenchArgs) -> anyhow::Result<()> {
         Scenario::Handshake(a) => scenarios::handshake(&a).await?.print(json),
         Scenario::Slow(a) => slow::slow(&a).await?.print(json),
         Scenario::Idle(a) => idle::idle(&a).await?.print(json),
+        Scenario::Peers(a) => peers::peers(&a).await?.print(json),
         Scenario::RawEchoServer { listen } => raw::serve(&listen).await,
         Scenario::All(a) => all(&a, json).await,
     }
@@ -158,6 +166,8 @@ async fn all(args: &AllArgs, json: Option<&std::path::Path>) -> anyhow::Result<(
     })
     .await?;
     slow.print(json)?;
+    let peers = peers::compare(&broadcast, &echo, &throughput).await?;
+    peers.print(json)?;
 
     // Last: its thousands of short connections leave ports in TIME_WAIT for a minute.
     let handshake = scenarios::handshake(&HandshakeArgs {
@@ -247,6 +257,20 @@ async fn all(args: &AllArgs, json: Option<&std::path::Path>) -> anyhow::Result<(
     println!(
         "| multicast naming every uid, last delivery (median of 5) | {:.1} ms to {} sessions ({:.0}/s) | — | — | — |",
         mc.median_ms_to_last, mc.sessions, mc.delivered_per_sec
+    );
+    let p = &peers.figures;
+    println!(
+        "| broadcast beside nats-server to as many plain subscribers (median of {}) | {:.1} ms ({:.0}/s) | {:.1} ms ({:.0}/s, nats-server) | {:.2} | — |",
+        p.rounds,
+        p.janus_broadcast_median_ms,
+        p.janus_delivered_per_sec,
+        p.nats_median_ms,
+        p.nats_delivered_per_sec,
+        p.broadcast_ratio
+    );
+    println!(
+        "| echo beside nginx terminating TLS before the raw echo | {:.0} req/s, p99 {:.3} ms | {:.0} req/s, p99 {:.3} ms (nginx TLS) | {:.2} | — |",
+        p.janus_msgs_per_sec, p.janus_p99_ms, p.nginx_msgs_per_sec, p.nginx_p99_ms, p.echo_ratio
     );
     let s = &slow.figures;
     println!(

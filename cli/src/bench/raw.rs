@@ -12,7 +12,7 @@ use janus_client::{ClientConfig, unix_now};
 use janus_protocol::handshake::ServerHandshakeConfig;
 use janus_protocol::session::{ClientSession, ServerSession, SessionConfig};
 use std::sync::Arc;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
 use super::echo::EchoConn;
@@ -30,9 +30,10 @@ pub(crate) async fn serve(listen: &str) -> anyhow::Result<()> {
     }
 }
 
-/// A client of the raw echo server.
-pub(crate) struct RawConn {
-    stream: TcpStream,
+/// A client of the raw echo server, over TCP or over any byte stream that ends up there (a
+/// TLS-terminating proxy in front of it).
+pub(crate) struct RawConn<S = TcpStream> {
+    stream: S,
     input: BytesMut,
     out: BytesMut,
     next: u64,
@@ -43,16 +44,23 @@ impl RawConn {
     pub(crate) async fn connect(addr: std::net::SocketAddr) -> anyhow::Result<Self> {
         let stream = TcpStream::connect(addr).await?;
         stream.set_nodelay(true)?;
-        Ok(Self {
+        Ok(Self::over(stream))
+    }
+}
+
+impl<S> RawConn<S> {
+    /// A client of the raw echo server over `stream`.
+    pub(crate) fn over(stream: S) -> Self {
+        Self {
             stream,
             input: BytesMut::with_capacity(8 * 1024),
             out: BytesMut::with_capacity(1024),
             next: 1,
-        })
+        }
     }
 }
 
-impl EchoConn for RawConn {
+impl<S: AsyncRead + AsyncWrite + Unpin + Send + 'static> EchoConn for RawConn<S> {
     async fn send(&mut self, payload: &[u8]) -> anyhow::Result<u64> {
         let id = self.next;
         self.next += 1;
@@ -60,6 +68,8 @@ impl EchoConn for RawConn {
         self.out.put_u64(id);
         self.out.put_slice(payload);
         self.stream.write_all(&self.out).await?;
+        // A TLS stream may hold the last record until flushed; TCP's flush does nothing.
+        self.stream.flush().await?;
         self.out.clear();
         Ok(id)
     }

@@ -147,6 +147,19 @@ pub(crate) struct EchoArgs {
     pub(crate) moved: bool,
 }
 
+impl EchoArgs {
+    /// The load each connection offers.
+    pub(crate) fn plan(&self) -> Plan {
+        Plan {
+            inflight: self.inflight,
+            rate: self.rate.map(|total| total / self.sessions.max(1) as f64),
+            payload: self.payload,
+            warmup: Duration::from_secs(self.warmup_secs),
+            measure: Duration::from_secs(self.secs),
+        }
+    }
+}
+
 /// What `echo` measured: the gateway's figures, and the raw echo baseline's under the same
 /// load (`raw_…`).
 #[derive(Debug, Serialize)]
@@ -178,13 +191,7 @@ pub(crate) struct EchoFigures {
 /// second edge first), then the same load against the raw echo baseline.
 pub(crate) async fn echo(args: &EchoArgs) -> anyhow::Result<Report<EchoFigures>> {
     fleet::raise_fd_limit(args.transport, args.sessions)?;
-    let plan = Plan {
-        inflight: args.inflight,
-        rate: args.rate.map(|total| total / args.sessions.max(1) as f64),
-        payload: args.payload,
-        warmup: Duration::from_secs(args.warmup_secs),
-        measure: Duration::from_secs(args.secs),
-    };
+    let plan = args.plan();
     let gateway = Gateway::start().await?;
     let target = Target::new(&gateway, args.transport, args.sessions)?.resumable(args.moved);
     let (clients, open_failures, _) =
@@ -281,6 +288,12 @@ pub(crate) async fn echo(args: &EchoArgs) -> anyhow::Result<Report<EchoFigures>>
     Ok(report)
 }
 
+/// Bytes of every bench push.
+pub(crate) const PUSH_PAYLOAD: usize = 64;
+
+/// How long a fan-out round waits for its last delivery.
+pub(crate) const ROUND_WAIT: Duration = Duration::from_secs(30);
+
 /// `janus bench broadcast` / `janus bench multicast`.
 #[derive(Debug, Clone, Args)]
 pub(crate) struct FanoutArgs {
@@ -342,7 +355,7 @@ pub(crate) async fn fanout(
         let body = bc::PushBody {
             r#mod: PUSH_MODULE,
             seq: round,
-            data: vec![0x5a; 64],
+            data: vec![0x5a; PUSH_PAYLOAD],
             ..Default::default()
         };
         let started = Instant::now();
@@ -361,19 +374,8 @@ pub(crate) async fn fanout(
             })
             .await?;
         }
-        let mut received = 0;
-        let mut last = started;
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
-        while received < sessions {
-            match tokio::time::timeout_at(deadline, held.arrivals.recv()).await {
-                Ok(Some(arrival)) if arrival.seq == round => {
-                    received += 1;
-                    last = last.max(arrival.at);
-                }
-                Ok(Some(_)) => {}
-                Ok(None) | Err(_) => break,
-            }
-        }
+        let (received, last) =
+            fleet::await_round(&mut held.arrivals, round, sessions, started, ROUND_WAIT).await;
         anyhow::ensure!(received > 0, "round {round}: no session received the push");
         missing += sessions - received;
         times.push(last - started);

@@ -55,12 +55,13 @@ where
     tracing_opentelemetry::layer().with_tracer(provider.tracer(service.to_owned()))
 }
 
-/// Installs the global subscriber for `service` (e.g. `janus-edge`). With
-/// `OTEL_EXPORTER_OTLP_ENDPOINT` set, spans are exported there over OTLP/gRPC. Calling it twice
+/// Installs the global subscriber for `service` (e.g. `janus-edge`), filtering by `RUST_LOG`
+/// or else by `default_filter` (e.g. `info`). With `OTEL_EXPORTER_OTLP_ENDPOINT` set, spans are exported there over OTLP/gRPC. Calling it twice
 /// is harmless (the second subscriber is ignored).
-pub fn init(service: &str) -> Telemetry {
+pub fn init(service: &str, default_filter: &str) -> Telemetry {
     opentelemetry::global::set_text_map_propagator(TraceContextPropagator::new());
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let filter =
+        EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default_filter));
     let provider = match std::env::var("OTEL_EXPORTER_OTLP_ENDPOINT") {
         Ok(endpoint) if !endpoint.is_empty() => {
             use opentelemetry_otlp::WithExportConfig;
