@@ -181,6 +181,10 @@ pub struct QuicConfig {
     pub tls_cert_file: Option<String>,
     /// TLS private key, PEM.
     pub tls_key_file: Option<String>,
+    /// QUIC endpoints (each its own UDP socket and driver task) sharing `listen` through
+    /// `SO_REUSEPORT`; the kernel spreads clients over them by address. Defaults to the
+    /// number of CPUs.
+    pub endpoints: usize,
 }
 
 impl Default for QuicConfig {
@@ -190,6 +194,7 @@ impl Default for QuicConfig {
             listen: SocketAddr::from(([0, 0, 0, 0], 17004)),
             tls_cert_file: None,
             tls_key_file: None,
+            endpoints: std::thread::available_parallelism().map_or(1, usize::from),
         }
     }
 }
@@ -584,6 +589,11 @@ impl Validate for EdgeConfig {
                 "quic.tls_key_file",
                 "tls_cert_file and tls_key_file go together",
             );
+            problems.check(
+                self.quic.endpoints >= 1,
+                "quic.endpoints",
+                "must be at least 1, got 0",
+            );
         }
         let ws = &self.websocket;
         if ws.enabled {
@@ -935,6 +945,22 @@ mod tests {
             config.kcp.params,
             janus_transport::kcp::KcpSettings::plain()
         );
+    }
+
+    #[test]
+    fn quic_endpoints_default_to_the_cpus_and_zero_is_named() {
+        let config: EdgeConfig = parse(KEYS, "t.toml").unwrap();
+        let cpus = std::thread::available_parallelism().map_or(1, usize::from);
+        assert_eq!(config.quic.endpoints, cpus);
+        let two: EdgeConfig = parse(&format!("{KEYS}[quic]\nendpoints = 2\n"), "t.toml").unwrap();
+        assert_eq!(two.quic.endpoints, 2);
+        let err = parse::<EdgeConfig>(&format!("{KEYS}[quic]\nendpoints = 0\n"), "t.toml")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("quic.endpoints: must be at least 1"), "{err}");
+        // A disabled listener's count is not its business.
+        let off = format!("{KEYS}[quic]\nenabled = false\nendpoints = 0\n");
+        assert!(parse::<EdgeConfig>(&off, "t.toml").is_ok());
     }
 
     #[test]

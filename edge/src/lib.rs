@@ -18,6 +18,7 @@ mod link;
 mod listener;
 pub mod metrics;
 mod outbox;
+mod quic;
 mod resume;
 mod server;
 mod session;

@@ -135,8 +135,8 @@ pub(crate) async fn websocket(
     .await;
 }
 
-/// Serves QUIC clients from `endpoint` while the edge accepts; each connection's first
-/// bidirectional stream carries the frames.
+/// Serves QUIC clients from `endpoint` (one of the edge's, each with a loop of its own) while
+/// the edge accepts; each connection's first bidirectional stream carries the frames.
 pub(crate) async fn quic(endpoint: quinn::Endpoint, state: Arc<EdgeState>, tasks: TaskTracker) {
     let open_timeout = state.config.handshake.timeout_secs;
     loop {

@@ -20,8 +20,7 @@ use crate::context::EdgeState;
 use crate::drain::{self, Lifecycle, Phase};
 use crate::error::{Error, Result};
 use crate::link::Links;
-use crate::listener;
-use crate::tls;
+use crate::{listener, quic, tls};
 
 /// A running edge.
 #[derive(Debug)]
@@ -129,11 +128,12 @@ impl Edge {
             false => None,
         };
         let quic = match config.quic.enabled {
-            true => Some(tls::quic_endpoint(
+            true => quic::endpoints(
                 &config.quic,
                 config.session.idle_timeout_secs,
-            )?),
-            false => None,
+                config.session.max_frame,
+            )?,
+            false => Vec::new(),
         };
         let admin_listener = bind(config.admin_listen).await?;
         let local = |l: &TcpListener| l.local_addr().map_err(|e| Error::Config(e.to_string()));
@@ -144,8 +144,9 @@ impl Edge {
             .as_ref()
             .map(|l| l.local_addr().map_err(|e| Error::Config(e.to_string())))
             .transpose()?;
+        // Every endpoint is on the first one's address.
         let quic_addr = quic
-            .as_ref()
+            .first()
             .map(|e| e.local_addr().map_err(|e| Error::Config(e.to_string())))
             .transpose()?;
 
@@ -173,7 +174,7 @@ impl Edge {
                 sessions.clone(),
             ));
         }
-        if let Some(endpoint) = quic {
+        for endpoint in quic {
             background.spawn(listener::quic(endpoint, state.clone(), sessions.clone()));
         }
         let admin = Admin {

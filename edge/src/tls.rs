@@ -1,9 +1,8 @@
-//! TLS for the listeners that need it: the QUIC endpoint (ALPN `janus`; from the configured
+//! TLS for the listeners that need it: the QUIC endpoints (ALPN `janus`; from the configured
 //! PEM certificate and key, or a self-signed development pair generated at start) and, when a
 //! certificate and key are configured, the WebSocket listener (wss).
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use janus_transport::quic::QUIC_ALPN;
 use janus_transport::tls::{install_crypto_provider, load_certs, load_key};
@@ -46,11 +45,8 @@ fn identity(cert_file: Option<&str>, key_file: Option<&str>, field: &str) -> Res
     }
 }
 
-/// The QUIC endpoint of `config`, bound and ready to accept.
-pub(crate) fn quic_endpoint(
-    config: &QuicConfig,
-    session_idle: Duration,
-) -> Result<quinn::Endpoint> {
+/// The QUIC listener's TLS: `config`'s certificate (or a development one), ALPN `janus`.
+pub(crate) fn quic_crypto(config: &QuicConfig) -> Result<quinn::crypto::rustls::QuicServerConfig> {
     install_crypto_provider();
     let (certs, key) = identity(
         config.tls_cert_file.as_deref(),
@@ -62,20 +58,8 @@ pub(crate) fn quic_endpoint(
         .with_single_cert(certs, key)
         .map_err(|e| Error::Config(format!("quic: unusable certificate or key: {e}")))?;
     tls.alpn_protocols = vec![QUIC_ALPN.to_vec()];
-    let crypto = quinn::crypto::rustls::QuicServerConfig::try_from(tls)
-        .map_err(|e| Error::Config(format!("quic: {e}")))?;
-    let mut server = quinn::ServerConfig::with_crypto(Arc::new(crypto));
-    // The session's idle rule (which tells the client why) decides when a quiet session ends,
-    // not QUIC's own idle timer: it is set past the session idle timeout.
-    let mut transport = quinn::TransportConfig::default();
-    transport.max_idle_timeout(
-        quinn::IdleTimeout::try_from(session_idle + Duration::from_secs(10)).ok(),
-    );
-    server.transport_config(Arc::new(transport));
-    quinn::Endpoint::server(server, config.listen).map_err(|source| Error::Bind {
-        addr: config.listen,
-        source,
-    })
+    quinn::crypto::rustls::QuicServerConfig::try_from(tls)
+        .map_err(|e| Error::Config(format!("quic: {e}")))
 }
 
 /// The wss acceptor when `config` names a certificate and key; `None` means plain ws.

@@ -42,9 +42,11 @@ pub(crate) struct Target {
     config: ClientConfig,
     tokens: Arc<TokenCodec>,
     sources: Vec<IpAddr>,
-    /// QUIC: one client endpoint (one UDP socket) carries every session, so the number of
-    /// sessions is not bounded by open files on either side.
-    quic: Option<quinn::Endpoint>,
+    /// QUIC: one client endpoint (one UDP socket and driver task) per CPU carries the
+    /// sessions, player `uid` on endpoint `uid % len`, so the number of sessions is not bounded
+    /// by open files on either side nor the generator by one task; and the edge's kernel,
+    /// choosing an edge endpoint by source address, spreads them over its endpoints too.
+    quic: Vec<quinn::Endpoint>,
     /// TCP: the receive buffer each player's socket asks for (a slow link's small window).
     recv_buffer: Option<u32>,
 }
@@ -67,8 +69,13 @@ impl Target {
             .map(|i| IpAddr::V4(Ipv4Addr::new(127, 0, 0, 1 + i as u8)))
             .collect();
         let quic = match transport {
-            Transport::Quic => Some(QuicStream::client_endpoint(addr, None)?),
-            _ => None,
+            Transport::Quic => {
+                let cpus = std::thread::available_parallelism().map_or(1, usize::from);
+                (0..cpus)
+                    .map(|_| QuicStream::client_endpoint(addr, None))
+                    .collect::<Result<_, _>>()?
+            }
+            _ => Vec::new(),
         };
         Ok(Self {
             transport,
@@ -166,8 +173,8 @@ impl Target {
             Transport::Quic => {
                 let endpoint = self
                     .quic
-                    .as_ref()
-                    .context("a QUIC target has an endpoint")?;
+                    .get(uid as usize % self.quic.len().max(1))
+                    .context("a QUIC target has endpoints")?;
                 let stream = tokio::time::timeout(
                     self.config.handshake_timeout,
                     QuicStream::connect_on(endpoint, self.addr, "localhost"),
@@ -183,7 +190,7 @@ impl Target {
 
 /// Raises this process's open-file limit to what `sessions` connections over `transport` need
 /// (children, the edge among them, inherit it); fails with the fix when the hard limit is
-/// lower. QUIC sessions share one UDP socket on each side and need no file per session.
+/// lower. QUIC sessions share a few UDP sockets on each side and need no file per session.
 pub(crate) fn raise_fd_limit(transport: Transport, sessions: usize) -> anyhow::Result<()> {
     use rustix::process::{Resource, Rlimit, getrlimit, setrlimit};
     let per_session = match transport {

@@ -32,6 +32,32 @@ pub fn quic_client_tls(ca_pem: Option<&str>) -> Result<rustls::ClientConfig> {
     Ok(config)
 }
 
+/// The flow-control window of a Janus QUIC connection, bytes: what one side may have in flight
+/// towards the other on its stream (and in all, there being one stream). quinn's defaults
+/// (1.25 MB per stream, 10 MB to send) are sized for bulk transfer; game traffic is small
+/// frames, and a frame larger than the window still flows, a window at a time, as the reader
+/// takes it.
+pub const GAME_WINDOW: u32 = 128 * 1024;
+
+/// A QUIC transport configuration sized for Janus: one bidirectional stream per connection,
+/// opened by the client (so `peer_bidi_streams` is 1 on the server and 0 on the client), no
+/// unidirectional streams, no datagrams, and `window` bytes of flow control each way. quinn
+/// keeps state for every stream the peer may open from the start (100 of each kind by default),
+/// and a small send window makes a slow reader back up in the writer's own queue, where it is
+/// seen, instead of in megabytes of QUIC buffer.
+pub fn game_transport(peer_bidi_streams: u32, window: u32) -> quinn::TransportConfig {
+    let mut transport = quinn::TransportConfig::default();
+    transport
+        .max_concurrent_bidi_streams(peer_bidi_streams.into())
+        .max_concurrent_uni_streams(0u32.into())
+        .stream_receive_window(window.into())
+        .receive_window(window.into())
+        .send_window(window.into())
+        .datagram_receive_buffer_size(None)
+        .datagram_send_buffer_size(0);
+    transport
+}
+
 /// How often a client's QUIC connection pings when nothing else is sent.
 const QUIC_KEEP_ALIVE: std::time::Duration = std::time::Duration::from_secs(15);
 
@@ -91,7 +117,7 @@ impl QuicStream {
         let mut config = quinn::ClientConfig::new(std::sync::Arc::new(crypto));
         // QUIC pings keep a quiet connection (and its NAT binding) alive; whether the session
         // is still wanted is the heartbeat's business, not QUIC's idle timer.
-        let mut transport = quinn::TransportConfig::default();
+        let mut transport = game_transport(0, GAME_WINDOW);
         transport
             .keep_alive_interval(Some(QUIC_KEEP_ALIVE))
             .max_idle_timeout(quinn::IdleTimeout::try_from(QUIC_KEEP_ALIVE * 8).ok());
